@@ -1,0 +1,183 @@
+"""What plugins register: trigger, action and template types, and what an action returns."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from .models import BookingEvent
+
+NAME_RE = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
+
+
+class Outcome(StrEnum):
+    SUCCEEDED = "succeeded"
+    RETRY = "retry"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Result:
+    """What one attempt of one step came to. Build it with ``ok``, ``retry`` or ``fail``."""
+
+    outcome: Outcome
+    external_id: str | None = None
+    error: str | None = None
+    error_code: str | None = None
+    http_status: int | None = None
+    retry_after: float | None = None
+    response_excerpt: str | None = None
+
+    @classmethod
+    def ok(
+        cls,
+        external_id: str | None = None,
+        *,
+        http_status: int | None = None,
+        response_excerpt: str | None = None,
+    ) -> Result:
+        return cls(
+            Outcome.SUCCEEDED,
+            external_id=external_id,
+            http_status=http_status,
+            response_excerpt=response_excerpt,
+        )
+
+    @classmethod
+    def retry(
+        cls,
+        error: str,
+        *,
+        error_code: str | None = None,
+        http_status: int | None = None,
+        retry_after: float | None = None,
+        response_excerpt: str | None = None,
+    ) -> Result:
+        return cls(
+            Outcome.RETRY,
+            error=error,
+            error_code=error_code,
+            http_status=http_status,
+            retry_after=retry_after,
+            response_excerpt=response_excerpt,
+        )
+
+    @classmethod
+    def fail(
+        cls,
+        error: str,
+        *,
+        error_code: str | None = None,
+        http_status: int | None = None,
+        response_excerpt: str | None = None,
+    ) -> Result:
+        return cls(
+            Outcome.FAILED,
+            error=error,
+            error_code=error_code,
+            http_status=http_status,
+            response_excerpt=response_excerpt,
+        )
+
+
+@dataclass(frozen=True)
+class WorkflowRef:
+    id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class ActionContext:
+    """Everything one attempt of one step may use."""
+
+    event: BookingEvent
+    trigger: str
+    workflow: WorkflowRef
+    account_id: str
+    plan: str
+    run_id: str
+    step_id: str
+    position: int
+    attempt: int
+    settings: Any
+    credentials: Any = None
+    test: bool = False
+
+    @property
+    def idempotency_key(self) -> str:
+        """Stable across every attempt of this step: receivers de-duplicate on it."""
+        return f"msg_{self.step_id.removeprefix('stp_')}"
+
+
+Execute = Callable[[ActionContext], "Result | Awaitable[Result]"]
+
+
+@dataclass(frozen=True)
+class ActionType:
+    """An action a workflow step can run, e.g. ``webhook.call``."""
+
+    name: str
+    title: str
+    settings: type[BaseModel]
+    execute: Execute
+    capability: str | None = None
+    credentials: type[BaseModel] | None = None
+    description: str = ""
+
+    def validate(self) -> None:
+        if not NAME_RE.match(self.name):
+            raise ValueError(f"action name {self.name!r} must look like 'channel.verb'")
+        if not (isinstance(self.settings, type) and issubclass(self.settings, BaseModel)):
+            raise ValueError(f"action {self.name}: settings must be a pydantic model class")
+        if self.credentials is not None and not issubclass(self.credentials, BaseModel):
+            raise ValueError(f"action {self.name}: credentials must be a pydantic model class")
+        if not callable(self.execute):
+            raise ValueError(f"action {self.name}: execute must be callable")
+
+
+@dataclass(frozen=True)
+class TriggerType:
+    """A trigger: an event that arrives (``kind="event"``) or a time planned from the booking
+    (``kind="time"``, ``anchor`` start or end, ``direction`` -1 before or +1 after)."""
+
+    name: str
+    title: str
+    description: str = ""
+    kind: Literal["event", "time"] = "event"
+    anchor: Literal["start", "end"] | None = None
+    direction: Literal[-1, 1] = 1
+
+    def validate(self) -> None:
+        if not NAME_RE.match(self.name):
+            raise ValueError(f"trigger name {self.name!r} must look like 'subject.verb'")
+        if (self.kind == "time") != (self.anchor is not None):
+            raise ValueError(f"trigger {self.name}: a time trigger needs an anchor, others none")
+
+
+@dataclass(frozen=True)
+class TemplateStep:
+    action: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Template:
+    """A ready-made workflow users can start from."""
+
+    name: str
+    title: str
+    trigger: str
+    steps: tuple[TemplateStep, ...]
+    description: str = ""
+    offset_minutes: int = 0
+
+    def validate(self) -> None:
+        if not re.match(r"^[a-z][a-z0-9_-]*$", self.name):
+            raise ValueError(f"template name {self.name!r} must be a lower-case slug")
+        if not self.steps:
+            raise ValueError(f"template {self.name}: needs at least one step")

@@ -1,0 +1,76 @@
+"""Secrets at rest: settings fields typed ``SecretStr`` are stored Fernet-encrypted and only
+ever shown masked."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import types
+from typing import Any, Union, get_args, get_origin
+
+from cryptography.fernet import Fernet, InvalidToken
+from pydantic import BaseModel, SecretStr
+
+SEALED = "sealed:"
+MASK = "********"
+
+
+def secret_fields(model: type[BaseModel]) -> list[str]:
+    def is_secret(annotation: Any) -> bool:
+        if annotation is SecretStr:
+            return True
+        if get_origin(annotation) in (Union, types.UnionType):
+            return any(is_secret(arg) for arg in get_args(annotation))
+        return False
+
+    return [name for name, f in model.model_fields.items() if is_secret(f.annotation)]
+
+
+class Sealer:
+    def __init__(self, secret_key: str) -> None:
+        digest = hashlib.sha256(secret_key.encode()).digest()
+        self._fernet = Fernet(base64.urlsafe_b64encode(digest))
+
+    def seal(self, model: type[BaseModel], value: BaseModel) -> dict[str, Any]:
+        """The JSON to store for validated settings, secrets encrypted."""
+        data = value.model_dump(mode="json")
+        for name in secret_fields(model):
+            secret = getattr(value, name)
+            if secret is not None:
+                token = self._fernet.encrypt(secret.get_secret_value().encode()).decode()
+                data[name] = SEALED + token
+        return data
+
+    def open(self, model: type[BaseModel], stored: dict[str, Any]) -> BaseModel:
+        data = dict(stored)
+        for name in secret_fields(model):
+            value = data.get(name)
+            if isinstance(value, str) and value.startswith(SEALED):
+                try:
+                    data[name] = self._fernet.decrypt(value[len(SEALED) :]).decode()
+                except InvalidToken:
+                    raise ValueError(
+                        f"setting {name!r} cannot be decrypted: LINKTIME_SECRET_KEY changed?"
+                    ) from None
+        return model.model_validate(data)
+
+
+def masked(model: type[BaseModel] | None, stored: dict[str, Any]) -> dict[str, Any]:
+    """Stored settings as the API shows them: secrets replaced by a mask."""
+    data = dict(stored)
+    for name in secret_fields(model) if model else ():
+        if data.get(name) is not None:
+            data[name] = MASK
+    if model is None:  # the action is not installed: hide anything that looks sealed
+        data = {k: MASK if isinstance(v, str) and v.startswith(SEALED) else v for k, v in data.items()}
+    return data
+
+
+def revealed(value: BaseModel) -> dict[str, Any]:
+    """Validated settings as JSON with their secrets in clear (shown once, on creation)."""
+    data = value.model_dump(mode="json")
+    for name in secret_fields(type(value)):
+        secret = getattr(value, name)
+        if secret is not None:
+            data[name] = secret.get_secret_value()
+    return data

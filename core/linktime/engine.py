@@ -1,0 +1,547 @@
+"""The engine: events become runs, runs execute their steps in order, each attempt is logged.
+
+A run is owned by one worker at a time through a lease (``lease_token``/``lease_until``). Every
+write a worker makes re-checks its token, so a worker that lost its lease (it stalled, another
+took over) stops without recording anything. A step is marked running, with its attempt
+counted, before it is executed; a step recorded as succeeded is never executed again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import json
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+from dramatiq.asyncio import EventLoopThread
+from pydantic import BaseModel
+from sqlalchemy import Connection, and_, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from . import plugins
+from .actions import ActionContext, ActionType, Execute, Outcome, Result, WorkflowRef
+from .crypto import Sealer
+from .errors import InputError, NotFound
+from .models import BookingEvent
+from .settings import Settings
+from .storage import (
+    Account,
+    Attempt,
+    Event,
+    Run,
+    RunStep,
+    Workflow,
+    WorkflowStep,
+    make_engine,
+    new_id,
+    new_secret,
+)
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+_loop_thread: EventLoopThread | None = None
+_loop_lock = threading.Lock()
+
+
+def call_execute(execute: Execute, ctx: ActionContext) -> Result:
+    """Run a plain or async ``execute``. Coroutines share one event loop per process, so async
+    plugins can pool connections across the worker's threads."""
+    global _loop_thread
+    outcome = execute(ctx)
+    if not inspect.isawaitable(outcome):
+        return outcome
+    with _loop_lock:
+        if _loop_thread is None:
+            _loop_thread = EventLoopThread(log)
+            _loop_thread.daemon = True
+            _loop_thread.start(timeout=5)
+    return cast(Result, _loop_thread.run_coroutine(_awaited(outcome)))
+
+
+async def _awaited(awaitable: Awaitable[Result]) -> Result:
+    return await awaitable
+
+
+@dataclass(frozen=True)
+class Ingested:
+    answer: dict[str, Any]
+    replayed: bool
+    run_ids: list[str]
+
+
+@dataclass(frozen=True)
+class _Step:
+    id: str
+    position: int
+    action: str
+    settings: dict[str, Any]
+    status: str
+    attempts: int
+
+
+@dataclass(frozen=True)
+class _Claim:
+    run_id: str
+    token: str
+    account_id: str
+    plan: str
+    workflow: WorkflowRef
+    trigger: str
+    event: BookingEvent
+    steps: list[_Step]
+
+
+class Hub:
+    """One LinkTime installation: settings, database, installed plugins, and the broker hook."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        registry: plugins.Registry | None = None,
+        clock: Clock = utcnow,
+    ) -> None:
+        self.settings = settings or Settings()
+        self.registry = registry or plugins.load(self.settings.load_plugins)
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.db = make_engine(self.settings.effective_database_url)
+        self.sealer = Sealer(self._secret_key())
+        self.clock = clock
+        # Set by the broker binding (worker.bind); until then runs wait for the scheduler.
+        self.enqueue: Callable[[list[str]], None] = lambda run_ids: None
+
+    def _secret_key(self) -> str:
+        if self.settings.secret_key:
+            return self.settings.secret_key
+        path = self.settings.data_dir / "secret.key"
+        if not path.exists():
+            path.write_text(new_secret())
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+    def migrate(self) -> None:
+        from .migrations import upgrade
+
+        upgrade(self.db)
+
+    def close(self) -> None:
+        self.db.dispose()
+
+    # -- events -------------------------------------------------------------------------------
+
+    def emit(self, event: BookingEvent | dict[str, Any], *, account_id: str) -> Ingested:
+        """Store an event once and start the runs it triggers. A replayed event id returns the
+        first answer and starts nothing."""
+        if not isinstance(event, BookingEvent):
+            event = BookingEvent.model_validate(event)
+        payload = event.model_dump(mode="json")
+        digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+        try:
+            with self.db.begin() as conn:
+                existing = self._answer(conn, account_id, event.id, digest)
+                if existing is not None:
+                    return existing
+                run_ids = self._store_event(conn, account_id, event, payload, digest)
+                answer = self._answer(conn, account_id, event.id, digest)
+        except IntegrityError:
+            # Another request stored the same event id first: answer as a replay.
+            with self.db.begin() as conn:
+                answer = self._answer(conn, account_id, event.id, digest)
+            if answer is None:
+                raise
+            return answer
+        assert answer is not None
+        self.enqueue(run_ids)
+        return Ingested(answer.answer, replayed=False, run_ids=run_ids)
+
+    def _answer(
+        self, conn: Connection, account_id: str, event_id: str, digest: str
+    ) -> Ingested | None:
+        row = conn.execute(
+            select(Event.id, Event.type, Event.received_at, Event.payload_hash).where(
+                Event.account_id == account_id, Event.event_id == event_id
+            )
+        ).first()
+        if row is None:
+            return None
+        if row.payload_hash != digest:
+            raise InputError(
+                f"event id {event_id!r} was already received with a different body",
+                status=409,
+                code="event_id_reused",
+            )
+        runs = conn.execute(
+            select(Run.id, Run.workflow_id).where(Run.event_id == row.id).order_by(Run.id)
+        ).all()
+        answer = {
+            "id": event_id,
+            "type": row.type,
+            "received_at": row.received_at.isoformat().replace("+00:00", "Z"),
+            "runs": [{"id": r.id, "workflow_id": r.workflow_id} for r in runs],
+        }
+        return Ingested(answer, replayed=True, run_ids=[r.id for r in runs])
+
+    def _store_event(
+        self,
+        conn: Connection,
+        account_id: str,
+        event: BookingEvent,
+        payload: dict[str, Any],
+        digest: str,
+    ) -> list[str]:
+        now = self.clock()
+        event_pk = new_id("ev")
+        conn.execute(
+            insert(Event).values(
+                id=event_pk,
+                account_id=account_id,
+                event_id=event.id,
+                type=event.type,
+                booking_uid=event.booking.uid,
+                occurred_at=event.occurred_at,
+                received_at=now,
+                payload=payload,
+                payload_hash=digest,
+            )
+        )
+        workflows = conn.execute(
+            select(Workflow.id, Workflow.name).where(
+                Workflow.account_id == account_id,
+                Workflow.trigger == event.type,
+                Workflow.enabled.is_(True),
+            )
+        ).all()
+        if not workflows:
+            return []
+        steps = conn.execute(
+            select(WorkflowStep.workflow_id, WorkflowStep.action, WorkflowStep.settings)
+            .where(WorkflowStep.workflow_id.in_([w.id for w in workflows]))
+            .order_by(WorkflowStep.workflow_id, WorkflowStep.position)
+        ).all()
+        due = now + timedelta(seconds=self.settings.requeue_after_seconds)
+        run_rows, step_rows = [], []
+        for wf in workflows:
+            run_id = new_id("run")
+            run_rows.append(
+                {
+                    "id": run_id,
+                    "account_id": account_id,
+                    "workflow_id": wf.id,
+                    "workflow_name": wf.name,
+                    "event_id": event_pk,
+                    "trigger": event.type,
+                    "status": "queued",
+                    "due_at": due,
+                    "created_at": now,
+                }
+            )
+            own = [s for s in steps if s.workflow_id == wf.id]
+            step_rows += [
+                {
+                    "id": new_id("stp"),
+                    "run_id": run_id,
+                    "position": i,
+                    "action": s.action,
+                    "settings": s.settings,
+                    "status": "pending",
+                    "attempts": 0,
+                }
+                for i, s in enumerate(own)
+            ]
+        conn.execute(insert(Run), run_rows)
+        conn.execute(insert(RunStep), step_rows)
+        return [r["id"] for r in run_rows]
+
+    # -- execution ----------------------------------------------------------------------------
+
+    def process_run(self, run_id: str) -> None:
+        """Execute a run's remaining steps in order. Safe to call twice for the same run, at the
+        same time or later: only the lease holder executes, and only unfinished steps."""
+        with self.db.begin() as conn:
+            claim = self._claim(conn, run_id)
+            if claim is None:
+                return
+            step = self._start(conn, claim)
+        while step is not None:
+            result, started, duration_ms = self._attempt(claim, step)
+            with self.db.begin() as conn:
+                if not self._renew(conn, claim):
+                    log.warning("run %s: lease lost; another worker owns it now", run_id)
+                    return
+                step = self._record(conn, claim, step, result, started, duration_ms)
+
+    def _lease(self) -> tuple[datetime, datetime]:
+        now = self.clock()
+        return now, now + timedelta(seconds=self.settings.step_lease_seconds)
+
+    def _claim(self, conn: Connection, run_id: str) -> _Claim | None:
+        now, until = self._lease()
+        token = new_id("lease")
+        row = conn.execute(
+            update(Run)
+            .where(
+                Run.id == run_id,
+                or_(
+                    Run.status == "queued",
+                    and_(Run.status == "running", Run.lease_until <= now),
+                ),
+            )
+            .values(status="running", lease_token=token, lease_until=until, due_at=until)
+            .returning(
+                Run.account_id, Run.workflow_id, Run.workflow_name, Run.trigger, Run.event_id
+            )
+        ).first()
+        if row is None:
+            return None
+        ctx = conn.execute(
+            select(Event.payload, Account.plan)
+            .join(Account, Account.id == Event.account_id)
+            .where(Event.id == row.event_id)
+        ).one()
+        steps = conn.execute(
+            select(  # the fields of _Step
+                RunStep.id,
+                RunStep.position,
+                RunStep.action,
+                RunStep.settings,
+                RunStep.status,
+                RunStep.attempts,
+            )
+            .where(RunStep.run_id == run_id)
+            .order_by(RunStep.position)
+        ).all()
+        return _Claim(
+            run_id=run_id,
+            token=token,
+            account_id=row.account_id,
+            plan=ctx.plan,
+            workflow=WorkflowRef(row.workflow_id, row.workflow_name),
+            trigger=row.trigger,
+            event=BookingEvent.model_validate(ctx.payload),
+            steps=[_Step(**row._mapping) for row in steps],
+        )
+
+    def _start(self, conn: Connection, claim: _Claim) -> _Step | None:
+        """Pick up where the run stands: the first unfinished step, now marked running."""
+        step = next((s for s in claim.steps if s.status in ("pending", "running")), None)
+        if step is None:
+            self._finish(conn, claim, "succeeded")
+            return None
+        if step.status == "running":
+            # The previous owner died during this attempt; whether it was delivered is unknown.
+            lost = Result.retry(
+                "the worker was lost during this attempt", error_code="worker_lost"
+            )
+            return self._record(conn, claim, step, lost, self.clock(), 0)
+        return self._mark_running(conn, step)
+
+    def _mark_running(self, conn: Connection, step: _Step) -> _Step:
+        conn.execute(
+            update(RunStep)
+            .where(RunStep.id == step.id)
+            .values(status="running", attempts=step.attempts + 1)
+        )
+        return replace(step, status="running", attempts=step.attempts + 1)
+
+    def _renew(self, conn: Connection, claim: _Claim) -> bool:
+        _, until = self._lease()
+        renewed = conn.execute(
+            update(Run)
+            .where(Run.id == claim.run_id, Run.lease_token == claim.token)
+            .values(lease_until=until, due_at=until)
+        )
+        return renewed.rowcount == 1
+
+    def _attempt(self, claim: _Claim, step: _Step) -> tuple[Result, datetime, int]:
+        started = self.clock()
+        t0 = time.perf_counter()
+        try:
+            action = self.registry.action(step.action)
+        except plugins.UnknownAction as exc:
+            result = Result.fail(str(exc), error_code="action_not_installed")
+        else:
+            result = self._execute(action, claim, step)
+        return result, started, int((time.perf_counter() - t0) * 1000)
+
+    def _execute(self, action: ActionType, claim: _Claim, step: _Step) -> Result:
+        try:
+            settings: BaseModel = self.sealer.open(action.settings, step.settings)
+        except ValueError as exc:
+            return Result.fail(f"step settings are no longer valid: {exc}", error_code="bad_settings")
+        ctx = ActionContext(
+            event=claim.event,
+            trigger=claim.trigger,
+            workflow=claim.workflow,
+            account_id=claim.account_id,
+            plan=claim.plan,
+            run_id=claim.run_id,
+            step_id=step.id,
+            position=step.position,
+            attempt=step.attempts,
+            settings=settings,
+        )
+        try:
+            result = call_execute(action.execute, ctx)
+        except Exception as exc:  # a plugin bug must not lose the step: retry it
+            log.exception("action %s raised", action.name)
+            return Result.retry(f"{type(exc).__name__}: {exc}", error_code="exception")
+        if not isinstance(result, Result):
+            return Result.fail(
+                f"action {action.name} returned {type(result).__name__}, not a Result",
+                error_code="bad_result",
+            )
+        return result
+
+    def _record(
+        self,
+        conn: Connection,
+        claim: _Claim,
+        step: _Step,
+        result: Result,
+        started: datetime,
+        duration_ms: int,
+    ) -> _Step | None:
+        """Log the attempt and move the run on. Returns the next step to execute, if any."""
+        now = self.clock()
+        schedule = self.settings.retry_schedule
+        retry = result.outcome is Outcome.RETRY and step.attempts <= len(schedule)
+        if result.outcome is Outcome.SUCCEEDED:
+            attempt_status = "succeeded"
+        else:
+            attempt_status = "retrying" if retry else "failed"
+        cap = self.settings.response_excerpt_bytes
+        conn.execute(
+            insert(Attempt).values(
+                id=new_id("att"),
+                step_id=step.id,
+                number=step.attempts,
+                status=attempt_status,
+                started_at=started,
+                duration_ms=duration_ms,
+                http_status=result.http_status,
+                error_code=result.error_code,
+                error=result.error,
+                external_id=result.external_id,
+                response_excerpt=(result.response_excerpt or None) and result.response_excerpt[:cap],
+            )
+        )
+        if result.outcome is Outcome.SUCCEEDED:
+            conn.execute(
+                update(RunStep)
+                .where(RunStep.id == step.id)
+                .values(
+                    status="succeeded",
+                    external_id=result.external_id,
+                    error=None,
+                    error_code=None,
+                    next_attempt_at=None,
+                    finished_at=now,
+                )
+            )
+            following = [s for s in claim.steps if s.position > step.position]
+            if following:
+                return self._mark_running(conn, following[0])
+            self._finish(conn, claim, "succeeded")
+            return None
+        if retry:
+            delay = schedule[step.attempts - 1]
+            if result.retry_after is not None:
+                delay = min(max(result.retry_after, 0.0), max(schedule))
+            at = now + timedelta(seconds=delay)
+            conn.execute(
+                update(RunStep)
+                .where(RunStep.id == step.id)
+                .values(
+                    status="pending",
+                    next_attempt_at=at,
+                    error=result.error,
+                    error_code=result.error_code,
+                )
+            )
+            conn.execute(
+                update(Run)
+                .where(Run.id == claim.run_id)
+                .values(status="waiting", due_at=at, lease_token=None, lease_until=None)
+            )
+            return None
+        conn.execute(
+            update(RunStep)
+            .where(RunStep.id == step.id)
+            .values(
+                status="failed",
+                error=result.error,
+                error_code=result.error_code,
+                next_attempt_at=None,
+                finished_at=now,
+            )
+        )
+        conn.execute(
+            update(RunStep)
+            .where(RunStep.run_id == claim.run_id, RunStep.position > step.position)
+            .values(status="skipped", finished_at=now)
+        )
+        self._finish(conn, claim, "failed")
+        return None
+
+    def _finish(self, conn: Connection, claim: _Claim, status: str) -> None:
+        conn.execute(
+            update(Run)
+            .where(Run.id == claim.run_id)
+            .values(
+                status=status,
+                due_at=None,
+                lease_token=None,
+                lease_until=None,
+                finished_at=self.clock(),
+            )
+        )
+
+    def get_run(self, account_id: str, run_id: str) -> Run:
+        """A run with its steps and their attempts; another account's run is not found."""
+        with Session(self.db, expire_on_commit=False) as session:
+            run = session.get(Run, run_id)
+            if run is None or run.account_id != account_id:
+                raise NotFound(f"no run {run_id!r}")
+            for step in run.steps:
+                _ = step.attempt_log
+            return run
+
+    # -- scheduling ---------------------------------------------------------------------------
+
+    def due_runs(self, limit: int | None = None) -> list[str]:
+        """Hand out the runs that are due now: new runs whose first message may be lost,
+        runs whose retry time came, runs whose worker's lease expired. Each is pushed
+        ``requeue_after_seconds`` ahead, so a lost message is sent again later."""
+        now = self.clock()
+        later = now + timedelta(seconds=self.settings.requeue_after_seconds)
+        with self.db.begin() as conn:
+            ids = list(
+                conn.scalars(
+                    select(Run.id)
+                    .where(Run.due_at <= now)
+                    .order_by(Run.due_at)
+                    .limit(limit or self.settings.scheduler_batch)
+                    .with_for_update(skip_locked=True)
+                )
+            )
+            if ids:
+                conn.execute(
+                    update(Run).where(Run.id.in_(ids), Run.status == "waiting").values(status="queued")
+                )
+                conn.execute(update(Run).where(Run.id.in_(ids)).values(due_at=later))
+        return ids

@@ -1,0 +1,74 @@
+"""Operator settings: environment (``LINKTIME_*``) over an optional ``linktime.toml``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_RETRY_SCHEDULE = [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LINKTIME_", extra="ignore")
+
+    data_dir: Path = Field(Path(".linktime"), description="Where the embedded default keeps data")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; SQLite in data_dir if unset")
+    redis_url: str | None = Field(None, description="Redis broker; in-process broker if unset")
+    broker_namespace: str = "linktime"
+    secret_key: str | None = Field(
+        None, description="Encrypts integration secrets; generated in data_dir if unset"
+    )
+    load_plugins: str | None = Field(
+        None, description="Comma-separated entry-point names to load; empty loads none"
+    )
+    retry_schedule: list[float] = Field(
+        default_factory=lambda: list(DEFAULT_RETRY_SCHEDULE),
+        description="Seconds to wait before each retry; its length is the number of retries",
+    )
+    step_lease_seconds: float = Field(
+        60.0, gt=0, description="How long a worker owns a run before it counts as lost"
+    )
+    requeue_after_seconds: float = Field(
+        30.0, gt=0, description="How long a queued run may wait for a worker before it is re-sent"
+    )
+    scheduler_interval: float = Field(0.5, gt=0)
+    scheduler_batch: int = Field(1000, gt=0)
+    max_event_bytes: int = Field(256 * 1024, gt=0)
+    response_excerpt_bytes: int = Field(1024, ge=0)
+    worker_threads: int = Field(8, gt=0)
+
+    @field_validator("retry_schedule")
+    @classmethod
+    def _non_negative(cls, value: list[float]) -> list[float]:
+        if any(v < 0 for v in value):
+            raise ValueError("retry delays must not be negative")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        config = Path(os.environ.get("LINKTIME_CONFIG", "linktime.toml"))
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if config.is_file():
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config))
+        return tuple(sources)
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'linktime.db').resolve()}"

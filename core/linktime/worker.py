@@ -1,0 +1,70 @@
+"""Dramatiq wiring: the broker (Redis when ``LINKTIME_REDIS_URL`` is set, in-process otherwise),
+the one actor that executes runs, and the in-process worker of the embedded default.
+
+The broker only carries run ids that are due now; retry delays live in the database, so
+Dramatiq's own retries only cover infrastructure errors (the database briefly unreachable).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.brokers.stub import StubBroker
+
+from .engine import Hub
+
+log = logging.getLogger(__name__)
+
+QUEUE = "linktime"
+ACTOR = "linktime.execute_run"
+
+
+def make_broker(hub: Hub) -> dramatiq.Broker:
+    if hub.settings.redis_url:
+        return RedisBroker(url=hub.settings.redis_url, namespace=hub.settings.broker_namespace)
+    return StubBroker()
+
+
+def bind(hub: Hub, broker: dramatiq.Broker) -> dramatiq.Actor:
+    """Declare the actor on ``broker`` and point the hub's enqueue at it."""
+    dramatiq.set_broker(broker)
+
+    def execute_run(run_id: str) -> None:
+        hub.process_run(run_id)
+
+    actor = dramatiq.actor(
+        execute_run,
+        actor_name=ACTOR,
+        queue_name=QUEUE,
+        broker=broker,
+        max_retries=5,
+        min_backoff=500,
+        max_backoff=30_000,
+    )
+
+    def enqueue(run_ids: list[str]) -> None:
+        for run_id in run_ids:
+            try:
+                actor.send(run_id)
+            except Exception:  # the scheduler re-sends it once due: the database is the truth
+                log.exception("could not enqueue run %s; the scheduler will re-send it", run_id)
+
+    hub.enqueue = enqueue
+    return actor
+
+
+def setup() -> None:
+    """Entry for ``dramatiq linktime.worker:setup``: one hub per worker process."""
+    hub = Hub()
+    if not hub.settings.redis_url:
+        raise SystemExit("linktime worker needs LINKTIME_REDIS_URL (the embedded default runs "
+                         "its worker inside `linktime serve`)")
+    bind(hub, make_broker(hub))
+
+
+def start_in_process(hub: Hub, broker: dramatiq.Broker, threads: int) -> dramatiq.Worker:
+    worker = dramatiq.Worker(broker, queues={QUEUE}, worker_threads=threads, worker_timeout=100)
+    worker.start()
+    return worker

@@ -1,0 +1,162 @@
+"""Workflows: validated against the installed plugins when saved, so a run never meets a step
+it cannot understand (unless a plugin is uninstalled later; the step then fails, logged)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from .crypto import masked, revealed
+from .engine import Hub
+from .errors import FieldError, InputError, NotFound, pydantic_fields
+from .storage import Workflow, WorkflowStep, new_id
+
+MAX_STEPS = 5
+
+
+class StepIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    action: str = Field(description="An installed action, e.g. webhook.call")
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
+class WorkflowIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200)
+    trigger: str
+    offset_minutes: int = Field(
+        0, ge=0, le=60 * 24 * 90, description="For meeting.before / meeting.after only"
+    )
+    enabled: bool = False
+    steps: list[StepIn] = Field(min_length=1, max_length=MAX_STEPS)
+
+
+class StepOut(BaseModel):
+    position: int
+    action: str
+    settings: dict[str, Any]
+
+
+class WorkflowOut(BaseModel):
+    id: str
+    name: str
+    trigger: str
+    offset_minutes: int
+    enabled: bool
+    created_at: datetime
+    updated_at: datetime
+    steps: list[StepOut]
+
+
+def _validate(hub: Hub, spec: WorkflowIn) -> list[tuple[BaseModel, dict[str, Any]]]:
+    """Each step's validated settings, and them as stored (secrets sealed); every problem
+    named at once."""
+    problems: list[FieldError] = []
+    trigger = hub.registry.triggers.get(spec.trigger)
+    if trigger is None:
+        known = ", ".join(sorted(hub.registry.triggers))
+        problems.append(FieldError("trigger", f"unknown trigger {spec.trigger!r}; known: {known}"))
+    elif trigger.kind == "event" and spec.offset_minutes:
+        problems.append(
+            FieldError("offset_minutes", f"{spec.trigger} fires when the event arrives; no offset")
+        )
+    stored: list[tuple[BaseModel, dict[str, Any]]] = []
+    for i, step in enumerate(spec.steps):
+        action = hub.registry.actions.get(step.action)
+        if action is None:
+            installed = ", ".join(sorted(hub.registry.actions)) or "none"
+            problems.append(
+                FieldError(
+                    f"steps.{i}.action",
+                    f"action {step.action!r} is not installed; installed actions: {installed}",
+                )
+            )
+            continue
+        try:
+            settings = action.settings.model_validate(step.settings)
+        except ValidationError as exc:
+            problems += pydantic_fields(exc, f"steps.{i}.settings")
+            continue
+        stored.append((settings, hub.sealer.seal(action.settings, settings)))
+    if problems:
+        raise InputError("the workflow is not valid", problems)
+    return stored
+
+
+def to_out(hub: Hub, wf: Workflow) -> WorkflowOut:
+    steps = []
+    for s in wf.steps:
+        action = hub.registry.actions.get(s.action)
+        steps.append(
+            StepOut(
+                position=s.position,
+                action=s.action,
+                settings=masked(action.settings if action else None, s.settings),
+            )
+        )
+    return WorkflowOut(
+        id=wf.id,
+        name=wf.name,
+        trigger=wf.trigger,
+        offset_minutes=wf.offset_minutes,
+        enabled=wf.enabled,
+        created_at=wf.created_at,
+        updated_at=wf.updated_at,
+        steps=steps,
+    )
+
+
+def create(hub: Hub, account_id: str, spec: WorkflowIn) -> tuple[WorkflowOut, list[dict[str, Any]]]:
+    """Store a workflow. Also returns each step's settings unmasked, once: a generated signing
+    secret must reach the user somehow, and this is the only time it is shown."""
+    stored = _validate(hub, spec)
+    now = hub.clock()
+    wf = Workflow(
+        id=new_id("wf"),
+        account_id=account_id,
+        name=spec.name,
+        trigger=spec.trigger,
+        offset_minutes=spec.offset_minutes,
+        enabled=spec.enabled,
+        created_at=now,
+        updated_at=now,
+        steps=[
+            WorkflowStep(id=new_id("wfs"), position=i, action=step.action, settings=sealed)
+            for i, (step, (_, sealed)) in enumerate(zip(spec.steps, stored, strict=True))
+        ],
+    )
+    with Session(hub.db, expire_on_commit=False) as session, session.begin():
+        session.add(wf)
+    return to_out(hub, wf), [revealed(settings) for settings, _ in stored]
+
+
+def _owned(session: Session, account_id: str, workflow_id: str) -> Workflow:
+    wf = session.get(Workflow, workflow_id)
+    if wf is None or wf.account_id != account_id:
+        raise NotFound(f"no workflow {workflow_id!r}")
+    return wf
+
+
+def get(hub: Hub, account_id: str, workflow_id: str) -> WorkflowOut:
+    with Session(hub.db) as session:
+        return to_out(hub, _owned(session, account_id, workflow_id))
+
+
+def list_all(hub: Hub, account_id: str) -> list[WorkflowOut]:
+    with Session(hub.db) as session:
+        rows = session.scalars(
+            select(Workflow).where(Workflow.account_id == account_id).order_by(Workflow.created_at)
+        )
+        return [to_out(hub, wf) for wf in rows]
+
+
+def set_enabled(hub: Hub, account_id: str, workflow_id: str, enabled: bool) -> WorkflowOut:
+    with Session(hub.db, expire_on_commit=False) as session, session.begin():
+        wf = _owned(session, account_id, workflow_id)
+        wf.enabled = enabled
+        wf.updated_at = hub.clock()
+    return to_out(hub, wf)
