@@ -523,6 +523,17 @@ class Hub:
 
     # -- scheduling ---------------------------------------------------------------------------
 
+    def resume_orphans(self) -> None:
+        """Make every unfinished run due now. Only for a process that is the sole worker (the
+        embedded default at start): it releases leases nobody else can hold."""
+        now = self.clock()
+        with self.db.begin() as conn:
+            conn.execute(
+                update(Run)
+                .where(Run.status.in_(("queued", "running")))
+                .values(due_at=now, lease_until=now)
+            )
+
     def due_runs(self, limit: int | None = None) -> list[str]:
         """Hand out the runs that are due now: new runs whose first message may be lost,
         runs whose retry time came, runs whose worker's lease expired. Each is pushed

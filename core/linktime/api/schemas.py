@@ -1,0 +1,100 @@
+"""What the HTTP API answers with."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from ..storage import Attempt, Run, RunStep
+from ..workflows import WorkflowOut
+
+
+class ErrorField(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorOut(BaseModel):
+    error: str
+    message: str
+    fields: list[ErrorField] = []
+
+
+class RunRef(BaseModel):
+    id: str
+    workflow_id: str
+
+
+class EventAccepted(BaseModel):
+    id: str
+    type: str
+    received_at: datetime
+    runs: list[RunRef]
+
+
+class GeneratedSecret(BaseModel):
+    step: int
+    field: str
+    value: str
+
+
+class WorkflowCreated(WorkflowOut):
+    generated_secrets: list[GeneratedSecret] = []
+
+
+class AttemptOut(BaseModel):
+    number: int
+    status: str
+    started_at: datetime
+    duration_ms: int
+    http_status: int | None
+    error_code: str | None
+    error: str | None
+    external_id: str | None
+    response_excerpt: str | None
+
+    @classmethod
+    def of(cls, a: Attempt) -> AttemptOut:
+        return cls.model_validate(a, from_attributes=True)
+
+
+class StepOut(BaseModel):
+    position: int
+    action: str
+    status: str
+    attempts: int
+    next_attempt_at: datetime | None
+    external_id: str | None
+    error_code: str | None
+    error: str | None
+    finished_at: datetime | None
+    attempt_log: list[AttemptOut]
+
+    @classmethod
+    def of(cls, s: RunStep) -> StepOut:
+        data: dict[str, Any] = {k: getattr(s, k) for k in cls.model_fields if k != "attempt_log"}
+        return cls(**data, attempt_log=[AttemptOut.of(a) for a in s.attempt_log])
+
+
+class RunOut(BaseModel):
+    id: str
+    workflow_id: str
+    workflow_name: str
+    trigger: str
+    status: str
+    created_at: datetime
+    finished_at: datetime | None
+    steps: list[StepOut]
+
+    @classmethod
+    def of(cls, r: Run) -> RunOut:
+        data: dict[str, Any] = {k: getattr(r, k) for k in cls.model_fields if k != "steps"}
+        return cls(**data, steps=[StepOut.of(s) for s in r.steps])
+
+
+class PluginsOut(BaseModel):
+    triggers: list[str]
+    actions: list[str]
+    broken: list[dict[str, str]]
