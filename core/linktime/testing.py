@@ -3,12 +3,20 @@
 - ``booking_event``: a realistic ``BookingEvent``.
 - ``run_action``: run one installed action against an event, as the engine would, and get its
   ``Result``.
-- ``linktime_hub``: a ``Hub`` on a fresh SQLite database with the in-process broker.
+- ``linktime_hub``: a ``Hub`` on a fresh SQLite database.
+- ``http_receiver``: a real HTTP server on loopback that records what it receives and answers
+  as scripted, standing in for a webhook endpoint or a provider's API.
 """
 
 from __future__ import annotations
 
+import json
+import threading
+import time
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -83,3 +91,108 @@ def linktime_hub(tmp_path: Path) -> Iterator[Hub]:
         yield hub
     finally:
         hub.close()
+
+
+@dataclass(frozen=True)
+class Received:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int = 200
+    body: bytes | str = b"ok"
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+
+
+class HttpReceiver:
+    """Records every request; answers each path from its script, then with ``default``."""
+
+    def __init__(self) -> None:
+        self.requests: list[Received] = []
+        self.default = Reply()
+        self._scripts: dict[str, deque[Reply]] = defaultdict(deque)
+        self._lock = threading.Condition()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length) if length else b""
+                path = self.path
+                with receiver._lock:
+                    script = receiver._scripts.get(path.split("?")[0])
+                    reply = script.popleft() if script else receiver.default
+                if reply.delay:
+                    time.sleep(reply.delay)
+                with receiver._lock:
+                    receiver.requests.append(
+                        Received(
+                            self.command,
+                            path,
+                            {k.lower(): v for k, v in self.headers.items()},
+                            body,
+                            time.time(),
+                        )
+                    )
+                    receiver._lock.notify_all()
+                payload = reply.body.encode() if isinstance(reply.body, str) else reply.body
+                self.send_response(reply.status)
+                for name, value in reply.headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = do_PUT = do_DELETE = _handle
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def script(self, path: str, *replies: Reply) -> None:
+        """Answer the next requests to ``path`` with ``replies``, in order."""
+        with self._lock:
+            self._scripts[path].extend(replies)
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[Received]:
+        """Block until ``count`` requests have arrived; fail the test if they do not."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while len(self.requests) < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(
+                        f"expected {count} requests within {timeout}s, got {len(self.requests)}"
+                    )
+                self._lock.wait(left)
+            return list(self.requests)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def http_receiver() -> Iterator[HttpReceiver]:
+    receiver = HttpReceiver()
+    try:
+        yield receiver
+    finally:
+        receiver.close()

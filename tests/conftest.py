@@ -1,0 +1,152 @@
+"""Shared fixtures: a fresh PostgreSQL database per test, Redis with a namespace per test, and
+a running system (hub + Dramatiq worker + scheduler) over them. A missing service fails the
+tests; it never skips them."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import dramatiq
+import pytest
+import redis
+from sqlalchemy import create_engine, text
+
+from linktime import workflows
+from linktime.accounts import NewAccount, create_account
+from linktime.engine import Hub
+from linktime.scheduler import Scheduler
+from linktime.settings import Settings
+from linktime.storage import Run
+from linktime.worker import bind, make_broker, start_in_process
+
+PG = os.environ.get("LINKTIME_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REDIS = os.environ.get("LINKTIME_TEST_REDIS", "redis://127.0.0.1:6379/0")
+LOOPBACK = "127.0.0.0/8,::1/128"
+TERMINAL = ("succeeded", "failed")
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for this test."""
+    name = f"lt_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield PG.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def redis_url() -> str:
+    redis.Redis.from_url(REDIS).ping()
+    return REDIS
+
+
+@pytest.fixture
+def allow_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LINKTIME_WEBHOOK_ALLOWED_NETWORKS", LOOPBACK)
+
+
+def fast_settings(**overrides: Any) -> Settings:
+    """Test timings: retries in fractions of a second, lost work noticed within seconds."""
+    values: dict[str, Any] = {
+        "retry_schedule": [0.2, 0.2, 0.2],
+        "requeue_after_seconds": 1.5,
+        "step_lease_seconds": 5,
+        "scheduler_interval": 0.05,
+        "secret_key": "test-secret-key",
+        "worker_threads": 4,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@dataclass
+class System:
+    hub: Hub
+    broker: dramatiq.Broker
+    worker: dramatiq.Worker | None = None
+    scheduler: Scheduler | None = None
+
+    def start(self) -> None:
+        self.worker = start_in_process(self.hub, self.broker, self.hub.settings.worker_threads)
+        self.scheduler = Scheduler(self.hub)
+        self.scheduler.start()
+
+    def stop(self) -> None:
+        if self.scheduler:
+            self.scheduler.stop()
+        if self.worker:
+            self.worker.stop()
+        self.scheduler = self.worker = None
+
+    def account(self, plan: str = "business") -> NewAccount:
+        return create_account(self.hub, "test", plan)
+
+    def workflow(self, account: NewAccount, steps: list[dict[str, Any]], **kw: Any) -> str:
+        spec = workflows.WorkflowIn(
+            name=kw.pop("name", "test workflow"),
+            trigger=kw.pop("trigger", "booking.created"),
+            enabled=kw.pop("enabled", True),
+            steps=steps,
+            **kw,
+        )
+        created, _ = workflows.create(self.hub, account.id, spec)
+        return created.id
+
+    def wait_run(self, account: NewAccount, run_id: str, timeout: float = 20) -> Run:
+        deadline = time.monotonic() + timeout
+        while True:
+            run = self.hub.get_run(account.id, run_id)
+            if run.status in TERMINAL:
+                return run
+            if time.monotonic() > deadline:
+                raise AssertionError(f"run {run_id} still {run.status} after {timeout}s")
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def make_system(
+    tmp_path: Any, pg_url: str, redis_url: str
+) -> Iterator[Callable[..., System]]:
+    """Build a hub on PostgreSQL with a Redis broker (own namespace); ``start()`` runs an
+    in-process Dramatiq worker and a scheduler."""
+    systems: list[System] = []
+
+    def make(**overrides: Any) -> System:
+        settings = fast_settings(
+            data_dir=tmp_path,
+            database_url=pg_url,
+            redis_url=redis_url,
+            broker_namespace=f"lt-test-{uuid.uuid4().hex[:8]}",
+            **overrides,
+        )
+        hub = Hub(settings)
+        hub.migrate()
+        broker = make_broker(hub)
+        bind(hub, broker)
+        system = System(hub, broker)
+        systems.append(system)
+        return system
+
+    yield make
+    for system in systems:
+        system.stop()
+        system.broker.close()
+        system.hub.close()
+
+
+@pytest.fixture
+def system(make_system: Callable[..., System], allow_loopback: None) -> System:
+    s = make_system()
+    s.start()
+    return s

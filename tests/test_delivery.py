@@ -1,0 +1,172 @@
+"""Webhook chains end to end over PostgreSQL, Redis and a Dramatiq worker, delivered to a real
+loopback receiver."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+import pytest
+import redis
+from standardwebhooks import Webhook
+
+from linktime.models import sample_event
+from linktime.testing import HttpReceiver, Reply
+
+from .conftest import System
+
+SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789").decode()
+
+
+def hook(url: str, path: str) -> dict[str, object]:
+    return {"action": "webhook.call", "settings": {"url": url + path, "secret": SECRET}}
+
+
+def test_five_step_chain_is_delivered_in_order_and_signed(
+    system: System, http_receiver: HttpReceiver
+) -> None:
+    acc = system.account()
+    wf_id = system.workflow(acc, [hook(http_receiver.url, f"/step{i}") for i in range(5)])
+    event = sample_event(id="evt_chain", crm_ref="extra-field-kept")
+
+    ingested = system.hub.emit(event, account_id=acc.id)
+    run = system.wait_run(acc, ingested.run_ids[0])
+
+    assert run.status == "succeeded"
+    received = http_receiver.wait_for(5)
+    assert [r.path for r in received] == [f"/step{i}" for i in range(5)]
+    assert [r.at for r in received] == sorted(r.at for r in received)
+    verifier = Webhook(SECRET)
+    ids = set()
+    for r in received:
+        body = verifier.verify(r.body, r.headers)  # raises when the signature is wrong
+        assert body["type"] == "booking.created"
+        assert body["data"]["workflow"] == {"id": wf_id, "name": "test workflow"}
+        assert body["data"]["event"]["id"] == "evt_chain"
+        assert body["data"]["event"]["crm_ref"] == "extra-field-kept"
+        assert body["data"]["booking"]["uid"] == "bk_sample"
+        ids.add(r.headers["webhook-id"])
+    assert len(ids) == 5  # one id per step
+    assert [s.status for s in run.steps] == ["succeeded"] * 5
+    assert all(len(s.attempt_log) == 1 and s.attempt_log[0].http_status == 200 for s in run.steps)
+
+
+def test_the_same_event_id_runs_once(system: System, http_receiver: HttpReceiver) -> None:
+    acc = system.account()
+    system.workflow(acc, [hook(http_receiver.url, "/once")])
+    first = system.hub.emit(sample_event(id="evt_dup"), account_id=acc.id)
+    second = system.hub.emit(sample_event(id="evt_dup"), account_id=acc.id)
+
+    assert second.answer == first.answer
+    assert second.replayed and not first.replayed
+    assert len(first.run_ids) == 1
+    system.wait_run(acc, first.run_ids[0])
+    time.sleep(1)  # a second run, had one been started, would have delivered by now
+    assert [r.path for r in http_receiver.requests] == ["/once"]
+
+
+def test_503_503_200_succeeds_on_the_third_attempt(
+    system: System, http_receiver: HttpReceiver
+) -> None:
+    http_receiver.script("/flaky", Reply(503), Reply(503), Reply(200))
+    acc = system.account()
+    system.workflow(acc, [hook(http_receiver.url, "/flaky"), hook(http_receiver.url, "/next")])
+
+    run_id = system.hub.emit(sample_event(), account_id=acc.id).run_ids[0]
+    run = system.wait_run(acc, run_id)
+
+    assert run.status == "succeeded"
+    flaky, following = run.steps
+    assert flaky.status == "succeeded" and flaky.attempts == 3
+    assert [(a.number, a.status, a.http_status) for a in flaky.attempt_log] == [
+        (1, "retrying", 503),
+        (2, "retrying", 503),
+        (3, "succeeded", 200),
+    ]
+    assert flaky.attempt_log[0].error_code == "http_503"
+    # every attempt of the step carried the same webhook-id
+    sent = [r for r in http_receiver.requests if r.path == "/flaky"]
+    assert len({r.headers["webhook-id"] for r in sent}) == 1 and len(sent) == 3
+    assert following.status == "succeeded"
+
+
+def test_404_fails_permanently_and_skips_the_rest(
+    system: System, http_receiver: HttpReceiver
+) -> None:
+    http_receiver.script("/gone", Reply(404, "no such hook"))
+    acc = system.account()
+    system.workflow(
+        acc,
+        [hook(http_receiver.url, "/first"), hook(http_receiver.url, "/gone")]
+        + [hook(http_receiver.url, f"/later{i}") for i in range(3)],
+    )
+
+    run = system.wait_run(acc, system.hub.emit(sample_event(), account_id=acc.id).run_ids[0])
+
+    assert run.status == "failed"
+    assert [s.status for s in run.steps] == ["succeeded", "failed", "skipped", "skipped", "skipped"]
+    gone = run.steps[1]
+    assert [(a.status, a.http_status) for a in gone.attempt_log] == [("failed", 404)]
+    assert gone.attempt_log[0].response_excerpt == "no such hook"
+    assert not any(r.path.startswith("/later") for r in http_receiver.requests)
+
+
+def test_retries_exhausted_fail_the_step(system: System, http_receiver: HttpReceiver) -> None:
+    http_receiver.default = Reply(500)
+    acc = system.account()
+    system.workflow(acc, [hook(http_receiver.url, "/down"), hook(http_receiver.url, "/after")])
+
+    run = system.wait_run(acc, system.hub.emit(sample_event(), account_id=acc.id).run_ids[0])
+
+    # the schedule has three retries: four attempts in all
+    assert [a.status for a in run.steps[0].attempt_log] == ["retrying"] * 3 + ["failed"]
+    assert [s.status for s in run.steps] == ["failed", "skipped"]
+
+
+@pytest.mark.parametrize(
+    ("host", "reason"),
+    [
+        ("127.0.0.1", "loopback"),
+        ("[::1]", "loopback"),
+        ("10.0.0.1", "private"),
+        ("169.254.169.254", "link-local"),
+    ],
+)
+def test_internal_targets_are_refused_unless_allowed(
+    make_system: object, monkeypatch: pytest.MonkeyPatch, host: str, reason: str
+) -> None:
+    monkeypatch.delenv("LINKTIME_WEBHOOK_ALLOWED_NETWORKS", raising=False)
+    system = make_system()  # type: ignore[operator]
+    system.start()
+    acc = system.account()
+    system.workflow(acc, [hook(f"http://{host}:9", "/x")])
+
+    run = system.wait_run(acc, system.hub.emit(sample_event(), account_id=acc.id).run_ids[0])
+
+    step = run.steps[0]
+    assert run.status == "failed" and step.status == "failed"
+    attempt = step.attempt_log[0]
+    assert attempt.error_code == "ssrf_refused"
+    assert reason in attempt.error and "LINKTIME_WEBHOOK_ALLOWED_NETWORKS" in attempt.error
+
+
+def test_flushed_broker_loses_nothing(
+    make_system: object, allow_loopback: None, http_receiver: HttpReceiver
+) -> None:
+    system = make_system()  # type: ignore[operator]
+    acc = system.account()
+    system.workflow(acc, [hook(http_receiver.url, "/a"), hook(http_receiver.url, "/b")])
+    run_ids = [
+        system.hub.emit(sample_event(id=f"evt_{i}"), account_id=acc.id).run_ids[0]
+        for i in range(20)
+    ]
+    client = redis.Redis.from_url(system.hub.settings.redis_url)
+    assert client.keys(f"{system.hub.settings.broker_namespace}*")  # the messages are queued
+    client.flushall()
+
+    system.start()  # nothing in the broker now: the scheduler must re-send every run
+    runs = [system.wait_run(acc, run_id) for run_id in run_ids]
+
+    assert all(r.status == "succeeded" for r in runs)
+    assert len(http_receiver.requests) == 40
+    assert len({r.headers["webhook-id"] for r in http_receiver.requests}) == 40

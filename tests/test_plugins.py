@@ -1,0 +1,198 @@
+"""Plugin discovery through entry points: built-ins, broken plugins, the load filter, the CLI,
+and the core installed alone."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import venv
+from pathlib import Path
+
+import pytest
+
+from linktime import hookspecs, plugins
+
+ROOT = Path(__file__).resolve().parents[1]
+SIX = [
+    "booking.cancelled",
+    "booking.created",
+    "booking.rescheduled",
+    "meeting.after",
+    "meeting.before",
+    "payment.received",
+]
+
+GOOD = '''
+from pydantic import BaseModel
+from linktime.actions import ActionType, Result
+from linktime.hookspecs import hookimpl
+
+class Settings(BaseModel):
+    text: str = "hi"
+
+def execute(ctx):
+    return Result.ok("good-1")
+
+@hookimpl
+def register_actions(register):
+    register(ActionType("good.act", "Good action", Settings, execute, capability="good"))
+'''
+PLUGINS = {
+    "good_plugin": GOOD,
+    "broken_plugin": "raise RuntimeError('boom at import')\n",
+    "typo_plugin": textwrap.dedent(
+        """
+        from linktime.hookspecs import hookimpl
+
+        @hookimpl
+        def register_action(register):
+            pass
+        """
+    ),
+    "clash_plugin": textwrap.dedent(
+        """
+        from linktime.actions import TriggerType
+        from linktime.hookspecs import hookimpl
+
+        @hookimpl
+        def register_triggers(register):
+            register(TriggerType("booking.created", "Mine too"))
+        """
+    ),
+}
+
+
+def install_fake_plugins(where: Path) -> Path:
+    """Distributions importlib.metadata finds on sys.path: real entry points, no pip."""
+    for module, source in PLUGINS.items():
+        (where / f"{module}.py").write_text(source)
+        dist = where / f"{module.replace('_', '-')}-0.3.dist-info"
+        dist.mkdir()
+        (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0.3\n")
+        name = module.removesuffix("_plugin")
+        (dist / "entry_points.txt").write_text(f"[linktime]\n{name} = {module}\n")
+    return where
+
+
+@pytest.fixture
+def fake_plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.syspath_prepend(str(install_fake_plugins(tmp_path)))
+    monkeypatch.delenv("LINKTIME_LOAD_PLUGINS", raising=False)
+    return tmp_path
+
+
+def test_builtins_register_the_six_triggers() -> None:
+    registry = plugins.load("")
+    assert sorted(registry.triggers) == SIX
+    assert registry.actions == {}
+    assert [p.name for p in registry.plugins] == ["linktime.builtins"]
+    assert registry.triggers["meeting.before"].kind == "time"
+
+
+def test_a_broken_plugin_is_reported_and_the_others_load(fake_plugins: Path) -> None:
+    registry = plugins.load()
+    broken = {b.name: b.error for b in registry.broken}
+    assert "boom at import" in broken["broken"]
+    assert "register_action" in broken["typo"]
+    assert "'booking.created' is already registered" in broken["clash"]
+    assert "good.act" in registry.actions
+    assert registry.triggers["booking.created"].title == "Booking Created"  # untouched
+    good = next(p for p in registry.plugins if p.name == "good")
+    assert (good.distribution, good.version, good.actions) == ("good_plugin", "0.3", ["good.act"])
+
+
+def test_load_plugins_filter(fake_plugins: Path) -> None:
+    only_good = plugins.load("good")
+    assert [p.name for p in only_good.plugins] == ["linktime.builtins", "good"]
+    assert only_good.broken == []
+    assert plugins.load("").actions == {}
+
+
+def test_cli_lists_plugins_and_broken_ones(fake_plugins: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(fake_plugins)}
+    env.pop("LINKTIME_LOAD_PLUGINS", None)
+    out = subprocess.run(
+        [sys.executable, "-m", "linktime", "plugins"],
+        env=env, capture_output=True, text=True, check=True,
+    ).stdout
+    assert "good  (good_plugin 0.3)" in out
+    assert "actions: good.act" in out and "good.act needs capability: good" in out
+    assert re.search(r"BROKEN broken .*boom at import", out)
+    data = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "linktime", "plugins", "--json"],
+            env=env, capture_output=True, text=True, check=True,
+        ).stdout
+    )
+    assert sorted(b["name"] for b in data["broken"]) == ["broken", "clash", "typo"]
+
+
+def test_every_hook_is_documented_in_the_readme() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Writing a plugin") :]
+    hooks = [name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
+             if hasattr(fn, "linktime_spec")]
+    assert sorted(hooks) == ["register_actions", "register_templates", "register_triggers"]
+    for name in hooks:
+        assert f"### {name}(register)" in section, f"hook {name} is not documented"
+
+
+CORE_ALONE = '''
+import json, sys
+from litestar.testing import TestClient
+from linktime.accounts import create_account
+from linktime.api import create_app
+from linktime.engine import Hub
+from linktime.settings import Settings
+
+hub = Hub(Settings(data_dir=sys.argv[1], secret_key="k"))
+hub.migrate()
+key = create_account(hub, "a", "free").api_key
+with TestClient(create_app(hub)) as client:
+    r = client.post("/v1/workflows", headers={"Authorization": f"Bearer {key}"},
+                    json={"name": "w", "trigger": "booking.created",
+                          "steps": [{"action": "webhook.call", "settings": {}}]})
+print(json.dumps({"status": r.status_code, "body": r.json()}))
+'''
+
+
+def test_the_core_installed_alone(tmp_path: Path) -> None:
+    """`pip install .` in a fresh virtual environment: six triggers, no actions, and a
+    workflow naming an action that is not installed is refused with the installed list."""
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    py = env_dir / "bin" / "python"
+    subprocess.run(
+        [str(py), "-m", "pip", "install", "-q", str(ROOT)], check=True, capture_output=True
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LINKTIME_")}
+    listed = json.loads(
+        subprocess.run(
+            [str(env_dir / "bin" / "linktime"), "plugins", "--json"],
+            env=env, capture_output=True, text=True, check=True, cwd=tmp_path,
+        ).stdout
+    )
+    assert [p["name"] for p in listed["plugins"]] == ["linktime.builtins"]
+    assert sorted(listed["plugins"][0]["triggers"]) == SIX
+    assert listed["plugins"][0]["actions"] == [] and listed["broken"] == []
+
+    script = tmp_path / "core_alone.py"
+    script.write_text(CORE_ALONE)
+    answer = json.loads(
+        subprocess.run(
+            [str(py), str(script), str(tmp_path / "data")],
+            env=env, capture_output=True, text=True, check=True, cwd=tmp_path,
+        ).stdout
+    )
+    assert answer["status"] == 422
+    assert answer["body"]["fields"] == [
+        {
+            "field": "steps.0.action",
+            "message": "action 'webhook.call' is not installed; installed actions: none",
+        }
+    ]
