@@ -7,9 +7,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from litestar import Litestar, Request, Response, get, post
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
 from litestar.openapi import OpenAPIConfig
+from litestar.params import FromPath, JSONBody
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.status_codes import HTTP_202_ACCEPTED
 from sqlalchemy import text
@@ -86,7 +87,7 @@ def create_app(
         description="Idempotent on the event id: a replay answers like the first time and "
         "starts nothing (header Idempotent-Replayed: true).",
     )
-    def post_event(data: BookingEvent, account_id: str) -> Response[EventAccepted]:
+    def post_event(data: JSONBody[BookingEvent], account_id: NamedDependency[str]) -> Response[EventAccepted]:
         ingested = hub.emit(data, account_id=account_id)
         headers = {"Idempotent-Replayed": "true"} if ingested.replayed else {}
         return Response(
@@ -96,7 +97,7 @@ def create_app(
         )
 
     @post("/v1/workflows", sync_to_thread=True, summary="Create a workflow")
-    def create_workflow(data: WorkflowIn, account_id: str) -> WorkflowCreated:
+    def create_workflow(data: JSONBody[WorkflowIn], account_id: NamedDependency[str]) -> WorkflowCreated:
         created, revealed = workflows.create(hub, account_id, data)
         generated = [
             GeneratedSecret(step=i, field=name, value=revealed[i][name])
@@ -107,27 +108,27 @@ def create_app(
         return WorkflowCreated(**created.model_dump(), generated_secrets=generated)
 
     @get("/v1/workflows", sync_to_thread=True, summary="List workflows")
-    def list_workflows(account_id: str) -> list[WorkflowOut]:
+    def list_workflows(account_id: NamedDependency[str]) -> list[WorkflowOut]:
         return workflows.list_all(hub, account_id)
 
     @get("/v1/workflows/{workflow_id:str}", sync_to_thread=True, summary="Get a workflow")
-    def get_workflow(workflow_id: str, account_id: str) -> WorkflowOut:
+    def get_workflow(workflow_id: FromPath[str], account_id: NamedDependency[str]) -> WorkflowOut:
         return workflows.get(hub, account_id, workflow_id)
 
     @post("/v1/workflows/{workflow_id:str}/enable", sync_to_thread=True, status_code=200)
-    def enable_workflow(workflow_id: str, account_id: str) -> WorkflowOut:
+    def enable_workflow(workflow_id: FromPath[str], account_id: NamedDependency[str]) -> WorkflowOut:
         return workflows.set_enabled(hub, account_id, workflow_id, True)
 
     @post("/v1/workflows/{workflow_id:str}/disable", sync_to_thread=True, status_code=200)
-    def disable_workflow(workflow_id: str, account_id: str) -> WorkflowOut:
+    def disable_workflow(workflow_id: FromPath[str], account_id: NamedDependency[str]) -> WorkflowOut:
         return workflows.set_enabled(hub, account_id, workflow_id, False)
 
     @get("/v1/runs/{run_id:str}", sync_to_thread=True, summary="A run with its steps and attempts")
-    def get_run(run_id: str, account_id: str) -> RunOut:
+    def get_run(run_id: FromPath[str], account_id: NamedDependency[str]) -> RunOut:
         return RunOut.of(hub.get_run(account_id, run_id))
 
     @get("/v1/plugins", sync_to_thread=True, summary="Installed triggers and actions")
-    def list_plugins(account_id: str) -> PluginsOut:
+    def list_plugins(account_id: NamedDependency[str]) -> PluginsOut:
         reg = hub.registry
         return PluginsOut(
             triggers=sorted(reg.triggers),

@@ -1,0 +1,93 @@
+"""Running the real ``linktime`` command as separate processes, for crash tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+
+import httpx
+from sqlalchemy import create_engine, text
+
+from linktime.testing import Received
+
+LINKTIME = str(Path(sys.executable).parent / "linktime")
+
+
+def clean_env(**values: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LINKTIME_")}
+    env.update(values)
+    return env
+
+
+def start(args: list[str], env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
+    # Its own session, so a kill -9 reaches every process it forked.
+    return subprocess.Popen(
+        [LINKTIME, *args], env=env, cwd=cwd, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def kill9(proc: subprocess.Popen[bytes]) -> None:
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+
+
+def stop(procs: Iterable[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                kill9(proc)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{url} did not come up in {timeout}s")
+
+
+def step_states(database_url: str, run_id: str | None = None) -> dict[str, str]:
+    """webhook-id → step status (of one run, or of all), straight from the database."""
+    engine = create_engine(database_url)
+    query = "SELECT id, status FROM run_steps" + (" WHERE run_id = :run" if run_id else "")
+    with engine.connect() as conn:
+        rows = conn.execute(text(query), {"run": run_id}).all()
+    engine.dispose()
+    return {"msg_" + r.id.removeprefix("stp_"): r.status for r in rows}
+
+
+def assert_nothing_lost_nothing_resent(
+    before_kill: dict[str, str], after: dict[str, str], received: list[Received]
+) -> None:
+    """Every step delivered; a step recorded as succeeded before the kill was never sent
+    again; only the step in flight at the kill may have been sent twice."""
+    sent = Counter(r.headers["webhook-id"] for r in received)
+    assert set(after.values()) == {"succeeded"}
+    assert set(sent) == set(after), "a step was never delivered"
+    succeeded_before = {i for i, s in before_kill.items() if s == "succeeded"}
+    in_flight = {i for i, s in before_kill.items() if s == "running"}
+    assert succeeded_before, "the kill came before any step succeeded: the test proved nothing"
+    for webhook_id in succeeded_before:
+        assert sent[webhook_id] == 1, f"{webhook_id} succeeded before the kill, was re-sent"
+    assert {i for i, n in sent.items() if n > 1} <= in_flight
