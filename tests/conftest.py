@@ -14,8 +14,6 @@ from typing import Any
 import dramatiq
 import pytest
 import redis
-from sqlalchemy import create_engine, text
-
 from linktime import workflows
 from linktime.accounts import NewAccount, create_account
 from linktime.engine import Hub
@@ -23,6 +21,7 @@ from linktime.scheduler import Scheduler
 from linktime.settings import Settings
 from linktime.storage import Run
 from linktime.worker import bind, make_broker, start_in_process
+from sqlalchemy import create_engine, text
 
 PG = os.environ.get("LINKTIME_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS = os.environ.get("LINKTIME_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -115,9 +114,7 @@ class System:
 
 
 @pytest.fixture
-def make_system(
-    tmp_path: Any, pg_url: str, redis_url: str
-) -> Iterator[Callable[..., System]]:
+def make_system(tmp_path: Any, pg_url: str, redis_url: str) -> Iterator[Callable[..., System]]:
     """Build a hub on PostgreSQL with a Redis broker (own namespace); ``start()`` runs an
     in-process Dramatiq worker and a scheduler."""
     systems: list[System] = []

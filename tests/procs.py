@@ -13,9 +13,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import httpx
-from sqlalchemy import create_engine, text
-
 from linktime.testing import Received
+from sqlalchemy import create_engine, text
 
 LINKTIME = str(Path(sys.executable).parent / "linktime")
 
@@ -29,7 +28,11 @@ def clean_env(**values: str) -> dict[str, str]:
 def start(args: list[str], env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
     # Its own session, so a kill -9 reaches every process it forked.
     return subprocess.Popen(
-        [LINKTIME, *args], env=env, cwd=cwd, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+        [LINKTIME, *args],
+        env=env,
+        cwd=cwd,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
 

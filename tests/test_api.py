@@ -7,12 +7,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from litestar.testing import TestClient
-from sqlalchemy import func, select
-
 from linktime.api import create_app
 from linktime.models import sample_event
 from linktime.storage import Event, Run
+from litestar.testing import TestClient
+from sqlalchemy import func, select
 
 from .conftest import System
 
@@ -65,11 +64,15 @@ def test_malformed_event_names_the_field_and_stores_nothing(
     r = client.post("/v1/events", json=body, headers=auth(key))
     assert r.status_code == 422 and r.json()["fields"][0]["field"] == "booking.uid"
 
-    r = client.post("/v1/events", json={**event_body(), "type": "booking.exploded"}, headers=auth(key))
+    r = client.post(
+        "/v1/events", json={**event_body(), "type": "booking.exploded"}, headers=auth(key)
+    )
     assert r.status_code == 422 and r.json()["fields"][0]["field"] == "type"
 
     r = client.post(
-        "/v1/events", content=b"{not json", headers={**auth(key), "content-type": "application/json"}
+        "/v1/events",
+        content=b"{not json",
+        headers={**auth(key), "content-type": "application/json"},
     )
     assert 400 <= r.status_code < 500
     assert count(system, Event) == 0
@@ -144,7 +147,10 @@ def test_workflow_validation_names_each_problem(api: tuple[System, TestClient[An
         "trigger": "booking.exploded",
         "steps": [{"action": "webhook.call", "settings": {"url": "ftp://x"}}],
     }
-    fields = {f["field"] for f in client.post("/v1/workflows", json=bad, headers=auth(key)).json()["fields"]}
+    fields = {
+        f["field"]
+        for f in client.post("/v1/workflows", json=bad, headers=auth(key)).json()["fields"]
+    }
     assert fields == {"trigger", "steps.0.settings.url"}
 
 
@@ -171,7 +177,9 @@ def test_workflow_lifecycle_and_secrets(api: tuple[System, TestClient[Any]]) -> 
     enabled = client.post(f"/v1/workflows/{wf_id}/enable", headers=auth(key)).json()
     assert enabled["enabled"] is True
     got = client.get(f"/v1/workflows/{wf_id}", headers=auth(key)).json()
-    assert got["enabled"] is True and got["steps"][0]["settings"]["url"] == "https://example.com/hook"
+    assert (
+        got["enabled"] is True and got["steps"][0]["settings"]["url"] == "https://example.com/hook"
+    )
     with system.hub.db.connect() as conn:
         stored = conn.exec_driver_sql("SELECT settings::text FROM workflow_steps").scalar_one()
     assert secret["value"] not in stored  # encrypted at rest
@@ -185,12 +193,16 @@ def test_another_accounts_objects_answer_404(api: tuple[System, TestClient[Any]]
         json={"name": "w", "trigger": "booking.created", "enabled": True, "steps": [WEBHOOK]},
         headers=auth(a.api_key),
     ).json()
-    run_id = client.post("/v1/events", json=event_body(), headers=auth(a.api_key)).json()["runs"][0]["id"]
+    run_id = client.post("/v1/events", json=event_body(), headers=auth(a.api_key)).json()["runs"][
+        0
+    ]["id"]
 
     assert client.get(f"/v1/runs/{run_id}", headers=auth(a.api_key)).status_code == 200
     assert client.get(f"/v1/runs/{run_id}", headers=auth(b.api_key)).status_code == 404
     assert client.get(f"/v1/workflows/{wf['id']}", headers=auth(b.api_key)).status_code == 404
-    assert client.post(f"/v1/workflows/{wf['id']}/disable", headers=auth(b.api_key)).status_code == 404
+    assert (
+        client.post(f"/v1/workflows/{wf['id']}/disable", headers=auth(b.api_key)).status_code == 404
+    )
     assert client.get("/v1/workflows", headers=auth(b.api_key)).json() == []
 
 

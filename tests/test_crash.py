@@ -9,7 +9,6 @@ import uuid
 from pathlib import Path
 
 import httpx
-
 from linktime import workflows
 from linktime.accounts import create_account
 from linktime.engine import Hub
@@ -98,12 +97,18 @@ def test_kill_9_of_a_worker_mid_chain(
         hub.close()
 
 
-def test_embedded_default_end_to_end_and_restart(tmp_path: Path, http_receiver: HttpReceiver) -> None:
+def test_embedded_default_end_to_end_and_restart(
+    tmp_path: Path, http_receiver: HttpReceiver
+) -> None:
     """`linktime serve` with no services configured: SQLite, in-process broker and worker."""
     env = clean_env(LINKTIME_WEBHOOK_ALLOWED_NETWORKS=LOOPBACK)
     key = subprocess.run(
         [LINKTIME, "accounts", "create", "--plan", "free"],
-        env=env, cwd=tmp_path, capture_output=True, text=True, check=True,
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -116,13 +121,19 @@ def test_embedded_default_end_to_end_and_restart(tmp_path: Path, http_receiver: 
         r = httpx.post(
             f"{base}/v1/workflows",
             headers=headers,
-            json={"name": "chain", "trigger": "booking.created", "enabled": True,
-                  "steps": chain(http_receiver.url)},
+            json={
+                "name": "chain",
+                "trigger": "booking.created",
+                "enabled": True,
+                "steps": chain(http_receiver.url),
+            },
         )
         assert r.status_code == 201, r.text
 
         event = sample_event(id="evt_first").model_dump(mode="json")
-        run_id = httpx.post(f"{base}/v1/events", headers=headers, json=event).json()["runs"][0]["id"]
+        run_id = httpx.post(f"{base}/v1/events", headers=headers, json=event).json()["runs"][0][
+            "id"
+        ]
         run = wait_run(base, headers, run_id)
         assert [s["status"] for s in run["steps"]] == ["succeeded"] * STEPS
         assert [r.path for r in http_receiver.wait_for(STEPS)] == [f"/s{i}" for i in range(STEPS)]
@@ -131,7 +142,9 @@ def test_embedded_default_end_to_end_and_restart(tmp_path: Path, http_receiver: 
         http_receiver.requests.clear()
         http_receiver.default = Reply(delay=0.4)
         event = sample_event(id="evt_second").model_dump(mode="json")
-        run_id = httpx.post(f"{base}/v1/events", headers=headers, json=event).json()["runs"][0]["id"]
+        run_id = httpx.post(f"{base}/v1/events", headers=headers, json=event).json()["runs"][0][
+            "id"
+        ]
         http_receiver.wait_for(2, timeout=20)
         kill9(serve)
         db_url = f"sqlite:///{tmp_path / '.linktime' / 'linktime.db'}"
@@ -149,7 +162,9 @@ def test_embedded_default_end_to_end_and_restart(tmp_path: Path, http_receiver: 
         stop([p for p in (serve, restarted) if p is not None])
 
 
-def wait_run(base: str, headers: dict[str, str], run_id: str, timeout: float = 30) -> dict[str, object]:
+def wait_run(
+    base: str, headers: dict[str, str], run_id: str, timeout: float = 30
+) -> dict[str, object]:
     deadline = time.monotonic() + timeout
     while True:
         run = httpx.get(f"{base}/v1/runs/{run_id}", headers=headers).json()

@@ -8,10 +8,9 @@ import time
 
 import pytest
 import redis
-from standardwebhooks import Webhook
-
 from linktime.models import sample_event
 from linktime.testing import HttpReceiver, Reply
+from standardwebhooks import Webhook
 
 from .conftest import System
 

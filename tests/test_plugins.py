@@ -14,7 +14,6 @@ import venv
 from pathlib import Path
 
 import pytest
-
 from linktime import hookspecs, plugins
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,7 +26,7 @@ SIX = [
     "payment.received",
 ]
 
-GOOD = '''
+GOOD = """
 from pydantic import BaseModel
 from linktime.actions import ActionType, Result
 from linktime.hookspecs import hookimpl
@@ -41,7 +40,7 @@ def execute(ctx):
 @hookimpl
 def register_actions(register):
     register(ActionType("good.act", "Good action", Settings, execute, capability="good"))
-'''
+"""
 PLUGINS = {
     "good_plugin": GOOD,
     "broken_plugin": "raise RuntimeError('boom at import')\n",
@@ -118,7 +117,10 @@ def test_cli_lists_plugins_and_broken_ones(fake_plugins: Path) -> None:
     env.pop("LINKTIME_LOAD_PLUGINS", None)
     out = subprocess.run(
         [sys.executable, "-m", "linktime", "plugins"],
-        env=env, capture_output=True, text=True, check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert "good  (good_plugin 0.3)" in out
     assert "actions: good.act" in out and "good.act needs capability: good" in out
@@ -126,7 +128,10 @@ def test_cli_lists_plugins_and_broken_ones(fake_plugins: Path) -> None:
     data = json.loads(
         subprocess.run(
             [sys.executable, "-m", "linktime", "plugins", "--json"],
-            env=env, capture_output=True, text=True, check=True,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
     )
     assert sorted(b["name"] for b in data["broken"]) == ["broken", "clash", "typo"]
@@ -135,14 +140,17 @@ def test_cli_lists_plugins_and_broken_ones(fake_plugins: Path) -> None:
 def test_every_hook_is_documented_in_the_readme() -> None:
     readme = (ROOT / "README.md").read_text()
     section = readme[readme.index("## Writing a plugin") :]
-    hooks = [name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
-             if hasattr(fn, "linktime_spec")]
+    hooks = [
+        name
+        for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
+        if hasattr(fn, "linktime_spec")
+    ]
     assert sorted(hooks) == ["register_actions", "register_templates", "register_triggers"]
     for name in hooks:
         assert f"### {name}(register)" in section, f"hook {name} is not documented"
 
 
-CORE_ALONE = '''
+CORE_ALONE = """
 import json, sys
 from litestar.testing import TestClient
 from linktime.accounts import create_account
@@ -158,7 +166,7 @@ with TestClient(create_app(hub)) as client:
                     json={"name": "w", "trigger": "booking.created",
                           "steps": [{"action": "webhook.call", "settings": {}}]})
 print(json.dumps({"status": r.status_code, "body": r.json()}))
-'''
+"""
 
 
 def test_the_core_installed_alone(tmp_path: Path) -> None:
@@ -174,7 +182,11 @@ def test_the_core_installed_alone(tmp_path: Path) -> None:
     listed = json.loads(
         subprocess.run(
             [str(env_dir / "bin" / "linktime"), "plugins", "--json"],
-            env=env, capture_output=True, text=True, check=True, cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=tmp_path,
         ).stdout
     )
     assert [p["name"] for p in listed["plugins"]] == ["linktime.builtins"]
@@ -186,7 +198,11 @@ def test_the_core_installed_alone(tmp_path: Path) -> None:
     answer = json.loads(
         subprocess.run(
             [str(py), str(script), str(tmp_path / "data")],
-            env=env, capture_output=True, text=True, check=True, cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=tmp_path,
         ).stdout
     )
     assert answer["status"] == 422

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -48,7 +50,8 @@ def serve(host: str, port: int) -> None:
         hub.migrate()
     broker = make_broker(hub)
     bind(hub, broker)
-    startup, shutdown = [], []
+    startup: list[Callable[[], None]] = []
+    shutdown: list[Callable[[], None]] = []
     if embedded:
         # This process is the only worker: whatever was under way when it stopped resumes now.
         hub.resume_orphans()
@@ -107,10 +110,8 @@ def scheduler() -> None:
         )
     bind(hub, make_broker(hub))
     click.echo("scheduler running", err=True)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         Scheduler(hub).run_forever()
-    except KeyboardInterrupt:
-        pass
 
 
 @main.command("plugins")
@@ -161,8 +162,9 @@ def accounts() -> None:
 
 @accounts.command("create")
 @click.option("--name", default="default", show_default=True)
-@click.option("--plan", type=click.Choice(["free", "pro", "business"]), default="free",
-              show_default=True)
+@click.option(
+    "--plan", type=click.Choice(["free", "pro", "business"]), default="free", show_default=True
+)
 def create_account(name: str, plan: str) -> None:
     """Create an account and print its API key (shown this once)."""
     from .accounts import create_account as create

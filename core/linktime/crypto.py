@@ -62,7 +62,9 @@ def masked(model: type[BaseModel] | None, stored: dict[str, Any]) -> dict[str, A
         if data.get(name) is not None:
             data[name] = MASK
     if model is None:  # the action is not installed: hide anything that looks sealed
-        data = {k: MASK if isinstance(v, str) and v.startswith(SEALED) else v for k, v in data.items()}
+        data = {
+            k: MASK if isinstance(v, str) and v.startswith(SEALED) else v for k, v in data.items()
+        }
     return data
 
 

@@ -8,7 +8,6 @@ counted, before it is executed; a step recorded as succeeded is never executed a
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import inspect
 import json
@@ -18,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 from dramatiq.asyncio import EventLoopThread
 from pydantic import BaseModel
@@ -70,7 +69,7 @@ def call_execute(execute: Execute, ctx: ActionContext) -> Result:
             _loop_thread = EventLoopThread(log)
             _loop_thread.daemon = True
             _loop_thread.start(timeout=5)
-    return cast(Result, _loop_thread.run_coroutine(_awaited(outcome)))
+    return _loop_thread.run_coroutine(_awaited(outcome))
 
 
 async def _awaited(awaitable: Awaitable[Result]) -> Result:
@@ -344,9 +343,7 @@ class Hub:
             return None
         if step.status == "running":
             # The previous owner died during this attempt; whether it was delivered is unknown.
-            lost = Result.retry(
-                "the worker was lost during this attempt", error_code="worker_lost"
-            )
+            lost = Result.retry("the worker was lost during this attempt", error_code="worker_lost")
             return self._record(conn, claim, step, lost, self.clock(), 0)
         return self._mark_running(conn, step)
 
@@ -382,7 +379,9 @@ class Hub:
         try:
             settings: BaseModel = self.sealer.open(action.settings, step.settings)
         except ValueError as exc:
-            return Result.fail(f"step settings are no longer valid: {exc}", error_code="bad_settings")
+            return Result.fail(
+                f"step settings are no longer valid: {exc}", error_code="bad_settings"
+            )
         ctx = ActionContext(
             event=claim.event,
             trigger=claim.trigger,
@@ -437,7 +436,8 @@ class Hub:
                 error_code=result.error_code,
                 error=result.error,
                 external_id=result.external_id,
-                response_excerpt=(result.response_excerpt or None) and result.response_excerpt[:cap],
+                response_excerpt=(result.response_excerpt or None)
+                and result.response_excerpt[:cap],
             )
         )
         if result.outcome is Outcome.SUCCEEDED:
@@ -552,7 +552,9 @@ class Hub:
             )
             if ids:
                 conn.execute(
-                    update(Run).where(Run.id.in_(ids), Run.status == "waiting").values(status="queued")
+                    update(Run)
+                    .where(Run.id.in_(ids), Run.status == "waiting")
+                    .values(status="queued")
                 )
                 conn.execute(update(Run).where(Run.id.in_(ids)).values(due_at=later))
         return ids

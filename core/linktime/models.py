@@ -91,7 +91,9 @@ class BookingEvent(_Open):
     @classmethod
     def _known_type(cls, value: str) -> str:
         if value not in EVENT_TYPES:
-            raise ValueError(f"unknown event type {value!r}; expected one of {', '.join(EVENT_TYPES)}")
+            raise ValueError(
+                f"unknown event type {value!r}; expected one of {', '.join(EVENT_TYPES)}"
+            )
         return value
 
     @model_validator(mode="after")

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
 from types import ModuleType
-from typing import Any, TypeVar
+from typing import Any
 
 import pluggy
 
@@ -61,9 +61,6 @@ class UnknownAction(LookupError):
         self.installed = installed
         listed = ", ".join(installed) if installed else "none"
         super().__init__(f"action {name!r} is not installed; installed actions: {listed}")
-
-
-T = TypeVar("T", TriggerType, ActionType, Template)
 
 
 def _selected(allowed: str | None) -> set[str] | None:
@@ -135,8 +132,8 @@ def _collect(pm: pluggy.PluginManager, module: ModuleType, info: PluginInfo, reg
     nothing at all."""
     found: dict[str, dict[str, Any]] = {"triggers": {}, "actions": {}, "templates": {}}
 
-    def collector(kind: str, cls: type[T], existing: dict[str, T]) -> Callable[[T], None]:
-        def register(item: T) -> None:
+    def collector(kind: str, cls: type, existing: dict[str, Any]) -> Callable[[Any], None]:
+        def register(item: TriggerType | ActionType | Template) -> None:
             if not isinstance(item, cls):
                 raise TypeError(f"register_{kind} expects {cls.__name__}, got {item!r}")
             item.validate()

@@ -20,7 +20,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LINKTIME_", extra="ignore")
 
     data_dir: Path = Field(Path(".linktime"), description="Where the embedded default keeps data")
-    database_url: str | None = Field(None, description="SQLAlchemy URL; SQLite in data_dir if unset")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; SQLite in data_dir if unset"
+    )
     redis_url: str | None = Field(None, description="Redis broker; in-process broker if unset")
     broker_namespace: str = "linktime"
     secret_key: str | None = Field(

@@ -27,22 +27,21 @@ def make_broker(hub: Hub) -> dramatiq.Broker:
     return StubBroker()
 
 
-def bind(hub: Hub, broker: dramatiq.Broker) -> dramatiq.Actor:
+def bind(hub: Hub, broker: dramatiq.Broker) -> dramatiq.Actor[[str], None]:
     """Declare the actor on ``broker`` and point the hub's enqueue at it."""
     dramatiq.set_broker(broker)
 
     def execute_run(run_id: str) -> None:
         hub.process_run(run_id)
 
-    actor = dramatiq.actor(
-        execute_run,
+    actor: dramatiq.Actor[[str], None] = dramatiq.actor(
         actor_name=ACTOR,
         queue_name=QUEUE,
         broker=broker,
         max_retries=5,
         min_backoff=500,
         max_backoff=30_000,
-    )
+    )(execute_run)
 
     def enqueue(run_ids: list[str]) -> None:
         for run_id in run_ids:
@@ -59,8 +58,10 @@ def setup() -> None:
     """Entry for ``dramatiq linktime.worker:setup``: one hub per worker process."""
     hub = Hub()
     if not hub.settings.redis_url:
-        raise SystemExit("linktime worker needs LINKTIME_REDIS_URL (the embedded default runs "
-                         "its worker inside `linktime serve`)")
+        raise SystemExit(
+            "linktime worker needs LINKTIME_REDIS_URL (the embedded default runs "
+            "its worker inside `linktime serve`)"
+        )
     bind(hub, make_broker(hub))
 
 

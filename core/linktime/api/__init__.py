@@ -10,8 +10,8 @@ from litestar import Litestar, Request, Response, get, post
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
 from litestar.openapi import OpenAPIConfig
-from litestar.params import FromPath, JSONBody
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_202_ACCEPTED
 from sqlalchemy import text
 
@@ -33,7 +33,9 @@ from .schemas import (
 )
 
 
-def _error(status: int, code: str, message: str, fields: Sequence[FieldError] = ()) -> Response[Any]:
+def _error(
+    status: int, code: str, message: str, fields: Sequence[FieldError] = ()
+) -> Response[Any]:
     body = ErrorOut(
         error=code,
         message=message,
@@ -87,7 +89,9 @@ def create_app(
         description="Idempotent on the event id: a replay answers like the first time and "
         "starts nothing (header Idempotent-Replayed: true).",
     )
-    def post_event(data: JSONBody[BookingEvent], account_id: NamedDependency[str]) -> Response[EventAccepted]:
+    def post_event(
+        data: JSONBody[BookingEvent], account_id: NamedDependency[str]
+    ) -> Response[EventAccepted]:
         ingested = hub.emit(data, account_id=account_id)
         headers = {"Idempotent-Replayed": "true"} if ingested.replayed else {}
         return Response(
@@ -97,7 +101,9 @@ def create_app(
         )
 
     @post("/v1/workflows", sync_to_thread=True, summary="Create a workflow")
-    def create_workflow(data: JSONBody[WorkflowIn], account_id: NamedDependency[str]) -> WorkflowCreated:
+    def create_workflow(
+        data: JSONBody[WorkflowIn], account_id: NamedDependency[str]
+    ) -> WorkflowCreated:
         created, revealed = workflows.create(hub, account_id, data)
         generated = [
             GeneratedSecret(step=i, field=name, value=revealed[i][name])
@@ -116,11 +122,15 @@ def create_app(
         return workflows.get(hub, account_id, workflow_id)
 
     @post("/v1/workflows/{workflow_id:str}/enable", sync_to_thread=True, status_code=200)
-    def enable_workflow(workflow_id: FromPath[str], account_id: NamedDependency[str]) -> WorkflowOut:
+    def enable_workflow(
+        workflow_id: FromPath[str], account_id: NamedDependency[str]
+    ) -> WorkflowOut:
         return workflows.set_enabled(hub, account_id, workflow_id, True)
 
     @post("/v1/workflows/{workflow_id:str}/disable", sync_to_thread=True, status_code=200)
-    def disable_workflow(workflow_id: FromPath[str], account_id: NamedDependency[str]) -> WorkflowOut:
+    def disable_workflow(
+        workflow_id: FromPath[str], account_id: NamedDependency[str]
+    ) -> WorkflowOut:
         return workflows.set_enabled(hub, account_id, workflow_id, False)
 
     @get("/v1/runs/{run_id:str}", sync_to_thread=True, summary="A run with its steps and attempts")
@@ -173,4 +183,3 @@ def create_app(
         on_startup=list(on_startup),
         on_shutdown=list(on_shutdown),
     )
-

@@ -1,0 +1,455 @@
+"""The webhook.call action against real loopback receivers."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import ssl
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import linktime_webhook
+import pytest
+from linktime.actions import Outcome
+from linktime.models import BookingEvent, sample_event
+from linktime.testing import RunAction
+from pydantic import ValidationError
+from standardwebhooks import Webhook, WebhookVerificationError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from conftest import Receiver
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def settings(url: str, **extra: object) -> dict[str, object]:
+    return {"url": url, "secret": SECRET, **extra}
+
+
+# --- delivery and payload ------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("allow_loopback")
+def test_body_shape_and_signature_verify(
+    run_action: RunAction, receiver: Receiver, booking_event: BookingEvent
+) -> None:
+    result = run_action("webhook.call", settings(receiver.url("/in?x=1")), booking_event)
+
+    assert result.outcome is Outcome.SUCCEEDED
+    [req] = receiver.requests
+    assert (req.method, req.path) == ("POST", "/in?x=1")
+    headers = req.headers
+    assert headers["content-type"] == "application/json"
+    assert headers["user-agent"] == f"LinkTime-Webhooks/{linktime_webhook.__version__}"
+    assert headers["host"] == f"127.0.0.1:{receiver.port}"
+    assert headers["webhook-id"] == "msg_test"
+    assert abs(int(headers["webhook-timestamp"]) - datetime.now(UTC).timestamp()) < 60
+
+    body = Webhook(SECRET).verify(req.body, headers)
+    assert body == json.loads(req.body)
+    assert body == {
+        "type": "booking.created",
+        "timestamp": "2026-11-24T10:00:00Z",
+        "version": 1,
+        "data": {
+            "event": booking_event.model_dump(mode="json", exclude={"booking"}),
+            "booking": booking_event.booking.model_dump(mode="json"),
+            "workflow": {"id": "wf_test", "name": "Test workflow"},
+        },
+    }
+    assert body["data"]["event"]["id"] == "evt_sample"
+    assert body["data"]["booking"]["payment"]["amount"] == "50.00"
+
+
+@pytest.mark.usefixtures("allow_loopback")
+def test_signature_fails_with_another_secret(run_action: RunAction, receiver: Receiver) -> None:
+    run_action("webhook.call", settings(receiver.url()))
+    [req] = receiver.requests
+    other = Webhook("whsec_" + "A" * 32)
+    with pytest.raises(WebhookVerificationError, match="signature"):
+        other.verify(req.body, req.headers)
+
+
+@pytest.mark.usefixtures("allow_loopback")
+def test_trigger_is_the_body_type(run_action: RunAction, receiver: Receiver) -> None:
+    run_action("webhook.call", settings(receiver.url()), trigger="meeting.before")
+    assert json.loads(receiver.requests[0].body)["type"] == "meeting.before"
+
+
+@pytest.mark.usefixtures("allow_loopback")
+def test_webhook_id_is_stable_across_attempts(run_action: RunAction, receiver: Receiver) -> None:
+    receiver.reply(503)
+    first = run_action("webhook.call", settings(receiver.url()), attempt=1, step_id="stp_abc")
+    second = run_action("webhook.call", settings(receiver.url()), attempt=2, step_id="stp_abc")
+    run_action("webhook.call", settings(receiver.url()), step_id="stp_other")
+
+    assert (first.outcome, second.outcome) == (Outcome.RETRY, Outcome.SUCCEEDED)
+    ids = [r.headers["webhook-id"] for r in receiver.requests]
+    assert ids == ["msg_abc", "msg_abc", "msg_other"]
+    for req in receiver.requests:
+        Webhook(SECRET).verify(req.body, req.headers)
+
+
+@pytest.mark.usefixtures("allow_loopback")
+def test_event_extras_travel_untouched(run_action: RunAction, receiver: Receiver) -> None:
+    event = sample_event(source={"crm": "hubspot", "ids": [1, 2]}, note="extra")
+    data = event.model_dump(mode="json")
+    data["booking"]["custom"] = {"room": "B2"}
+    event = BookingEvent.model_validate(data)
+
+    run_action("webhook.call", settings(receiver.url()), event)
+
+    sent = json.loads(receiver.requests[0].body)["data"]
+    assert sent["event"]["source"] == {"crm": "hubspot", "ids": [1, 2]}
+    assert sent["event"]["note"] == "extra"
+    assert sent["booking"]["custom"] == {"room": "B2"}
+    assert "booking" not in sent["event"]
+
+
+@pytest.mark.usefixtures("allow_loopback")
+def test_extra_headers_are_sent(run_action: RunAction, receiver: Receiver) -> None:
+    extra = {"X-Tenant": "acme", "user-agent": "Custom/1"}
+    run_action("webhook.call", settings(receiver.url(), headers=extra))
+    headers = receiver.requests[0].headers
+    assert (headers["x-tenant"], headers["user-agent"]) == ("acme", "Custom/1")
+
+
+@pytest.mark.usefixtures("allow_loopback")
+def test_connects_to_the_vetted_address_with_the_original_host(
+    run_action: RunAction, receiver: Receiver, fake_dns: dict[str, list[str]]
+) -> None:
+    fake_dns["hooks.example"] = ["127.0.0.1"]
+    result = run_action("webhook.call", settings(f"http://hooks.example:{receiver.port}/h"))
+    assert result.outcome is Outcome.SUCCEEDED
+    assert receiver.requests[0].headers["host"] == f"hooks.example:{receiver.port}"
+
+
+@pytest.mark.usefixtures("allow_loopback")
+def test_https_pins_the_ip_but_keeps_each_server_name(
+    run_action: RunAction,
+    tls_receiver: Receiver,
+    test_ca: tuple[Path, ssl.SSLContext],
+    fake_dns: dict[str, list[str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake_dns["hooks.example"] = fake_dns["other.example"] = ["127.0.0.1"]
+    monkeypatch.setenv("SSL_CERT_FILE", str(test_ca[0]))
+    monkeypatch.setattr(linktime_webhook, "_clients", {})  # a fresh client trusts the test CA
+
+    names = ["hooks.example", "other.example", "hooks.example"]
+    for name in names:
+        result = run_action("webhook.call", settings(tls_receiver.url("/tls", host=name)))
+        assert result.outcome is Outcome.SUCCEEDED, result.error
+
+    # Both names share one IP; each request still arrives on a connection for its own name.
+    seen = [(r.server_name, r.headers["host"]) for r in tls_receiver.requests]
+    assert seen == [(name, f"{name}:{tls_receiver.port}") for name in names]
+
+
+@pytest.mark.usefixtures("allow_loopback")
+def test_https_certificate_is_checked_against_the_host_name(
+    run_action: RunAction,
+    tls_receiver: Receiver,
+    test_ca: tuple[Path, ssl.SSLContext],
+    fake_dns: dict[str, list[str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake_dns["wrong.example"] = ["127.0.0.1"]
+    monkeypatch.setenv("SSL_CERT_FILE", str(test_ca[0]))
+    monkeypatch.setattr(linktime_webhook, "_clients", {})
+
+    result = run_action("webhook.call", settings(tls_receiver.url(host="wrong.example")))
+    assert (result.outcome, result.error_code) == (Outcome.RETRY, "connection_error")
+    assert tls_receiver.requests == []
+
+
+# --- response mapping ----------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("allow_loopback")
+def test_2xx_is_ok_with_excerpt(run_action: RunAction, receiver: Receiver) -> None:
+    receiver.reply(202, b"x" * 5000)
+    result = run_action("webhook.call", settings(receiver.url()))
+    assert result.outcome is Outcome.SUCCEEDED
+    assert result.http_status == 202
+    assert result.response_excerpt == "x" * 1024
+
+
+@pytest.mark.usefixtures("allow_loopback")
+def test_503_retries(run_action: RunAction, receiver: Receiver) -> None:
+    receiver.reply(503, b"down for maintenance")
+    result = run_action("webhook.call", settings(receiver.url()))
+    assert result.outcome is Outcome.RETRY
+    assert (result.error_code, result.http_status) == ("http_503", 503)
+    assert result.retry_after is None
+    assert result.response_excerpt == "down for maintenance"
+
+
+@pytest.mark.usefixtures("allow_loopback")
+def test_429_retry_after_seconds(run_action: RunAction, receiver: Receiver) -> None:
+    receiver.reply(429, headers={"Retry-After": "7"})
+    result = run_action("webhook.call", settings(receiver.url()))
+    assert result.outcome is Outcome.RETRY
+    assert (result.error_code, result.http_status, result.retry_after) == ("http_429", 429, 7)
+
+
+def test_retry_after_http_date() -> None:
+    now = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+    parse = linktime_webhook.parse_retry_after
+    assert parse("Tue, 24 Nov 2026 10:01:30 GMT", now) == 90
+    assert parse("Tue, 24 Nov 2026 09:00:00 GMT", now) == 0
+    assert parse("soon", now) is None
+    assert parse(None, now) is None
+
+
+@pytest.mark.usefixtures("allow_loopback")
+@pytest.mark.parametrize("status", [404, 400, 401, 410, 422])
+def test_other_4xx_fail_permanently(run_action: RunAction, receiver: Receiver, status: int) -> None:
+    receiver.reply(status, b"nope")
+    result = run_action("webhook.call", settings(receiver.url()))
+    assert result.outcome is Outcome.FAILED
+    assert (result.error_code, result.http_status) == (f"http_{status}", status)
+
+
+@pytest.mark.usefixtures("allow_loopback")
+@pytest.mark.parametrize("status", [408, 425, 500, 502, 504])
+def test_transient_statuses_retry(run_action: RunAction, receiver: Receiver, status: int) -> None:
+    receiver.reply(status)
+    result = run_action("webhook.call", settings(receiver.url()))
+    assert (result.outcome, result.error_code) == (Outcome.RETRY, f"http_{status}")
+
+
+@pytest.mark.usefixtures("allow_loopback")
+def test_redirect_is_not_followed(
+    run_action: RunAction, receiver: Receiver, make_receiver: Callable[..., Receiver]
+) -> None:
+    target = make_receiver()
+    receiver.reply(302, headers={"Location": target.url("/elsewhere")})
+    result = run_action("webhook.call", settings(receiver.url()))
+    assert result.outcome is Outcome.FAILED
+    assert (result.error_code, result.http_status) == ("http_302", 302)
+    assert result.error is not None
+    assert "not followed" in result.error
+    assert target.url("/elsewhere") in result.error
+    assert target.requests == []
+
+
+@pytest.mark.usefixtures("allow_loopback")
+def test_timeout_retries(
+    run_action: RunAction, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LINKTIME_WEBHOOK_TIMEOUT", "0.3")
+    receiver.reply(200, delay=2)
+    result = run_action("webhook.call", settings(receiver.url()))
+    assert (result.outcome, result.error_code) == (Outcome.RETRY, "timeout")
+
+
+@pytest.mark.usefixtures("allow_loopback")
+def test_connection_refused_retries(run_action: RunAction, closed_port: int) -> None:
+    result = run_action("webhook.call", settings(f"http://127.0.0.1:{closed_port}/"))
+    assert (result.outcome, result.error_code) == (Outcome.RETRY, "connection_error")
+    assert result.error is not None
+    assert str(closed_port) in result.error
+
+
+def test_errors_never_carry_the_secret(
+    run_action: RunAction, receiver: Receiver, closed_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LINKTIME_WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8")
+    receiver.reply(500, b"boom")
+    receiver.reply(302)
+    urls = [receiver.url(), receiver.url(), f"http://127.0.0.1:{closed_port}/", "http://[::1]/"]
+    results = [run_action("webhook.call", settings(url)) for url in urls]
+
+    assert [r.error_code for r in results] == [
+        "http_500",
+        "http_302",
+        "connection_error",
+        "ssrf_refused",
+    ]
+    for result in results:
+        assert result.error
+        assert SECRET.removeprefix("whsec_") not in result.error
+
+
+# --- SSRF guard ----------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("no_connections")
+@pytest.mark.parametrize(
+    ("host", "ip", "kind"),
+    [
+        ("127.0.0.1", "127.0.0.1", "loopback"),
+        ("[::1]", "::1", "loopback"),
+        ("localhost", None, "loopback"),
+        ("10.0.0.1", "10.0.0.1", "private"),
+        ("169.254.169.254", "169.254.169.254", "link-local"),
+        ("100.64.0.1", "100.64.0.1", "CGNAT"),
+        ("224.0.0.1", "224.0.0.1", "multicast"),
+        ("[::ffff:127.0.0.1]", "::ffff:127.0.0.1", "loopback"),
+        ("[fe80::1]", "fe80::1", "link-local"),
+        ("0.0.0.0", "0.0.0.0", "unspecified"),
+        ("[fc00::1]", "fc00::1", "private"),
+        ("[ff02::1]", "ff02::1", "multicast"),
+    ],
+)
+def test_ssrf_refused_before_connecting(
+    run_action: RunAction, host: str, ip: str | None, kind: str
+) -> None:
+    result = run_action("webhook.call", settings(f"http://{host}:8080/hook"))
+    assert (result.outcome, result.error_code) == (Outcome.FAILED, "ssrf_refused")
+    assert result.error is not None
+    assert kind in result.error
+    assert "LINKTIME_WEBHOOK_ALLOWED_NETWORKS" in result.error
+    if ip:
+        assert ip in result.error
+
+
+def test_ssrf_loopback_receiver_gets_nothing_by_default(
+    run_action: RunAction, receiver: Receiver
+) -> None:
+    result = run_action("webhook.call", settings(receiver.url()))
+    assert result.error_code == "ssrf_refused"
+    assert receiver.requests == []
+
+
+@pytest.mark.usefixtures("no_connections")
+def test_ssrf_any_bad_answer_refuses(
+    run_action: RunAction, fake_dns: dict[str, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LINKTIME_WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8")
+    fake_dns["rebind.example"] = ["93.184.216.34", "10.1.2.3"]
+    result = run_action("webhook.call", settings("https://rebind.example/hook"))
+    assert result.error_code == "ssrf_refused"
+    assert result.error == (
+        "refused: rebind.example resolves to 10.1.2.3, a private address "
+        "(allow it with LINKTIME_WEBHOOK_ALLOWED_NETWORKS)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("ip", "allowed", "refused"),
+    [
+        ("127.0.0.1", "127.0.0.0/8,::1/128", False),
+        ("::1", "127.0.0.0/8,::1/128", False),
+        ("::ffff:127.0.0.1", "127.0.0.0/8", False),
+        ("10.0.0.1", "127.0.0.0/8", True),
+        ("2002:a00:1::", "", True),  # 6to4 wrapping 10.0.0.1
+        ("64:ff9b::a9fe:a9fe", "", True),  # NAT64 wrapping 169.254.169.254
+        ("198.18.0.1", "", True),
+        ("240.0.0.1", "", True),
+        ("8.8.8.8", "", False),
+        ("2606:4700:4700::1111", "", False),
+    ],
+)
+def test_check_address(
+    ip: str, allowed: str, refused: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LINKTIME_WEBHOOK_ALLOWED_NETWORKS", allowed)
+    networks = linktime_webhook.operator_settings().allowed_networks
+    address = ipaddress.ip_address(ip)
+    if refused:
+        with pytest.raises(linktime_webhook.Refused):
+            linktime_webhook.check_address(ip, address, networks)
+    else:
+        linktime_webhook.check_address(ip, address, networks)
+
+
+# --- settings ------------------------------------------------------------------------------------
+
+
+def test_default_secret_is_generated_and_valid() -> None:
+    one = linktime_webhook.WebhookStepSettings(url="https://hooks.example.com/x")
+    two = linktime_webhook.WebhookStepSettings(url="https://hooks.example.com/x")
+    raw = one.secret.get_secret_value()
+    assert raw.startswith("whsec_")
+    assert raw != two.secret.get_secret_value()
+    Webhook(raw)
+    assert "whsec_" not in repr(one)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("ftp://hooks.example.com/x", "scheme must be http or https"),
+        ("javascript:alert(1)", "scheme must be http or https"),
+        ("hooks.example.com/x", "scheme must be http or https"),
+        ("http:///path", "no host"),
+        ("https://user:pw@hooks.example.com/", "credentials"),
+    ],
+)
+def test_bad_url_refused(url: str, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        linktime_webhook.WebhookStepSettings(url=url, secret=SECRET)
+
+
+@pytest.mark.parametrize(
+    ("secret", "message"),
+    [
+        ("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "must start with 'whsec_'"),
+        ("whsec_", "non-empty base64"),
+        ("whsec_not*base64!", "non-empty base64"),
+    ],
+)
+def test_bad_secret_refused_without_echoing_it(secret: str, message: str) -> None:
+    with pytest.raises(ValidationError, match=message) as caught:
+        linktime_webhook.WebhookStepSettings.model_validate(
+            {"url": "https://hooks.example.com/", "secret": secret}
+        )
+    shown = str(caught.value)
+    assert "input_value" not in shown
+    if len(secret) > len("whsec_"):
+        assert secret not in shown
+
+
+@pytest.mark.parametrize(
+    "name", ["webhook-id", "Webhook-Signature", "Content-Type", "host", "Content-Length"]
+)
+def test_reserved_headers_refused(name: str) -> None:
+    with pytest.raises(ValidationError, match="cannot be overridden"):
+        linktime_webhook.WebhookStepSettings.model_validate(
+            {"url": "https://hooks.example.com/", "headers": {name: "x"}}
+        )
+
+
+def test_header_injection_refused() -> None:
+    with pytest.raises(ValidationError, match="one line"):
+        linktime_webhook.WebhookStepSettings.model_validate(
+            {"url": "https://hooks.example.com/", "headers": {"X-A": "a\r\nX-B: b"}}
+        )
+
+
+def test_operator_settings_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LINKTIME_WEBHOOK_ALLOWED_NETWORKS", " 10.0.0.0/8 , fd00::/8 ")
+    monkeypatch.setenv("LINKTIME_WEBHOOK_TIMEOUT", "2.5")
+    operator = linktime_webhook.operator_settings()
+    assert [str(n) for n in operator.allowed_networks] == ["10.0.0.0/8", "fd00::/8"]
+    assert operator.timeout == 2.5
+    monkeypatch.delenv("LINKTIME_WEBHOOK_ALLOWED_NETWORKS")
+    monkeypatch.delenv("LINKTIME_WEBHOOK_TIMEOUT")
+    assert linktime_webhook.operator_settings().allowed_networks == ()
+    assert linktime_webhook.operator_settings().timeout == 15
+
+
+def test_bad_operator_settings_retry(
+    run_action: RunAction, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LINKTIME_WEBHOOK_ALLOWED_NETWORKS", "10.0.0.1/8")
+    result = run_action("webhook.call", settings("https://hooks.example.com/"))
+    assert (result.outcome, result.error_code) == (Outcome.RETRY, "operator_settings")
+    assert result.error is not None
+    assert "10.0.0.1/8" in result.error
+
+
+def test_registered_through_the_entry_point() -> None:
+    from linktime import plugins
+
+    registry = plugins.load()
+    action = registry.action("webhook.call")
+    assert action.title == "Call Webhook"
+    assert action.capability == "webhook"
+    assert action.settings is linktime_webhook.WebhookStepSettings
+    assert "webhook" in {p.name for p in registry.plugins}
