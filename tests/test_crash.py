@@ -158,6 +158,8 @@ def test_embedded_default_end_to_end_and_restart(
         assert_nothing_lost_nothing_resent(
             before, step_states(db_url, run_id), http_receiver.requests
         )
+        stop([restarted])
+        assert restarted.returncode == 0 and "Application shutdown complete" in log.read_text()
     finally:
         stop([p for p in (serve, restarted) if p is not None])
 

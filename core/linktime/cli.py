@@ -58,7 +58,8 @@ def serve(host: str, port: int) -> None:
         scheduler = Scheduler(hub)
         worker = start_in_process(hub, broker, hub.settings.worker_threads)
         scheduler.start()
-        shutdown += [scheduler.stop, worker.stop]
+        # Litestar passes the app to hooks that take arguments: wrap dramatiq's stop(timeout).
+        shutdown += [scheduler.stop, lambda: worker.stop()]
     for broken in hub.registry.broken:
         click.echo(f"plugin {broken.name} is broken and was skipped: {broken.error}", err=True)
     app = create_app(hub, on_startup=startup, on_shutdown=shutdown)
