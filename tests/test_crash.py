@@ -159,7 +159,9 @@ def test_embedded_default_end_to_end_and_restart(
             before, step_states(db_url, run_id), http_receiver.requests
         )
         stop([restarted])
-        assert restarted.returncode == 0 and "Application shutdown complete" in log.read_text()
+        # uvicorn re-raises SIGTERM after a graceful shutdown; the log tells that it was one
+        assert "Worker has been shut down" in log.read_text()
+        assert "Application shutdown complete" in log.read_text()
     finally:
         stop([p for p in (serve, restarted) if p is not None])
 
