@@ -160,8 +160,8 @@ def test_embedded_default_end_to_end_and_restart(
         )
         stop([restarted])
         # uvicorn re-raises SIGTERM after a graceful shutdown; the log tells that it was one
-        assert "Worker has been shut down" in log.read_text()
-        assert "Application shutdown complete" in log.read_text()
+        # (a failing shutdown hook logs "Application shutdown failed" instead)
+        assert "Application shutdown complete" in log.read_text().split("Finished server")[-2]
     finally:
         stop([p for p in (serve, restarted) if p is not None])
 
