@@ -119,7 +119,7 @@ def make_system(tmp_path: Any, pg_url: str, redis_url: str) -> Iterator[Callable
     in-process Dramatiq worker and a scheduler."""
     systems: list[System] = []
 
-    def make(**overrides: Any) -> System:
+    def make(registry: Any = None, **overrides: Any) -> System:
         settings = fast_settings(
             data_dir=tmp_path,
             database_url=pg_url,
@@ -127,7 +127,7 @@ def make_system(tmp_path: Any, pg_url: str, redis_url: str) -> Iterator[Callable
             broker_namespace=f"lt-test-{uuid.uuid4().hex[:8]}",
             **overrides,
         )
-        hub = Hub(settings)
+        hub = Hub(settings, registry=registry)
         hub.migrate()
         broker = make_broker(hub)
         bind(hub, broker)

@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from . import templating
 from .models import BookingEvent
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
@@ -108,6 +109,10 @@ class ActionContext:
     credentials: Any = None
     test: bool = False
 
+    def render(self, source: str, *, html: bool = False) -> str:
+        """Render a message template against this event (sandboxed; ``html`` autoescapes)."""
+        return templating.render(source, self.event, html=html)
+
     @property
     def idempotency_key(self) -> str:
         """Stable across every attempt of this step: receivers de-duplicate on it."""
@@ -119,7 +124,11 @@ Execute = Callable[[ActionContext], "Result | Awaitable[Result]"]
 
 @dataclass(frozen=True)
 class ActionType:
-    """An action a workflow step can run, e.g. ``webhook.call``."""
+    """An action a workflow step can run, e.g. ``webhook.call``.
+
+    ``integration`` names the account integration (e.g. ``"twilio"``) whose settings, validated
+    by the ``credentials`` model, reach ``execute`` as ``ctx.credentials`` (None when the
+    account has not connected it)."""
 
     name: str
     title: str
@@ -127,11 +136,14 @@ class ActionType:
     execute: Execute
     capability: str | None = None
     credentials: type[BaseModel] | None = None
+    integration: str | None = None
     description: str = ""
 
     def validate(self) -> None:
         if not NAME_RE.match(self.name):
             raise ValueError(f"action name {self.name!r} must look like 'channel.verb'")
+        if (self.credentials is None) != (self.integration is None):
+            raise ValueError(f"action {self.name}: credentials and integration go together")
         if not (isinstance(self.settings, type) and issubclass(self.settings, BaseModel)):
             raise ValueError(f"action {self.name}: settings must be a pydantic model class")
         if self.credentials is not None and not issubclass(self.credentials, BaseModel):

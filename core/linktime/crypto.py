@@ -9,7 +9,7 @@ import types
 from typing import Any, Union, get_args, get_origin
 
 from cryptography.fernet import Fernet, InvalidToken
-from pydantic import BaseModel, SecretStr
+from pydantic import BaseModel, SecretStr, ValidationError
 
 SEALED = "sealed:"
 MASK = "********"
@@ -33,13 +33,15 @@ class Sealer:
 
     def seal(self, model: type[BaseModel], value: BaseModel) -> dict[str, Any]:
         """The JSON to store for validated settings, secrets encrypted."""
-        data = value.model_dump(mode="json")
-        for name in secret_fields(model):
-            secret = getattr(value, name)
-            if secret is not None:
-                token = self._fernet.encrypt(secret.get_secret_value().encode()).decode()
-                data[name] = SEALED + token
-        return data
+        return self.seal_fields(revealed(value), set(secret_fields(model)))
+
+    def seal_fields(self, data: dict[str, Any], secrets: set[str]) -> dict[str, Any]:
+        return {
+            k: SEALED + self._fernet.encrypt(str(v).encode()).decode()
+            if k in secrets and v is not None
+            else v
+            for k, v in data.items()
+        }
 
     def open(self, model: type[BaseModel], stored: dict[str, Any]) -> BaseModel:
         data = dict(stored)
@@ -52,7 +54,13 @@ class Sealer:
                     raise ValueError(
                         f"setting {name!r} cannot be decrypted: LINKTIME_SECRET_KEY changed?"
                     ) from None
-        return model.model_validate(data)
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:  # never echo the input: it holds secrets
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
+            )
+            raise ValueError(problems) from None
 
 
 def masked(model: type[BaseModel] | None, stored: dict[str, Any]) -> dict[str, Any]:

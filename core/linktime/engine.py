@@ -35,6 +35,7 @@ from .storage import (
     Account,
     Attempt,
     Event,
+    Integration,
     Run,
     RunStep,
     Workflow,
@@ -103,6 +104,7 @@ class _Claim:
     trigger: str
     event: BookingEvent
     steps: list[_Step]
+    integrations: dict[str, dict[str, Any]]
 
 
 class Hub:
@@ -324,6 +326,11 @@ class Hub:
             .where(RunStep.run_id == run_id)
             .order_by(RunStep.position)
         ).all()
+        integrations = conn.execute(
+            select(Integration.name, Integration.settings).where(
+                Integration.account_id == row.account_id
+            )
+        ).all()
         return _Claim(
             run_id=run_id,
             token=token,
@@ -333,6 +340,7 @@ class Hub:
             trigger=row.trigger,
             event=BookingEvent.model_validate(ctx.payload),
             steps=[_Step(**row._mapping) for row in steps],
+            integrations={i.name: i.settings for i in integrations},
         )
 
     def _start(self, conn: Connection, claim: _Claim) -> _Step | None:
@@ -382,6 +390,17 @@ class Hub:
             return Result.fail(
                 f"step settings are no longer valid: {exc}", error_code="bad_settings"
             )
+        credentials = None
+        stored = claim.integrations.get(action.integration or "")
+        if action.credentials is not None and stored is not None:
+            try:
+                credentials = self.sealer.open(action.credentials, stored)
+            except ValueError as exc:
+                return Result.fail(
+                    f"the {action.integration} integration settings are not valid for "
+                    f"{action.name}: {exc}",
+                    error_code="bad_credentials",
+                )
         ctx = ActionContext(
             event=claim.event,
             trigger=claim.trigger,
@@ -393,6 +412,7 @@ class Hub:
             position=step.position,
             attempt=step.attempts,
             settings=settings,
+            credentials=credentials,
         )
         try:
             result = call_execute(action.execute, ctx)

@@ -120,6 +120,18 @@ class WorkflowStep(Base):
     settings: Mapped[dict[str, Any]]
 
 
+class Integration(Base):
+    """One account's settings for one integration (e.g. ``twilio``), secrets sealed."""
+
+    __tablename__ = "integrations"
+    account_id: Mapped[str] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    settings: Mapped[dict[str, Any]]
+    updated_at: Mapped[datetime]
+
+
 class Event(Base):
     __tablename__ = "events"
     __table_args__ = (UniqueConstraint("account_id", "event_id"),)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from litestar import Litestar, Request, Response, get, post
+from litestar import Litestar, Request, Response, delete, get, post, put
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
 from litestar.openapi import OpenAPIConfig
@@ -15,11 +15,12 @@ from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_202_ACCEPTED
 from sqlalchemy import text
 
-from .. import workflows
+from .. import integrations, workflows
 from ..accounts import authenticate
 from ..crypto import secret_fields
 from ..engine import Hub
 from ..errors import FieldError, InputError, NotFound
+from ..integrations import IntegrationOut
 from ..models import BookingEvent
 from ..workflows import WorkflowIn, WorkflowOut
 from .schemas import (
@@ -137,6 +138,34 @@ def create_app(
     def get_run(run_id: FromPath[str], account_id: NamedDependency[str]) -> RunOut:
         return RunOut.of(hub.get_run(account_id, run_id))
 
+    @get("/v1/integrations", sync_to_thread=True, summary="Integrations and whether connected")
+    def list_integrations(account_id: NamedDependency[str]) -> list[IntegrationOut]:
+        return integrations.list_all(hub, account_id)
+
+    @get("/v1/integrations/{name:str}", sync_to_thread=True, summary="One integration, masked")
+    def get_integration(name: FromPath[str], account_id: NamedDependency[str]) -> IntegrationOut:
+        return integrations.get(hub, account_id, name)
+
+    @put(
+        "/v1/integrations/{name:str}",
+        sync_to_thread=True,
+        summary="Connect an integration (secrets are write-only)",
+        operation_id="PutIntegration",
+    )
+    def put_integration(
+        name: FromPath[str], data: JSONBody[dict[str, Any]], account_id: NamedDependency[str]
+    ) -> IntegrationOut:
+        return integrations.connect(hub, account_id, name, data)
+
+    @delete(
+        "/v1/integrations/{name:str}",
+        sync_to_thread=True,
+        summary="Disconnect",
+        operation_id="DeleteIntegration",
+    )
+    def delete_integration(name: FromPath[str], account_id: NamedDependency[str]) -> None:
+        integrations.disconnect(hub, account_id, name)
+
     @get("/v1/plugins", sync_to_thread=True, summary="Installed triggers and actions")
     def list_plugins(account_id: NamedDependency[str]) -> PluginsOut:
         reg = hub.registry
@@ -161,6 +190,10 @@ def create_app(
             enable_workflow,
             disable_workflow,
             get_run,
+            list_integrations,
+            get_integration,
+            put_integration,
+            delete_integration,
             list_plugins,
             healthz,
         ],

@@ -1,0 +1,99 @@
+"""An account's integrations (Twilio, Slack, email sender…): the settings actions take their
+credentials from. Write-only for secrets: reads say whether it is connected and mask them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import delete, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from .crypto import masked, secret_fields
+from .engine import Hub
+from .errors import InputError, NotFound, pydantic_fields
+from .storage import Integration
+
+
+class IntegrationOut(BaseModel):
+    name: str
+    connected: bool
+    actions: list[str]
+    settings: dict[str, Any] | None = None
+    updated_at: datetime | None = None
+
+
+def _models(hub: Hub, name: str) -> dict[str, type[BaseModel]]:
+    """The credentials model of every installed action that uses integration ``name``."""
+    models = {
+        a.name: a.credentials
+        for a in hub.registry.actions.values()
+        if a.integration == name and a.credentials is not None
+    }
+    if not models:
+        known = ", ".join(known_integrations(hub)) or "none"
+        raise NotFound(f"no integration {name!r}; installed: {known}")
+    return models
+
+
+def known_integrations(hub: Hub) -> list[str]:
+    return sorted({a.integration for a in hub.registry.actions.values() if a.integration})
+
+
+def connect(hub: Hub, account_id: str, name: str, data: dict[str, Any]) -> IntegrationOut:
+    """Validate ``data`` against every action that uses this integration, then store it with
+    its secrets sealed (a field secret to any of them is sealed)."""
+    models = _models(hub, name)
+    secrets: set[str] = set()
+    for model in models.values():
+        try:
+            model.model_validate(data)
+        except ValidationError as exc:
+            raise InputError(f"the {name} settings are not valid", pydantic_fields(exc)) from None
+        secrets |= set(secret_fields(model))
+    stored = hub.sealer.seal_fields(data, secrets)
+    now = hub.clock()
+    values = {"account_id": account_id, "name": name, "settings": stored, "updated_at": now}
+    insert = pg_insert if hub.db.dialect.name == "postgresql" else sqlite_insert
+    statement = insert(Integration).values(**values)
+    with hub.db.begin() as conn:
+        conn.execute(
+            statement.on_conflict_do_update(
+                index_elements=["account_id", "name"],
+                set_={"settings": stored, "updated_at": now},
+            )
+        )
+    return get(hub, account_id, name)
+
+
+def disconnect(hub: Hub, account_id: str, name: str) -> None:
+    _models(hub, name)
+    with hub.db.begin() as conn:
+        conn.execute(
+            delete(Integration).where(
+                Integration.account_id == account_id, Integration.name == name
+            )
+        )
+
+
+def get(hub: Hub, account_id: str, name: str) -> IntegrationOut:
+    models = _models(hub, name)
+    with hub.db.connect() as conn:
+        row = conn.execute(
+            select(Integration.settings, Integration.updated_at).where(
+                Integration.account_id == account_id, Integration.name == name
+            )
+        ).first()
+    out = IntegrationOut(name=name, connected=row is not None, actions=sorted(models))
+    if row is not None:
+        shown = row.settings
+        for model in models.values():
+            shown = masked(model, shown)
+        out.settings, out.updated_at = shown, row.updated_at
+    return out
+
+
+def list_all(hub: Hub, account_id: str) -> list[IntegrationOut]:
+    return [get(hub, account_id, name) for name in known_integrations(hub)]

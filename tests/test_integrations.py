@@ -1,0 +1,80 @@
+"""Account integrations: write-only secrets, sealed at rest, handed to actions as credentials."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from linktime import plugins
+from linktime.actions import ActionContext, ActionType, Result
+from linktime.api import create_app
+from linktime.models import sample_event
+from litestar.testing import TestClient
+from pydantic import BaseModel, SecretStr
+
+from .conftest import System
+
+SEEN: list[Any] = []
+
+
+class AcmeCredentials(BaseModel):
+    account: str
+    token: SecretStr
+
+
+class NoSettings(BaseModel):
+    pass
+
+
+def use_credentials(ctx: ActionContext) -> Result:
+    if ctx.credentials is None:
+        return Result.fail("Acme is not connected (Settings → Integrations)", error_code="x")
+    SEEN.append(ctx.credentials.token.get_secret_value())
+    return Result.ok(external_id=ctx.credentials.account)
+
+
+def registry() -> plugins.Registry:
+    reg = plugins.load("")
+    reg.actions["acme.ping"] = ActionType(
+        "acme.ping",
+        "Ping Acme",
+        NoSettings,
+        use_credentials,
+        credentials=AcmeCredentials,
+        integration="acme",
+    )
+    return reg
+
+
+def test_integration_secrets_are_write_only_and_reach_the_action(
+    make_system: Callable[..., System],
+) -> None:
+    system = make_system(registry=registry())
+    system.start()
+    acc = system.account()
+    auth = {"Authorization": f"Bearer {acc.api_key}"}
+    system.workflow(acc, [{"action": "acme.ping"}])
+
+    not_connected = system.wait_run(
+        acc, system.hub.emit(sample_event(id="e1"), account_id=acc.id).run_ids[0]
+    )
+    assert not_connected.steps[0].error == "Acme is not connected (Settings → Integrations)"
+
+    with TestClient(create_app(system.hub)) as client:
+        assert client.get("/v1/integrations", headers=auth).json()[0]["connected"] is False
+        bad = client.put("/v1/integrations/acme", json={"account": "a1"}, headers=auth)
+        assert bad.status_code == 422 and bad.json()["fields"][0]["field"] == "token"
+        r = client.put(
+            "/v1/integrations/acme", json={"account": "a1", "token": "tok-s3cret"}, headers=auth
+        )
+        assert r.status_code == 200
+        assert r.json()["settings"] == {"account": "a1", "token": "********"}
+        assert "tok-s3cret" not in client.get("/v1/integrations/acme", headers=auth).text
+        assert client.put("/v1/integrations/nope", json={}, headers=auth).status_code == 404
+    with system.hub.db.connect() as conn:
+        stored = conn.exec_driver_sql("SELECT settings::text FROM integrations").scalar_one()
+    assert "tok-s3cret" not in stored
+
+    run = system.wait_run(acc, system.hub.emit(sample_event(id="e2"), account_id=acc.id).run_ids[0])
+    assert run.steps[0].external_id == "a1"
+    assert SEEN == ["tok-s3cret"]
