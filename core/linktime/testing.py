@@ -114,11 +114,14 @@ class Reply:
 
 
 class HttpReceiver:
-    """Records every request; answers each path from its script, then with ``default``."""
+    """Records every request; answers each path from its script, then from ``handler`` (a
+    function of the request, for a stand-in API), else with ``default``. A request is recorded
+    once its reply's delay has passed."""
 
     def __init__(self) -> None:
         self.requests: list[Received] = []
         self.default = Reply()
+        self.handler: Callable[[Received], Reply] | None = None
         self._scripts: dict[str, deque[Reply]] = defaultdict(deque)
         self._lock = threading.Condition()
         receiver = self
@@ -128,23 +131,25 @@ class HttpReceiver:
 
             def _handle(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
-                body = self.rfile.read(length) if length else b""
-                path = self.path
+                received = Received(
+                    self.command,
+                    self.path,
+                    {k.lower(): v for k, v in self.headers.items()},
+                    self.rfile.read(length) if length else b"",
+                    time.time(),
+                )
                 with receiver._lock:
-                    script = receiver._scripts.get(path.split("?")[0])
-                    reply = script.popleft() if script else receiver.default
+                    script = receiver._scripts.get(self.path.split("?")[0])
+                    if script:
+                        reply = script.popleft()
+                    elif receiver.handler is not None:
+                        reply = receiver.handler(received)
+                    else:
+                        reply = receiver.default
                 if reply.delay:
                     time.sleep(reply.delay)
                 with receiver._lock:
-                    receiver.requests.append(
-                        Received(
-                            self.command,
-                            path,
-                            {k.lower(): v for k, v in self.headers.items()},
-                            body,
-                            time.time(),
-                        )
-                    )
+                    receiver.requests.append(received)
                     receiver._lock.notify_all()
                 payload = reply.body.encode() if isinstance(reply.body, str) else reply.body
                 self.send_response(reply.status)
