@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import dramatiq
@@ -69,6 +70,19 @@ def fast_settings(**overrides: Any) -> Settings:
     return Settings(**values)
 
 
+class Clock:
+    """A clock the test moves: the engine, the planner and the scheduler all read it."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
 @dataclass
 class System:
     hub: Hub
@@ -119,7 +133,7 @@ def make_system(tmp_path: Any, pg_url: str, redis_url: str) -> Iterator[Callable
     in-process Dramatiq worker and a scheduler."""
     systems: list[System] = []
 
-    def make(registry: Any = None, **overrides: Any) -> System:
+    def make(registry: Any = None, clock: Any = None, **overrides: Any) -> System:
         settings = fast_settings(
             data_dir=tmp_path,
             database_url=pg_url,
@@ -127,7 +141,7 @@ def make_system(tmp_path: Any, pg_url: str, redis_url: str) -> Iterator[Callable
             broker_namespace=f"lt-test-{uuid.uuid4().hex[:8]}",
             **overrides,
         )
-        hub = Hub(settings, registry=registry)
+        hub = Hub(settings, registry=registry, **({"clock": clock} if clock else {}))
         hub.migrate()
         broker = make_broker(hub)
         bind(hub, broker)

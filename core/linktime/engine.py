@@ -14,18 +14,18 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from dramatiq.asyncio import EventLoopThread
 from pydantic import BaseModel
-from sqlalchemy import Connection, and_, insert, or_, select, update
+from sqlalchemy import Connection, and_, case, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from . import plugins
+from . import bookings, plugins
 from .actions import ActionContext, ActionType, Execute, Outcome, Result, WorkflowRef
 from .crypto import Sealer
 from .errors import InputError, NotFound
@@ -34,6 +34,7 @@ from .settings import Settings
 from .storage import (
     Account,
     Attempt,
+    BookingState,
     Event,
     Integration,
     Run,
@@ -52,6 +53,10 @@ Clock = Callable[[], datetime]
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 _loop_thread: EventLoopThread | None = None
@@ -157,8 +162,7 @@ class Hub:
                 existing = self._answer(conn, account_id, event.id, digest)
                 if existing is not None:
                     return existing
-                run_ids = self._store_event(conn, account_id, event, payload, digest)
-                answer = self._answer(conn, account_id, event.id, digest)
+                ingested = self._store_event(conn, account_id, event, payload, digest)
         except IntegrityError:
             # Another request stored the same event id first: answer as a replay.
             with self.db.begin() as conn:
@@ -166,15 +170,14 @@ class Hub:
             if answer is None:
                 raise
             return answer
-        assert answer is not None
-        self.enqueue(run_ids)
-        return Ingested(answer.answer, replayed=False, run_ids=run_ids)
+        self.enqueue(ingested.run_ids)
+        return ingested
 
     def _answer(
         self, conn: Connection, account_id: str, event_id: str, digest: str
     ) -> Ingested | None:
         row = conn.execute(
-            select(Event.id, Event.type, Event.received_at, Event.payload_hash).where(
+            select(Event.payload_hash, Event.answer).where(
                 Event.account_id == account_id, Event.event_id == event_id
             )
         ).first()
@@ -186,16 +189,7 @@ class Hub:
                 status=409,
                 code="event_id_reused",
             )
-        runs = conn.execute(
-            select(Run.id, Run.workflow_id).where(Run.event_id == row.id).order_by(Run.id)
-        ).all()
-        answer = {
-            "id": event_id,
-            "type": row.type,
-            "received_at": row.received_at.isoformat().replace("+00:00", "Z"),
-            "runs": [{"id": r.id, "workflow_id": r.workflow_id} for r in runs],
-        }
-        return Ingested(answer, replayed=True, run_ids=[r.id for r in runs])
+        return Ingested(row.answer, replayed=True, run_ids=[])
 
     def _store_event(
         self,
@@ -204,7 +198,8 @@ class Hub:
         event: BookingEvent,
         payload: dict[str, Any],
         digest: str,
-    ) -> list[str]:
+    ) -> Ingested:
+        """Store the event and, in the same transaction, the runs it starts or plans."""
         now = self.clock()
         event_pk = new_id("ev")
         conn.execute(
@@ -218,55 +213,121 @@ class Hub:
                 received_at=now,
                 payload=payload,
                 payload_hash=digest,
+                answer={},
             )
         )
+        applied = bookings.apply_event(conn, account_id, event, event_pk)
+        time_triggers = [n for n, t in self.registry.triggers.items() if t.kind == "time"]
         workflows = conn.execute(
-            select(Workflow.id, Workflow.name).where(
+            select(Workflow.id, Workflow.name, Workflow.trigger, Workflow.offset_minutes).where(
                 Workflow.account_id == account_id,
-                Workflow.trigger == event.type,
+                Workflow.trigger.in_([event.type, *time_triggers]),
                 Workflow.enabled.is_(True),
             )
         ).all()
+        due_now: list[str] = []
+        if event.type == "booking.cancelled":
+            bookings.cancel_for_booking(conn, account_id, event.booking.uid, time_triggers, now)
+        elif applied.fresh and event.type in ("booking.created", "booking.rescheduled"):
+            planned = [
+                bookings.TimeWorkflow(
+                    w.id, w.name, self.registry.triggers[w.trigger], w.offset_minutes
+                )
+                for w in workflows
+                if w.trigger in time_triggers
+            ]
+            due_now = bookings.plan(
+                conn,
+                account_id,
+                event.booking.uid,
+                event_pk,
+                applied.start,
+                applied.end,
+                planned,
+                now,
+            )
+        # Once a booking is cancelled, later events about it start nothing.
+        live = not applied.cancelled or event.type == "booking.cancelled"
+        immediate = [w for w in workflows if w.trigger == event.type and live]
+        run_ids = self._start_runs(conn, account_id, event, event_pk, immediate, now)
+        runs = conn.execute(
+            select(Run.id, Run.workflow_id, Run.status, Run.due_at, Run.note)
+            .where(Run.event_id == event_pk)
+            .order_by(Run.id)
+        ).all()
+        answer = {
+            "id": event.id,
+            "type": event.type,
+            "received_at": _iso(now),
+            "runs": [
+                {
+                    "id": r.id,
+                    "workflow_id": r.workflow_id,
+                    "status": r.status,
+                    "due_at": _iso(r.due_at) if r.due_at and r.status == "scheduled" else None,
+                    "note": r.note,
+                }
+                for r in runs
+            ],
+        }
+        conn.execute(update(Event).where(Event.id == event_pk).values(answer=answer))
+        return Ingested(answer, replayed=False, run_ids=run_ids + due_now)
+
+    def _start_runs(
+        self,
+        conn: Connection,
+        account_id: str,
+        event: BookingEvent,
+        event_pk: str,
+        workflows: Sequence[Any],  # rows with id and name
+        now: datetime,
+    ) -> list[str]:
         if not workflows:
             return []
+        due = now + timedelta(seconds=self.settings.requeue_after_seconds)
+        run_rows = [
+            {
+                "id": new_id("run"),
+                "account_id": account_id,
+                "workflow_id": wf.id,
+                "workflow_name": wf.name,
+                "event_id": event_pk,
+                "trigger": event.type,
+                "booking_uid": event.booking.uid,
+                "status": "queued",
+                "due_at": due,
+                "created_at": now,
+            }
+            for wf in workflows
+        ]
+        conn.execute(insert(Run), run_rows)
+        self._copy_steps(conn, {r["workflow_id"]: r["id"] for r in run_rows})
+        return [r["id"] for r in run_rows]
+
+    def _copy_steps(self, conn: Connection, runs_by_workflow: dict[str, str]) -> None:
+        """Give runs their own copy of their workflow's steps, as the workflow stands now."""
         steps = conn.execute(
             select(WorkflowStep.workflow_id, WorkflowStep.action, WorkflowStep.settings)
-            .where(WorkflowStep.workflow_id.in_([w.id for w in workflows]))
+            .where(WorkflowStep.workflow_id.in_(list(runs_by_workflow)))
             .order_by(WorkflowStep.workflow_id, WorkflowStep.position)
         ).all()
-        due = now + timedelta(seconds=self.settings.requeue_after_seconds)
-        run_rows, step_rows = [], []
-        for wf in workflows:
-            run_id = new_id("run")
-            run_rows.append(
-                {
-                    "id": run_id,
-                    "account_id": account_id,
-                    "workflow_id": wf.id,
-                    "workflow_name": wf.name,
-                    "event_id": event_pk,
-                    "trigger": event.type,
-                    "status": "queued",
-                    "due_at": due,
-                    "created_at": now,
-                }
-            )
-            own = [s for s in steps if s.workflow_id == wf.id]
-            step_rows += [
+        positions: dict[str, int] = {}
+        rows = []
+        for s in steps:
+            position = positions[s.workflow_id] = positions.get(s.workflow_id, -1) + 1
+            rows.append(
                 {
                     "id": new_id("stp"),
-                    "run_id": run_id,
-                    "position": i,
+                    "run_id": runs_by_workflow[s.workflow_id],
+                    "position": position,
                     "action": s.action,
                     "settings": s.settings,
                     "status": "pending",
                     "attempts": 0,
                 }
-                for i, s in enumerate(own)
-            ]
-        conn.execute(insert(Run), run_rows)
-        conn.execute(insert(RunStep), step_rows)
-        return [r["id"] for r in run_rows]
+            )
+        if rows:
+            conn.execute(insert(RunStep), rows)
 
     # -- execution ----------------------------------------------------------------------------
 
@@ -299,33 +360,35 @@ class Hub:
                 Run.id == run_id,
                 or_(
                     Run.status == "queued",
+                    and_(Run.status == "scheduled", Run.due_at <= now),
                     and_(Run.status == "running", Run.lease_until <= now),
                 ),
             )
             .values(status="running", lease_token=token, lease_until=until, due_at=until)
             .returning(
-                Run.account_id, Run.workflow_id, Run.workflow_name, Run.trigger, Run.event_id
+                Run.account_id,
+                Run.workflow_id,
+                Run.workflow_name,
+                Run.trigger,
+                Run.event_id,
+                Run.booking_uid,
             )
         ).first()
         if row is None:
             return None
+        steps = self._steps(conn, run_id)
+        if not steps:  # a time-triggered run firing: steps from the workflow as it is now
+            reason = self._obsolete(conn, row)
+            if reason is not None:
+                self._finish(conn, run_id, "cancelled", reason)
+                return None
+            self._copy_steps(conn, {row.workflow_id: run_id})
+            steps = self._steps(conn, run_id)
         ctx = conn.execute(
             select(Event.payload, Account.plan)
             .join(Account, Account.id == Event.account_id)
             .where(Event.id == row.event_id)
         ).one()
-        steps = conn.execute(
-            select(  # the fields of _Step
-                RunStep.id,
-                RunStep.position,
-                RunStep.action,
-                RunStep.settings,
-                RunStep.status,
-                RunStep.attempts,
-            )
-            .where(RunStep.run_id == run_id)
-            .order_by(RunStep.position)
-        ).all()
         integrations = conn.execute(
             select(Integration.name, Integration.settings).where(
                 Integration.account_id == row.account_id
@@ -339,15 +402,41 @@ class Hub:
             workflow=WorkflowRef(row.workflow_id, row.workflow_name),
             trigger=row.trigger,
             event=BookingEvent.model_validate(ctx.payload),
-            steps=[_Step(**row._mapping) for row in steps],
+            steps=steps,
             integrations={i.name: i.settings for i in integrations},
         )
+
+    def _steps(self, conn: Connection, run_id: str) -> list[_Step]:
+        rows = conn.execute(
+            select(  # the fields of _Step
+                RunStep.id,
+                RunStep.position,
+                RunStep.action,
+                RunStep.settings,
+                RunStep.status,
+                RunStep.attempts,
+            )
+            .where(RunStep.run_id == run_id)
+            .order_by(RunStep.position)
+        ).all()
+        return [_Step(**r._mapping) for r in rows]
+
+    def _obsolete(self, conn: Connection, run: Any) -> str | None:
+        """Why a planned run must not fire after all, if it must not."""
+        if not conn.scalar(select(Workflow.enabled).where(Workflow.id == run.workflow_id)):
+            return "the workflow was disabled or deleted"
+        status = conn.scalar(
+            select(BookingState.status).where(
+                BookingState.account_id == run.account_id, BookingState.uid == run.booking_uid
+            )
+        )
+        return "the booking was cancelled" if status == "cancelled" else None
 
     def _start(self, conn: Connection, claim: _Claim) -> _Step | None:
         """Pick up where the run stands: the first unfinished step, now marked running."""
         step = next((s for s in claim.steps if s.status in ("pending", "running")), None)
         if step is None:
-            self._finish(conn, claim, "succeeded")
+            self._finish(conn, claim.run_id, "succeeded")
             return None
         if step.status == "running":
             # The previous owner died during this attempt; whether it was delivered is unknown.
@@ -476,7 +565,7 @@ class Hub:
             following = [s for s in claim.steps if s.position > step.position]
             if following:
                 return self._mark_running(conn, following[0])
-            self._finish(conn, claim, "succeeded")
+            self._finish(conn, claim.run_id, "succeeded")
             return None
         if retry:
             delay = schedule[step.attempts - 1]
@@ -515,15 +604,16 @@ class Hub:
             .where(RunStep.run_id == claim.run_id, RunStep.position > step.position)
             .values(status="skipped", finished_at=now)
         )
-        self._finish(conn, claim, "failed")
+        self._finish(conn, claim.run_id, "failed")
         return None
 
-    def _finish(self, conn: Connection, claim: _Claim, status: str) -> None:
+    def _finish(self, conn: Connection, run_id: str, status: str, note: str | None = None) -> None:
         conn.execute(
             update(Run)
-            .where(Run.id == claim.run_id)
+            .where(Run.id == run_id)
             .values(
                 status=status,
+                note=note,
                 due_at=None,
                 lease_token=None,
                 lease_until=None,
@@ -556,7 +646,7 @@ class Hub:
 
     def due_runs(self, limit: int | None = None) -> list[str]:
         """Hand out the runs that are due now: new runs whose first message may be lost,
-        runs whose retry time came, runs whose worker's lease expired. Each is pushed
+        reminders and retries whose time came, runs whose worker's lease expired. Each is pushed
         ``requeue_after_seconds`` ahead, so a lost message is sent again later."""
         now = self.clock()
         later = now + timedelta(seconds=self.settings.requeue_after_seconds)
@@ -571,10 +661,16 @@ class Hub:
                 )
             )
             if ids:
+                # Waiting (retry) and scheduled (reminder) runs become queued: due now.
                 conn.execute(
                     update(Run)
-                    .where(Run.id.in_(ids), Run.status == "waiting")
-                    .values(status="queued")
+                    .where(Run.id.in_(ids))
+                    .values(
+                        due_at=later,
+                        status=case(
+                            (Run.status.in_(("waiting", "scheduled")), "queued"),
+                            else_=Run.status,
+                        ),
+                    )
                 )
-                conn.execute(update(Run).where(Run.id.in_(ids)).values(due_at=later))
         return ids

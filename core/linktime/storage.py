@@ -28,7 +28,9 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.engine import Engine
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -144,6 +146,23 @@ class Event(Base):
     received_at: Mapped[datetime]
     payload: Mapped[dict[str, Any]]
     payload_hash: Mapped[str] = mapped_column(String(64))
+    answer: Mapped[dict[str, Any]]  # what POST /v1/events answered; a replay answers the same
+
+
+class BookingState(Base):
+    """The current state of a booking, kept from the events received about it."""
+
+    __tablename__ = "bookings"
+    __table_args__ = (Index("ix_bookings_start", "account_id", "start"),)
+    account_id: Mapped[str] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    uid: Mapped[str] = mapped_column(String(200), primary_key=True)
+    status: Mapped[str] = mapped_column(String(40))
+    start: Mapped[datetime]
+    end: Mapped[datetime]
+    event_id: Mapped[str] = mapped_column(String(40))  # the last event applied
+    last_event_at: Mapped[datetime]
 
 
 class Run(Base):
@@ -164,6 +183,7 @@ class Run(Base):
             sqlite_where=text("due_at IS NOT NULL"),
         ),
         Index("ix_runs_workflow", "workflow_id", "created_at"),
+        Index("ix_runs_booking", "account_id", "booking_uid"),
     )
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
@@ -171,7 +191,9 @@ class Run(Base):
     workflow_name: Mapped[str] = mapped_column(String(200))
     event_id: Mapped[str] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), index=True)
     trigger: Mapped[str] = mapped_column(String(100))
+    booking_uid: Mapped[str] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(20))
+    note: Mapped[str | None] = mapped_column(Text)
     due_at: Mapped[datetime | None]
     lease_until: Mapped[datetime | None]
     lease_token: Mapped[str | None] = mapped_column(String(40))
@@ -212,6 +234,14 @@ class Attempt(Base):
     error: Mapped[str | None] = mapped_column(Text)
     external_id: Mapped[str | None] = mapped_column(String(200))
     response_excerpt: Mapped[str | None] = mapped_column(Text)
+
+
+def insert_ignoring(conn: Connection, model: type[Base], values: dict[str, Any]) -> bool:
+    """INSERT … ON CONFLICT DO NOTHING (PostgreSQL or SQLite); whether a row was inserted."""
+    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    statement = insert(model).values(**values).on_conflict_do_nothing()
+    keys = [getattr(model, c.name) for c in model.__table__.primary_key]
+    return conn.execute(statement.returning(*keys)).first() is not None
 
 
 def make_engine(url: str) -> Engine:

@@ -10,10 +10,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from . import bookings
 from .crypto import masked, revealed
 from .engine import Hub
 from .errors import FieldError, InputError, NotFound, pydantic_fields
-from .storage import Workflow, WorkflowStep, new_id
+from .storage import Run, Workflow, WorkflowStep, new_id
 
 MAX_STEPS = 5
 
@@ -131,7 +132,17 @@ def create(hub: Hub, account_id: str, spec: WorkflowIn) -> tuple[WorkflowOut, li
     )
     with Session(hub.db, expire_on_commit=False) as session, session.begin():
         session.add(wf)
+        session.flush()
+        due_now = _replan(hub, session, wf)
+    hub.enqueue(due_now)
     return to_out(hub, wf), [revealed(settings) for settings, _ in stored]
+
+
+def _replan(hub: Hub, session: Session, wf: Workflow) -> list[str]:
+    """Keep a workflow's planned runs in line with it; returns runs due at once."""
+    return bookings.replan_workflow(
+        session.connection(), wf, hub.registry.triggers.get(wf.trigger), hub.clock()
+    )
 
 
 def _owned(session: Session, account_id: str, workflow_id: str) -> Workflow:
@@ -159,4 +170,37 @@ def set_enabled(hub: Hub, account_id: str, workflow_id: str, enabled: bool) -> W
         wf = _owned(session, account_id, workflow_id)
         wf.enabled = enabled
         wf.updated_at = hub.clock()
+        session.flush()
+        due_now = _replan(hub, session, wf)
+    hub.enqueue(due_now)
     return to_out(hub, wf)
+
+
+def update(hub: Hub, account_id: str, workflow_id: str, spec: WorkflowIn) -> WorkflowOut:
+    """Replace a workflow's definition. Planned runs follow (a new offset moves them); runs
+    already under way keep the steps they started with."""
+    stored = _validate(hub, spec)
+    with Session(hub.db, expire_on_commit=False) as session, session.begin():
+        wf = _owned(session, account_id, workflow_id)
+        wf.steps.clear()
+        session.flush()  # old positions go before new ones arrive
+        wf.name, wf.trigger, wf.offset_minutes = spec.name, spec.trigger, spec.offset_minutes
+        wf.enabled, wf.updated_at = spec.enabled, hub.clock()
+        wf.steps.extend(
+            WorkflowStep(id=new_id("wfs"), position=i, action=step.action, settings=sealed)
+            for i, (step, (_, sealed)) in enumerate(zip(spec.steps, stored, strict=True))
+        )
+        session.flush()
+        due_now = _replan(hub, session, wf)
+    hub.enqueue(due_now)
+    return to_out(hub, wf)
+
+
+def delete(hub: Hub, account_id: str, workflow_id: str) -> None:
+    """Delete a workflow; its pending runs are cancelled, its run log stays."""
+    with Session(hub.db) as session, session.begin():
+        wf = _owned(session, account_id, workflow_id)
+        bookings.cancel(
+            session.connection(), Run.workflow_id == wf.id, "the workflow was deleted", hub.clock()
+        )
+        session.delete(wf)

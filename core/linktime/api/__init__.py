@@ -122,6 +122,21 @@ def create_app(
     def get_workflow(workflow_id: FromPath[str], account_id: NamedDependency[str]) -> WorkflowOut:
         return workflows.get(hub, account_id, workflow_id)
 
+    @put("/v1/workflows/{workflow_id:str}", sync_to_thread=True, summary="Replace a workflow")
+    def update_workflow(
+        workflow_id: FromPath[str], data: JSONBody[WorkflowIn], account_id: NamedDependency[str]
+    ) -> WorkflowOut:
+        return workflows.update(hub, account_id, workflow_id, data)
+
+    @delete(
+        "/v1/workflows/{workflow_id:str}",
+        sync_to_thread=True,
+        summary="Delete a workflow (its pending runs are cancelled)",
+        operation_id="DeleteWorkflow",
+    )
+    def delete_workflow(workflow_id: FromPath[str], account_id: NamedDependency[str]) -> None:
+        workflows.delete(hub, account_id, workflow_id)
+
     @post("/v1/workflows/{workflow_id:str}/enable", sync_to_thread=True, status_code=200)
     def enable_workflow(
         workflow_id: FromPath[str], account_id: NamedDependency[str]
@@ -187,6 +202,8 @@ def create_app(
             create_workflow,
             list_workflows,
             get_workflow,
+            update_workflow,
+            delete_workflow,
             enable_workflow,
             disable_workflow,
             get_run,
