@@ -134,12 +134,9 @@ def make_system(tmp_path: Any, pg_url: str, redis_url: str) -> Iterator[Callable
     systems: list[System] = []
 
     def make(registry: Any = None, clock: Any = None, **overrides: Any) -> System:
+        overrides.setdefault("broker_namespace", f"lt-test-{uuid.uuid4().hex[:8]}")
         settings = fast_settings(
-            data_dir=tmp_path,
-            database_url=pg_url,
-            redis_url=redis_url,
-            broker_namespace=f"lt-test-{uuid.uuid4().hex[:8]}",
-            **overrides,
+            data_dir=tmp_path, database_url=pg_url, redis_url=redis_url, **overrides
         )
         hub = Hub(settings, registry=registry, **({"clock": clock} if clock else {}))
         hub.migrate()

@@ -10,7 +10,7 @@ workflow then, so edits made in the meantime apply.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, and_, insert, select, update
@@ -78,7 +78,8 @@ def decide(
 
     A due time already past when planned fires at once if the meeting has not started (a
     booking made 10 minutes ahead still gets its 1-hour reminder); otherwise it is skipped."""
-    anchor = start if trigger.anchor == "start" else end
+    # In UTC: arithmetic on a zone-aware datetime is wall-clock, wrong across a DST change.
+    anchor = (start if trigger.anchor == "start" else end).astimezone(UTC)
     due = anchor + timedelta(minutes=trigger.direction * offset_minutes)
     if due > now:
         return due, None
