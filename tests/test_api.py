@@ -131,7 +131,9 @@ def test_workflow_with_an_uninstalled_action_lists_the_installed(
     assert r.status_code == 422
     field = r.json()["fields"][0]
     assert field["field"] == "steps.0.action"
-    assert "installed actions: webhook.call" in field["message"]
+    installed = ", ".join(sorted(system.hub.registry.actions))
+    assert "webhook.call" in installed
+    assert field["message"] == f"action 'fax.send' is not installed; installed actions: {installed}"
     assert client.get("/v1/workflows", headers=auth(key)).json() == []
 
 

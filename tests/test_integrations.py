@@ -69,7 +69,9 @@ def test_integration_secrets_are_write_only_and_reach_the_action(
         )
         assert r.status_code == 200
         assert r.json()["settings"] == {"account": "a1", "token": "********"}
-        assert "tok-s3cret" not in client.get("/v1/integrations/acme", headers=auth).text
+        read = client.get("/v1/integrations/acme", headers=auth)
+        assert read.status_code == 200 and read.json()["connected"] is True
+        assert "tok-s3cret" not in read.text
         assert client.put("/v1/integrations/nope", json={}, headers=auth).status_code == 404
     with system.hub.db.connect() as conn:
         stored = conn.exec_driver_sql("SELECT settings::text FROM integrations").scalar_one()

@@ -82,6 +82,10 @@ async def _awaited(awaitable: Awaitable[Result]) -> Result:
     return await awaitable
 
 
+class LeaseLost(Exception):
+    """This worker no longer owns the run (it stalled past its lease; another took over)."""
+
+
 @dataclass(frozen=True)
 class Ingested:
     answer: dict[str, Any]
@@ -341,11 +345,12 @@ class Hub:
             step = self._start(conn, claim)
         while step is not None:
             result, started, duration_ms = self._attempt(claim, step)
-            with self.db.begin() as conn:
-                if not self._renew(conn, claim):
-                    log.warning("run %s: lease lost; another worker owns it now", run_id)
-                    return
-                step = self._record(conn, claim, step, result, started, duration_ms)
+            try:
+                with self.db.begin() as conn:
+                    step = self._record(conn, claim, step, result, started, duration_ms)
+            except LeaseLost:
+                log.warning("run %s: lease lost; another worker owns it now", run_id)
+                return
 
     def _lease(self) -> tuple[datetime, datetime]:
         now = self.clock()
@@ -389,11 +394,20 @@ class Hub:
             .join(Account, Account.id == Event.account_id)
             .where(Event.id == row.event_id)
         ).one()
-        integrations = conn.execute(
-            select(Integration.name, Integration.settings).where(
-                Integration.account_id == row.account_id
-            )
-        ).all()
+        needed = {
+            a.integration
+            for s in steps
+            if (a := self.registry.actions.get(s.action)) is not None and a.integration
+        }
+        integrations = (
+            conn.execute(
+                select(Integration.name, Integration.settings).where(
+                    Integration.account_id == row.account_id, Integration.name.in_(needed)
+                )
+            ).all()
+            if needed
+            else []
+        )
         return _Claim(
             run_id=run_id,
             token=token,
@@ -451,15 +465,6 @@ class Hub:
             .values(status="running", attempts=step.attempts + 1)
         )
         return replace(step, status="running", attempts=step.attempts + 1)
-
-    def _renew(self, conn: Connection, claim: _Claim) -> bool:
-        _, until = self._lease()
-        renewed = conn.execute(
-            update(Run)
-            .where(Run.id == claim.run_id, Run.lease_token == claim.token)
-            .values(lease_until=until, due_at=until)
-        )
-        return renewed.rowcount == 1
 
     def _attempt(self, claim: _Claim, step: _Step) -> tuple[Result, datetime, int]:
         started = self.clock()
@@ -524,14 +529,43 @@ class Hub:
         started: datetime,
         duration_ms: int,
     ) -> _Step | None:
-        """Log the attempt and move the run on. Returns the next step to execute, if any."""
+        """Log the attempt and move the run on. Returns the next step to execute, if any.
+
+        The run's row is written first, fenced by the lease token: a worker that lost its lease
+        raises LeaseLost here, before anything else is written."""
         now = self.clock()
         schedule = self.settings.retry_schedule
         retry = result.outcome is Outcome.RETRY and step.attempts <= len(schedule)
+        following = next((s for s in claim.steps if s.position > step.position), None)
         if result.outcome is Outcome.SUCCEEDED:
-            attempt_status = "succeeded"
+            attempt_status, step_status = "succeeded", "succeeded"
+            if following is not None:
+                _, until = self._lease()
+                run_values: dict[str, Any] = {"lease_until": until, "due_at": until}
+            else:
+                run_values = self._ended("succeeded", now)
+        elif retry:
+            attempt_status, step_status = "retrying", "pending"
+            delay = schedule[step.attempts - 1]
+            if result.retry_after is not None:
+                delay = min(max(result.retry_after, 0.0), max(schedule))
+            at = now + timedelta(seconds=delay)
+            run_values = {
+                "status": "waiting",
+                "due_at": at,
+                "lease_token": None,
+                "lease_until": None,
+            }
         else:
-            attempt_status = "retrying" if retry else "failed"
+            attempt_status, step_status = "failed", "failed"
+            run_values = self._ended("failed", now)
+        fenced = conn.execute(
+            update(Run)
+            .where(Run.id == claim.run_id, Run.lease_token == claim.token)
+            .values(**run_values)
+        )
+        if fenced.rowcount != 1:
+            raise LeaseLost(claim.run_id)
         cap = self.settings.response_excerpt_bytes
         conn.execute(
             insert(Attempt).values(
@@ -549,76 +583,42 @@ class Hub:
                 and result.response_excerpt[:cap],
             )
         )
-        if result.outcome is Outcome.SUCCEEDED:
-            conn.execute(
-                update(RunStep)
-                .where(RunStep.id == step.id)
-                .values(
-                    status="succeeded",
-                    external_id=result.external_id,
-                    error=None,
-                    error_code=None,
-                    next_attempt_at=None,
-                    finished_at=now,
-                )
-            )
-            following = [s for s in claim.steps if s.position > step.position]
-            if following:
-                return self._mark_running(conn, following[0])
-            self._finish(conn, claim.run_id, "succeeded")
-            return None
-        if retry:
-            delay = schedule[step.attempts - 1]
-            if result.retry_after is not None:
-                delay = min(max(result.retry_after, 0.0), max(schedule))
-            at = now + timedelta(seconds=delay)
-            conn.execute(
-                update(RunStep)
-                .where(RunStep.id == step.id)
-                .values(
-                    status="pending",
-                    next_attempt_at=at,
-                    error=result.error,
-                    error_code=result.error_code,
-                )
-            )
-            conn.execute(
-                update(Run)
-                .where(Run.id == claim.run_id)
-                .values(status="waiting", due_at=at, lease_token=None, lease_until=None)
-            )
-            return None
+        done = step_status != "pending"
         conn.execute(
             update(RunStep)
             .where(RunStep.id == step.id)
             .values(
-                status="failed",
+                status=step_status,
+                external_id=result.external_id,
                 error=result.error,
                 error_code=result.error_code,
-                next_attempt_at=None,
-                finished_at=now,
+                next_attempt_at=None if done else run_values["due_at"],
+                finished_at=now if done else None,
             )
         )
-        conn.execute(
-            update(RunStep)
-            .where(RunStep.run_id == claim.run_id, RunStep.position > step.position)
-            .values(status="skipped", finished_at=now)
-        )
-        self._finish(conn, claim.run_id, "failed")
+        if step_status == "failed":
+            conn.execute(
+                update(RunStep)
+                .where(RunStep.run_id == claim.run_id, RunStep.position > step.position)
+                .values(status="skipped", finished_at=now)
+            )
+        if step_status == "succeeded" and following is not None:
+            return self._mark_running(conn, following)
         return None
+
+    def _ended(self, status: str, now: datetime, note: str | None = None) -> dict[str, Any]:
+        return {
+            "status": status,
+            "note": note,
+            "due_at": None,
+            "lease_token": None,
+            "lease_until": None,
+            "finished_at": now,
+        }
 
     def _finish(self, conn: Connection, run_id: str, status: str, note: str | None = None) -> None:
         conn.execute(
-            update(Run)
-            .where(Run.id == run_id)
-            .values(
-                status=status,
-                note=note,
-                due_at=None,
-                lease_token=None,
-                lease_until=None,
-                finished_at=self.clock(),
-            )
+            update(Run).where(Run.id == run_id).values(**self._ended(status, self.clock(), note))
         )
 
     def get_run(self, account_id: str, run_id: str) -> Run:

@@ -3,16 +3,20 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
+import anyio
 from litestar import Litestar, Request, Response, delete, get, post, put
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
+from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_202_ACCEPTED
+from litestar.types.internal_types import PathParameterDefinition
 from sqlalchemy import text
 
 from .. import integrations, workflows
@@ -67,16 +71,35 @@ def _on_http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     return _error(exc.status_code, codes.get(exc.status_code, "http_error"), exc.detail)
 
 
+T = TypeVar("T")
+
+
+async def _offload(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run blocking database work in a worker thread. (Litestar's sync_to_thread handlers
+    break a GET that shares its path with a DELETE, so handlers are async and offload.)"""
+    return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
+
+
+def _operation_id(
+    handler: HTTPRouteHandler, method: str, path: list[str | PathParameterDefinition]
+) -> str:
+    # From method and path: unique and stable whatever the handler functions are called.
+    parts = [p.name if isinstance(p, PathParameterDefinition) else p for p in path]
+    return method.lower() + "".join(part.title().replace("_", "") for part in parts)
+
+
 def create_app(
     hub: Hub,
     *,
     on_startup: Sequence[Callable[[], None]] = (),
     on_shutdown: Sequence[Callable[[], None]] = (),
 ) -> Litestar:
-    def provide_account(request: Request[Any, Any, Any]) -> str:
+    async def provide_account(request: Request[Any, Any, Any]) -> str:
         header = request.headers.get("authorization", "")
         scheme, _, key = header.partition(" ")
-        account_id = authenticate(hub, key.strip()) if scheme.lower() == "bearer" else None
+        account_id = (
+            await _offload(authenticate, hub, key.strip()) if scheme.lower() == "bearer" else None
+        )
         if account_id is None:
             raise NotAuthorizedException("missing or invalid API key (Authorization: Bearer lt_…)")
         return account_id
@@ -85,15 +108,14 @@ def create_app(
         "/v1/events",
         status_code=HTTP_202_ACCEPTED,
         request_max_body_size=hub.settings.max_event_bytes,
-        sync_to_thread=True,
         summary="Receive a booking event",
         description="Idempotent on the event id: a replay answers like the first time and "
         "starts nothing (header Idempotent-Replayed: true).",
     )
-    def post_event(
+    async def post_event(
         data: JSONBody[BookingEvent], account_id: NamedDependency[str]
     ) -> Response[EventAccepted]:
-        ingested = hub.emit(data, account_id=account_id)
+        ingested = await _offload(hub.emit, data, account_id=account_id)
         headers = {"Idempotent-Replayed": "true"} if ingested.replayed else {}
         return Response(
             EventAccepted.model_validate(ingested.answer),
@@ -101,11 +123,11 @@ def create_app(
             headers=headers,
         )
 
-    @post("/v1/workflows", sync_to_thread=True, summary="Create a workflow")
-    def create_workflow(
+    @post("/v1/workflows", summary="Create a workflow")
+    async def create_workflow(
         data: JSONBody[WorkflowIn], account_id: NamedDependency[str]
     ) -> WorkflowCreated:
-        created, revealed = workflows.create(hub, account_id, data)
+        created, revealed = await _offload(workflows.create, hub, account_id, data)
         generated = [
             GeneratedSecret(step=i, field=name, value=revealed[i][name])
             for i, step in enumerate(data.steps)
@@ -114,75 +136,73 @@ def create_app(
         ]
         return WorkflowCreated(**created.model_dump(), generated_secrets=generated)
 
-    @get("/v1/workflows", sync_to_thread=True, summary="List workflows")
-    def list_workflows(account_id: NamedDependency[str]) -> list[WorkflowOut]:
-        return workflows.list_all(hub, account_id)
+    @get("/v1/workflows", summary="List workflows")
+    async def list_workflows(account_id: NamedDependency[str]) -> list[WorkflowOut]:
+        return await _offload(workflows.list_all, hub, account_id)
 
-    @get("/v1/workflows/{workflow_id:str}", sync_to_thread=True, summary="Get a workflow")
-    def get_workflow(workflow_id: FromPath[str], account_id: NamedDependency[str]) -> WorkflowOut:
-        return workflows.get(hub, account_id, workflow_id)
+    @get("/v1/workflows/{workflow_id:str}", summary="Get a workflow")
+    async def get_workflow(
+        workflow_id: FromPath[str], account_id: NamedDependency[str]
+    ) -> WorkflowOut:
+        return await _offload(workflows.get, hub, account_id, workflow_id)
 
-    @put("/v1/workflows/{workflow_id:str}", sync_to_thread=True, summary="Replace a workflow")
-    def update_workflow(
+    @put("/v1/workflows/{workflow_id:str}", summary="Replace a workflow")
+    async def update_workflow(
         workflow_id: FromPath[str], data: JSONBody[WorkflowIn], account_id: NamedDependency[str]
     ) -> WorkflowOut:
-        return workflows.update(hub, account_id, workflow_id, data)
+        return await _offload(workflows.update, hub, account_id, workflow_id, data)
 
     @delete(
         "/v1/workflows/{workflow_id:str}",
-        sync_to_thread=True,
         summary="Delete a workflow (its pending runs are cancelled)",
-        operation_id="DeleteWorkflow",
     )
-    def delete_workflow(workflow_id: FromPath[str], account_id: NamedDependency[str]) -> None:
-        workflows.delete(hub, account_id, workflow_id)
+    async def delete_workflow(workflow_id: FromPath[str], account_id: NamedDependency[str]) -> None:
+        await _offload(workflows.delete, hub, account_id, workflow_id)
 
-    @post("/v1/workflows/{workflow_id:str}/enable", sync_to_thread=True, status_code=200)
-    def enable_workflow(
+    @post("/v1/workflows/{workflow_id:str}/enable", status_code=200)
+    async def enable_workflow(
         workflow_id: FromPath[str], account_id: NamedDependency[str]
     ) -> WorkflowOut:
-        return workflows.set_enabled(hub, account_id, workflow_id, True)
+        return await _offload(workflows.set_enabled, hub, account_id, workflow_id, True)
 
-    @post("/v1/workflows/{workflow_id:str}/disable", sync_to_thread=True, status_code=200)
-    def disable_workflow(
+    @post("/v1/workflows/{workflow_id:str}/disable", status_code=200)
+    async def disable_workflow(
         workflow_id: FromPath[str], account_id: NamedDependency[str]
     ) -> WorkflowOut:
-        return workflows.set_enabled(hub, account_id, workflow_id, False)
+        return await _offload(workflows.set_enabled, hub, account_id, workflow_id, False)
 
-    @get("/v1/runs/{run_id:str}", sync_to_thread=True, summary="A run with its steps and attempts")
-    def get_run(run_id: FromPath[str], account_id: NamedDependency[str]) -> RunOut:
-        return RunOut.of(hub.get_run(account_id, run_id))
+    @get("/v1/runs/{run_id:str}", summary="A run with its steps and attempts")
+    async def get_run(run_id: FromPath[str], account_id: NamedDependency[str]) -> RunOut:
+        return RunOut.of(await _offload(hub.get_run, account_id, run_id))
 
-    @get("/v1/integrations", sync_to_thread=True, summary="Integrations and whether connected")
-    def list_integrations(account_id: NamedDependency[str]) -> list[IntegrationOut]:
-        return integrations.list_all(hub, account_id)
+    @get("/v1/integrations", summary="Integrations and whether connected")
+    async def list_integrations(account_id: NamedDependency[str]) -> list[IntegrationOut]:
+        return await _offload(integrations.list_all, hub, account_id)
 
-    @get("/v1/integrations/{name:str}", sync_to_thread=True, summary="One integration, masked")
-    def get_integration(name: FromPath[str], account_id: NamedDependency[str]) -> IntegrationOut:
-        return integrations.get(hub, account_id, name)
+    @get("/v1/integrations/{name:str}", summary="One integration, masked")
+    async def get_integration(
+        name: FromPath[str], account_id: NamedDependency[str]
+    ) -> IntegrationOut:
+        return await _offload(integrations.get, hub, account_id, name)
 
     @put(
         "/v1/integrations/{name:str}",
-        sync_to_thread=True,
         summary="Connect an integration (secrets are write-only)",
-        operation_id="PutIntegration",
     )
-    def put_integration(
+    async def put_integration(
         name: FromPath[str], data: JSONBody[dict[str, Any]], account_id: NamedDependency[str]
     ) -> IntegrationOut:
-        return integrations.connect(hub, account_id, name, data)
+        return await _offload(integrations.connect, hub, account_id, name, data)
 
     @delete(
         "/v1/integrations/{name:str}",
-        sync_to_thread=True,
         summary="Disconnect",
-        operation_id="DeleteIntegration",
     )
-    def delete_integration(name: FromPath[str], account_id: NamedDependency[str]) -> None:
-        integrations.disconnect(hub, account_id, name)
+    async def delete_integration(name: FromPath[str], account_id: NamedDependency[str]) -> None:
+        await _offload(integrations.disconnect, hub, account_id, name)
 
-    @get("/v1/plugins", sync_to_thread=True, summary="Installed triggers and actions")
-    def list_plugins(account_id: NamedDependency[str]) -> PluginsOut:
+    @get("/v1/plugins", summary="Installed triggers and actions")
+    async def list_plugins(account_id: NamedDependency[str]) -> PluginsOut:
         reg = hub.registry
         return PluginsOut(
             triggers=sorted(reg.triggers),
@@ -190,10 +210,13 @@ def create_app(
             broken=[{"name": b.name, "error": b.error} for b in reg.broken],
         )
 
-    @get("/healthz", sync_to_thread=True, include_in_schema=False)
-    def healthz() -> dict[str, str]:
-        with hub.db.connect() as conn:
-            conn.execute(text("SELECT 1"))
+    @get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        def ping() -> None:
+            with hub.db.connect() as conn:
+                conn.execute(text("SELECT 1"))
+
+        await _offload(ping)
         return {"status": "ok"}
 
     return Litestar(
@@ -214,7 +237,7 @@ def create_app(
             list_plugins,
             healthz,
         ],
-        dependencies={"account_id": Provide(provide_account, sync_to_thread=False)},
+        dependencies={"account_id": Provide(provide_account)},
         exception_handlers={
             InputError: _on_input_error,
             NotFound: _on_not_found,
@@ -225,6 +248,7 @@ def create_app(
             title="LinkTime Workflows",
             version="1",
             path="/schema",
+            operation_id_creator=_operation_id,
             components=Components(
                 security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}
             ),
