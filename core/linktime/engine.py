@@ -25,7 +25,7 @@ from sqlalchemy import Connection, and_, case, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from . import bookings, plugins
+from . import bookings, matching, plans, plugins
 from .actions import ActionContext, ActionType, Execute, Outcome, Result, WorkflowRef
 from .crypto import Sealer
 from .errors import InputError, NotFound
@@ -82,6 +82,10 @@ async def _awaited(awaitable: Awaitable[Result]) -> Result:
     return await awaitable
 
 
+# A step the account's plan does not allow (checked when it runs): logged, never executed.
+BLOCKED = "blocked_by_plan"
+
+
 class LeaseLost(Exception):
     """This worker no longer owns the run (it stalled past its lease; another took over)."""
 
@@ -114,6 +118,7 @@ class _Claim:
     event: BookingEvent
     steps: list[_Step]
     integrations: dict[str, dict[str, Any]]
+    continue_when_blocked: bool
 
 
 class Hub:
@@ -127,7 +132,9 @@ class Hub:
         clock: Clock = utcnow,
     ) -> None:
         self.settings = settings or Settings()
-        self.registry = registry or plugins.load(self.settings.load_plugins)
+        self.registry = registry or plugins.load(
+            self.settings.load_plugins, self.settings.disabled_plugins
+        )
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.db = make_engine(self.settings.effective_database_url)
         self.sealer = Sealer(self._secret_key())
@@ -222,22 +229,25 @@ class Hub:
         )
         applied = bookings.apply_event(conn, account_id, event, event_pk)
         time_triggers = [n for n, t in self.registry.triggers.items() if t.kind == "time"]
-        workflows = conn.execute(
-            select(Workflow.id, Workflow.name, Workflow.trigger, Workflow.offset_minutes).where(
-                Workflow.account_id == account_id,
-                Workflow.trigger.in_([event.type, *time_triggers]),
-                Workflow.enabled.is_(True),
-            )
-        ).all()
+        plan_name = plans.plan_of(conn, account_id)
+        verdicts = matching.judge(
+            matching.candidates(conn, account_id),
+            event,
+            applied,
+            self.registry,
+            plan_name,
+            self.settings.plan(plan_name),
+        )
+        applies = [wf for wf, reason in verdicts if reason is None]
         due_now: list[str] = []
         if event.type == "booking.cancelled":
             bookings.cancel_for_booking(conn, account_id, event.booking.uid, time_triggers, now)
-        elif applied.fresh and event.type in ("booking.created", "booking.rescheduled"):
-            planned = [
+        elif event.type in matching.PLANNING_EVENTS:
+            timed = [
                 bookings.TimeWorkflow(
                     w.id, w.name, self.registry.triggers[w.trigger], w.offset_minutes
                 )
-                for w in workflows
+                for w in applies
                 if w.trigger in time_triggers
             ]
             due_now = bookings.plan(
@@ -247,12 +257,10 @@ class Hub:
                 event_pk,
                 applied.start,
                 applied.end,
-                planned,
+                timed,
                 now,
             )
-        # Once a booking is cancelled, later events about it start nothing.
-        live = not applied.cancelled or event.type == "booking.cancelled"
-        immediate = [w for w in workflows if w.trigger == event.type and live]
+        immediate = [w for w in applies if w.trigger == event.type]
         run_ids = self._start_runs(conn, account_id, event, event_pk, immediate, now)
         runs = conn.execute(
             select(Run.id, Run.workflow_id, Run.status, Run.due_at, Run.note)
@@ -274,7 +282,19 @@ class Hub:
                 for r in runs
             ],
         }
-        conn.execute(update(Event).where(Event.id == event_pk).values(answer=answer))
+        by_workflow = {r.workflow_id: r for r in runs}
+        decisions = [
+            {
+                "workflow_id": wf.id,
+                "name": wf.name,
+                "run_id": by_workflow[wf.id].id if wf.id in by_workflow else None,
+                "reason": reason,
+            }
+            for wf, reason in verdicts
+        ]
+        conn.execute(
+            update(Event).where(Event.id == event_pk).values(answer=answer, decisions=decisions)
+        )
         return Ingested(answer, replayed=False, run_ids=run_ids + due_now)
 
     def _start_runs(
@@ -283,15 +303,16 @@ class Hub:
         account_id: str,
         event: BookingEvent,
         event_pk: str,
-        workflows: Sequence[Any],  # rows with id and name
+        workflows: Sequence[matching.Candidate],
         now: datetime,
     ) -> list[str]:
         if not workflows:
             return []
         due = now + timedelta(seconds=self.settings.requeue_after_seconds)
-        run_rows = [
+        run_ids = {wf.id: new_id("run") for wf in workflows}
+        run_rows: list[dict[str, Any]] = [
             {
-                "id": new_id("run"),
+                "id": run_ids[wf.id],
                 "account_id": account_id,
                 "workflow_id": wf.id,
                 "workflow_name": wf.name,
@@ -299,14 +320,15 @@ class Hub:
                 "trigger": event.type,
                 "booking_uid": event.booking.uid,
                 "status": "queued",
+                "continue_when_blocked": wf.continue_when_blocked,
                 "due_at": due,
                 "created_at": now,
             }
             for wf in workflows
         ]
         conn.execute(insert(Run), run_rows)
-        self._copy_steps(conn, {r["workflow_id"]: r["id"] for r in run_rows})
-        return [r["id"] for r in run_rows]
+        self._copy_steps(conn, run_ids)
+        return list(run_ids.values())
 
     def _copy_steps(self, conn: Connection, runs_by_workflow: dict[str, str]) -> None:
         """Give runs their own copy of their workflow's steps, as the workflow stands now."""
@@ -377,6 +399,7 @@ class Hub:
                 Run.trigger,
                 Run.event_id,
                 Run.booking_uid,
+                Run.continue_when_blocked,
             )
         ).first()
         if row is None:
@@ -418,6 +441,7 @@ class Hub:
             event=BookingEvent.model_validate(ctx.payload),
             steps=steps,
             integrations={i.name: i.settings for i in integrations},
+            continue_when_blocked=row.continue_when_blocked,
         )
 
     def _steps(self, conn: Connection, run_id: str) -> list[_Step]:
@@ -474,7 +498,12 @@ class Hub:
         except plugins.UnknownAction as exc:
             result = Result.fail(str(exc), error_code="action_not_installed")
         else:
-            result = self._execute(action, claim, step)
+            # The plan is checked again here: the account may have been downgraded since.
+            blocked = plans.why_not(claim.plan, self.settings.plan(claim.plan), action)
+            if blocked is not None:
+                result = Result.fail(blocked, error_code=BLOCKED)
+            else:
+                result = self._execute(action, claim, step)
         return result, started, int((time.perf_counter() - t0) * 1000)
 
     def _execute(self, action: ActionType, claim: _Claim, step: _Step) -> Result:
@@ -537,8 +566,10 @@ class Hub:
         schedule = self.settings.retry_schedule
         retry = result.outcome is Outcome.RETRY and step.attempts <= len(schedule)
         following = next((s for s in claim.steps if s.position > step.position), None)
-        if result.outcome is Outcome.SUCCEEDED:
-            attempt_status, step_status = "succeeded", "succeeded"
+        blocked = result.error_code == BLOCKED
+        go_on = result.outcome is Outcome.SUCCEEDED or (blocked and claim.continue_when_blocked)
+        if go_on:
+            attempt_status = step_status = BLOCKED if blocked else "succeeded"
             if following is not None:
                 _, until = self._lease()
                 run_values: dict[str, Any] = {"lease_until": until, "due_at": until}
@@ -557,7 +588,7 @@ class Hub:
                 "lease_until": None,
             }
         else:
-            attempt_status, step_status = "failed", "failed"
+            attempt_status = step_status = BLOCKED if blocked else "failed"
             run_values = self._ended("failed", now)
         fenced = conn.execute(
             update(Run)
@@ -596,13 +627,13 @@ class Hub:
                 finished_at=now if done else None,
             )
         )
-        if step_status == "failed":
+        if run_values.get("status") == "failed":
             conn.execute(
                 update(RunStep)
                 .where(RunStep.run_id == claim.run_id, RunStep.position > step.position)
                 .values(status="skipped", finished_at=now)
             )
-        if step_status == "succeeded" and following is not None:
+        if go_on and following is not None:
             return self._mark_running(conn, following)
         return None
 

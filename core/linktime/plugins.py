@@ -75,10 +75,11 @@ def _entry_points(allowed: set[str] | None) -> Iterable[metadata.EntryPoint]:
             yield ep
 
 
-def load(load_plugins: str | None = None) -> Registry:
+def load(load_plugins: str | None = None, disabled: Iterable[str] = ()) -> Registry:
     """Load the built-ins and every installed plugin; a plugin that fails is reported, not fatal.
 
-    ``load_plugins`` (default: ``LINKTIME_LOAD_PLUGINS``) names the entry points to load.
+    ``load_plugins`` (default: ``LINKTIME_LOAD_PLUGINS``) names the entry points to load;
+    ``disabled`` names entry points the operator turned off for everyone.
     """
     if load_plugins is None:
         load_plugins = os.environ.get("LINKTIME_LOAD_PLUGINS")
@@ -91,7 +92,7 @@ def load(load_plugins: str | None = None) -> Registry:
     ]
     seen: set[str] = set()
     for ep in _entry_points(allowed):
-        if ep.name in seen:  # the same distribution found twice on sys.path
+        if ep.name in seen or ep.name in disabled:  # the same distribution found twice on sys.path
             continue
         seen.add(ep.name)
         dist = ep.dist.name if ep.dist else "?"

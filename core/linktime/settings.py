@@ -13,6 +13,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from .plans import DEFAULT_PLANS, PlanConfig
+
 DEFAULT_RETRY_SCHEDULE = [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0]
 
 
@@ -46,6 +48,17 @@ class Settings(BaseSettings):
     max_event_bytes: int = Field(256 * 1024, gt=0)
     response_excerpt_bytes: int = Field(1024, ge=0)
     worker_threads: int = Field(8, gt=0)
+    plans: dict[str, PlanConfig] = Field(
+        default_factory=lambda: dict(DEFAULT_PLANS),
+        description="Plan tiers by name; linktime.toml [plans.NAME] tables replace the defaults",
+    )
+    disabled_plugins: list[str] = Field(
+        default_factory=list, description="Entry-point names never loaded, whatever the plan"
+    )
+
+    def plan(self, name: str) -> PlanConfig:
+        """An unknown plan (removed from the operator file) allows nothing."""
+        return self.plans.get(name) or PlanConfig(active_workflows=0)
 
     @field_validator("retry_schedule")
     @classmethod

@@ -105,6 +105,9 @@ class Workflow(Base):
     trigger: Mapped[str] = mapped_column(String(100))
     offset_minutes: Mapped[int] = mapped_column(Integer, default=0)
     enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # event-type slugs or ids the workflow is limited to; empty: all
+    event_types: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    continue_when_blocked: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     steps: Mapped[list[WorkflowStep]] = relationship(
@@ -147,6 +150,8 @@ class Event(Base):
     payload: Mapped[dict[str, Any]]
     payload_hash: Mapped[str] = mapped_column(String(64))
     answer: Mapped[dict[str, Any]]  # what POST /v1/events answered; a replay answers the same
+    # every workflow of the account, and whether and why it ran (the event inspector)
+    decisions: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
 
 
 class BookingState(Base):
@@ -194,6 +199,8 @@ class Run(Base):
     booking_uid: Mapped[str] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(20))
     note: Mapped[str | None] = mapped_column(Text)
+    test: Mapped[bool] = mapped_column(Boolean, default=False)
+    continue_when_blocked: Mapped[bool] = mapped_column(Boolean, default=False)
     due_at: Mapped[datetime | None]
     lease_until: Mapped[datetime | None]
     lease_token: Mapped[str | None] = mapped_column(String(40))

@@ -10,11 +10,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from . import bookings
+from . import bookings, plans
 from .crypto import masked, revealed
 from .engine import Hub
 from .errors import FieldError, InputError, NotFound, pydantic_fields
-from .storage import Run, Workflow, WorkflowStep, new_id
+from .storage import Account, Run, Workflow, WorkflowStep, new_id
 
 MAX_STEPS = 5
 
@@ -33,7 +33,19 @@ class WorkflowIn(BaseModel):
         0, ge=0, le=60 * 24 * 90, description="For meeting.before / meeting.after only"
     )
     enabled: bool = False
-    steps: list[StepIn] = Field(min_length=1, max_length=MAX_STEPS)
+    event_types: list[str] = Field(
+        default_factory=list,
+        max_length=50,
+        description="Limit to bookings of these event types (slug or id); empty: all",
+    )
+    continue_when_blocked: bool = Field(
+        False, description="When the plan blocks a step at run time: go on (true) or stop"
+    )
+    steps: list[StepIn] = Field(
+        min_length=1,
+        max_length=MAX_STEPS,
+        description=f"Up to {MAX_STEPS} actions, run in order",
+    )
 
 
 class StepOut(BaseModel):
@@ -48,6 +60,8 @@ class WorkflowOut(BaseModel):
     trigger: str
     offset_minutes: int
     enabled: bool
+    event_types: list[str]
+    continue_when_blocked: bool
     created_at: datetime
     updated_at: datetime
     steps: list[StepOut]
@@ -88,6 +102,48 @@ def _validate(hub: Hub, spec: WorkflowIn) -> list[tuple[BaseModel, dict[str, Any
     return stored
 
 
+def _enforce_plan(
+    hub: Hub, session: Session, account_id: str, spec: WorkflowIn, workflow_id: str | None
+) -> None:
+    """The plan's limits, on save and on enable: its actions, and its active workflows.
+    The account row is locked so two enables cannot both take the last place."""
+    account = session.get(Account, account_id, with_for_update=True)
+    assert account is not None
+    plan = hub.settings.plan(account.plan)
+    problems = []
+    for i, step in enumerate(spec.steps):
+        action = hub.registry.actions.get(step.action)
+        reason = (
+            f"action {step.action!r} is not installed"
+            if action is None
+            else plans.why_not(account.plan, plan, action)
+        )
+        if reason:
+            problems.append(FieldError(f"steps.{i}.action", reason))
+    if problems:
+        raise InputError("the plan does not allow this workflow", problems, 403, "plan_limit")
+    if spec.enabled and plan.active_workflows is not None:
+        active = plans.active_count(session.connection(), account_id, excluding=workflow_id)
+        if active >= plan.active_workflows:
+            message = (
+                f"the {account.plan} plan allows {plan.active_workflows} active workflows; "
+                f"{active} are active"
+            )
+            raise InputError(message, [FieldError("enabled", message)], 403, "plan_limit")
+
+
+def _spec_of(wf: Workflow) -> WorkflowIn:
+    return WorkflowIn(
+        name=wf.name,
+        trigger=wf.trigger,
+        offset_minutes=wf.offset_minutes,
+        enabled=wf.enabled,
+        event_types=wf.event_types,
+        continue_when_blocked=wf.continue_when_blocked,
+        steps=[StepIn(action=s.action) for s in wf.steps],
+    )
+
+
 def to_out(hub: Hub, wf: Workflow) -> WorkflowOut:
     steps = []
     for s in wf.steps:
@@ -105,6 +161,8 @@ def to_out(hub: Hub, wf: Workflow) -> WorkflowOut:
         trigger=wf.trigger,
         offset_minutes=wf.offset_minutes,
         enabled=wf.enabled,
+        event_types=wf.event_types,
+        continue_when_blocked=wf.continue_when_blocked,
         created_at=wf.created_at,
         updated_at=wf.updated_at,
         steps=steps,
@@ -123,6 +181,8 @@ def create(hub: Hub, account_id: str, spec: WorkflowIn) -> tuple[WorkflowOut, li
         trigger=spec.trigger,
         offset_minutes=spec.offset_minutes,
         enabled=spec.enabled,
+        event_types=spec.event_types,
+        continue_when_blocked=spec.continue_when_blocked,
         created_at=now,
         updated_at=now,
         steps=[
@@ -131,6 +191,7 @@ def create(hub: Hub, account_id: str, spec: WorkflowIn) -> tuple[WorkflowOut, li
         ],
     )
     with Session(hub.db, expire_on_commit=False) as session, session.begin():
+        _enforce_plan(hub, session, account_id, spec, None)
         session.add(wf)
         session.flush()
         due_now = _replan(hub, session, wf)
@@ -168,6 +229,10 @@ def list_all(hub: Hub, account_id: str) -> list[WorkflowOut]:
 def set_enabled(hub: Hub, account_id: str, workflow_id: str, enabled: bool) -> WorkflowOut:
     with Session(hub.db, expire_on_commit=False) as session, session.begin():
         wf = _owned(session, account_id, workflow_id)
+        if enabled:
+            _enforce_plan(
+                hub, session, account_id, _spec_of(wf).model_copy(update={"enabled": True}), wf.id
+            )
         wf.enabled = enabled
         wf.updated_at = hub.clock()
         session.flush()
@@ -182,10 +247,12 @@ def update(hub: Hub, account_id: str, workflow_id: str, spec: WorkflowIn) -> Wor
     stored = _validate(hub, spec)
     with Session(hub.db, expire_on_commit=False) as session, session.begin():
         wf = _owned(session, account_id, workflow_id)
+        _enforce_plan(hub, session, account_id, spec, wf.id)
         wf.steps.clear()
         session.flush()  # old positions go before new ones arrive
         wf.name, wf.trigger, wf.offset_minutes = spec.name, spec.trigger, spec.offset_minutes
         wf.enabled, wf.updated_at = spec.enabled, hub.clock()
+        wf.event_types, wf.continue_when_blocked = spec.event_types, spec.continue_when_blocked
         wf.steps.extend(
             WorkflowStep(id=new_id("wfs"), position=i, action=step.action, settings=sealed)
             for i, (step, (_, sealed)) in enumerate(zip(spec.steps, stored, strict=True))

@@ -1,0 +1,120 @@
+"""Which of an account's workflows an event applies to, and for each one it does not, why.
+
+The verdicts are stored with the event, so "why didn't my workflow fire?" is answered as it
+was decided, not as the workflows stand later.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, select
+
+from .bookings import Applied
+from .models import BookingEvent
+from .plans import PlanConfig
+from .plugins import Registry
+from .storage import Workflow, WorkflowStep
+
+PLANNING_EVENTS = ("booking.created", "booking.rescheduled")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    id: str
+    name: str
+    trigger: str
+    offset_minutes: int
+    enabled: bool
+    event_types: list[str]
+    continue_when_blocked: bool
+    created_at: datetime
+    actions: list[str]
+
+
+def candidates(conn: Connection, account_id: str) -> list[Candidate]:
+    rows = conn.execute(
+        select(
+            Workflow.id,
+            Workflow.name,
+            Workflow.trigger,
+            Workflow.offset_minutes,
+            Workflow.enabled,
+            Workflow.event_types,
+            Workflow.continue_when_blocked,
+            Workflow.created_at,
+        )
+        .where(Workflow.account_id == account_id)
+        .order_by(Workflow.created_at, Workflow.id)
+    ).all()
+    actions: dict[str, list[str]] = {}
+    if rows:
+        for step in conn.execute(
+            select(WorkflowStep.workflow_id, WorkflowStep.action)
+            .where(WorkflowStep.workflow_id.in_([r.id for r in rows]))
+            .order_by(WorkflowStep.position)
+        ):
+            actions.setdefault(step.workflow_id, []).append(step.action)
+    return [Candidate(**r._mapping, actions=actions.get(r.id, [])) for r in rows]
+
+
+def _event_type_matches(wf: Candidate, event: BookingEvent) -> bool:
+    et = event.booking.event_type
+    keys = {str(et.id), et.slug} if et is not None else set()
+    return not wf.event_types or bool(keys & set(wf.event_types))
+
+
+def verdict(
+    wf: Candidate,
+    event: BookingEvent,
+    applied: Applied,
+    registry: Registry,
+    plan_name: str,
+    plan: PlanConfig,
+    rank: int | None,
+) -> str | None:
+    """None when the event applies to ``wf`` (it runs, or its reminder is planned); otherwise
+    the reason it does not. ``rank`` is its place among the account's active workflows."""
+    trigger = registry.triggers.get(wf.trigger)
+    if not wf.enabled:
+        return "the workflow is disabled"
+    if trigger is None:
+        return f"its trigger {wf.trigger} is not installed"
+    if trigger.kind == "event" and wf.trigger != event.type:
+        return f"its trigger is {wf.trigger}; this event is {event.type}"
+    if trigger.kind == "time" and event.type not in PLANNING_EVENTS:
+        if event.type == "booking.cancelled":
+            return "the booking was cancelled: its reminder is cancelled"
+        return f"{wf.trigger} is planned from booking.created and booking.rescheduled"
+    if not _event_type_matches(wf, event):
+        et = event.booking.event_type
+        this = (et.slug or et.id) if et is not None else "none"
+        return f"limited to event types {', '.join(wf.event_types)}; this booking's is {this}"
+    missing = [a for a in wf.actions if a not in registry.actions]
+    if missing:
+        return f"action {', '.join(missing)} is not installed"
+    if plan.active_workflows is not None and rank is not None and rank >= plan.active_workflows:
+        return (
+            f"the {plan_name} plan allows {plan.active_workflows} active workflows; "
+            "this one is beyond the limit"
+        )
+    if applied.cancelled and event.type != "booking.cancelled":
+        return "the booking is cancelled"
+    if trigger.kind == "time" and not applied.fresh:
+        return "the event is older than the booking's latest change: nothing re-planned"
+    return None
+
+
+def judge(
+    wfs: list[Candidate],
+    event: BookingEvent,
+    applied: Applied,
+    registry: Registry,
+    plan_name: str,
+    plan: PlanConfig,
+) -> list[tuple[Candidate, str | None]]:
+    ranks = {wf.id: i for i, wf in enumerate(w for w in wfs if w.enabled)}
+    return [
+        (wf, verdict(wf, event, applied, registry, plan_name, plan, ranks.get(wf.id))) for wf in wfs
+    ]

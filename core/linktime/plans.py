@@ -1,0 +1,82 @@
+"""Plan tiers: how many workflows may be active and which actions each plan may use.
+
+Defaults are the product's table; an operator overrides them in ``linktime.toml``:
+
+    [plans.free]
+    active_workflows = 3
+    capabilities = ["email", "slack", "webhook", "sms"]   # SMS on free, say
+
+An action is allowed when its capability is listed (``"*"`` allows all) or its name is listed
+under ``actions``; an action that declares no capability is allowed on every plan.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, Field
+from sqlalchemy import func, select
+
+from .actions import ActionType
+from .storage import Account, Workflow
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+    from .engine import Hub
+
+
+class PlanConfig(BaseModel):
+    active_workflows: int | None = Field(None, ge=0, description="None: unlimited")
+    capabilities: list[str] = Field(default_factory=list)
+    actions: list[str] = Field(default_factory=list)
+
+    def allows(self, action: ActionType) -> bool:
+        if action.capability is None or "*" in self.capabilities:
+            return True
+        return action.capability in self.capabilities or action.name in self.actions
+
+
+BASIC = ["email", "slack", "webhook"]
+DEFAULT_PLANS = {
+    "free": PlanConfig(active_workflows=3, capabilities=BASIC),
+    "pro": PlanConfig(active_workflows=10, capabilities=[*BASIC, "sms"]),
+    "business": PlanConfig(active_workflows=None, capabilities=[*BASIC, "sms", "voice"]),
+}
+
+
+def why_not(plan_name: str, plan: PlanConfig, action: ActionType) -> str | None:
+    """Why ``plan`` may not use ``action``, or None when it may."""
+    if plan.allows(action):
+        return None
+    need = f" (capability {action.capability})" if action.capability else ""
+    return f"the {plan_name} plan does not include {action.name}{need}"
+
+
+@dataclass(frozen=True)
+class PlanUsage:
+    plan: str
+    active: int
+    limit: int | None
+    allowed_actions: list[str]
+
+
+def plan_of(conn: Connection, account_id: str) -> str:
+    return str(conn.scalar(select(Account.plan).where(Account.id == account_id)))
+
+
+def active_count(conn: Connection, account_id: str, excluding: str | None = None) -> int:
+    query = select(func.count()).where(Workflow.account_id == account_id, Workflow.enabled)
+    if excluding is not None:
+        query = query.where(Workflow.id != excluding)
+    return int(conn.scalar(query) or 0)
+
+
+def limits(hub: Hub, account_id: str) -> PlanUsage:
+    with hub.db.connect() as conn:
+        name = plan_of(conn, account_id)
+        active = active_count(conn, account_id)
+    plan = hub.settings.plan(name)
+    allowed = sorted(a.name for a in hub.registry.actions.values() if plan.allows(a))
+    return PlanUsage(name, active, plan.active_workflows, allowed)
