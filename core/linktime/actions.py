@@ -138,6 +138,9 @@ class ActionType:
     credentials: type[BaseModel] | None = None
     integration: str | None = None
     description: str = ""
+    # What a step would send, for "test before you enable"; without it, the settings are shown
+    # with their template fields rendered.
+    preview: Callable[[ActionContext], dict[str, Any]] | None = None
 
     def validate(self) -> None:
         if not NAME_RE.match(self.name):

@@ -119,7 +119,10 @@ def scheduler() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def list_plugins(as_json: bool) -> None:
     """List installed plugins with what each registers, and broken ones."""
-    registry = plugin_loader.load()
+    from .settings import Settings
+
+    settings = Settings()
+    registry = plugin_loader.load(settings.load_plugins, settings.disabled_plugins)
     if as_json:
         out = {
             "plugins": [vars(p) for p in registry.plugins],
@@ -141,6 +144,66 @@ def list_plugins(as_json: bool) -> None:
         click.echo("no actions installed (pip install a channel, e.g. ./plugins/webhook)")
     for b in registry.broken:
         click.echo(f"BROKEN {b.name}  ({b.distribution}): {b.error}")
+
+
+@main.command("plans")
+def show_plans() -> None:
+    """The effective plan table, and installed actions that no plan allows."""
+    from .settings import Settings
+
+    settings = Settings()
+    registry = plugin_loader.load(settings.load_plugins, settings.disabled_plugins)
+    names = list(settings.plans)
+    click.echo(f"{'':<28}" + "".join(f"{n:>12}" for n in names))
+    limits = [
+        "unlimited" if p.active_workflows is None else str(p.active_workflows)
+        for p in settings.plans.values()
+    ]
+    click.echo(f"{'active workflows':<28}" + "".join(f"{v:>12}" for v in limits))
+    click.echo(f"{'actions per workflow':<28}" + "".join(f"{5:>12}" for _ in names))
+    for action in sorted(registry.actions.values(), key=lambda a: a.name):
+        allowed = [p.allows(action) for p in settings.plans.values()]
+        marks = "".join(f"{'yes' if ok else '-':>12}" for ok in allowed)
+        flag = "   <- no plan allows it" if not any(allowed) else ""
+        click.echo(f"{action.name:<28}{marks}{flag}")
+    for name in settings.disabled_plugins:
+        click.echo(f"plugin {name} is disabled for everyone (disabled_plugins)")
+
+
+@main.group("workflows")
+def workflows_group() -> None:
+    """Workflows."""
+
+
+@workflows_group.command("test")
+@click.argument("workflow_id")
+@click.option("--live", is_flag=True, help="Send for real, to the test recipients.")
+@click.option("--email", help="Live: the test recipient's email address.")
+@click.option("--phone", help="Live: the test recipient's phone number.")
+def test_workflow(workflow_id: str, live: bool, email: str | None, phone: str | None) -> None:
+    """Dry-run a workflow against a sample booking (prints what would be sent), or --live."""
+    from sqlalchemy import select
+
+    from . import testruns
+    from .errors import NotFound
+    from .storage import Workflow
+
+    hub = _hub()
+    with hub.db.connect() as conn:
+        account_id = conn.scalar(select(Workflow.account_id).where(Workflow.id == workflow_id))
+    if account_id is None:
+        raise click.ClickException(f"no workflow {workflow_id!r}")
+    try:
+        if live:
+            if not (email or phone):
+                raise click.ClickException("--live needs --email and/or --phone")
+            recipients = testruns.TestRecipients(email=email, phone=phone)
+            out = testruns.live(hub, account_id, workflow_id, recipients)
+        else:
+            out = testruns.dry_run(hub, account_id, workflow_id)
+    except NotFound as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(out.model_dump_json(indent=2, exclude={"event"}))
 
 
 @main.group()

@@ -98,6 +98,15 @@ class Ingested:
 
 
 @dataclass(frozen=True)
+class _Ref:
+    """A workflow to start a test run of; a blocked step stops it."""
+
+    id: str
+    name: str
+    continue_when_blocked: bool = False
+
+
+@dataclass(frozen=True)
 class _Step:
     id: str
     position: int
@@ -297,14 +306,51 @@ class Hub:
         )
         return Ingested(answer, replayed=False, run_ids=run_ids + due_now)
 
+    def start_test_run(
+        self, account_id: str, workflow_id: str, name: str, trigger: str, event: BookingEvent
+    ) -> str:
+        """A run of one workflow, now, marked as a test; it touches no booking state."""
+        now = self.clock()
+        event_pk = new_id("ev")
+        with self.db.begin() as conn:
+            conn.execute(
+                insert(Event).values(
+                    id=event_pk,
+                    account_id=account_id,
+                    event_id=f"test_{event_pk}",
+                    type=event.type,
+                    booking_uid=event.booking.uid,
+                    occurred_at=event.occurred_at,
+                    received_at=now,
+                    payload=event.model_dump(mode="json"),
+                    payload_hash="-",
+                    answer={},
+                )
+            )
+            run_ids = self._start_runs(
+                conn,
+                account_id,
+                event,
+                event_pk,
+                [_Ref(workflow_id, name)],
+                now,
+                trigger=trigger,
+                test=True,
+            )
+        self.enqueue(run_ids)
+        return run_ids[0]
+
     def _start_runs(
         self,
         conn: Connection,
         account_id: str,
         event: BookingEvent,
         event_pk: str,
-        workflows: Sequence[matching.Candidate],
+        workflows: Sequence[matching.Candidate | _Ref],
         now: datetime,
+        *,
+        trigger: str | None = None,
+        test: bool = False,
     ) -> list[str]:
         if not workflows:
             return []
@@ -317,9 +363,10 @@ class Hub:
                 "workflow_id": wf.id,
                 "workflow_name": wf.name,
                 "event_id": event_pk,
-                "trigger": event.type,
+                "trigger": trigger or event.type,
                 "booking_uid": event.booking.uid,
                 "status": "queued",
+                "test": test,
                 "continue_when_blocked": wf.continue_when_blocked,
                 "due_at": due,
                 "created_at": now,

@@ -18,6 +18,7 @@ from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import AfterValidator
+from pydantic.fields import FieldInfo
 
 from .models import BookingEvent, Person, sample_event
 
@@ -178,3 +179,8 @@ def check_template(source: str) -> str:
 
 
 TemplateStr = Annotated[str, AfterValidator(check_template)]
+
+
+def is_template(field: FieldInfo) -> bool:
+    """Whether a settings field is typed ``TemplateStr``."""
+    return any(getattr(m, "func", None) is check_template for m in field.metadata)

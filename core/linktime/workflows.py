@@ -271,3 +271,45 @@ def delete(hub: Hub, account_id: str, workflow_id: str) -> None:
             session.connection(), Run.workflow_id == wf.id, "the workflow was deleted", hub.clock()
         )
         session.delete(wf)
+
+
+class TemplateOut(BaseModel):
+    name: str
+    title: str
+    description: str
+    trigger: str
+    offset_minutes: int
+    actions: list[str]
+
+
+def list_templates(hub: Hub, account_id: str) -> list[TemplateOut]:
+    """The ready-made workflows whose actions are installed and the account's plan allows."""
+    usage = plans.limits(hub, account_id)
+    return [
+        TemplateOut(
+            name=t.name,
+            title=t.title,
+            description=t.description,
+            trigger=t.trigger,
+            offset_minutes=t.offset_minutes,
+            actions=[s.action for s in t.steps],
+        )
+        for t in hub.registry.templates.values()
+        if all(s.action in usage.allowed_actions for s in t.steps)
+    ]
+
+
+def create_from_template(
+    hub: Hub, account_id: str, template_name: str
+) -> tuple[WorkflowOut, list[dict[str, Any]]]:
+    """An ordinary workflow, disabled, from a template: edit it, test it, then enable it."""
+    if template_name not in {t.name for t in list_templates(hub, account_id)}:
+        raise NotFound(f"no template {template_name!r} for this account")
+    t = hub.registry.templates[template_name]
+    spec = WorkflowIn(
+        name=t.title,
+        trigger=t.trigger,
+        offset_minutes=t.offset_minutes,
+        steps=[StepIn(action=s.action, settings=dict(s.settings)) for s in t.steps],
+    )
+    return create(hub, account_id, spec)

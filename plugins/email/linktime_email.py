@@ -23,7 +23,7 @@ from typing import Annotated, Literal
 
 import aiosmtplib
 from email_validator import EmailNotValidError, validate_email
-from linktime.actions import ActionContext, ActionType, Result
+from linktime.actions import ActionContext, ActionType, Result, Template, TemplateStep
 from linktime.hookspecs import hookimpl
 from linktime.models import Booking, Person
 from linktime.templating import TemplateError, TemplateStr
@@ -406,3 +406,63 @@ def register_actions(register: Callable[[ActionType], None]) -> None:
             description="Email the invitee, the hosts or fixed addresses over the operator's SMTP.",
         )
     )
+
+
+def _email_template(
+    name: str, title: str, trigger: str, subject: str, text: str, offset_minutes: int = 0
+) -> Template:
+    return Template(
+        name=name,
+        title=title,
+        trigger=trigger,
+        offset_minutes=offset_minutes,
+        description=title,
+        steps=(TemplateStep(ACTION, {"to_invitee": True, "subject": subject, "text": text}),),
+    )
+
+
+TEMPLATES = (
+    _email_template(
+        "thank-you-email",
+        "Thank You Email",
+        "booking.created",
+        "Thanks for booking {{ event_name }}",
+        "Hi {{ attendee_first_name }},\n\nthank you for booking {{ event_name }} with "
+        "{{ organizer_name }} on {{ event_date }} at {{ event_time }} ({{ timezone }}).\n\n"
+        "{% if meeting_url %}Join: {{ meeting_url }}\n{% endif %}"
+        "Need to change it? Reschedule: {{ reschedule_url }}\n",
+    ),
+    _email_template(
+        "payment-confirmation",
+        "Payment Confirmation",
+        "payment.received",
+        "Payment received for {{ event_name }}",
+        "Hi {{ attendee_first_name }},\n\nwe received your payment of {{ payment_amount }} "
+        "(reference {{ payment.reference }}) for {{ event_name }} on {{ event_date }}.\n",
+    ),
+    _email_template(
+        "cancellation-follow-up",
+        "Cancellation Follow-up",
+        "booking.cancelled",
+        "Your booking {{ event_name }} was cancelled",
+        "Hi {{ attendee_first_name }},\n\n{{ event_name }} on {{ event_date }} was cancelled"
+        "{% if cancellation_reason %} ({{ cancellation_reason }}){% endif %}.\n"
+        "Book another time: {{ reschedule_url }}\n",
+    ),
+    _email_template(
+        "post-meeting-survey",
+        "Post-Meeting Survey",
+        "meeting.after",
+        "How was {{ event_name }}?",
+        "Hi {{ attendee_first_name }},\n\nthanks for meeting {{ organizer_name }}. "
+        "How did it go? Reply to this email with a rating from 1 to 5 and anything we could "
+        "do better.\n",
+        offset_minutes=30,
+    ),
+)
+
+
+@hookimpl
+def register_templates(register: Callable[[Template], None]) -> None:
+    for template in TEMPLATES:
+        register(template)

@@ -27,7 +27,7 @@ from typing import Annotated, Any
 from urllib.parse import unquote, urlsplit
 
 import aiohttp
-from linktime.actions import ActionContext, ActionType, Result
+from linktime.actions import ActionContext, ActionType, Result, Template, TemplateStep
 from linktime.hookspecs import hookimpl
 from linktime.templating import TemplateError, TemplateStr
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -452,5 +452,27 @@ def register_actions(register: Callable[[ActionType], None]) -> None:
             credentials=SlackCredentials,
             integration=INTEGRATION,
             description="Post a message about the booking to a Slack channel or incoming webhook.",
+        )
+    )
+
+
+@hookimpl
+def register_templates(register: Callable[[Template], None]) -> None:
+    register(
+        Template(
+            name="team-notification",
+            title="Team Notification",
+            trigger="booking.created",
+            description="Posts a Slack message when a booking is created",
+            steps=(
+                TemplateStep(
+                    ACTION,
+                    {
+                        "channel": "#bookings",
+                        "text": "New booking: {{ event_name }} with {{ attendee_name }} "
+                        "on {{ event_date }} at {{ event_time }} ({{ timezone }})",
+                    },
+                ),
+            ),
         )
     )

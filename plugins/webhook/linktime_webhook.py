@@ -464,6 +464,17 @@ async def call_webhook(ctx: ActionContext) -> Result:
     return _result_for(response, excerpt)
 
 
+def preview_webhook(ctx: ActionContext) -> dict[str, Any]:
+    """What a delivery would send (the signature is made at send time)."""
+    settings: WebhookStepSettings = ctx.settings
+    return {
+        "method": "POST",
+        "url": settings.url,
+        "headers": {"webhook-id": ctx.idempotency_key, **settings.headers},
+        "body": json.loads(build_payload(ctx)),
+    }
+
+
 @hookimpl
 def register_actions(register: Callable[[ActionType], None]) -> None:
     register(
@@ -472,6 +483,7 @@ def register_actions(register: Callable[[ActionType], None]) -> None:
             title="Call Webhook",
             settings=WebhookStepSettings,
             execute=call_webhook,
+            preview=preview_webhook,
             capability="webhook",
             description="POST the booking event as signed JSON (Standard Webhooks) to a URL.",
         )

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from datetime import datetime
+from typing import Annotated, Any, TypeVar
 
 import anyio
 from litestar import Litestar, Request, Response, delete, get, post, put
@@ -14,26 +15,31 @@ from litestar.exceptions import HTTPException, NotAuthorizedException, Validatio
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath, JSONBody, Parameter
 from litestar.status_codes import HTTP_202_ACCEPTED
 from litestar.types.internal_types import PathParameterDefinition
 from sqlalchemy import text
 
-from .. import integrations, workflows
+from .. import integrations, plans, runs, testruns, workflows
 from ..accounts import authenticate
 from ..crypto import secret_fields
 from ..engine import Hub
 from ..errors import FieldError, InputError, NotFound
 from ..integrations import IntegrationOut
 from ..models import BookingEvent
-from ..workflows import WorkflowIn, WorkflowOut
+from ..runs import EventInspection, RunSummary
+from ..testruns import TestRunOut
+from ..workflows import TemplateOut, WorkflowIn, WorkflowOut
 from .schemas import (
     ErrorField,
     ErrorOut,
     EventAccepted,
     GeneratedSecret,
+    PlanOut,
     PluginsOut,
     RunOut,
+    RunRef,
+    TestRequest,
     WorkflowCreated,
 )
 
@@ -175,6 +181,64 @@ def create_app(
     async def get_run(run_id: FromPath[str], account_id: NamedDependency[str]) -> RunOut:
         return RunOut.of(await _offload(hub.get_run, account_id, run_id))
 
+    @post("/v1/workflows/{workflow_id:str}/test", status_code=200, summary="Test a workflow")
+    async def test_workflow(
+        workflow_id: FromPath[str], data: JSONBody[TestRequest], account_id: NamedDependency[str]
+    ) -> TestRunOut:
+        """``dry_run`` renders every step and sends nothing; ``live`` sends to the test
+        recipients, marked as a test. Works before the workflow is enabled."""
+        if data.mode == "dry_run":
+            return await _offload(testruns.dry_run, hub, account_id, workflow_id, data.event)
+        return await _offload(
+            testruns.live, hub, account_id, workflow_id, data.recipients, data.event
+        )
+
+    @get("/v1/templates", summary="Ready-made workflows the plan allows")
+    async def list_templates(account_id: NamedDependency[str]) -> list[TemplateOut]:
+        return await _offload(workflows.list_templates, hub, account_id)
+
+    @post("/v1/templates/{name:str}/workflows", summary="Create a workflow from a template")
+    async def from_template(name: FromPath[str], account_id: NamedDependency[str]) -> WorkflowOut:
+        created, _ = await _offload(workflows.create_from_template, hub, account_id, name)
+        return created
+
+    @get("/v1/runs", summary="Runs, newest first, filtered by workflow, status and time")
+    async def list_runs(
+        account_id: NamedDependency[str],
+        workflow_id: str | None = None,
+        status: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
+    ) -> list[RunSummary]:
+        return await _offload(
+            runs.list_runs,
+            hub,
+            account_id,
+            workflow_id=workflow_id,
+            status=status,
+            since=since,
+            until=until,
+            limit=limit,
+        )
+
+    @post("/v1/runs/{run_id:str}/replay", summary="Run a failed run again from its failed step")
+    async def replay_run(run_id: FromPath[str], account_id: NamedDependency[str]) -> RunRef:
+        new_id = await _offload(runs.replay, hub, account_id, run_id)
+        run = await _offload(hub.get_run, account_id, new_id)
+        return RunRef(id=run.id, workflow_id=run.workflow_id)
+
+    @get("/v1/events/{event_id:str}", summary="What an event did: runs, and why not the others")
+    async def inspect_event(
+        event_id: FromPath[str], account_id: NamedDependency[str]
+    ) -> EventInspection:
+        return await _offload(runs.inspect_event, hub, account_id, event_id)
+
+    @get("/v1/plan", summary="The account's plan: active workflows against the limit")
+    async def get_plan(account_id: NamedDependency[str]) -> PlanOut:
+        usage = await _offload(plans.limits, hub, account_id)
+        return PlanOut(**vars(usage))
+
     @get("/v1/integrations", summary="Integrations and whether connected")
     async def list_integrations(account_id: NamedDependency[str]) -> list[IntegrationOut]:
         return await _offload(integrations.list_all, hub, account_id)
@@ -230,6 +294,13 @@ def create_app(
             enable_workflow,
             disable_workflow,
             get_run,
+            test_workflow,
+            list_templates,
+            from_template,
+            list_runs,
+            replay_run,
+            inspect_event,
+            get_plan,
             list_integrations,
             get_integration,
             put_integration,

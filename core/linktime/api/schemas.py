@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
+from ..models import BookingEvent
 from ..storage import Attempt, Run, RunStep
+from ..testruns import TestRecipients
 from ..workflows import WorkflowOut
 
 
@@ -92,6 +94,23 @@ class RunOut(BaseModel):
     def of(cls, r: Run) -> RunOut:
         data: dict[str, Any] = {k: getattr(r, k) for k in cls.model_fields if k != "steps"}
         return cls(**data, steps=[StepOut.of(s) for s in r.steps])
+
+
+class TestRequest(BaseModel):
+    mode: Literal["dry_run", "live"] = "dry_run"
+    event: BookingEvent | None = Field(
+        None, description="A booking to test with; a sample if absent"
+    )
+    recipients: TestRecipients = Field(
+        default_factory=TestRecipients, description="For live: who receives the test"
+    )
+
+
+class PlanOut(BaseModel):
+    plan: str
+    active: int
+    limit: int | None
+    allowed_actions: list[str]
 
 
 class PluginsOut(BaseModel):

@@ -1,0 +1,921 @@
+"""The web dashboard: server-rendered pages (Litestar + Jinja2, plain HTML forms, a little
+vanilla JS) over the same service functions as the JSON API.
+
+Mounted by :func:`linktime.api.create_app` through :class:`DashboardPlugin`: the pages live under
+``/`` (``/login``, ``/workflows``, ``/runs/{id}``, ``/events/{id}``, ``/settings/integrations``)
+in one router with its own session middleware, CSRF guard and HTML error pages, so the bearer-key
+API under ``/v1`` is untouched by either.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from litestar import Request, Response, Router, get, post
+from litestar.config.app import AppConfig
+from litestar.datastructures import FormMultiDict
+from litestar.di import Provide
+from litestar.exceptions import HTTPException
+from litestar.plugins import InitPlugin
+from litestar.response import Redirect, Template
+from litestar.static_files import create_static_files_router
+from litestar.template.config import TemplateConfig
+from litestar.contrib.jinja import JinjaTemplateEngine
+from pydantic import BaseModel, SecretStr, ValidationError
+
+from .. import integrations, workflows
+from ..actions import ActionType, TriggerType
+from ..api import _offload
+from ..engine import Hub
+from ..errors import FieldError, InputError, NotFound, pydantic_fields
+from ..models import sample_event
+from ..workflows import MAX_STEPS, WorkflowIn, WorkflowOut
+from . import forms, services
+from .forms import FieldSpec, Raw
+from .session import (
+    CSRF_FIELD,
+    SignInRequired,
+    check_csrf,
+    csrf_token,
+    key_id_for,
+    session_config,
+    signed_in,
+)
+
+HERE = Path(__file__).parent
+AnyRequest = Request[Any, Any, Any]
+
+
+class DashboardPlugin(InitPlugin):
+    """Adds the dashboard's router and its template engine to a Litestar app."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    def on_app_init(self, app_config: AppConfig) -> AppConfig:
+        app_config.route_handlers.append(router(self.hub))
+        app_config.template_config = template_config()
+        return app_config
+
+
+# -- presentation helpers ------------------------------------------------------------------------
+
+
+def _dt(value: Any) -> str:
+    if value is None or value == "":
+        return ""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return value
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S %Z").strip()
+    return str(value)
+
+
+def _pretty(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+
+
+def _field_id(name: str) -> str:
+    return name.replace(".", "-").replace("_", "-")
+
+
+def template_config() -> TemplateConfig[JinjaTemplateEngine]:
+    env = Environment(
+        loader=FileSystemLoader(HERE / "templates"),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["dt"] = _dt
+    env.filters["pretty"] = _pretty
+    env.filters["field_id"] = _field_id
+    return TemplateConfig(instance=JinjaTemplateEngine.from_environment(env))
+
+
+@dataclass(frozen=True)
+class Me:
+    account_id: str
+    name: str
+    plan: str
+
+
+def _flash(request: AnyRequest, text: str, kind: str = "ok", **extra: Any) -> None:
+    request.session.setdefault("flash", []).append({"kind": kind, "text": text, **extra})
+
+
+def page(
+    request: AnyRequest,
+    name: str,
+    *,
+    me: Me | None = None,
+    status: int = 200,
+    **context: Any,
+) -> Template:
+    session = request.session
+    flashes = session.pop("flash", [])
+    return Template(
+        template_name=name,
+        context={
+            "csrf_field": CSRF_FIELD,
+            "csrf": csrf_token(session),
+            "flashes": flashes,
+            "me": me,
+            "path": request.url.path,
+            **context,
+        },
+        status_code=status,
+    )
+
+
+def _see_other(url: str) -> Redirect:
+    return Redirect(url, status_code=303)
+
+
+def _safe_next(value: Any, default: str = "/workflows") -> str:
+    """Only this site's own paths (no //host, no scheme)."""
+    if isinstance(value, str) and value.startswith("/") and not value.startswith("//"):
+        if "\\" not in value and "\n" not in value and "\r" not in value:
+            return value
+    return default
+
+
+def _trigger_text(hub: Hub, trigger: str, offset: int) -> str:
+    t = hub.registry.triggers.get(trigger)
+    if t is None:
+        return f"{trigger} (not installed)"
+    if t.kind != "time":
+        return t.title
+    where = "before the meeting starts" if t.direction < 0 else "after the meeting ends"
+    return f"{t.title} · {offset} min {where}"
+
+
+def _action_title(hub: Hub, name: str) -> str:
+    action = hub.registry.actions.get(name)
+    return action.title if action else f"{name} (not installed)"
+
+
+def _place_errors(
+    errors: list[FieldError], known: set[str]
+) -> tuple[dict[str, list[str]], list[FieldError]]:
+    """Each error under the most specific known field its path falls in; the rest general."""
+    placed: dict[str, list[str]] = {}
+    general: list[FieldError] = []
+    for error in errors:
+        parts = error.field.split(".")
+        for cut in range(len(parts), 0, -1):
+            key = ".".join(parts[:cut])
+            if key in known:
+                placed.setdefault(key, []).append(error.message)
+                break
+        else:
+            general.append(error)
+    return placed, general
+
+
+# -- dependencies and error pages ----------------------------------------------------------------
+
+
+async def _provide_me(request: AnyRequest, hub: Hub) -> Me:
+    key_id = request.session.get("key_id")
+    if not isinstance(key_id, str):
+        raise SignInRequired
+    found = await _offload(signed_in, hub, key_id)
+    if found is None:  # the key was revoked: this session is over
+        request.session.pop("key_id", None)
+        raise SignInRequired
+    return Me(*found)
+
+
+def _on_sign_in_required(request: AnyRequest, _: SignInRequired) -> Response[Any]:
+    target = request.url.path
+    if request.url.query:
+        target += "?" + request.url.query
+    if request.method != "GET":
+        target = "/workflows"
+    return Redirect(f"/login?next={quote(target, safe='/')}", status_code=303)
+
+
+def _error_page(request: AnyRequest, status: int, title: str, detail: str) -> Response[Any]:
+    if "session" not in request.scope:
+        return Response(f"{title}: {detail}", status_code=status, media_type="text/plain")
+    return page(request, "error.html", status=status, title=title, detail=detail)
+
+
+def _on_not_found(request: AnyRequest, exc: NotFound) -> Response[Any]:
+    return _error_page(request, 404, "Not found", str(exc))
+
+
+def _on_http(request: AnyRequest, exc: HTTPException) -> Response[Any]:
+    titles = {403: "Forbidden", 404: "Not found", 405: "Method not allowed", 413: "Too large"}
+    return _error_page(request, exc.status_code, titles.get(exc.status_code, "Error"), exc.detail)
+
+
+def _on_input(request: AnyRequest, exc: InputError) -> Response[Any]:
+    return _error_page(request, exc.status, "Not accepted", str(exc))
+
+
+# -- sign-in ---------------------------------------------------------------------------------------
+
+
+@get("/")
+async def home() -> Redirect:
+    return Redirect("/workflows")
+
+
+@get("/login")
+async def login_page(request: AnyRequest, next: str | None = None) -> Template:
+    return page(request, "login.html", next=_safe_next(next), error=None)
+
+
+@post("/login")
+async def login(request: AnyRequest, hub: Hub) -> Template | Redirect:
+    form = await request.form()
+    key = str(form.get("api_key", "")).strip()
+    found = await _offload(key_id_for, hub, key) if key else None
+    target = _safe_next(form.get("next"))
+    if found is None:
+        return page(
+            request,
+            "login.html",
+            status=401,
+            next=target,
+            error="That API key is not valid (or was revoked).",
+        )
+    # A fresh session: new CSRF token, nothing carried over from before sign-in.
+    request.set_session({"key_id": found[1]})
+    return _see_other(target)
+
+
+@post("/logout")
+async def logout(request: AnyRequest) -> Redirect:
+    request.clear_session()
+    return _see_other("/login")
+
+
+# -- workflows list --------------------------------------------------------------------------------
+
+
+async def _usage(hub: Hub, me: Me, items: list[WorkflowOut]) -> dict[str, Any]:
+    limits = services.optional("plans", "limits")
+    active = sum(1 for w in items if w.enabled)
+    if limits is None:
+        return {"plan": me.plan, "active": active, "limit": None, "known": False, "allowed": None}
+    usage = await _offload(limits, hub, me.account_id)
+    return {
+        "plan": usage.plan,
+        "active": usage.active,
+        "limit": usage.limit,
+        "known": True,
+        "allowed": list(usage.allowed_actions),
+    }
+
+
+@get("/workflows")
+async def workflows_page(request: AnyRequest, hub: Hub, me: Me) -> Template:
+    items = await _offload(workflows.list_all, hub, me.account_id)
+    usage = await _usage(hub, me, items)
+    rows = [
+        {
+            "id": w.id,
+            "name": w.name,
+            "enabled": w.enabled,
+            "trigger": _trigger_text(hub, w.trigger, w.offset_minutes),
+            "actions": [_action_title(hub, s.action) for s in w.steps],
+        }
+        for w in items
+    ]
+    templates = [
+        {
+            "name": t.name,
+            "title": t.title,
+            "description": t.description,
+            "trigger": _trigger_text(hub, t.trigger, t.offset_minutes),
+            "actions": [_action_title(hub, s.action) for s in t.steps],
+        }
+        for t in hub.registry.templates.values()
+    ]
+    return page(
+        request,
+        "workflows.html",
+        me=me,
+        rows=rows,
+        usage=usage,
+        templates=templates,
+        broken=hub.registry.broken,
+    )
+
+
+@post("/workflows/{workflow_id:str}/toggle")
+async def toggle(request: AnyRequest, hub: Hub, me: Me, workflow_id: str) -> Redirect:
+    form = await request.form()
+    enabled = str(form.get("enabled")) == "true"
+    try:
+        wf = await _offload(workflows.set_enabled, hub, me.account_id, workflow_id, enabled)
+    except InputError as exc:
+        _flash(request, f"Could not {'enable' if enabled else 'disable'}: {exc}", "error")
+    else:
+        _flash(request, f"“{wf.name}” is {'enabled' if wf.enabled else 'disabled'}.")
+    return _see_other(_safe_next(form.get("back")))
+
+
+@post("/workflows/{workflow_id:str}/delete")
+async def delete_workflow(request: AnyRequest, hub: Hub, me: Me, workflow_id: str) -> Redirect:
+    wf = await _offload(workflows.get, hub, me.account_id, workflow_id)
+    await _offload(workflows.delete, hub, me.account_id, workflow_id)
+    _flash(request, f"Deleted “{wf.name}”.")
+    return _see_other("/workflows")
+
+
+def _from_template(hub: Hub, account_id: str, name: str) -> tuple[WorkflowOut, list[dict[str, str]]]:
+    """Create a workflow from a template: the template service when installed, else the
+    template's own fields through workflows.create. Returns it and any generated secrets."""
+    template = hub.registry.templates.get(name)
+    if template is None:
+        raise NotFound(f"no template {name!r}")
+    for module, fn_name in (("templates_service", "create_from_template"), ("workflows", "create_from_template")):
+        create = services.optional(module, fn_name)
+        if create is not None:
+            created = create(hub, account_id, name)
+            if isinstance(created, tuple):
+                created = created[0]
+            return created, []
+    spec = WorkflowIn(
+        name=template.title,
+        trigger=template.trigger,
+        offset_minutes=template.offset_minutes,
+        steps=[workflows.StepIn(action=s.action, settings=dict(s.settings)) for s in template.steps],
+    )
+    created, revealed = workflows.create(hub, account_id, spec)
+    return created, _generated(hub, spec, revealed)
+
+
+def _generated(hub: Hub, spec: WorkflowIn, revealed: list[dict[str, Any]]) -> list[dict[str, str]]:
+    out = []
+    for i, step in enumerate(spec.steps):
+        action = hub.registry.actions.get(step.action)
+        for name in forms_secret_names(action):
+            if name not in step.settings and revealed[i].get(name):
+                out.append({"step": str(i + 1), "field": name, "value": str(revealed[i][name])})
+    return out
+
+
+def forms_secret_names(action: ActionType | None) -> list[str]:
+    if action is None:
+        return []
+    return [s.name for s in forms.fields_of(action.settings) if s.kind == "password"]
+
+
+@post("/workflows/from-template")
+async def create_from_template(request: AnyRequest, hub: Hub, me: Me) -> Redirect:
+    form = await request.form()
+    name = str(form.get("template", ""))
+    try:
+        created, secrets = await _offload(_from_template, hub, me.account_id, name)
+    except InputError as exc:
+        _flash(request, f"The template could not be used: {exc}", "error")
+        return _see_other("/workflows")
+    _flash(request, f"Created “{created.name}” from a template; review it, test it, then enable it.")
+    for s in secrets:
+        _flash(request, "Generated", "secret", **s)
+    return _see_other(f"/workflows/{created.id}")
+
+
+# -- the editor ------------------------------------------------------------------------------------
+
+
+@dataclass
+class StepState:
+    action: str
+    origin: int | None = None  # position of the stored step this one edits
+    values: dict[str, Raw] = field(default_factory=dict)
+    secrets_set: set[str] = field(default_factory=set)
+
+
+@dataclass
+class EditorState:
+    name: str = ""
+    trigger: str = "booking.created"
+    offset: str = "0"
+    enabled: bool = False
+    steps: list[StepState] = field(default_factory=list)
+
+
+def _specs(hub: Hub, action: str) -> list[FieldSpec]:
+    found = hub.registry.actions.get(action)
+    return forms.fields_of(found.settings) if found else []
+
+
+def _new_step(hub: Hub, action: str) -> StepState:
+    return StepState(action=action, values=forms.defaults(_specs(hub, action)))
+
+
+def _state_of(hub: Hub, wf: WorkflowOut) -> EditorState:
+    steps = []
+    for s in wf.steps:
+        values, secrets_set = forms.from_stored(_specs(hub, s.action), s.settings)
+        steps.append(StepState(s.action, s.position, values, secrets_set))
+    return EditorState(wf.name, wf.trigger, str(wf.offset_minutes), wf.enabled, steps)
+
+
+def _read_state(hub: Hub, form: FormMultiDict, stored: EditorState | None) -> EditorState:
+    flat = {k: str(v) for k, v in form.items()}
+    state = EditorState(
+        name=flat.get("name", "").strip(),
+        trigger=flat.get("trigger", ""),
+        offset=flat.get("offset_minutes", "0").strip(),
+        enabled=stored.enabled if stored else False,
+    )
+    origins = {s.origin: s for s in stored.steps} if stored else {}
+    for i in range(MAX_STEPS * 2):
+        action = flat.get(f"steps.{i}.action")
+        if action is None:
+            break
+        origin_text = flat.get(f"steps.{i}.origin", "")
+        origin = int(origin_text) if origin_text.isdigit() else None
+        before = origins.get(origin) if origin is not None else None
+        if before is None or before.action != action:
+            origin = None
+        values = forms.read_raw(_specs(hub, action), flat, f"steps.{i}.settings.")
+        state.steps.append(
+            StepState(action, origin, values, before.secrets_set if before and origin is not None else set())
+        )
+    return state
+
+
+@dataclass
+class Saved:
+    workflow: WorkflowOut
+    secrets: list[dict[str, str]]
+
+
+def _save(hub: Hub, account_id: str, workflow_id: str | None, state: EditorState) -> Saved:
+    """Validate the editor's state and create or update the workflow (raises InputError naming
+    every field at fault)."""
+    problems: list[FieldError] = []
+    trigger = hub.registry.triggers.get(state.trigger)
+    offset = 0
+    if trigger is not None and trigger.kind == "time":
+        if state.offset and not state.offset.isdigit():
+            problems.append(FieldError("offset_minutes", "enter a whole number of minutes"))
+        else:
+            offset = int(state.offset or 0)
+    kept = services.step_secrets(hub, account_id, workflow_id) if workflow_id else {}
+    generated: list[dict[str, str]] = []
+    steps: list[dict[str, Any]] = []
+    for i, step in enumerate(state.steps):
+        action = hub.registry.actions.get(step.action)
+        specs = forms.fields_of(action.settings) if action else []
+        parsed = forms.parse(specs, step.values, f"steps.{i}.settings.")
+        problems += parsed.errors
+        for name in parsed.blank_secrets:
+            old = kept.get(step.origin) if step.origin is not None else None
+            if old is not None and old[0] == step.action and name in old[1]:
+                parsed.data[name] = old[1][name]  # left blank: unchanged
+                continue
+            info = action.settings.model_fields[name] if action else None
+            if info is not None and info.default_factory is not None:
+                value = info.get_default(call_default_factory=True, validated_data={})
+                if isinstance(value, SecretStr):
+                    parsed.data[name] = value.get_secret_value()
+                    generated.append({"step": str(i + 1), "field": name, "value": parsed.data[name]})
+        steps.append({"action": step.action, "settings": parsed.data})
+    data = {
+        "name": state.name,
+        "trigger": state.trigger,
+        "offset_minutes": offset,
+        "enabled": state.enabled,
+        "steps": steps,
+    }
+    try:
+        spec = WorkflowIn.model_validate(data)
+    except ValidationError as exc:
+        problems += pydantic_fields(exc)
+        raise InputError("the workflow is not valid", problems) from None
+    if problems:
+        raise InputError("the workflow is not valid", problems)
+    if workflow_id is None:
+        created, _ = workflows.create(hub, account_id, spec)
+        return Saved(created, generated)
+    return Saved(workflows.update(hub, account_id, workflow_id, spec), generated)
+
+
+def _editor_context(
+    hub: Hub,
+    state: EditorState,
+    workflow: WorkflowOut | None,
+    errors: list[FieldError],
+    allowed: list[str] | None,
+) -> dict[str, Any]:
+    steps = []
+    known = {"name", "trigger", "offset_minutes", "steps", "enabled"}
+    for i, step in enumerate(state.steps):
+        action = hub.registry.actions.get(step.action)
+        specs = _specs(hub, step.action)
+        known |= {f"steps.{i}", f"steps.{i}.action", f"steps.{i}.settings"}
+        known |= {f"steps.{i}.settings.{s.name}" for s in specs}
+        steps.append(
+            {
+                "index": i,
+                "action": step.action,
+                "title": action.title if action else f"{step.action} (not installed)",
+                "description": action.description if action else "",
+                "origin": "" if step.origin is None else str(step.origin),
+                "fields": specs,
+                "values": step.values,
+                "secrets_set": step.secrets_set,
+                "prefix": f"steps.{i}.settings.",
+            }
+        )
+    placed, general = _place_errors(errors, known)
+    triggers: list[TriggerType] = list(hub.registry.triggers.values())
+    return {
+        "state": state,
+        "workflow": workflow,
+        "steps": steps,
+        "errors": placed,
+        "general_errors": general,
+        "error_count": len(errors),
+        "triggers": triggers,
+        "time_triggers": " ".join(t.name for t in triggers if t.kind == "time"),
+        "current_trigger": hub.registry.triggers.get(state.trigger),
+        "actions": [
+            {
+                "name": a.name,
+                "title": a.title,
+                "allowed": allowed is None or a.name in allowed,
+            }
+            for a in hub.registry.actions.values()
+        ],
+        "max_steps": MAX_STEPS,
+    }
+
+
+async def _allowed(hub: Hub, me: Me) -> list[str] | None:
+    limits = services.optional("plans", "limits")
+    if limits is None:
+        return None
+    return list((await _offload(limits, hub, me.account_id)).allowed_actions)
+
+
+@get("/workflows/new")
+async def new_workflow(
+    request: AnyRequest, hub: Hub, me: Me, action: str | None = None
+) -> Template:
+    state = EditorState()
+    if action and action in hub.registry.actions:
+        state.steps.append(_new_step(hub, action))
+    context = _editor_context(hub, state, None, [], await _allowed(hub, me))
+    return page(request, "editor.html", me=me, **context)
+
+
+@get("/workflows/{workflow_id:str}")
+async def edit_workflow(request: AnyRequest, hub: Hub, me: Me, workflow_id: str) -> Template:
+    wf = await _offload(workflows.get, hub, me.account_id, workflow_id)
+    context = _editor_context(hub, _state_of(hub, wf), wf, [], await _allowed(hub, me))
+    return page(request, "editor.html", me=me, **context)
+
+
+async def _editor_post(
+    request: AnyRequest, hub: Hub, me: Me, workflow_id: str | None
+) -> Template | Redirect:
+    stored = None
+    wf = None
+    if workflow_id is not None:
+        wf = await _offload(workflows.get, hub, me.account_id, workflow_id)
+        stored = _state_of(hub, wf)
+    form = await request.form()
+    state = _read_state(hub, form, stored)
+    op = str(form.get("op", "save"))
+    kind, _, arg = op.partition(":")
+    index = int(arg) if arg.isdigit() else -1
+    errors: list[FieldError] = []
+    if kind == "add":
+        action = str(form.get("add_action", ""))
+        if len(state.steps) >= MAX_STEPS:
+            errors.append(FieldError("steps", f"a workflow has at most {MAX_STEPS} actions"))
+        elif action in hub.registry.actions:
+            state.steps.append(_new_step(hub, action))
+        else:
+            errors.append(FieldError("steps", "choose an action to add"))
+    elif kind == "remove" and 0 <= index < len(state.steps):
+        del state.steps[index]
+    elif kind in ("up", "down") and 0 <= index < len(state.steps):
+        other = index - 1 if kind == "up" else index + 1
+        if 0 <= other < len(state.steps):
+            state.steps[index], state.steps[other] = state.steps[other], state.steps[index]
+    else:
+        try:
+            saved = await _offload(_save, hub, me.account_id, workflow_id, state)
+        except InputError as exc:
+            errors = exc.fields or [FieldError("workflow", exc.message)]
+            context = _editor_context(hub, state, wf, errors, await _allowed(hub, me))
+            return page(request, "editor.html", me=me, status=exc.status, **context)
+        _flash(request, f"Saved “{saved.workflow.name}”.")
+        for s in saved.secrets:
+            _flash(request, "Generated", "secret", **s)
+        return _see_other(f"/workflows/{saved.workflow.id}")
+    context = _editor_context(hub, state, wf, errors, await _allowed(hub, me))
+    return page(request, "editor.html", me=me, status=422 if errors else 200, **context)
+
+
+@post("/workflows/new")
+async def create_workflow(request: AnyRequest, hub: Hub, me: Me) -> Template | Redirect:
+    return await _editor_post(request, hub, me, None)
+
+
+@post("/workflows/{workflow_id:str}")
+async def update_workflow(
+    request: AnyRequest, hub: Hub, me: Me, workflow_id: str
+) -> Template | Redirect:
+    return await _editor_post(request, hub, me, workflow_id)
+
+
+# -- test, runs, events ----------------------------------------------------------------------------
+
+
+@get("/workflows/{workflow_id:str}/test")
+async def test_workflow(
+    request: AnyRequest, hub: Hub, me: Me, workflow_id: str, event_type: str | None = None
+) -> Template:
+    wf = await _offload(workflows.get, hub, me.account_id, workflow_id)
+    dry_run = services.optional("testruns", "dry_run")
+    event_types = [t.name for t in hub.registry.triggers.values() if t.kind == "event"]
+    chosen = event_type if event_type in event_types else None
+    preview = None
+    error = None
+    if dry_run is not None:
+        event = sample_event(chosen) if chosen else None
+        try:
+            preview = await _offload(dry_run, hub, me.account_id, workflow_id, event)
+        except InputError as exc:
+            error = str(exc)
+    steps = [
+        {
+            "position": s.position,
+            "title": s.title or _action_title(hub, s.action),
+            "action": s.action,
+            "output": s.output,
+            "error": s.error,
+        }
+        for s in (preview.steps if preview is not None else [])
+    ]
+    return page(
+        request,
+        "test.html",
+        me=me,
+        workflow=wf,
+        available=dry_run is not None,
+        steps=steps,
+        error=error,
+        event_types=event_types,
+        chosen=chosen,
+        trigger=_trigger_text(hub, wf.trigger, wf.offset_minutes),
+    )
+
+
+def _run_rows(items: list[Any]) -> list[dict[str, Any]]:
+    def attr(item: Any, name: str) -> Any:
+        return item.get(name) if isinstance(item, dict) else getattr(item, name, None)
+
+    keys = ("id", "workflow_id", "workflow_name", "trigger", "status", "note", "due_at")
+    keys += ("created_at", "finished_at", "event_id")
+    return [{k: attr(item, k) for k in keys} for item in items]
+
+
+RUN_STATUSES = ("scheduled", "queued", "running", "waiting", "succeeded", "failed", "cancelled")
+
+
+@get("/workflows/{workflow_id:str}/runs")
+async def workflow_runs(request: AnyRequest, hub: Hub, me: Me, workflow_id: str) -> Template:
+    wf = await _offload(workflows.get, hub, me.account_id, workflow_id)
+    items = await _offload(services.runs, hub, me.account_id, workflow_id=workflow_id)
+    return page(
+        request, "runs.html", me=me, workflow=wf, runs=_run_rows(items), status=None,
+        statuses=RUN_STATUSES,
+    )
+
+
+@get("/runs")
+async def all_runs(request: AnyRequest, hub: Hub, me: Me, status: str | None = None) -> Template:
+    chosen = status if status in RUN_STATUSES else None
+    items = await _offload(services.runs, hub, me.account_id, status=chosen)
+    return page(
+        request, "runs.html", me=me, workflow=None, runs=_run_rows(items), status=chosen,
+        statuses=RUN_STATUSES,
+    )
+
+
+@get("/runs/{run_id:str}")
+async def run_page(request: AnyRequest, hub: Hub, me: Me, run_id: str) -> Template:
+    from ..api.schemas import RunOut
+
+    run = RunOut.of(await _offload(hub.get_run, me.account_id, run_id))
+    event_id = await _offload(services.event_of_run, hub, me.account_id, run_id)
+    steps = [
+        {"title": _action_title(hub, s.action), **s.model_dump()} for s in run.steps
+    ]
+    return page(request, "run.html", me=me, run=run, steps=steps, event_id=event_id)
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    if isinstance(value, BaseModel):
+        return value.model_dump()
+    if isinstance(value, dict):
+        return value
+    return dict(vars(value))
+
+
+@get("/events/{event_id:str}")
+async def event_page(request: AnyRequest, hub: Hub, me: Me, event_id: str) -> Template:
+    inspect = services.optional("events", "inspect")
+    if inspect is not None:
+        found = _as_dict(await _offload(inspect, hub, me.account_id, event_id))
+    else:
+        found = await _offload(services.event_runs, hub, me.account_id, event_id)
+    ran = [_as_dict(r) for r in found.get("ran") or []]
+    not_run = found.get("not_run")
+    return page(
+        request,
+        "event.html",
+        me=me,
+        event=found,
+        ran=ran,
+        not_run=[_as_dict(r) for r in not_run] if not_run is not None else None,
+    )
+
+
+# -- integrations ----------------------------------------------------------------------------------
+
+
+def _credential_models(hub: Hub, name: str) -> list[type[BaseModel]]:
+    models: list[type[BaseModel]] = []
+    for a in hub.registry.actions.values():
+        if a.integration == name and a.credentials is not None and a.credentials not in models:
+            models.append(a.credentials)
+    return models
+
+
+def _credential_specs(models: list[type[BaseModel]]) -> list[FieldSpec]:
+    specs: dict[str, FieldSpec] = {}
+    for model in models:
+        for spec in forms.fields_of(model):
+            specs.setdefault(spec.name, spec)
+    return list(specs.values())
+
+
+async def _integrations_page(
+    request: AnyRequest,
+    hub: Hub,
+    me: Me,
+    *,
+    failed: str | None = None,
+    raw: dict[str, Raw] | None = None,
+    errors: list[FieldError] | None = None,
+    status: int = 200,
+) -> Template:
+    items = await _offload(integrations.list_all, hub, me.account_id)
+    cards = []
+    for item in items:
+        specs = _credential_specs(_credential_models(hub, item.name))
+        values, secrets_set = forms.from_stored(specs, item.settings or {})
+        placed: dict[str, list[str]] = {}
+        general: list[FieldError] = []
+        if item.name == failed:
+            placed, general = _place_errors(errors or [], {s.name for s in specs})
+            values = {**values, **{k: v for k, v in (raw or {}).items()}}
+            for s in specs:
+                if s.kind == "password":
+                    values[s.name] = ""
+        cards.append(
+            {
+                "name": item.name,
+                "connected": item.connected,
+                "updated_at": item.updated_at,
+                "actions": [_action_title(hub, a) for a in item.actions],
+                "fields": specs,
+                "values": values,
+                "secrets_set": secrets_set,
+                "errors": placed,
+                "general_errors": general,
+            }
+        )
+    return page(request, "integrations.html", me=me, status=status, cards=cards)
+
+
+@get("/settings/integrations")
+async def integrations_page(request: AnyRequest, hub: Hub, me: Me) -> Template:
+    return await _integrations_page(request, hub, me)
+
+
+def _connect(hub: Hub, account_id: str, name: str, raw: dict[str, Raw]) -> None:
+    models = _credential_models(hub, name)
+    if not models:
+        raise NotFound(f"no integration {name!r}")
+    specs = _credential_specs(models)
+    parsed = forms.parse(specs, raw)
+    if parsed.errors:
+        raise InputError(f"the {name} settings are not valid", parsed.errors)
+    for secret in parsed.blank_secrets:
+        for model in models:
+            if secret in model.model_fields:
+                kept = services.integration_secrets(hub, account_id, name, model)
+                if secret in kept:
+                    parsed.data[secret] = kept[secret]
+                    break
+    integrations.connect(hub, account_id, name, parsed.data)
+
+
+@post("/settings/integrations/{name:str}")
+async def connect_integration(
+    request: AnyRequest, hub: Hub, me: Me, name: str
+) -> Template | Redirect:
+    models = _credential_models(hub, name)
+    if not models:
+        raise NotFound(f"no integration {name!r}")
+    form = await request.form()
+    raw = forms.read_raw(_credential_specs(models), {k: str(v) for k, v in form.items()}, "")
+    try:
+        await _offload(_connect, hub, me.account_id, name, raw)
+    except InputError as exc:
+        return await _integrations_page(
+            request,
+            hub,
+            me,
+            failed=name,
+            raw=raw,
+            errors=exc.fields or [FieldError("integration", exc.message)],
+            status=exc.status,
+        )
+    _flash(request, f"{name} is connected.")
+    return _see_other("/settings/integrations")
+
+
+@post("/settings/integrations/{name:str}/disconnect")
+async def disconnect_integration(request: AnyRequest, hub: Hub, me: Me, name: str) -> Redirect:
+    await _offload(integrations.disconnect, hub, me.account_id, name)
+    _flash(request, f"{name} is disconnected; its stored settings were deleted.")
+    return _see_other("/settings/integrations")
+
+
+# -- the router ------------------------------------------------------------------------------------
+
+HANDLERS = [
+    home,
+    login_page,
+    login,
+    logout,
+    workflows_page,
+    toggle,
+    delete_workflow,
+    create_from_template,
+    new_workflow,
+    create_workflow,
+    edit_workflow,
+    update_workflow,
+    test_workflow,
+    workflow_runs,
+    all_runs,
+    run_page,
+    event_page,
+    integrations_page,
+    connect_integration,
+    disconnect_integration,
+]
+
+
+def router(hub: Hub) -> Router:
+    async def provide_hub() -> Hub:
+        return hub
+
+    static = create_static_files_router(
+        path="/static/dashboard",
+        directories=[HERE / "static"],
+        name="dashboard-static",
+        include_in_schema=False,
+    )
+    return Router(
+        path="/",
+        route_handlers=[*HANDLERS, static],
+        dependencies={"hub": Provide(provide_hub), "me": Provide(_provide_me)},
+        middleware=[session_config(hub).middleware],
+        guards=[check_csrf],
+        exception_handlers={
+            SignInRequired: _on_sign_in_required,
+            NotFound: _on_not_found,
+            InputError: _on_input,
+            HTTPException: _on_http,
+        },
+        include_in_schema=False,
+    )

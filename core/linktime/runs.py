@@ -1,0 +1,156 @@
+"""The run log: runs filtered by workflow, status and time; replaying a failed run; what an
+event did (the event inspector)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import insert, select
+
+from .engine import Hub
+from .errors import InputError, NotFound
+from .storage import Event, Run, RunStep, new_id
+
+TERMINAL = ("succeeded", "failed", "cancelled", "skipped")
+
+
+class RunSummary(BaseModel):
+    id: str
+    workflow_id: str
+    workflow_name: str
+    trigger: str
+    status: str
+    test: bool
+    booking_uid: str
+    note: str | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+def list_runs(
+    hub: Hub,
+    account_id: str,
+    *,
+    workflow_id: str | None = None,
+    status: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 50,
+) -> list[RunSummary]:
+    """Newest first."""
+    query = select(*(getattr(Run, f) for f in RunSummary.model_fields)).where(
+        Run.account_id == account_id
+    )
+    if workflow_id:
+        query = query.where(Run.workflow_id == workflow_id)
+    if status:
+        query = query.where(Run.status == status)
+    if since:
+        query = query.where(Run.created_at >= since)
+    if until:
+        query = query.where(Run.created_at < until)
+    with hub.db.connect() as conn:
+        rows = conn.execute(query.order_by(Run.created_at.desc()).limit(min(limit, 500))).all()
+    return [RunSummary.model_validate(r._mapping) for r in rows]
+
+
+def replay(hub: Hub, account_id: str, run_id: str) -> str:
+    """A new run of a failed run's failed step and the steps after it, with the settings the
+    failed run had. The steps that succeeded are not sent again."""
+    now = hub.clock()
+    with hub.db.begin() as conn:
+        run = conn.execute(select(Run).where(Run.id == run_id)).first()
+        if run is None or run.account_id != account_id:
+            raise NotFound(f"no run {run_id!r}")
+        if run.status != "failed":
+            raise InputError(
+                f"only a failed run can be replayed; this one is {run.status}",
+                status=409,
+                code="not_failed",
+            )
+        steps = conn.execute(
+            select(RunStep.position, RunStep.action, RunStep.settings, RunStep.status)
+            .where(RunStep.run_id == run_id)
+            .order_by(RunStep.position)
+        ).all()
+        first = next(s.position for s in steps if s.status in ("failed", "blocked_by_plan"))
+        new_run = new_id("run")
+        values: dict[str, Any] = {
+            c: getattr(run, c)
+            for c in (
+                "account_id",
+                "workflow_id",
+                "workflow_name",
+                "event_id",
+                "trigger",
+                "booking_uid",
+                "test",
+                "continue_when_blocked",
+            )
+        }
+        conn.execute(
+            insert(Run).values(
+                id=new_run,
+                status="queued",
+                note=f"replay of {run_id} from step {first}",
+                due_at=now,
+                created_at=now,
+                **values,
+            )
+        )
+        conn.execute(
+            insert(RunStep),
+            [
+                {
+                    "id": new_id("stp"),
+                    "run_id": new_run,
+                    "position": s.position - first,
+                    "action": s.action,
+                    "settings": s.settings,
+                    "status": "pending",
+                    "attempts": 0,
+                }
+                for s in steps
+                if s.position >= first
+            ],
+        )
+    hub.enqueue([new_run])
+    return new_run
+
+
+class Decision(BaseModel):
+    workflow_id: str
+    name: str
+    run_id: str | None
+    reason: str | None
+
+
+class EventInspection(BaseModel):
+    id: str
+    type: str
+    booking_uid: str
+    occurred_at: datetime
+    received_at: datetime
+    runs: list[dict[str, Any]]
+    decisions: list[Decision]
+
+
+def inspect_event(hub: Hub, account_id: str, event_id: str) -> EventInspection:
+    """Which workflows an event ran, and why each of the others did not."""
+    with hub.db.connect() as conn:
+        row = conn.execute(
+            select(Event).where(Event.account_id == account_id, Event.event_id == event_id)
+        ).first()
+    if row is None:
+        raise NotFound(f"no event {event_id!r}")
+    return EventInspection(
+        id=row.event_id,
+        type=row.type,
+        booking_uid=row.booking_uid,
+        occurred_at=row.occurred_at,
+        received_at=row.received_at,
+        runs=row.answer.get("runs", []),
+        decisions=[Decision.model_validate(d) for d in row.decisions],
+    )
