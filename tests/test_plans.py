@@ -9,13 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from litestar.testing import TestClient
-from sqlalchemy import update
-
 from linktime.api import create_app
 from linktime.models import sample_event
 from linktime.storage import Account
 from linktime.testing import HttpReceiver
+from litestar.testing import TestClient
+from sqlalchemy import update
 
 from .conftest import System
 from .procs import LINKTIME, clean_env
@@ -101,7 +100,7 @@ def test_six_actions_are_refused_on_every_plan(api: tuple[System, TestClient[Any
 def test_downgraded_account_step_is_blocked_by_plan_at_run_time(
     api: tuple[System, TestClient[Any]], http_receiver: HttpReceiver, go_on: bool
 ) -> None:
-    system, client = api
+    system, _ = api
     acc = system.account("pro")
     system.workflow(acc, [SMS, hook(http_receiver.url + "/after")], continue_when_blocked=go_on)
     with system.hub.db.begin() as conn:
