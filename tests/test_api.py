@@ -213,3 +213,24 @@ def test_health_and_openapi(api: tuple[System, TestClient[Any]]) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     schema = client.get("/schema/openapi.json").json()
     assert {"/v1/events", "/v1/workflows", "/v1/runs/{run_id}"} <= set(schema["paths"])
+
+
+def test_api_keys_are_shown_once_stored_hashed_and_revocable(
+    api: tuple[System, TestClient[Any]],
+) -> None:
+    system, client = api
+    first = system.account().api_key
+    created = client.post("/v1/api-keys", headers=auth(first))
+    assert created.status_code == 201
+    second = created.json()["key"]
+    listed = client.get("/v1/api-keys", headers=auth(second)).json()
+    assert len(listed) == 2 and all("key" not in k for k in listed)
+    with system.hub.db.connect() as conn:
+        hashes = conn.exec_driver_sql("SELECT key_hash FROM api_keys").scalars().all()
+    assert first not in hashes and second not in hashes
+
+    first_id = next(k["id"] for k in listed if second[:10] != k["prefix"])
+    assert client.post(f"/v1/api-keys/{first_id}/revoke", headers=auth(second)).status_code == 200
+    assert client.get("/v1/workflows", headers=auth(first)).status_code == 401
+    last = client.post(f"/v1/api-keys/{created.json()['id']}/revoke", headers=auth(second))
+    assert last.status_code == 409 and last.json()["error"] == "last_key"

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from datetime import datetime
 
-from sqlalchemy import select
+from pydantic import BaseModel, Field
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from .engine import Hub
+from .errors import InputError, NotFound
 from .storage import Account, ApiKey, new_id, new_secret
 
 PLANS = ("free", "pro", "business")
@@ -33,19 +36,11 @@ def create_account(hub: Hub, name: str, plan: str) -> NewAccount:
         raise ValueError(f"unknown plan {plan!r}; expected one of {', '.join(PLANS)}")
     now = hub.clock()
     account = Account(id=new_id("acc"), name=name, plan=plan, created_at=now)
-    key = KEY_PREFIX + new_secret()
+    row, key = _new_key(account.id, now)
     with Session(hub.db, expire_on_commit=False) as session, session.begin():
         session.add(account)
         session.flush()
-        session.add(
-            ApiKey(
-                id=new_id("key"),
-                account_id=account.id,
-                key_hash=_hash(key),
-                prefix=key[:10],
-                created_at=now,
-            )
-        )
+        session.add(row)
     return NewAccount(account.id, name, plan, key)
 
 
@@ -59,3 +54,61 @@ def authenticate(hub: Hub, key: str) -> str | None:
                 ApiKey.key_hash == _hash(key), ApiKey.revoked_at.is_(None)
             )
         )
+
+
+class KeyOut(BaseModel):
+    id: str
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class NewKey(KeyOut):
+    key: str = Field(description="Shown this once; only its hash is stored")
+
+
+def _new_key(account_id: str, now: datetime) -> tuple[ApiKey, str]:
+    key = KEY_PREFIX + new_secret()
+    row = ApiKey(
+        id=new_id("key"),
+        account_id=account_id,
+        key_hash=_hash(key),
+        prefix=key[:10],
+        created_at=now,
+    )
+    return row, key
+
+
+def create_key(hub: Hub, account_id: str) -> NewKey:
+    row, key = _new_key(account_id, hub.clock())
+    with Session(hub.db, expire_on_commit=False) as session, session.begin():
+        session.add(row)
+    return NewKey(id=row.id, prefix=row.prefix, created_at=row.created_at, revoked_at=None, key=key)
+
+
+def list_keys(hub: Hub, account_id: str) -> list[KeyOut]:
+    with Session(hub.db) as session:
+        rows = session.scalars(
+            select(ApiKey).where(ApiKey.account_id == account_id).order_by(ApiKey.created_at)
+        )
+        return [KeyOut.model_validate(r, from_attributes=True) for r in rows]
+
+
+def revoke_key(hub: Hub, account_id: str, key_id: str) -> KeyOut:
+    """Revoke a key; the account's last live key cannot be revoked (it would lock it out)."""
+    with Session(hub.db, expire_on_commit=False) as session, session.begin():
+        session.get(Account, account_id, with_for_update=True)
+        row = session.get(ApiKey, key_id)
+        if row is None or row.account_id != account_id:
+            raise NotFound(f"no API key {key_id!r}")
+        live = session.scalar(
+            select(func.count()).where(ApiKey.account_id == account_id, ApiKey.revoked_at.is_(None))
+        )
+        if row.revoked_at is None and live == 1:
+            raise InputError(
+                "this is the account's last live API key; create another first",
+                status=409,
+                code="last_key",
+            )
+        row.revoked_at = row.revoked_at or hub.clock()
+    return KeyOut.model_validate(row, from_attributes=True)

@@ -20,7 +20,7 @@ from litestar.status_codes import HTTP_202_ACCEPTED
 from litestar.types.internal_types import PathParameterDefinition
 from sqlalchemy import text
 
-from .. import integrations, plans, runs, testruns, workflows
+from .. import accounts, integrations, plans, runs, testruns, workflows
 from ..accounts import authenticate
 from ..crypto import secret_fields
 from ..engine import Hub
@@ -239,6 +239,20 @@ def create_app(
         usage = await _offload(plans.limits, hub, account_id)
         return PlanOut(**vars(usage))
 
+    @get("/v1/api-keys", summary="The account's API keys (never the keys themselves)")
+    async def list_keys(account_id: NamedDependency[str]) -> list[accounts.KeyOut]:
+        return await _offload(accounts.list_keys, hub, account_id)
+
+    @post("/v1/api-keys", summary="Create an API key: shown this once")
+    async def create_key(account_id: NamedDependency[str]) -> accounts.NewKey:
+        return await _offload(accounts.create_key, hub, account_id)
+
+    @post("/v1/api-keys/{key_id:str}/revoke", status_code=200, summary="Revoke an API key")
+    async def revoke_key(
+        key_id: FromPath[str], account_id: NamedDependency[str]
+    ) -> accounts.KeyOut:
+        return await _offload(accounts.revoke_key, hub, account_id, key_id)
+
     @get("/v1/integrations", summary="Integrations and whether connected")
     async def list_integrations(account_id: NamedDependency[str]) -> list[IntegrationOut]:
         return await _offload(integrations.list_all, hub, account_id)
@@ -295,6 +309,9 @@ def create_app(
             disable_workflow,
             get_run,
             test_workflow,
+            list_keys,
+            create_key,
+            revoke_key,
             list_templates,
             from_template,
             list_runs,
