@@ -178,10 +178,7 @@ print(json.dumps(out))
     assert out["free_sms"] == 201 and out["biz_slack"] == 403
     assert "team-notification" not in out["biz_templates"]
     assert "team-notification" in out["free_templates"]
-    assert (
-        "meeting-reminder" in out["free_templates"]
-        or "meeting-reminder" not in out["biz_templates"]
-    )
+    assert "meeting-reminder" in out["free_templates"]  # SMS moved to free
 
 
 def test_each_template_creates_an_editable_workflow(api: tuple[System, TestClient[Any]]) -> None:
@@ -195,6 +192,7 @@ def test_each_template_creates_an_editable_workflow(api: tuple[System, TestClien
         "cancellation-follow-up",
         "post-meeting-survey",
         "team-notification",
+        "meeting-reminder",
     } <= names
     for t in templates:
         r = client.post(f"/v1/templates/{t['name']}/workflows", headers=auth(key))

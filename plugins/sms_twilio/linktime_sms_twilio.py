@@ -8,42 +8,40 @@ Operator settings (environment, read on every send, re-parsed only when they cha
 ``LINKTIME_SMS_SUPPORTED_COUNTRIES`` (ISO codes recipients may be in), ``LINKTIME_SMS_TIMEOUT``
 (seconds per Twilio request) and ``LINKTIME_TWILIO_API_BASE`` (send to this base URL instead of
 Twilio's hosts: a stand-in API or a relay).
+
+The Twilio plumbing (the ``twilio`` integration, numbers and countries, the client and how its
+answers become results) comes from the library ``linktime-twilio``, shared with
+``linktime-voice``.
 """
 
 from __future__ import annotations
 
 import os
-import re
-import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from functools import lru_cache
-from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from typing import ClassVar
 
-import phonenumbers
-import requests
-from linktime.actions import ActionContext, ActionType, Result
+from linktime.actions import ActionContext, ActionType, Result, Template, TemplateStep
 from linktime.hookspecs import hookimpl
 from linktime.templating import TemplateError, TemplateStr
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    SecretStr,
-    ValidationInfo,
-    field_validator,
-    model_validator,
+from linktime_twilio import (
+    API_BASE_ENV,
+    DEFAULT_COUNTRIES,
+    EXCERPT_CHARS,
+    INTEGRATION,
+    NOT_CONNECTED,
+    NumberRefused,
+    RecipientSettings,
+    TwilioCredentials,
+    TwilioHttp,
+    TwilioOperatorSettings,
+    call_twilio,
+    e164,
+    parse_retry_after,
+    recipient,
 )
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from twilio.base.exceptions import (  # type: ignore[import-untyped]
-    TwilioRestException,
-    TwilioServiceException,
-)
-from twilio.http.http_client import TwilioHttpClient  # type: ignore[import-untyped]
-from twilio.http.response import Response  # type: ignore[import-untyped]
-from twilio.rest import Client  # type: ignore[import-untyped]
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 
 __version__ = "0.1.0"
 
@@ -51,254 +49,31 @@ ACTION = "sms.send"
 ENV_PREFIX = "LINKTIME_SMS_"
 USER_AGENT = f"linktime-sms-twilio/{__version__}"
 
-
-# --- Twilio plumbing ----------------------------------------------------------------------------
-# The same in linktime_sms_twilio and linktime_voice, on purpose: each plugin installs alone, so
-# neither may import the other. Keep the two copies identical (a voice test compares them). It
-# uses the module's own USER_AGENT and operator_settings().
-
-INTEGRATION = "twilio"
-NOT_CONNECTED = "Twilio is not connected (Settings → Integrations)"
-API_BASE_ENV = "LINKTIME_TWILIO_API_BASE"
-DEFAULT_COUNTRIES = frozenset({"US", "CA", "GB", "IE", "DE", "FR", "ES", "IT", "NL", "AU", "NZ"})
-EXCERPT_CHARS = 1024
-_SHORT_CODE_RE = re.compile(r"^[0-9]{3,8}$")
-_ALPHA_SENDER_RE = re.compile(r"^(?=.*[A-Za-z])[A-Za-z0-9 ]{1,11}$")
-
-
-class NumberRefused(ValueError):
-    """A phone number that will not be called or texted; ``code`` becomes the error code."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def e164(raw: str, countries: frozenset[str] | None = None) -> str:
-    """``raw`` in E.164; refused when it is not a valid number or not in ``countries``."""
-    try:
-        number = phonenumbers.parse(raw, None)
-    except phonenumbers.NumberParseException:
-        raise NumberRefused(
-            "invalid_number",
-            f"{raw!r} is not a phone number in international format (e.g. +14155550123)",
-        ) from None
-    formatted = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-    if not phonenumbers.is_valid_number(number):
-        raise NumberRefused("invalid_number", f"{formatted} is not a valid phone number")
-    region = phonenumbers.region_code_for_number(number) or "unknown"
-    if countries is not None and region not in countries:
-        raise NumberRefused(
-            "unsupported_country",
-            f"{formatted} is a {region} number; this service sends only to "
-            f"{', '.join(sorted(countries))}",
-        )
-    return formatted
-
-
-class TwilioCredentials(BaseModel):
-    """The account's ``twilio`` integration (shared by sms.send and voice.call)."""
-
-    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
-
-    account_sid: str = Field(pattern=r"^AC[0-9a-fA-F]{32}$", description="Account SID, AC…")
-    auth_token: SecretStr = Field(min_length=1, description="The account's auth token")
-    from_number: str | None = Field(
-        default=None,
-        max_length=40,
-        description="Sender: a Twilio number (E.164), short code or alphanumeric sender ID",
-    )
-    messaging_service_sid: str | None = Field(
-        default=None, pattern=r"^MG[0-9a-fA-F]{32}$", description="Messaging Service SID, MG…"
-    )
-
-    @field_validator("from_number")
-    @classmethod
-    def _sender(cls, value: str | None) -> str | None:
-        if value is None or _SHORT_CODE_RE.match(value) or _ALPHA_SENDER_RE.match(value):
-            return value
-        return e164(value)
-
-    @model_validator(mode="after")
-    def _has_sender(self) -> TwilioCredentials:
-        if not (self.from_number or self.messaging_service_sid):
-            raise ValueError("set from_number, messaging_service_sid, or both")
-        return self
-
-
-class TwilioOperatorSettings(BaseSettings):
-    """What both Twilio plugins read from the environment; each subclass sets its prefix."""
-
-    supported_countries: Annotated[frozenset[str], NoDecode] = Field(
-        default=DEFAULT_COUNTRIES, description="ISO 3166 codes recipients may be in, e.g. 'US,CA'"
-    )
-    timeout: float = Field(default=15.0, gt=0, description="Seconds for one Twilio request")
-    twilio_api_base: str | None = Field(
-        default=None, validation_alias=API_BASE_ENV, description="Replaces https://*.twilio.com"
-    )
-
-    @field_validator("supported_countries", mode="before")
-    @classmethod
-    def _iso_codes(cls, value: Any) -> Any:
-        if not isinstance(value, str):
-            return value
-        codes = frozenset(part.strip().upper() for part in value.split(",") if part.strip())
-        unknown = sorted(codes - phonenumbers.SUPPORTED_REGIONS)
-        if unknown or not codes:
-            raise ValueError(f"expected ISO country codes, e.g. US,CA; unknown: {unknown}")
-        return codes
-
-    @field_validator("twilio_api_base")
-    @classmethod
-    def _base_url(cls, value: str | None) -> str | None:
-        if not value:
-            return None
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(f"{API_BASE_ENV} must be an http(s) URL, got {value!r}")
-        return value.rstrip("/")
-
-
-class RecipientSettings(BaseModel):
-    """Who a step calls or texts."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    to: Literal["invitee", "host", "number"] = Field(
-        default="invitee", description="The booking's invitee or host, or a fixed number"
-    )
-    number: str | None = Field(
-        default=None,
-        max_length=40,
-        validate_default=True,
-        description="International format; required when to is 'number'",
-    )
-
-    @field_validator("number")
-    @classmethod
-    def _listed_number(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if value is None:
-            if info.data.get("to") == "number":
-                raise ValueError("a number is required when to is 'number'")
-            return None
-        return e164(value, operator_settings().supported_countries)
-
-
-def recipient(ctx: ActionContext, countries: frozenset[str]) -> str:
-    """The E.164 number this step goes to, checked against ``countries`` (raises NumberRefused)."""
-    settings: RecipientSettings = ctx.settings
-    booking = ctx.event.booking
-    if settings.to == "number":
-        raw = settings.number
-    elif settings.to == "invitee":
-        person = booking.invitee or next(iter(booking.invitees), None)
-        raw = person.phone if person else None
-    else:
-        person = booking.host or next(iter(booking.hosts), None)
-        raw = person.phone if person else None
-    if not raw:
-        raise NumberRefused("no_phone_number", f"the booking's {settings.to} has no phone number")
-    return e164(raw, countries)
-
-
-_local = threading.local()
-
-
-class TwilioHttp(TwilioHttpClient):  # type: ignore[misc]
-    """Twilio's documented extension point, a custom ``http_client``: reuses this thread's
-    pooled session, sends to ``api_base`` instead of Twilio's hosts when set, and keeps the
-    last response, whose headers (Retry-After) Twilio's exceptions leave out."""
-
-    def __init__(self, api_base: str | None, timeout: float) -> None:
-        super().__init__(pool_connections=False, timeout=timeout)
-        # A requests Session is not thread-safe: one per worker thread, kept across steps.
-        if not hasattr(_local, "session"):
-            _local.session = requests.Session()
-        self.session = _local.session
-        self.api_base = api_base
-        # Twilio's exceptions come from an answer, so by then this holds it.
-        self.last = Response(0, "", {})
-
-    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Response:
-        if self.api_base:
-            parts = urlsplit(url)
-            url = self.api_base + parts.path + (f"?{parts.query}" if parts.query else "")
-        self.last = super().request(method, url, *args, **kwargs)
-        return self.last
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delay-seconds or HTTP-date), else None."""
-    if not value or not value.strip():
-        return None
-    if value.strip().isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    when = when if when.tzinfo else when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
-def _twilio_failure(exc: TwilioRestException | TwilioServiceException, http: TwilioHttp) -> Result:
-    status: int = exc.status
-    if isinstance(exc, TwilioRestException):
-        # The SDK puts "Unable to create record: " before Twilio's own message.
-        said = exc.msg.partition(": ")[2] or exc.msg
-    else:
-        said = exc.detail or exc.title
-    # Without a Twilio code in the body the SDK repeats the HTTP status as the code.
-    code = exc.code if exc.code and exc.code != status else None
-    error_code = f"twilio_{code}" if code else f"http_{status}"
-    error = f"Twilio answered {status}" + (f", error {code}" if code else "") + f": {said}"
-    if code:
-        error += f" (https://www.twilio.com/docs/errors/{code})"
-    if status == 401:
-        error = f"Twilio authentication failed: check the account SID and auth token. {error}"
-    excerpt = http.last.text[:EXCERPT_CHARS] or None
-    if status == 429 or status >= 500:
-        return Result.retry(
-            error,
-            error_code=error_code,
-            http_status=status,
-            retry_after=parse_retry_after(http.last.headers.get("Retry-After")),
-            response_excerpt=excerpt,
-        )
-    return Result.fail(error, error_code=error_code, http_status=status, response_excerpt=excerpt)
-
-
-def call_twilio(
-    credentials: TwilioCredentials,
-    operator: TwilioOperatorSettings,
-    create: Callable[[Any], Any],
-) -> Result:
-    """Run ``create(client)`` (one Twilio create call) and map what came back to a Result."""
-    http = TwilioHttp(operator.twilio_api_base, operator.timeout)
-    client = Client(
-        credentials.account_sid,
-        credentials.auth_token.get_secret_value(),
-        http_client=http,
-        user_agent_extensions=[USER_AGENT],
-    )
-    try:
-        created = create(client)
-    except (TwilioRestException, TwilioServiceException) as exc:
-        return _twilio_failure(exc, http)
-    except requests.Timeout:
-        return Result.retry(
-            f"no answer from Twilio within {operator.timeout:g}s", error_code="timeout"
-        )
-    except requests.RequestException as exc:
-        return Result.retry(
-            f"could not reach Twilio: {type(exc).__name__}: {exc}"[:500],
-            error_code="connection_error",
-        )
-    return Result.ok(
-        str(created.sid),
-        http_status=http.last.status_code,
-        response_excerpt=http.last.text[:EXCERPT_CHARS],
-    )
+# The shared Twilio names stay importable from here, as before they moved to linktime-twilio.
+__all__ = [
+    "ACTION",
+    "API_BASE_ENV",
+    "DEFAULT_COUNTRIES",
+    "ENV_PREFIX",
+    "EXCERPT_CHARS",
+    "INTEGRATION",
+    "NOT_CONNECTED",
+    "USER_AGENT",
+    "NumberRefused",
+    "RecipientSettings",
+    "SmsOperatorSettings",
+    "SmsStepSettings",
+    "TwilioCredentials",
+    "TwilioHttp",
+    "TwilioOperatorSettings",
+    "call_twilio",
+    "e164",
+    "operator_settings",
+    "parse_retry_after",
+    "recipient",
+    "register_actions",
+    "send_sms",
+]
 
 
 # --- the action ---------------------------------------------------------------------------------
@@ -308,6 +83,7 @@ class SmsOperatorSettings(TwilioOperatorSettings):
     """Operator-wide settings from the environment (``LINKTIME_SMS_*``)."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX)
+    user_agent: ClassVar[str | None] = USER_AGENT
 
 
 def operator_settings() -> SmsOperatorSettings:
@@ -329,6 +105,11 @@ class SmsStepSettings(RecipientSettings):
     text: TemplateStr = Field(
         min_length=1, description="The message, a template, e.g. 'Hi {{ invitee.first_name }}'"
     )
+
+    @classmethod
+    def supported_countries(cls) -> frozenset[str]:
+        """A listed number must be in ``LINKTIME_SMS_SUPPORTED_COUNTRIES``."""
+        return operator_settings().supported_countries
 
 
 def send_sms(ctx: ActionContext) -> Result:
@@ -374,5 +155,28 @@ def register_actions(register: Callable[[ActionType], None]) -> None:
             credentials=TwilioCredentials,
             integration=INTEGRATION,
             description="Text the invitee, the host or a number through the account's Twilio.",
+        )
+    )
+
+
+@hookimpl
+def register_templates(register: Callable[[Template], None]) -> None:
+    register(
+        Template(
+            name="meeting-reminder",
+            title="Meeting Reminder",
+            trigger="meeting.before",
+            offset_minutes=60,
+            description="Sends an SMS reminder an hour before the meeting starts",
+            steps=(
+                TemplateStep(
+                    ACTION,
+                    {
+                        "to": "invitee",
+                        "text": "Reminder: {{ event_name }} with {{ organizer_name }} at "
+                        "{{ event_time }} ({{ timezone }}). {{ meeting_url }}",
+                    },
+                ),
+            ),
         )
     )

@@ -19,8 +19,9 @@ from pydantic import ValidationError
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from conftest import SmtpPeer, TestCA
+    from conftest import TestCA
     from linktime.engine import Hub
+    from linktime_email_testing import SmtpPeer
 
 GRACE = "grace@example.com"  # the sample booking's invitee
 ADA = "ada@example.com"  # its host

@@ -17,8 +17,8 @@ from linktime.testing import Reply, RunAction
 from pydantic import ValidationError
 
 if TYPE_CHECKING:
-    from conftest import FakeSlack
     from linktime.engine import Hub
+    from linktime_slack_testing import FakeSlack
 
 TEXT = "New booking: {{ attendee_name }} for {{ event_name }}"
 

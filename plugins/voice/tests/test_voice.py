@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import base64
 import logging
-import socket
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import linktime_voice
 import pytest
 from linktime import integrations, workflows
 from linktime.accounts import create_account
 from linktime.actions import Outcome, Result
 from linktime.errors import InputError
 from linktime.models import BookingEvent, sample_event
-from linktime.testing import Reply, RunAction
+from linktime.testing import RunAction
 
 if TYPE_CHECKING:
-    from conftest import FakeTwilio
     from linktime.engine import Hub
+    from linktime_twilio_testing import FakeTwilio
 
 SCRIPT = (
     "Hello {{ attendee_first_name }} & co: your <{{ event_type.title }}> "
@@ -153,85 +150,6 @@ def test_calls_need_a_phone_number_to_call_from(
     assert twilio.receiver.requests == []
 
 
-def test_a_wrong_auth_token_is_an_authentication_failure(
-    run_action: RunAction, twilio: FakeTwilio, credentials: dict[str, str]
-) -> None:
-    result = run_action("voice.call", say(), credentials={**credentials, "auth_token": "nope"})
-    assert result.outcome is Outcome.FAILED
-    assert (result.error_code, result.http_status) == ("twilio_20003", 401)
-    assert result.error is not None and result.error.startswith("Twilio authentication failed")
-    assert twilio.calls == []
-
-
-# --- Twilio's answers ----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("number", "code", "said"),
-    [
-        ("+15005550001", 21217, "Phone number does not appear to be valid"),
-        ("+15005550002", 21214, "'To' phone number cannot be reached"),
-        ("+15005550003", 21215, "Account not authorized to call +15005550003."),
-    ],
-)
-def test_twilio_refusals_fail_with_twilio_code_and_message(
-    run_action: RunAction,
-    twilio: FakeTwilio,
-    credentials: dict[str, str],
-    number: str,
-    code: int,
-    said: str,
-) -> None:
-    result = run_action("voice.call", say(to="number", number=number), credentials=credentials)
-    assert result.outcome is Outcome.FAILED
-    assert (result.error_code, result.http_status) == (f"twilio_{code}", 400)
-    assert result.error == (
-        f"Twilio answered 400, error {code}: {said} (https://www.twilio.com/docs/errors/{code})"
-    )
-
-
-THROTTLED = '{"code": 20429, "message": "Too Many Requests", "status": 429}'
-
-
-@pytest.mark.parametrize(
-    ("reply", "code", "retry_after"),
-    [
-        (Reply(429, THROTTLED, {"Retry-After": "30"}), "twilio_20429", 30.0),
-        (Reply(500, "Internal Server Error"), "http_500", None),
-    ],
-    ids=["throttled", "server-error"],
-)
-def test_throttling_and_server_errors_are_retried(
-    run_action: RunAction,
-    twilio: FakeTwilio,
-    credentials: dict[str, str],
-    reply: Reply,
-    code: str,
-    retry_after: float | None,
-) -> None:
-    twilio.fail_next(reply)
-    first = run_action("voice.call", say(), credentials=credentials, attempt=1)
-    second = run_action("voice.call", say(), credentials=credentials, attempt=2)
-    assert (first.outcome, first.error_code, first.retry_after) == (
-        Outcome.RETRY,
-        code,
-        retry_after,
-    )
-    assert second.outcome is Outcome.SUCCEEDED
-    assert len(twilio.calls) == 1
-
-
-def test_connection_refused_is_retried(
-    run_action: RunAction, credentials: dict[str, str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    monkeypatch.setenv("LINKTIME_TWILIO_API_BASE", f"http://127.0.0.1:{port}")
-    result = run_action("voice.call", say(), credentials=credentials)
-    assert (result.outcome, result.error_code) == (Outcome.RETRY, "connection_error")
-
-
 # --- numbers and countries -----------------------------------------------------------------------
 
 
@@ -299,20 +217,9 @@ def test_an_invitee_without_a_phone_is_not_called(
     assert twilio.receiver.requests == []
 
 
-# --- the shared twilio integration ---------------------------------------------------------------
-
-
-def test_twilio_plumbing_matches_the_sms_plugin() -> None:
-    """Both plugins validate one ``twilio`` integration: their shared code must not drift."""
-    sibling = Path(__file__).parents[2] / "sms_twilio" / "linktime_sms_twilio.py"
-    if not sibling.exists():
-        pytest.skip("the sms_twilio plugin is not beside this one")
-
-    def shared(path: Path) -> str:
-        source = path.read_text()
-        return source[source.index("# --- Twilio plumbing") : source.index("# --- the action")]
-
-    assert shared(Path(linktime_voice.__file__)) == shared(sibling)
+# --- through the core ----------------------------------------------------------------------------
+# How Twilio's answers (401, refusals, 429 and 5xx, connection errors) become results, and the
+# twilio integration's rules, are the shared linktime-twilio's, tested there.
 
 
 def test_end_to_end_through_the_core(
