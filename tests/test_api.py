@@ -234,3 +234,17 @@ def test_api_keys_are_shown_once_stored_hashed_and_revocable(
     assert client.get("/v1/workflows", headers=auth(first)).status_code == 401
     last = client.post(f"/v1/api-keys/{created.json()['id']}/revoke", headers=auth(second))
     assert last.status_code == 409 and last.json()["error"] == "last_key"
+
+
+def test_nul_characters_are_refused_not_crashed_on(api: tuple[System, TestClient[Any]]) -> None:
+    system, client = api
+    key = system.account().api_key
+    r = client.get("/v1/runs?workflow_id=a%00b", headers=auth(key))
+    assert r.status_code == 400 and r.json()["fields"] == [
+        {"field": "query", "message": "contains a NUL character"}
+    ]
+    body = event_body()
+    body["booking"]["notes"] = "bad\u0000byte"
+    r = client.post("/v1/events", json=body, headers=auth(key))
+    assert r.status_code == 400 and r.json()["fields"][0]["field"] == "body"
+    assert count(system, Event) == 0

@@ -90,6 +90,15 @@ def decide(
 
 
 @dataclass(frozen=True)
+class Planned:
+    run_id: str
+    workflow_id: str
+    status: str
+    due_at: datetime | None
+    note: str | None
+
+
+@dataclass(frozen=True)
 class TimeWorkflow:
     id: str
     name: str
@@ -106,9 +115,10 @@ def plan(
     end: datetime,
     workflows: list[TimeWorkflow],
     now: datetime,
-) -> list[str]:
-    """Give each workflow its one run for this booking: move the pending one, or plan one.
-    Returns the ids of runs that are due at once."""
+) -> list[Planned]:
+    """Give each workflow its one run for this booking: move the pending one, or plan one."""
+    if not workflows:
+        return []
     pending = {
         r.workflow_id: r.id
         for r in conn.execute(
@@ -119,7 +129,7 @@ def plan(
             )
         )
     }
-    due_now = []
+    planned = []
     for wf in workflows:
         due, note = decide(wf.trigger, wf.offset_minutes, start, end, now)
         status = "scheduled" if due is not None else "skipped"
@@ -147,9 +157,12 @@ def plan(
                     **values,
                 )
             )
-        if due is not None and due <= now:
-            due_now.append(run_id)
-    return due_now
+        planned.append(Planned(run_id, wf.id, status, due, note))
+    return planned
+
+
+def due_now(planned: list[Planned], now: datetime) -> list[str]:
+    return [p.run_id for p in planned if p.due_at is not None and p.due_at <= now]
 
 
 def cancel(conn: Connection, where: Any, reason: str, now: datetime) -> None:
@@ -208,7 +221,7 @@ def replan_workflow(
         )
     ).all()
     one = [TimeWorkflow(wf.id, wf.name, trigger, wf.offset_minutes)]
-    due_now = []
+    planned = []
     for b in live:
-        due_now += plan(conn, wf.account_id, b.uid, b.event_id, b.start, b.end, one, now)
-    return due_now
+        planned += plan(conn, wf.account_id, b.uid, b.event_id, b.start, b.end, one, now)
+    return due_now(planned, now)

@@ -21,24 +21,21 @@ from typing import Any
 
 from dramatiq.asyncio import EventLoopThread
 from pydantic import BaseModel
-from sqlalchemy import Connection, and_, case, insert, or_, select, update
+from sqlalchemy import Connection, case, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from . import bookings, matching, plans, plugins
+from . import statements as sql
 from .actions import ActionContext, ActionType, Execute, Outcome, Result, WorkflowRef
 from .crypto import Sealer
 from .errors import InputError, NotFound
 from .models import BookingEvent
 from .settings import Settings
 from .storage import (
-    Account,
-    Attempt,
     BookingState,
-    Event,
     Integration,
     Run,
-    RunStep,
     Workflow,
     WorkflowStep,
     make_engine,
@@ -196,11 +193,7 @@ class Hub:
     def _answer(
         self, conn: Connection, account_id: str, event_id: str, digest: str
     ) -> Ingested | None:
-        row = conn.execute(
-            select(Event.payload_hash, Event.answer).where(
-                Event.account_id == account_id, Event.event_id == event_id
-            )
-        ).first()
+        row = conn.execute(sql.EVENT_ANSWER, {"b_account": account_id, "b_event": event_id}).first()
         if row is None:
             return None
         if row.payload_hash != digest:
@@ -222,33 +215,28 @@ class Hub:
         """Store the event and, in the same transaction, the runs it starts or plans."""
         now = self.clock()
         event_pk = new_id("ev")
-        conn.execute(
-            insert(Event).values(
-                id=event_pk,
-                account_id=account_id,
-                event_id=event.id,
-                type=event.type,
-                booking_uid=event.booking.uid,
-                occurred_at=event.occurred_at,
-                received_at=now,
-                payload=payload,
-                payload_hash=digest,
-                answer={},
-            )
-        )
+        event_row = {
+            "id": event_pk,
+            "account_id": account_id,
+            "event_id": event.id,
+            "type": event.type,
+            "booking_uid": event.booking.uid,
+            "occurred_at": event.occurred_at,
+            "received_at": now,
+            "payload": payload,
+            "payload_hash": digest,
+            "answer": {},
+            "decisions": [],
+        }
+        conn.execute(sql.ADD_EVENT, event_row)
         applied = bookings.apply_event(conn, account_id, event, event_pk)
         time_triggers = [n for n, t in self.registry.triggers.items() if t.kind == "time"]
-        plan_name = plans.plan_of(conn, account_id)
+        plan_name, candidates = matching.candidates(conn, account_id)
         verdicts = matching.judge(
-            matching.candidates(conn, account_id),
-            event,
-            applied,
-            self.registry,
-            plan_name,
-            self.settings.plan(plan_name),
+            candidates, event, applied, self.registry, plan_name, self.settings.plan(plan_name)
         )
         applies = [wf for wf, reason in verdicts if reason is None]
-        due_now: list[str] = []
+        planned: list[bookings.Planned] = []
         if event.type == "booking.cancelled":
             bookings.cancel_for_booking(conn, account_id, event.booking.uid, time_triggers, now)
         elif event.type in matching.PLANNING_EVENTS:
@@ -259,7 +247,7 @@ class Hub:
                 for w in applies
                 if w.trigger in time_triggers
             ]
-            due_now = bookings.plan(
+            planned = bookings.plan(
                 conn,
                 account_id,
                 event.booking.uid,
@@ -271,18 +259,18 @@ class Hub:
             )
         immediate = [w for w in applies if w.trigger == event.type]
         run_ids = self._start_runs(conn, account_id, event, event_pk, immediate, now)
-        runs = conn.execute(
-            select(Run.id, Run.workflow_id, Run.status, Run.due_at, Run.note)
-            .where(Run.event_id == event_pk)
-            .order_by(Run.id)
-        ).all()
+        runs = [
+            bookings.Planned(run_id, wf.id, "queued", None, None)
+            for run_id, wf in zip(run_ids, immediate, strict=True)
+        ] + planned
+        runs.sort(key=lambda r: r.run_id)
         answer = {
             "id": event.id,
             "type": event.type,
             "received_at": _iso(now),
             "runs": [
                 {
-                    "id": r.id,
+                    "id": r.run_id,
                     "workflow_id": r.workflow_id,
                     "status": r.status,
                     "due_at": _iso(r.due_at) if r.due_at and r.status == "scheduled" else None,
@@ -291,20 +279,20 @@ class Hub:
                 for r in runs
             ],
         }
-        by_workflow = {r.workflow_id: r for r in runs}
+        by_workflow = {r.workflow_id: r.run_id for r in runs}
         decisions = [
             {
                 "workflow_id": wf.id,
                 "name": wf.name,
-                "run_id": by_workflow[wf.id].id if wf.id in by_workflow else None,
+                "run_id": by_workflow.get(wf.id),
                 "reason": reason,
             }
             for wf, reason in verdicts
         ]
         conn.execute(
-            update(Event).where(Event.id == event_pk).values(answer=answer, decisions=decisions)
+            sql.EVENT_OUTCOME, {"b_id": event_pk, "b_answer": answer, "b_decisions": decisions}
         )
-        return Ingested(answer, replayed=False, run_ids=run_ids + due_now)
+        return Ingested(answer, replayed=False, run_ids=run_ids + bookings.due_now(planned, now))
 
     def start_test_run(
         self, account_id: str, workflow_id: str, name: str, trigger: str, event: BookingEvent
@@ -314,18 +302,20 @@ class Hub:
         event_pk = new_id("ev")
         with self.db.begin() as conn:
             conn.execute(
-                insert(Event).values(
-                    id=event_pk,
-                    account_id=account_id,
-                    event_id=f"test_{event_pk}",
-                    type=event.type,
-                    booking_uid=event.booking.uid,
-                    occurred_at=event.occurred_at,
-                    received_at=now,
-                    payload=event.model_dump(mode="json"),
-                    payload_hash="-",
-                    answer={},
-                )
+                sql.ADD_EVENT,
+                {
+                    "id": event_pk,
+                    "account_id": account_id,
+                    "event_id": f"test_{event_pk}",
+                    "type": event.type,
+                    "booking_uid": event.booking.uid,
+                    "occurred_at": event.occurred_at,
+                    "received_at": now,
+                    "payload": event.model_dump(mode="json"),
+                    "payload_hash": "-",
+                    "answer": {},
+                    "decisions": [],
+                },
             )
             run_ids = self._start_runs(
                 conn,
@@ -373,34 +363,46 @@ class Hub:
             }
             for wf in workflows
         ]
-        conn.execute(insert(Run), run_rows)
-        self._copy_steps(conn, run_ids)
+        conn.execute(sql.ADD_RUN, run_rows)
+        self._copy_steps(
+            conn,
+            run_ids,
+            {wf.id: wf.steps for wf in workflows if isinstance(wf, matching.Candidate)},
+        )
         return list(run_ids.values())
 
-    def _copy_steps(self, conn: Connection, runs_by_workflow: dict[str, str]) -> None:
-        """Give runs their own copy of their workflow's steps, as the workflow stands now."""
-        steps = conn.execute(
-            select(WorkflowStep.workflow_id, WorkflowStep.action, WorkflowStep.settings)
-            .where(WorkflowStep.workflow_id.in_(list(runs_by_workflow)))
-            .order_by(WorkflowStep.workflow_id, WorkflowStep.position)
-        ).all()
-        positions: dict[str, int] = {}
-        rows = []
-        for s in steps:
-            position = positions[s.workflow_id] = positions.get(s.workflow_id, -1) + 1
-            rows.append(
-                {
-                    "id": new_id("stp"),
-                    "run_id": runs_by_workflow[s.workflow_id],
-                    "position": position,
-                    "action": s.action,
-                    "settings": s.settings,
-                    "status": "pending",
-                    "attempts": 0,
-                }
-            )
+    def _copy_steps(
+        self,
+        conn: Connection,
+        runs_by_workflow: dict[str, str],
+        known: dict[str, list[tuple[str, dict[str, Any]]]] | None = None,
+    ) -> None:
+        """Give runs their own copy of their workflow's steps, as the workflow stands now
+        (``known``: the steps, when the caller has just read them)."""
+        steps = dict(known or {})
+        missing = [wf for wf in runs_by_workflow if wf not in steps]
+        if missing:
+            for s in conn.execute(
+                select(WorkflowStep.workflow_id, WorkflowStep.action, WorkflowStep.settings)
+                .where(WorkflowStep.workflow_id.in_(missing))
+                .order_by(WorkflowStep.workflow_id, WorkflowStep.position)
+            ):
+                steps.setdefault(s.workflow_id, []).append((s.action, s.settings))
+        rows = [
+            {
+                "id": new_id("stp"),
+                "run_id": run_id,
+                "position": position,
+                "action": action,
+                "settings": settings,
+                "status": "pending",
+                "attempts": 0,
+            }
+            for wf, run_id in runs_by_workflow.items()
+            for position, (action, settings) in enumerate(steps.get(wf, []))
+        ]
         if rows:
-            conn.execute(insert(RunStep), rows)
+            conn.execute(sql.ADD_STEP, rows)
 
     # -- execution ----------------------------------------------------------------------------
 
@@ -428,29 +430,15 @@ class Hub:
     def _claim(self, conn: Connection, run_id: str) -> _Claim | None:
         now, until = self._lease()
         token = new_id("lease")
-        row = conn.execute(
-            update(Run)
-            .where(
-                Run.id == run_id,
-                or_(
-                    Run.status == "queued",
-                    and_(Run.status == "scheduled", Run.due_at <= now),
-                    and_(Run.status == "running", Run.lease_until <= now),
-                ),
-            )
-            .values(status="running", lease_token=token, lease_until=until, due_at=until)
-            .returning(
-                Run.account_id,
-                Run.workflow_id,
-                Run.workflow_name,
-                Run.trigger,
-                Run.event_id,
-                Run.booking_uid,
-                Run.continue_when_blocked,
-            )
-        ).first()
+        params = {"b_run": run_id, "b_now": now, "b_token": token, "b_until": until}
+        row = conn.execute(sql.CLAIM[conn.dialect.name], params).first()
         if row is None:
             return None
+        context = (
+            row
+            if "payload" in row._fields
+            else conn.execute(sql.CONTEXT, {"b_event": row.event_id}).one()
+        )
         steps = self._steps(conn, run_id)
         if not steps:  # a time-triggered run firing: steps from the workflow as it is now
             reason = self._obsolete(conn, row)
@@ -459,11 +447,6 @@ class Hub:
                 return None
             self._copy_steps(conn, {row.workflow_id: run_id})
             steps = self._steps(conn, run_id)
-        ctx = conn.execute(
-            select(Event.payload, Account.plan)
-            .join(Account, Account.id == Event.account_id)
-            .where(Event.id == row.event_id)
-        ).one()
         needed = {
             a.integration
             for s in steps
@@ -482,29 +465,17 @@ class Hub:
             run_id=run_id,
             token=token,
             account_id=row.account_id,
-            plan=ctx.plan,
+            plan=context.plan,
             workflow=WorkflowRef(row.workflow_id, row.workflow_name),
             trigger=row.trigger,
-            event=BookingEvent.model_validate(ctx.payload),
+            event=BookingEvent.model_validate(context.payload),
             steps=steps,
             integrations={i.name: i.settings for i in integrations},
             continue_when_blocked=row.continue_when_blocked,
         )
 
     def _steps(self, conn: Connection, run_id: str) -> list[_Step]:
-        rows = conn.execute(
-            select(  # the fields of _Step
-                RunStep.id,
-                RunStep.position,
-                RunStep.action,
-                RunStep.settings,
-                RunStep.status,
-                RunStep.attempts,
-            )
-            .where(RunStep.run_id == run_id)
-            .order_by(RunStep.position)
-        ).all()
-        return [_Step(**r._mapping) for r in rows]
+        return [_Step(**r._mapping) for r in conn.execute(sql.STEPS, {"b_run": run_id})]
 
     def _obsolete(self, conn: Connection, run: Any) -> str | None:
         """Why a planned run must not fire after all, if it must not."""
@@ -530,11 +501,7 @@ class Hub:
         return self._mark_running(conn, step)
 
     def _mark_running(self, conn: Connection, step: _Step) -> _Step:
-        conn.execute(
-            update(RunStep)
-            .where(RunStep.id == step.id)
-            .values(status="running", attempts=step.attempts + 1)
-        )
+        conn.execute(sql.START_STEP, {"b_step": step.id})
         return replace(step, status="running", attempts=step.attempts + 1)
 
     def _attempt(self, claim: _Claim, step: _Step) -> tuple[Result, datetime, int]:
@@ -615,88 +582,79 @@ class Hub:
         following = next((s for s in claim.steps if s.position > step.position), None)
         blocked = result.error_code == BLOCKED
         go_on = result.outcome is Outcome.SUCCEEDED or (blocked and claim.continue_when_blocked)
+        # The run row after this attempt: still ours, waiting for a retry, or finished.
+        run: dict[str, Any] = {
+            "b_status": "running",
+            "b_new_token": claim.token,
+            "b_finished": None,
+            "b_note": None,
+        }
+        next_at = None
         if go_on:
-            attempt_status = step_status = BLOCKED if blocked else "succeeded"
+            step_status = BLOCKED if blocked else "succeeded"
             if following is not None:
-                _, until = self._lease()
-                run_values: dict[str, Any] = {"lease_until": until, "due_at": until}
+                run["b_until"] = run["b_due"] = self._lease()[1]
             else:
-                run_values = self._ended("succeeded", now)
+                run.update(
+                    b_status="succeeded", b_due=None, b_new_token=None, b_until=None, b_finished=now
+                )
         elif retry:
-            attempt_status, step_status = "retrying", "pending"
+            step_status = "pending"
             delay = schedule[step.attempts - 1]
             if result.retry_after is not None:
                 delay = min(max(result.retry_after, 0.0), max(schedule))
-            at = now + timedelta(seconds=delay)
-            run_values = {
-                "status": "waiting",
-                "due_at": at,
-                "lease_token": None,
-                "lease_until": None,
-            }
+            next_at = now + timedelta(seconds=delay)
+            run.update(b_status="waiting", b_due=next_at, b_new_token=None, b_until=None)
         else:
-            attempt_status = step_status = BLOCKED if blocked else "failed"
-            run_values = self._ended("failed", now)
-        fenced = conn.execute(
-            update(Run)
-            .where(Run.id == claim.run_id, Run.lease_token == claim.token)
-            .values(**run_values)
-        )
+            step_status = BLOCKED if blocked else "failed"
+            run.update(
+                b_status="failed", b_due=None, b_new_token=None, b_until=None, b_finished=now
+            )
+        fenced = conn.execute(sql.MOVE_RUN, {"b_run": claim.run_id, "b_token": claim.token, **run})
         if fenced.rowcount != 1:
             raise LeaseLost(claim.run_id)
-        cap = self.settings.response_excerpt_bytes
+        excerpt = result.response_excerpt
         conn.execute(
-            insert(Attempt).values(
-                id=new_id("att"),
-                step_id=step.id,
-                number=step.attempts,
-                status=attempt_status,
-                started_at=started,
-                duration_ms=duration_ms,
-                http_status=result.http_status,
-                error_code=result.error_code,
-                error=result.error,
-                external_id=result.external_id,
-                response_excerpt=(result.response_excerpt or None)
-                and result.response_excerpt[:cap],
-            )
+            sql.ADD_ATTEMPT,
+            {
+                "id": new_id("att"),
+                "step_id": step.id,
+                "number": step.attempts,
+                "status": "retrying" if step_status == "pending" else step_status,
+                "started_at": started,
+                "duration_ms": duration_ms,
+                "http_status": result.http_status,
+                "error_code": result.error_code,
+                "error": result.error,
+                "external_id": result.external_id,
+                "response_excerpt": excerpt[: self.settings.response_excerpt_bytes]
+                if excerpt
+                else None,
+            },
         )
-        done = step_status != "pending"
-        conn.execute(
-            update(RunStep)
-            .where(RunStep.id == step.id)
-            .values(
-                status=step_status,
-                external_id=result.external_id,
-                error=result.error,
-                error_code=result.error_code,
-                next_attempt_at=None if done else run_values["due_at"],
-                finished_at=now if done else None,
-            )
-        )
-        if run_values.get("status") == "failed":
-            conn.execute(
-                update(RunStep)
-                .where(RunStep.run_id == claim.run_id, RunStep.position > step.position)
-                .values(status="skipped", finished_at=now)
-            )
-        if go_on and following is not None:
-            return self._mark_running(conn, following)
-        return None
-
-    def _ended(self, status: str, now: datetime, note: str | None = None) -> dict[str, Any]:
-        return {
-            "status": status,
-            "note": note,
-            "due_at": None,
-            "lease_token": None,
-            "lease_until": None,
-            "finished_at": now,
+        close = {
+            "b_step": step.id,
+            "b_status": step_status,
+            "b_external_id": result.external_id,
+            "b_error": result.error,
+            "b_error_code": result.error_code,
+            "b_next_at": next_at,
+            "b_finished": None if step_status == "pending" else now,
         }
+        if go_on and following is not None:
+            conn.execute(sql.CLOSE_STEP_START_NEXT, {**close, "b_next": following.id})
+            return replace(following, status="running", attempts=following.attempts + 1)
+        conn.execute(sql.CLOSE_STEP, close)
+        if run["b_status"] == "failed":
+            conn.execute(
+                sql.SKIP_REST, {"b_run": claim.run_id, "b_position": step.position, "b_now": now}
+            )
+        return None
 
     def _finish(self, conn: Connection, run_id: str, status: str, note: str | None = None) -> None:
         conn.execute(
-            update(Run).where(Run.id == run_id).values(**self._ended(status, self.clock(), note))
+            sql.END_RUN,
+            {"b_run": run_id, "b_status": status, "b_note": note, "b_now": self.clock()},
         )
 
     def get_run(self, account_id: str, run_id: str) -> Run:

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 
 from .bookings import Applied
 from .models import BookingEvent
 from .plans import PlanConfig
 from .plugins import Registry
-from .storage import Workflow, WorkflowStep
+from .storage import Account, Workflow, WorkflowStep
 
 PLANNING_EVENTS = ("booking.created", "booking.rescheduled")
 
@@ -30,33 +31,53 @@ class Candidate:
     event_types: list[str]
     continue_when_blocked: bool
     created_at: datetime
-    actions: list[str]
+    steps: list[tuple[str, dict[str, Any]]]  # (action, stored settings), in order
+
+    @property
+    def actions(self) -> list[str]:
+        return [action for action, _ in self.steps]
 
 
-def candidates(conn: Connection, account_id: str) -> list[Candidate]:
-    rows = conn.execute(
-        select(
-            Workflow.id,
-            Workflow.name,
-            Workflow.trigger,
-            Workflow.offset_minutes,
-            Workflow.enabled,
-            Workflow.event_types,
-            Workflow.continue_when_blocked,
-            Workflow.created_at,
-        )
-        .where(Workflow.account_id == account_id)
-        .order_by(Workflow.created_at, Workflow.id)
-    ).all()
-    actions: dict[str, list[str]] = {}
-    if rows:
-        for step in conn.execute(
-            select(WorkflowStep.workflow_id, WorkflowStep.action)
-            .where(WorkflowStep.workflow_id.in_([r.id for r in rows]))
-            .order_by(WorkflowStep.position)
-        ):
-            actions.setdefault(step.workflow_id, []).append(step.action)
-    return [Candidate(**r._mapping, actions=actions.get(r.id, [])) for r in rows]
+_WORKFLOWS = (
+    select(
+        Account.plan,
+        Workflow.id,
+        Workflow.name,
+        Workflow.trigger,
+        Workflow.offset_minutes,
+        Workflow.enabled,
+        Workflow.event_types,
+        Workflow.continue_when_blocked,
+        Workflow.created_at,
+    )
+    .select_from(Account)
+    .outerjoin(Workflow, Workflow.account_id == Account.id)
+    .where(Account.id == bindparam("b_account"))
+    .order_by(Workflow.created_at, Workflow.id)
+)
+_STEPS = (
+    select(WorkflowStep.workflow_id, WorkflowStep.action, WorkflowStep.settings)
+    .join(Workflow, Workflow.id == WorkflowStep.workflow_id)
+    .where(Workflow.account_id == bindparam("b_account"))
+    .order_by(WorkflowStep.workflow_id, WorkflowStep.position)
+)
+
+
+def candidates(conn: Connection, account_id: str) -> tuple[str, list[Candidate]]:
+    """The account's plan, and every workflow of the account with its steps."""
+    rows = conn.execute(_WORKFLOWS, {"b_account": account_id}).all()
+    if not rows:
+        raise LookupError(f"no account {account_id!r}")
+    steps: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    if rows[0].id is not None:
+        for step in conn.execute(_STEPS, {"b_account": account_id}):
+            steps.setdefault(step.workflow_id, []).append((step.action, step.settings))
+    found = [
+        Candidate(**{k: v for k, v in r._mapping.items() if k != "plan"}, steps=steps.get(r.id, []))
+        for r in rows
+        if r.id is not None
+    ]
+    return rows[0].plan, found
 
 
 def _event_type_matches(wf: Candidate, event: BookingEvent) -> bool:

@@ -243,12 +243,17 @@ class Attempt(Base):
     response_excerpt: Mapped[str | None] = mapped_column(Text)
 
 
+_IGNORING: dict[tuple[str, str], Any] = {}
+
+
 def insert_ignoring(conn: Connection, model: type[Base], values: dict[str, Any]) -> bool:
     """INSERT … ON CONFLICT DO NOTHING (PostgreSQL or SQLite); whether a row was inserted."""
-    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    statement = insert(model).values(**values).on_conflict_do_nothing()
-    keys = [getattr(model, c.name) for c in model.__table__.primary_key]
-    return conn.execute(statement.returning(*keys)).first() is not None
+    key = (conn.dialect.name, model.__tablename__)
+    if key not in _IGNORING:
+        insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+        keys = [getattr(model, c.name) for c in model.__table__.primary_key]
+        _IGNORING[key] = insert(model).on_conflict_do_nothing().returning(*keys)
+    return conn.execute(_IGNORING[key], values).first() is not None
 
 
 def make_engine(url: str) -> Engine:
@@ -256,7 +261,9 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         _serialize_sqlite_writers(engine)
         return engine
-    return create_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)
+    # No pre-ping: it costs a round trip per transaction; a dropped connection fails its
+    # transaction, which the caller retries (Dramatiq, the scheduler loop, the client).
+    return create_engine(url, pool_size=20, max_overflow=20, pool_recycle=1800)
 
 
 def _serialize_sqlite_writers(engine: Engine) -> None:

@@ -13,7 +13,7 @@ from litestar import Litestar, Request, Response, delete, get, post, put
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
 from litestar.handlers import HTTPRouteHandler
-from litestar.openapi import OpenAPIConfig
+from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.params import FromPath, JSONBody, Parameter
 from litestar.status_codes import HTTP_202_ACCEPTED
@@ -42,6 +42,19 @@ from .schemas import (
     TestRequest,
     WorkflowCreated,
 )
+
+ERROR_RESPONSES = {
+    code: ResponseSpec(data_container=ErrorOut, description=text)
+    for code, text in (
+        (400, "Bad request"),
+        (401, "Missing or invalid API key"),
+        (403, "Not allowed by the plan"),
+        (404, "Not found (or another account's)"),
+        (409, "Conflict with the current state"),
+        (413, "Body too large"),
+        (422, "Invalid input, the fields at fault named"),
+    )
+}
 
 
 def _error(
@@ -84,6 +97,25 @@ async def _offload(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run blocking database work in a worker thread. (Litestar's sync_to_thread handlers
     break a GET that shares its path with a DELETE, so handlers are async and offload.)"""
     return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
+
+
+async def _refuse_nul(request: Request[Any, Any, Any]) -> None:
+    """NUL characters cannot be stored (PostgreSQL text and JSONB refuse them): refuse them at
+    the door, naming where, instead of failing deep inside."""
+    where = None
+    if b"%00" in request.scope.get("query_string", b"") or "\x00" in request.url.path:
+        where = "query" if b"%00" in request.scope.get("query_string", b"") else "path"
+    elif request.method in ("POST", "PUT", "PATCH"):
+        body = await request.body()
+        form = request.headers.get("content-type", "").startswith("application/x-www-form")
+        if b"\x00" in body or b"\\u0000" in body or (form and b"%00" in body):
+            where = "body"
+    if where is not None:
+        raise InputError(
+            "NUL characters are not allowed",
+            [FieldError(where, "contains a NUL character")],
+            status=400,
+        )
 
 
 def _operation_id(
@@ -297,34 +329,40 @@ def create_app(
         await _offload(ping)
         return {"status": "ok"}
 
+    from ..dashboard import DashboardPlugin  # dashboard (imports this module: import it here)
+
+    api_handlers = [
+        post_event,
+        create_workflow,
+        list_workflows,
+        get_workflow,
+        update_workflow,
+        delete_workflow,
+        enable_workflow,
+        disable_workflow,
+        get_run,
+        test_workflow,
+        list_keys,
+        create_key,
+        revoke_key,
+        list_templates,
+        from_template,
+        list_runs,
+        replay_run,
+        inspect_event,
+        get_plan,
+        list_integrations,
+        get_integration,
+        put_integration,
+        delete_integration,
+        list_plugins,
+        healthz,
+    ]
+    for handler in api_handlers:  # document the one error shape every route answers with
+        handler.responses = {**ERROR_RESPONSES, **(handler.responses or {})}
+
     return Litestar(
-        route_handlers=[
-            post_event,
-            create_workflow,
-            list_workflows,
-            get_workflow,
-            update_workflow,
-            delete_workflow,
-            enable_workflow,
-            disable_workflow,
-            get_run,
-            test_workflow,
-            list_keys,
-            create_key,
-            revoke_key,
-            list_templates,
-            from_template,
-            list_runs,
-            replay_run,
-            inspect_event,
-            get_plan,
-            list_integrations,
-            get_integration,
-            put_integration,
-            delete_integration,
-            list_plugins,
-            healthz,
-        ],
+        route_handlers=api_handlers,
         dependencies={"account_id": Provide(provide_account)},
         exception_handlers={
             InputError: _on_input_error,
@@ -342,6 +380,9 @@ def create_app(
             ),
             security=[{"bearer": []}],
         ),
+        before_request=_refuse_nul,
         on_startup=list(on_startup),
         on_shutdown=list(on_shutdown),
+        # dashboard: the server-rendered pages under / (routes, session, CSRF, templates, static)
+        plugins=[DashboardPlugin(hub)],
     )

@@ -1,0 +1,160 @@
+"""The engine's hot-path SQL, built once. Building a statement costs more than running it
+(bench/README.md); these are executed with parameter dicts."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Integer,
+    String,
+    Text,
+    and_,
+    bindparam,
+    case,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+
+from .storage import Account, Attempt, Event, Run, RunStep, UTCDateTime
+
+_now = bindparam("b_now", type_=UTCDateTime())
+
+# Take a run: queued, a reminder that is due, or running on a lease that expired.
+_CLAIM = (
+    update(Run)
+    .where(
+        Run.id == bindparam("b_run"),
+        or_(
+            Run.status == "queued",
+            and_(Run.status == "scheduled", Run.due_at <= _now),
+            and_(Run.status == "running", Run.lease_until <= _now),
+        ),
+    )
+    .values(
+        status="running",
+        lease_token=bindparam("b_token"),
+        lease_until=bindparam("b_until"),
+        due_at=bindparam("b_until"),
+    )
+)
+_CLAIMED = (
+    Run.account_id,
+    Run.workflow_id,
+    Run.workflow_name,
+    Run.trigger,
+    Run.event_id,
+    Run.booking_uid,
+    Run.continue_when_blocked,
+)
+# PostgreSQL returns the event and the plan from the same statement; SQLite's RETURNING can
+# only name the updated table, so there they take a second query.
+CLAIM = {
+    "postgresql": _CLAIM.where(Event.id == Run.event_id, Account.id == Run.account_id).returning(
+        *_CLAIMED, Event.payload, Account.plan
+    ),
+    "sqlite": _CLAIM.returning(*_CLAIMED),
+}
+CONTEXT = (
+    select(Event.payload, Account.plan)
+    .join(Account, Account.id == Event.account_id)
+    .where(Event.id == bindparam("b_event"))
+)
+
+STEPS = (
+    select(
+        RunStep.id,
+        RunStep.position,
+        RunStep.action,
+        RunStep.settings,
+        RunStep.status,
+        RunStep.attempts,
+    )
+    .where(RunStep.run_id == bindparam("b_run"))
+    .order_by(RunStep.position)
+)
+
+# Every write that moves a run on goes through the lease holder's token: zero rows means the
+# lease was lost. A note, when none is given, keeps the one the run has.
+MOVE_RUN = (
+    update(Run)
+    .where(Run.id == bindparam("b_run"), Run.lease_token == bindparam("b_token"))
+    .values(
+        status=bindparam("b_status"),
+        due_at=bindparam("b_due"),
+        lease_token=bindparam("b_new_token"),
+        lease_until=bindparam("b_until"),
+        finished_at=bindparam("b_finished"),
+        note=func.coalesce(bindparam("b_note", type_=Text()), Run.note),
+    )
+)
+
+END_RUN = (
+    update(Run)
+    .where(Run.id == bindparam("b_run"))
+    .values(
+        status=bindparam("b_status"),
+        due_at=None,
+        lease_token=None,
+        lease_until=None,
+        finished_at=_now,
+        note=func.coalesce(bindparam("b_note", type_=Text()), Run.note),
+    )
+)
+
+ADD_ATTEMPT = insert(Attempt)
+
+START_STEP = (
+    update(RunStep)
+    .where(RunStep.id == bindparam("b_step"))
+    .values(status="running", attempts=RunStep.attempts + 1)
+)
+
+_CLOSE = {
+    "status": bindparam("b_status", type_=String()),
+    "external_id": bindparam("b_external_id", type_=String()),
+    "error": bindparam("b_error", type_=Text()),
+    "error_code": bindparam("b_error_code", type_=String()),
+    "next_attempt_at": bindparam("b_next_at", type_=UTCDateTime()),
+    "finished_at": bindparam("b_finished", type_=UTCDateTime()),
+}
+
+CLOSE_STEP = update(RunStep).where(RunStep.id == bindparam("b_step")).values(_CLOSE)
+
+# Close a step and start the next one in one statement (its attempt counted).
+_this = RunStep.id == bindparam("b_step")
+CLOSE_STEP_START_NEXT = (
+    update(RunStep)
+    .where(RunStep.id.in_((bindparam("b_step"), bindparam("b_next"))))
+    .values(
+        {
+            **{k: case((_this, v), else_=getattr(RunStep, k)) for k, v in _CLOSE.items()},
+            "status": case((_this, _CLOSE["status"]), else_="running"),
+            "attempts": case((_this, RunStep.attempts), else_=RunStep.attempts + 1),
+        }
+    )
+)
+
+SKIP_REST = (
+    update(RunStep)
+    .where(
+        RunStep.run_id == bindparam("b_run"),
+        RunStep.position > bindparam("b_position", type_=Integer()),
+    )
+    .values(status="skipped", finished_at=_now)
+)
+
+ADD_EVENT = insert(Event)
+ADD_RUN = insert(Run)
+ADD_STEP = insert(RunStep)
+
+EVENT_ANSWER = select(Event.payload_hash, Event.answer).where(
+    Event.account_id == bindparam("b_account"), Event.event_id == bindparam("b_event")
+)
+
+EVENT_OUTCOME = (
+    update(Event)
+    .where(Event.id == bindparam("b_id"))
+    .values(answer=bindparam("b_answer"), decisions=bindparam("b_decisions"))
+)
