@@ -3,25 +3,33 @@
 Operator settings (environment, prefix ``LINKTIME_WEBHOOK_``) are read on every delivery:
 ``ALLOWED_NETWORKS`` (comma-separated CIDRs exempt from the SSRF guard) and ``TIMEOUT`` (seconds
 for one whole delivery).
+
+``call_webhook`` is a plain function: the engine runs it in the Dramatiq worker thread, and each
+worker thread has its own pooled ``httpx.Client`` (no event loop, no hand-off between threads).
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
+import hashlib
+import hmac
 import ipaddress
 import json
 import os
 import re
 import secrets
 import socket
+import ssl
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
+from http.cookiejar import Cookie, CookieJar
 from typing import Annotated, Any
 
+import httpcore
 import httpx
 from linktime.actions import ActionContext, ActionType, Result
 from linktime.hookspecs import hookimpl
@@ -155,15 +163,23 @@ class WebhookOperatorSettings(BaseSettings):
         return value
 
 
+_ENV_ALLOWED_NETWORKS = ENV_PREFIX + "ALLOWED_NETWORKS"
+_ENV_TIMEOUT = ENV_PREFIX + "TIMEOUT"
+
+
 def operator_settings() -> WebhookOperatorSettings:
-    """The current operator settings; re-read only when the environment changed."""
-    env = tuple(sorted((k, v) for k, v in os.environ.items() if k.upper().startswith(ENV_PREFIX)))
-    return _operator_settings_for(env)
+    """The current operator settings; re-parsed only when one of the two variables changed."""
+    # Two lookups per delivery, not a scan of the whole environment.
+    environ = os.environ
+    return _operator_settings_for(environ.get(_ENV_ALLOWED_NETWORKS), environ.get(_ENV_TIMEOUT))
 
 
 @lru_cache(maxsize=16)
-def _operator_settings_for(env: tuple[tuple[str, str], ...]) -> WebhookOperatorSettings:
-    # ``env`` is only the cache key: the constructor reads that same environment itself.
+def _operator_settings_for(
+    allowed_networks: str | None, timeout: str | None
+) -> WebhookOperatorSettings:
+    # The values are only the cache key: the constructor reads that same environment itself.
+    # Invalid settings raise, and exceptions are not cached: they are re-checked every time.
     return WebhookOperatorSettings()
 
 
@@ -174,31 +190,45 @@ def _utc_z(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+# Same output as json.dumps(body, separators=(",", ":"), ensure_ascii=False), built once.
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def build_payload(ctx: ActionContext) -> bytes:
     """The exact bytes that are signed and sent."""
     event = ctx.event
+    # One dump of the whole event; the booking moves out of it (the other keys keep their order).
+    dumped = event.model_dump(mode="json")
+    booking = dumped.pop("booking")
     body = {
         "type": ctx.trigger,
         "timestamp": _utc_z(event.occurred_at),
         "version": PAYLOAD_VERSION,
         "data": {
-            "event": event.model_dump(mode="json", exclude={"booking"}),
-            "booking": event.booking.model_dump(mode="json"),
+            "event": dumped,
+            "booking": booking,
             "workflow": {"id": ctx.workflow.id, "name": ctx.workflow.name},
         },
     }
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return _JSON.encode(body).encode("utf-8")
+
+
+def _signing_key(secret: str) -> bytes:
+    # Decoded exactly as standardwebhooks' Webhook() does, so its verify() accepts what we sign.
+    return base64.b64decode(secret.removeprefix(SECRET_PREFIX) + "==")
 
 
 def signed_headers(secret: SecretStr, msg_id: str, payload: bytes) -> dict[str, str]:
     """Standard Webhooks headers for ``payload``, timestamped now."""
     # Whole seconds: the signature covers the timestamp exactly as the header carries it.
-    now = datetime.fromtimestamp(int(datetime.now(UTC).timestamp()), UTC)
-    signature = Webhook(secret.get_secret_value()).sign(msg_id, now, payload.decode("utf-8"))
+    timestamp = str(int(time.time()))
+    # v1: base64 HMAC-SHA256 of "<id>.<timestamp>.<body>", on the body bytes as sent.
+    signed = b"%s.%s.%s" % (msg_id.encode("utf-8"), timestamp.encode("ascii"), payload)
+    digest = hmac.new(_signing_key(secret.get_secret_value()), signed, hashlib.sha256).digest()
     return {
         "webhook-id": msg_id,
-        "webhook-timestamp": str(int(now.timestamp())),
-        "webhook-signature": signature,
+        "webhook-timestamp": timestamp,
+        "webhook-signature": "v1," + base64.b64encode(digest).decode("ascii"),
     }
 
 
@@ -274,11 +304,20 @@ def check_address(host: str, ip: AddressT, networks: tuple[NetworkT, ...]) -> No
     raise Refused(f"refused: {subject} {reason} (allow it with {ENV_PREFIX}ALLOWED_NETWORKS)")
 
 
-async def resolve_vetted(host: str, port: int, networks: tuple[NetworkT, ...]) -> AddressT:
+def resolve_vetted(host: str, port: int, networks: tuple[NetworkT, ...]) -> AddressT:
     """Resolve ``host`` and vet every address: one bad answer refuses the whole target, since
-    connecting to the 'good' one would still let a rebinding resolver pick which we use."""
-    loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+    connecting to the 'good' one would still let a rebinding resolver pick which we use.
+
+    An IP literal is taken as it is, without asking the resolver."""
+    try:
+        literal = ipaddress.ip_address(host)
+    except ValueError:
+        literal = None
+    # A scoped IPv6 literal (fe80::1%eth0) goes through getaddrinfo, which drops the scope.
+    if literal is not None and getattr(literal, "scope_id", None) is None:
+        check_address(host, literal, networks)
+        return literal
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
     addresses: list[AddressT] = []
     for info in infos:
         ip = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
@@ -293,57 +332,186 @@ async def resolve_vetted(host: str, port: int, networks: tuple[NetworkT, ...]) -
 
 # --- HTTP client -------------------------------------------------------------------------------
 
+# Per connection pool, so per worker thread and TLS server name. A thread sends one request at a
+# time, so this bounds the idle keep-alive connections it keeps (one per receiver it talks to).
+_LIMITS = httpx.Limits(max_connections=20, max_keepalive_connections=20, keepalive_expiry=5.0)
 
-class _PoolPerServerName(httpx.AsyncBaseTransport):
+
+class _Deadline(threading.local):
+    """When this thread's delivery in progress must be over (``time.monotonic()``), if any."""
+
+    at: float | None = None
+
+
+_deadline = _Deadline()
+
+
+def _within_deadline(timeout: float | None, expired: type[Exception]) -> float | None:
+    """``timeout`` for one socket wait, cut to what is left of this thread's delivery."""
+    at = _deadline.at
+    if at is None:
+        return timeout
+    left = at - time.monotonic()
+    if left <= 0:
+        raise expired("the delivery's time is up")
+    return left if timeout is None or left < timeout else timeout
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A connection whose every read, write and TLS handshake ends by the delivery deadline.
+
+    Writes wait for the next read, so a request's head and body leave in one send (httpcore
+    writes them separately: one system call and one TCP segment saved per request)."""
+
+    def __init__(self, stream: httpcore.NetworkStream) -> None:
+        self._stream = stream
+        self._unsent: list[bytes] = []
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        if self._unsent:
+            # The request is complete once httpcore turns to the response; send it now.
+            data = b"".join(self._unsent)
+            self._unsent.clear()
+            self._stream.write(data, _within_deadline(timeout, httpcore.WriteTimeout))
+        return self._stream.read(max_bytes, _within_deadline(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        if buffer:
+            self._unsent.append(buffer)
+
+    def close(self) -> None:
+        self._unsent.clear()
+        self._stream.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        budget = _within_deadline(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(self._stream.start_tls(ssl_context, server_hostname, budget))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    """httpcore's blocking sockets, each wait bounded by the thread's delivery deadline.
+
+    httpx's timeouts apply per socket operation; this turns them into one deadline for the
+    whole request, so a receiver that drips its answer a byte at a time is still cut off."""
+
+    def __init__(self) -> None:
+        self._backend = httpcore.SyncBackend()
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.NetworkStream:
+        budget = _within_deadline(timeout, httpcore.ConnectTimeout)
+        stream = self._backend.connect_tcp(host, port, budget, local_address, socket_options)
+        return _DeadlineStream(stream)
+
+    def sleep(self, seconds: float) -> None:
+        self._backend.sleep(seconds)
+
+
+_BACKEND = _DeadlineBackend()
+
+
+def _pool(ssl_context: ssl.SSLContext) -> httpx.HTTPTransport:
+    """httpx's transport over an httpcore pool that uses the deadline backend."""
+    transport = httpx.HTTPTransport(verify=ssl_context, limits=_LIMITS, trust_env=False)
+    # httpx has no parameter for httpcore's network backend: swap in a pool like its own (same
+    # TLS context and limits, HTTP/1.1) that has ours. Fail loudly if httpx changes underneath.
+    if not isinstance(getattr(transport, "_pool", None), httpcore.ConnectionPool):
+        raise RuntimeError("unsupported httpx version: HTTPTransport._pool is not a pool")
+    transport._pool = httpcore.ConnectionPool(
+        ssl_context=ssl_context,
+        max_connections=_LIMITS.max_connections,
+        max_keepalive_connections=_LIMITS.max_keepalive_connections,
+        keepalive_expiry=_LIMITS.keepalive_expiry,
+        network_backend=_BACKEND,
+    )
+    return transport
+
+
+class _PoolPerServerName(httpx.BaseTransport):
     """One connection pool per TLS server name.
 
     Requests go to the pinned IP, so httpcore keys its pool by IP alone; without this, two HTTPS
     receivers behind one IP (a CDN) would reuse each other's TLS connections and server names.
     An idle pool holds no sockets once keep-alive expires, so one per receiver name is cheap.
+    Each instance belongs to one thread's client, so it needs no lock.
     """
 
-    def __init__(self, limits: httpx.Limits) -> None:
-        self._limits = limits
-        self._ssl_context = httpx.create_ssl_context()
-        self._pools: dict[str | None, httpx.AsyncHTTPTransport] = {}
+    def __init__(self, ssl_context: ssl.SSLContext) -> None:
+        self._ssl_context = ssl_context
+        self._pools: dict[str | None, httpx.HTTPTransport] = {}
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
         server_name = request.extensions.get("sni_hostname")
         pool = self._pools.get(server_name)
         if pool is None:
-            pool = httpx.AsyncHTTPTransport(
-                verify=self._ssl_context, limits=self._limits, trust_env=False
-            )
-            self._pools[server_name] = pool
-        return await pool.handle_async_request(request)
+            pool = self._pools[server_name] = _pool(self._ssl_context)
+        return pool.handle_request(request)
 
-    async def aclose(self) -> None:
+    def close(self) -> None:
         for pool in self._pools.values():
-            await pool.aclose()
+            pool.close()
 
 
-_clients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
-_clients_lock = threading.Lock()
+class _NoCookies(CookieJar):
+    """Keeps no cookies: a receiver's Set-Cookie never travels to the next delivery (which may
+    be another account's receiver behind the same IP), and no Cookie header is ever sent."""
+
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        pass
+
+    def set_cookie(self, cookie: Cookie) -> None:
+        pass
 
 
-def _client() -> httpx.AsyncClient:
-    """The pooled client of the running loop (connections cannot cross event loops)."""
-    loop = asyncio.get_running_loop()
-    with _clients_lock:
-        client = _clients.get(loop)
+class _ClientsPerThread:
+    """A pooled ``httpx.Client`` for each thread that delivers (a Dramatiq worker thread), so a
+    delivery never waits on another thread's pool; the TLS context (CA bundle) is shared."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._ssl_context: ssl.SSLContext | None = None
+
+    def get(self) -> httpx.Client:
+        client: httpx.Client | None = getattr(self._local, "client", None)
         if client is None:
-            # A closed loop's connections are dead; dropping its client frees them.
-            for stale in [other for other in _clients if other.is_closed()]:
-                del _clients[stale]
-            client = httpx.AsyncClient(
-                transport=_PoolPerServerName(
-                    httpx.Limits(max_connections=100, max_keepalive_connections=20)
-                ),
+            client = httpx.Client(
+                transport=_PoolPerServerName(self._shared_ssl_context()),
+                cookies=_NoCookies(),
                 follow_redirects=False,
                 trust_env=False,
             )
-            _clients[loop] = client
+            self._local.client = client
         return client
+
+    def _shared_ssl_context(self) -> ssl.SSLContext:
+        with self._lock:
+            if self._ssl_context is None:
+                # Honours SSL_CERT_FILE / SSL_CERT_DIR, read once per process.
+                self._ssl_context = httpx.create_ssl_context()
+            return self._ssl_context
+
+
+_clients = _ClientsPerThread()
+
+
+def _client() -> httpx.Client:
+    """The pooled client of the calling thread (created on its first delivery)."""
+    return _clients.get()
 
 
 # --- the action ----------------------------------------------------------------------------------
@@ -365,9 +533,9 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
-async def _read_excerpt(response: httpx.Response) -> str:
+def _read_excerpt(response: httpx.Response) -> str:
     received = bytearray()
-    async for chunk in response.aiter_bytes():
+    for chunk in response.iter_bytes():
         received += chunk
         if len(received) >= MAX_READ_BYTES:
             break
@@ -402,21 +570,22 @@ def _result_for(response: httpx.Response, excerpt: str) -> Result:
 
 def _request_headers(
     settings: WebhookStepSettings, url: httpx.URL, msg_id: str, payload: bytes
-) -> httpx.Headers:
-    headers = httpx.Headers({"User-Agent": USER_AGENT})
-    headers.update(settings.headers)  # case-insensitive, so a custom User-Agent replaces ours
-    headers.update(
-        {
-            "Host": url.netloc.decode("ascii"),
-            "Content-Type": "application/json",
-            **signed_headers(settings.secret, msg_id, payload),
-        }
+) -> dict[str, str]:
+    # Header names are case-insensitive: an extra User-Agent (any case) replaces ours. The
+    # validator refuses the names set below and duplicates, so a plain dict is enough.
+    extra = settings.headers
+    headers = (
+        {} if any(name.lower() == "user-agent" for name in extra) else {"User-Agent": USER_AGENT}
     )
+    headers.update(extra)
+    headers["Host"] = url.netloc.decode("ascii")
+    headers["Content-Type"] = "application/json"
+    headers.update(signed_headers(settings.secret, msg_id, payload))
     return headers
 
 
-async def call_webhook(ctx: ActionContext) -> Result:
-    """Deliver one attempt of a ``webhook.call`` step."""
+def call_webhook(ctx: ActionContext) -> Result:
+    """Deliver one attempt of a ``webhook.call`` step (blocking, in the calling thread)."""
     settings: WebhookStepSettings = ctx.settings
     try:
         operator = operator_settings()
@@ -429,30 +598,40 @@ async def call_webhook(ctx: ActionContext) -> Result:
     host = url.raw_host.decode("ascii")
     port = url.port or (443 if url.scheme == "https" else 80)
     payload = build_payload(ctx)
+    timeout = operator.timeout
+    # One deadline for the whole delivery: resolving, connecting, sending and reading.
+    deadline = time.monotonic() + timeout
     try:
-        # One deadline for the whole delivery: DNS, connect, send and a slowly dripping response.
-        async with asyncio.timeout(operator.timeout):
-            ip = await resolve_vetted(host, port, operator.allowed_networks)
-            # Connect to the vetted IP itself, so a second DNS answer cannot differ.
-            client = _client()
-            request = client.build_request(
-                "POST",
-                url.copy_with(host=str(ip)),
-                content=payload,
-                headers=_request_headers(settings, url, ctx.idempotency_key, payload),
-                extensions={"sni_hostname": host} if url.scheme == "https" else {},
-                timeout=operator.timeout,
-            )
-            response = await client.send(request, stream=True)
+        ip = resolve_vetted(host, port, operator.allowed_networks)
+        if time.monotonic() >= deadline:
+            # getaddrinfo cannot be interrupted; a resolver that took the whole budget still
+            # ends the delivery here, before connecting.
+            raise TimeoutError
+        # Connect to the vetted IP itself, so a second DNS answer cannot differ.
+        client = _client()
+        request = client.build_request(
+            "POST",
+            url.copy_with(host=str(ip)),
+            content=payload,
+            headers=_request_headers(settings, url, ctx.idempotency_key, payload),
+            extensions={"sni_hostname": host} if url.scheme == "https" else {},
+            timeout=timeout,
+        )
+        # Every socket wait from here on ends by the deadline (see _DeadlineBackend).
+        _deadline.at = deadline
+        try:
+            response = client.send(request, stream=True)
             try:
-                excerpt = await _read_excerpt(response)
+                excerpt = _read_excerpt(response)
             finally:
-                await response.aclose()
+                response.close()
+        finally:
+            _deadline.at = None
     except Refused as exc:
         return Result.fail(str(exc), error_code="ssrf_refused")
     except (TimeoutError, httpx.TimeoutException):
         return Result.retry(
-            f"no complete answer from {host} within {operator.timeout:g}s", error_code="timeout"
+            f"no complete answer from {host} within {timeout:g}s", error_code="timeout"
         )
     except socket.gaierror as exc:
         return Result.retry(f"could not resolve {host}: {exc}", error_code="dns_error")

@@ -137,7 +137,8 @@ def test_https_pins_the_ip_but_keeps_each_server_name(
 ) -> None:
     fake_dns["hooks.example"] = fake_dns["other.example"] = ["127.0.0.1"]
     monkeypatch.setenv("SSL_CERT_FILE", str(test_ca[0]))
-    monkeypatch.setattr(linktime_webhook, "_clients", {})  # a fresh client trusts the test CA
+    # Fresh per-thread clients, whose TLS context trusts the test CA.
+    monkeypatch.setattr(linktime_webhook, "_clients", linktime_webhook._ClientsPerThread())
 
     names = ["hooks.example", "other.example", "hooks.example"]
     for name in names:
@@ -159,7 +160,7 @@ def test_https_certificate_is_checked_against_the_host_name(
 ) -> None:
     fake_dns["wrong.example"] = ["127.0.0.1"]
     monkeypatch.setenv("SSL_CERT_FILE", str(test_ca[0]))
-    monkeypatch.setattr(linktime_webhook, "_clients", {})
+    monkeypatch.setattr(linktime_webhook, "_clients", linktime_webhook._ClientsPerThread())
 
     result = run_action("webhook.call", settings(tls_receiver.url(host="wrong.example")))
     assert (result.outcome, result.error_code) == (Outcome.RETRY, "connection_error")
@@ -453,3 +454,137 @@ def test_registered_through_the_entry_point() -> None:
     assert action.capability == "webhook"
     assert action.settings is linktime_webhook.WebhookStepSettings
     assert "webhook" in {p.name for p in registry.plugins}
+
+
+# --- sync delivery: per-thread clients, resolution, the deadline, payload bytes -------------------
+
+
+def test_one_pooled_client_per_thread() -> None:
+    import threading
+
+    mine = linktime_webhook._client()
+    assert linktime_webhook._client() is mine
+    others: list[object] = []
+    thread = threading.Thread(target=lambda: others.append(linktime_webhook._client()))
+    thread.start()
+    thread.join()
+    assert others
+    assert others[0] is not mine
+
+
+def test_ip_literal_is_not_resolved(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    def no_dns(*args: object, **kwargs: object) -> None:
+        raise AssertionError("an IP literal went to the resolver")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    loopback = (ipaddress.ip_network("127.0.0.0/8"),)
+    vetted = linktime_webhook.resolve_vetted("127.0.0.1", 80, loopback)
+    assert vetted == ipaddress.ip_address("127.0.0.1")
+    with pytest.raises(linktime_webhook.Refused, match=r"10\.0\.0\.1 is a private address"):
+        linktime_webhook.resolve_vetted("10.0.0.1", 80, loopback)
+
+
+@pytest.mark.usefixtures("allow_loopback")
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"HTTP/1.1 200 OK\r\nX-Drip: ",  # a header that never ends
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n",  # a body that never ends
+    ],
+    ids=["headers", "body"],
+)
+def test_a_dripping_receiver_is_cut_off_at_the_deadline(
+    run_action: RunAction, monkeypatch: pytest.MonkeyPatch, head: bytes
+) -> None:
+    """Each byte arrives well within a per-read timeout; the whole answer never does."""
+    import socket
+    import threading
+    import time
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def drip() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(head)
+            while not stop.is_set():
+                try:
+                    conn.sendall(b"x")
+                except OSError:
+                    return
+                time.sleep(0.05)
+
+    thread = threading.Thread(target=drip, daemon=True)
+    thread.start()
+    monkeypatch.setenv("LINKTIME_WEBHOOK_TIMEOUT", "0.5")
+    try:
+        started = time.monotonic()
+        result = run_action(
+            "webhook.call", settings(f"http://127.0.0.1:{listener.getsockname()[1]}/")
+        )
+        elapsed = time.monotonic() - started
+    finally:
+        stop.set()
+        listener.close()
+        thread.join(2)
+    assert (result.outcome, result.error_code) == (Outcome.RETRY, "timeout")
+    assert elapsed < 1.5
+
+
+def test_payload_bytes_are_the_compact_json_of_the_documented_body() -> None:
+    from linktime.actions import ActionContext, WorkflowRef
+
+    event = sample_event(note="Grüße 日本 \u2028", score=0.1, big=1e-07, nested={"é": [1.5, None]})
+    ctx = ActionContext(
+        event=event,
+        trigger="meeting.before",
+        workflow=WorkflowRef("wf_1", "Flow ✓"),
+        account_id="acc_test",
+        plan="business",
+        run_id="run_test",
+        step_id="stp_test",
+        position=0,
+        attempt=1,
+        settings=linktime_webhook.WebhookStepSettings(url="https://hooks.example.com/"),
+        credentials=None,
+    )
+    expected = {
+        "type": "meeting.before",
+        "timestamp": "2026-11-24T10:00:00Z",
+        "version": 1,
+        "data": {
+            "event": event.model_dump(mode="json", exclude={"booking"}),
+            "booking": event.booking.model_dump(mode="json"),
+            "workflow": {"id": "wf_1", "name": "Flow ✓"},
+        },
+    }
+    raw = json.dumps(expected, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    assert linktime_webhook.build_payload(ctx) == raw
+
+
+def test_signature_matches_the_reference_library(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from pydantic import SecretStr
+
+    monkeypatch.setattr(time, "time", lambda: 1_790_000_000.7)
+    payload = '{"a":"Grüße"}'.encode()
+    headers = linktime_webhook.signed_headers(SecretStr(SECRET), "msg_ü", payload)
+    moment = datetime.fromtimestamp(1_790_000_000, UTC)
+    assert headers == {
+        "webhook-id": "msg_ü",
+        "webhook-timestamp": "1790000000",
+        "webhook-signature": Webhook(SECRET).sign("msg_ü", moment, payload.decode()),
+    }
+
+
+@pytest.mark.usefixtures("allow_loopback")
+def test_cookies_are_neither_kept_nor_sent(run_action: RunAction, receiver: Receiver) -> None:
+    receiver.reply(200, headers={"Set-Cookie": "session=tenant-a; Path=/"})
+    run_action("webhook.call", settings(receiver.url()))
+    run_action("webhook.call", settings(receiver.url()))
+    assert [r.headers.get("cookie") for r in receiver.requests] == [None, None]
