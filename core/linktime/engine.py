@@ -409,19 +409,21 @@ class Hub:
     def process_run(self, run_id: str) -> None:
         """Execute a run's remaining steps in order. Safe to call twice for the same run, at the
         same time or later: only the lease holder executes, and only unfinished steps."""
-        with self.db.begin() as conn:
-            claim = self._claim(conn, run_id)
-            if claim is None:
-                return
-            step = self._start(conn, claim)
-        while step is not None:
-            result, started, duration_ms = self._attempt(claim, step)
-            try:
-                with self.db.begin() as conn:
-                    step = self._record(conn, claim, step, result, started, duration_ms)
-            except LeaseLost:
-                log.warning("run %s: lease lost; another worker owns it now", run_id)
-                return
+        # One pooled connection for the whole run, one transaction per step.
+        with self.db.connect() as conn:
+            with conn.begin():
+                claim = self._claim(conn, run_id)
+                if claim is None:
+                    return
+                step = self._start(conn, claim)
+            while step is not None:
+                result, started, duration_ms = self._attempt(claim, step)
+                try:
+                    with conn.begin():
+                        step = self._record(conn, claim, step, result, started, duration_ms)
+                except LeaseLost:
+                    log.warning("run %s: lease lost; another worker owns it now", run_id)
+                    return
 
     def _lease(self) -> tuple[datetime, datetime]:
         now = self.clock()
@@ -583,34 +585,29 @@ class Hub:
         blocked = result.error_code == BLOCKED
         go_on = result.outcome is Outcome.SUCCEEDED or (blocked and claim.continue_when_blocked)
         # The run row after this attempt: still ours, waiting for a retry, or finished.
-        run: dict[str, Any] = {
-            "b_status": "running",
-            "b_new_token": claim.token,
-            "b_finished": None,
-            "b_note": None,
-        }
+        # The run row after this attempt: still ours (the lease renewed), or let go of.
+        released = {"b_new_token": None, "b_until": None, "b_note": None}
         next_at = None
         if go_on:
             step_status = BLOCKED if blocked else "succeeded"
             if following is not None:
-                run["b_until"] = run["b_due"] = self._lease()[1]
+                run: dict[str, Any] = {"b_until": self._lease()[1]}
             else:
-                run.update(
-                    b_status="succeeded", b_due=None, b_new_token=None, b_until=None, b_finished=now
-                )
+                run = {**released, "b_status": "succeeded", "b_due": None, "b_finished": now}
         elif retry:
             step_status = "pending"
             delay = schedule[step.attempts - 1]
             if result.retry_after is not None:
                 delay = min(max(result.retry_after, 0.0), max(schedule))
             next_at = now + timedelta(seconds=delay)
-            run.update(b_status="waiting", b_due=next_at, b_new_token=None, b_until=None)
+            run = {**released, "b_status": "waiting", "b_due": next_at, "b_finished": None}
         else:
             step_status = BLOCKED if blocked else "failed"
-            run.update(
-                b_status="failed", b_due=None, b_new_token=None, b_until=None, b_finished=now
-            )
-        fenced = conn.execute(sql.MOVE_RUN, {"b_run": claim.run_id, "b_token": claim.token, **run})
+            run = {**released, "b_status": "failed", "b_due": None, "b_finished": now}
+        fenced = conn.execute(
+            sql.RENEW_LEASE if "b_status" not in run else sql.MOVE_RUN,
+            {"b_run": claim.run_id, "b_token": claim.token, **run},
+        )
         if fenced.rowcount != 1:
             raise LeaseLost(claim.run_id)
         excerpt = result.response_excerpt
@@ -645,7 +642,7 @@ class Hub:
             conn.execute(sql.CLOSE_STEP_START_NEXT, {**close, "b_next": following.id})
             return replace(following, status="running", attempts=following.attempts + 1)
         conn.execute(sql.CLOSE_STEP, close)
-        if run["b_status"] == "failed":
+        if run.get("b_status") == "failed":
             conn.execute(
                 sql.SKIP_REST, {"b_run": claim.run_id, "b_position": step.position, "b_now": now}
             )

@@ -90,6 +90,14 @@ MOVE_RUN = (
     )
 )
 
+# Between steps only the lease moves: due_at (indexed) keeps what the claim set, so a lost run
+# is re-sent once both have passed, and the index is not rewritten at every step.
+RENEW_LEASE = (
+    update(Run)
+    .where(Run.id == bindparam("b_run"), Run.lease_token == bindparam("b_token"))
+    .values(lease_until=bindparam("b_until"))
+)
+
 END_RUN = (
     update(Run)
     .where(Run.id == bindparam("b_run"))
