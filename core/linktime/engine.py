@@ -604,31 +604,22 @@ class Hub:
         else:
             step_status = BLOCKED if blocked else "failed"
             run = {**released, "b_status": "failed", "b_due": None, "b_finished": now}
-        fenced = conn.execute(
-            sql.RENEW_LEASE if "b_status" not in run else sql.MOVE_RUN,
-            {"b_run": claim.run_id, "b_token": claim.token, **run},
-        )
-        if fenced.rowcount != 1:
-            raise LeaseLost(claim.run_id)
         excerpt = result.response_excerpt
-        conn.execute(
-            sql.ADD_ATTEMPT,
-            {
-                "id": new_id("att"),
-                "step_id": step.id,
-                "number": step.attempts,
-                "status": "retrying" if step_status == "pending" else step_status,
-                "started_at": started,
-                "duration_ms": duration_ms,
-                "http_status": result.http_status,
-                "error_code": result.error_code,
-                "error": result.error,
-                "external_id": result.external_id,
-                "response_excerpt": excerpt[: self.settings.response_excerpt_bytes]
-                if excerpt
-                else None,
-            },
-        )
+        attempt = {
+            "id": new_id("att"),
+            "step_id": step.id,
+            "number": step.attempts,
+            "status": "retrying" if step_status == "pending" else step_status,
+            "started_at": started,
+            "duration_ms": duration_ms,
+            "http_status": result.http_status,
+            "error_code": result.error_code,
+            "error": result.error,
+            "external_id": result.external_id,
+            "response_excerpt": excerpt[: self.settings.response_excerpt_bytes]
+            if excerpt
+            else None,
+        }
         close = {
             "b_step": step.id,
             "b_status": step_status,
@@ -638,9 +629,24 @@ class Hub:
             "b_next_at": next_at,
             "b_finished": None if step_status == "pending" else now,
         }
-        if go_on and following is not None:
-            conn.execute(sql.CLOSE_STEP_START_NEXT, {**close, "b_next": following.id})
-            return replace(following, status="running", attempts=following.attempts + 1)
+        fence = {"b_run": claim.run_id, "b_token": claim.token, **run}
+        nxt = following if go_on else None
+        if nxt is not None and conn.dialect.name == "postgresql":
+            # The common case in one round trip; no row changes unless the lease holds.
+            changed = conn.execute(
+                sql.STEP_DONE_AND_NEXT,
+                {**fence, **{f"a_{k}": v for k, v in attempt.items()}, **close, "b_next": nxt.id},
+            )
+            if changed.rowcount != 2:
+                raise LeaseLost(claim.run_id)
+            return replace(nxt, status="running", attempts=nxt.attempts + 1)
+        fenced = conn.execute(sql.MOVE_RUN if "b_status" in run else sql.RENEW_LEASE, fence)
+        if fenced.rowcount != 1:
+            raise LeaseLost(claim.run_id)
+        conn.execute(sql.ADD_ATTEMPT, attempt)
+        if nxt is not None:
+            conn.execute(sql.CLOSE_STEP_START_NEXT, {**close, "b_next": nxt.id})
+            return replace(nxt, status="running", attempts=nxt.attempts + 1)
         conn.execute(sql.CLOSE_STEP, close)
         if run.get("b_status") == "failed":
             conn.execute(

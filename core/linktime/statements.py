@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     Integer,
     String,
@@ -10,6 +12,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
+    exists,
     func,
     insert,
     or_,
@@ -166,3 +169,38 @@ EVENT_OUTCOME = (
     .where(Event.id == bindparam("b_id"))
     .values(answer=bindparam("b_answer"), decisions=bindparam("b_decisions"))
 )
+
+_ATTEMPT_COLUMNS: dict[str, Any] = {
+    "id": String(),
+    "step_id": String(),
+    "number": Integer(),
+    "status": String(),
+    "started_at": UTCDateTime(),
+    "duration_ms": Integer(),
+    "http_status": Integer(),
+    "error_code": String(),
+    "error": Text(),
+    "external_id": String(),
+    "response_excerpt": Text(),
+}
+
+
+def _step_done_and_next() -> Any:
+    """PostgreSQL: renew the lease, log the attempt, close the step and start the next in one
+    round trip. Each part only happens when the one before it did: no lease, no rows."""
+    moved = RENEW_LEASE.returning(Run.id).cte("moved")
+    logged = (
+        insert(Attempt)
+        .from_select(
+            list(_ATTEMPT_COLUMNS),
+            select(
+                *(bindparam(f"a_{c}", type_=t) for c, t in _ATTEMPT_COLUMNS.items())
+            ).select_from(moved),
+        )
+        .returning(Attempt.step_id)
+        .cte("logged")
+    )
+    return CLOSE_STEP_START_NEXT.where(exists(select(logged.c.step_id))).add_cte(moved, logged)
+
+
+STEP_DONE_AND_NEXT = _step_done_and_next()
