@@ -20,18 +20,20 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from litestar import Request, Response, Router, get, post
 from litestar.config.app import AppConfig
 from litestar.datastructures import FormMultiDict
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException
+from litestar.params import FromPath, FromQuery
 from litestar.plugins import InitPlugin
+from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Redirect, Template
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
-from litestar.contrib.jinja import JinjaTemplateEngine
 from pydantic import BaseModel, SecretStr, ValidationError
 
-from .. import integrations, workflows
-from ..actions import ActionType, TriggerType
+from .. import integrations, plans, runs, testruns, workflows
+from ..actions import TriggerType
 from ..api import _offload
+from ..api.schemas import RunOut
 from ..engine import Hub
 from ..errors import FieldError, InputError, NotFound, pydantic_fields
 from ..models import sample_event
@@ -74,7 +76,7 @@ def _dt(value: Any) -> str:
         try:
             value = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
-            return value
+            return str(value)
     if isinstance(value, datetime):
         return value.strftime("%Y-%m-%d %H:%M:%S %Z").strip()
     return str(value)
@@ -145,9 +147,13 @@ def _see_other(url: str) -> Redirect:
 
 def _safe_next(value: Any, default: str = "/workflows") -> str:
     """Only this site's own paths (no //host, no scheme)."""
-    if isinstance(value, str) and value.startswith("/") and not value.startswith("//"):
-        if "\\" not in value and "\n" not in value and "\r" not in value:
-            return value
+    if (
+        isinstance(value, str)
+        and value.startswith("/")
+        and not value.startswith("//")
+        and not any(c in value for c in "\\\r\n")
+    ):
+        return value
     return default
 
 
@@ -173,6 +179,8 @@ def _place_errors(
     placed: dict[str, list[str]] = {}
     general: list[FieldError] = []
     for error in errors:
+        # pydantic's "Value error, " says nothing to a person reading the form
+        error = FieldError(error.field, error.message.removeprefix("Value error, "))
         parts = error.field.split(".")
         for cut in range(len(parts), 0, -1):
             key = ".".join(parts[:cut])
@@ -187,7 +195,7 @@ def _place_errors(
 # -- dependencies and error pages ----------------------------------------------------------------
 
 
-async def _provide_me(request: AnyRequest, hub: Hub) -> Me:
+async def _provide_me(request: AnyRequest, hub: NamedDependency[Hub]) -> Me:
     key_id = request.session.get("key_id")
     if not isinstance(key_id, str):
         raise SignInRequired
@@ -235,12 +243,12 @@ async def home() -> Redirect:
 
 
 @get("/login")
-async def login_page(request: AnyRequest, next: str | None = None) -> Template:
+async def login_page(request: AnyRequest, next: FromQuery[str | None] = None) -> Template:
     return page(request, "login.html", next=_safe_next(next), error=None)
 
 
 @post("/login")
-async def login(request: AnyRequest, hub: Hub) -> Template | Redirect:
+async def login(request: AnyRequest, hub: NamedDependency[Hub]) -> Template | Redirect:
     form = await request.form()
     key = str(form.get("api_key", "")).strip()
     found = await _offload(key_id_for, hub, key) if key else None
@@ -267,25 +275,17 @@ async def logout(request: AnyRequest) -> Redirect:
 # -- workflows list --------------------------------------------------------------------------------
 
 
-async def _usage(hub: Hub, me: Me, items: list[WorkflowOut]) -> dict[str, Any]:
-    limits = services.optional("plans", "limits")
-    active = sum(1 for w in items if w.enabled)
-    if limits is None:
-        return {"plan": me.plan, "active": active, "limit": None, "known": False, "allowed": None}
-    usage = await _offload(limits, hub, me.account_id)
-    return {
-        "plan": usage.plan,
-        "active": usage.active,
-        "limit": usage.limit,
-        "known": True,
-        "allowed": list(usage.allowed_actions),
-    }
+async def _usage(hub: Hub, me: Me) -> plans.PlanUsage:
+    return await _offload(plans.limits, hub, me.account_id)
 
 
 @get("/workflows")
-async def workflows_page(request: AnyRequest, hub: Hub, me: Me) -> Template:
+async def workflows_page(
+    request: AnyRequest, hub: NamedDependency[Hub], me: NamedDependency[Me]
+) -> Template:
     items = await _offload(workflows.list_all, hub, me.account_id)
-    usage = await _usage(hub, me, items)
+    usage = await _usage(hub, me)
+    offered = await _offload(workflows.list_templates, hub, me.account_id)
     rows = [
         {
             "id": w.id,
@@ -302,9 +302,9 @@ async def workflows_page(request: AnyRequest, hub: Hub, me: Me) -> Template:
             "title": t.title,
             "description": t.description,
             "trigger": _trigger_text(hub, t.trigger, t.offset_minutes),
-            "actions": [_action_title(hub, s.action) for s in t.steps],
+            "actions": [_action_title(hub, a) for a in t.actions],
         }
-        for t in hub.registry.templates.values()
+        for t in offered
     ]
     return page(
         request,
@@ -318,7 +318,12 @@ async def workflows_page(request: AnyRequest, hub: Hub, me: Me) -> Template:
 
 
 @post("/workflows/{workflow_id:str}/toggle")
-async def toggle(request: AnyRequest, hub: Hub, me: Me, workflow_id: str) -> Redirect:
+async def toggle(
+    request: AnyRequest,
+    hub: NamedDependency[Hub],
+    me: NamedDependency[Me],
+    workflow_id: FromPath[str],
+) -> Redirect:
     form = await request.form()
     enabled = str(form.get("enabled")) == "true"
     try:
@@ -331,54 +336,38 @@ async def toggle(request: AnyRequest, hub: Hub, me: Me, workflow_id: str) -> Red
 
 
 @post("/workflows/{workflow_id:str}/delete")
-async def delete_workflow(request: AnyRequest, hub: Hub, me: Me, workflow_id: str) -> Redirect:
+async def delete_workflow(
+    request: AnyRequest,
+    hub: NamedDependency[Hub],
+    me: NamedDependency[Me],
+    workflow_id: FromPath[str],
+) -> Redirect:
     wf = await _offload(workflows.get, hub, me.account_id, workflow_id)
     await _offload(workflows.delete, hub, me.account_id, workflow_id)
     _flash(request, f"Deleted “{wf.name}”.")
     return _see_other("/workflows")
 
 
-def _from_template(hub: Hub, account_id: str, name: str) -> tuple[WorkflowOut, list[dict[str, str]]]:
-    """Create a workflow from a template: the template service when installed, else the
-    template's own fields through workflows.create. Returns it and any generated secrets."""
-    template = hub.registry.templates.get(name)
-    if template is None:
-        raise NotFound(f"no template {name!r}")
-    for module, fn_name in (("templates_service", "create_from_template"), ("workflows", "create_from_template")):
-        create = services.optional(module, fn_name)
-        if create is not None:
-            created = create(hub, account_id, name)
-            if isinstance(created, tuple):
-                created = created[0]
-            return created, []
-    spec = WorkflowIn(
-        name=template.title,
-        trigger=template.trigger,
-        offset_minutes=template.offset_minutes,
-        steps=[workflows.StepIn(action=s.action, settings=dict(s.settings)) for s in template.steps],
-    )
-    created, revealed = workflows.create(hub, account_id, spec)
-    return created, _generated(hub, spec, revealed)
-
-
-def _generated(hub: Hub, spec: WorkflowIn, revealed: list[dict[str, Any]]) -> list[dict[str, str]]:
-    out = []
-    for i, step in enumerate(spec.steps):
-        action = hub.registry.actions.get(step.action)
-        for name in forms_secret_names(action):
-            if name not in step.settings and revealed[i].get(name):
-                out.append({"step": str(i + 1), "field": name, "value": str(revealed[i][name])})
-    return out
-
-
-def forms_secret_names(action: ActionType | None) -> list[str]:
-    if action is None:
-        return []
-    return [s.name for s in forms.fields_of(action.settings) if s.kind == "password"]
+def _from_template(
+    hub: Hub, account_id: str, name: str
+) -> tuple[WorkflowOut, list[dict[str, str]]]:
+    """Create a workflow from a template; also returns the secrets generated for it (shown
+    once)."""
+    created, revealed = workflows.create_from_template(hub, account_id, name)
+    template = hub.registry.templates[name]
+    generated = []
+    for i, step in enumerate(template.steps):
+        for spec in _specs(hub, step.action):
+            value = revealed[i].get(spec.name) if i < len(revealed) else None
+            if spec.kind == "password" and spec.name not in step.settings and value:
+                generated.append({"step": str(i + 1), "field": spec.name, "value": str(value)})
+    return created, generated
 
 
 @post("/workflows/from-template")
-async def create_from_template(request: AnyRequest, hub: Hub, me: Me) -> Redirect:
+async def create_from_template(
+    request: AnyRequest, hub: NamedDependency[Hub], me: NamedDependency[Me]
+) -> Redirect:
     form = await request.form()
     name = str(form.get("template", ""))
     try:
@@ -386,7 +375,7 @@ async def create_from_template(request: AnyRequest, hub: Hub, me: Me) -> Redirec
     except InputError as exc:
         _flash(request, f"The template could not be used: {exc}", "error")
         return _see_other("/workflows")
-    _flash(request, f"Created “{created.name}” from a template; review it, test it, then enable it.")
+    _flash(request, f"Created “{created.name}” from a template: review it, test it, enable it.")
     for s in secrets:
         _flash(request, "Generated", "secret", **s)
     return _see_other(f"/workflows/{created.id}")
@@ -409,7 +398,15 @@ class EditorState:
     trigger: str = "booking.created"
     offset: str = "0"
     enabled: bool = False
+    event_types: str = ""
+    continue_when_blocked: bool = False
     steps: list[StepState] = field(default_factory=list)
+
+
+OPTION_SPECS = [
+    forms.field_spec(name, WorkflowIn.model_fields[name])
+    for name in ("event_types", "continue_when_blocked")
+]
 
 
 def _specs(hub: Hub, action: str) -> list[FieldSpec]:
@@ -426,7 +423,15 @@ def _state_of(hub: Hub, wf: WorkflowOut) -> EditorState:
     for s in wf.steps:
         values, secrets_set = forms.from_stored(_specs(hub, s.action), s.settings)
         steps.append(StepState(s.action, s.position, values, secrets_set))
-    return EditorState(wf.name, wf.trigger, str(wf.offset_minutes), wf.enabled, steps)
+    return EditorState(
+        name=wf.name,
+        trigger=wf.trigger,
+        offset=str(wf.offset_minutes),
+        enabled=wf.enabled,
+        event_types=", ".join(wf.event_types),
+        continue_when_blocked=wf.continue_when_blocked,
+        steps=steps,
+    )
 
 
 def _read_state(hub: Hub, form: FormMultiDict, stored: EditorState | None) -> EditorState:
@@ -436,6 +441,8 @@ def _read_state(hub: Hub, form: FormMultiDict, stored: EditorState | None) -> Ed
         trigger=flat.get("trigger", ""),
         offset=flat.get("offset_minutes", "0").strip(),
         enabled=stored.enabled if stored else False,
+        event_types=flat.get("event_types", ""),
+        continue_when_blocked="continue_when_blocked" in flat,
     )
     origins = {s.origin: s for s in stored.steps} if stored else {}
     for i in range(MAX_STEPS * 2):
@@ -448,9 +455,8 @@ def _read_state(hub: Hub, form: FormMultiDict, stored: EditorState | None) -> Ed
         if before is None or before.action != action:
             origin = None
         values = forms.read_raw(_specs(hub, action), flat, f"steps.{i}.settings.")
-        state.steps.append(
-            StepState(action, origin, values, before.secrets_set if before and origin is not None else set())
-        )
+        secrets_set = before.secrets_set if before is not None and origin is not None else set()
+        state.steps.append(StepState(action, origin, values, secrets_set))
     return state
 
 
@@ -458,6 +464,21 @@ def _read_state(hub: Hub, form: FormMultiDict, stored: EditorState | None) -> Ed
 class Saved:
     workflow: WorkflowOut
     secrets: list[dict[str, str]]
+
+
+def _local_problems(model: type[BaseModel], parsed: forms.Parsed, prefix: str) -> list[FieldError]:
+    """The model's own verdict on what the form sent, so every problem is named at once (the
+    service would name the same; fields the form could not read are not named twice)."""
+    try:
+        model.model_validate(parsed.data)
+    except ValidationError as exc:
+        unreadable = {e.field for e in parsed.errors}
+        return [
+            e
+            for e in pydantic_fields(exc, prefix)
+            if not any(e.field == u or e.field.startswith(u + ".") for u in unreadable)
+        ]
+    return []
 
 
 def _save(hub: Hub, account_id: str, workflow_id: str | None, state: EditorState) -> Saved:
@@ -488,14 +509,21 @@ def _save(hub: Hub, account_id: str, workflow_id: str | None, state: EditorState
             if info is not None and info.default_factory is not None:
                 value = info.get_default(call_default_factory=True, validated_data={})
                 if isinstance(value, SecretStr):
-                    parsed.data[name] = value.get_secret_value()
-                    generated.append({"step": str(i + 1), "field": name, "value": parsed.data[name]})
+                    clear = parsed.data[name] = value.get_secret_value()
+                    generated.append({"step": str(i + 1), "field": name, "value": clear})
+        if action is not None:
+            problems += _local_problems(action.settings, parsed, f"steps.{i}.settings")
         steps.append({"action": step.action, "settings": parsed.data})
+    options = forms.parse(
+        OPTION_SPECS,
+        {"event_types": state.event_types, "continue_when_blocked": state.continue_when_blocked},
+    )
     data = {
         "name": state.name,
         "trigger": state.trigger,
         "offset_minutes": offset,
         "enabled": state.enabled,
+        **options.data,
         "steps": steps,
     }
     try:
@@ -516,10 +544,11 @@ def _editor_context(
     state: EditorState,
     workflow: WorkflowOut | None,
     errors: list[FieldError],
-    allowed: list[str] | None,
+    allowed: list[str],
 ) -> dict[str, Any]:
     steps = []
     known = {"name", "trigger", "offset_minutes", "steps", "enabled"}
+    known |= {s.name for s in OPTION_SPECS}
     for i, step in enumerate(state.steps):
         action = hub.registry.actions.get(step.action)
         specs = _specs(hub, step.action)
@@ -554,24 +583,26 @@ def _editor_context(
             {
                 "name": a.name,
                 "title": a.title,
-                "allowed": allowed is None or a.name in allowed,
+                "allowed": a.name in allowed,
             }
             for a in hub.registry.actions.values()
         ],
         "max_steps": MAX_STEPS,
+        "name_spec": FieldSpec("name", "Name", "text", required=True),
+        "option_specs": OPTION_SPECS,
     }
 
 
-async def _allowed(hub: Hub, me: Me) -> list[str] | None:
-    limits = services.optional("plans", "limits")
-    if limits is None:
-        return None
-    return list((await _offload(limits, hub, me.account_id)).allowed_actions)
+async def _allowed(hub: Hub, me: Me) -> list[str]:
+    return list((await _usage(hub, me)).allowed_actions)
 
 
 @get("/workflows/new")
 async def new_workflow(
-    request: AnyRequest, hub: Hub, me: Me, action: str | None = None
+    request: AnyRequest,
+    hub: NamedDependency[Hub],
+    me: NamedDependency[Me],
+    action: FromQuery[str | None] = None,
 ) -> Template:
     state = EditorState()
     if action and action in hub.registry.actions:
@@ -581,14 +612,22 @@ async def new_workflow(
 
 
 @get("/workflows/{workflow_id:str}")
-async def edit_workflow(request: AnyRequest, hub: Hub, me: Me, workflow_id: str) -> Template:
+async def edit_workflow(
+    request: AnyRequest,
+    hub: NamedDependency[Hub],
+    me: NamedDependency[Me],
+    workflow_id: FromPath[str],
+) -> Template:
     wf = await _offload(workflows.get, hub, me.account_id, workflow_id)
     context = _editor_context(hub, _state_of(hub, wf), wf, [], await _allowed(hub, me))
     return page(request, "editor.html", me=me, **context)
 
 
 async def _editor_post(
-    request: AnyRequest, hub: Hub, me: Me, workflow_id: str | None
+    request: AnyRequest,
+    hub: Hub,
+    me: Me,
+    workflow_id: FromPath[str] | None,
 ) -> Template | Redirect:
     stored = None
     wf = None
@@ -631,13 +670,18 @@ async def _editor_post(
 
 
 @post("/workflows/new")
-async def create_workflow(request: AnyRequest, hub: Hub, me: Me) -> Template | Redirect:
+async def create_workflow(
+    request: AnyRequest, hub: NamedDependency[Hub], me: NamedDependency[Me]
+) -> Template | Redirect:
     return await _editor_post(request, hub, me, None)
 
 
 @post("/workflows/{workflow_id:str}")
 async def update_workflow(
-    request: AnyRequest, hub: Hub, me: Me, workflow_id: str
+    request: AnyRequest,
+    hub: NamedDependency[Hub],
+    me: NamedDependency[Me],
+    workflow_id: FromPath[str],
 ) -> Template | Redirect:
     return await _editor_post(request, hub, me, workflow_id)
 
@@ -647,112 +691,119 @@ async def update_workflow(
 
 @get("/workflows/{workflow_id:str}/test")
 async def test_workflow(
-    request: AnyRequest, hub: Hub, me: Me, workflow_id: str, event_type: str | None = None
+    request: AnyRequest,
+    hub: NamedDependency[Hub],
+    me: NamedDependency[Me],
+    workflow_id: FromPath[str],
+    event_type: FromQuery[str | None] = None,
 ) -> Template:
     wf = await _offload(workflows.get, hub, me.account_id, workflow_id)
-    dry_run = services.optional("testruns", "dry_run")
     event_types = [t.name for t in hub.registry.triggers.values() if t.kind == "event"]
     chosen = event_type if event_type in event_types else None
-    preview = None
-    error = None
-    if dry_run is not None:
-        event = sample_event(chosen) if chosen else None
-        try:
-            preview = await _offload(dry_run, hub, me.account_id, workflow_id, event)
-        except InputError as exc:
-            error = str(exc)
-    steps = [
-        {
-            "position": s.position,
-            "title": s.title or _action_title(hub, s.action),
-            "action": s.action,
-            "output": s.output,
-            "error": s.error,
-        }
-        for s in (preview.steps if preview is not None else [])
-    ]
+    event = sample_event(chosen) if chosen else None
+    preview = await _offload(testruns.dry_run, hub, me.account_id, workflow_id, event)
     return page(
         request,
         "test.html",
         me=me,
         workflow=wf,
-        available=dry_run is not None,
-        steps=steps,
-        error=error,
+        steps=preview.steps,
+        event=preview.event,
         event_types=event_types,
         chosen=chosen,
         trigger=_trigger_text(hub, wf.trigger, wf.offset_minutes),
     )
 
 
-def _run_rows(items: list[Any]) -> list[dict[str, Any]]:
-    def attr(item: Any, name: str) -> Any:
-        return item.get(name) if isinstance(item, dict) else getattr(item, name, None)
-
-    keys = ("id", "workflow_id", "workflow_name", "trigger", "status", "note", "due_at")
-    keys += ("created_at", "finished_at", "event_id")
-    return [{k: attr(item, k) for k in keys} for item in items]
-
-
 RUN_STATUSES = ("scheduled", "queued", "running", "waiting", "succeeded", "failed", "cancelled")
 
 
 @get("/workflows/{workflow_id:str}/runs")
-async def workflow_runs(request: AnyRequest, hub: Hub, me: Me, workflow_id: str) -> Template:
+async def workflow_runs(
+    request: AnyRequest,
+    hub: NamedDependency[Hub],
+    me: NamedDependency[Me],
+    workflow_id: FromPath[str],
+) -> Template:
     wf = await _offload(workflows.get, hub, me.account_id, workflow_id)
-    items = await _offload(services.runs, hub, me.account_id, workflow_id=workflow_id)
+    items = await _offload(runs.list_runs, hub, me.account_id, workflow_id=workflow_id)
     return page(
-        request, "runs.html", me=me, workflow=wf, runs=_run_rows(items), status=None,
+        request,
+        "runs.html",
+        me=me,
+        workflow=wf,
+        runs=items,
+        chosen_status=None,
         statuses=RUN_STATUSES,
     )
 
 
 @get("/runs")
-async def all_runs(request: AnyRequest, hub: Hub, me: Me, status: str | None = None) -> Template:
+async def all_runs(
+    request: AnyRequest,
+    hub: NamedDependency[Hub],
+    me: NamedDependency[Me],
+    status: FromQuery[str | None] = None,
+) -> Template:
     chosen = status if status in RUN_STATUSES else None
-    items = await _offload(services.runs, hub, me.account_id, status=chosen)
+    items = await _offload(runs.list_runs, hub, me.account_id, status=chosen)
     return page(
-        request, "runs.html", me=me, workflow=None, runs=_run_rows(items), status=chosen,
+        request,
+        "runs.html",
+        me=me,
+        workflow=None,
+        runs=items,
+        chosen_status=chosen,
         statuses=RUN_STATUSES,
     )
 
 
 @get("/runs/{run_id:str}")
-async def run_page(request: AnyRequest, hub: Hub, me: Me, run_id: str) -> Template:
-    from ..api.schemas import RunOut
-
+async def run_page(
+    request: AnyRequest, hub: NamedDependency[Hub], me: NamedDependency[Me], run_id: FromPath[str]
+) -> Template:
     run = RunOut.of(await _offload(hub.get_run, me.account_id, run_id))
     event_id = await _offload(services.event_of_run, hub, me.account_id, run_id)
-    steps = [
-        {"title": _action_title(hub, s.action), **s.model_dump()} for s in run.steps
-    ]
+    steps = [{"title": _action_title(hub, s.action), **s.model_dump()} for s in run.steps]
     return page(request, "run.html", me=me, run=run, steps=steps, event_id=event_id)
 
 
-def _as_dict(value: Any) -> dict[str, Any]:
-    if isinstance(value, BaseModel):
-        return value.model_dump()
-    if isinstance(value, dict):
-        return value
-    return dict(vars(value))
+@post("/runs/{run_id:str}/replay")
+async def replay_run(
+    request: AnyRequest, hub: NamedDependency[Hub], me: NamedDependency[Me], run_id: FromPath[str]
+) -> Redirect:
+    try:
+        new_run = await _offload(runs.replay, hub, me.account_id, run_id)
+    except InputError as exc:
+        _flash(request, f"Not replayed: {exc.message}", "error")
+        return _see_other(f"/runs/{run_id}")
+    _flash(request, f"Replaying from the failed step as {new_run}.")
+    return _see_other(f"/runs/{new_run}")
 
 
 @get("/events/{event_id:str}")
-async def event_page(request: AnyRequest, hub: Hub, me: Me, event_id: str) -> Template:
-    inspect = services.optional("events", "inspect")
-    if inspect is not None:
-        found = _as_dict(await _offload(inspect, hub, me.account_id, event_id))
-    else:
-        found = await _offload(services.event_runs, hub, me.account_id, event_id)
-    ran = [_as_dict(r) for r in found.get("ran") or []]
-    not_run = found.get("not_run")
+async def event_page(
+    request: AnyRequest, hub: NamedDependency[Hub], me: NamedDependency[Me], event_id: FromPath[str]
+) -> Template:
+    found = await _offload(runs.inspect_event, hub, me.account_id, event_id)
+    by_id = {r.get("id"): r for r in found.runs}
+    decisions = [
+        {
+            "workflow_id": d.workflow_id,
+            "name": d.name,
+            "run_id": d.run_id,
+            "reason": d.reason,
+            "run": by_id.get(d.run_id) if d.run_id else None,
+        }
+        for d in found.decisions
+    ]
     return page(
         request,
         "event.html",
         me=me,
         event=found,
-        ran=ran,
-        not_run=[_as_dict(r) for r in not_run] if not_run is not None else None,
+        ran=[d for d in decisions if d["reason"] is None],
+        not_run=[d for d in decisions if d["reason"] is not None],
     )
 
 
@@ -815,7 +866,9 @@ async def _integrations_page(
 
 
 @get("/settings/integrations")
-async def integrations_page(request: AnyRequest, hub: Hub, me: Me) -> Template:
+async def integrations_page(
+    request: AnyRequest, hub: NamedDependency[Hub], me: NamedDependency[Me]
+) -> Template:
     return await _integrations_page(request, hub, me)
 
 
@@ -839,7 +892,7 @@ def _connect(hub: Hub, account_id: str, name: str, raw: dict[str, Raw]) -> None:
 
 @post("/settings/integrations/{name:str}")
 async def connect_integration(
-    request: AnyRequest, hub: Hub, me: Me, name: str
+    request: AnyRequest, hub: NamedDependency[Hub], me: NamedDependency[Me], name: FromPath[str]
 ) -> Template | Redirect:
     models = _credential_models(hub, name)
     if not models:
@@ -863,7 +916,9 @@ async def connect_integration(
 
 
 @post("/settings/integrations/{name:str}/disconnect")
-async def disconnect_integration(request: AnyRequest, hub: Hub, me: Me, name: str) -> Redirect:
+async def disconnect_integration(
+    request: AnyRequest, hub: NamedDependency[Hub], me: NamedDependency[Me], name: FromPath[str]
+) -> Redirect:
     await _offload(integrations.disconnect, hub, me.account_id, name)
     _flash(request, f"{name} is disconnected; its stored settings were deleted.")
     return _see_other("/settings/integrations")
@@ -888,6 +943,7 @@ HANDLERS = [
     workflow_runs,
     all_runs,
     run_page,
+    replay_run,
     event_page,
     integrations_page,
     connect_integration,

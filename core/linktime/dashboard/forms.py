@@ -31,7 +31,7 @@ Kind = Literal[
     "text", "textarea", "password", "checkbox", "select", "number", "list", "mapping", "json"
 ]
 Raw = str | bool
-LONG_TEXT = 300  # str fields allowing more than this many characters get a textarea
+LONG_TEXT = 2048  # str fields allowing more than this many characters get a textarea
 _ACRONYMS = {"url": "URL", "id": "ID", "sid": "SID", "smtp": "SMTP", "html": "HTML", "api": "API"}
 
 
@@ -46,6 +46,7 @@ class FieldSpec:
     nullable: bool = False
     integer: bool = False
     template: bool = False
+    generated: bool = False  # a secret generated when left blank
     default: Raw = ""
 
 
@@ -153,6 +154,7 @@ def field_spec(name: str, info: FieldInfo) -> FieldSpec:
         nullable=nullable,
         integer=integer,
         template=template,
+        generated=kind == "password" and info.default_factory is not None,
         default=default,
     )
 
@@ -237,7 +239,8 @@ def parse(specs: list[FieldSpec], raw: Mapping[str, Raw], error_prefix: str = ""
                     )
                     break
                 mapping[key.strip()] = val.strip()
-            out.data[s.name] = mapping
+            else:
+                out.data[s.name] = mapping
         elif s.kind == "json":
             try:
                 out.data[s.name] = json.loads(text)

@@ -39,6 +39,11 @@ class SignInRequired(Exception):
 class _Backend(ClientSideSessionBackend):
     """Litestar's cookie backend, with ``Secure`` set whenever the request came over https."""
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Backend:
+        # Litestar copies a router's layers when it is registered; the cipher cannot be copied
+        # and needs no copy (the backend holds no per-request state).
+        return self
+
     async def store_in_message(
         self,
         scope_session: ScopeSession,

@@ -1,0 +1,764 @@
+"""The web dashboard over Litestar's TestClient and PostgreSQL: sign-in, CSRF, cookie flags,
+forms generated from each action's settings model, errors next to their field, and accounts
+that cannot see or touch each other's workflows, runs and events."""
+
+from __future__ import annotations
+
+import html as html_lib
+import re
+from collections.abc import Callable, Iterator
+from html.parser import HTMLParser
+from typing import Any, Literal
+
+import pytest
+from linktime import plugins, workflows
+from linktime.accounts import NewAccount
+from linktime.actions import ActionType, Result
+from linktime.api import create_app
+from linktime.dashboard import services
+from linktime.models import sample_event
+from linktime.storage import ApiKey
+from linktime.templating import TemplateStr
+from litestar.testing import TestClient
+from pydantic import BaseModel, Field, SecretStr
+from sqlalchemy import update
+
+from .conftest import System
+
+TOKEN_RE = re.compile(r'name="_csrf_token" value="([^"]+)"')
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+class Form(HTMLParser):
+    """The form controls of a page: name → attributes (with the tag), and label texts by id."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__()
+        self.controls: dict[str, dict[str, str]] = {}
+        self.labels: dict[str, str] = {}
+        self._label: str | None = None
+        self._text: list[str] = []
+        self._select: dict[str, str] | None = None
+        self._textarea: dict[str, str] | None = None
+        self.feed(html)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        if tag in ("input", "select", "textarea") and "name" in a:
+            control = self.controls.setdefault(a["name"], {**a, "tag": tag})
+            if tag == "select":
+                self._select = control
+            elif tag == "textarea":
+                self._textarea = control
+                control["value"] = ""
+        if (
+            tag == "option"
+            and self._select is not None
+            and ("value" not in self._select or "selected" in a)
+        ):
+            self._select["value"] = a.get("value", "")
+        if tag == "label" and "for" in a:
+            self._label, self._text = a["for"], []
+
+    def handle_data(self, data: str) -> None:
+        if self._label is not None:
+            self._text.append(data)
+        if self._textarea is not None:
+            self._textarea["value"] += data
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "label" and self._label is not None:
+            self.labels[self._label] = "".join(self._text).replace("*", "").strip()
+            self._label = None
+        if tag == "select":
+            self._select = None
+        if tag == "textarea":
+            self._textarea = None
+
+    def values(self) -> dict[str, str]:
+        """What submitting the page's forms would send (checkboxes only when checked)."""
+        return {
+            name: c.get("value", "")
+            for name, c in self.controls.items()
+            if name != "op" and (c.get("type") != "checkbox" or "checked" in c)
+        }
+
+    def kind(self, name: str) -> str:
+        """'text', 'password', 'checkbox', 'number', 'select' or 'textarea', and labelled."""
+        control = self.controls[name]
+        assert control.get("id") in self.labels, f"{name} has no <label for=…>"
+        return control["tag"] if control["tag"] != "input" else control.get("type", "text")
+
+
+class Dash:
+    """A browser session on the dashboard: a TestClient keeping cookies, and the CSRF token."""
+
+    def __init__(self, client: TestClient[Any]) -> None:
+        self.client = client
+        self.token = ""
+
+    def get(self, path: str, **kw: Any) -> Any:
+        response = self.client.get(path, **kw)
+        found = TOKEN_RE.search(response.text)
+        if found:
+            self.token = found.group(1)
+        return response
+
+    def post(self, path: str, data: dict[str, Any] | None = None, *, csrf: bool = True) -> Any:
+        body = dict(data or {})
+        if csrf:
+            body.setdefault("_csrf_token", self.token)
+        response = self.client.post(path, data=body, follow_redirects=False)
+        found = TOKEN_RE.search(response.text)
+        if found:
+            self.token = found.group(1)
+        return response
+
+    def sign_in(self, api_key: str) -> Any:
+        self.get("/login")
+        response = self.post("/login", {"api_key": api_key})
+        assert response.status_code == 303, response.text
+        self.get("/workflows")  # signing in starts a new session, with a new CSRF token
+        return response
+
+
+@pytest.fixture
+def open_dash(make_system: Callable[..., System]) -> Iterator[Callable[..., Dash]]:
+    """A browser on a system's app (``base_url`` https: as if behind TLS). Each has its own
+    app instance: one Litestar app's lifespan is not entered twice."""
+    clients: list[TestClient[Any]] = []
+
+    def open_(system: System, base_url: str = "http://testserver.local") -> Dash:
+        client = TestClient(create_app(system.hub), base_url=base_url)
+        client.__enter__()
+        clients.append(client)
+        return Dash(client)
+
+    yield open_
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+def webhook_step(url: str = "https://example.com/hook") -> dict[str, Any]:
+    return {"action": "webhook.call", "settings": {"url": url}}
+
+
+def editor_form(
+    name: str, trigger: str, steps: list[dict[str, Any]], **extra: Any
+) -> dict[str, Any]:
+    form: dict[str, Any] = {"name": name, "trigger": trigger, "op": "save", **extra}
+    for i, step in enumerate(steps):
+        form[f"steps.{i}.action"] = step["action"]
+        for key, value in step.get("settings", {}).items():
+            form[f"steps.{i}.settings.{key}"] = value
+    return form
+
+
+def field_error(html: str, field_id: str) -> str:
+    """The error shown inside the field's own block (not in a summary elsewhere)."""
+    block = re.search(
+        rf'<div class="field[^"]*"[^>]*>(?:(?!<div class="field).)*?id="{field_id}".*?</div>',
+        html,
+        re.S,
+    )
+    assert block, f"no field {field_id}"
+    found = re.search(rf'id="{field_id}-error">([^<]*)<', block.group(0))
+    assert found, f"no error shown next to {field_id}: {block.group(0)}"
+    return html_lib.unescape(found.group(1))
+
+
+# -- sign-in, session, CSRF ----------------------------------------------------------------------
+
+
+PAGES = ["/workflows", "/workflows/new", "/runs", "/settings/integrations", "/workflows/wf_x"]
+
+
+def test_every_page_needs_sign_in(make_system: Callable[..., System], open_dash: Any) -> None:
+    dash = open_dash(make_system())
+    for path in [*PAGES, "/workflows/wf_x/runs", "/runs/run_x", "/events/evt_x"]:
+        response = dash.get(path, follow_redirects=False)
+        assert response.status_code == 303, path
+        assert response.headers["location"] == f"/login?next={path}"
+    assert dash.get("/").headers.get("content-type", "").startswith("text/html")
+
+
+def test_wrong_key_refused_and_revoked_key_signs_out(
+    make_system: Callable[..., System], open_dash: Any
+) -> None:
+    system = make_system()
+    account = system.account()
+    dash = open_dash(system)
+    dash.get("/login")
+    for bad in ("lt_not-a-key", "nonsense", ""):
+        response = dash.post("/login", {"api_key": bad})
+        assert response.status_code == 401
+        assert "not valid" in response.text
+    assert dash.get("/workflows", follow_redirects=False).status_code == 303
+
+    dash.sign_in(account.api_key)
+    page = dash.get("/workflows")
+    assert page.status_code == 200 and "Create workflow" in page.text
+    with system.hub.db.begin() as conn:
+        conn.execute(update(ApiKey).values(revoked_at=system.hub.clock()))
+    assert dash.get("/workflows", follow_redirects=False).status_code == 303
+
+
+def test_sign_in_goes_back_only_to_own_pages(
+    make_system: Callable[..., System], open_dash: Any
+) -> None:
+    system = make_system()
+    account = system.account()
+    for target, expected in [
+        ("/runs", "/runs"),
+        ("//evil.example/x", "/workflows"),
+        ("https://evil.example/", "/workflows"),
+        ("/\\evil.example", "/workflows"),
+    ]:
+        dash = open_dash(system)
+        dash.get("/login")
+        response = dash.post("/login", {"api_key": account.api_key, "next": target})
+        assert response.headers["location"] == expected
+
+
+def test_sign_out(make_system: Callable[..., System], open_dash: Any) -> None:
+    system = make_system()
+    dash = open_dash(system)
+    dash.sign_in(system.account().api_key)
+    dash.get("/workflows")
+    response = dash.post("/logout")
+    assert response.status_code == 303 and response.headers["location"] == "/login"
+    assert dash.get("/workflows", follow_redirects=False).status_code == 303
+
+
+def _session_cookie(response: Any) -> str:
+    cookies = [c for c in response.headers.get_list("set-cookie") if "linktime_session=" in c]
+    assert cookies, response.headers
+    return cookies[-1]
+
+
+def test_session_cookie_flags(make_system: Callable[..., System], open_dash: Any) -> None:
+    system = make_system()
+    account = system.account()
+    plain = open_dash(system)
+    plain.get("/login")
+    cookie = _session_cookie(plain.post("/login", {"api_key": account.api_key}))
+    flags = [part.strip().lower() for part in cookie.split(";")]
+    assert "httponly" in flags
+    assert "samesite=lax" in flags
+    assert "secure" not in flags  # plain http (a local `linktime serve`)
+    assert account.api_key not in cookie and account.id not in cookie  # encrypted
+
+    tls = open_dash(system, base_url="https://testserver.local")
+    tls.get("/login")
+    cookie = _session_cookie(tls.post("/login", {"api_key": account.api_key}))
+    flags = [part.strip().lower() for part in cookie.split(";")]
+    assert {"httponly", "samesite=lax", "secure"} <= set(flags)
+
+
+def test_csrf_on_forms_not_on_the_bearer_api(
+    make_system: Callable[..., System], open_dash: Any
+) -> None:
+    system = make_system()
+    account = system.account()
+    wf = system.workflow(account, [webhook_step()], enabled=False)
+    dash = open_dash(system)
+
+    dash.get("/login")
+    assert dash.post("/login", {"api_key": account.api_key}, csrf=False).status_code == 403
+    dash.sign_in(account.api_key)
+    dash.get("/workflows")
+    for token in (None, "", "forged-token"):
+        data = {"enabled": "true"} if token is None else {"enabled": "true", "_csrf_token": token}
+        response = dash.post(f"/workflows/{wf}/toggle", data, csrf=False)
+        assert response.status_code == 403, token
+        assert "security token" in response.text
+    assert dash.post(f"/workflows/{wf}/delete", csrf=False).status_code == 403
+    assert workflows.get(system.hub, account.id, wf).enabled is False
+
+    # A token from another session does not do either.
+    other = open_dash(system)
+    other.get("/login")
+    response = dash.post(f"/workflows/{wf}/toggle", {"enabled": "true", "_csrf_token": other.token})
+    assert response.status_code == 403
+
+    # The JSON API takes bearer keys and no CSRF token, on the same app and client.
+    bearer = {"Authorization": f"Bearer {account.api_key}"}
+    response = dash.client.post(f"/v1/workflows/{wf}/enable", headers=bearer)
+    assert response.status_code == 200 and response.json()["enabled"] is True
+    created = dash.client.post(
+        "/v1/workflows",
+        json={"name": "api", "trigger": "booking.created", "steps": [webhook_step()]},
+        headers=bearer,
+    )
+    assert created.status_code == 201, created.text
+    # ... and the session cookie is no credential for it.
+    assert dash.client.get("/v1/workflows").status_code == 401
+
+    response = dash.post(f"/workflows/{wf}/toggle", {"enabled": "false"})
+    assert response.status_code == 303
+    assert workflows.get(system.hub, account.id, wf).enabled is False
+
+
+# -- the editor: generated forms, errors next to fields, secrets -----------------------------------
+
+
+class FaxCredentials(BaseModel):
+    api_key: SecretStr
+    sender: str = Field(description="Shown as the sender")
+    region: Literal["eu", "us"] = "eu"
+
+
+class FaxSettings(BaseModel):
+    """A third-party action's settings: one field of every kind the generator knows."""
+
+    number: str = Field(description="Where to send it")
+    cover: TemplateStr = "Hello {{ invitee.name }}"
+    note: TemplateStr | None = None
+    urgent: bool = False
+    quality: Literal["fine", "standard"] = "standard"
+    pages: int = 1
+    copies_to: list[str] = Field(default_factory=list)
+    tags: dict[str, str] = Field(default_factory=dict)
+    pin: SecretStr | None = None
+    notes_long: str = Field("", max_length=10_000)
+
+
+def _fax(ctx: Any) -> Result:
+    return Result.ok(external_id="fax-1")
+
+
+def fax_registry() -> plugins.Registry:
+    registry = plugins.load()
+    registry.actions["fax.send"] = ActionType(
+        "fax.send",
+        "Send a fax",
+        FaxSettings,
+        _fax,
+        credentials=FaxCredentials,
+        integration="faxco",
+    )
+    return registry
+
+
+def test_a_form_for_every_installed_action(
+    make_system: Callable[..., System], open_dash: Any
+) -> None:
+    system = make_system(registry=fax_registry())
+    dash = open_dash(system)
+    dash.sign_in(system.account().api_key)
+    assert "webhook.call" in system.hub.registry.actions
+    for name, action in system.hub.registry.actions.items():
+        page = dash.get(f"/workflows/new?action={name}")
+        assert page.status_code == 200, name
+        assert action.title in page.text
+        form = Form(page.text)
+        assert form.controls["steps.0.action"]["value"] == name
+        for field in action.settings.model_fields:
+            assert f"steps.0.settings.{field}" in form.controls, (name, field)
+            form.kind(f"steps.0.settings.{field}")  # labelled
+
+    webhook = Form(dash.get("/workflows/new?action=webhook.call").text)
+    assert webhook.kind("steps.0.settings.url") == "text"
+    assert webhook.kind("steps.0.settings.secret") == "password"
+    assert webhook.controls["steps.0.settings.secret"]["placeholder"] == "generated if left blank"
+    assert webhook.kind("steps.0.settings.headers") == "textarea"
+    assert webhook.labels["steps-0-settings-url"] == "URL"
+
+    fax = Form(dash.get("/workflows/new?action=fax.send").text)
+    expected = {
+        "number": "text",
+        "cover": "textarea",
+        "note": "textarea",
+        "urgent": "checkbox",
+        "quality": "select",
+        "pages": "number",
+        "copies_to": "text",
+        "tags": "textarea",
+        "pin": "password",
+        "notes_long": "textarea",
+    }
+    assert {f: fax.kind(f"steps.0.settings.{f}") for f in expected} == expected
+    page = dash.get("/workflows/new?action=fax.send").text
+    assert '<option value="standard" selected>' in page
+    assert "Hello {{ invitee.name }}" in page  # defaults shown
+    assert "(comma-separated)" in page
+
+    # The trigger picker has every trigger's title; the offset input is for time triggers.
+    blank = dash.get("/workflows/new").text
+    for trigger in system.hub.registry.triggers.values():
+        assert f">{trigger.title}</option>" in blank
+    assert re.search(r'id="offset-field" data-time-triggers="[^"]*meeting.before', blank)
+    assert re.search(r'id="offset-field"[^>]*hidden', blank)  # booking.created: no offset
+
+
+def test_a_third_party_action_round_trips_through_its_form(
+    make_system: Callable[..., System], open_dash: Any
+) -> None:
+    system = make_system(registry=fax_registry())
+    account = system.account()
+    dash = open_dash(system)
+    dash.sign_in(account.api_key)
+    dash.get("/workflows/new")
+    settings = {
+        "number": " +4930123 ",
+        "cover": "Hi {{ invitee.first_name }},\nsee you",
+        "urgent": "on",
+        "quality": "fine",
+        "pages": "3",
+        "copies_to": "a@example.com, b@example.com",
+        "tags": "team: sales\nsource: web",
+        "pin": "1234",
+    }
+    response = dash.post(
+        "/workflows/new",
+        editor_form("Fax it", "booking.created", [{"action": "fax.send", "settings": settings}]),
+    )
+    assert response.status_code == 303, response.text
+    wf = workflows.get(system.hub, account.id, response.headers["location"].rsplit("/", 1)[1])
+    stored = wf.steps[0].settings
+    assert stored["number"] == "+4930123"
+    assert stored["cover"] == "Hi {{ invitee.first_name }},\nsee you"
+    assert stored["urgent"] is True and stored["quality"] == "fine" and stored["pages"] == 3
+    assert stored["copies_to"] == ["a@example.com", "b@example.com"]
+    assert stored["tags"] == {"team": "sales", "source": "web"}
+    assert stored["pin"] == "********" and stored["note"] is None
+
+    page = dash.get(f"/workflows/{wf.id}").text
+    assert "1234" not in page
+    form = Form(page)
+    assert form.controls["steps.0.settings.pin"]["placeholder"] == "unchanged"
+    assert form.controls["steps.0.settings.copies_to"]["value"] == "a@example.com, b@example.com"
+    assert "checked" in form.controls["steps.0.settings.urgent"]
+
+
+def test_save_errors_are_shown_next_to_their_field(
+    make_system: Callable[..., System], open_dash: Any
+) -> None:
+    system = make_system()
+    account = system.account()
+    dash = open_dash(system)
+    dash.sign_in(account.api_key)
+    dash.get("/workflows/new")
+    steps = [
+        webhook_step("ftp://example.com/x"),
+        {"action": "webhook.call", "settings": {"headers": "no colon here"}},
+    ]
+    response = dash.post("/workflows/new", editor_form("", "booking.created", steps))
+    assert response.status_code == 422
+    html = response.text
+    assert "The workflow was not saved" in html
+    assert "http or https" in field_error(html, "steps-0-settings-url")
+    assert "name: value" in field_error(html, "steps-1-settings-headers")
+    assert "at least 1 character" in field_error(html, "name")
+    assert re.search(r'id="steps-0-settings-url"[^>]*aria-invalid="true"', html)
+    # What was typed is kept.
+    assert Form(html).controls["steps.0.settings.url"]["value"] == "ftp://example.com/x"
+    assert workflows.list_all(system.hub, account.id) == []
+
+    # An error from the service (a template with an unknown field) lands on its field too.
+    if "email.send" in system.hub.registry.actions:
+        email = {
+            "action": "email.send",
+            "settings": {"to_invitee": "on", "subject": "Hi {{ nobody }}", "text": "x"},
+        }
+        response = dash.post("/workflows/new", editor_form("Mail", "booking.created", [email]))
+        assert response.status_code == 422
+        assert "unknown field 'nobody'" in field_error(response.text, "steps-0-settings-subject")
+
+    # An event trigger takes no offset; a time trigger takes whole minutes.
+    response = dash.post(
+        "/workflows/new",
+        editor_form("Later", "meeting.before", [webhook_step()], offset_minutes="soon"),
+    )
+    assert "whole number" in field_error(response.text, "offset_minutes")
+    response = dash.post(
+        "/workflows/new",
+        editor_form("Later", "meeting.before", [webhook_step()], offset_minutes="60"),
+    )
+    assert response.status_code == 303
+    created = workflows.list_all(system.hub, account.id)
+    assert [(w.trigger, w.offset_minutes, w.enabled) for w in created] == [
+        ("meeting.before", 60, False)
+    ]
+    listing = dash.get("/workflows").text
+    assert "Before Meeting · 60 min before the meeting starts" in listing
+
+
+def test_steps_are_added_moved_and_removed_without_saving(
+    make_system: Callable[..., System], open_dash: Any
+) -> None:
+    system = make_system()
+    account = system.account()
+    dash = open_dash(system)
+    dash.sign_in(account.api_key)
+    dash.get("/workflows/new")
+    form = editor_form("Chain", "booking.created", [webhook_step("https://a.example/1")])
+    for n in range(2, 6):
+        form["op"], form["add_action"] = "add", "webhook.call"
+        page = dash.post("/workflows/new", form)
+        assert page.status_code == 200
+        controls = Form(page.text).controls
+        assert f"steps.{n - 1}.action" in controls
+        form = Form(page.text).values()
+        form[f"steps.{n - 1}.settings.url"] = f"https://a.example/{n}"
+    assert 'value="add"' not in page.text  # five is the most
+    form["op"] = "up:4"
+    page = dash.post("/workflows/new", form)
+    controls = Form(page.text).controls
+    assert controls["steps.3.settings.url"]["value"] == "https://a.example/5"
+    form = Form(page.text).values()
+    form["op"] = "remove:0"
+    page = dash.post("/workflows/new", form)
+    controls = Form(page.text).controls
+    urls = [controls[f"steps.{i}.settings.url"]["value"] for i in range(4)]
+    assert urls == [f"https://a.example/{n}" for n in (2, 3, 5, 4)]
+    assert "steps.4.action" not in controls
+    assert workflows.list_all(system.hub, account.id) == []
+    form = Form(page.text).values()
+    form["name"] = "Chain"
+    response = dash.post("/workflows/new", form)
+    assert response.status_code == 303, re.findall(r'field-error" id="[^"]*">[^<]*', response.text)
+    (saved,) = workflows.list_all(system.hub, account.id)
+    assert [s.settings["url"] for s in saved.steps] == urls
+
+
+def test_a_generated_secret_is_shown_once_and_kept_when_left_blank(
+    make_system: Callable[..., System], open_dash: Any
+) -> None:
+    system = make_system()
+    account = system.account()
+    dash = open_dash(system)
+    dash.sign_in(account.api_key)
+    dash.get("/workflows/new")
+    response = dash.post("/workflows/new", editor_form("Hook", "booking.created", [webhook_step()]))
+    location = response.headers["location"]
+    wf_id = location.rsplit("/", 1)[1]
+    page = dash.get(location).text
+    shown = re.findall(r'class="generated-secret">(whsec_[^<]+)<', page)
+    stored = services.step_secrets(system.hub, account.id, wf_id)[0][1]["secret"]
+    assert shown == [stored]
+    again = dash.get(location).text
+    assert stored not in again and "generated-secret" not in again
+
+    # Edited with the secret left blank: the URL changes, the secret stays.
+    form = Form(again).values()
+    form["steps.0.settings.url"] = "https://example.com/new"
+    response = dash.post(location, form)
+    assert response.status_code == 303, re.findall(r'field-error" id="[^"]*">[^<]*', response.text)
+    assert services.step_secrets(system.hub, account.id, wf_id)[0][1]["secret"] == stored
+    assert workflows.get(system.hub, account.id, wf_id).steps[0].settings["url"].endswith("/new")
+
+    # A new webhook step added while editing gets its own secret, shown once.
+    form = Form(dash.get(location).text).values()
+    form.update({"op": "add", "add_action": "webhook.call"})
+    form = Form(dash.post(location, form).text).values()
+    form.update({"op": "save", "steps.1.settings.url": "https://example.com/second"})
+    assert dash.post(location, form).status_code == 303
+    secrets = services.step_secrets(system.hub, account.id, wf_id)
+    assert secrets[0][1]["secret"] == stored
+    page = dash.get(location).text
+    assert re.findall(r'class="generated-secret">(whsec_[^<]+)<', page) == [secrets[1][1]["secret"]]
+
+
+def test_workflows_list_toggle_and_plan_limit(
+    make_system: Callable[..., System], open_dash: Any
+) -> None:
+    system = make_system()
+    account = system.account("free")
+    ids = [
+        system.workflow(account, [webhook_step()], name=f"Flow {i}", enabled=i < 3)
+        for i in range(4)
+    ]
+    dash = open_dash(system)
+    dash.sign_in(account.api_key)
+    page = dash.get("/workflows").text
+    assert "3 of 3 active workflows · free plan" in page
+    for i in range(4):
+        assert f"Flow {i}" in page
+    assert page.count('role="switch"') == 4
+    assert page.count('class="switch on"') == 3
+    assert "Booking Created" in page and "Call Webhook" in page
+
+    response = dash.post(f"/workflows/{ids[3]}/toggle", {"enabled": "true", "back": "/workflows"})
+    assert response.status_code == 303
+    page = dash.get("/workflows").text
+    assert "Could not enable" in page and "3" in page
+    assert workflows.get(system.hub, account.id, ids[3]).enabled is False
+
+    dash.post(f"/workflows/{ids[0]}/toggle", {"enabled": "false"})
+    dash.post(f"/workflows/{ids[3]}/toggle", {"enabled": "true"})
+    assert [workflows.get(system.hub, account.id, i).enabled for i in ids] == [
+        False,
+        True,
+        True,
+        True,
+    ]
+    page = dash.get("/workflows").text
+    assert "is enabled" in page
+
+    response = dash.post(f"/workflows/{ids[0]}/delete")
+    assert response.status_code == 303
+    assert len(workflows.list_all(system.hub, account.id)) == 3
+
+
+def test_create_from_a_template(make_system: Callable[..., System], open_dash: Any) -> None:
+    system = make_system()
+    account = system.account("business")
+    offered = workflows.list_templates(system.hub, account.id)
+    dash = open_dash(system)
+    dash.sign_in(account.api_key)
+    page = dash.get("/workflows").text
+    if not offered:
+        assert "No templates are installed" in page
+        return
+    for t in offered:
+        assert t.title in page
+    template = offered[0]
+    response = dash.post("/workflows/from-template", {"template": template.name})
+    assert response.status_code == 303
+    wf_id = response.headers["location"].rsplit("/", 1)[1]
+    wf = workflows.get(system.hub, account.id, wf_id)
+    assert (wf.name, wf.trigger, wf.enabled) == (template.title, template.trigger, False)
+    assert [s.action for s in wf.steps] == template.actions
+    assert "from a template" in dash.get(f"/workflows/{wf_id}").text
+    assert dash.post("/workflows/from-template", {"template": "nope"}).status_code == 404
+
+
+# -- test, run log, events -------------------------------------------------------------------------
+
+
+def test_dry_run_run_log_and_event_pages(
+    make_system: Callable[..., System], open_dash: Any, http_receiver: Any, allow_loopback: None
+) -> None:
+    system = make_system()
+    system.start()
+    account = system.account()
+    hook = system.workflow(account, [webhook_step(f"{http_receiver.url}/in")], name="To CRM")
+    system.workflow(account, [webhook_step()], name="On cancel", trigger="booking.cancelled")
+    off = system.workflow(account, [webhook_step()], name="Switched off", enabled=False)
+    dash = open_dash(system)
+    dash.sign_in(account.api_key)
+
+    page = dash.get(f"/workflows/{hook}/test").text
+    assert "Step 1 · Call Webhook" in page
+    assert f"{http_receiver.url}/in" in page
+    assert http_receiver.requests == []  # a dry run sends nothing
+
+    answer = system.hub.emit(sample_event(id="evt_dash"), account_id=account.id).answer
+    (run_id,) = [r["id"] for r in answer["runs"]]
+    system.wait_run(account, run_id)
+    assert dash.get(f"/workflows/{hook}/runs").text.count(run_id) >= 1
+    assert run_id in dash.get("/runs").text
+    assert run_id in dash.get("/runs?status=succeeded").text
+    assert run_id not in dash.get("/runs?status=failed").text
+
+    page = dash.get(f"/runs/{run_id}").text
+    assert "Step 1 · Call Webhook" in page
+    assert re.search(r'<td class="http-status">200</td>', page)
+    assert "succeeded" in page and " ms</td>" in page
+    assert 'href="/events/evt_dash"' in page
+
+    page = dash.get("/events/evt_dash").text
+    ran = page.split('id="ran"')[1].split("</table>")[0]
+    not_run = page.split('id="not-run"')[1].split("</table>")[0]
+    assert "To CRM" in ran and run_id in ran
+    assert "On cancel" in not_run and "Switched off" in not_run
+    assert off not in ran
+
+
+def test_integrations_are_generated_and_write_only(
+    make_system: Callable[..., System], open_dash: Any
+) -> None:
+    system = make_system(registry=fax_registry())
+    account = system.account()
+    dash = open_dash(system)
+    dash.sign_in(account.api_key)
+    page = dash.get("/settings/integrations").text
+    form = Form(page)
+    assert form.kind("api_key") == "password"
+    assert form.kind("sender") == "text"
+    assert form.kind("region") == "select"
+    assert "Not connected" in page.split('id="integration-faxco"')[1]
+
+    response = dash.post("/settings/integrations/faxco", {"sender": "Acme"})
+    assert response.status_code == 422
+    assert "required" in field_error(response.text, "int-faxco-api-key").lower()
+
+    secret = "fax-secret-123"
+    response = dash.post(
+        "/settings/integrations/faxco", {"api_key": secret, "sender": "Acme", "region": "us"}
+    )
+    assert response.status_code == 303
+    page = dash.get("/settings/integrations").text
+    card = page.split('id="integration-faxco"')[1].split("</section>")[0]
+    assert "Connected" in card and secret not in page
+    assert Form(card).controls["api_key"]["placeholder"] == "unchanged"
+    assert Form(card).controls["sender"]["value"] == "Acme"
+
+    # Saved again with the secret left blank: it is kept.
+    assert dash.post("/settings/integrations/faxco", {"sender": "Acme 2"}).status_code == 303
+    kept = services.integration_secrets(system.hub, account.id, "faxco", FaxCredentials)
+    assert kept == {"api_key": secret}
+
+    response = dash.post("/settings/integrations/faxco/disconnect")
+    assert response.status_code == 303
+    assert (
+        "Not connected"
+        in dash.get("/settings/integrations").text.split('id="integration-faxco"')[1]
+    )
+    assert dash.post("/settings/integrations/nope", {}).status_code == 404
+
+
+# -- accounts see only their own -------------------------------------------------------------------
+
+
+@pytest.fixture
+def two_accounts(make_system: Callable[..., System]) -> tuple[System, NewAccount, NewAccount]:
+    system = make_system()
+    return system, system.account(), system.account()
+
+
+def test_another_accounts_objects_answer_404(
+    two_accounts: tuple[System, NewAccount, NewAccount], open_dash: Any
+) -> None:
+    system, a, b = two_accounts
+    wf = system.workflow(a, [webhook_step()], name="A's secret flow", enabled=True)
+    disabled = system.workflow(a, [webhook_step()], name="A's other flow", enabled=False)
+    (run,) = system.hub.emit(sample_event(id="evt_a"), account_id=a.id).answer["runs"]
+    dash = open_dash(system)
+    dash.sign_in(b.api_key)
+
+    for path in [
+        f"/workflows/{wf}",
+        f"/workflows/{wf}/test",
+        f"/workflows/{wf}/runs",
+        f"/runs/{run['id']}",
+        "/events/evt_a",
+    ]:
+        response = dash.get(path)
+        assert response.status_code == 404, path
+        assert "A&#39;s secret flow" not in response.text and "A's secret flow" not in response.text
+    for path, data in [
+        (f"/workflows/{disabled}/toggle", {"enabled": "true"}),
+        (f"/workflows/{wf}/toggle", {"enabled": "false"}),
+        (f"/workflows/{wf}/delete", {}),
+        (f"/workflows/{wf}", editor_form("Mine now", "booking.created", [webhook_step()])),
+        (f"/runs/{run['id']}/replay", {}),
+    ]:
+        assert dash.post(path, data).status_code == 404, path
+    assert workflows.get(system.hub, a.id, wf).enabled is True
+    assert workflows.get(system.hub, a.id, disabled).enabled is False
+    assert workflows.get(system.hub, a.id, wf).name == "A's secret flow"
+
+    listing = dash.get("/workflows").text
+    assert "secret flow" not in listing and "0 of unlimited" in listing
+    assert run["id"] not in dash.get("/runs").text
+
+    # A sees them.
+    mine = open_dash(system)
+    mine.sign_in(a.api_key)
+    assert mine.get(f"/workflows/{wf}").status_code == 200
+    assert mine.get(f"/runs/{run['id']}").status_code == 200
+    assert mine.get("/events/evt_a").status_code == 200
