@@ -250,6 +250,11 @@ def test_session_cookie_flags(make_system: Callable[..., System], open_dash: Any
     assert "secure" not in flags  # plain http (a local `linktime serve`)
     assert account.api_key not in cookie and account.id not in cookie  # encrypted
 
+    page = plain.get("/workflows")
+    assert page.headers["x-frame-options"] == "DENY"  # the toggles are forms
+    assert page.headers["cache-control"] == "no-store"  # a page may show a secret once
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+
     tls = open_dash(system, base_url="https://testserver.local")
     tls.get("/login")
     cookie = _session_cookie(tls.post("/login", {"api_key": account.api_key}))
@@ -331,6 +336,7 @@ def _fax(ctx: Any) -> Result:
 
 def fax_registry() -> plugins.Registry:
     registry = plugins.load()
+    registry.broken.append(plugins.BrokenPlugin("fax_old", "linktime-fax-old", "import failed"))
     registry.actions["fax.send"] = ActionType(
         "fax.send",
         "Send a fax",
@@ -384,6 +390,10 @@ def test_a_form_for_every_installed_action(
     assert '<option value="standard" selected>' in page
     assert "Hello {{ invitee.name }}" in page  # defaults shown
     assert "(comma-separated)" in page
+
+    # A plugin that failed to load is named on the Workflows page.
+    listing = dash.get("/workflows").text
+    assert "fax_old" in listing and "linktime-fax-old" in listing and "import failed" in listing
 
     # The trigger picker has every trigger's title; the offset input is for time triggers.
     blank = dash.get("/workflows/new").text
@@ -663,7 +673,7 @@ def test_dry_run_run_log_and_event_pages(
     page = dash.get("/events/evt_dash").text
     ran = page.split('id="ran"')[1].split("</table>")[0]
     not_run = page.split('id="not-run"')[1].split("</table>")[0]
-    assert "To CRM" in ran and run_id in ran
+    assert "To CRM" in ran and run_id in ran and "succeeded" in ran  # now, not as received
     assert "On cancel" in not_run and "Switched off" in not_run
     assert off not in ran
 

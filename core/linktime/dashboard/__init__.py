@@ -19,7 +19,7 @@ from urllib.parse import quote
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from litestar import Request, Response, Router, get, post
 from litestar.config.app import AppConfig
-from litestar.datastructures import FormMultiDict
+from litestar.datastructures import FormMultiDict, ResponseHeader
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException
 from litestar.params import FromPath, FromQuery
@@ -786,7 +786,12 @@ async def event_page(
     request: AnyRequest, hub: NamedDependency[Hub], me: NamedDependency[Me], event_id: FromPath[str]
 ) -> Template:
     found = await _offload(runs.inspect_event, hub, me.account_id, event_id)
-    by_id = {r.get("id"): r for r in found.runs}
+    # The event's answer recorded each run as it was then; show where each is now.
+    ids = [d.run_id for d in found.decisions if d.run_id]
+    now = await _offload(services.run_statuses, hub, me.account_id, ids)
+    by_id = {
+        str(r["id"]): {**r, "status": now.get(str(r["id"]), r.get("status"))} for r in found.runs
+    }
     decisions = [
         {
             "workflow_id": d.workflow_id,
@@ -951,6 +956,20 @@ HANDLERS = [
 ]
 
 
+SECURITY_HEADERS = [
+    # Pages may show a secret once: never cache them; never frame them (the toggles are forms).
+    ResponseHeader(name="Cache-Control", value="no-store"),
+    ResponseHeader(name="X-Frame-Options", value="DENY"),
+    ResponseHeader(name="X-Content-Type-Options", value="nosniff"),
+    ResponseHeader(name="Referrer-Policy", value="same-origin"),
+    ResponseHeader(
+        name="Content-Security-Policy",
+        value="default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    ),
+]
+
+
 def router(hub: Hub) -> Router:
     async def provide_hub() -> Hub:
         return hub
@@ -973,5 +992,6 @@ def router(hub: Hub) -> Router:
             InputError: _on_input,
             HTTPException: _on_http,
         },
+        response_headers=SECURITY_HEADERS,
         include_in_schema=False,
     )
