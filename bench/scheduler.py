@@ -15,7 +15,6 @@ import statistics
 import tempfile
 import threading
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -25,27 +24,16 @@ from linktime.actions import ActionContext, ActionType, Result
 from linktime.engine import Hub
 from linktime.scheduler import Scheduler
 from linktime.settings import Settings
+from linktime.testing import scratch_database
 from linktime.worker import bind, make_broker, start_in_process
 from pydantic import BaseModel
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 PG = os.environ.get("LINKTIME_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
 class Nothing(BaseModel):
     pass
-
-
-def scratch_database() -> tuple[str, str]:
-    name = f"lt_bench_{uuid.uuid4().hex[:8]}"
-    with create_engine(PG, isolation_level="AUTOCOMMIT").connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    return name, PG.rsplit("/", 1)[0] + f"/{name}"
-
-
-def drop_database(name: str) -> None:
-    with create_engine(PG, isolation_level="AUTOCOMMIT").connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def setup(hub: Hub) -> tuple[str, str]:
@@ -113,20 +101,16 @@ def tick_times(hub: Hub, due: int, ticks: int) -> list[float]:
 
 
 def measure_ticks(pending: int, due: int) -> tuple[float, float]:
-    name, url = scratch_database()
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            hub = Hub(_settings(url, tmp), registry=_registry(lambda ctx: Result.ok()))
-            hub.migrate()
-            acc, wf = setup(hub)
-            add_runs(hub, acc, wf, pending, "now() + interval '30 days'", "pend")
-            add_runs(hub, acc, wf, due, "now()", "due")
-            tick_times(hub, due, 5)  # warm caches
-            times = sorted(tick_times(hub, due, 40))
-            hub.close()
-            return statistics.median(times), times[int(len(times) * 0.99) - 1]
-    finally:
-        drop_database(name)
+    with scratch_database(PG, "lt_bench_") as url, tempfile.TemporaryDirectory() as tmp:
+        hub = Hub(_settings(url, tmp), registry=_registry(lambda ctx: Result.ok()))
+        hub.migrate()
+        acc, wf = setup(hub)
+        add_runs(hub, acc, wf, pending, "now() + interval '30 days'", "pend")
+        add_runs(hub, acc, wf, due, "now()", "due")
+        tick_times(hub, due, 5)  # warm caches
+        times = sorted(tick_times(hub, due, 40))
+        hub.close()
+        return statistics.median(times), times[int(len(times) * 0.99) - 1]
 
 
 def _settings(url: str, tmp: str) -> Settings:
@@ -147,7 +131,6 @@ def _registry(fire: object) -> plugins.Registry:
 
 def measure_lateness(pending: int, fire: int, spread: float) -> list[float]:
     """Reminders due over ``spread`` seconds among ``pending`` others: how late each fires."""
-    name, url = scratch_database()
     late: list[float] = []
     lock = threading.Lock()
     due_of: dict[str, datetime] = {}
@@ -158,38 +141,35 @@ def measure_lateness(pending: int, fire: int, spread: float) -> list[float]:
             late.append((fired_at - due_of[ctx.run_id]).total_seconds())
         return Result.ok()
 
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            hub = Hub(_settings(url, tmp), registry=_registry(on_fire))
-            hub.migrate()
-            acc, wf = setup(hub)
-            add_runs(hub, acc, wf, pending, "now() + interval '30 days'", "pend")
-            start = datetime.now(UTC) + timedelta(seconds=2)
-            add_runs(
-                hub,
-                acc,
-                wf,
-                fire,
-                f"TIMESTAMPTZ '{start.isoformat()}' + (g * {spread / fire}) * interval '1 second'",
-                "fire",
-            )
-            with hub.db.connect() as conn:
-                due_of.update(
-                    conn.execute(text("SELECT id, due_at FROM runs WHERE id LIKE 'fire%'")).all()
-                )  # type: ignore[arg-type]
-            broker = make_broker(hub)
-            bind(hub, broker)
-            worker = start_in_process(hub, broker, 8)
-            scheduler = Scheduler(hub)
-            scheduler.start()
-            deadline = time.monotonic() + spread + 60
-            while len(late) < fire and time.monotonic() < deadline:
-                time.sleep(0.2)
-            scheduler.stop()
-            worker.stop()
-            hub.close()
-    finally:
-        drop_database(name)
+    with scratch_database(PG, "lt_bench_") as url, tempfile.TemporaryDirectory() as tmp:
+        hub = Hub(_settings(url, tmp), registry=_registry(on_fire))
+        hub.migrate()
+        acc, wf = setup(hub)
+        add_runs(hub, acc, wf, pending, "now() + interval '30 days'", "pend")
+        start = datetime.now(UTC) + timedelta(seconds=2)
+        add_runs(
+            hub,
+            acc,
+            wf,
+            fire,
+            f"TIMESTAMPTZ '{start.isoformat()}' + (g * {spread / fire}) * interval '1 second'",
+            "fire",
+        )
+        with hub.db.connect() as conn:
+            due_of.update(
+                conn.execute(text("SELECT id, due_at FROM runs WHERE id LIKE 'fire%'")).all()
+            )  # type: ignore[arg-type]
+        broker = make_broker(hub)
+        bind(hub, broker)
+        worker = start_in_process(hub, broker, 8)
+        scheduler = Scheduler(hub)
+        scheduler.start()
+        deadline = time.monotonic() + spread + 60
+        while len(late) < fire and time.monotonic() < deadline:
+            time.sleep(0.2)
+        scheduler.stop()
+        worker.stop()
+        hub.close()
     return sorted(late)
 
 

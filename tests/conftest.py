@@ -21,8 +21,8 @@ from linktime.engine import Hub
 from linktime.scheduler import Scheduler
 from linktime.settings import Settings
 from linktime.storage import Run
+from linktime.testing import scratch_database
 from linktime.worker import bind, make_broker, start_in_process
-from sqlalchemy import create_engine, text
 
 PG = os.environ.get("LINKTIME_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS = os.environ.get("LINKTIME_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -33,16 +33,8 @@ TERMINAL = ("succeeded", "failed")
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database for this test."""
-    name = f"lt_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield PG.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with scratch_database(PG) as url:
+        yield url
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -68,6 +69,42 @@ def wait_http(url: str, timeout: float = 30) -> None:
             pass
         time.sleep(0.1)
     raise AssertionError(f"{url} did not come up in {timeout}s")
+
+
+@dataclass(frozen=True)
+class Served:
+    """A running ``linktime serve`` and the API key of the account created before it."""
+
+    proc: subprocess.Popen[bytes]
+    key: str
+    port: int
+    base: str  # http://127.0.0.1:<port>
+    log: Path
+
+
+def serve_with_account(env: dict[str, str], cwd: Path, *account_args: str) -> Served:
+    """Create an account with the CLI (``linktime accounts create *account_args``), start
+    ``linktime serve`` on a free port in ``cwd`` and wait for its /healthz. If it does not come
+    up, the end of its log is printed and the server stopped."""
+    key = subprocess.run(
+        [LINKTIME, "accounts", "create", *account_args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log = cwd / "serve.log"
+    proc = start(["serve", "--port", str(port)], env, cwd, log)
+    try:
+        wait_http(f"{base}/healthz")
+    except BaseException:
+        print(log.read_text()[-4000:])
+        stop([proc])
+        raise
+    return Served(proc, key, port, base, log)
 
 
 def step_states(database_url: str, run_id: str | None = None) -> dict[str, str]:

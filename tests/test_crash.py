@@ -3,7 +3,6 @@ was recorded as succeeded."""
 
 from __future__ import annotations
 
-import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -18,11 +17,10 @@ from linktime.testing import HttpReceiver, Reply
 
 from .conftest import LOOPBACK
 from .procs import (
-    LINKTIME,
     assert_nothing_lost_nothing_resent,
     clean_env,
-    free_port,
     kill9,
+    serve_with_account,
     start,
     step_states,
     stop,
@@ -102,22 +100,11 @@ def test_embedded_default_end_to_end_and_restart(
 ) -> None:
     """`linktime serve` with no services configured: SQLite, in-process broker and worker."""
     env = clean_env(LINKTIME_WEBHOOK_ALLOWED_NETWORKS=LOOPBACK)
-    key = subprocess.run(
-        [LINKTIME, "accounts", "create", "--plan", "free"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    log = tmp_path / "serve.log"
-    serve = start(["serve", "--port", str(port)], env, tmp_path, log)
+    served = serve_with_account(env, tmp_path, "--plan", "free")
+    serve, port, base, log = served.proc, served.port, served.base, served.log
     restarted = None
-    headers = {"Authorization": f"Bearer {key}"}
+    headers = {"Authorization": f"Bearer {served.key}"}
     try:
-        wait_http(f"{base}/healthz")
         r = httpx.post(
             f"{base}/v1/workflows",
             headers=headers,

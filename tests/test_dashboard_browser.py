@@ -10,7 +10,6 @@ fails; it never skips.
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
 
 import httpx
@@ -20,7 +19,7 @@ from playwright.sync_api import Page, expect, sync_playwright
 from standardwebhooks import Webhook
 
 from .conftest import LOOPBACK
-from .procs import LINKTIME, clean_env, free_port, start, stop, wait_http
+from .procs import clean_env, serve_with_account, stop
 from .test_crash import wait_run
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -51,20 +50,8 @@ def test_five_steps_in_a_browser_then_a_delivery(
     )
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     env = clean_env(LINKTIME_WEBHOOK_ALLOWED_NETWORKS=LOOPBACK)
-    key = subprocess.run(
-        [LINKTIME, "accounts", "create", "--name", "Acme", "--plan", "free"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    log = tmp_path / "serve.log"
-    serve = start(["serve", "--port", str(port)], env, tmp_path, log)
+    served = serve_with_account(env, tmp_path, "--name", "Acme", "--plan", "free")
     try:
-        wait_http(f"{base}/healthz")
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(
                 executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
@@ -72,14 +59,14 @@ def test_five_steps_in_a_browser_then_a_delivery(
             try:
                 page = browser.new_page(viewport={"width": 1200, "height": 900})
                 page.set_default_timeout(20_000)
-                walk(page, base, key, http_receiver)
+                walk(page, served.base, served.key, http_receiver)
             finally:
                 browser.close()
     except BaseException:
-        print(log.read_text()[-4000:])
+        print(served.log.read_text()[-4000:])
         raise
     finally:
-        stop([serve])
+        stop([served.proc])
 
 
 def walk(page: Page, base: str, key: str, receiver: HttpReceiver) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from linktime.api import create_app
 from linktime.models import sample_event
-from linktime.storage import Account
+from linktime.storage import Account, Workflow
 from linktime.testing import HttpReceiver
 from litestar.testing import TestClient
 from sqlalchemy import update
@@ -327,3 +327,88 @@ def test_replaying_a_failed_run_resumes_from_the_failed_step(
     assert [r.path for r in http_receiver.requests] == ["/first", "/second", "/second"]
     again_again = client.post(f"/v1/runs/{again.id}/replay", headers=auth(acc.api_key))
     assert again_again.status_code == 409
+
+
+def test_inspector_names_plan_limit_and_missing_plugin(
+    make_system: Callable[..., System], allow_loopback: None, http_receiver: HttpReceiver
+) -> None:
+    from linktime import plugins
+    from linktime.actions import ActionType, Result
+    from linktime.engine import Hub
+    from linktime.runs import inspect_event
+    from pydantic import BaseModel
+
+    class Nothing(BaseModel):
+        pass
+
+    with_fax = plugins.load()
+    with_fax.actions["fax.send"] = ActionType("fax.send", "Fax", Nothing, lambda ctx: Result.ok())
+    system = make_system(registry=with_fax)
+    acc = system.account("pro")
+    hooks = [system.workflow(acc, [hook(http_receiver.url)], name=f"w{i}") for i in range(3)]
+    fax = system.workflow(acc, [{"action": "fax.send"}], name="fax")
+    with system.hub.db.begin() as conn:  # downgraded: 4 active workflows on a plan of 3
+        conn.execute(update(Account).where(Account.id == acc.id).values(plan="free"))
+
+    # the same installation, restarted without the fax plugin
+    without_fax = Hub(system.hub.settings)
+    without_fax.emit(sample_event(id="evt_limits"), account_id=acc.id)
+    reasons = {
+        d.workflow_id: d.reason for d in inspect_event(without_fax, acc.id, "evt_limits").decisions
+    }
+    without_fax.close()
+
+    assert [reasons[w] for w in hooks] == [None, None, None]
+    assert reasons[fax] == "action fax.send is not installed"
+
+    fourth = system.workflow(acc, [hook(http_receiver.url)], name="w3", enabled=False)
+    with system.hub.db.begin() as conn:
+        conn.execute(update(Workflow).where(Workflow.id.in_([fourth])).values(enabled=True))
+    system.hub.emit(sample_event(id="evt_limits2"), account_id=acc.id)
+    later = {
+        d.workflow_id: d.reason for d in inspect_event(system.hub, acc.id, "evt_limits2").decisions
+    }
+    assert later[fourth] == (
+        "the free plan allows 3 active workflows; this one is beyond the limit"
+    )
+
+
+def test_cli_dry_runs_a_workflow(tmp_path: Path) -> None:
+    import json
+
+    env = clean_env(LINKTIME_DATA_DIR=str(tmp_path / "data"))
+    key = subprocess.run(
+        [LINKTIME, "accounts", "create", "--plan", "free"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    script = tmp_path / "wf.py"
+    script.write_text(
+        "import sys\n"
+        "from linktime.accounts import authenticate\n"
+        "from linktime.engine import Hub\n"
+        "from linktime import workflows\n"
+        "hub = Hub()\n"
+        "acc = authenticate(hub, sys.argv[1])\n"
+        "spec = workflows.WorkflowIn(name='w', trigger='booking.created', steps=[{'action': "
+        "'email.send', 'settings': {'to_invitee': True, 'subject': 'Hi {{ attendee_name }}', "
+        "'text': 'x'}}])\n"
+        "print(workflows.create(hub, acc, spec)[0].id)\n"
+    )
+    wf_id = subprocess.run(
+        [str(Path(LINKTIME).parent / "python"), str(script), key],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    out = subprocess.run(
+        [LINKTIME, "workflows", "test", wf_id], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    assert json.loads(out)["steps"][0]["output"]["subject"] == "Hi Grace Hopper"
+    missing = subprocess.run(
+        [LINKTIME, "workflows", "test", "wf_nope"], env=env, capture_output=True, text=True
+    )
+    assert missing.returncode != 0 and "no workflow 'wf_nope'" in missing.stderr

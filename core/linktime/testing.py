@@ -6,16 +6,24 @@
 - ``linktime_hub``: a ``Hub`` on a fresh SQLite database.
 - ``http_receiver``: a real HTTP server on loopback that records what it receives and answers
   as scripted, standing in for a webhook endpoint or a provider's API.
+
+Helpers: ``test_certificates`` (a throwaway CA and a server certificate signed by it, for TLS
+tests) and ``scratch_database`` (a fresh PostgreSQL database, dropped afterwards).
 """
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import json
+import ssl
 import threading
 import time
+import uuid
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -204,3 +212,112 @@ def http_receiver() -> Iterator[HttpReceiver]:
         yield receiver
     finally:
         receiver.close()
+
+
+@dataclass(frozen=True)
+class TestCertificates:
+    """A throwaway CA and a server certificate it signed (PEM files in one folder)."""
+
+    __test__ = False  # not a test class, should a test module import it
+
+    ca_file: Path  # trust this (e.g. SSL_CERT_FILE) to accept the server
+    server_file: Path  # the server's private key followed by its certificate
+    server: ssl.SSLContext  # a server context presenting that certificate
+
+
+def test_certificates(tmp_dir: Path, names: Sequence[str]) -> TestCertificates:
+    """Write a throwaway CA and a certificate for ``names`` (host names or IP addresses; the
+    first is also its common name) signed by it into ``tmp_dir``; valid for a day."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    def name(common: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+    def alt_name(value: str) -> x509.GeneralName:
+        try:
+            return x509.IPAddress(ipaddress.ip_address(value))
+        except ValueError:
+            return x509.DNSName(value)
+
+    def builder(
+        subject: str, issuer: str, key: ec.EllipticCurvePrivateKey
+    ) -> x509.CertificateBuilder:
+        now = datetime.now(UTC)
+        return (
+            x509.CertificateBuilder()
+            .subject_name(name(subject))
+            .issuer_name(name(issuer))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(days=1))
+        )
+
+    ca_name = "linktime test CA"
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_cert = (
+        builder(ca_name, ca_name, ca_key)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        builder(names[0], ca_name, key)
+        .add_extension(x509.SubjectAlternativeName([alt_name(n) for n in names]), False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    ca_file, server_file = tmp_dir / "ca.pem", tmp_dir / "server.pem"
+    ca_file.write_bytes(ca_cert.public_bytes(pem))
+    server_file.write_bytes(
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        + cert.public_bytes(pem)
+    )
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(server_file)
+    return TestCertificates(ca_file, server_file, server)
+
+
+test_certificates.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test
+
+
+@contextlib.contextmanager
+def scratch_database(admin_url: str, prefix: str = "lt_test_") -> Iterator[str]:
+    """Create a fresh, empty PostgreSQL database next to ``admin_url``'s (a server where that
+    role may CREATE DATABASE), yield its URL, and drop it afterwards."""
+    from sqlalchemy import create_engine, text
+
+    name = f"{prefix}{uuid.uuid4().hex[:12]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        try:
+            yield admin_url.rsplit("/", 1)[0] + f"/{name}"
+        finally:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()

@@ -19,8 +19,8 @@ from pydantic import ValidationError
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from conftest import TestCA
     from linktime.engine import Hub
+    from linktime.testing import TestCertificates
     from linktime_email_testing import SmtpPeer
 
 GRACE = "grace@example.com"  # the sample booking's invitee
@@ -383,7 +383,7 @@ def test_template_that_does_not_fit_this_booking_fails(
 
 
 @pytest.fixture
-def trust_test_ca(test_ca: TestCA, monkeypatch: pytest.MonkeyPatch) -> None:
+def trust_test_ca(test_ca: TestCertificates, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SSL_CERT_FILE", str(test_ca.ca_file))
 
 
@@ -396,7 +396,7 @@ def test_starttls_and_auth(
     run_action: RunAction,
     make_peer: Callable[..., SmtpPeer],
     relay_env: Callable[..., None],
-    test_ca: TestCA,
+    test_ca: TestCertificates,
 ) -> None:
     peer = make_peer(
         tls_context=test_ca.server,
@@ -417,7 +417,7 @@ def test_implicit_tls(
     run_action: RunAction,
     make_peer: Callable[..., SmtpPeer],
     relay_env: Callable[..., None],
-    test_ca: TestCA,
+    test_ca: TestCertificates,
 ) -> None:
     # aiosmtpd cannot tell an implicit-TLS session is encrypted: allow AUTH explicitly.
     peer = make_peer(
@@ -435,7 +435,7 @@ def test_untrusted_certificate_retries(
     run_action: RunAction,
     make_peer: Callable[..., SmtpPeer],
     relay_env: Callable[..., None],
-    test_ca: TestCA,
+    test_ca: TestCertificates,
     security: str,
 ) -> None:
     server_tls = "tls_context" if security == "starttls" else "ssl_context"
@@ -464,7 +464,7 @@ def test_wrong_password_retries_as_auth_failed(
     run_action: RunAction,
     make_peer: Callable[..., SmtpPeer],
     relay_env: Callable[..., None],
-    test_ca: TestCA,
+    test_ca: TestCertificates,
 ) -> None:
     peer = make_peer(tls_context=test_ca.server, authenticator=authenticator)
     relay_env(peer.port, smtp_security="starttls", smtp_user=SMTP_USER, smtp_password="wrong-one")
@@ -480,7 +480,7 @@ def test_secrets_never_in_results_or_logs(
     run_action: RunAction,
     make_peer: Callable[..., SmtpPeer],
     relay_env: Callable[..., None],
-    test_ca: TestCA,
+    test_ca: TestCertificates,
     closed_port: int,
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import ssl
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -18,9 +17,9 @@ from standardwebhooks import Webhook, WebhookVerificationError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from pathlib import Path
 
     from conftest import Receiver
+    from linktime.testing import TestCertificates
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
@@ -131,12 +130,12 @@ def test_connects_to_the_vetted_address_with_the_original_host(
 def test_https_pins_the_ip_but_keeps_each_server_name(
     run_action: RunAction,
     tls_receiver: Receiver,
-    test_ca: tuple[Path, ssl.SSLContext],
+    test_ca: TestCertificates,
     fake_dns: dict[str, list[str]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     fake_dns["hooks.example"] = fake_dns["other.example"] = ["127.0.0.1"]
-    monkeypatch.setenv("SSL_CERT_FILE", str(test_ca[0]))
+    monkeypatch.setenv("SSL_CERT_FILE", str(test_ca.ca_file))
     # Fresh per-thread clients, whose TLS context trusts the test CA.
     monkeypatch.setattr(linktime_webhook, "_clients", linktime_webhook._ClientsPerThread())
 
@@ -154,12 +153,12 @@ def test_https_pins_the_ip_but_keeps_each_server_name(
 def test_https_certificate_is_checked_against_the_host_name(
     run_action: RunAction,
     tls_receiver: Receiver,
-    test_ca: tuple[Path, ssl.SSLContext],
+    test_ca: TestCertificates,
     fake_dns: dict[str, list[str]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     fake_dns["wrong.example"] = ["127.0.0.1"]
-    monkeypatch.setenv("SSL_CERT_FILE", str(test_ca[0]))
+    monkeypatch.setenv("SSL_CERT_FILE", str(test_ca.ca_file))
     monkeypatch.setattr(linktime_webhook, "_clients", linktime_webhook._ClientsPerThread())
 
     result = run_action("webhook.call", settings(tls_receiver.url(host="wrong.example")))
