@@ -13,7 +13,6 @@ from .engine import Hub
 from .errors import InputError, NotFound
 from .storage import Event, Run, RunStep, new_id
 
-TERMINAL = ("succeeded", "failed", "cancelled", "skipped")
 
 
 class RunSummary(BaseModel):
