@@ -21,8 +21,10 @@ AREAS: list[tuple[str, re.Pattern[str]]] = [
     ("SQLAlchemy (compile, ORM, pool)", re.compile(r"sqlalchemy/")),
     ("httpx/httpcore (HTTP client)", re.compile(r"httpx/|httpcore/|h11/")),
     ("asyncio (loop, streams, sockets)", re.compile(r"asyncio/")),
-    ("webhook plugin (SSRF guard, signing, payload)",
-     re.compile(r"linktime_webhook|standardwebhooks")),
+    (
+        "webhook plugin (SSRF guard, signing, payload)",
+        re.compile(r"linktime_webhook|standardwebhooks"),
+    ),
     ("pydantic (validation, dump)", re.compile(r"pydantic")),
     ("dramatiq / redis (broker)", re.compile(r"dramatiq/|redis/")),
     ("linktime engine", re.compile(r"linktime/")),

@@ -77,7 +77,11 @@ class Procs:
     def start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         log = (self.log_dir / f"{name}.log").open("ab")
         proc = subprocess.Popen(
-            args, env=env, cwd=self.log_dir, stdout=log, stderr=subprocess.STDOUT,
+            args,
+            env=env,
+            cwd=self.log_dir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         log.close()  # the child holds its own copy
@@ -334,9 +338,7 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
 
-def figures(
-    name: str, stats: Stats, sent: int, send_seconds: float, cpu: Cpu
-) -> Figures:
+def figures(name: str, stats: Stats, sent: int, send_seconds: float, cpu: Cpu) -> Figures:
     arrivals = sorted(stats.arrivals)
     span = arrivals[-1] - arrivals[0] if len(arrivals) > 1 else float("nan")
     latencies = sorted(stats.latencies)
@@ -375,9 +377,16 @@ def run_baseline(args: argparse.Namespace, receiver: Receiver, work: Path) -> Fi
         worker = procs.start(
             "baseline-worker",
             [
-                sys.executable, "-m", "dramatiq", "bench.baseline_actor:setup",
-                "--processes", str(args.workers), "--threads", str(args.threads),
-                "--queues", baseline_actor.QUEUE,
+                sys.executable,
+                "-m",
+                "dramatiq",
+                "bench.baseline_actor:setup",
+                "--processes",
+                str(args.workers),
+                "--threads",
+                str(args.threads),
+                "--queues",
+                baseline_actor.QUEUE,
             ],
             env,
         )
@@ -460,8 +469,14 @@ def run_linktime(args: argparse.Namespace, receiver: Receiver, work: Path) -> tu
             scheduler = procs.start("linktime-scheduler", [LINKTIME, "scheduler"], env)
             worker = procs.start(
                 "linktime-worker",
-                [LINKTIME, "worker", "--processes", str(args.workers),
-                 "--threads", str(args.threads)],
+                [
+                    LINKTIME,
+                    "worker",
+                    "--processes",
+                    str(args.workers),
+                    "--threads",
+                    str(args.threads),
+                ],
                 env,
             )
             # Send right after commit, as the API does; the scheduler only re-sends late runs.
@@ -545,10 +560,24 @@ def start_profiler(pid: int, out: Path, gil: bool) -> subprocess.Popen[bytes]:
     a profiled run's figures are not the benchmark's figures."""
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     return subprocess.Popen(
-        [py_spy, "record", "--pid", str(pid), "--subprocesses", "--nonblocking",
-         *(["--gil"] if gil else []),
-         "--rate", "200", "--format", "raw", "--output", str(out)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            py_spy,
+            "record",
+            "--pid",
+            str(pid),
+            "--subprocesses",
+            "--nonblocking",
+            *(["--gil"] if gil else []),
+            "--rate",
+            "200",
+            "--format",
+            "raw",
+            "--output",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
 
 
@@ -573,11 +602,17 @@ def code_version(src: str | None) -> str:
     try:
         head = subprocess.run(
             ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-            capture_output=True, text=True, timeout=10, check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout.strip()
         changed = subprocess.run(
             ["git", "-C", str(ROOT), "status", "--porcelain", "--", "core", "plugins/webhook"],
-            capture_output=True, text=True, timeout=10, check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout.split("\n")
     except (OSError, subprocess.SubprocessError):
         return "LinkTime code: installed (no git information)"
@@ -621,14 +656,23 @@ def main() -> int:
     parser.add_argument("--senders", type=int, default=4, help="bench threads sending/emitting")
     parser.add_argument("--rounds", type=int, default=1, help="repeat both phases this often")
     parser.add_argument("--timeout", type=float, default=300.0, help="bound on every wait (s)")
-    parser.add_argument("--profile", help="py-spy raw (collapsed) profile of the LinkTime worker "
-                        "during the measured phase, to this file (slows the run); "
-                        "summarise it with bench/profile_top.py")
-    parser.add_argument("--src", help="measure the LinkTime tree in this directory (its core/ and "
-                        "plugins/webhook/, e.g. a `git archive` snapshot) instead of the installed "
-                        "one")
-    parser.add_argument("--profile-gil", action="store_true",
-                        help="profile only GIL-holding threads (CPU) rather than all busy ones")
+    parser.add_argument(
+        "--profile",
+        help="py-spy raw (collapsed) profile of the LinkTime worker "
+        "during the measured phase, to this file (slows the run); "
+        "summarise it with bench/profile_top.py",
+    )
+    parser.add_argument(
+        "--src",
+        help="measure the LinkTime tree in this directory (its core/ and "
+        "plugins/webhook/, e.g. a `git archive` snapshot) instead of the installed "
+        "one",
+    )
+    parser.add_argument(
+        "--profile-gil",
+        action="store_true",
+        help="profile only GIL-holding threads (CPU) rather than all busy ones",
+    )
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, _interrupt)
     # Even when started with SIGINT ignored (a background job of a script), Ctrl-C cleans up.

@@ -14,7 +14,6 @@ from .errors import InputError, NotFound
 from .storage import Event, Run, RunStep, new_id
 
 
-
 class RunSummary(BaseModel):
     id: str
     workflow_id: str
