@@ -46,6 +46,19 @@ def booking_event() -> BookingEvent:
 RunAction = Callable[..., "Result"]
 
 
+def event_with(**booking: Any) -> BookingEvent:
+    """The sample booking event with some booking fields changed (a dict is merged into a
+    dict, e.g. ``event_with(invitee={"phone": "+442071838750"})``)."""
+    from .models import BookingEvent, sample_event
+
+    data = sample_event().model_dump(mode="json")
+    for key, value in booking.items():
+        current = data["booking"].get(key)
+        merge = isinstance(current, dict) and isinstance(value, dict)
+        data["booking"][key] = {**current, **value} if merge else value
+    return BookingEvent.model_validate(data)
+
+
 def run_action(
     action: str,
     settings: dict[str, Any],

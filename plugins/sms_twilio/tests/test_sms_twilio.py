@@ -13,7 +13,7 @@ from linktime.accounts import create_account
 from linktime.actions import Outcome, Result
 from linktime.errors import InputError
 from linktime.models import BookingEvent, sample_event
-from linktime.testing import Reply, RunAction
+from linktime.testing import Reply, RunAction, event_with
 
 if TYPE_CHECKING:
     from linktime.engine import Hub
@@ -25,16 +25,6 @@ RENDERED = "Hi Grace, Intro call is on Tuesday, December 1, 2026 10:00 AM EST"
 
 def sms(**settings: Any) -> dict[str, Any]:
     return {"text": TEXT, **settings}
-
-
-def event_with(**booking: Any) -> BookingEvent:
-    """The sample booking with some fields changed (a dict is merged into a dict)."""
-    data = sample_event().model_dump(mode="json")
-    for key, value in booking.items():
-        current = data["booking"].get(key)
-        merge = isinstance(current, dict) and isinstance(value, dict)
-        data["booking"][key] = {**current, **value} if merge else value
-    return BookingEvent.model_validate(data)
 
 
 # --- sending ---------------------------------------------------------------------------------

@@ -11,8 +11,8 @@ from linktime import integrations, workflows
 from linktime.accounts import create_account
 from linktime.actions import Outcome, Result
 from linktime.errors import InputError
-from linktime.models import BookingEvent, sample_event
-from linktime.testing import RunAction
+from linktime.models import sample_event
+from linktime.testing import RunAction, event_with
 
 if TYPE_CHECKING:
     from linktime.engine import Hub
@@ -28,16 +28,6 @@ AGENT_URL = "wss://agent.example.com/twilio/stream?tenant=acme&v=2"
 
 def say(**settings: Any) -> dict[str, Any]:
     return {"mode": "say", "script": SCRIPT, **settings}
-
-
-def event_with(**booking: Any) -> BookingEvent:
-    """The sample booking with some fields changed (a dict is merged into a dict)."""
-    data = sample_event().model_dump(mode="json")
-    for key, value in booking.items():
-        current = data["booking"].get(key)
-        merge = isinstance(current, dict) and isinstance(value, dict)
-        data["booking"][key] = {**current, **value} if merge else value
-    return BookingEvent.model_validate(data)
 
 
 # --- the two modes -------------------------------------------------------------------------------
