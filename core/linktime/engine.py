@@ -411,19 +411,22 @@ class Hub:
         same time or later: only the lease holder executes, and only unfinished steps."""
         # One pooled connection for the whole run, one transaction per step.
         with self.db.connect() as conn:
-            with conn.begin():
-                claim = self._claim(conn, run_id)
-                if claim is None:
-                    return
-                step = self._start(conn, claim)
-            while step is not None:
-                result, started, duration_ms = self._attempt(claim, step)
-                try:
+            if conn.dialect.name == "postgresql":
+                # There every write below is a single statement fenced by the lease, so each
+                # is its own transaction: no BEGIN and COMMIT round trips.
+                conn.execution_options(isolation_level="AUTOCOMMIT")
+            try:
+                with conn.begin():
+                    claim = self._claim(conn, run_id)
+                    if claim is None:
+                        return
+                    step = self._start(conn, claim)
+                while step is not None:
+                    result, started, duration_ms = self._attempt(claim, step)
                     with conn.begin():
                         step = self._record(conn, claim, step, result, started, duration_ms)
-                except LeaseLost:
-                    log.warning("run %s: lease lost; another worker owns it now", run_id)
-                    return
+            except LeaseLost:
+                log.warning("run %s: lease lost; another worker owns it now", run_id)
 
     def _lease(self) -> tuple[datetime, datetime]:
         now = self.clock()
@@ -445,7 +448,7 @@ class Hub:
         if not steps:  # a time-triggered run firing: steps from the workflow as it is now
             reason = self._obsolete(conn, row)
             if reason is not None:
-                self._finish(conn, run_id, "cancelled", reason)
+                self._finish(conn, run_id, token, "cancelled", reason)
                 return None
             self._copy_steps(conn, {row.workflow_id: run_id})
             steps = self._steps(conn, run_id)
@@ -494,16 +497,15 @@ class Hub:
         """Pick up where the run stands: the first unfinished step, now marked running."""
         step = next((s for s in claim.steps if s.status in ("pending", "running")), None)
         if step is None:
-            self._finish(conn, claim.run_id, "succeeded")
+            self._finish(conn, claim.run_id, claim.token, "succeeded")
             return None
         if step.status == "running":
             # The previous owner died during this attempt; whether it was delivered is unknown.
             lost = Result.retry("the worker was lost during this attempt", error_code="worker_lost")
             return self._record(conn, claim, step, lost, self.clock(), 0)
-        return self._mark_running(conn, step)
-
-    def _mark_running(self, conn: Connection, step: _Step) -> _Step:
-        conn.execute(sql.START_STEP, {"b_step": step.id})
+        fenced = {"b_run": claim.run_id, "b_token": claim.token}
+        if conn.execute(sql.START_STEP, {**fenced, "b_step": step.id}).rowcount != 1:
+            raise LeaseLost(claim.run_id)
         return replace(step, status="running", attempts=step.attempts + 1)
 
     def _attempt(self, claim: _Claim, step: _Step) -> tuple[Result, datetime, int]:
@@ -584,7 +586,6 @@ class Hub:
         following = next((s for s in claim.steps if s.position > step.position), None)
         blocked = result.error_code == BLOCKED
         go_on = result.outcome is Outcome.SUCCEEDED or (blocked and claim.continue_when_blocked)
-        # The run row after this attempt: still ours, waiting for a retry, or finished.
         # The run row after this attempt: still ours (the lease renewed), or let go of.
         released = {"b_new_token": None, "b_until": None, "b_note": None}
         next_at = None
@@ -593,17 +594,17 @@ class Hub:
             if following is not None:
                 run: dict[str, Any] = {"b_until": self._lease()[1]}
             else:
-                run = {**released, "b_status": "succeeded", "b_due": None, "b_finished": now}
+                run = {**released, "b_run_status": "succeeded", "b_due": None}
         elif retry:
             step_status = "pending"
             delay = schedule[step.attempts - 1]
             if result.retry_after is not None:
                 delay = min(max(result.retry_after, 0.0), max(schedule))
             next_at = now + timedelta(seconds=delay)
-            run = {**released, "b_status": "waiting", "b_due": next_at, "b_finished": None}
+            run = {**released, "b_run_status": "waiting", "b_due": next_at}
         else:
             step_status = BLOCKED if blocked else "failed"
-            run = {**released, "b_status": "failed", "b_due": None, "b_finished": now}
+            run = {**released, "b_run_status": "failed", "b_due": None}
         excerpt = result.response_excerpt
         attempt = {
             "id": new_id("att"),
@@ -620,45 +621,49 @@ class Hub:
             if excerpt
             else None,
         }
-        close = {
+        nxt = following if go_on else None
+        skip_rest = run.get("b_run_status") == "failed"
+        params = {
+            "b_run": claim.run_id,
+            "b_token": claim.token,
+            **run,
             "b_step": step.id,
+            "b_next": nxt.id if nxt else None,
             "b_status": step_status,
             "b_external_id": result.external_id,
             "b_error": result.error,
             "b_error_code": result.error_code,
             "b_next_at": next_at,
+            # The step and, unless it waits for a retry, the run.
             "b_finished": None if step_status == "pending" else now,
+            "b_position": step.position,
+            "b_now": now,
         }
-        fence = {"b_run": claim.run_id, "b_token": claim.token, **run}
-        nxt = following if go_on else None
-        if nxt is not None and conn.dialect.name == "postgresql":
-            # The common case in one round trip; no row changes unless the lease holds.
-            changed = conn.execute(
-                sql.STEP_DONE_AND_NEXT,
-                {**fence, **{f"a_{k}": v for k, v in attempt.items()}, **close, "b_next": nxt.id},
+        if conn.dialect.name == "postgresql":
+            recorded = conn.execute(
+                sql.RECORD[nxt is not None, skip_rest],
+                {**params, **{f"a_{k}": v for k, v in attempt.items()}},
             )
-            if changed.rowcount != 2:
+            if recorded.rowcount != 1:
                 raise LeaseLost(claim.run_id)
-            return replace(nxt, status="running", attempts=nxt.attempts + 1)
-        fenced = conn.execute(sql.MOVE_RUN if "b_status" in run else sql.RENEW_LEASE, fence)
-        if fenced.rowcount != 1:
-            raise LeaseLost(claim.run_id)
-        conn.execute(sql.ADD_ATTEMPT, attempt)
-        if nxt is not None:
-            conn.execute(sql.CLOSE_STEP_START_NEXT, {**close, "b_next": nxt.id})
-            return replace(nxt, status="running", attempts=nxt.attempts + 1)
-        conn.execute(sql.CLOSE_STEP, close)
-        if run.get("b_status") == "failed":
-            conn.execute(
-                sql.SKIP_REST, {"b_run": claim.run_id, "b_position": step.position, "b_now": now}
-            )
-        return None
+        else:
+            fenced = conn.execute(sql.MOVE_RUN if nxt is None else sql.RENEW_LEASE, params)
+            if fenced.rowcount != 1:
+                raise LeaseLost(claim.run_id)
+            conn.execute(sql.ADD_ATTEMPT, attempt)
+            conn.execute(sql.CLOSE_STEP, params)
+            if nxt is not None:
+                conn.execute(sql.START_NEXT, params)
+            if skip_rest:
+                conn.execute(sql.SKIP_REST, params)
+        return None if nxt is None else replace(nxt, status="running", attempts=nxt.attempts + 1)
 
-    def _finish(self, conn: Connection, run_id: str, status: str, note: str | None = None) -> None:
-        conn.execute(
-            sql.END_RUN,
-            {"b_run": run_id, "b_status": status, "b_note": note, "b_now": self.clock()},
-        )
+    def _finish(
+        self, conn: Connection, run_id: str, token: str, status: str, note: str | None = None
+    ) -> None:
+        params = {"b_token": token, "b_status": status, "b_note": note, "b_now": self.clock()}
+        if conn.execute(sql.END_RUN, {"b_run": run_id, **params}).rowcount != 1:
+            raise LeaseLost(run_id)
 
     def get_run(self, account_id: str, run_id: str) -> Run:
         """A run with its steps and their attempts; another account's run is not found."""

@@ -84,7 +84,7 @@ MOVE_RUN = (
     update(Run)
     .where(Run.id == bindparam("b_run"), Run.lease_token == bindparam("b_token"))
     .values(
-        status=bindparam("b_status"),
+        status=bindparam("b_run_status"),
         due_at=bindparam("b_due"),
         lease_token=bindparam("b_new_token"),
         lease_until=bindparam("b_until"),
@@ -103,7 +103,7 @@ RENEW_LEASE = (
 
 END_RUN = (
     update(Run)
-    .where(Run.id == bindparam("b_run"))
+    .where(Run.id == bindparam("b_run"), Run.lease_token == bindparam("b_token"))
     .values(
         status=bindparam("b_status"),
         due_at=None,
@@ -116,11 +116,20 @@ END_RUN = (
 
 ADD_ATTEMPT = insert(Attempt)
 
-START_STEP = (
-    update(RunStep)
-    .where(RunStep.id == bindparam("b_step"))
-    .values(status="running", attempts=RunStep.attempts + 1)
-)
+_LEASE_HELD = exists().where(Run.id == bindparam("b_run"), Run.lease_token == bindparam("b_token"))
+
+
+
+def _start(step: str) -> Any:
+    return (
+        update(RunStep)
+        .where(RunStep.id == bindparam(step))
+        .values(status="running", attempts=RunStep.attempts + 1)
+    )
+
+
+START_STEP = _start("b_step").where(_LEASE_HELD)
+START_NEXT = _start("b_next")
 
 _CLOSE = {
     "status": bindparam("b_status", type_=String()),
@@ -132,20 +141,6 @@ _CLOSE = {
 }
 
 CLOSE_STEP = update(RunStep).where(RunStep.id == bindparam("b_step")).values(_CLOSE)
-
-# Close a step and start the next one in one statement (its attempt counted).
-_this = RunStep.id == bindparam("b_step")
-CLOSE_STEP_START_NEXT = (
-    update(RunStep)
-    .where(RunStep.id.in_((bindparam("b_step"), bindparam("b_next"))))
-    .values(
-        {
-            **{k: case((_this, v), else_=getattr(RunStep, k)) for k, v in _CLOSE.items()},
-            "status": case((_this, _CLOSE["status"]), else_="running"),
-            "attempts": case((_this, RunStep.attempts), else_=RunStep.attempts + 1),
-        }
-    )
-)
 
 SKIP_REST = (
     update(RunStep)
@@ -185,10 +180,13 @@ _ATTEMPT_COLUMNS: dict[str, Any] = {
 }
 
 
-def _step_done_and_next() -> Any:
-    """PostgreSQL: renew the lease, log the attempt, close the step and start the next in one
-    round trip. Each part only happens when the one before it did: no lease, no rows."""
-    moved = RENEW_LEASE.returning(Run.id).cte("moved")
+def _recorded(run: Any, *, start_next: bool = False, skip_rest: bool = False) -> Any:
+    """PostgreSQL: move the run (fenced by the lease), log the attempt, close the step, and
+    start the next one or skip the rest, in one statement and so one transaction. Each part
+    only happens when the one before it did: no lease, no rows. Each row is found by its own
+    key (``id = $1``), which the planner serves from the index even while the table is small;
+    ``id IN ($1, $2)`` got generic plans that scan the whole table."""
+    moved = run.returning(Run.id).cte("moved")
     logged = (
         insert(Attempt)
         .from_select(
@@ -200,7 +198,21 @@ def _step_done_and_next() -> Any:
         .returning(Attempt.step_id)
         .cte("logged")
     )
-    return CLOSE_STEP_START_NEXT.where(exists(select(logged.c.step_id))).add_cte(moved, logged)
+    ctes = [moved, logged]
+    attempted = exists().select_from(logged)
+    if skip_rest:
+        ctes.append(SKIP_REST.where(attempted).returning(RunStep.id).cte("skipped"))
+    close = CLOSE_STEP.where(attempted)
+    if not start_next:
+        return close.add_cte(*ctes)
+    closed = close.returning(RunStep.id).cte("closed")
+    return START_NEXT.where(exists().select_from(closed)).add_cte(*ctes, closed)
 
 
-STEP_DONE_AND_NEXT = _step_done_and_next()
+# By (a next step starts, the rest is skipped). One row changed by the statement itself, or
+# the lease was lost.
+RECORD = {
+    (True, False): _recorded(RENEW_LEASE, start_next=True),
+    (False, False): _recorded(MOVE_RUN),
+    (False, True): _recorded(MOVE_RUN, skip_rest=True),
+}
