@@ -11,7 +11,6 @@ from sqlalchemy import (
     Text,
     and_,
     bindparam,
-    case,
     exists,
     func,
     insert,
@@ -117,7 +116,6 @@ END_RUN = (
 ADD_ATTEMPT = insert(Attempt)
 
 _LEASE_HELD = exists().where(Run.id == bindparam("b_run"), Run.lease_token == bindparam("b_token"))
-
 
 
 def _start(step: str) -> Any:
