@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import base64
 import time
+from collections.abc import Callable
 
 import pytest
 import redis
 from linktime.models import sample_event
-from linktime.testing import HttpReceiver, Reply
+from linktime.testing import HttpReceiver, Reply, event_with
 from standardwebhooks import Webhook
 
 from .conftest import System
@@ -48,6 +49,29 @@ def test_five_step_chain_is_delivered_in_order_and_signed(
     assert len(ids) == 5  # one id per step
     assert [s.status for s in run.steps] == ["succeeded"] * 5
     assert all(len(s.attempt_log) == 1 and s.attempt_log[0].http_status == 200 for s in run.steps)
+
+
+def test_each_run_sends_its_own_event(
+    make_system: Callable[..., System], allow_loopback: None, http_receiver: HttpReceiver
+) -> None:
+    """The body is built once per run (``ActionContext.run_cache``), never carried over to the
+    next run the same worker thread executes."""
+    system = make_system(worker_threads=1)
+    acc = system.account()
+    system.workflow(acc, [hook(http_receiver.url, f"/step{i}") for i in range(3)])
+    other = system.workflow(acc, [hook(http_receiver.url, "/other")], name="second workflow")
+    events = [event_with(uid=f"bk_{n}").model_copy(update={"id": f"evt_{n}"}) for n in range(6)]
+    run_ids = [rid for e in events for rid in system.hub.emit(e, account_id=acc.id).run_ids]
+    system.start()
+    for run_id in run_ids:
+        assert system.wait_run(acc, run_id).status == "succeeded"
+
+    bodies = [Webhook(SECRET).verify(r.body, r.headers) for r in http_receiver.wait_for(6 * 4)]
+    for n in range(6):
+        of_event = [b["data"] for b in bodies if b["data"]["event"]["id"] == f"evt_{n}"]
+        assert len(of_event) == 4
+        assert {data["booking"]["uid"] for data in of_event} == {f"bk_{n}"}
+        assert sum(data["workflow"]["id"] == other for data in of_event) == 1
 
 
 def test_the_same_event_id_runs_once(system: System, http_receiver: HttpReceiver) -> None:

@@ -108,6 +108,9 @@ class ActionContext:
     settings: Any
     credentials: Any = None
     test: bool = False
+    # Shared by the steps of this run while one worker executes them: for what a plugin derives
+    # from the run alone (its event, trigger, workflow), built once instead of at every step.
+    run_cache: dict[str, Any] = field(default_factory=dict)
 
     def render(self, source: str, *, html: bool = False) -> str:
         """Render a message template against this event (sandboxed; ``html`` autoescapes)."""

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import types
+from functools import lru_cache
 from typing import Any, Union, get_args, get_origin
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -30,6 +32,9 @@ class Sealer:
     def __init__(self, secret_key: str) -> None:
         digest = hashlib.sha256(secret_key.encode()).digest()
         self._fernet = Fernet(base64.urlsafe_b64encode(digest))
+        # Keyed by the stored JSON: every run of a workflow carries its steps' stored settings
+        # verbatim (the same ciphertext), so a worker decrypts and validates each once.
+        self._opened = lru_cache(maxsize=1024)(self._open_json)
 
     def seal(self, model: type[BaseModel], value: BaseModel) -> dict[str, Any]:
         """The JSON to store for validated settings, secrets encrypted."""
@@ -44,7 +49,11 @@ class Sealer:
         }
 
     def open(self, model: type[BaseModel], stored: dict[str, Any]) -> BaseModel:
-        data = dict(stored)
+        """Validated settings with their secrets decrypted. Shared between callers: read-only."""
+        return self._opened(model, json.dumps(stored, sort_keys=True))
+
+    def _open_json(self, model: type[BaseModel], stored: str) -> BaseModel:
+        data = json.loads(stored)
         for name in secret_fields(model):
             value = data.get(name)
             if isinstance(value, str) and value.startswith(SEALED):

@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -125,6 +125,7 @@ class _Claim:
     steps: list[_Step]
     integrations: dict[str, dict[str, Any]]
     continue_when_blocked: bool
+    cache: dict[str, Any] = field(default_factory=dict)  # ActionContext.run_cache
 
 
 class Hub:
@@ -554,6 +555,7 @@ class Hub:
             attempt=step.attempts,
             settings=settings,
             credentials=credentials,
+            run_cache=claim.cache,
         )
         try:
             result = call_execute(action.execute, ctx)

@@ -213,6 +213,15 @@ def build_payload(ctx: ActionContext) -> bytes:
     return _JSON.encode(body).encode("utf-8")
 
 
+def _body_of_run(ctx: ActionContext) -> bytes:
+    """Every step of a run sends the same body (its event, trigger and workflow): built once
+    per run, in the run's cache."""
+    body: bytes | None = ctx.run_cache.get(ACTION)
+    if body is None:
+        body = ctx.run_cache[ACTION] = build_payload(ctx)
+    return body
+
+
 def _signing_key(secret: str) -> bytes:
     # Decoded exactly as standardwebhooks' Webhook() does, so its verify() accepts what we sign.
     return base64.b64decode(secret.removeprefix(SECRET_PREFIX) + "==")
@@ -597,7 +606,7 @@ def call_webhook(ctx: ActionContext) -> Result:
     url = httpx.URL(settings.url)
     host = url.raw_host.decode("ascii")
     port = url.port or (443 if url.scheme == "https" else 80)
-    payload = build_payload(ctx)
+    payload = _body_of_run(ctx)
     timeout = operator.timeout
     # One deadline for the whole delivery: resolving, connecting, sending and reading.
     deadline = time.monotonic() + timeout
