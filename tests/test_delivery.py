@@ -4,13 +4,17 @@ loopback receiver."""
 from __future__ import annotations
 
 import base64
+import threading
 import time
 from collections.abc import Callable
 
 import pytest
 import redis
+from linktime.engine import Ingested
 from linktime.models import sample_event
+from linktime.storage import Event, Run
 from linktime.testing import HttpReceiver, Reply, event_with
+from sqlalchemy import func, select
 from standardwebhooks import Webhook
 
 from .conftest import System
@@ -86,6 +90,34 @@ def test_the_same_event_id_runs_once(system: System, http_receiver: HttpReceiver
     system.wait_run(acc, first.run_ids[0])
     time.sleep(1)  # a second run, had one been started, would have delivered by now
     assert [r.path for r in http_receiver.requests] == ["/once"]
+
+
+def test_the_same_event_posted_concurrently_is_stored_once(
+    make_system: Callable[..., System],
+) -> None:
+    system = make_system()  # no worker: only what ingest stores is looked at
+    acc = system.account()
+    system.workflow(acc, [hook("http://127.0.0.1:9", "/once")])
+    barrier = threading.Barrier(8)
+    answers: list[Ingested] = []
+
+    def post() -> None:
+        barrier.wait()
+        answers.append(system.hub.emit(sample_event(id="evt_race"), account_id=acc.id))
+
+    threads = [threading.Thread(target=post) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+
+    assert len(answers) == 8
+    assert sum(not a.replayed for a in answers) == 1
+    assert all(a.answer == answers[0].answer for a in answers)
+    assert len(answers[0].answer["runs"]) == 1
+    with system.hub.db.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(Event)) == 1
+        assert conn.scalar(select(func.count()).select_from(Run)) == 1
 
 
 def test_503_503_200_succeeds_on_the_third_attempt(

@@ -22,7 +22,6 @@ from typing import Any
 from dramatiq.asyncio import EventLoopThread
 from pydantic import BaseModel
 from sqlalchemy import Connection, case, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from . import bookings, matching, plans, plugins
@@ -175,28 +174,14 @@ class Hub:
             event = BookingEvent.model_validate(event)
         payload = event.model_dump(mode="json")
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-        try:
-            with self.db.begin() as conn:
-                existing = self._answer(conn, account_id, event.id, digest)
-                if existing is not None:
-                    return existing
-                ingested = self._store_event(conn, account_id, event, payload, digest)
-        except IntegrityError:
-            # Another request stored the same event id first: answer as a replay.
-            with self.db.begin() as conn:
-                answer = self._answer(conn, account_id, event.id, digest)
-            if answer is None:
-                raise
-            return answer
+        with self.db.begin() as conn:
+            ingested = self._store_event(conn, account_id, event, payload, digest)
         self.enqueue(ingested.run_ids)
         return ingested
 
-    def _answer(
-        self, conn: Connection, account_id: str, event_id: str, digest: str
-    ) -> Ingested | None:
-        row = conn.execute(sql.EVENT_ANSWER, {"b_account": account_id, "b_event": event_id}).first()
-        if row is None:
-            return None
+    def _replay(self, conn: Connection, account_id: str, event_id: str, digest: str) -> Ingested:
+        """The answer given when the event was first received; it starts nothing."""
+        row = conn.execute(sql.EVENT_ANSWER, {"b_account": account_id, "b_event": event_id}).one()
         if row.payload_hash != digest:
             raise InputError(
                 f"event id {event_id!r} was already received with a different body",
@@ -229,7 +214,10 @@ class Hub:
             "answer": {},
             "decisions": [],
         }
-        conn.execute(sql.ADD_EVENT, event_row)
+        if conn.execute(sql.ADD_EVENT_ONCE[conn.dialect.name], event_row).first() is None:
+            # Received before, or just now by a concurrent request (the insert waited for it
+            # to commit): answer as then.
+            return self._replay(conn, account_id, event.id, digest)
         applied = bookings.apply_event(conn, account_id, event, event_pk)
         time_triggers = [n for n, t in self.registry.triggers.items() if t.kind == "time"]
         plan_name, candidates = matching.candidates(conn, account_id)

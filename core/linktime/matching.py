@@ -38,29 +38,26 @@ class Candidate:
         return [action for action, _ in self.steps]
 
 
+_WORKFLOW_COLUMNS = (
+    Workflow.id,
+    Workflow.name,
+    Workflow.trigger,
+    Workflow.offset_minutes,
+    Workflow.enabled,
+    Workflow.event_types,
+    Workflow.continue_when_blocked,
+    Workflow.created_at,
+)
+# One row per step (or per account, or workflow, without any), in the order workflows rank.
 _WORKFLOWS = (
-    select(
-        Account.plan,
-        Workflow.id,
-        Workflow.name,
-        Workflow.trigger,
-        Workflow.offset_minutes,
-        Workflow.enabled,
-        Workflow.event_types,
-        Workflow.continue_when_blocked,
-        Workflow.created_at,
-    )
+    select(Account.plan, *_WORKFLOW_COLUMNS, WorkflowStep.action, WorkflowStep.settings)
     .select_from(Account)
     .outerjoin(Workflow, Workflow.account_id == Account.id)
+    .outerjoin(WorkflowStep, WorkflowStep.workflow_id == Workflow.id)
     .where(Account.id == bindparam("b_account"))
-    .order_by(Workflow.created_at, Workflow.id)
+    .order_by(Workflow.created_at, Workflow.id, WorkflowStep.position)
 )
-_STEPS = (
-    select(WorkflowStep.workflow_id, WorkflowStep.action, WorkflowStep.settings)
-    .join(Workflow, Workflow.id == WorkflowStep.workflow_id)
-    .where(Workflow.account_id == bindparam("b_account"))
-    .order_by(WorkflowStep.workflow_id, WorkflowStep.position)
-)
+_FIELDS = [c.key for c in _WORKFLOW_COLUMNS]
 
 
 def candidates(conn: Connection, account_id: str) -> tuple[str, list[Candidate]]:
@@ -68,16 +65,16 @@ def candidates(conn: Connection, account_id: str) -> tuple[str, list[Candidate]]
     rows = conn.execute(_WORKFLOWS, {"b_account": account_id}).all()
     if not rows:
         raise LookupError(f"no account {account_id!r}")
-    steps: dict[str, list[tuple[str, dict[str, Any]]]] = {}
-    if rows[0].id is not None:
-        for step in conn.execute(_STEPS, {"b_account": account_id}):
-            steps.setdefault(step.workflow_id, []).append((step.action, step.settings))
-    found = [
-        Candidate(**{k: v for k, v in r._mapping.items() if k != "plan"}, steps=steps.get(r.id, []))
-        for r in rows
-        if r.id is not None
-    ]
-    return rows[0].plan, found
+    found: dict[str, Candidate] = {}
+    for r in rows:
+        if r.id is None:
+            continue
+        wf = found.get(r.id)
+        if wf is None:
+            wf = found[r.id] = Candidate(**{k: getattr(r, k) for k in _FIELDS}, steps=[])
+        if r.action is not None:
+            wf.steps.append((r.action, r.settings))
+    return rows[0].plan, list(found.values())
 
 
 def _event_type_matches(wf: Candidate, event: BookingEvent) -> bool:
