@@ -124,6 +124,7 @@ class _Claim:
     steps: list[_Step]
     integrations: dict[str, dict[str, Any]]
     continue_when_blocked: bool
+    started: str | None = None  # the step the claim itself started (PostgreSQL)
     cache: dict[str, Any] = field(default_factory=dict)  # ActionContext.run_cache
 
 
@@ -428,12 +429,14 @@ class Hub:
         row = conn.execute(sql.CLAIM[conn.dialect.name], params).first()
         if row is None:
             return None
-        context = (
-            row
-            if "payload" in row._fields
-            else conn.execute(sql.CONTEXT, {"b_event": row.event_id}).one()
-        )
-        steps = self._steps(conn, run_id)
+        started = None
+        if conn.dialect.name == "postgresql":
+            context = row
+            started = row.started
+            steps = [_Step(**s) for s in row.steps or ()]
+        else:
+            context = conn.execute(sql.CONTEXT, {"b_event": row.event_id}).one()
+            steps = self._steps(conn, run_id)
         if not steps:  # a time-triggered run firing: steps from the workflow as it is now
             reason = self._obsolete(conn, row)
             if reason is not None:
@@ -466,6 +469,7 @@ class Hub:
             steps=steps,
             integrations={i.name: i.settings for i in integrations},
             continue_when_blocked=row.continue_when_blocked,
+            started=started,
         )
 
     def _steps(self, conn: Connection, run_id: str) -> list[_Step]:
@@ -492,9 +496,10 @@ class Hub:
             # The previous owner died during this attempt; whether it was delivered is unknown.
             lost = Result.retry("the worker was lost during this attempt", error_code="worker_lost")
             return self._record(conn, claim, step, lost, self.clock(), 0)
-        fenced = {"b_run": claim.run_id, "b_token": claim.token}
-        if conn.execute(sql.START_STEP, {**fenced, "b_step": step.id}).rowcount != 1:
-            raise LeaseLost(claim.run_id)
+        if step.id != claim.started:
+            fenced = {"b_run": claim.run_id, "b_token": claim.token}
+            if conn.execute(sql.START_STEP, {**fenced, "b_step": step.id}).rowcount != 1:
+                raise LeaseLost(claim.run_id)
         return replace(step, status="running", attempts=step.attempts + 1)
 
     def _attempt(self, claim: _Claim, step: _Step) -> tuple[Result, datetime, int]:

@@ -18,6 +18,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -52,32 +53,70 @@ _CLAIMED = (
     Run.booking_uid,
     Run.continue_when_blocked,
 )
-# PostgreSQL returns the event and the plan from the same statement; SQLite's RETURNING can
-# only name the updated table, so there they take a second query.
-CLAIM = {
-    "postgresql": _CLAIM.where(Event.id == Run.event_id, Account.id == Run.account_id).returning(
-        *_CLAIMED, Event.payload, Account.plan
-    ),
-    "sqlite": _CLAIM.returning(*_CLAIMED),
-}
 CONTEXT = (
     select(Event.payload, Account.plan)
     .join(Account, Account.id == Event.account_id)
     .where(Event.id == bindparam("b_event"))
 )
-
-STEPS = (
-    select(
-        RunStep.id,
-        RunStep.position,
-        RunStep.action,
-        RunStep.settings,
-        RunStep.status,
-        RunStep.attempts,
-    )
-    .where(RunStep.run_id == bindparam("b_run"))
-    .order_by(RunStep.position)
+_STEP_FIELDS = (
+    RunStep.id,
+    RunStep.position,
+    RunStep.action,
+    RunStep.settings,
+    RunStep.status,
+    RunStep.attempts,
 )
+
+
+def _claim_and_start() -> Any:
+    """PostgreSQL: claim the run, start its first unfinished step when that one is pending
+    (one left running was lost with its worker: the engine logs that instead), and return the
+    run with its event, plan and steps, in one statement. The steps are as they were before
+    it: ``started`` names the step it started."""
+    claimed = (
+        _CLAIM.where(Event.id == Run.event_id, Account.id == Run.account_id)
+        .returning(*_CLAIMED, Event.payload, Account.plan)
+        .cte("claimed")
+    )
+    first_unfinished = (
+        select(RunStep.id)
+        .where(
+            RunStep.run_id == bindparam("b_run"),
+            or_(RunStep.status == "pending", RunStep.status == "running"),
+        )
+        .order_by(RunStep.position)
+        .limit(1)
+        .scalar_subquery()
+    )
+    started = (
+        update(RunStep)
+        .where(
+            RunStep.id == first_unfinished,
+            RunStep.status == "pending",
+            exists().select_from(claimed),
+        )
+        .values(status="running", attempts=RunStep.attempts + 1)
+        .returning(RunStep.id)
+        .cte("started")
+    )
+    fields = [x for f in _STEP_FIELDS for x in (f.key, f)]
+    steps = (
+        select(func.json_agg(aggregate_order_by(func.json_build_object(*fields), RunStep.position)))
+        .where(RunStep.run_id == bindparam("b_run"))
+        .scalar_subquery()
+    )
+    return select(
+        claimed,
+        steps.label("steps"),
+        select(started.c.id).scalar_subquery().label("started"),
+    )
+
+
+# SQLite's RETURNING can only name the updated table: there the event, the plan and the steps
+# take queries of their own, and the first step is started by another statement.
+CLAIM = {"postgresql": _claim_and_start(), "sqlite": _CLAIM.returning(*_CLAIMED)}
+
+STEPS = select(*_STEP_FIELDS).where(RunStep.run_id == bindparam("b_run")).order_by(RunStep.position)
 
 # Every write that moves a run on goes through the lease holder's token: zero rows means the
 # lease was lost. A note, when none is given, keeps the one the run has.
