@@ -593,6 +593,21 @@ def _request_headers(
     return headers
 
 
+# Parsed once per URL rather than at every delivery (httpx.URL is immutable).
+@lru_cache(maxsize=4096)
+def _target(url: str) -> tuple[httpx.URL, str, int]:
+    """The URL, its host and its port."""
+    parsed = httpx.URL(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    return parsed, parsed.raw_host.decode("ascii"), port
+
+
+@lru_cache(maxsize=4096)
+def _pinned(url: str, ip: str) -> httpx.URL:
+    """The URL with its host replaced by the vetted address it resolved to."""
+    return _target(url)[0].copy_with(host=ip)
+
+
 def call_webhook(ctx: ActionContext) -> Result:
     """Deliver one attempt of a ``webhook.call`` step (blocking, in the calling thread)."""
     settings: WebhookStepSettings = ctx.settings
@@ -603,9 +618,7 @@ def call_webhook(ctx: ActionContext) -> Result:
         return Result.retry(
             f"invalid {ENV_PREFIX}* operator settings: {exc}", error_code="operator_settings"
         )
-    url = httpx.URL(settings.url)
-    host = url.raw_host.decode("ascii")
-    port = url.port or (443 if url.scheme == "https" else 80)
+    url, host, port = _target(settings.url)
     payload = _body_of_run(ctx)
     timeout = operator.timeout
     # One deadline for the whole delivery: resolving, connecting, sending and reading.
@@ -620,7 +633,7 @@ def call_webhook(ctx: ActionContext) -> Result:
         client = _client()
         request = client.build_request(
             "POST",
-            url.copy_with(host=str(ip)),
+            _pinned(settings.url, str(ip)),
             content=payload,
             headers=_request_headers(settings, url, ctx.idempotency_key, payload),
             extensions={"sni_hostname": host} if url.scheme == "https" else {},
