@@ -700,8 +700,14 @@ def main() -> int:
             print(f"receiver self-test: {rate:,.0f} req/s (32 keep-alive connections)", flush=True)
             ratios: list[float] = []
             for round_no in range(1, args.rounds + 1):
-                base = run_baseline(args, receiver, work)
-                lt, verified = run_linktime(args, receiver, work)
+                # Each system goes first in every other round: the shared machine's speed
+                # drifts, and a fixed order would hand that drift to one of them.
+                if round_no % 2:
+                    base = run_baseline(args, receiver, work)
+                    lt, verified = run_linktime(args, receiver, work)
+                else:
+                    lt, verified = run_linktime(args, receiver, work)
+                    base = run_baseline(args, receiver, work)
                 ratio = lt.rate / base.rate
                 ratios.append(ratio)
                 if args.rounds > 1:
