@@ -33,10 +33,12 @@ from .models import BookingEvent
 from .settings import Settings
 from .storage import (
     BookingState,
+    Event,
     Integration,
     Run,
     Workflow,
     WorkflowStep,
+    insert_ignoring,
     make_engine,
     new_id,
     new_secret,
@@ -215,9 +217,9 @@ class Hub:
             "answer": {},
             "decisions": [],
         }
-        if conn.execute(sql.ADD_EVENT_ONCE[conn.dialect.name], event_row).first() is None:
-            # Received before, or just now by a concurrent request (the insert waited for it
-            # to commit): answer as then.
+        if not insert_ignoring(conn, Event, event_row):
+            # This event id was received before, or just now by a concurrent request (the
+            # insert waited for it to commit): answer as then.
             return self._replay(conn, account_id, event.id, digest)
         applied = bookings.apply_event(conn, account_id, event, event_pk)
         time_triggers = [n for n, t in self.registry.triggers.items() if t.kind == "time"]

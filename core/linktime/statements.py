@@ -19,8 +19,6 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import aggregate_order_by
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from .storage import Account, Attempt, Event, Run, RunStep, UTCDateTime
 
@@ -191,16 +189,7 @@ SKIP_REST = (
 )
 
 ADD_EVENT = insert(Event)
-# An event id already received (by account) inserts nothing and returns no row.
-ADD_EVENT_ONCE = {
-    name: dialect_insert(Event)
-    .on_conflict_do_nothing(index_elements=[Event.account_id, Event.event_id])
-    .returning(Event.id)
-    for name, dialect_insert in (("postgresql", pg_insert), ("sqlite", sqlite_insert))
-}
 ADD_RUN = insert(Run)
-# RETURNING makes SQLAlchemy send a run's steps as one multi-row INSERT (insertmanyvalues)
-# rather than one statement per step.
 ADD_STEP = insert(RunStep)
 
 EVENT_ANSWER = select(Event.payload_hash, Event.answer).where(
