@@ -36,7 +36,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -128,20 +128,6 @@ def drop_namespace(namespace: str) -> None:
     if keys:
         client.delete(*keys)
     client.close()
-
-
-@contextlib.contextmanager
-def scratch_database() -> Iterator[str]:
-    name = f"lt_bench_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def in_threads(n_items: int, threads: int, work: Callable[[int], None], timeout: float) -> float:
@@ -424,12 +410,13 @@ def run_linktime(args: argparse.Namespace, receiver: Receiver, work: Path) -> tu
     from linktime.engine import Hub
     from linktime.models import sample_event
     from linktime.settings import Settings
+    from linktime.testing import scratch_database
     from linktime.worker import bind, make_broker
 
     namespace = f"lt-bench-{uuid.uuid4().hex[:8]}"
     secret_key = uuid.uuid4().hex
     procs = Procs(work)
-    with scratch_database() as db_url:
+    with scratch_database(PG_ADMIN, "lt_bench_") as db_url:
         hub = Hub(
             Settings(
                 data_dir=work / "hub",
