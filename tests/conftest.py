@@ -15,14 +15,16 @@ from typing import Any
 import dramatiq
 import pytest
 import redis
-from linktime import workflows
+from linktime import plugins, workflows
 from linktime.accounts import NewAccount, create_account
+from linktime.actions import ActionType
 from linktime.engine import Hub
 from linktime.scheduler import Scheduler
 from linktime.settings import Settings
 from linktime.storage import Run
 from linktime.testing import scratch_database
 from linktime.worker import bind, make_broker, start_in_process
+from pydantic import BaseModel
 
 PG = os.environ.get("LINKTIME_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS = os.environ.get("LINKTIME_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -60,6 +62,19 @@ def fast_settings(**overrides: Any) -> Settings:
     }
     values.update(overrides)
     return Settings(**values)
+
+
+class NoSettings(BaseModel):
+    """The settings of a test action that takes none."""
+
+
+def registry_with(*actions: ActionType, load: str | None = "") -> plugins.Registry:
+    """The installed plugins named by ``load`` (none by default: the built-in triggers
+    alone), plus test actions."""
+    registry = plugins.load(load)
+    for action in actions:
+        registry.actions[action.name] = action
+    return registry
 
 
 class Clock:

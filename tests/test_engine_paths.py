@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from linktime import plugins
 from linktime.accounts import create_account
 from linktime.actions import ActionContext, ActionType, Result
 from linktime.engine import Hub
@@ -17,7 +16,7 @@ from linktime.storage import Run
 from linktime.workflows import WorkflowIn, create
 from pydantic import BaseModel
 
-from .conftest import Clock, fast_settings
+from .conftest import Clock, fast_settings, registry_with
 
 
 class Script(BaseModel):
@@ -36,8 +35,7 @@ def scripted(ctx: ActionContext) -> Result:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def hub(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Hub, Clock]]:
-    registry = plugins.load("")
-    registry.actions["test.scripted"] = ActionType("test.scripted", "Scripted", Script, scripted)
+    registry = registry_with(ActionType("test.scripted", "Scripted", Script, scripted))
     clock = Clock(datetime.now(UTC))
     url = None if request.param == "sqlite" else request.getfixturevalue("pg_url")
     hub = Hub(fast_settings(data_dir=tmp_path, database_url=url), registry=registry, clock=clock)

@@ -12,7 +12,7 @@ from linktime.models import sample_event
 from litestar.testing import TestClient
 from pydantic import BaseModel, SecretStr
 
-from .conftest import System
+from .conftest import NoSettings, System, registry_with
 
 SEEN: list[Any] = []
 
@@ -20,10 +20,6 @@ SEEN: list[Any] = []
 class AcmeCredentials(BaseModel):
     account: str
     token: SecretStr
-
-
-class NoSettings(BaseModel):
-    pass
 
 
 def use_credentials(ctx: ActionContext) -> Result:
@@ -34,16 +30,16 @@ def use_credentials(ctx: ActionContext) -> Result:
 
 
 def registry() -> plugins.Registry:
-    reg = plugins.load("")
-    reg.actions["acme.ping"] = ActionType(
-        "acme.ping",
-        "Ping Acme",
-        NoSettings,
-        use_credentials,
-        credentials=AcmeCredentials,
-        integration="acme",
+    return registry_with(
+        ActionType(
+            "acme.ping",
+            "Ping Acme",
+            NoSettings,
+            use_credentials,
+            credentials=AcmeCredentials,
+            integration="acme",
+        )
     )
-    return reg
 
 
 def test_integration_secrets_are_write_only_and_reach_the_action(

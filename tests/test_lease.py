@@ -11,16 +11,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
-from linktime import plugins
 from linktime.actions import ActionContext, ActionType, Result
 from linktime.models import sample_event
-from pydantic import BaseModel
 
-from .conftest import Clock, System
-
-
-class Nothing(BaseModel):
-    pass
+from .conftest import Clock, NoSettings, System, registry_with
 
 
 def test_a_worker_that_lost_its_lease_records_nothing(
@@ -36,8 +30,7 @@ def test_a_worker_that_lost_its_lease_records_nothing(
             go_on.wait(10)
         return Result.ok(external_id=f"{ctx.position}/{ctx.attempt}")
 
-    registry = plugins.load("")
-    registry.actions["test.slow"] = ActionType("test.slow", "Slow", Nothing, slow_first_time)
+    registry = registry_with(ActionType("test.slow", "Slow", NoSettings, slow_first_time))
     clock = Clock(datetime.now(UTC))
     system = make_system(registry=registry, clock=clock)  # no worker: runs are driven by hand
     hub = system.hub

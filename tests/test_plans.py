@@ -16,7 +16,7 @@ from linktime.testing import HttpReceiver
 from litestar.testing import TestClient
 from sqlalchemy import update
 
-from .conftest import System
+from .conftest import NoSettings, System, registry_with
 from .procs import LINKTIME, clean_env
 
 SMS = {"action": "sms.send", "settings": {"to": "invitee", "text": "See you {{ event_time }}"}}
@@ -332,18 +332,12 @@ def test_replaying_a_failed_run_resumes_from_the_failed_step(
 def test_inspector_names_plan_limit_and_missing_plugin(
     make_system: Callable[..., System], allow_loopback: None, http_receiver: HttpReceiver
 ) -> None:
-    from linktime import plugins
     from linktime.actions import ActionType, Result
     from linktime.engine import Hub
     from linktime.runs import inspect_event
-    from pydantic import BaseModel
 
-    class Nothing(BaseModel):
-        pass
-
-    with_fax = plugins.load()
-    with_fax.actions["fax.send"] = ActionType("fax.send", "Fax", Nothing, lambda ctx: Result.ok())
-    system = make_system(registry=with_fax)
+    fax_send = ActionType("fax.send", "Fax", NoSettings, lambda ctx: Result.ok())
+    system = make_system(registry=registry_with(fax_send, load=None))
     acc = system.account("pro")
     hooks = [system.workflow(acc, [hook(http_receiver.url)], name=f"w{i}") for i in range(3)]
     fax = system.workflow(acc, [{"action": "fax.send"}], name="fax")

@@ -9,20 +9,14 @@ from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from linktime import plugins
 from linktime.actions import ActionContext, ActionType, Result
 from linktime.models import sample_event
 from linktime.storage import Event, Run, new_id
-from pydantic import BaseModel
 from sqlalchemy import func, insert, select
 
-from .conftest import System
+from .conftest import NoSettings, System, registry_with
 
 ROWS = 10_000
-
-
-class Nothing(BaseModel):
-    pass
 
 
 def test_each_due_row_fires_exactly_once(make_system: Callable[..., System]) -> None:
@@ -34,8 +28,7 @@ def test_each_due_row_fires_exactly_once(make_system: Callable[..., System]) -> 
             fired[ctx.run_id] += 1
         return Result.ok()
 
-    registry = plugins.load("")
-    registry.actions["test.count"] = ActionType("test.count", "Count", Nothing, count)
+    registry = registry_with(ActionType("test.count", "Count", NoSettings, count))
     first = make_system(registry=registry, broker_namespace="lt-scale", scheduler_batch=500)
     second = make_system(registry=registry, broker_namespace="lt-scale", scheduler_batch=500)
     acc = first.account()
