@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pytest
 from linktime import hookspecs, plugins
+from linktime.actions import DEFAULT_ACTION_TIMEOUT, ActionType, Result
+
+from .conftest import NoSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 SIX = [
@@ -212,3 +215,33 @@ def test_the_core_installed_alone(tmp_path: Path) -> None:
             "message": "action 'webhook.call' is not installed; installed actions: none",
         }
     ]
+
+
+def test_an_action_declares_a_positive_timeout() -> None:
+    def execute(ctx: object) -> Result:  # never called: only the declaration is checked
+        return Result.ok()
+
+    assert ActionType("t.ok", "T", NoSettings, execute).timeout == DEFAULT_ACTION_TIMEOUT
+    for bad in (0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match=r"t\.bad: timeout"):
+            ActionType("t.bad", "T", NoSettings, execute, timeout=bad).validate()
+
+
+@pytest.mark.parametrize(
+    ("plugin", "variable", "action", "declared"),
+    [
+        ("webhook", "LINKTIME_WEBHOOK_TIMEOUT", "webhook.call", 7.0),
+        ("email", "LINKTIME_EMAIL_TIMEOUT", "email.send", 7.0 + 2.0),  # + the QUIT wait
+        ("sms_twilio", "LINKTIME_SMS_TIMEOUT", "sms.send", 7.0),
+        ("voice", "LINKTIME_VOICE_TIMEOUT", "voice.call", 7.0),
+        ("slack", "LINKTIME_SLACK_TIMEOUT", "slack.post", 7.0),
+    ],
+)
+def test_each_official_action_declares_its_operator_timeout(
+    monkeypatch: pytest.MonkeyPatch, plugin: str, variable: str, action: str, declared: float
+) -> None:
+    monkeypatch.setenv(variable, "7")
+    assert plugins.load(plugin).actions[action].timeout == declared
+    # An invalid setting fails each attempt at once; the declaration falls back to the default.
+    monkeypatch.setenv(variable, "soon")
+    assert plugins.load(plugin).actions[action].timeout == declared - 7.0 + 15.0

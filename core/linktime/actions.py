@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from . import templating
 from .models import BookingEvent
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
+# Seconds one attempt of an action may take when its plugin does not say: half the default
+# step lease, so a worker renews its lease well before a slow attempt could outlive it.
+DEFAULT_ACTION_TIMEOUT = 30.0
 
 
 class Outcome(StrEnum):
@@ -144,10 +148,17 @@ class ActionType:
     # What a step would send, for "test before you enable"; without it, the settings are shown
     # with their template fields rendered.
     preview: Callable[[ActionContext], dict[str, Any]] | None = None
+    # The longest one attempt may take, in seconds: the engine stops an attempt past it, and a
+    # worker refuses to start when it is not below the step lease.
+    timeout: float = DEFAULT_ACTION_TIMEOUT
 
     def validate(self) -> None:
         if not NAME_RE.match(self.name):
             raise ValueError(f"action name {self.name!r} must look like 'channel.verb'")
+        if not (isinstance(self.timeout, int | float) and math.isfinite(self.timeout)):
+            raise ValueError(f"action {self.name}: timeout must be a number of seconds")
+        if self.timeout <= 0:
+            raise ValueError(f"action {self.name}: timeout must be above 0, got {self.timeout}")
         if (self.credentials is None) != (self.integration is None):
             raise ValueError(f"action {self.name}: credentials and integration go together")
         if not (isinstance(self.settings, type) and issubclass(self.settings, BaseModel)):
@@ -156,6 +167,18 @@ class ActionType:
             raise ValueError(f"action {self.name}: credentials must be a pydantic model class")
         if not callable(self.execute):
             raise ValueError(f"action {self.name}: execute must be callable")
+
+
+def operator_timeout(settings: type[BaseModel], extra: float = 0.0) -> float:
+    """An action's ``timeout`` from its plugin's operator settings class (read from the
+    environment): their ``timeout`` field, plus ``extra`` seconds an attempt may spend past it.
+    While those settings are invalid every attempt stops at once with that error, so the field's
+    default stands in."""
+    try:
+        timeout = settings().model_dump(include={"timeout"})["timeout"]
+    except ValidationError:
+        timeout = settings.model_fields["timeout"].default
+    return float(timeout) + extra
 
 
 @dataclass(frozen=True)

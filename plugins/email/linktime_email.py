@@ -23,7 +23,14 @@ from typing import Annotated, Literal
 
 import aiosmtplib
 from email_validator import EmailNotValidError, validate_email
-from linktime.actions import ActionContext, ActionType, Result, Template, TemplateStep
+from linktime.actions import (
+    ActionContext,
+    ActionType,
+    Result,
+    Template,
+    TemplateStep,
+    operator_timeout,
+)
 from linktime.hookspecs import hookimpl
 from linktime.models import Booking, Person
 from linktime.templating import TemplateError, TemplateStr
@@ -403,6 +410,8 @@ def register_actions(register: Callable[[ActionType], None]) -> None:
             capability="email",
             credentials=EmailCredentials,
             integration=INTEGRATION,
+            # The whole send, then the goodbye it may still wait for.
+            timeout=operator_timeout(EmailOperatorSettings, extra=QUIT_TIMEOUT),
             description="Email the invitee, the hosts or fixed addresses over the operator's SMTP.",
         )
     )

@@ -27,7 +27,14 @@ from typing import Annotated, Any
 from urllib.parse import unquote, urlsplit
 
 import aiohttp
-from linktime.actions import ActionContext, ActionType, Result, Template, TemplateStep
+from linktime.actions import (
+    ActionContext,
+    ActionType,
+    Result,
+    Template,
+    TemplateStep,
+    operator_timeout,
+)
 from linktime.hookspecs import hookimpl
 from linktime.templating import TemplateError, TemplateStr
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -451,6 +458,7 @@ def register_actions(register: Callable[[ActionType], None]) -> None:
             capability="slack",
             credentials=SlackCredentials,
             integration=INTEGRATION,
+            timeout=operator_timeout(SlackOperatorSettings),
             description="Post a message about the booking to a Slack channel or incoming webhook.",
         )
     )

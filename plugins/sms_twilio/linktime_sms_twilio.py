@@ -21,7 +21,14 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import ClassVar
 
-from linktime.actions import ActionContext, ActionType, Result, Template, TemplateStep
+from linktime.actions import (
+    ActionContext,
+    ActionType,
+    Result,
+    Template,
+    TemplateStep,
+    operator_timeout,
+)
 from linktime.hookspecs import hookimpl
 from linktime.templating import TemplateError, TemplateStr
 from linktime_twilio import (
@@ -154,6 +161,7 @@ def register_actions(register: Callable[[ActionType], None]) -> None:
             capability="sms",
             credentials=TwilioCredentials,
             integration=INTEGRATION,
+            timeout=operator_timeout(SmsOperatorSettings),
             description="Text the invitee, the host or a number through the account's Twilio.",
         )
     )

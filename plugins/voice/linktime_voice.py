@@ -26,7 +26,7 @@ from typing import ClassVar, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from linktime.actions import ActionContext, ActionType, Result
+from linktime.actions import ActionContext, ActionType, Result, operator_timeout
 from linktime.hookspecs import hookimpl
 from linktime.templating import TemplateError, TemplateStr
 from linktime_twilio import (
@@ -234,6 +234,7 @@ def register_actions(register: Callable[[ActionType], None]) -> None:
             capability="voice",
             credentials=TwilioCredentials,
             integration=INTEGRATION,
+            timeout=operator_timeout(VoiceOperatorSettings),
             description="Call the invitee, the host or a number through the account's Twilio: "
             "speak a script, or connect the operator's AI voice agent.",
         )

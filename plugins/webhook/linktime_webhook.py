@@ -31,7 +31,7 @@ from typing import Annotated, Any
 
 import httpcore
 import httpx
-from linktime.actions import ActionContext, ActionType, Result
+from linktime.actions import ActionContext, ActionType, Result, operator_timeout
 from linktime.hookspecs import hookimpl
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -686,6 +686,7 @@ def register_actions(register: Callable[[ActionType], None]) -> None:
             execute=call_webhook,
             preview=preview_webhook,
             capability="webhook",
+            timeout=operator_timeout(WebhookOperatorSettings),
             description="POST the booking event as signed JSON (Standard Webhooks) to a URL.",
         )
     )
