@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import tomllib
 import venv
 from pathlib import Path
 
@@ -245,3 +246,25 @@ def test_each_official_action_declares_its_operator_timeout(
     # An invalid setting fails each attempt at once; the declaration falls back to the default.
     monkeypatch.setenv(variable, "soon")
     assert plugins.load(plugin).actions[action].timeout == declared - 7.0 + 15.0
+
+
+@pytest.mark.parametrize(
+    "plugin", sorted(p.parent.name for p in (ROOT / "plugins").glob("*/pyproject.toml"))
+)
+def test_each_plugin_tested_alone_stops_a_hanging_test_after_300_s(plugin: str) -> None:
+    """CI tests each plugin alone: its `[test]` extra in a fresh environment, pytest pointed at
+    its folder (so the plugin's own pyproject is the configuration). There too a hanging test
+    is stopped after 300 s."""
+    folder = ROOT / "plugins" / plugin
+    extras = tomllib.loads((folder / "pyproject.toml").read_text())["project"]
+    test_extra = extras["optional-dependencies"]["test"]
+    assert any(re.match(r"pytest-timeout\b", requirement) for requirement in test_extra)
+    # Nothing to collect in a README: only the header, with the configuration in force.
+    header = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", str(folder / "README.md")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert "configfile: pyproject.toml" in header and f"rootdir: {folder}" in header
+    assert "timeout: 300.0s" in header

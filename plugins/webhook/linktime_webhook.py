@@ -23,6 +23,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
@@ -318,15 +319,18 @@ def resolve_vetted(host: str, port: int, networks: tuple[NetworkT, ...]) -> Addr
     connecting to the 'good' one would still let a rebinding resolver pick which we use.
 
     An IP literal is taken as it is, without asking the resolver."""
+    # A trailing dot only says the name is fully qualified ("127.0.0.1.", "localhost."): vet
+    # the name without it, which the resolver would otherwise refuse as "not known" (a retry).
+    name = host.rstrip(".") or host
     try:
-        literal = ipaddress.ip_address(host)
+        literal = ipaddress.ip_address(name)
     except ValueError:
         literal = None
     # A scoped IPv6 literal (fe80::1%eth0) goes through getaddrinfo, which drops the scope.
     if literal is not None and getattr(literal, "scope_id", None) is None:
         check_address(host, literal, networks)
         return literal
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+    infos = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
     addresses: list[AddressT] = []
     for info in infos:
         ip = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
@@ -609,7 +613,12 @@ def _pinned(url: str, ip: str) -> httpx.URL:
 
 
 def call_webhook(ctx: ActionContext) -> Result:
-    """Deliver one attempt of a ``webhook.call`` step (blocking, in the calling thread)."""
+    """Deliver one attempt of a ``webhook.call`` step (blocking, in the calling thread). Every
+    attempt records the ``webhook-id`` as its external id: the receiver's de-duplication key."""
+    return replace(_deliver(ctx), external_id=ctx.idempotency_key)
+
+
+def _deliver(ctx: ActionContext) -> Result:
     settings: WebhookStepSettings = ctx.settings
     try:
         operator = operator_settings()

@@ -93,6 +93,20 @@ def test_webhook_id_is_stable_across_attempts(run_action: RunAction, receiver: R
 
 
 @pytest.mark.usefixtures("allow_loopback")
+def test_every_attempt_records_the_webhook_id_as_external_id(
+    run_action: RunAction, receiver: Receiver
+) -> None:
+    receiver.reply(503)
+    results = [
+        run_action("webhook.call", settings(receiver.url()), attempt=n, step_id="stp_abc")
+        for n in (1, 2)
+    ]
+    assert [r.outcome for r in results] == [Outcome.RETRY, Outcome.SUCCEEDED]
+    sent = [r.headers["webhook-id"] for r in receiver.requests]
+    assert [r.external_id for r in results] == sent == ["msg_abc", "msg_abc"]
+
+
+@pytest.mark.usefixtures("allow_loopback")
 def test_event_extras_travel_untouched(run_action: RunAction, receiver: Receiver) -> None:
     event = sample_event(source={"crm": "hubspot", "ids": [1, 2]}, note="extra")
     data = event.model_dump(mode="json")
@@ -294,6 +308,14 @@ def test_errors_never_carry_the_secret(
         ("0.0.0.0", "0.0.0.0", "unspecified"),
         ("[fc00::1]", "fc00::1", "private"),
         ("[ff02::1]", "ff02::1", "multicast"),
+        # A trailing dot (a fully qualified name) is the same address, refused the same way.
+        ("127.0.0.1.", "127.0.0.1", "loopback"),
+        ("127.0.0.1..", "127.0.0.1", "loopback"),
+        ("127.1.", "127.0.0.1", "loopback"),
+        ("localhost.", None, "loopback"),
+        ("10.0.0.1.", "10.0.0.1", "private"),
+        ("169.254.169.254.", "169.254.169.254", "link-local"),
+        ("2130706433.", "127.0.0.1", "loopback"),
     ],
 )
 def test_ssrf_refused_before_connecting(
