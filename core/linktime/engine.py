@@ -141,9 +141,7 @@ class Hub:
         clock: Clock = utcnow,
     ) -> None:
         self.settings = settings or Settings()
-        self.registry = registry or plugins.load(
-            self.settings.load_plugins, self.settings.disabled_plugins
-        )
+        self.registry = registry or plugins.configured(self.settings)
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.db = make_engine(self.settings.effective_database_url)
         self.sealer = Sealer(self._secret_key())

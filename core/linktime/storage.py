@@ -170,6 +170,13 @@ class BookingState(Base):
     last_event_at: Mapped[datetime]
 
 
+# A workflow's pending reminder for a booking: planned, not fired, not claimed. There is at
+# most one (ux_runs_pending_reminder), whatever plans it at the same time (two events about the
+# booking, an event and an enable); a fired one (running, retrying) does not count, so a
+# reschedule can plan the new time's reminder beside it.
+PENDING_REMINDER = "unfired AND status IN ('scheduled', 'queued')"
+
+
 class Run(Base):
     """One workflow run for one event.
 
@@ -189,6 +196,14 @@ class Run(Base):
         ),
         Index("ix_runs_workflow", "workflow_id", "created_at"),
         Index("ix_runs_booking", "account_id", "booking_uid"),
+        Index(
+            "ux_runs_pending_reminder",
+            "workflow_id",
+            "booking_uid",
+            unique=True,
+            postgresql_where=text(PENDING_REMINDER),
+            sqlite_where=text(PENDING_REMINDER),
+        ),
     )
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
@@ -201,6 +216,9 @@ class Run(Base):
     note: Mapped[str | None] = mapped_column(Text)
     test: Mapped[bool] = mapped_column(Boolean, default=False)
     continue_when_blocked: Mapped[bool] = mapped_column(Boolean, default=False)
+    # A time-triggered run planned from a booking that has not fired yet: it carries no steps
+    # until then. Cleared when it fires, so a reminder retrying later is no longer "pending".
+    unfired: Mapped[bool] = mapped_column(Boolean, default=False)
     due_at: Mapped[datetime | None]
     lease_until: Mapped[datetime | None]
     lease_token: Mapped[str | None] = mapped_column(String(40))

@@ -31,6 +31,7 @@ from ..runs import EventInspection, RunSummary
 from ..testruns import TestRunOut
 from ..workflows import TemplateOut, WorkflowIn, WorkflowOut
 from .schemas import (
+    ConflictOut,
     ErrorField,
     ErrorOut,
     EventAccepted,
@@ -318,6 +319,16 @@ def create_app(
             triggers=sorted(reg.triggers),
             actions=sorted(reg.actions),
             broken=[{"name": b.name, "error": b.error} for b in reg.broken],
+            conflicts=[
+                ConflictOut(
+                    kind=c.kind,
+                    name=c.name,
+                    distributions=[claimant.distribution for claimant in c.claimants],
+                    chosen=c.chosen.distribution if c.chosen else None,
+                    message=c.describe(),
+                )
+                for c in reg.conflicts
+            ],
         )
 
     @get("/healthz", include_in_schema=False)

@@ -113,7 +113,18 @@ class PlanOut(BaseModel):
     allowed_actions: list[str]
 
 
+class ConflictOut(BaseModel):
+    """A name several plugins register; ``chosen`` is the distribution prefer_plugins picked."""
+
+    kind: str
+    name: str
+    distributions: list[str]
+    chosen: str | None
+    message: str
+
+
 class PluginsOut(BaseModel):
     triggers: list[str]
     actions: list[str]
     broken: list[dict[str, str]]
+    conflicts: list[ConflictOut]
