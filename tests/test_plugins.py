@@ -70,15 +70,22 @@ PLUGINS = {
 }
 
 
+def install_distribution(
+    where: Path, distribution: str, module: str, source: str, entry_point: str
+) -> None:
+    """A distribution importlib.metadata finds on sys.path (when ``where`` is on it): a real
+    entry point in the ``linktime`` group, no pip."""
+    where.mkdir(parents=True, exist_ok=True)
+    (where / f"{module}.py").write_text(source)
+    dist = where / f"{distribution.replace('-', '_')}-0.3.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {distribution}\nVersion: 0.3\n")
+    (dist / "entry_points.txt").write_text(f"[linktime]\n{entry_point} = {module}\n")
+
+
 def install_fake_plugins(where: Path) -> Path:
-    """Distributions importlib.metadata finds on sys.path: real entry points, no pip."""
     for module, source in PLUGINS.items():
-        (where / f"{module}.py").write_text(source)
-        dist = where / f"{module.replace('_', '-')}-0.3.dist-info"
-        dist.mkdir()
-        (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0.3\n")
-        name = module.removesuffix("_plugin")
-        (dist / "entry_points.txt").write_text(f"[linktime]\n{name} = {module}\n")
+        install_distribution(where, module, module, source, module.removesuffix("_plugin"))
     return where
 
 
@@ -102,9 +109,14 @@ def test_a_broken_plugin_is_reported_and_the_others_load(fake_plugins: Path) -> 
     broken = {b.name: b.error for b in registry.broken}
     assert "boom at import" in broken["broken"]
     assert "register_action" in broken["typo"]
-    assert "'booking.created' is already registered" in broken["clash"]
     assert "good.act" in registry.actions
-    assert registry.triggers["booking.created"].title == "Booking Created"  # untouched
+    # The built-ins are a plugin like any other: a name both register belongs to neither.
+    assert "clash" not in broken
+    [conflict] = registry.conflicts
+    assert (conflict.kind, conflict.name) == ("trigger", "booking.created")
+    assert [c.distribution for c in conflict.claimants] == ["linktime", "clash_plugin"]
+    assert "booking.created" not in registry.triggers
+    assert "booking.cancelled" in registry.triggers
     good = next(p for p in registry.plugins if p.name == "good")
     assert (good.distribution, good.version, good.actions) == ("good_plugin", "0.3", ["good.act"])
 
@@ -127,8 +139,10 @@ def test_cli_lists_plugins_and_broken_ones(fake_plugins: Path) -> None:
         check=True,
     ).stdout
     assert "good  (good_plugin 0.3)" in out
-    assert "actions: good.act" in out and "good.act needs capability: good" in out
+    assert "actions: good.act" in out
+    assert "good.act needs capability: good; timeout: 30s per attempt" in out
     assert re.search(r"BROKEN broken .*boom at import", out)
+    assert "CONFLICT: trigger 'booking.created' is registered by linktime" in out
     data = json.loads(
         subprocess.run(
             [sys.executable, "-m", "linktime", "plugins", "--json"],
@@ -138,7 +152,8 @@ def test_cli_lists_plugins_and_broken_ones(fake_plugins: Path) -> None:
             check=True,
         ).stdout
     )
-    assert sorted(b["name"] for b in data["broken"]) == ["broken", "clash", "typo"]
+    assert sorted(b["name"] for b in data["broken"]) == ["broken", "typo"]
+    assert [(c["name"], c["chosen"]) for c in data["conflicts"]] == [("booking.created", None)]
 
 
 def test_every_hook_is_documented_in_the_readme() -> None:

@@ -20,6 +20,16 @@ def _hub() -> Any:
     return Hub()
 
 
+def _refuse_unsafe_start(
+    registry: plugin_loader.Registry, step_lease_seconds: float | None = None
+) -> None:
+    """Stop here, naming every reason, when the installed plugins make starting unsafe (see
+    ``Registry.start_refusals``; the lease only for processes that run steps)."""
+    refusals = registry.start_refusals(step_lease_seconds)
+    if refusals:
+        raise click.ClickException("cannot start:\n  " + "\n  ".join(refusals))
+
+
 @click.group()
 @click.option("-v", "--verbose", is_flag=True, help="Log at debug level.")
 def main(verbose: bool) -> None:
@@ -47,6 +57,7 @@ def serve(host: str, port: int) -> None:
     from .worker import bind, make_broker, start_in_process
 
     hub = _hub()
+    _refuse_unsafe_start(hub.registry, hub.settings.step_lease_seconds)
     embedded = not hub.settings.redis_url
     if hub.settings.database_url is None:
         hub.migrate()
@@ -84,6 +95,7 @@ def worker(processes: int, threads: int | None) -> None:
             "linktime worker needs LINKTIME_REDIS_URL; the embedded default runs its worker "
             "inside `linktime serve`"
         )
+    _refuse_unsafe_start(plugin_loader.configured(settings), settings.step_lease_seconds)
     args = make_argument_parser().parse_args(
         [
             "linktime.worker:setup",
@@ -111,6 +123,7 @@ def scheduler() -> None:
             "linktime scheduler needs LINKTIME_REDIS_URL; the embedded default runs it inside "
             "`linktime serve`"
         )
+    _refuse_unsafe_start(hub.registry)
     bind(hub, make_broker(hub))
     click.echo("scheduler running", err=True)
     with contextlib.suppress(KeyboardInterrupt):
@@ -120,15 +133,20 @@ def scheduler() -> None:
 @main.command("plugins")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def list_plugins(as_json: bool) -> None:
-    """List installed plugins with what each registers, and broken ones."""
+    """List installed plugins with what each registers, broken ones and conflicts."""
     from .settings import Settings
 
     settings = Settings()
-    registry = plugin_loader.load(settings.load_plugins, settings.disabled_plugins)
+    registry = plugin_loader.configured(settings)
+    lease = settings.step_lease_seconds
     if as_json:
         out = {
-            "plugins": [vars(p) for p in registry.plugins],
+            "plugins": [
+                {**vars(p), "timeouts": {a: registry.actions[a].timeout for a in p.actions}}
+                for p in registry.plugins
+            ],
             "broken": [vars(b) for b in registry.broken],
+            "conflicts": [c.to_json() for c in registry.conflicts],
         }
         click.echo(json.dumps(out, indent=2))
         return
@@ -139,13 +157,20 @@ def list_plugins(as_json: bool) -> None:
             if names:
                 click.echo(f"  {kind}: {', '.join(names)}")
         for name in p.actions:
-            capability = registry.actions[name].capability
-            if capability:
-                click.echo(f"  {name} needs capability: {capability}")
+            action = registry.actions[name]
+            needs = f"needs capability: {action.capability}; " if action.capability else ""
+            too_long = (
+                f"  <- not below the step lease ({lease:g}s): serve and worker refuse to start"
+                if action.timeout >= lease
+                else ""
+            )
+            click.echo(f"  {name} {needs}timeout: {action.timeout:g}s per attempt{too_long}")
     if not registry.actions:
         click.echo("no actions installed (pip install a channel, e.g. ./plugins/webhook)")
     for b in registry.broken:
         click.echo(f"BROKEN {b.name}  ({b.distribution}): {b.error}")
+    for c in registry.conflicts:
+        click.echo(f"{'CONFLICT' if c.chosen is None else 'settled'}: {c.describe()}")
 
 
 @main.command("plans")
@@ -154,7 +179,7 @@ def show_plans() -> None:
     from .settings import Settings
 
     settings = Settings()
-    registry = plugin_loader.load(settings.load_plugins, settings.disabled_plugins)
+    registry = plugin_loader.configured(settings)
     names = list(settings.plans)
     click.echo(f"{'':<28}" + "".join(f"{n:>12}" for n in names))
     limits = [

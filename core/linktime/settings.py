@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     disabled_plugins: list[str] = Field(
         default_factory=list, description="Entry-point names never loaded, whatever the plan"
     )
+    prefer_plugins: dict[str, str] = Field(
+        default_factory=dict,
+        description="For a name (action, trigger, template) two plugins claim: the distribution "
+        "(or entry point) whose claim is used; the other claims are dropped",
+    )
 
     def plan(self, name: str) -> PlanConfig:
         """An unknown plan (removed from the operator file) allows nothing."""
