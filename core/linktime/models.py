@@ -7,10 +7,18 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 EVENT_TYPES = (
     "booking.created",
@@ -18,6 +26,24 @@ EVENT_TYPES = (
     "booking.rescheduled",
     "payment.received",
 )
+
+
+def _not_a_number(value: Any) -> Any:
+    # pydantic reads numbers (and strings of digits) as Unix times: a booking at 17 would be in
+    # 1970. Only an ISO 8601 timestamp (or a datetime, from Python) is a moment here.
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return value
+    elif not isinstance(value, int | float):
+        return value
+    raise ValueError("expected an ISO 8601 timestamp with a timezone, not a number")
+
+
+# Per field rather than strict mode: the engine validates stored events from Python objects,
+# where strict mode would refuse the ISO strings they hold.
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_not_a_number)]
 
 
 class _Open(BaseModel):
@@ -57,8 +83,8 @@ class Booking(_Open):
     title: str | None = Field(default=None, max_length=500)
     status: str = "accepted"
     event_type: EventTypeRef | None = None
-    start: AwareDatetime
-    end: AwareDatetime
+    start: Timestamp
+    end: Timestamp
     location: str | None = Field(default=None, max_length=2000)
     meeting_url: str | None = Field(default=None, max_length=2000)
     host: Person | None = None
@@ -71,7 +97,7 @@ class Booking(_Open):
     reschedule_url: str | None = Field(default=None, max_length=2000)
     cancellation_reason: str | None = Field(default=None, max_length=2000)
     reschedule_reason: str | None = Field(default=None, max_length=2000)
-    previous_start: AwareDatetime | None = None
+    previous_start: Timestamp | None = None
     payment: Payment | None = None
 
     @model_validator(mode="after")
@@ -84,7 +110,7 @@ class Booking(_Open):
 class BookingEvent(_Open):
     id: str = Field(min_length=1, max_length=200, description="Idempotency key, unique per account")
     type: str = Field(description="One of the event triggers, e.g. booking.created")
-    occurred_at: AwareDatetime
+    occurred_at: Timestamp
     booking: Booking
 
     @field_validator("type")

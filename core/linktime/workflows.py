@@ -26,7 +26,8 @@ class StepIn(BaseModel):
 
 
 class WorkflowIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: "enabled": "yes" is a mistake to name, not a true
+    model_config = ConfigDict(extra="forbid", strict=True)
     name: str = Field(min_length=1, max_length=200)
     trigger: str
     offset_minutes: int = Field(

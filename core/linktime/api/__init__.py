@@ -4,30 +4,40 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
 import anyio
 from litestar import Litestar, Request, Response, delete, get, post, put
 from litestar.di import NamedDependency, Provide
-from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
+from litestar.enums import RequestEncodingType
+from litestar.exceptions import (
+    HTTPException,
+    NotAuthorizedException,
+    SerializationException,
+    ValidationException,
+)
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.spec import Components, SecurityScheme
-from litestar.params import FromPath, JSONBody, Parameter
+from litestar.params import FromPath, FromQuery, JSONBody, Parameter
+from litestar.plugins.pydantic import PydanticInitPlugin
 from litestar.status_codes import HTTP_202_ACCEPTED
 from litestar.types.internal_types import PathParameterDefinition
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import text
 
 from .. import accounts, integrations, plans, runs, testruns, workflows
 from ..accounts import authenticate
 from ..crypto import secret_fields
 from ..engine import Hub
-from ..errors import FieldError, InputError, NotFound
+from ..errors import FieldError, InputError, NotFound, pydantic_fields
 from ..integrations import IntegrationOut
 from ..models import BookingEvent
 from ..runs import EventInspection, RunSummary
+from ..statuses import RunStatus
 from ..testruns import TestRunOut
 from ..workflows import TemplateOut, WorkflowIn, WorkflowOut
 from .schemas import (
@@ -44,6 +54,13 @@ from .schemas import (
     WorkflowCreated,
 )
 
+log = logging.getLogger(__name__)
+
+# Deeper than any booking or workflow needs, far below what pydantic and the JSON encoders
+# handle (about 255 levels).
+MAX_JSON_DEPTH = 64
+_FIELD_PATH = 3  # how much of a too-deep value's path names the field
+
 ERROR_RESPONSES = {
     code: ResponseSpec(data_container=ErrorOut, description=text)
     for code, text in (
@@ -54,6 +71,7 @@ ERROR_RESPONSES = {
         (409, "Conflict with the current state"),
         (413, "Body too large"),
         (422, "Invalid input, the fields at fault named"),
+        (500, "A bug on the server's side (logged; no details given)"),
     )
 }
 
@@ -91,6 +109,33 @@ def _on_http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     return _error(exc.status_code, codes.get(exc.status_code, "http_error"), exc.detail)
 
 
+def _on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    # A bug, not bad input: logged in full here, and the caller learns nothing of the internals.
+    log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    return _error(500, "internal_error", "something went wrong on our side; it has been logged")
+
+
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _validate_body(model: type[BaseModel], value: Any) -> BaseModel:
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        raise InputError("the request is not valid", pydantic_fields(exc)) from None
+
+
+class _BodiesAsDeclared(PydanticInitPlugin):
+    """Litestar validates request bodies with ``strict=False``, which overrides a model's own
+    strictness; bodies are validated as each model declares (``WorkflowIn`` is strict: a string
+    is not a boolean)."""
+
+    @classmethod
+    def decoders(cls, validate_strict: bool = False) -> list[tuple[Callable[[Any], bool], Any]]:
+        return [(_is_model, _validate_body), *super().decoders(validate_strict)]
+
+
 T = TypeVar("T")
 
 
@@ -98,6 +143,50 @@ async def _offload(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run blocking database work in a worker thread. (Litestar's sync_to_thread handlers
     break a GET that shares its path with a DELETE, so handlers are async and offload.)"""
     return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
+
+
+def too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> str | None:
+    """Where ``value`` (decoded JSON) nests lists and objects deeper than ``limit``, as the
+    dotted path of the field that holds them, or None. A loop, not recursion: the depth is the
+    attacker's choice."""
+    stack: list[tuple[Any, int, tuple[str, ...]]] = [(value, 0, ())]
+    while stack:
+        item, depth, path = stack.pop()
+        if isinstance(item, dict):
+            children: Iterable[tuple[Any, Any]] = item.items()
+        elif isinstance(item, list):
+            children = enumerate(item)
+        else:
+            continue
+        if depth >= limit:
+            return ".".join(path[:_FIELD_PATH]) or "body"
+        stack.extend((v, depth + 1, (*path, str(k))) for k, v in children)
+    return None
+
+
+async def _read_json(request: Request[Any, Any, Any]) -> None:
+    """Decode a route's JSON body before the route does (Litestar keeps the result), so that
+    malformed JSON, a number out of range or nesting too deep is a 422 naming where, not a 400
+    outside the error shape or a 500 deep inside pydantic."""
+    data_field = request.route_handler.parsed_data_field
+    definition = data_field.kwarg_definition if data_field is not None else None
+    if getattr(definition, "media_type", None) != RequestEncodingType.JSON:
+        return
+    try:
+        data = await request.json()
+    except SerializationException as exc:
+        raise InputError("the body is not valid JSON", [FieldError("body", str(exc))]) from None
+    where = too_deep(data)
+    if where is not None:
+        raise InputError(
+            "the body nests too deep",
+            [FieldError(where, f"nested deeper than {MAX_JSON_DEPTH} levels")],
+        )
+
+
+async def _before_request(request: Request[Any, Any, Any]) -> None:
+    await _refuse_nul(request)
+    await _read_json(request)
 
 
 async def _refuse_nul(request: Request[Any, Any, Any]) -> None:
@@ -238,10 +327,10 @@ def create_app(
     @get("/v1/runs", summary="Runs, newest first, filtered by workflow, status and time")
     async def list_runs(
         account_id: NamedDependency[str],
-        workflow_id: str | None = None,
-        status: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
+        workflow_id: FromQuery[str | None] = None,
+        status: FromQuery[RunStatus | None] = None,
+        since: FromQuery[datetime | None] = None,
+        until: FromQuery[datetime | None] = None,
         limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
     ) -> list[RunSummary]:
         return await _offload(
@@ -380,6 +469,7 @@ def create_app(
             NotFound: _on_not_found,
             ValidationException: _on_validation,
             HTTPException: _on_http,
+            Exception: _on_unexpected,
         },
         openapi_config=OpenAPIConfig(
             title="LinkTime Workflows",
@@ -391,9 +481,9 @@ def create_app(
             ),
             security=[{"bearer": []}],
         ),
-        before_request=_refuse_nul,
+        before_request=_before_request,
         on_startup=list(on_startup),
         on_shutdown=list(on_shutdown),
         # dashboard: the server-rendered pages under / (routes, session, CSRF, templates, static)
-        plugins=[DashboardPlugin(hub)],
+        plugins=[DashboardPlugin(hub), _BodiesAsDeclared()],
     )
