@@ -66,7 +66,8 @@ def serve(host: str, port: int) -> None:
     startup: list[Callable[[], None]] = []
     shutdown: list[Callable[[], None]] = []
     if embedded:
-        # This process is the only worker: whatever was under way when it stopped resumes now.
+        # Whatever this process left under way resumes now, if it is the database's only
+        # worker; on a PostgreSQL others share it waits for its lease to expire instead.
         hub.resume_orphans()
         scheduler = Scheduler(hub)
         worker = start_in_process(hub, broker, hub.settings.worker_threads)

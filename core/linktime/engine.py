@@ -8,10 +8,13 @@ counted, before it is executed; a step recorded as succeeded is never executed a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import json
 import logging
+import os
+import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -154,8 +157,20 @@ class Hub:
             return self.settings.secret_key
         path = self.settings.data_dir / "secret.key"
         if not path.exists():
-            path.write_text(new_secret())
-            path.chmod(0o600)
+            # Written whole into a private file (mkstemp: O_EXCL, mode 0600), then linked into
+            # place, which fails if the name exists: never readable by others, never read
+            # half-written, and when processes start together the first link wins; the others
+            # read the winner's key.
+            fd, draft = tempfile.mkstemp(dir=self.settings.data_dir, prefix=".secret.key.")
+            try:
+                with os.fdopen(fd, "w") as out:
+                    out.write(new_secret())
+                    out.flush()
+                    os.fsync(out.fileno())
+                with contextlib.suppress(FileExistsError):
+                    os.link(draft, path)
+            finally:
+                os.unlink(draft)
         return path.read_text().strip()
 
     def migrate(self) -> None:
@@ -672,9 +687,21 @@ class Hub:
 
     # -- scheduling ---------------------------------------------------------------------------
 
-    def resume_orphans(self) -> None:
-        """Make every unfinished run due now. Only for a process that is the sole worker (the
-        embedded default at start): it releases leases nobody else can hold."""
+    @property
+    def owns_database(self) -> bool:
+        """Whether no other process works on this database: SQLite (the embedded default's
+        file), or PostgreSQL without Redis when the operator says so (``owns_database``)."""
+        if self.db.dialect.name == "sqlite":
+            return True
+        return self.settings.owns_database and not self.settings.redis_url
+
+    def resume_orphans(self) -> bool:
+        """At the start of the database's only worker (the embedded default): make every
+        unfinished run due now, releasing the leases this process held before it stopped. On a
+        database others share, those leases may be live: nothing is touched (runs whose worker
+        died come back when their lease expires). Returns whether runs were resumed."""
+        if not self.owns_database:
+            return False
         now = self.clock()
         with self.db.begin() as conn:
             conn.execute(
@@ -682,6 +709,7 @@ class Hub:
                 .where(Run.status.in_(("queued", "running")))
                 .values(due_at=now, lease_until=now)
             )
+        return True
 
     def due_runs(self, limit: int | None = None) -> list[str]:
         """Hand out the runs that are due now: new runs whose first message may be lost,

@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     disabled_plugins: list[str] = Field(
         default_factory=list, description="Entry-point names never loaded, whatever the plan"
     )
+    owns_database: bool = Field(
+        False,
+        description="PostgreSQL without Redis: `serve` is the database's only worker, so at "
+        "start it takes back the runs it left under way (always so on SQLite)",
+    )
     prefer_plugins: dict[str, str] = Field(
         default_factory=dict,
         description="For a name (action, trigger, template) two plugins claim: the distribution "
