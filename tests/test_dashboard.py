@@ -17,11 +17,11 @@ from linktime.actions import ActionType, Result
 from linktime.api import create_app
 from linktime.dashboard import services
 from linktime.models import sample_event
-from linktime.storage import ApiKey
+from linktime.storage import ApiKey, WorkflowStep
 from linktime.templating import TemplateStr
 from litestar.testing import TestClient
 from pydantic import BaseModel, Field, SecretStr
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from .conftest import System
 
@@ -534,6 +534,18 @@ def test_steps_are_added_moved_and_removed_without_saving(
     assert [s.settings["url"] for s in saved.steps] == urls
 
 
+def signing_secrets(system: System, wf_id: str) -> list[str]:
+    """The stored signing secret of each step of a workflow of webhook steps, decrypted."""
+    model = system.hub.registry.actions["webhook.call"].settings
+    with system.hub.db.connect() as conn:
+        rows = conn.scalars(
+            select(WorkflowStep.settings)
+            .where(WorkflowStep.workflow_id == wf_id)
+            .order_by(WorkflowStep.position)
+        )
+        return [system.hub.sealer.secrets(model, stored)["secret"] for stored in rows]
+
+
 def test_a_generated_secret_is_shown_once_and_kept_when_left_blank(
     make_system: Callable[..., System], open_dash: Any
 ) -> None:
@@ -547,7 +559,7 @@ def test_a_generated_secret_is_shown_once_and_kept_when_left_blank(
     wf_id = location.rsplit("/", 1)[1]
     page = dash.get(location).text
     shown = re.findall(r'class="generated-secret">(whsec_[^<]+)<', page)
-    stored = services.step_secrets(system.hub, account.id, wf_id)[0][1]["secret"]
+    [stored] = signing_secrets(system, wf_id)
     assert shown == [stored]
     again = dash.get(location).text
     assert stored not in again and "generated-secret" not in again
@@ -557,7 +569,7 @@ def test_a_generated_secret_is_shown_once_and_kept_when_left_blank(
     form["steps.0.settings.url"] = "https://example.com/new"
     response = dash.post(location, form)
     assert response.status_code == 303, re.findall(r'field-error" id="[^"]*">[^<]*', response.text)
-    assert services.step_secrets(system.hub, account.id, wf_id)[0][1]["secret"] == stored
+    assert signing_secrets(system, wf_id) == [stored]
     assert workflows.get(system.hub, account.id, wf_id).steps[0].settings["url"].endswith("/new")
 
     # A new webhook step added while editing gets its own secret, shown once.
@@ -566,10 +578,51 @@ def test_a_generated_secret_is_shown_once_and_kept_when_left_blank(
     form = Form(dash.post(location, form).text).values()
     form.update({"op": "save", "steps.1.settings.url": "https://example.com/second"})
     assert dash.post(location, form).status_code == 303
-    secrets = services.step_secrets(system.hub, account.id, wf_id)
-    assert secrets[0][1]["secret"] == stored
+    first, second = signing_secrets(system, wf_id)
+    assert first == stored
     page = dash.get(location).text
-    assert re.findall(r'class="generated-secret">(whsec_[^<]+)<', page) == [secrets[1][1]["secret"]]
+    assert re.findall(r'class="generated-secret">(whsec_[^<]+)<', page) == [second]
+
+
+def test_header_values_are_masked_in_the_editor_and_kept_when_saved_as_shown(
+    make_system: Callable[..., System], open_dash: Any
+) -> None:
+    system = make_system()
+    account = system.account()
+    wf_id = system.workflow(
+        account,
+        [
+            {
+                **webhook_step(),
+                "settings": {
+                    "url": "https://example.com/hook",
+                    "headers": {"Authorization": "Bearer s3cr3t-v4lue"},
+                },
+            }
+        ],
+    )
+    dash = open_dash(system)
+    dash.sign_in(account.api_key)
+    location = f"/workflows/{wf_id}"
+    page = dash.get(location).text
+    assert "s3cr3t-v4lue" not in page
+    form = Form(page).values()
+    assert form["steps.0.settings.headers"] == "Authorization: ********"
+
+    # Saved as shown, with one header added: the masked one keeps its value (the core's rule).
+    form["steps.0.settings.headers"] += "\nX-Tenant: acme"
+    response = dash.post(location, form)
+    assert response.status_code == 303, re.findall(r'field-error" id="[^"]*">[^<]*', response.text)
+    model = system.hub.registry.actions["webhook.call"].settings
+    with system.hub.db.connect() as conn:
+        [stored] = conn.scalars(
+            select(WorkflowStep.settings).where(WorkflowStep.workflow_id == wf_id)
+        )
+    assert system.hub.sealer.secrets(model, stored)["headers"] == {
+        "Authorization": "Bearer s3cr3t-v4lue",
+        "X-Tenant": "acme",
+    }
+    assert "s3cr3t-v4lue" not in dash.get(location).text
 
 
 def test_workflows_list_toggle_and_plan_limit(

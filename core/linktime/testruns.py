@@ -59,13 +59,23 @@ def _generic_preview(settings: BaseModel, ctx: ActionContext) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, field in type(settings).model_fields.items():
         value = getattr(settings, name)
-        if isinstance(value, SecretStr):
-            out[name] = MASK
-        elif isinstance(value, str) and is_template(field):
+        if isinstance(value, str) and is_template(field):
             out[name] = ctx.render(value, html=name == "html")
         else:
             out[name] = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
     return out
+
+
+def _masked(value: Any) -> Any:
+    """A preview with every secret in it (a signing secret, a header value…) masked, whichever
+    plugin made it."""
+    if isinstance(value, SecretStr):
+        return MASK
+    if isinstance(value, dict):
+        return {k: _masked(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_masked(v) for v in value]
+    return value
 
 
 def preview(
@@ -75,7 +85,8 @@ def preview(
     try:
         settings = hub.sealer.open(action.settings, stored)
         ctx = replace(ctx, settings=settings)
-        step.output = action.preview(ctx) if action.preview else _generic_preview(settings, ctx)
+        output = action.preview(ctx) if action.preview else _generic_preview(settings, ctx)
+        step.output = _masked(output)
     except (TemplateError, ValueError) as exc:
         step.error = str(exc)
     return step

@@ -3,6 +3,8 @@ it cannot understand (unless a plugin is uninstalled later; the step then fails,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -11,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from . import bookings, plans
-from .crypto import masked, revealed
+from .crypto import masked, revealed, secret_fields, with_kept_secrets
 from .engine import Hub
 from .errors import FieldError, InputError, NotFound, pydantic_fields
 from .storage import Account, Run, Workflow, WorkflowStep, new_id
@@ -21,6 +23,12 @@ MAX_STEPS = 5
 
 class StepIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    id: str | None = Field(
+        None,
+        description="On PUT, the stored step this one edits (its id from GET): its secrets are "
+        "kept unless new values are given. Without it, the stored step at the same position "
+        "with the same action",
+    )
     action: str = Field(description="An installed action, e.g. webhook.call")
     settings: dict[str, Any] = Field(default_factory=dict)
 
@@ -50,6 +58,7 @@ class WorkflowIn(BaseModel):
 
 
 class StepOut(BaseModel):
+    id: str
     position: int
     action: str
     settings: dict[str, Any]
@@ -68,10 +77,58 @@ class WorkflowOut(BaseModel):
     steps: list[StepOut]
 
 
-def _validate(hub: Hub, spec: WorkflowIn) -> list[tuple[BaseModel, dict[str, Any]]]:
-    """Each step's validated settings, and them as stored (secrets sealed); every problem
-    named at once."""
+class GeneratedSecret(BaseModel):
+    """A secret the save generated (a new step left it out): shown this once."""
+
+    step: int
+    field: str
+    value: str
+
+
+@dataclass(frozen=True)
+class _Saving:
+    """What a save stores: each step's id (the stored one it edits, or new) and settings as
+    stored (secrets sealed), and the secrets it generated."""
+
+    steps: list[tuple[str, dict[str, Any]]]
+    generated: list[GeneratedSecret]
+
+
+def _stored_steps(
+    spec: WorkflowIn, before: Sequence[WorkflowStep], by_position: bool
+) -> tuple[list[WorkflowStep | None], list[FieldError]]:
+    """The stored step each step of ``spec`` edits, or None for a new one: the one its ``id``
+    names, else (``by_position``) the unclaimed one at its position with its action."""
+    by_id = {s.id: s for s in before}
+    claimed = {step.id for step in spec.steps if step.id is not None}
+    matched: list[WorkflowStep | None] = []
     problems: list[FieldError] = []
+    for i, step in enumerate(spec.steps):
+        if step.id is None:
+            same = next((s for s in before if s.position == i), None) if by_position else None
+            keep = same is not None and same.action == step.action and same.id not in claimed
+            matched.append(same if keep else None)
+            continue
+        stored = by_id.get(step.id)
+        if stored is None:
+            problems.append(FieldError(f"steps.{i}.id", f"this workflow has no step {step.id!r}"))
+        elif stored.action != step.action:
+            problems.append(
+                FieldError(f"steps.{i}.id", f"step {step.id!r} is a {stored.action} step")
+            )
+            stored = None
+        elif any(other.id == step.id for other in spec.steps[:i]):
+            problems.append(FieldError(f"steps.{i}.id", f"step {step.id!r} is given twice"))
+        matched.append(stored)
+    return matched, problems
+
+
+def _validate(
+    hub: Hub, spec: WorkflowIn, before: Sequence[WorkflowStep] = (), by_position: bool = True
+) -> _Saving:
+    """Validate ``spec`` against the installed plugins, keeping the secrets of the stored steps
+    (``before``) its steps edit; every problem named at once."""
+    matched, problems = _stored_steps(spec, before, by_position)
     trigger = hub.registry.triggers.get(spec.trigger)
     if trigger is None:
         known = ", ".join(sorted(hub.registry.triggers))
@@ -80,8 +137,8 @@ def _validate(hub: Hub, spec: WorkflowIn) -> list[tuple[BaseModel, dict[str, Any
         problems.append(
             FieldError("offset_minutes", f"{spec.trigger} fires when the event arrives; no offset")
         )
-    stored: list[tuple[BaseModel, dict[str, Any]]] = []
-    for i, step in enumerate(spec.steps):
+    saving = _Saving([], [])
+    for i, (step, stored) in enumerate(zip(spec.steps, matched, strict=True)):
         action = hub.registry.actions.get(step.action)
         if action is None:
             installed = ", ".join(sorted(hub.registry.actions)) or "none"
@@ -92,15 +149,30 @@ def _validate(hub: Hub, spec: WorkflowIn) -> list[tuple[BaseModel, dict[str, Any
                 )
             )
             continue
+        where = f"steps.{i}.settings"
         try:
-            settings = action.settings.model_validate(step.settings)
-        except ValidationError as exc:
-            problems += pydantic_fields(exc, f"steps.{i}.settings")
+            kept = hub.sealer.secrets(action.settings, stored.settings) if stored else None
+        except ValueError as exc:  # the secret key changed: only new values can be saved
+            problems.append(FieldError(where, str(exc)))
             continue
-        stored.append((settings, hub.sealer.seal(action.settings, settings)))
+        given, masks = with_kept_secrets(action.settings, step.settings, kept, where)
+        problems += masks
+        try:
+            settings = action.settings.model_validate(given)
+        except ValidationError as exc:
+            problems += pydantic_fields(exc, where)
+            continue
+        clear = revealed(settings)
+        saving.generated.extend(
+            GeneratedSecret(step=i, field=name, value=clear[name])
+            for name in secret_fields(action.settings)
+            if name not in given and isinstance(clear[name], str)
+        )
+        sealed = hub.sealer.seal(action.settings, settings)
+        saving.steps.append((stored.id if stored else new_id("wfs"), sealed))
     if problems:
         raise InputError("the workflow is not valid", problems)
-    return stored
+    return saving
 
 
 def _enforce_plan(
@@ -151,6 +223,7 @@ def to_out(hub: Hub, wf: Workflow) -> WorkflowOut:
         action = hub.registry.actions.get(s.action)
         steps.append(
             StepOut(
+                id=s.id,
                 position=s.position,
                 action=s.action,
                 settings=masked(action.settings if action else None, s.settings),
@@ -170,10 +243,12 @@ def to_out(hub: Hub, wf: Workflow) -> WorkflowOut:
     )
 
 
-def create(hub: Hub, account_id: str, spec: WorkflowIn) -> tuple[WorkflowOut, list[dict[str, Any]]]:
-    """Store a workflow. Also returns each step's settings unmasked, once: a generated signing
-    secret must reach the user somehow, and this is the only time it is shown."""
-    stored = _validate(hub, spec)
+def create(
+    hub: Hub, account_id: str, spec: WorkflowIn
+) -> tuple[WorkflowOut, list[GeneratedSecret]]:
+    """Store a workflow. Also returns the secrets generated for it (a signing secret left out):
+    they must reach the user somehow, and this is the only time they are shown."""
+    saving = _validate(hub, spec)
     now = hub.clock()
     wf = Workflow(
         id=new_id("wf"),
@@ -186,10 +261,7 @@ def create(hub: Hub, account_id: str, spec: WorkflowIn) -> tuple[WorkflowOut, li
         continue_when_blocked=spec.continue_when_blocked,
         created_at=now,
         updated_at=now,
-        steps=[
-            WorkflowStep(id=new_id("wfs"), position=i, action=step.action, settings=sealed)
-            for i, (step, (_, sealed)) in enumerate(zip(spec.steps, stored, strict=True))
-        ],
+        steps=_steps(spec, saving),
     )
     with Session(hub.db, expire_on_commit=False) as session, session.begin():
         _enforce_plan(hub, session, account_id, spec, None)
@@ -197,7 +269,14 @@ def create(hub: Hub, account_id: str, spec: WorkflowIn) -> tuple[WorkflowOut, li
         session.flush()
         due_now = _replan(hub, session, wf)
     hub.enqueue(due_now)
-    return to_out(hub, wf), [revealed(settings) for settings, _ in stored]
+    return to_out(hub, wf), saving.generated
+
+
+def _steps(spec: WorkflowIn, saving: _Saving) -> list[WorkflowStep]:
+    return [
+        WorkflowStep(id=step_id, position=i, action=step.action, settings=sealed)
+        for i, (step, (step_id, sealed)) in enumerate(zip(spec.steps, saving.steps, strict=True))
+    ]
 
 
 def _replan(hub: Hub, session: Session, wf: Workflow) -> list[str]:
@@ -242,26 +321,27 @@ def set_enabled(hub: Hub, account_id: str, workflow_id: str, enabled: bool) -> W
     return to_out(hub, wf)
 
 
-def update(hub: Hub, account_id: str, workflow_id: str, spec: WorkflowIn) -> WorkflowOut:
-    """Replace a workflow's definition. Planned runs follow (a new offset moves them); runs
-    already under way keep the steps they started with."""
-    stored = _validate(hub, spec)
+def update(
+    hub: Hub, account_id: str, workflow_id: str, spec: WorkflowIn, by_position: bool = True
+) -> tuple[WorkflowOut, list[GeneratedSecret]]:
+    """Replace a workflow's definition. A step that edits a stored one (see ``_stored_steps``)
+    keeps its id and the secrets not given anew; a new step's generated secrets are returned,
+    as by ``create``. Planned runs follow (a new offset moves them); runs already under way
+    keep the steps they started with."""
     with Session(hub.db, expire_on_commit=False) as session, session.begin():
         wf = _owned(session, account_id, workflow_id)
+        saving = _validate(hub, spec, wf.steps, by_position)
         _enforce_plan(hub, session, account_id, spec, wf.id)
         wf.steps.clear()
         session.flush()  # old positions go before new ones arrive
         wf.name, wf.trigger, wf.offset_minutes = spec.name, spec.trigger, spec.offset_minutes
         wf.enabled, wf.updated_at = spec.enabled, hub.clock()
         wf.event_types, wf.continue_when_blocked = spec.event_types, spec.continue_when_blocked
-        wf.steps.extend(
-            WorkflowStep(id=new_id("wfs"), position=i, action=step.action, settings=sealed)
-            for i, (step, (_, sealed)) in enumerate(zip(spec.steps, stored, strict=True))
-        )
+        wf.steps.extend(_steps(spec, saving))
         session.flush()
         due_now = _replan(hub, session, wf)
     hub.enqueue(due_now)
-    return to_out(hub, wf)
+    return to_out(hub, wf), saving.generated
 
 
 def delete(hub: Hub, account_id: str, workflow_id: str) -> None:
@@ -302,7 +382,7 @@ def list_templates(hub: Hub, account_id: str) -> list[TemplateOut]:
 
 def create_from_template(
     hub: Hub, account_id: str, template_name: str
-) -> tuple[WorkflowOut, list[dict[str, Any]]]:
+) -> tuple[WorkflowOut, list[GeneratedSecret]]:
     """An ordinary workflow, disabled, from a template: edit it, test it, then enable it."""
     if template_name not in {t.name for t in list_templates(hub, account_id)}:
         raise NotFound(f"no template {template_name!r} for this account")

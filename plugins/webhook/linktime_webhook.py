@@ -77,10 +77,12 @@ class WebhookStepSettings(BaseModel):
         default_factory=generate_secret,
         description="Standard Webhooks signing secret, 'whsec_' + base64; generated if omitted",
     )
-    headers: dict[str, str] = Field(
+    # Header values often carry credentials (Authorization: Bearer …): secrets, each one.
+    headers: dict[str, SecretStr] = Field(
         default_factory=dict,
         max_length=20,
-        description="Extra request headers (cannot override webhook-*, content-type or host)",
+        description="Extra request headers (cannot override webhook-*, content-type or host); "
+        "their values are stored encrypted and shown masked",
     )
 
     @field_validator("url")
@@ -123,9 +125,10 @@ class WebhookStepSettings(BaseModel):
 
     @field_validator("headers")
     @classmethod
-    def _extra_headers(cls, value: dict[str, str]) -> dict[str, str]:
+    def _extra_headers(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
         seen: set[str] = set()
-        for name, header_value in value.items():
+        for name, secret in value.items():
+            header_value = secret.get_secret_value()
             lower = name.lower()
             if not _TOKEN_RE.match(name):
                 raise ValueError(f"header name {name!r} is not a valid HTTP header name")
@@ -590,7 +593,7 @@ def _request_headers(
     headers = (
         {} if any(name.lower() == "user-agent" for name in extra) else {"User-Agent": USER_AGENT}
     )
-    headers.update(extra)
+    headers.update((name, value.get_secret_value()) for name, value in extra.items())
     headers["Host"] = url.netloc.decode("ascii")
     headers["Content-Type"] = "application/json"
     headers.update(signed_headers(settings.secret, msg_id, payload))
@@ -675,7 +678,8 @@ def _deliver(ctx: ActionContext) -> Result:
 
 
 def preview_webhook(ctx: ActionContext) -> dict[str, Any]:
-    """What a delivery would send (the signature is made at send time)."""
+    """What a delivery would send (the signature is made at send time; header values are
+    secrets, masked by the dry run)."""
     settings: WebhookStepSettings = ctx.settings
     return {
         "method": "POST",

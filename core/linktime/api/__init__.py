@@ -31,7 +31,6 @@ from sqlalchemy import text
 
 from .. import accounts, integrations, plans, runs, testruns, workflows
 from ..accounts import authenticate
-from ..crypto import secret_fields
 from ..engine import Hub
 from ..errors import FieldError, InputError, NotFound, pydantic_fields
 from ..integrations import IntegrationOut
@@ -45,13 +44,12 @@ from .schemas import (
     ErrorField,
     ErrorOut,
     EventAccepted,
-    GeneratedSecret,
     PlanOut,
     PluginsOut,
     RunOut,
     RunRef,
     TestRequest,
-    WorkflowCreated,
+    WorkflowSaved,
 )
 
 log = logging.getLogger(__name__)
@@ -254,15 +252,9 @@ def create_app(
     @post("/v1/workflows", summary="Create a workflow")
     async def create_workflow(
         data: JSONBody[WorkflowIn], account_id: NamedDependency[str]
-    ) -> WorkflowCreated:
-        created, revealed = await _offload(workflows.create, hub, account_id, data)
-        generated = [
-            GeneratedSecret(step=i, field=name, value=revealed[i][name])
-            for i, step in enumerate(data.steps)
-            for name in secret_fields(hub.registry.actions[step.action].settings)
-            if name not in step.settings and revealed[i].get(name)
-        ]
-        return WorkflowCreated(**created.model_dump(), generated_secrets=generated)
+    ) -> WorkflowSaved:
+        created, generated = await _offload(workflows.create, hub, account_id, data)
+        return WorkflowSaved(**created.model_dump(), generated_secrets=generated)
 
     @get("/v1/workflows", summary="List workflows")
     async def list_workflows(account_id: NamedDependency[str]) -> list[WorkflowOut]:
@@ -274,11 +266,18 @@ def create_app(
     ) -> WorkflowOut:
         return await _offload(workflows.get, hub, account_id, workflow_id)
 
-    @put("/v1/workflows/{workflow_id:str}", summary="Replace a workflow")
+    @put(
+        "/v1/workflows/{workflow_id:str}",
+        summary="Replace a workflow",
+        description="A secret left out or sent masked keeps its stored value (steps are "
+        "matched by `id`, else by position and action); one generated for a new step is in "
+        "`generated_secrets`, shown once.",
+    )
     async def update_workflow(
         workflow_id: FromPath[str], data: JSONBody[WorkflowIn], account_id: NamedDependency[str]
-    ) -> WorkflowOut:
-        return await _offload(workflows.update, hub, account_id, workflow_id, data)
+    ) -> WorkflowSaved:
+        updated, generated = await _offload(workflows.update, hub, account_id, workflow_id, data)
+        return WorkflowSaved(**updated.model_dump(), generated_secrets=generated)
 
     @delete(
         "/v1/workflows/{workflow_id:str}",
@@ -320,9 +319,9 @@ def create_app(
         return await _offload(workflows.list_templates, hub, account_id)
 
     @post("/v1/templates/{name:str}/workflows", summary="Create a workflow from a template")
-    async def from_template(name: FromPath[str], account_id: NamedDependency[str]) -> WorkflowOut:
-        created, _ = await _offload(workflows.create_from_template, hub, account_id, name)
-        return created
+    async def from_template(name: FromPath[str], account_id: NamedDependency[str]) -> WorkflowSaved:
+        created, generated = await _offload(workflows.create_from_template, hub, account_id, name)
+        return WorkflowSaved(**created.model_dump(), generated_secrets=generated)
 
     @get("/v1/runs", summary="Runs, newest first, filtered by workflow, status and time")
     async def list_runs(

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from ..models import BookingEvent
 from ..storage import Attempt, Run, RunStep
 from ..testruns import TestRecipients
-from ..workflows import WorkflowOut
+from ..workflows import GeneratedSecret, WorkflowOut
 
 
 class ErrorField(BaseModel):
@@ -36,13 +36,9 @@ class EventAccepted(BaseModel):
     runs: list[RunRef]
 
 
-class GeneratedSecret(BaseModel):
-    step: int
-    field: str
-    value: str
+class WorkflowSaved(WorkflowOut):
+    """A workflow as created or replaced, with the secrets the save generated: shown once."""
 
-
-class WorkflowCreated(WorkflowOut):
     generated_secrets: list[GeneratedSecret] = []
 
 

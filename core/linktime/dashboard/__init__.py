@@ -28,7 +28,7 @@ from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Redirect, Template
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
-from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from .. import integrations, plans, runs, testruns, workflows
 from ..actions import TriggerType
@@ -37,7 +37,7 @@ from ..api.schemas import RunOut
 from ..engine import Hub
 from ..errors import FieldError, InputError, NotFound, pydantic_fields
 from ..models import sample_event
-from ..workflows import MAX_STEPS, WorkflowIn, WorkflowOut
+from ..workflows import MAX_STEPS, GeneratedSecret, WorkflowIn, WorkflowOut
 from . import forms, services
 from .forms import FieldSpec, Raw
 from .session import (
@@ -348,20 +348,18 @@ async def delete_workflow(
     return _see_other("/workflows")
 
 
+def _shown(generated: list[GeneratedSecret]) -> list[dict[str, str]]:
+    """Generated secrets as the flash messages show them once (steps counted from 1)."""
+    return [{"step": str(g.step + 1), "field": g.field, "value": g.value} for g in generated]
+
+
 def _from_template(
     hub: Hub, account_id: str, name: str
 ) -> tuple[WorkflowOut, list[dict[str, str]]]:
     """Create a workflow from a template; also returns the secrets generated for it (shown
     once)."""
-    created, revealed = workflows.create_from_template(hub, account_id, name)
-    template = hub.registry.templates[name]
-    generated = []
-    for i, step in enumerate(template.steps):
-        for spec in _specs(hub, step.action):
-            value = revealed[i].get(spec.name) if i < len(revealed) else None
-            if spec.kind == "password" and spec.name not in step.settings and value:
-                generated.append({"step": str(i + 1), "field": spec.name, "value": str(value)})
-    return created, generated
+    created, generated = workflows.create_from_template(hub, account_id, name)
+    return created, _shown(generated)
 
 
 @post("/workflows/from-template")
@@ -387,7 +385,7 @@ async def create_from_template(
 @dataclass
 class StepState:
     action: str
-    origin: int | None = None  # position of the stored step this one edits
+    origin: str | None = None  # id of the stored step this one edits
     values: dict[str, Raw] = field(default_factory=dict)
     secrets_set: set[str] = field(default_factory=set)
 
@@ -422,7 +420,7 @@ def _state_of(hub: Hub, wf: WorkflowOut) -> EditorState:
     steps = []
     for s in wf.steps:
         values, secrets_set = forms.from_stored(_specs(hub, s.action), s.settings)
-        steps.append(StepState(s.action, s.position, values, secrets_set))
+        steps.append(StepState(s.action, s.id, values, secrets_set))
     return EditorState(
         name=wf.name,
         trigger=wf.trigger,
@@ -449,8 +447,7 @@ def _read_state(hub: Hub, form: FormMultiDict, stored: EditorState | None) -> Ed
         action = flat.get(f"steps.{i}.action")
         if action is None:
             break
-        origin_text = flat.get(f"steps.{i}.origin", "")
-        origin = int(origin_text) if origin_text.isdigit() else None
+        origin = flat.get(f"steps.{i}.origin") or None
         before = origins.get(origin) if origin is not None else None
         if before is None or before.action != action:
             origin = None
@@ -466,13 +463,16 @@ class Saved:
     secrets: list[dict[str, str]]
 
 
-def _local_problems(model: type[BaseModel], parsed: forms.Parsed, prefix: str) -> list[FieldError]:
+def _local_problems(
+    model: type[BaseModel], parsed: forms.Parsed, prefix: str, kept: set[str]
+) -> list[FieldError]:
     """The model's own verdict on what the form sent, so every problem is named at once (the
-    service would name the same; fields the form could not read are not named twice)."""
+    service would name the same; fields the form could not read, and secrets the service
+    keeps, are not named)."""
     try:
         model.model_validate(parsed.data)
     except ValidationError as exc:
-        unreadable = {e.field for e in parsed.errors}
+        unreadable = {e.field for e in parsed.errors} | {f"{prefix}.{name}" for name in kept}
         return [
             e
             for e in pydantic_fields(exc, prefix)
@@ -492,28 +492,17 @@ def _save(hub: Hub, account_id: str, workflow_id: str | None, state: EditorState
             problems.append(FieldError("offset_minutes", "enter a whole number of minutes"))
         else:
             offset = int(state.offset or 0)
-    kept = services.step_secrets(hub, account_id, workflow_id) if workflow_id else {}
-    generated: list[dict[str, str]] = []
     steps: list[dict[str, Any]] = []
     for i, step in enumerate(state.steps):
         action = hub.registry.actions.get(step.action)
         specs = forms.fields_of(action.settings) if action else []
+        # A secret left blank is left out: the core keeps the stored one or generates one.
         parsed = forms.parse(specs, step.values, f"steps.{i}.settings.")
         problems += parsed.errors
-        for name in parsed.blank_secrets:
-            old = kept.get(step.origin) if step.origin is not None else None
-            if old is not None and old[0] == step.action and name in old[1]:
-                parsed.data[name] = old[1][name]  # left blank: unchanged
-                continue
-            info = action.settings.model_fields[name] if action else None
-            if info is not None and info.default_factory is not None:
-                value = info.get_default(call_default_factory=True, validated_data={})
-                if isinstance(value, SecretStr):
-                    clear = parsed.data[name] = value.get_secret_value()
-                    generated.append({"step": str(i + 1), "field": name, "value": clear})
         if action is not None:
-            problems += _local_problems(action.settings, parsed, f"steps.{i}.settings")
-        steps.append({"action": step.action, "settings": parsed.data})
+            kept = parsed.blank_secrets if step.origin is not None else set()
+            problems += _local_problems(action.settings, parsed, f"steps.{i}.settings", kept)
+        steps.append({"id": step.origin, "action": step.action, "settings": parsed.data})
     options = forms.parse(
         OPTION_SPECS,
         {"event_types": state.event_types, "continue_when_blocked": state.continue_when_blocked},
@@ -534,9 +523,11 @@ def _save(hub: Hub, account_id: str, workflow_id: str | None, state: EditorState
     if problems:
         raise InputError("the workflow is not valid", problems)
     if workflow_id is None:
-        created, _ = workflows.create(hub, account_id, spec)
-        return Saved(created, generated)
-    return Saved(workflows.update(hub, account_id, workflow_id, spec), generated)
+        saved, generated = workflows.create(hub, account_id, spec)
+    else:
+        # The editor knows which stored step each one edits: a step without one is new.
+        saved, generated = workflows.update(hub, account_id, workflow_id, spec, by_position=False)
+    return Saved(saved, _shown(generated))
 
 
 def _editor_context(

@@ -4,9 +4,10 @@ plugin gets a settings form for free.
 A model field becomes one input, chosen from its annotation: ``str`` a text input (a textarea for
 message templates, ``TemplateStr``, and for long strings), ``bool`` a checkbox, ``Literal``/enum a
 select, numbers a number input, lists a comma-separated input, ``dict[str, str]`` a textarea of
-``name: value`` lines, ``SecretStr`` a password input that is never filled in (left blank, it
-keeps the stored secret), anything else a JSON textarea. What the browser sends back is kept
-raw, so a form re-rendered after an error shows what was typed (secrets excepted).
+``name: value`` lines (``dict[str, SecretStr]`` too, its values shown masked: a value left as
+the mask keeps the stored one), ``SecretStr`` a password input that is never filled in (left
+blank, it keeps the stored secret), anything else a JSON textarea. What the browser sends back
+is kept raw, so a form re-rendered after an error shows what was typed (secrets excepted).
 """
 
 from __future__ import annotations
@@ -112,6 +113,7 @@ def field_spec(name: str, info: FieldInfo) -> FieldSpec:
     origin = get_origin(inner)
     choices: tuple[str, ...] = ()
     integer = False
+    secret_values = False
     kind: Kind
     if inner is SecretStr:
         kind = "password"
@@ -131,7 +133,9 @@ def field_spec(name: str, info: FieldInfo) -> FieldSpec:
         kind = "list"
     elif origin is dict or inner is dict:
         value_type = get_args(inner)[1] if len(get_args(inner)) == 2 else Any
-        kind = "mapping" if _unwrap(value_type)[0] is str else "json"
+        value_inner = _unwrap(value_type)[0]
+        kind = "mapping" if value_inner in (str, SecretStr) else "json"
+        secret_values = value_inner is SecretStr
     else:
         kind = "json"
     default: Raw = ""
@@ -144,6 +148,8 @@ def field_spec(name: str, info: FieldInfo) -> FieldSpec:
         help_text = (help_text + " " if help_text else "") + "(comma-separated)"
     elif kind == "mapping":
         help_text = (help_text + " " if help_text else "") + "(one 'name: value' per line)"
+        if secret_values:
+            help_text += f" (values are secret: {MASK} keeps the stored value)"
     return FieldSpec(
         name=name,
         label=info.title or label_for(name),

@@ -1,6 +1,6 @@
-"""What the dashboard reads beyond the public service functions: the stored secrets it must keep
-when a form leaves them blank ("unchanged"), and the event behind a run. Read server-side only;
-never sent to the browser."""
+"""What the dashboard reads beyond the public service functions: the stored integration secrets
+it must keep when a form leaves them blank ("unchanged"), and the event behind a run. Read
+server-side only; never sent to the browser."""
 
 from __future__ import annotations
 
@@ -8,44 +8,9 @@ from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
-from ..crypto import revealed, secret_fields
 from ..engine import Hub
-from ..errors import NotFound
-from ..storage import Event, Integration, Run, Workflow, WorkflowStep
-
-
-def _opened(hub: Hub, model: type[BaseModel], stored: dict[str, Any]) -> dict[str, Any]:
-    """The clear values of a stored model's secrets ({} when they cannot be opened)."""
-    names = secret_fields(model)
-    if not names:
-        return {}
-    try:
-        clear = revealed(hub.sealer.open(model, stored))
-    except ValueError:
-        return {}
-    return {n: clear[n] for n in names if clear.get(n) is not None}
-
-
-def step_secrets(
-    hub: Hub, account_id: str, workflow_id: str
-) -> dict[int, tuple[str, dict[str, Any]]]:
-    """Position → (action, clear secrets) of a workflow's stored steps, to keep a secret whose
-    input was left blank ("unchanged") when the workflow is saved again. Never sent out."""
-    out: dict[int, tuple[str, dict[str, Any]]] = {}
-    with Session(hub.db) as session:
-        wf = session.get(Workflow, workflow_id)
-        if wf is None or wf.account_id != account_id:
-            raise NotFound(f"no workflow {workflow_id!r}")
-        steps = session.scalars(
-            select(WorkflowStep).where(WorkflowStep.workflow_id == workflow_id)
-        ).all()
-        for step in steps:
-            action = hub.registry.actions.get(step.action)
-            if action is not None:
-                out[step.position] = (step.action, _opened(hub, action.settings, step.settings))
-    return out
+from ..storage import Event, Integration, Run
 
 
 def integration_secrets(
@@ -58,7 +23,10 @@ def integration_secrets(
                 Integration.account_id == account_id, Integration.name == name
             )
         )
-    return _opened(hub, model, stored) if stored else {}
+    try:
+        return hub.sealer.secrets(model, stored) if stored else {}
+    except ValueError:  # cannot be decrypted: nothing to keep
+        return {}
 
 
 def event_of_run(hub: Hub, account_id: str, run_id: str) -> str | None:

@@ -566,7 +566,11 @@ def test_engine_hands_the_sealed_integration_to_the_step(
 
     connected = run("evt_2")
     assert connected.status == "succeeded"
+    # The message's channel and ts, on the step and on the attempt that posted it.
     assert connected.steps[0].external_id == "C0SALES01/1764601201.000100"
+    assert [a.external_id for a in connected.steps[0].attempt_log] == [
+        "C0SALES01/1764601201.000100"
+    ]
     assert slack.received()[0]["channel"] == "#sales"
 
     slack.receiver.script(
