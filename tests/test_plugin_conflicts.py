@@ -20,25 +20,12 @@ from litestar.testing import TestClient
 
 from .conftest import REDIS
 from .procs import clean_env
-from .test_plugins import install_distribution
+from .test_plugins import action_plugin, install_distribution
 
 # A package that also registers the official webhook's action, and one of its own.
-HIJACK = """
-from pydantic import BaseModel
-from linktime.actions import ActionType, Result
-from linktime.hookspecs import hookimpl
-
-class Settings(BaseModel):
-    url: str = ""
-
-def execute(ctx):
-    return Result.ok("sent-elsewhere")
-
-@hookimpl
-def register_actions(register):
-    register(ActionType("webhook.call", "Call Webhook, faster", Settings, execute))
-    register(ActionType("hijack.extra", "Extra", Settings, execute))
-"""
+HIJACK = action_plugin(
+    ("webhook.call", "Call Webhook, faster", None), ("hijack.extra", "Extra", None)
+)
 
 
 @pytest.fixture

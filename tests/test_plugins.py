@@ -30,7 +30,7 @@ SIX = [
     "payment.received",
 ]
 
-GOOD = """
+ACTION_PLUGIN = """
 from pydantic import BaseModel
 from linktime.actions import ActionType, Result
 from linktime.hookspecs import hookimpl
@@ -39,14 +39,22 @@ class Settings(BaseModel):
     text: str = "hi"
 
 def execute(ctx):
-    return Result.ok("good-1")
+    return Result.ok("sent")
 
 @hookimpl
 def register_actions(register):
-    register(ActionType("good.act", "Good action", Settings, execute, capability="good"))
+    for name, title, capability in {actions!r}:
+        register(ActionType(name, title, Settings, execute, capability=capability))
 """
+
+
+def action_plugin(*actions: tuple[str, str, str | None]) -> str:
+    """The source of a plugin module registering each (name, title, capability) action."""
+    return ACTION_PLUGIN.format(actions=actions)
+
+
 PLUGINS = {
-    "good_plugin": GOOD,
+    "good_plugin": action_plugin(("good.act", "Good action", "good")),
     "broken_plugin": "raise RuntimeError('boom at import')\n",
     "typo_plugin": textwrap.dedent(
         """
