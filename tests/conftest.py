@@ -19,6 +19,7 @@ from linktime import plugins, workflows
 from linktime.accounts import NewAccount, create_account
 from linktime.actions import ActionType
 from linktime.engine import Hub
+from linktime.runs import get_run
 from linktime.scheduler import Scheduler
 from linktime.settings import Settings
 from linktime.storage import Run
@@ -126,7 +127,7 @@ class System:
     def wait_run(self, account: NewAccount, run_id: str, timeout: float = 20) -> Run:
         deadline = time.monotonic() + timeout
         while True:
-            run = self.hub.get_run(account.id, run_id)
+            run = get_run(self.hub, account.id, run_id)
             if run.status in TERMINAL:
                 return run
             if time.monotonic() > deadline:

@@ -47,7 +47,9 @@ def test_kill_9_of_a_worker_mid_chain(
         LINKTIME_BROKER_NAMESPACE=f"lt-crash-{uuid.uuid4().hex[:8]}",
         LINKTIME_SECRET_KEY="crash-test",
         LINKTIME_STEP_LEASE_SECONDS="3",
-        LINKTIME_WEBHOOK_TIMEOUT="2",  # below the lease, or the worker refuses to start
+        # Every installed action's timeout must be below the lease, or the worker refuses to start.
+        LINKTIME_LOAD_PLUGINS="webhook",
+        LINKTIME_WEBHOOK_TIMEOUT="2",
         LINKTIME_REQUEUE_AFTER_SECONDS="1",
         LINKTIME_SCHEDULER_INTERVAL="0.1",
         LINKTIME_WEBHOOK_ALLOWED_NETWORKS=LOOPBACK,

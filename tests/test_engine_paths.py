@@ -12,6 +12,7 @@ from linktime.accounts import create_account
 from linktime.actions import ActionContext, ActionType, Result
 from linktime.engine import Hub
 from linktime.models import sample_event
+from linktime.runs import get_run
 from linktime.storage import Run
 from linktime.workflows import WorkflowIn, create
 from pydantic import BaseModel
@@ -54,12 +55,12 @@ def run_through(hub: Hub, clock: Clock, *scripts: list[str]) -> Run:
     [run_id] = hub.emit(sample_event(), account_id=account.id).run_ids
     hub.process_run(run_id)
     for _ in range(10):  # retries come due as the clock moves on
-        if hub.get_run(account.id, run_id).status in ("succeeded", "failed"):
+        if get_run(hub, account.id, run_id).status in ("succeeded", "failed"):
             break
         clock.advance(seconds=1)
         for due in hub.due_runs():
             hub.process_run(due)
-    return hub.get_run(account.id, run_id)
+    return get_run(hub, account.id, run_id)
 
 
 def test_a_chain_that_succeeds(hub: tuple[Hub, Clock]) -> None:

@@ -16,6 +16,7 @@ from linktime import workflows
 from linktime.accounts import NewAccount
 from linktime.api import create_app
 from linktime.models import BookingEvent
+from linktime.runs import get_run
 from linktime.storage import Run
 from litestar.testing import TestClient
 
@@ -249,7 +250,7 @@ def test_timed_template_delivers_at_its_due_time_and_not_before(
     clock.now = due - timedelta(seconds=1)
     time.sleep(TICKS)
     assert outbox(peers) == []
-    assert running.hub.get_run(account.id, planned["id"]).status == "scheduled"
+    assert get_run(running.hub, account.id, planned["id"]).status == "scheduled"
 
     clock.now = due
     run = running.wait_run(account, planned["id"])

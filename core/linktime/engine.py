@@ -25,13 +25,12 @@ from typing import Any
 from dramatiq.asyncio import EventLoopThread
 from pydantic import BaseModel
 from sqlalchemy import Connection, case, select, update
-from sqlalchemy.orm import Session
 
 from . import bookings, matching, plans, plugins
 from . import statements as sql
 from .actions import ActionContext, ActionType, Execute, Outcome, Result, WorkflowRef
 from .crypto import Sealer
-from .errors import InputError, NotFound
+from .errors import InputError
 from .models import BookingEvent
 from .settings import Settings
 from .storage import (
@@ -674,16 +673,6 @@ class Hub:
         params = {"b_token": token, "b_status": status, "b_note": note, "b_now": self.clock()}
         if conn.execute(sql.END_RUN, {"b_run": run_id, **params}).rowcount != 1:
             raise LeaseLost(run_id)
-
-    def get_run(self, account_id: str, run_id: str) -> Run:
-        """A run with its steps and their attempts; another account's run is not found."""
-        with Session(self.db, expire_on_commit=False) as session:
-            run = session.get(Run, run_id)
-            if run is None or run.account_id != account_id:
-                raise NotFound(f"no run {run_id!r}")
-            for step in run.steps:
-                _ = step.attempt_log
-            return run
 
     # -- scheduling ---------------------------------------------------------------------------
 

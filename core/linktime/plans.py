@@ -22,9 +22,9 @@ from .actions import ActionType
 from .storage import Account, Workflow
 
 if TYPE_CHECKING:
-    from sqlalchemy import Connection
+    from collections.abc import Callable, Iterable
 
-    from .engine import Hub
+    from sqlalchemy import Connection
 
 
 class PlanConfig(BaseModel):
@@ -73,10 +73,15 @@ def active_count(conn: Connection, account_id: str, excluding: str | None = None
     return int(conn.scalar(query) or 0)
 
 
-def limits(hub: Hub, account_id: str) -> PlanUsage:
-    with hub.db.connect() as conn:
-        name = plan_of(conn, account_id)
-        active = active_count(conn, account_id)
-    plan = hub.settings.plan(name)
-    allowed = sorted(a.name for a in hub.registry.actions.values() if plan.allows(a))
-    return PlanUsage(name, active, plan.active_workflows, allowed)
+def limits(
+    conn: Connection,
+    account_id: str,
+    plans: Callable[[str], PlanConfig],
+    actions: Iterable[ActionType],
+) -> PlanUsage:
+    """The account's plan (configured by ``plans``, by name), its active workflows against the
+    plan's limit, and which of ``actions`` it allows."""
+    name = plan_of(conn, account_id)
+    plan = plans(name)
+    allowed = sorted(a.name for a in actions if plan.allows(a))
+    return PlanUsage(name, active_count(conn, account_id), plan.active_workflows, allowed)

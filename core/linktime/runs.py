@@ -1,17 +1,30 @@
-"""The run log: runs filtered by workflow, status and time; replaying a failed run; what an
-event did (the event inspector)."""
+"""The run log: a run with its steps and attempts; runs filtered by workflow, status and time;
+replaying a failed run; what an event did (the event inspector)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
 
 from .engine import Hub
 from .errors import InputError, NotFound
+from .statuses import RunStatus
 from .storage import Event, Run, RunStep, new_id
+
+
+def get_run(hub: Hub, account_id: str, run_id: str) -> Run:
+    """A run with its steps and their attempts; another account's run is not found."""
+    with Session(hub.db, expire_on_commit=False) as session:
+        run = session.get(Run, run_id)
+        if run is None or run.account_id != account_id:
+            raise NotFound(f"no run {run_id!r}")
+        for step in run.steps:
+            _ = step.attempt_log  # loaded now: the session closes before the caller reads it
+        return run
 
 
 class RunSummary(BaseModel):
@@ -125,30 +138,63 @@ class Decision(BaseModel):
     reason: str | None
 
 
+class EventRun(BaseModel):
+    """A run an event started or planned, as it is now."""
+
+    id: str
+    workflow_id: str
+    status: RunStatus
+    due_at: datetime | None = Field(description="When a scheduled run or a retry is due")
+    note: str | None
+    finished_at: datetime | None
+
+
 class EventInspection(BaseModel):
     id: str
     type: str
     booking_uid: str
     occurred_at: datetime
     received_at: datetime
-    runs: list[dict[str, Any]]
+    runs: list[EventRun]
     decisions: list[Decision]
 
 
 def inspect_event(hub: Hub, account_id: str, event_id: str) -> EventInspection:
-    """Which workflows an event ran, and why each of the others did not."""
+    """Which workflows an event ran, and why each of the others did not. The runs are read as
+    they are now: the answer stored with the event says only how they started."""
     with hub.db.connect() as conn:
         row = conn.execute(
             select(Event).where(Event.account_id == account_id, Event.event_id == event_id)
         ).first()
-    if row is None:
-        raise NotFound(f"no event {event_id!r}")
+        if row is None:
+            raise NotFound(f"no event {event_id!r}")
+        ids = [r["id"] for r in row.answer.get("runs", [])]
+        found = {
+            r.id: r
+            for r in conn.execute(
+                select(
+                    Run.id, Run.workflow_id, Run.status, Run.due_at, Run.note, Run.finished_at
+                ).where(Run.account_id == account_id, Run.id.in_(ids))
+            )
+        }
+    runs = [
+        EventRun(
+            id=r.id,
+            workflow_id=r.workflow_id,
+            status=r.status,
+            # due_at is also the scheduler's re-send time of a queued run: not a due time
+            due_at=r.due_at if r.status in (RunStatus.SCHEDULED, RunStatus.WAITING) else None,
+            note=r.note,
+            finished_at=r.finished_at,
+        )
+        for r in (found[i] for i in ids if i in found)
+    ]
     return EventInspection(
         id=row.event_id,
         type=row.type,
         booking_uid=row.booking_uid,
         occurred_at=row.occurred_at,
         received_at=row.received_at,
-        runs=row.answer.get("runs", []),
+        runs=runs,
         decisions=[Decision.model_validate(d) for d in row.decisions],
     )

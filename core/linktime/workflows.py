@@ -363,9 +363,15 @@ class TemplateOut(BaseModel):
     actions: list[str]
 
 
+def plan_usage(hub: Hub, account_id: str) -> plans.PlanUsage:
+    """The account's plan against this hub's plan settings and installed actions."""
+    with hub.db.connect() as conn:
+        return plans.limits(conn, account_id, hub.settings.plan, hub.registry.actions.values())
+
+
 def list_templates(hub: Hub, account_id: str) -> list[TemplateOut]:
     """The ready-made workflows whose actions are installed and the account's plan allows."""
-    usage = plans.limits(hub, account_id)
+    usage = plan_usage(hub, account_id)
     return [
         TemplateOut(
             name=t.name,

@@ -29,7 +29,7 @@ from litestar.types.internal_types import PathParameterDefinition
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import text
 
-from .. import accounts, integrations, plans, runs, testruns, workflows
+from .. import accounts, integrations, runs, testruns, workflows
 from ..accounts import authenticate
 from ..engine import Hub
 from ..errors import FieldError, InputError, NotFound, pydantic_fields
@@ -300,7 +300,7 @@ def create_app(
 
     @get("/v1/runs/{run_id:str}", summary="A run with its steps and attempts")
     async def get_run(run_id: FromPath[str], account_id: NamedDependency[str]) -> RunOut:
-        return RunOut.of(await _offload(hub.get_run, account_id, run_id))
+        return RunOut.of(await _offload(runs.get_run, hub, account_id, run_id))
 
     @post("/v1/workflows/{workflow_id:str}/test", status_code=200, summary="Test a workflow")
     async def test_workflow(
@@ -346,7 +346,7 @@ def create_app(
     @post("/v1/runs/{run_id:str}/replay", summary="Run a failed run again from its failed step")
     async def replay_run(run_id: FromPath[str], account_id: NamedDependency[str]) -> RunRef:
         new_id = await _offload(runs.replay, hub, account_id, run_id)
-        run = await _offload(hub.get_run, account_id, new_id)
+        run = await _offload(runs.get_run, hub, account_id, new_id)
         return RunRef(id=run.id, workflow_id=run.workflow_id)
 
     @get("/v1/events/{event_id:str}", summary="What an event did: runs, and why not the others")
@@ -357,7 +357,7 @@ def create_app(
 
     @get("/v1/plan", summary="The account's plan: active workflows against the limit")
     async def get_plan(account_id: NamedDependency[str]) -> PlanOut:
-        usage = await _offload(plans.limits, hub, account_id)
+        usage = await _offload(workflows.plan_usage, hub, account_id)
         return PlanOut(**vars(usage))
 
     @get("/v1/api-keys", summary="The account's API keys (never the keys themselves)")

@@ -37,6 +37,7 @@ from ..api.schemas import RunOut
 from ..engine import Hub
 from ..errors import FieldError, InputError, NotFound, pydantic_fields
 from ..models import sample_event
+from ..statuses import RunStatus
 from ..workflows import MAX_STEPS, GeneratedSecret, WorkflowIn, WorkflowOut
 from . import forms, services
 from .forms import FieldSpec, Raw
@@ -276,7 +277,7 @@ async def logout(request: AnyRequest) -> Redirect:
 
 
 async def _usage(hub: Hub, me: Me) -> plans.PlanUsage:
-    return await _offload(plans.limits, hub, me.account_id)
+    return await _offload(workflows.plan_usage, hub, me.account_id)
 
 
 @get("/workflows")
@@ -706,7 +707,6 @@ async def test_workflow(
     )
 
 
-RUN_STATUSES = ("scheduled", "queued", "running", "waiting", "succeeded", "failed", "cancelled")
 
 
 @get("/workflows/{workflow_id:str}/runs")
@@ -725,7 +725,7 @@ async def workflow_runs(
         workflow=wf,
         runs=items,
         chosen_status=None,
-        statuses=RUN_STATUSES,
+        statuses=list(RunStatus),
     )
 
 
@@ -736,7 +736,7 @@ async def all_runs(
     me: NamedDependency[Me],
     status: FromQuery[str | None] = None,
 ) -> Template:
-    chosen = status if status in RUN_STATUSES else None
+    chosen = status if status in frozenset(RunStatus) else None
     items = await _offload(runs.list_runs, hub, me.account_id, status=chosen)
     return page(
         request,
@@ -745,7 +745,7 @@ async def all_runs(
         workflow=None,
         runs=items,
         chosen_status=chosen,
-        statuses=RUN_STATUSES,
+        statuses=list(RunStatus),
     )
 
 
@@ -753,7 +753,7 @@ async def all_runs(
 async def run_page(
     request: AnyRequest, hub: NamedDependency[Hub], me: NamedDependency[Me], run_id: FromPath[str]
 ) -> Template:
-    run = RunOut.of(await _offload(hub.get_run, me.account_id, run_id))
+    run = RunOut.of(await _offload(runs.get_run, hub, me.account_id, run_id))
     event_id = await _offload(services.event_of_run, hub, me.account_id, run_id)
     steps = [{"title": _action_title(hub, s.action), **s.model_dump()} for s in run.steps]
     return page(request, "run.html", me=me, run=run, steps=steps, event_id=event_id)
@@ -777,12 +777,7 @@ async def event_page(
     request: AnyRequest, hub: NamedDependency[Hub], me: NamedDependency[Me], event_id: FromPath[str]
 ) -> Template:
     found = await _offload(runs.inspect_event, hub, me.account_id, event_id)
-    # The event's answer recorded each run as it was then; show where each is now.
-    ids = [d.run_id for d in found.decisions if d.run_id]
-    now = await _offload(services.run_statuses, hub, me.account_id, ids)
-    by_id = {
-        str(r["id"]): {**r, "status": now.get(str(r["id"]), r.get("status"))} for r in found.runs
-    }
+    by_id = {r.id: r for r in found.runs}
     decisions = [
         {
             "workflow_id": d.workflow_id,

@@ -37,14 +37,3 @@ def event_of_run(hub: Hub, account_id: str, run_id: str) -> str | None:
             .join(Run, Run.event_id == Event.id)
             .where(Run.id == run_id, Run.account_id == account_id)
         )
-
-
-def run_statuses(hub: Hub, account_id: str, run_ids: list[str]) -> dict[str, str]:
-    """The current status of some of an account's runs."""
-    if not run_ids:
-        return {}
-    with hub.db.connect() as conn:
-        rows = conn.execute(
-            select(Run.id, Run.status).where(Run.account_id == account_id, Run.id.in_(run_ids))
-        ).all()
-    return {r.id: r.status for r in rows}

@@ -13,6 +13,7 @@ import pytest
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from linktime.actions import Outcome, Result
 from linktime.models import BookingEvent, sample_event
+from linktime.runs import get_run
 from linktime.testing import RunAction
 from pydantic import ValidationError
 
@@ -664,7 +665,7 @@ def test_a_workflow_run_sends_with_the_account_integration(
     [run_id] = linktime_hub.emit(sample_event(), account_id=account.id).run_ids
     linktime_hub.process_run(run_id)
 
-    run = linktime_hub.get_run(account.id, run_id)
+    run = get_run(linktime_hub, account.id, run_id)
     [run_step] = run.steps
     assert (run.status, run_step.status) == ("succeeded", "succeeded")
     msg = peer.delivered[0].message

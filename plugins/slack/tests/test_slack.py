@@ -13,6 +13,7 @@ from linktime import accounts, integrations, workflows
 from linktime.actions import Outcome, Result
 from linktime.errors import InputError
 from linktime.models import BookingEvent, sample_event
+from linktime.runs import get_run
 from linktime.testing import Reply, RunAction
 from pydantic import ValidationError
 
@@ -552,7 +553,7 @@ def test_engine_hands_the_sealed_integration_to_the_step(
     def run(event_id: str) -> Any:
         [run_id] = linktime_hub.emit(sample_event(id=event_id), account_id=acc.id).run_ids
         linktime_hub.process_run(run_id)
-        return linktime_hub.get_run(acc.id, run_id)
+        return get_run(linktime_hub, acc.id, run_id)
 
     not_connected = run("evt_1")
     assert not_connected.steps[0].status == "failed"

@@ -13,6 +13,7 @@ from linktime.accounts import create_account
 from linktime.actions import Outcome, Result
 from linktime.errors import InputError
 from linktime.models import BookingEvent, sample_event
+from linktime.runs import get_run
 from linktime.testing import Reply, RunAction, event_with
 
 if TYPE_CHECKING:
@@ -253,7 +254,7 @@ def test_end_to_end_through_the_core(
 
     [sent] = twilio.sent
     assert (sent.to, sent.body) == ("+14155550101", RENDERED)
-    [step] = linktime_hub.get_run(account.id, run_id).steps
+    [step] = get_run(linktime_hub, account.id, run_id).steps
     assert (step.status, step.external_id) == ("succeeded", sent.sid)
 
 

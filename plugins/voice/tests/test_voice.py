@@ -12,6 +12,7 @@ from linktime.accounts import create_account
 from linktime.actions import Outcome, Result
 from linktime.errors import InputError
 from linktime.models import sample_event
+from linktime.runs import get_run
 from linktime.testing import RunAction, event_with
 
 if TYPE_CHECKING:
@@ -237,7 +238,7 @@ def test_end_to_end_through_the_core(
     [call] = twilio.calls
     parameters = {p.get("name"): p.get("value") for p in call.response.iter("Parameter")}
     assert parameters["workflow_id"] == workflow.id
-    [step] = linktime_hub.get_run(account.id, run_id).steps
+    [step] = get_run(linktime_hub, account.id, run_id).steps
     assert (step.status, step.external_id) == ("succeeded", call.sid)
 
 
