@@ -15,9 +15,8 @@ from linktime import plugins, workflows
 from linktime.accounts import NewAccount
 from linktime.actions import ActionType, Result
 from linktime.api import create_app
-from linktime.dashboard import services
 from linktime.models import sample_event
-from linktime.storage import ApiKey, WorkflowStep
+from linktime.storage import ApiKey, Integration, WorkflowStep
 from linktime.templating import TemplateStr
 from litestar.testing import TestClient
 from pydantic import BaseModel, Field, SecretStr
@@ -762,8 +761,9 @@ def test_integrations_are_generated_and_write_only(
 
     # Saved again with the secret left blank: it is kept.
     assert dash.post("/settings/integrations/faxco", {"sender": "Acme 2"}).status_code == 303
-    kept = services.integration_secrets(system.hub, account.id, "faxco", FaxCredentials)
-    assert kept == {"api_key": secret}
+    with system.hub.db.connect() as conn:
+        stored = conn.scalar(select(Integration.settings).where(Integration.name == "faxco"))
+    assert system.hub.sealer.secrets(FaxCredentials, stored) == {"api_key": secret}
 
     response = dash.post("/settings/integrations/faxco/disconnect")
     assert response.status_code == 303

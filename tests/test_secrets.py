@@ -13,11 +13,11 @@ from linktime import workflows
 from linktime.actions import ActionContext, ActionType, Result
 from linktime.api import create_app
 from linktime.models import sample_event
-from linktime.storage import Base
+from linktime.storage import Base, Integration
 from linktime.testing import HttpReceiver, Received
 from litestar.testing import TestClient
 from pydantic import BaseModel, SecretStr
-from sqlalchemy import text
+from sqlalchemy import select, text
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from .conftest import System, registry_with
@@ -256,3 +256,45 @@ def test_any_action_s_secret_settings_are_kept_by_the_core(
     assert seen.api_key.get_secret_value() == "k1"
     assert seen.fallback_key is not None and seen.fallback_key.get_secret_value() == "f1"
     assert seen.extra == {}
+
+
+class AcmeCredentials(BaseModel):
+    account: str
+    token: SecretStr
+
+
+def test_an_integration_keeps_its_secret_left_out_or_masked(
+    make_system: Callable[..., System],
+) -> None:
+    action = ActionType(
+        "acme.ping",
+        "Ping",
+        Credentials,
+        remember,
+        credentials=AcmeCredentials,
+        integration="acme",
+    )
+    system = make_system(registry=registry_with(action))
+    auth = {"Authorization": f"Bearer {system.account().api_key}"}
+
+    def stored_token() -> str:
+        with system.hub.db.connect() as conn:
+            stored = conn.scalar(select(Integration.settings))
+        return str(system.hub.sealer.secrets(AcmeCredentials, stored)["token"])
+
+    with TestClient(create_app(system.hub)) as client:
+        masked = client.put(
+            "/v1/integrations/acme", json={"account": "a", "token": MASK}, headers=auth
+        )
+        assert masked.status_code == 422
+        assert [f["field"] for f in masked.json()["fields"]] == ["token"]
+        assert client.get("/v1/integrations/acme", headers=auth).json()["connected"] is False
+
+        client.put("/v1/integrations/acme", json={"account": "a", "token": "t-1"}, headers=auth)
+        for body in ({"account": "b"}, {"account": "c", "token": MASK}):
+            answer = client.put("/v1/integrations/acme", json=body, headers=auth)
+            assert answer.status_code == 200
+            assert answer.json()["settings"] == {"account": body["account"], "token": MASK}
+            assert stored_token() == "t-1"
+        client.put("/v1/integrations/acme", json={"account": "c", "token": "t-2"}, headers=auth)
+        assert stored_token() == "t-2"

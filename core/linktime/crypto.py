@@ -133,14 +133,17 @@ def with_kept_secrets(
     """Settings to validate on a save: each secret left out, or sent as the mask, takes the
     stored value (``kept``: the stored secrets in clear, None when nothing is stored); in a
     mapping of secrets, per key. Only a new value changes a secret. The mask where nothing is
-    stored is a problem, named under ``where``."""
+    stored is a problem, named under ``where`` (a prefix such as ``steps.0.settings``, or "")."""
     data = dict(given)
     problems: list[FieldError] = []
     kept = kept or {}
 
-    def missing(path: str) -> None:
+    def missing(*path: str) -> None:
         problems.append(
-            FieldError(path, f"{MASK} stands for the stored secret, and none is stored: send it")
+            FieldError(
+                ".".join(p for p in (where, *path) if p),
+                f"{MASK} stands for the stored secret, and none is stored: send it",
+            )
         )
 
     for name in secret_fields(model):
@@ -150,7 +153,7 @@ def with_kept_secrets(
                 data[name] = stored
         elif data[name] == MASK:
             if stored is None or isinstance(stored, dict):
-                missing(f"{where}.{name}")
+                missing(name)
                 del data[name]  # named once, not again by the model's own checks
             else:
                 data[name] = stored
@@ -161,7 +164,7 @@ def with_kept_secrets(
                 if value != MASK:
                     values[key] = value
                 elif stored_map.get(key) is None:
-                    missing(f"{where}.{name}.{key}")
+                    missing(name, key)
                 else:
                     values[key] = stored_map[key]
             data[name] = values

@@ -11,7 +11,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from .crypto import masked, secret_fields
+from .crypto import masked, secret_fields, with_kept_secrets
 from .engine import Hub
 from .errors import InputError, NotFound, pydantic_fields
 from .storage import Integration
@@ -44,8 +44,25 @@ def known_integrations(hub: Hub) -> list[str]:
 
 def connect(hub: Hub, account_id: str, name: str, data: dict[str, Any]) -> IntegrationOut:
     """Validate ``data`` against every action that uses this integration, then store it with
-    its secrets sealed (a field secret to any of them is sealed)."""
+    its secrets sealed (a field secret to any of them is sealed). A secret left out or sent
+    masked keeps the stored one, as on a workflow's PUT."""
     models = _models(hub, name)
+    with hub.db.connect() as conn:
+        stored = conn.scalar(
+            select(Integration.settings).where(
+                Integration.account_id == account_id, Integration.name == name
+            )
+        )
+    problems = []
+    for model in models.values():
+        try:
+            kept = hub.sealer.secrets(model, stored) if stored else None
+        except ValueError:  # cannot be decrypted (the key changed): only new values count
+            kept = None
+        data, masks = with_kept_secrets(model, data, kept, "")
+        problems += masks
+    if problems:
+        raise InputError(f"the {name} settings are not valid", problems)
     secrets: set[str] = set()
     for model in models.values():
         try:

@@ -871,13 +871,7 @@ def _connect(hub: Hub, account_id: str, name: str, raw: dict[str, Raw]) -> None:
     parsed = forms.parse(specs, raw)
     if parsed.errors:
         raise InputError(f"the {name} settings are not valid", parsed.errors)
-    for secret in parsed.blank_secrets:
-        for model in models:
-            if secret in model.model_fields:
-                kept = services.integration_secrets(hub, account_id, name, model)
-                if secret in kept:
-                    parsed.data[secret] = kept[secret]
-                    break
+    # A secret left blank is left out: the core keeps the stored one.
     integrations.connect(hub, account_id, name, parsed.data)
 
 
