@@ -117,7 +117,9 @@ class ActionContext:
     run_cache: dict[str, Any] = field(default_factory=dict)
 
     def render(self, source: str, *, html: bool = False) -> str:
-        """Render a message template against this event (sandboxed; ``html`` autoescapes)."""
+        """Render a message template against this event (sandboxed; ``html`` autoescapes).
+        Raises ``TemplateError``; a render stopped by its budget raises ``TemplateBudgetError``,
+        which the engine turns into a permanent ``template_budget`` failure of the step."""
         return templating.render(source, self.event, html=html)
 
     @property

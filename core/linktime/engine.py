@@ -45,6 +45,7 @@ from .storage import (
     new_id,
     new_secret,
 )
+from .template_budget import TemplateBudgetError
 
 log = logging.getLogger(__name__)
 
@@ -566,6 +567,8 @@ class Hub:
         )
         try:
             result = call_execute(action.execute, ctx)
+        except TemplateBudgetError as exc:  # this template and booking would stop again
+            return Result.fail(str(exc), error_code="template_budget")
         except Exception as exc:  # a plugin bug must not lose the step: retry it
             log.exception("action %s raised", action.name)
             return Result.retry(f"{type(exc).__name__}: {exc}", error_code="exception")

@@ -2,44 +2,182 @@
 
 Plugins type a settings field as ``TemplateStr``: it is compiled and test-rendered against a
 sample booking when the workflow is saved, so an unknown field or a syntax error is refused then,
-named with its line, rather than failing a delivery later.
+named with its line, rather than failing a delivery later. Every render runs within the cost
+budget of ``template_budget`` (output, steps, characters built, CPU time), whatever the template
+and the booking hold.
 """
 
 from __future__ import annotations
 
-import operator
+import functools
 import re
+from collections.abc import Callable, Generator, Mapping, Sized
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 from zoneinfo import ZoneInfo
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, pass_context
+from jinja2 import StrictUndefined, Template, TemplateSyntaxError, UndefinedError, pass_context
 from jinja2.exceptions import SecurityError
+from jinja2.filters import make_attrgetter
 from jinja2.runtime import Context
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import Namespace
 from pydantic import AfterValidator
 from pydantic.fields import FieldInfo
 
 from .models import BookingEvent, Person, sample_event
+from .template_budget import (
+    ITERATING,
+    MAX_OUTPUT,
+    MAX_STEPS,
+    SIZED_FILTERS,
+    STRINGIFYING,
+    Budget,
+    BudgetCodeGenerator,
+    CountedBuffer,
+    TemplateBudgetError,
+    check_method,
+    current,
+    format_size,
+    int_bits,
+    joined,
+    need,
+    printf_size,
+    summed,
+)
 
 DEFAULT_FORMAT = "%A, %B %-d, %Y %-I:%M %p %Z"
-MAX_OUTPUT = 100_000  # characters; a template that builds more is refused
 
 
-class _Env(SandboxedEnvironment):
-    # Cap repetition so `"x" * 10**9` fails instead of exhausting memory.
-    intercepted_binops = frozenset({"*", "**"})
+class _Namespace(Namespace):
+    """``namespace()``, printed without its contents (its repr shows every value it holds, at
+    any depth, without the budget seeing it)."""
+
+    def __repr__(self) -> str:
+        return "<namespace>"
+
+
+def _range(*args: int) -> range:
+    numbers = range(*args)
+    if len(numbers) > MAX_STEPS:
+        raise TemplateBudgetError(f"range() of {len(numbers)} numbers: at most {MAX_STEPS}")
+    return numbers
+
+
+def _repeat(budget: Budget, left: Any, right: Any) -> None:
+    for seq, times in ((left, right), (right, left)):
+        if isinstance(seq, str | bytes | list | tuple) and isinstance(times, int):
+            need(budget.text_size(seq) * max(times, 0), "`*` repetition")
+    if isinstance(left, int) and isinstance(right, int):
+        int_bits(left.bit_length() + right.bit_length(), "`*`")
+
+
+class _Env(ImmutableSandboxedEnvironment):
+    """The sandbox (lists and dicts read-only), with the render budget of ``template_budget``
+    hooked into every operator, call, filter, loop, ``~`` and captured block."""
+
+    code_generator_class = BudgetCodeGenerator
+    intercepted_binops = frozenset({"+", "*", "**", "%"})
+
+    def __init__(self, *, autoescape: bool) -> None:
+        super().__init__(undefined=StrictUndefined, autoescape=autoescape, finalize=_finalize)
+        self.filters["localtime"] = localtime
+        sized: dict[str, Callable[..., Any]] = {
+            **SIZED_FILTERS,
+            "join": lambda budget, value, d="", attribute=None: joined(
+                budget, self._getter(attribute), value, d
+            ),
+            "sum": lambda budget, value, attribute=None, start=0: summed(
+                budget, self._getter(attribute), value, start
+            ),
+        }
+        self.filters = {
+            name: _guarded(name, f, sized.get(name)) for name, f in self.filters.items()
+        }
+        del self.globals["lipsum"]  # placeholder text sized by its arguments: no use here
+        self.globals.update(range=_range, namespace=_Namespace)
+
+    def _getter(self, attribute: str | int | None) -> Callable[[Any], Any] | None:
+        return None if attribute is None else make_attrgetter(self, attribute)
+
+    # Called by the code of compiled templates (see BudgetCodeGenerator).
+    def budget_tick(self) -> bool:
+        current.get().tick()
+        return True
+
+    def budget_buffer(self) -> CountedBuffer:
+        return CountedBuffer(current.get())
+
+    def budget_operand(self, value: Any) -> Any:
+        current.get().text_size(value)
+        return value
+
+    def budget_built(self, value: Any) -> Any:
+        return current.get().built(value)
 
     def call_binop(self, context: Context, operator_: str, left: Any, right: Any) -> Any:
-        if operator_ == "**":
-            if isinstance(right, int) and right > 64:
-                raise SecurityError("exponent too large")
-            return operator.pow(left, right)
-        sizes = [len(x) for x in (left, right) if isinstance(x, str | list | tuple)]
-        counts = [x for x in (left, right) if isinstance(x, int)]
-        if sizes and counts and sizes[0] * counts[0] > MAX_OUTPUT:
-            raise SecurityError("repetition too large")
-        return operator.mul(left, right)
+        budget = current.get()
+        if operator_ == "%" and isinstance(left, str):
+            need(printf_size(budget, left, right), "`%` formatting")
+        elif operator_ == "+" and isinstance(left, str | list | tuple) and isinstance(right, Sized):
+            need(len(left) + len(right), "`+`")
+        elif operator_ == "*":
+            _repeat(budget, left, right)
+        elif operator_ == "**" and isinstance(left, int) and isinstance(right, int) and right > 0:
+            int_bits(left.bit_length() * right, "`**`")
+        return budget.built(self.binop_table[operator_](left, right))
+
+    def call(self, context: Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
+        budget = current.get()
+        budget.tick()
+        budget.clock()
+        args = check_method(budget, obj, args, kwargs)
+        return budget.built(super().call(context, obj, *args, **kwargs))
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        wrapped = super().wrap_str_format(value)
+        if wrapped is None:
+            return None
+        template: str = value.__self__
+        by_name = value.__name__ == "format_map"
+
+        def checked(*args: Any, **kwargs: Any) -> str:
+            values = (
+                list(args[0].values())
+                if by_name and args and isinstance(args[0], Mapping)
+                else [*args, *kwargs.values()]
+            )
+            need(format_size(current.get(), template, values), "format()")
+            return wrapped(*args, **kwargs)
+
+        return checked
+
+
+def _guarded(
+    name: str, filter_: Callable[..., Any], sized: Callable[..., Any] | None
+) -> Callable[..., Any]:
+    """``filter_`` under the budget: a step, its input charged and sized, its result counted."""
+    lead = 0 if getattr(filter_, "jinja_pass_arg", None) is None else 1  # context/environment
+    iterates, stringifies = name in ITERATING, name in STRINGIFYING
+
+    @functools.wraps(filter_)  # keeps jinja_pass_arg
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        budget = current.get()
+        budget.tick()
+        budget.clock()
+        if len(args) > lead:
+            value, rest = args[lead], args[lead + 1 :]
+            if iterates:
+                value = budget.counted(value)
+            if stringifies:
+                for arg in (value, *rest, *kwargs.values()):
+                    budget.text_size(arg)
+            if sized is not None:
+                value = sized(budget, value, *rest, **kwargs)
+            args = (*args[:lead], value, *rest)
+        return budget.built(filter_(*args, **kwargs))
+
+    return guarded
 
 
 @pass_context
@@ -56,17 +194,35 @@ def localtime(
 
 
 def _finalize(value: Any) -> Any:
-    return "" if value is None else value
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        current.get().text_size(value)  # a list or dict is sized before it becomes text
+    return value
 
 
-def _environment(autoescape: bool) -> SandboxedEnvironment:
-    env = _Env(undefined=StrictUndefined, autoescape=autoescape, finalize=_finalize)
-    env.filters["localtime"] = localtime
-    return env
+_PLAIN = _Env(autoescape=False)
+_HTML = _Env(autoescape=True)
 
 
-_PLAIN = _environment(autoescape=False)
-_HTML = _environment(autoescape=True)
+@functools.lru_cache(maxsize=256)
+def _compiled(source: str, html: bool) -> Template:
+    # Compiled once per process, not at every send; rendering a Template is thread-safe.
+    return (_HTML if html else _PLAIN).from_string(source)
+
+
+def _stream(template: Template, context: dict[str, Any]) -> str:
+    """Render, counting the output as it is produced: the render stops at the statement that
+    would take it past MAX_OUTPUT (thrown in there, so the error names its line)."""
+    parts: list[str] = []
+    size = 0
+    stream = cast(Generator[str, None, None], template.generate(context))
+    for part in stream:
+        size += len(part)
+        if size > MAX_OUTPUT:
+            stream.throw(TemplateBudgetError(f"renders to more than {MAX_OUTPUT} characters"))
+        parts.append(part)
+    return "".join(parts)
 
 
 def _person(p: Person | None) -> dict[str, Any]:
@@ -132,7 +288,8 @@ _UNDEFINED_RE = re.compile(r"has no attribute '([^']+)'|'([^']+)' is undefined")
 
 
 class TemplateError(ValueError):
-    """A template that cannot render: syntax error, unknown field, or sandbox violation."""
+    """A template that cannot render: syntax error, unknown field, or sandbox violation.
+    (A render stopped by its budget raises ``TemplateBudgetError``, which is not one of these.)"""
 
 
 def _line_of(exc: BaseException) -> int | None:
@@ -145,27 +302,41 @@ def _line_of(exc: BaseException) -> int | None:
     return line
 
 
-def render(source: str, event: BookingEvent, *, html: bool = False) -> str:
-    env = _HTML if html else _PLAIN
+def _located(exc: BaseException, message: str) -> str:
+    where = _line_of(exc)
+    return f"line {where}: {message}" if where else message
+
+
+def render(
+    source: str, event: BookingEvent, *, html: bool = False, budget: Budget | None = None
+) -> str:
+    """Render ``source`` for ``event`` within the budget of ``template_budget`` (``budget``: the
+    counters to charge, fresh by default): raises ``TemplateError``, or ``TemplateBudgetError``
+    when the render is stopped."""
     try:
-        out = env.from_string(source).render(variables(event))
+        template = _compiled(source, html)
+        context = variables(event)
+        token = current.set(budget or Budget())
+        try:
+            return _stream(template, context)
+        finally:
+            current.reset(token)
     except TemplateSyntaxError as exc:
         raise TemplateError(f"line {exc.lineno}: syntax error: {exc.message}") from None
     except UndefinedError as exc:
-        where = _line_of(exc)
-        prefix = f"line {where}: " if where else ""
         found = _UNDEFINED_RE.search(exc.message or "")
         field = next((g for g in found.groups() if g), "?") if found else "?"
-        raise TemplateError(f"{prefix}unknown field '{field}'") from None
+        raise TemplateError(_located(exc, f"unknown field '{field}'")) from None
+    except TemplateBudgetError as exc:
+        raise TemplateBudgetError(_located(exc, f"template budget exceeded: {exc}")) from None
+    except RecursionError as exc:  # macros or recursive loops nested as deep as Python goes
+        raise TemplateBudgetError(
+            _located(exc, "template budget exceeded: calls nested too deeply")
+        ) from None
     except SecurityError as exc:
         raise TemplateError(f"not allowed in a template: {exc}") from None
     except Exception as exc:  # filters given bad input, and the like
-        where = _line_of(exc)
-        prefix = f"line {where}: " if where else ""
-        raise TemplateError(f"{prefix}{type(exc).__name__}: {exc}") from None
-    if len(out) > MAX_OUTPUT:
-        raise TemplateError(f"renders to more than {MAX_OUTPUT} characters")
-    return out
+        raise TemplateError(_located(exc, f"{type(exc).__name__}: {exc}")) from None
 
 
 _SAMPLES = [sample_event(t) for t in ("booking.created", "booking.cancelled", "payment.received")]

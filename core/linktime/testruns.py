@@ -16,6 +16,7 @@ from .engine import Hub
 from .errors import NotFound
 from .models import EVENT_TYPES, BookingEvent, sample_event
 from .storage import Account, Workflow
+from .template_budget import TemplateBudgetError
 from .templating import TemplateError, is_template
 
 
@@ -25,6 +26,8 @@ class StepPreview(BaseModel):
     title: str
     output: dict[str, Any] = Field(default_factory=dict)
     error: str | None = None
+    # The code a send would fail with, where the dry run knows it: "template_budget".
+    error_code: str | None = None
 
 
 class TestRunOut(BaseModel):
@@ -87,6 +90,8 @@ def preview(
         ctx = replace(ctx, settings=settings)
         output = action.preview(ctx) if action.preview else _generic_preview(settings, ctx)
         step.output = _masked(output)
+    except TemplateBudgetError as exc:
+        step.error, step.error_code = str(exc), "template_budget"
     except (TemplateError, ValueError) as exc:
         step.error = str(exc)
     return step

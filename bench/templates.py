@@ -1,0 +1,111 @@
+"""The cost of a stopped template render: the hostile inputs of ``tests/test_template_budget.py``
+(issue 11's reproductions and every other way a template or a booking can grow a render), each
+stopped by the budget, beside an ordinary template's render measured in the same run.
+
+    .venv/bin/python -m bench.templates [--repeat 5]
+
+For each input: the rendering thread's CPU time (worst of ``--repeat`` renders, the compiled
+template cached as it is after the first send) and the peak memory traced by tracemalloc during
+one render (a separate pass: tracing slows the code it traces). Target: the worst stopped render
+under 50 ms of CPU and 10 MB. Exit status 1 when missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import tracemalloc
+from collections.abc import Callable
+
+from linktime import plugins
+from linktime.models import BookingEvent, sample_event
+from linktime.template_budget import TemplateBudgetError
+from linktime.templating import render
+
+from tests.test_template_budget import CENTER, HOSTILE, LONG_NOTES, NESTED_RANGES, NOTES_SQUARED
+
+TARGET_CPU_MS = 50.0
+TARGET_PEAK_MB = 10.0
+
+
+def ordinary() -> tuple[str, BookingEvent]:
+    """The longest built-in template text (an email body), for the baseline."""
+    texts = [
+        value
+        for template in plugins.load().templates.values()
+        for step in template.steps
+        for value in step.settings.values()
+        if isinstance(value, str) and "{{" in value
+    ]
+    return max(texts, key=len), sample_event()
+
+
+def cpu_ms(run: Callable[[], object], repeat: int) -> float:
+    worst = 0.0
+    for _ in range(repeat):
+        start = time.thread_time()
+        run()
+        worst = max(worst, (time.thread_time() - start) * 1000)
+    return worst
+
+
+def peak_mb(run: Callable[[], object]) -> float:
+    tracemalloc.start()
+    try:
+        run()
+        return tracemalloc.get_traced_memory()[1] / 1e6
+    finally:
+        tracemalloc.stop()
+
+
+def stopped(source: str, event: BookingEvent) -> Callable[[], object]:
+    def run() -> object:
+        try:
+            render(source, event)
+        except TemplateBudgetError as exc:
+            return exc
+        raise SystemExit(f"not stopped: {source!r}")
+
+    return run
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+
+    base_source, base_event = ordinary()
+    render(base_source, base_event)  # compiled once, as after the first send
+
+    def baseline() -> object:
+        return render(base_source, base_event)
+
+    inputs = {
+        "issue: nested range(500) x3": (NESTED_RANGES, sample_event()),
+        'issue: "x"|center(50000000)': (CENTER, sample_event()),
+        "issue: notes x notes, 6,000-char notes": (NOTES_SQUARED, LONG_NOTES),
+        **{name: (source, LONG_NOTES) for name, source in HOSTILE.items()},
+    }
+    rows = [("baseline: built-in email body", cpu_ms(baseline, args.repeat), peak_mb(baseline))]
+    for name, (source, event) in inputs.items():
+        run = stopped(source, event)
+        run()  # compiled, and checked that it is stopped
+        rows.append((name, cpu_ms(run, args.repeat), peak_mb(run)))
+
+    print(f"{'render':<42} {'CPU ms (worst)':>14} {'peak MB':>8}")
+    for name, ms, mb in rows:
+        print(f"{name:<42} {ms:>14.2f} {mb:>8.2f}")
+    worst_ms = max(ms for _, ms, _ in rows[1:])
+    worst_mb = max(mb for _, _, mb in rows[1:])
+    ok = worst_ms < TARGET_CPU_MS and worst_mb < TARGET_PEAK_MB
+    print(
+        f"\nworst stopped render: {worst_ms:.2f} ms CPU, {worst_mb:.2f} MB peak "
+        f"(baseline {rows[0][1]:.2f} ms, {rows[0][2]:.2f} MB); target < {TARGET_CPU_MS:g} ms "
+        f"and < {TARGET_PEAK_MB:g} MB: {'PASS' if ok else 'FAIL'}"
+    )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,303 @@
+"""The cost budget of message templates: the reproduced inputs of issue 11 (and the other ways a
+template or a booking can make a render expensive) are stopped with ``template_budget``, at
+save (a 422 naming the field and line), at send (a permanent step failure through the engine,
+whatever the plugin catches) and in dry runs; any render either stays within the budget's
+counters or is stopped."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from linktime.accounts import NewAccount, create_account
+from linktime.actions import ActionContext, ActionType, Result
+from linktime.api import create_app
+from linktime.engine import Hub
+from linktime.models import BookingEvent, sample_event
+from linktime.template_budget import (
+    MAX_CHARS,
+    MAX_OUTPUT,
+    MAX_STEPS,
+    Budget,
+    TemplateBudgetError,
+)
+from linktime.templating import TemplateError, TemplateStr, check_template, render
+from litestar.testing import TestClient
+from pydantic import BaseModel
+
+from .conftest import fast_settings, registry_with
+
+NESTED_RANGES = (
+    "{% for a in range(500) %}{% for b in range(500) %}{% for c in range(500) %}x"
+    "{% endfor %}{% endfor %}{% endfor %}"
+)
+CENTER = '{{ "x"|center(50000000) }}'
+NOTES_SQUARED = "{% for a in booking.notes %}{% for b in booking.notes %}x{% endfor %}{% endfor %}"
+
+
+def with_notes(notes: str) -> BookingEvent:
+    return sample_event(booking={**sample_event().booking.model_dump(), "notes": notes})
+
+
+LONG_NOTES = with_notes("n" * 6000)  # what a booker may send: notes are up to 10,000 characters
+
+
+# --- render and save ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "reason"),
+    [(NESTED_RANGES, f"more than {MAX_STEPS} steps"), (CENTER, "center(50000000)")],
+    ids=["nested-ranges", "center"],
+)
+def test_the_reproduced_templates_are_refused_when_saved(source: str, reason: str) -> None:
+    with pytest.raises(TemplateBudgetError) as refused:
+        check_template(source)
+    assert str(refused.value).startswith("line 1: template budget exceeded: ")
+    assert reason in str(refused.value)
+
+
+def test_a_booker_cannot_make_a_saved_template_expensive() -> None:
+    # Fine on the sample booking (21-character notes): it is saved...
+    assert check_template(NOTES_SQUARED) == NOTES_SQUARED
+    assert render(NOTES_SQUARED, sample_event()) == "x" * 21**2
+    # ...and stopped when a booker sends long notes, rather than rendering 36 million x's.
+    with pytest.raises(TemplateBudgetError, match=r"^line 1: template budget exceeded: more than"):
+        render(NOTES_SQUARED, LONG_NOTES)
+
+
+HOSTILE = {
+    # every loop iteration counts, nested, recursive, or skipped by the loop's `if`
+    "skipped-items": "{% for a in range(9000) %}{% for b in range(9000) if b < 0 %}{% endfor %}"
+    "{% endfor %}",
+    "recursive-loop": "{% for x in [1, 2, 3] recursive %}{{ loop([1, 2, 3]) }}{% endfor %}",
+    "macro-recursion": "{% macro m(n) %}{{ m(n) }}{{ m(n) }}{% endmacro %}{{ m(1) }}",
+    "range": "{{ range(10**9) | list }}",
+    # output counted while it is produced, and captured blocks as they fill
+    "output": "{% for a in range(9000) %}{{ booking.notes }}{% endfor %}",
+    "captured-block": "{% set s %}{% for a in range(9000) %}{{ booking.notes }}{% endfor %}"
+    "{% endset %}{{ s|length }}",
+    "filter-block": "{% filter upper %}{% for a in range(9000) %}{{ booking.notes }}{% endfor %}"
+    "{% endfilter %}",
+    # values that double: `~`, `+`, `*`, lists of lists turned into text
+    "concat-doubling": "{% set ns = namespace(s='xx') %}{% for i in range(40) %}"
+    "{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s|length }}",
+    "plus-doubling": "{% set ns = namespace(s=[1, 2]) %}{% for i in range(40) %}"
+    "{% set ns.s = ns.s + ns.s %}{% endfor %}{{ ns.s|length }}",
+    "repetition": "{{ 'x' * 1000000000 }}",
+    "nested-repetition": "{% set a = [booking.notes] * 10 %}{{ [a] * 10 }}",
+    "shared-lists": "{% set ns = namespace(l=['x']) %}{% for i in range(30) %}"
+    "{% set ns.l = [ns.l, ns.l] %}{% endfor %}{{ ns.l }}",
+    "shared-lists-json": "{% set ns = namespace(l=['x']) %}{% for i in range(30) %}"
+    "{% set ns.l = [ns.l, ns.l] %}{% endfor %}{{ ns.l|tojson }}",
+    "integer-squaring": "{% set ns = namespace(n=3) %}{% for i in range(40) %}"
+    "{% set ns.n = ns.n * ns.n %}{% endfor %}{{ ns.n > 0 }}",
+    "power": "{{ (((2 ** 64) ** 64) ** 64) > 0 }}",
+    # numeric arguments of filters, methods and formatting
+    "indent": "{{ booking.notes|wordwrap(1)|indent(1000) }}",
+    "wordwrap": "{{ booking.notes|wordwrap(1, wrapstring='-' * 50000) }}",
+    "replace": "{{ booking.notes|replace('n', 'x' * 1000) }}",
+    "format-filter": "{{ '%50000000s'|format('x') }}",
+    "percent": "{{ '%*d' % (50000000, 1) }}",
+    "str-format": "{{ '{:>50000000}'.format('x') }}",
+    "str-format-nested": "{{ '{:>{}}'.format('x', 50000000) }}",
+    "ljust": "{{ 'x'.ljust(50000000) }}",
+    "expandtabs": "{{ ('\t' * 50000).expandtabs(50000) }}",
+    "str-replace": "{{ booking.notes.replace('n', booking.notes) }}",
+    "str-join": "{{ booking.notes.join(booking.notes) }}",
+    "to-bytes": "{{ (1).to_bytes(50000000, 'big')|length }}",
+    "batch": "{{ [1]|batch(50000000, 0)|list|length }}",
+    "slice": "{{ [1]|slice(50000000)|list|length }}",
+    "join": "{{ ([booking.notes] * 10)|join(booking.notes) }}",
+    "sum": "{{ range(6000)|batch(2)|sum(start=[])|length }}",  # adding lists is quadratic
+    "tojson-indent": "{{ booking|tojson(indent=50000000) }}",
+}
+
+
+@pytest.mark.parametrize("source", HOSTILE.values(), ids=HOSTILE.keys())
+def test_every_way_to_grow_a_render_is_stopped(source: str) -> None:
+    with pytest.raises(TemplateBudgetError, match=r"^line [0-9]+: template budget exceeded: "):
+        render(source, LONG_NOTES)
+
+
+def test_the_line_named_is_the_statement_that_went_over() -> None:
+    source = "Hi {{ attendee_name }}\n{% for a in range(9000) %}{{ booking.notes }}{% endfor %}"
+    with pytest.raises(TemplateBudgetError, match=f"^line 2: .*more than {MAX_OUTPUT}"):
+        render(source, LONG_NOTES)
+
+
+def test_placeholder_text_is_not_available() -> None:
+    with pytest.raises(TemplateError, match="unknown field 'lipsum'"):
+        check_template("{{ lipsum(100000) }}")
+
+
+def test_lists_and_dicts_are_read_only() -> None:
+    with pytest.raises(TemplateError, match=r"not allowed|unsafe"):
+        render("{% set l = [1] %}{{ l.extend(l) }}", sample_event())
+
+
+# --- any render: within the counters, or stopped --------------------------------------------------
+
+FILTERS = [
+    "center({n})",
+    "indent({n})",
+    "wordwrap({n})",
+    "truncate({n})",
+    "replace('n', 'nn', {n})",
+    "batch({n})|list",
+    "slice({n})|list",
+    "list",
+    "join('-')",
+    "upper",
+    "striptags",
+    "urlize",
+    "wordcount",
+    "title",
+    "string",
+    "e",
+    "tojson",
+    "reverse|join",
+]
+SOURCES = ["booking.notes", "range({n})", "'ab' * {n}", "[booking.notes] * {n}", "attendee_name"]
+
+
+@st.composite
+def templates(draw: st.DrawFn) -> str:
+    """Nested loops over ranges and the booking's notes, filters with numbers from small to
+    absurd, and `~` growing a value across iterations."""
+    number = st.one_of(st.integers(0, 50), st.integers(0, 10**8))
+
+    def expression() -> str:
+        source = draw(st.sampled_from(SOURCES)).format(n=draw(number))
+        chain = draw(st.lists(st.sampled_from(FILTERS), max_size=3))
+        return "|".join([f"({source})", *(f.format(n=draw(number) or 1) for f in chain)])
+
+    body = "{{ " + expression() + " }}"
+    if draw(st.booleans()):
+        body += "{% set ns.s = ns.s ~ ns.s %}{{ ns.s|length }}"
+    for depth in range(draw(st.integers(0, 3))):
+        iterable = draw(st.sampled_from(["range({n})", "booking.notes", "booking.notes|list"]))
+        body = f"{{% for v{depth} in {iterable.format(n=draw(number))} %}}{body}{{% endfor %}}"
+    return "{% set ns = namespace(s='ab') %}" + body
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(source=templates(), notes=st.sampled_from(["", "Looking forward to it", "n " * 5000]))
+def test_any_render_stays_within_the_budget_or_is_stopped(source: str, notes: str) -> None:
+    budget = Budget()
+    try:
+        out = render(source, with_notes(notes), budget=budget)
+    except TemplateBudgetError as exc:
+        assert "template budget exceeded" in str(exc)
+        return
+    except TemplateError:
+        return  # e.g. wordwrap(0): refused as an error of the template, not of its cost
+    assert len(out) <= MAX_OUTPUT
+    assert budget.steps <= MAX_STEPS and budget.chars <= MAX_CHARS
+
+
+# --- at save, at send, in a dry run --------------------------------------------------------------
+
+
+class Message(BaseModel):
+    text: TemplateStr
+
+
+def send(ctx: ActionContext) -> Result:
+    """A third-party action written as the official ones are: its own template errors are
+    ``template_error``; it knows nothing of the budget."""
+    try:
+        ctx.render(ctx.settings.text)
+    except TemplateError as exc:
+        return Result.fail(str(exc), error_code="template_error")
+    return Result.ok()
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Iterator[Hub]:
+    registry = registry_with(ActionType("acme.notify", "Notify", Message, send), load="slack")
+    hub = Hub(fast_settings(data_dir=tmp_path), registry=registry)
+    hub.migrate()
+    yield hub
+    hub.close()
+
+
+@pytest.fixture
+def account(hub: Hub) -> NewAccount:
+    return create_account(hub, "Acme", "business")
+
+
+@pytest.fixture
+def client(hub: Hub, account: NewAccount) -> Iterator[TestClient[Any]]:
+    with TestClient(create_app(hub)) as client:
+        client.headers["Authorization"] = f"Bearer {account.api_key}"
+        yield client
+
+
+SLACK = {"webhook_url": "https://hooks.slack.com/services/T0/B0/secret"}
+
+
+@pytest.mark.parametrize("source", [NESTED_RANGES, "Hi\n" + CENTER], ids=["ranges", "center"])
+def test_saving_answers_422_naming_the_field_and_line(client: TestClient[Any], source: str) -> None:
+    body = {
+        "name": "hostile",
+        "trigger": "booking.created",
+        "steps": [{"action": "slack.post", "settings": {**SLACK, "text": source}}],
+    }
+    answer = client.post("/v1/workflows", json=body)
+    assert answer.status_code == 422
+    [problem] = answer.json()["fields"]
+    assert problem["field"] == "steps.0.settings.text"
+    line = source.count("\n") + 1
+    assert f"line {line}: template budget exceeded" in problem["message"]
+    assert client.get("/v1/workflows").json() == []
+
+
+def test_a_send_stopped_by_the_budget_fails_permanently(
+    hub: Hub, account: NewAccount, client: TestClient[Any]
+) -> None:
+    # The official Slack plugin (async) and a third-party action (sync), each catching only
+    # TemplateError: the engine decides the outcome for both.
+    steps = [
+        {"action": "slack.post", "settings": {**SLACK, "text": NOTES_SQUARED}},
+        {"action": "acme.notify", "settings": {"text": NOTES_SQUARED}},
+    ]
+    for step in steps:
+        body = {"name": step["action"], "trigger": "booking.created", "enabled": True}
+        assert client.post("/v1/workflows", json={**body, "steps": [step]}).status_code == 201
+    run_ids = hub.emit(LONG_NOTES, account_id=account.id).run_ids
+    assert len(run_ids) == 2
+    for run_id in run_ids:
+        hub.process_run(run_id)
+        run = client.get(f"/v1/runs/{run_id}").json()
+        assert run["status"] == "failed"
+        [step] = run["steps"]
+        assert (step["status"], step["error_code"]) == ("failed", "template_budget")
+        assert [(a["status"], a["error_code"]) for a in step["attempt_log"]] == [
+            ("failed", "template_budget")
+        ]
+        assert step["error"].startswith("line 1: template budget exceeded: more than")
+
+
+def test_a_dry_run_reports_the_budget_as_a_step_problem(client: TestClient[Any]) -> None:
+    body = {
+        "name": "notes",
+        "trigger": "booking.created",
+        "steps": [{"action": "acme.notify", "settings": {"text": NOTES_SQUARED}}],
+    }
+    created = client.post("/v1/workflows", json=body).json()
+    test = f"/v1/workflows/{created['id']}/test"
+    fine = client.post(test, json={"mode": "dry_run"}).json()
+    assert fine["steps"][0]["error"] is None and fine["steps"][0]["output"]["text"] == "x" * 441
+    event = LONG_NOTES.model_dump(mode="json")
+    [step] = client.post(test, json={"mode": "dry_run", "event": event}).json()["steps"]
+    assert step["error_code"] == "template_budget"
+    assert step["error"].startswith("line 1: template budget exceeded: ")
