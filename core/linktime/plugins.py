@@ -145,12 +145,11 @@ class Registry:
         refusals = [c.describe() for c in self.unresolved()]
         if step_lease_seconds is None:
             return refusals
-        owners = {name: p for p in self.plugins for name in p.actions}
+        owners = {name: f" ({p.distribution})" for p in self.plugins for name in p.actions}
         for name, action in sorted(self.actions.items()):
             if action.timeout >= step_lease_seconds:
-                owner = owners[name]
                 refusals.append(
-                    f"action {name!r} ({owner.distribution}) may take {action.timeout:g}s per "
+                    f"action {name!r}{owners.get(name, '')} may take {action.timeout:g}s per "
                     f"attempt, not below the step lease of {step_lease_seconds:g}s: set "
                     "LINKTIME_STEP_LEASE_SECONDS above it or lower the plugin's timeout setting"
                 )
