@@ -33,6 +33,7 @@ from typing import Annotated, Any
 import httpcore
 import httpx
 from linktime.actions import ActionContext, ActionType, Result, operator_timeout
+from linktime.crypto import MASK
 from linktime.hookspecs import hookimpl
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -615,10 +616,33 @@ def _pinned(url: str, ip: str) -> httpx.URL:
     return _target(url)[0].copy_with(host=ip)
 
 
+# Shorter header values are not taken for credentials: masking them would garble excerpts.
+_REDACT_MIN_CHARS = 8
+
+
+def _redacted(result: Result, settings: WebhookStepSettings) -> Result:
+    """The result without the step's secrets: a receiver may echo what it got (an error page
+    quoting the Authorization header), and the run log must not show it."""
+    secrets = [settings.secret, *settings.headers.values()]
+    values = [s.get_secret_value() for s in secrets]
+    values = [v for v in values if len(v) >= _REDACT_MIN_CHARS]
+
+    def clean(text: str | None) -> str | None:
+        if text:
+            for value in values:
+                text = text.replace(value, MASK)
+        return text
+
+    return replace(
+        result, error=clean(result.error), response_excerpt=clean(result.response_excerpt)
+    )
+
+
 def call_webhook(ctx: ActionContext) -> Result:
     """Deliver one attempt of a ``webhook.call`` step (blocking, in the calling thread). Every
     attempt records the ``webhook-id`` as its external id: the receiver's de-duplication key."""
-    return replace(_deliver(ctx), external_id=ctx.idempotency_key)
+    result = _redacted(_deliver(ctx), ctx.settings)
+    return replace(result, external_id=ctx.idempotency_key)
 
 
 def _deliver(ctx: ActionContext) -> Result:

@@ -289,6 +289,19 @@ def test_errors_never_carry_the_secret(
         assert SECRET.removeprefix("whsec_") not in result.error
 
 
+@pytest.mark.usefixtures("allow_loopback")
+def test_a_receiver_echoing_the_headers_never_puts_their_values_in_the_result(
+    run_action: RunAction, receiver: Receiver
+) -> None:
+    token = "Bearer tok-e4c1-never-logged"
+    receiver.reply(401, f"invalid Authorization: {token} (key {SECRET})".encode())
+    result = run_action("webhook.call", settings(receiver.url(), headers={"Authorization": token}))
+    assert receiver.requests[0].headers["authorization"] == token
+    assert result.error_code == "http_401"
+    assert result.response_excerpt == "invalid Authorization: ******** (key ********)"
+    assert token not in repr(result) and SECRET not in repr(result)
+
+
 # --- SSRF guard ----------------------------------------------------------------------------------
 
 
