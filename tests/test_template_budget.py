@@ -6,6 +6,7 @@ counters or is stopped."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,8 @@ HOSTILE = {
     "join": "{{ ([booking.notes] * 10)|join(booking.notes) }}",
     "sum": "{{ range(6000)|batch(2)|sum(start=[])|length }}",  # adding lists is quadratic
     "tojson-indent": "{{ booking|tojson(indent=50000000) }}",
+    # cheap steps that each cost CPU: the thread's CPU time is checked at the counters
+    "cpu": "{% for a in range(9000) %}{% set n = booking.notes.split('n')|length %}{% endfor %}",
 }
 
 
@@ -128,6 +131,13 @@ def test_the_line_named_is_the_statement_that_went_over() -> None:
     source = "Hi {{ attendee_name }}\n{% for a in range(9000) %}{{ booking.notes }}{% endfor %}"
     with pytest.raises(TemplateBudgetError, match=f"^line 2: .*more than {MAX_OUTPUT}"):
         render(source, LONG_NOTES)
+
+
+def test_the_cpu_time_is_checked_at_the_counters() -> None:
+    budget = Budget()
+    budget.deadline = time.thread_time()  # no CPU time left
+    with pytest.raises(TemplateBudgetError, match=r"ms of CPU time"):
+        render("{% for a in range(100) %}{% endfor %}", sample_event(), budget=budget)
 
 
 def test_placeholder_text_is_not_available() -> None:

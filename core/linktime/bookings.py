@@ -1,10 +1,16 @@
 """Booking state and the time-triggered runs planned from it (before/after the meeting).
 
-A before/after workflow gets one scheduled run per booking: planned when the booking is
+A before/after workflow gets one pending run per booking: planned when the booking is
 created, moved when it is rescheduled, cancelled when it is cancelled; enabling the workflow
 plans it for existing future bookings, editing its offset moves its pending runs, disabling it
-cancels them. A scheduled run carries no steps until it fires: they are copied from the
+cancels them. A planned run carries no steps until it fires: they are copied from the
 workflow then, so edits made in the meantime apply.
+
+Workers claim runs while events and edits move them, so every change of a planned run's status
+is one conditional statement (``UPDATE … WHERE status IN (…) RETURNING``) whose rows are
+counted, never a read followed by a write by id; and the database holds at most one pending
+reminder per workflow and booking (``storage.PENDING_REMINDER``). When a worker claims one, it
+checks it against the booking as it is then (``on_claim``), so a stale reminder never goes out.
 """
 
 from __future__ import annotations
@@ -13,14 +19,23 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, insert, select, update
+from sqlalchemy import ColumnElement, Connection, and_, bindparam, exists, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import aliased
 
 from .actions import TriggerType
-from .models import BookingEvent
-from .storage import BookingState, Run, RunStep, Workflow, insert_ignoring, new_id
+from .models import Booking, BookingEvent
+from .statuses import RUN_PENDING, RunStatus, StepStatus
+from .storage import Account, BookingState, Run, RunStep, Workflow, insert_ignoring, new_id
 
-# Runs not under way on a worker right now, and so safe to cancel.
-PENDING = ("scheduled", "queued", "waiting")
+# A planned run that has not fired in one of these is its workflow's pending reminder for its
+# booking (storage.PENDING_REMINDER): what a reschedule moves. A fired one (running, or waiting
+# for a retry) has started sending; a reschedule plans another beside it.
+UNFIRED_PENDING = (RunStatus.SCHEDULED, RunStatus.QUEUED)
+
+
+def _pending_reminder(run: Any) -> ColumnElement[bool]:
+    return and_(run.unfired.is_(True), run.status.in_(UNFIRED_PENDING))
 
 
 @dataclass(frozen=True)
@@ -116,23 +131,13 @@ def plan(
     workflows: list[TimeWorkflow],
     now: datetime,
 ) -> list[Planned]:
-    """Give each workflow its one run for this booking: move the pending one, or plan one."""
-    if not workflows:
-        return []
-    pending = {
-        r.workflow_id: r.id
-        for r in conn.execute(
-            select(Run.id, Run.workflow_id).where(
-                Run.account_id == account_id,
-                Run.booking_uid == booking_uid,
-                Run.status == "scheduled",
-            )
-        )
-    }
+    """Give each workflow its one pending run for this booking: move the pending one, or plan
+    one. A reminder a worker has claimed meanwhile is not pending any more: it goes out as
+    claimed, and a new one is planned for the new time."""
     planned = []
     for wf in workflows:
         due, note = decide(wf.trigger, wf.offset_minutes, start, end, now)
-        status = "scheduled" if due is not None else "skipped"
+        status = RunStatus.SCHEDULED if due is not None else RunStatus.SKIPPED
         values: dict[str, Any] = {
             "trigger": wf.trigger.name,
             "status": status,
@@ -141,22 +146,36 @@ def plan(
             "event_id": event_pk,
             "finished_at": None if due is not None else now,
         }
-        if wf.id in pending:
-            conn.execute(update(Run).where(Run.id == pending[wf.id]).values(**values))
-            run_id = pending[wf.id]
-        else:
-            run_id = new_id("run")
-            conn.execute(
-                insert(Run).values(
-                    id=run_id,
-                    account_id=account_id,
-                    workflow_id=wf.id,
-                    workflow_name=wf.name,
-                    booking_uid=booking_uid,
-                    created_at=now,
-                    **values,
-                )
+        move = (
+            update(Run)
+            .where(
+                Run.account_id == account_id,
+                Run.booking_uid == booking_uid,
+                Run.workflow_id == wf.id,
+                _pending_reminder(Run),
             )
+            .values(**values)
+            .returning(Run.id)
+        )
+        while True:
+            run_id = conn.scalar(move)
+            if run_id is not None:
+                break
+            run_id = new_id("run")
+            row = {
+                "id": run_id,
+                "account_id": account_id,
+                "workflow_id": wf.id,
+                "workflow_name": wf.name,
+                "booking_uid": booking_uid,
+                "created_at": now,
+                "unfired": True,
+                **values,
+            }
+            if insert_ignoring(conn, Run, row):
+                break
+            # Another transaction planned it since (the insert waited for it to commit): move
+            # that one, unless a worker has claimed it already.
         planned.append(Planned(run_id, wf.id, status, due, note))
     return planned
 
@@ -165,22 +184,24 @@ def due_now(planned: list[Planned], now: datetime) -> list[str]:
     return [p.run_id for p in planned if p.due_at is not None and p.due_at <= now]
 
 
-def cancel(conn: Connection, where: Any, reason: str, now: datetime) -> None:
+def cancel(conn: Connection, where: ColumnElement[bool], reason: str, now: datetime) -> None:
     """Cancel the runs matching ``where`` that are pending; their unfinished steps are
-    skipped."""
-    run_ids = list(conn.scalars(select(Run.id).where(where, Run.status.in_(PENDING))))
-    if not run_ids:
-        return
-    conn.execute(
-        update(Run)
-        .where(Run.id.in_(run_ids))
-        .values(status="cancelled", note=reason, due_at=None, finished_at=now)
+    skipped. A run a worker claims at the same moment is left to it (the update is conditional
+    on the status it finds)."""
+    run_ids = list(
+        conn.scalars(
+            update(Run)
+            .where(where, Run.status.in_(RUN_PENDING))
+            .values(status=RunStatus.CANCELLED, note=reason, due_at=None, finished_at=now)
+            .returning(Run.id)
+        )
     )
-    conn.execute(
-        update(RunStep)
-        .where(RunStep.run_id.in_(run_ids), RunStep.status == "pending")
-        .values(status="skipped", finished_at=now)
-    )
+    if run_ids:
+        conn.execute(
+            update(RunStep)
+            .where(RunStep.run_id.in_(run_ids), RunStep.status == StepStatus.PENDING)
+            .values(status=StepStatus.SKIPPED, finished_at=now)
+        )
 
 
 def cancel_for_booking(
@@ -198,6 +219,29 @@ def cancel_for_booking(
     )
 
 
+def cancel_retries(
+    conn: Connection, account_id: str, uid: str, workflows: list[TimeWorkflow], now: datetime
+) -> None:
+    """A booking moved: its reminders that fired and wait to retry a step would go on with the
+    old time; they are cancelled (the new time's reminder is planned). One a worker is sending
+    right now is left to finish."""
+    if not workflows:
+        return
+    cancel(
+        conn,
+        and_(
+            Run.account_id == account_id,
+            Run.booking_uid == uid,
+            Run.workflow_id.in_([wf.id for wf in workflows]),
+            Run.trigger.in_({wf.trigger.name for wf in workflows}),
+            Run.unfired.is_(False),
+            Run.test.is_(False),
+        ),
+        "the booking moved: a reminder for its new time is planned",
+        now,
+    )
+
+
 def replan_workflow(
     conn: Connection, wf: Workflow, trigger: TriggerType | None, now: datetime
 ) -> list[str]:
@@ -206,11 +250,20 @@ def replan_workflow(
     if not wf.enabled or trigger is None or trigger.kind != "time":
         cancel(
             conn,
-            and_(Run.workflow_id == wf.id, Run.status == "scheduled"),
+            and_(Run.workflow_id == wf.id, _pending_reminder(Run)),
             "the workflow was disabled or changed",
             now,
         )
         return []
+    # Events that commit while this runs must not fall between the two: ingest reads the
+    # workflow before this commits, this reads the bookings before ingest commits. Every event's
+    # first statement (its row in events) holds FOR KEY SHARE on the account's row through the
+    # foreign key until it commits, and FOR UPDATE conflicts with it: so either this waits for
+    # the events in flight and then reads their bookings, or they wait at their first statement
+    # for this to commit and then read the workflow as it is now. Ingest pays nothing for it
+    # (the lock comes with the foreign key check) and events never wait on each other. SQLite
+    # runs one writer at a time anyway.
+    conn.execute(select(Account.id).where(Account.id == wf.account_id).with_for_update())
     anchor = BookingState.end if trigger.anchor == "end" else BookingState.start
     horizon = now - timedelta(minutes=wf.offset_minutes) if trigger.anchor == "end" else now
     live = conn.execute(
@@ -225,3 +278,106 @@ def replan_workflow(
     for b in live:
         planned += plan(conn, wf.account_id, b.uid, b.event_id, b.start, b.end, one, now)
     return due_now(planned, now)
+
+
+@dataclass(frozen=True)
+class Firing:
+    """What a planned run does when a worker claims it, from the booking and the workflow as
+    they are then."""
+
+    status: RunStatus  # RUNNING: it fires; SCHEDULED: planned again for due_at; else it ends
+    event_id: str  # the event it carries: the booking's latest when the booking has moved
+    due_at: datetime | None = None
+    note: str | None = None
+
+
+_NOW_STANDING = (
+    select(
+        Workflow.enabled,
+        Workflow.trigger,
+        Workflow.offset_minutes,
+        BookingState.status,
+        BookingState.start,
+        BookingState.end,
+        BookingState.event_id,
+    )
+    .select_from(Run)
+    .outerjoin(Workflow, Workflow.id == Run.workflow_id)
+    .outerjoin(
+        BookingState,
+        and_(BookingState.account_id == Run.account_id, BookingState.uid == Run.booking_uid),
+    )
+    .where(Run.id == bindparam("b_run"))
+)
+
+
+def on_claim(
+    conn: Connection,
+    run_id: str,
+    event_id: str,
+    planned: Booking,
+    triggers: dict[str, TriggerType],
+    now: datetime,
+) -> Firing:
+    """Whether a claimed planned run (for the booking as ``planned``, from event ``event_id``)
+    fires. Cancelled booking or disabled workflow: it is cancelled. Booking moved (an event the
+    planner did not act on, or one that committed just after the claim): re-planned as a new
+    plan would be, so it fires now only when the new due time is already here."""
+    current = conn.execute(_NOW_STANDING, {"b_run": run_id}).one()
+    if not current.enabled:
+        return Firing(RunStatus.CANCELLED, event_id, note="the workflow was disabled or deleted")
+    if current.status == "cancelled":
+        return Firing(RunStatus.CANCELLED, event_id, note="the booking was cancelled")
+    trigger = triggers.get(current.trigger)
+    if trigger is None or trigger.kind != "time":
+        return Firing(RunStatus.CANCELLED, event_id, note="the workflow was disabled or changed")
+    if current.start is None or (current.start, current.end) == (planned.start, planned.end):
+        return Firing(RunStatus.RUNNING, event_id)
+    due, note = decide(trigger, current.offset_minutes, current.start, current.end, now)
+    if due is None:
+        return Firing(RunStatus.SKIPPED, current.event_id, note=f"the booking moved: {note}")
+    if due > now:
+        moved = f"the booking moved: planned again for {_iso(due)}"
+        return Firing(RunStatus.SCHEDULED, current.event_id, due, moved)
+    return Firing(RunStatus.RUNNING, current.event_id, note=note and f"the booking moved: {note}")
+
+
+def fire(conn: Connection, run_id: str, token: str, firing: Firing) -> bool:
+    """Mark a claimed planned run fired (no longer the booking's pending reminder), with the
+    event it carries; False when the lease was lost."""
+    values: dict[str, Any] = {"unfired": False, "event_id": firing.event_id}
+    if firing.note is not None:
+        values["note"] = firing.note
+    fenced = update(Run).where(Run.id == run_id, Run.lease_token == token).values(**values)
+    return conn.execute(fenced).rowcount == 1
+
+
+def put_back(conn: Connection, run_id: str, token: str, firing: Firing) -> bool:
+    """Plan a claimed run again for the booking's new time, back to scheduled and let go of.
+    False when another reminder has been planned for that booking meanwhile (the reschedule
+    that moved it found this one claimed) or the lease was lost."""
+    other = aliased(Run)
+    planned_since = exists().where(
+        other.workflow_id == Run.workflow_id,
+        other.booking_uid == Run.booking_uid,
+        _pending_reminder(other),
+    )
+    back = (
+        update(Run)
+        .where(Run.id == run_id, Run.lease_token == token, ~planned_since)
+        .values(
+            status=RunStatus.SCHEDULED,
+            due_at=firing.due_at,
+            event_id=firing.event_id,
+            note=firing.note,
+            lease_token=None,
+            lease_until=None,
+        )
+    )
+    try:
+        return conn.execute(back).rowcount == 1
+    except IntegrityError:
+        # PostgreSQL: one was planned in the instant between the check and the write (its
+        # insert committed while this statement waited on the index). The worker's statements
+        # are each their own transaction there, so nothing else is undone.
+        return False

@@ -33,12 +33,11 @@ from .crypto import Sealer
 from .errors import InputError
 from .models import BookingEvent
 from .settings import Settings
+from .statuses import RunStatus
 from .storage import (
-    BookingState,
     Event,
     Integration,
     Run,
-    Workflow,
     WorkflowStep,
     insert_ignoring,
     make_engine,
@@ -236,6 +235,9 @@ class Hub:
             return self._replay(conn, account_id, event.id, digest)
         applied = bookings.apply_event(conn, account_id, event, event_pk)
         time_triggers = [n for n, t in self.registry.triggers.items() if t.kind == "time"]
+        # The workflows are read after the event's insert, which holds the account's row FOR
+        # KEY SHARE (its foreign key) until commit: an enable planning existing bookings at the
+        # same time (bookings.replan_workflow) either sees this booking or is seen enabled here.
         plan_name, candidates = matching.candidates(conn, account_id)
         verdicts = matching.judge(
             candidates, event, applied, self.registry, plan_name, self.settings.plan(plan_name)
@@ -252,6 +254,8 @@ class Hub:
                 for w in applies
                 if w.trigger in time_triggers
             ]
+            if event.type == "booking.rescheduled":
+                bookings.cancel_retries(conn, account_id, event.booking.uid, timed, now)
             planned = bookings.plan(
                 conn,
                 account_id,
@@ -452,10 +456,9 @@ class Hub:
         else:
             context = conn.execute(sql.CONTEXT, {"b_event": row.event_id}).one()
             steps = self._steps(conn, run_id)
-        if not steps:  # a time-triggered run firing: steps from the workflow as it is now
-            reason = self._obsolete(conn, row)
-            if reason is not None:
-                self._finish(conn, run_id, token, "cancelled", reason)
+        if not steps:  # a planned run firing: steps from the workflow as it is now
+            context = self._fire(conn, run_id, row, context, token)
+            if context is None:
                 return None
             self._copy_steps(conn, {row.workflow_id: run_id})
             steps = self._steps(conn, run_id)
@@ -490,16 +493,27 @@ class Hub:
     def _steps(self, conn: Connection, run_id: str) -> list[_Step]:
         return [_Step(**r._mapping) for r in conn.execute(sql.STEPS, {"b_run": run_id})]
 
-    def _obsolete(self, conn: Connection, run: Any) -> str | None:
-        """Why a planned run must not fire after all, if it must not."""
-        if not conn.scalar(select(Workflow.enabled).where(Workflow.id == run.workflow_id)):
-            return "the workflow was disabled or deleted"
-        status = conn.scalar(
-            select(BookingState.status).where(
-                BookingState.account_id == run.account_id, BookingState.uid == run.booking_uid
-            )
+    def _fire(self, conn: Connection, run_id: str, run: Any, context: Any, token: str) -> Any:
+        """Check a claimed planned run against the booking and the workflow as they are now:
+        it fires (returns the event context it carries), or it is planned again for the
+        booking's new time, or it ends (cancelled, skipped); then None."""
+        planned = BookingEvent.model_validate(context.payload).booking
+        firing = bookings.on_claim(
+            conn, run_id, run.event_id, planned, self.registry.triggers, self.clock()
         )
-        return "the booking was cancelled" if status == "cancelled" else None
+        if firing.status == RunStatus.SCHEDULED:
+            if bookings.put_back(conn, run_id, token, firing):
+                return None
+            replaced = "the booking moved: the reminder planned for its new time replaces this one"
+            firing = replace(firing, status=RunStatus.CANCELLED, note=replaced)
+        if firing.status != RunStatus.RUNNING:
+            self._finish(conn, run_id, token, firing.status, firing.note)
+            return None
+        if not bookings.fire(conn, run_id, token, firing):
+            raise LeaseLost(run_id)
+        if firing.event_id == run.event_id:
+            return context
+        return conn.execute(sql.CONTEXT, {"b_event": firing.event_id}).one()
 
     def _start(self, conn: Connection, claim: _Claim) -> _Step | None:
         """Pick up where the run stands: the first unfinished step, now marked running."""

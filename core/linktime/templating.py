@@ -28,6 +28,7 @@ from pydantic.fields import FieldInfo
 from .models import BookingEvent, Person, sample_event
 from .template_budget import (
     ITERATING,
+    LARGE,
     MAX_OUTPUT,
     MAX_STEPS,
     SIZED_FILTERS,
@@ -130,7 +131,9 @@ class _Env(ImmutableSandboxedEnvironment):
     def call(self, context: Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
         budget = current.get()
         budget.tick()
-        budget.clock()
+        owner = getattr(obj, "__self__", None)
+        if isinstance(owner, str) and len(owner) > LARGE:
+            budget.clock()
         args = check_method(budget, obj, args, kwargs)
         return budget.built(super().call(context, obj, *args, **kwargs))
 
@@ -164,9 +167,10 @@ def _guarded(
     def guarded(*args: Any, **kwargs: Any) -> Any:
         budget = current.get()
         budget.tick()
-        budget.clock()
         if len(args) > lead:
             value, rest = args[lead], args[lead + 1 :]
+            if isinstance(value, str) and len(value) > LARGE:
+                budget.clock()
             if iterates:
                 value = budget.counted(value)
             if stringifies:
@@ -174,7 +178,8 @@ def _guarded(
                     budget.text_size(arg)
             if sized is not None:
                 value = sized(budget, value, *rest, **kwargs)
-            args = (*args[:lead], value, *rest)
+            if value is not args[lead]:
+                args = (*args[:lead], value, *rest)
         return budget.built(filter_(*args, **kwargs))
 
     return guarded
@@ -196,7 +201,7 @@ def localtime(
 def _finalize(value: Any) -> Any:
     if value is None:
         return ""
-    if not isinstance(value, str):
+    if not isinstance(value, str | int | float):
         current.get().text_size(value)  # a list or dict is sized before it becomes text
     return value
 
