@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.sql.selectable import NamedFromClause
 
 revision = "0005"
 down_revision = "0004"
@@ -32,7 +33,7 @@ runs = sa.table(
 run_steps = sa.table("run_steps", sa.column("run_id", sa.String))
 
 
-def _pending(t: sa.TableClause) -> sa.ColumnElement[bool]:
+def _pending(t: NamedFromClause) -> sa.ColumnElement[bool]:
     return sa.and_(t.c.unfired == sa.true(), t.c.status.in_(("scheduled", "queued")))
 
 
