@@ -1,5 +1,5 @@
 """The dashboard's run log, run and replay pages over PostgreSQL, runs driven by hand (no
-worker): the status filter knows every status."""
+worker): the status filter knows every status, and the replay button replays once."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from typing import Any
 from linktime.actions import ActionType
 from linktime.models import sample_event
 from linktime.statuses import RunStatus
+from linktime.storage import Run
+from sqlalchemy import func, select
 
 from .conftest import Clock, NoSettings, System, registry_with
 from .test_dashboard import Form, open_dash  # noqa: F401  (a fixture, used by name)
@@ -48,3 +50,35 @@ def test_the_run_log_filters_by_every_status_skipped_too(
     page = dash.get("/runs?status=skipped").text
     assert status_of["skipped"] in page and status_of["queued"] not in page
     assert Form(page).controls["status"]["value"] == "skipped"
+
+
+def test_the_replay_button_replays_once_however_often_it_is_pressed(
+    make_system: Callable[..., System],
+    open_dash: Any,  # noqa: F811
+) -> None:
+    system, _ = make(make_system)
+    account = system.account()
+    system.workflow(account, [{"action": "test.ok"}, {"action": "test.fail"}])
+    [failed] = system.hub.emit(sample_event(), account_id=account.id).run_ids
+    system.hub.process_run(failed)
+    dash = open_dash(system)
+    dash.sign_in(account.api_key)
+
+    page = dash.get(f"/runs/{failed}").text
+    form = Form(page.split(f'action="/runs/{failed}/replay"')[1].split("</form>")[0])
+    key = form.controls["idempotency_key"]
+    assert key["type"] == "hidden" and key["value"]
+    pressed = {"idempotency_key": key["value"]}
+    first, second = (dash.post(f"/runs/{failed}/replay", pressed) for _ in "12")
+    assert first.status_code == second.status_code == 303
+    assert first.headers["location"] == second.headers["location"] != f"/runs/{failed}"
+    assert "Already replayed" in dash.get(second.headers["location"]).text
+    with system.hub.db.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(Run)) == 2
+
+    # the page rendered again has a new key; the replay is still pending, so it is refused
+    again = Form(dash.get(f"/runs/{failed}").text).controls["idempotency_key"]["value"]
+    assert again != key["value"]
+    refused = dash.post(f"/runs/{failed}/replay", {"idempotency_key": again})
+    assert refused.headers["location"] == f"/runs/{failed}"
+    assert "is being replayed already" in dash.get(f"/runs/{failed}").text

@@ -4,16 +4,22 @@ replays are idempotent, and the run-status filter knows every status."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from linktime import runs
 from linktime.actions import ActionContext, ActionType, Result
 from linktime.api import create_app
+from linktime.errors import InputError
 from linktime.models import sample_event
 from linktime.statuses import RunStatus
+from linktime.storage import Run
 from litestar.testing import TestClient
+from sqlalchemy import select
 
 from .conftest import Clock, NoSettings, System, registry_with
 
@@ -101,3 +107,102 @@ def test_the_run_log_filters_by_every_status(
 
     schema = client.get("/schema/openapi.json").json()
     assert set(schema["components"]["schemas"]["RunStatus"]["enum"]) == set(RunStatus)
+
+
+def runs_of(client: TestClient[Any], h: dict[str, str], status: str | None = None) -> list[str]:
+    params = {"status": status} if status else {}
+    return [r["id"] for r in client.get("/v1/runs", params=params, headers=h).json()]
+
+
+def failed_run(system: System, client: TestClient[Any], h: dict[str, str]) -> str:
+    """A run whose first step succeeded and second failed, driven by hand."""
+    body = {"name": "w", "trigger": "booking.created", "enabled": True, "steps": [OK, FAIL]}
+    assert client.post("/v1/workflows", json=body, headers=h).status_code == 201
+    event = sample_event(id="evt_fails").model_dump(mode="json")
+    assert client.post("/v1/events", json=event, headers=h).status_code == 202
+    [run_id] = runs_of(client, h, "queued")
+    system.hub.process_run(run_id)
+    assert runs_of(client, h, "failed") == [run_id]
+    return run_id
+
+
+def test_a_replay_repeated_with_its_idempotency_key_makes_nothing_new(
+    api: tuple[System, TestClient[Any], Clock],
+) -> None:
+    system, client, _ = api
+    h = auth(system)
+    failed = failed_run(system, client, h)
+    key = {**h, "Idempotency-Key": "click-1"}
+
+    first = client.post(f"/v1/runs/{failed}/replay", headers=key)
+    assert first.status_code == 201 and "Idempotent-Replayed" not in first.headers
+    again = client.post(f"/v1/runs/{failed}/replay", headers=key)
+    assert (again.status_code, again.json()) == (201, first.json())
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert sorted(runs_of(client, h)) == sorted([failed, first.json()["id"]])
+
+    # the replay went from the failed step: one step, the one that failed
+    replayed = client.get(f"/v1/runs/{first.json()['id']}", headers=h).json()
+    assert [s["action"] for s in replayed["steps"]] == ["test.fail"]
+
+    # the same key for another run is a mistake, named
+    other = client.post(f"/v1/runs/{first.json()['id']}/replay", headers=key)
+    assert other.status_code == 409 and other.json()["error"] == "idempotency_key_reused"
+    assert [f["field"] for f in other.json()["fields"]] == ["Idempotency-Key"]
+
+
+def test_a_second_replay_while_the_first_is_pending_is_a_409_naming_it(
+    api: tuple[System, TestClient[Any], Clock],
+) -> None:
+    system, client, _ = api
+    h = auth(system)
+    failed = failed_run(system, client, h)
+    pending = client.post(f"/v1/runs/{failed}/replay", headers=h).json()["id"]
+
+    for headers in (h, {**h, "Idempotency-Key": "another-click"}):
+        r = client.post(f"/v1/runs/{failed}/replay", headers=headers)
+        assert r.status_code == 409 and r.json()["error"] == "replay_pending"
+        assert pending in r.json()["message"]
+    assert len(runs_of(client, h)) == 2
+
+    system.hub.process_run(pending)  # the replay fails too, and is over
+    assert pending in runs_of(client, h, "failed")
+    r = client.post(f"/v1/runs/{failed}/replay", headers=h)
+    assert r.status_code == 201 and r.json()["id"] not in (failed, pending)
+
+
+def test_concurrent_replays_of_one_run_make_one(
+    api: tuple[System, TestClient[Any], Clock],
+) -> None:
+    system, client, _ = api
+    h = auth(system)
+    failed = failed_run(system, client, h)
+    with system.hub.db.connect() as conn:
+        owner = conn.scalar(select(Run.account_id).where(Run.id == failed))
+    barrier = threading.Barrier(8)
+
+    def click(i: int) -> str:
+        barrier.wait()
+        try:
+            return runs.replay(system.hub, str(owner), failed, f"key-{i}").run_id
+        except InputError as exc:
+            assert exc.status == 409 and exc.code == "replay_pending", exc
+            return "refused"
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(click, range(8)))
+    made = [o for o in outcomes if o != "refused"]
+    assert len(made) == 1
+    assert sorted(runs_of(client, h)) == sorted([failed, made[0]])
+
+
+def test_an_idempotency_key_too_long_is_a_422_naming_it(
+    api: tuple[System, TestClient[Any], Clock],
+) -> None:
+    system, client, _ = api
+    h = auth(system)
+    failed = failed_run(system, client, h)
+    r = client.post(f"/v1/runs/{failed}/replay", headers={**h, "Idempotency-Key": "k" * 201})
+    assert r.status_code == 422
+    assert [f["field"] for f in r.json()["fields"]] == ["Idempotency-Key"]
+    assert runs_of(client, h) == [failed]

@@ -3,16 +3,18 @@ replaying a failed run; what an event did (the event inspector)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
-from sqlalchemy import insert, select
+from sqlalchemy import Connection, insert, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .engine import Hub
-from .errors import InputError, NotFound
-from .statuses import RunStatus
+from .errors import FieldError, InputError, NotFound
+from .statuses import RUN_UNFINISHED, STEP_STOPPED, RunStatus, StepStatus
 from .storage import Event, Run, RunStep, new_id
 
 
@@ -67,68 +69,136 @@ def list_runs(
     return [RunSummary.model_validate(r._mapping) for r in rows]
 
 
-def replay(hub: Hub, account_id: str, run_id: str) -> str:
+MAX_KEY = 200  # characters of an Idempotency-Key
+
+
+@dataclass(frozen=True)
+class Replay:
+    run_id: str
+    workflow_id: str
+    repeated: bool  # made earlier, by a request with the same Idempotency-Key
+
+
+def replay(hub: Hub, account_id: str, run_id: str, key: str | None = None) -> Replay:
     """A new run of a failed run's failed step and the steps after it, with the settings the
-    failed run had. The steps that succeeded are not sent again."""
-    now = hub.clock()
-    with hub.db.begin() as conn:
-        run = conn.execute(select(Run).where(Run.id == run_id)).first()
-        if run is None or run.account_id != account_id:
-            raise NotFound(f"no run {run_id!r}")
-        if run.status != "failed":
-            raise InputError(
-                f"only a failed run can be replayed; this one is {run.status}",
-                status=409,
-                code="not_failed",
-            )
-        steps = conn.execute(
-            select(RunStep.position, RunStep.action, RunStep.settings, RunStep.status)
-            .where(RunStep.run_id == run_id)
-            .order_by(RunStep.position)
-        ).all()
-        first = next(s.position for s in steps if s.status in ("failed", "blocked_by_plan"))
-        new_run = new_id("run")
-        values: dict[str, Any] = {
-            c: getattr(run, c)
-            for c in (
-                "account_id",
-                "workflow_id",
-                "workflow_name",
-                "event_id",
-                "trigger",
-                "booking_uid",
-                "test",
-                "continue_when_blocked",
-            )
-        }
-        conn.execute(
-            insert(Run).values(
-                id=new_run,
-                status="queued",
-                note=f"replay of {run_id} from step {first}",
-                due_at=now,
-                created_at=now,
-                **values,
-            )
+    failed run had. The steps that succeeded are not sent again.
+
+    Idempotent: a request with the ``key`` of an earlier one answers that one's replay and
+    makes nothing. Without a key, or with a new one, a run whose replay has not finished is
+    not replayed again (409 naming that replay)."""
+    if key is not None and not 0 < len(key) <= MAX_KEY:
+        raise InputError(
+            "the Idempotency-Key is not valid",
+            [FieldError("Idempotency-Key", f"give 1 to {MAX_KEY} characters")],
         )
-        conn.execute(
-            insert(RunStep),
-            [
-                {
-                    "id": new_id("stp"),
-                    "run_id": new_run,
-                    "position": s.position - first,
-                    "action": s.action,
-                    "settings": s.settings,
-                    "status": "pending",
-                    "attempts": 0,
-                }
-                for s in steps
-                if s.position >= first
-            ],
+    for last_try in (False, True):
+        try:
+            with hub.db.begin() as conn:
+                earlier = _replayed_with(conn, account_id, run_id, key)
+                if earlier is not None:
+                    return earlier
+                made = _replay(conn, hub.clock(), account_id, run_id, key)
+            break
+        except IntegrityError:
+            # A concurrent replay of this run, or with this key, committed first: read it.
+            if last_try:
+                raise
+    hub.enqueue([made.run_id])
+    return made
+
+
+def _replayed_with(
+    conn: Connection, account_id: str, run_id: str, key: str | None
+) -> Replay | None:
+    if key is None:
+        return None
+    row = conn.execute(
+        select(Run.id, Run.workflow_id, Run.replay_of).where(
+            Run.account_id == account_id, Run.replay_key == key
         )
-    hub.enqueue([new_run])
-    return new_run
+    ).first()
+    if row is None:
+        return None
+    if row.replay_of != run_id:
+        raise InputError(
+            "this Idempotency-Key was used for another replay",
+            [FieldError("Idempotency-Key", f"already used to replay {row.replay_of}")],
+            status=409,
+            code="idempotency_key_reused",
+        )
+    return Replay(row.id, row.workflow_id, repeated=True)
+
+
+def _replay(
+    conn: Connection, now: datetime, account_id: str, run_id: str, key: str | None
+) -> Replay:
+    run = conn.execute(select(Run).where(Run.id == run_id)).first()
+    if run is None or run.account_id != account_id:
+        raise NotFound(f"no run {run_id!r}")
+    if run.status != RunStatus.FAILED:
+        raise InputError(
+            f"only a failed run can be replayed; this one is {run.status}",
+            status=409,
+            code="not_failed",
+        )
+    pending = conn.scalar(
+        select(Run.id).where(Run.replay_of == run_id, Run.status.in_(RUN_UNFINISHED))
+    )
+    if pending is not None:
+        raise InputError(
+            f"run {run_id} is being replayed already, by run {pending}, which has not finished",
+            status=409,
+            code="replay_pending",
+        )
+    steps = conn.execute(
+        select(RunStep.position, RunStep.action, RunStep.settings, RunStep.status)
+        .where(RunStep.run_id == run_id)
+        .order_by(RunStep.position)
+    ).all()
+    first = next(s.position for s in steps if s.status in STEP_STOPPED)
+    new_run = new_id("run")
+    values: dict[str, Any] = {
+        c: getattr(run, c)
+        for c in (
+            "account_id",
+            "workflow_id",
+            "workflow_name",
+            "event_id",
+            "trigger",
+            "booking_uid",
+            "test",
+            "continue_when_blocked",
+        )
+    }
+    conn.execute(
+        insert(Run).values(
+            id=new_run,
+            status=RunStatus.QUEUED,
+            note=f"replay of {run_id} from step {first}",
+            replay_of=run_id,
+            replay_key=key,
+            due_at=now,
+            created_at=now,
+            **values,
+        )
+    )
+    conn.execute(
+        insert(RunStep),
+        [
+            {
+                "id": new_id("stp"),
+                "run_id": new_run,
+                "position": s.position - first,
+                "action": s.action,
+                "settings": s.settings,
+                "status": StepStatus.PENDING,
+                "attempts": 0,
+            }
+            for s in steps
+            if s.position >= first
+        ],
+    )
+    return Replay(new_run, run.workflow_id, repeated=False)
 
 
 class Decision(BaseModel):

@@ -34,6 +34,8 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
+from .statuses import RUN_UNFINISHED
+
 _B32 = "0123456789abcdefghjkmnpqrstvwxyz"
 
 
@@ -175,6 +177,11 @@ class BookingState(Base):
 # booking, an event and an enable); a fired one (running, retrying) does not count, so a
 # reschedule can plan the new time's reminder beside it.
 PENDING_REMINDER = "unfired AND status IN ('scheduled', 'queued')"
+# A replay that has not finished: there is at most one per replayed run (ux_runs_pending_replay),
+# so a second click while the first replay is under way cannot send the steps twice.
+PENDING_REPLAY = "replay_of IS NOT NULL AND status IN ({})".format(
+    ", ".join(f"'{s}'" for s in sorted(RUN_UNFINISHED))
+)
 
 
 class Run(Base):
@@ -204,6 +211,21 @@ class Run(Base):
             postgresql_where=text(PENDING_REMINDER),
             sqlite_where=text(PENDING_REMINDER),
         ),
+        Index(
+            "ux_runs_pending_replay",
+            "replay_of",
+            unique=True,
+            postgresql_where=text(PENDING_REPLAY),
+            sqlite_where=text(PENDING_REPLAY),
+        ),
+        Index(
+            "ux_runs_replay_key",
+            "account_id",
+            "replay_key",
+            unique=True,
+            postgresql_where=text("replay_key IS NOT NULL"),
+            sqlite_where=text("replay_key IS NOT NULL"),
+        ),
     )
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
@@ -219,6 +241,9 @@ class Run(Base):
     # A time-triggered run planned from a booking that has not fired yet: it carries no steps
     # until then. Cleared when it fires, so a reminder retrying later is no longer "pending".
     unfired: Mapped[bool] = mapped_column(Boolean, default=False)
+    # A replay: the failed run it sends again, and the Idempotency-Key it was asked with.
+    replay_of: Mapped[str | None] = mapped_column(String(40))
+    replay_key: Mapped[str | None] = mapped_column(String(200))
     due_at: Mapped[datetime | None]
     lease_until: Mapped[datetime | None]
     lease_token: Mapped[str | None] = mapped_column(String(40))

@@ -22,7 +22,7 @@ from litestar.exceptions import (
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.spec import Components, SecurityScheme
-from litestar.params import FromPath, FromQuery, JSONBody, Parameter
+from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 from litestar.plugins.pydantic import PydanticInitPlugin
 from litestar.status_codes import HTTP_202_ACCEPTED
 from litestar.types.internal_types import PathParameterDefinition
@@ -330,7 +330,7 @@ def create_app(
         status: FromQuery[RunStatus | None] = None,
         since: FromQuery[datetime | None] = None,
         until: FromQuery[datetime | None] = None,
-        limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
+        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
     ) -> list[RunSummary]:
         return await _offload(
             runs.list_runs,
@@ -343,11 +343,27 @@ def create_app(
             limit=limit,
         )
 
-    @post("/v1/runs/{run_id:str}/replay", summary="Run a failed run again from its failed step")
-    async def replay_run(run_id: FromPath[str], account_id: NamedDependency[str]) -> RunRef:
-        new_id = await _offload(runs.replay, hub, account_id, run_id)
-        run = await _offload(runs.get_run, hub, account_id, new_id)
-        return RunRef(id=run.id, workflow_id=run.workflow_id)
+    @post(
+        "/v1/runs/{run_id:str}/replay",
+        summary="Run a failed run again from its failed step",
+        description="With an `Idempotency-Key` header, a repeated request answers the first "
+        "one's replay and makes nothing (header Idempotent-Replayed: true). A run whose replay "
+        "has not finished is not replayed again: 409 `replay_pending` naming that replay.",
+    )
+    async def replay_run(
+        run_id: FromPath[str],
+        account_id: NamedDependency[str],
+        idempotency_key: Annotated[
+            str | None,
+            HeaderParameter(name="Idempotency-Key", description=f"Up to {runs.MAX_KEY} characters"),
+        ] = None,
+    ) -> Response[RunRef]:
+        made = await _offload(runs.replay, hub, account_id, run_id, idempotency_key)
+        return Response(
+            RunRef(id=made.run_id, workflow_id=made.workflow_id),
+            status_code=201,
+            headers={"Idempotent-Replayed": "true"} if made.repeated else {},
+        )
 
     @get("/v1/events/{event_id:str}", summary="What an event did: runs, and why not the others")
     async def inspect_event(

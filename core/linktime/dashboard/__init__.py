@@ -38,6 +38,7 @@ from ..engine import Hub
 from ..errors import FieldError, InputError, NotFound, pydantic_fields
 from ..models import sample_event
 from ..statuses import RunStatus
+from ..storage import new_id
 from ..workflows import MAX_STEPS, GeneratedSecret, WorkflowIn, WorkflowOut
 from . import forms, services
 from .forms import FieldSpec, Raw
@@ -707,8 +708,6 @@ async def test_workflow(
     )
 
 
-
-
 @get("/workflows/{workflow_id:str}/runs")
 async def workflow_runs(
     request: AnyRequest,
@@ -756,20 +755,34 @@ async def run_page(
     run = RunOut.of(await _offload(runs.get_run, hub, me.account_id, run_id))
     event_id = await _offload(services.event_of_run, hub, me.account_id, run_id)
     steps = [{"title": _action_title(hub, s.action), **s.model_dump()} for s in run.steps]
-    return page(request, "run.html", me=me, run=run, steps=steps, event_id=event_id)
+    # The replay button's Idempotency-Key, one per rendering: a double click replays once.
+    replay_key = new_id("rpl")
+    return page(
+        request,
+        "run.html",
+        me=me,
+        run=run,
+        steps=steps,
+        event_id=event_id,
+        replay_key=replay_key,
+    )
 
 
 @post("/runs/{run_id:str}/replay")
 async def replay_run(
     request: AnyRequest, hub: NamedDependency[Hub], me: NamedDependency[Me], run_id: FromPath[str]
 ) -> Redirect:
+    key = str((await request.form()).get("idempotency_key", "")).strip()[:200] or None
     try:
-        new_run = await _offload(runs.replay, hub, me.account_id, run_id)
+        made = await _offload(runs.replay, hub, me.account_id, run_id, key)
     except InputError as exc:
         _flash(request, f"Not replayed: {exc.message}", "error")
         return _see_other(f"/runs/{run_id}")
-    _flash(request, f"Replaying from the failed step as {new_run}.")
-    return _see_other(f"/runs/{new_run}")
+    if made.repeated:
+        _flash(request, f"Already replayed from the failed step as {made.run_id}.")
+    else:
+        _flash(request, f"Replaying from the failed step as {made.run_id}.")
+    return _see_other(f"/runs/{made.run_id}")
 
 
 @get("/events/{event_id:str}")
