@@ -116,6 +116,10 @@ HOSTILE = {
     "join": "{{ ([booking.notes] * 10)|join(booking.notes) }}",
     "sum": "{{ range(6000)|batch(2)|sum(start=[])|length }}",  # adding lists is quadratic
     "tojson-indent": "{{ booking|tojson(indent=50000000) }}",
+    "urlize-links": "{{ ('x.io ' * 19000)|urlize }}",  # each link grows into an <a> tag
+    # filters that go word by word in Python: a step per word
+    "urlize-words": "{{ ('ab ' * 30000)|urlize }}",
+    "title-words": "{{ ('ab ' * 30000)|title }}",
     # cheap steps that each cost CPU: the thread's CPU time is checked at the counters
     "cpu": "{% for a in range(9000) %}{% set n = booking.notes.split('n')|length %}{% endfor %}",
 }

@@ -197,6 +197,8 @@ ITERATING = frozenset({
     "batch", "dictsort", "groupby", "items", "join", "list", "map", "max", "min", "reject",
     "rejectattr", "select", "selectattr", "slice", "sort", "sum", "unique",
 })  # fmt: skip
+# Filters that go through their text word by word in Python: a step per word.
+WORDWISE = frozenset({"pprint", "title", "urlize", "wordwrap"})
 # Filters that turn their input (and arguments) into text: lists and dicts are walked first.
 STRINGIFYING = frozenset({
     "capitalize", "center", "e", "escape", "forceescape", "format", "indent", "lower",
@@ -247,6 +249,24 @@ def _replace(budget: Budget, s: Any, old: Any, new: Any, count: int | None = Non
 
 def _format(budget: Budget, value: Any, *args: Any, **kwargs: Any) -> Any:
     need(printf_size(budget, str(value), kwargs or args), "format")
+    return value
+
+
+def _urlize(
+    budget: Budget,
+    value: Any,
+    trim_url_limit: int | None = None,
+    nofollow: bool = False,
+    target: str | None = None,
+    rel: str | None = None,
+    *_: Any,
+    **__: Any,
+) -> Any:
+    # Each word that may be a link becomes <a href="word" rel=… target=…>word</a>.
+    text = str(value)
+    tag = 48 + len(str(target or "")) + len(str(rel or ""))
+    links = [w for w in text.split() if "." in w or "@" in w or ":" in w]
+    need(len(text) + sum(len(w) + tag for w in links), "urlize")
     return value
 
 
@@ -301,6 +321,7 @@ SIZED_FILTERS: dict[str, Callable[..., Any]] = {
     "replace": _replace,
     "slice": _slice,
     "tojson": _tojson,
+    "urlize": _urlize,
     "wordwrap": _wordwrap,
 }
 

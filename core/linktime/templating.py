@@ -33,6 +33,7 @@ from .template_budget import (
     MAX_STEPS,
     SIZED_FILTERS,
     STRINGIFYING,
+    WORDWISE,
     Budget,
     BudgetCodeGenerator,
     CountedBuffer,
@@ -161,7 +162,7 @@ def _guarded(
 ) -> Callable[..., Any]:
     """``filter_`` under the budget: a step, its input charged and sized, its result counted."""
     lead = 0 if getattr(filter_, "jinja_pass_arg", None) is None else 1  # context/environment
-    iterates, stringifies = name in ITERATING, name in STRINGIFYING
+    iterates, stringifies, wordwise = name in ITERATING, name in STRINGIFYING, name in WORDWISE
 
     @functools.wraps(filter_)  # keeps jinja_pass_arg
     def guarded(*args: Any, **kwargs: Any) -> Any:
@@ -169,8 +170,11 @@ def _guarded(
         budget.tick()
         if len(args) > lead:
             value, rest = args[lead], args[lead + 1 :]
-            if isinstance(value, str) and len(value) > LARGE:
-                budget.clock()
+            if isinstance(value, str):
+                if wordwise:
+                    budget.tick(len(value.split()))
+                if len(value) > LARGE:
+                    budget.clock()
             if iterates:
                 value = budget.counted(value)
             if stringifies:
