@@ -1,17 +1,20 @@
 """The dashboard's run log, run and replay pages over PostgreSQL, runs driven by hand (no
-worker): the status filter knows every status, and the replay button replays once."""
+worker): the status filter knows every status, the replay button replays once, and a failure on
+the server's side is an error page that gives nothing away."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from linktime.actions import ActionType
 from linktime.models import sample_event
 from linktime.statuses import RunStatus
 from linktime.storage import Run
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from .conftest import Clock, NoSettings, System, registry_with
 from .test_dashboard import Form, open_dash  # noqa: F401  (a fixture, used by name)
@@ -82,3 +85,30 @@ def test_the_replay_button_replays_once_however_often_it_is_pressed(
     refused = dash.post(f"/runs/{failed}/replay", {"idempotency_key": again})
     assert refused.headers["location"] == f"/runs/{failed}"
     assert "is being replayed already" in dash.get(f"/runs/{failed}").text
+
+
+def test_a_server_failure_is_an_error_page_that_tells_nothing(
+    make_system: Callable[..., System],
+    open_dash: Any,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    system, _ = make(make_system)
+    account = system.account()
+    system.workflow(account, [{"action": "test.ok"}])
+    dash = open_dash(system)
+    dash.sign_in(account.api_key)
+    with system.hub.db.begin() as conn:  # the database loses a table under the running server
+        conn.execute(text("DROP TABLE workflow_steps CASCADE"))
+    # The app's start replaced the root logger's handlers (caplog's too): listen where it logs.
+    logger = logging.getLogger("linktime.dashboard")
+    logger.addHandler(caplog.handler)
+    try:
+        r = dash.get("/workflows")
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert r.status_code == 500 and r.headers["content-type"].startswith("text/html")
+    assert "Something went wrong" in r.text and "workflow_steps" not in r.text
+    logged = [
+        r.exc_info[1] for r in caplog.records if r.name == "linktime.dashboard" and r.exc_info
+    ]
+    assert logged and "workflow_steps" in str(logged[0])

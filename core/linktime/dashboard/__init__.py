@@ -10,6 +10,7 @@ API under ``/v1`` is untouched by either.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -54,6 +55,7 @@ from .session import (
 
 HERE = Path(__file__).parent
 AnyRequest = Request[Any, Any, Any]
+log = logging.getLogger(__name__)
 
 
 class DashboardPlugin(InitPlugin):
@@ -234,6 +236,12 @@ def _on_http(request: AnyRequest, exc: HTTPException) -> Response[Any]:
 
 def _on_input(request: AnyRequest, exc: InputError) -> Response[Any]:
     return _error_page(request, exc.status, "Not accepted", str(exc))
+
+
+def _on_unexpected(request: AnyRequest, exc: Exception) -> Response[Any]:
+    # A bug, not the user's doing: the traceback goes to the log, not to the page.
+    log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    return _error_page(request, 500, "Something went wrong", "It has been logged.")
 
 
 # -- sign-in ---------------------------------------------------------------------------------------
@@ -984,6 +992,7 @@ def router(hub: Hub) -> Router:
             NotFound: _on_not_found,
             InputError: _on_input,
             HTTPException: _on_http,
+            Exception: _on_unexpected,
         },
         response_headers=SECURITY_HEADERS,
         include_in_schema=False,
