@@ -623,6 +623,12 @@ def test_header_values_are_masked_in_the_editor_and_kept_when_saved_as_shown(
     }
     assert "s3cr3t-v4lue" not in dash.get(location).text
 
+    # Emptied, the headers are gone.
+    form = Form(dash.get(location).text).values()
+    form["steps.0.settings.headers"] = ""
+    assert dash.post(location, form).status_code == 303
+    assert workflows.get(system.hub, account.id, wf_id).steps[0].settings["headers"] == {}
+
 
 def test_workflows_list_toggle_and_plan_limit(
     make_system: Callable[..., System], open_dash: Any

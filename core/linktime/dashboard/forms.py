@@ -226,6 +226,9 @@ def parse(specs: list[FieldSpec], raw: Mapping[str, Raw], error_prefix: str = ""
         if not text.strip():
             if s.kind == "password":
                 out.blank_secrets.add(s.name)
+            elif s.kind == "mapping":
+                # Emptied, not left out: left out, a mapping of secrets would be kept whole.
+                out.data[s.name] = {}
             continue
         if s.kind == "list":
             out.data[s.name] = [
