@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -114,8 +115,19 @@ def runs_of(client: TestClient[Any], h: dict[str, str], status: str | None = Non
     return [r["id"] for r in client.get("/v1/runs", params=params, headers=h).json()]
 
 
-def failed_run(system: System, client: TestClient[Any], h: dict[str, str]) -> str:
+@dataclass
+class Failed:
+    system: System
+    client: TestClient[Any]
+    h: dict[str, str]  # the account's API key header
+    run_id: str
+
+
+@pytest.fixture
+def failed(api: tuple[System, TestClient[Any], Clock]) -> Failed:
     """A run whose first step succeeded and second failed, driven by hand."""
+    system, client, _ = api
+    h = auth(system)
     body = {"name": "w", "trigger": "booking.created", "enabled": True, "steps": [OK, FAIL]}
     assert client.post("/v1/workflows", json=body, headers=h).status_code == 201
     event = sample_event(id="evt_fails").model_dump(mode="json")
@@ -123,23 +135,21 @@ def failed_run(system: System, client: TestClient[Any], h: dict[str, str]) -> st
     [run_id] = runs_of(client, h, "queued")
     system.hub.process_run(run_id)
     assert runs_of(client, h, "failed") == [run_id]
-    return run_id
+    return Failed(system, client, h, run_id)
 
 
 def test_a_replay_repeated_with_its_idempotency_key_makes_nothing_new(
-    api: tuple[System, TestClient[Any], Clock],
+    failed: Failed,
 ) -> None:
-    system, client, _ = api
-    h = auth(system)
-    failed = failed_run(system, client, h)
+    client, h, failed_id = failed.client, failed.h, failed.run_id
     key = {**h, "Idempotency-Key": "click-1"}
 
-    first = client.post(f"/v1/runs/{failed}/replay", headers=key)
+    first = client.post(f"/v1/runs/{failed_id}/replay", headers=key)
     assert first.status_code == 201 and "Idempotent-Replayed" not in first.headers
-    again = client.post(f"/v1/runs/{failed}/replay", headers=key)
+    again = client.post(f"/v1/runs/{failed_id}/replay", headers=key)
     assert (again.status_code, again.json()) == (201, first.json())
     assert again.headers["Idempotent-Replayed"] == "true"
-    assert sorted(runs_of(client, h)) == sorted([failed, first.json()["id"]])
+    assert sorted(runs_of(client, h)) == sorted([failed_id, first.json()["id"]])
 
     # the replay went from the failed step: one step, the one that failed
     replayed = client.get(f"/v1/runs/{first.json()['id']}", headers=h).json()
@@ -152,39 +162,35 @@ def test_a_replay_repeated_with_its_idempotency_key_makes_nothing_new(
 
 
 def test_a_second_replay_while_the_first_is_pending_is_a_409_naming_it(
-    api: tuple[System, TestClient[Any], Clock],
+    failed: Failed,
 ) -> None:
-    system, client, _ = api
-    h = auth(system)
-    failed = failed_run(system, client, h)
-    pending = client.post(f"/v1/runs/{failed}/replay", headers=h).json()["id"]
+    system, client, h, failed_id = failed.system, failed.client, failed.h, failed.run_id
+    pending = client.post(f"/v1/runs/{failed_id}/replay", headers=h).json()["id"]
 
     for headers in (h, {**h, "Idempotency-Key": "another-click"}):
-        r = client.post(f"/v1/runs/{failed}/replay", headers=headers)
+        r = client.post(f"/v1/runs/{failed_id}/replay", headers=headers)
         assert r.status_code == 409 and r.json()["error"] == "replay_pending"
         assert pending in r.json()["message"]
     assert len(runs_of(client, h)) == 2
 
     system.hub.process_run(pending)  # the replay fails too, and is over
     assert pending in runs_of(client, h, "failed")
-    r = client.post(f"/v1/runs/{failed}/replay", headers=h)
-    assert r.status_code == 201 and r.json()["id"] not in (failed, pending)
+    r = client.post(f"/v1/runs/{failed_id}/replay", headers=h)
+    assert r.status_code == 201 and r.json()["id"] not in (failed_id, pending)
 
 
 def test_concurrent_replays_of_one_run_make_one(
-    api: tuple[System, TestClient[Any], Clock],
+    failed: Failed,
 ) -> None:
-    system, client, _ = api
-    h = auth(system)
-    failed = failed_run(system, client, h)
+    system, client, h, failed_id = failed.system, failed.client, failed.h, failed.run_id
     with system.hub.db.connect() as conn:
-        owner = conn.scalar(select(Run.account_id).where(Run.id == failed))
+        owner = conn.scalar(select(Run.account_id).where(Run.id == failed_id))
     barrier = threading.Barrier(8)
 
     def click(i: int) -> str:
         barrier.wait()
         try:
-            return runs.replay(system.hub, str(owner), failed, f"key-{i}").run_id
+            return runs.replay(system.hub, str(owner), failed_id, f"key-{i}").run_id
         except InputError as exc:
             assert exc.status == 409 and exc.code == "replay_pending", exc
             return "refused"
@@ -193,16 +199,14 @@ def test_concurrent_replays_of_one_run_make_one(
         outcomes = list(pool.map(click, range(8)))
     made = [o for o in outcomes if o != "refused"]
     assert len(made) == 1
-    assert sorted(runs_of(client, h)) == sorted([failed, made[0]])
+    assert sorted(runs_of(client, h)) == sorted([failed_id, made[0]])
 
 
 def test_an_idempotency_key_too_long_is_a_422_naming_it(
-    api: tuple[System, TestClient[Any], Clock],
+    failed: Failed,
 ) -> None:
-    system, client, _ = api
-    h = auth(system)
-    failed = failed_run(system, client, h)
-    r = client.post(f"/v1/runs/{failed}/replay", headers={**h, "Idempotency-Key": "k" * 201})
+    client, h, failed_id = failed.client, failed.h, failed.run_id
+    r = client.post(f"/v1/runs/{failed_id}/replay", headers={**h, "Idempotency-Key": "k" * 201})
     assert r.status_code == 422
     assert [f["field"] for f in r.json()["fields"]] == ["Idempotency-Key"]
-    assert runs_of(client, h) == [failed]
+    assert runs_of(client, h) == [failed_id]
