@@ -1,80 +1,240 @@
-"""A worker that stalls past its lease: another worker takes the run over, and whatever the
-stalled one does afterwards is refused by the database (on PostgreSQL each write is its own
-transaction, so every one of them must check the lease)."""
+"""Leases: a worker renews its lease while a step runs (a slow step is not taken over and sent
+twice), a worker that dies or stalls whole loses it, and lease times are the database's, so a
+worker whose clock is off can neither steal a live lease nor keep one past its time. Whatever a
+worker that lost its lease does afterwards is refused by the database (on PostgreSQL each write
+is its own transaction, so every one of them must check the lease). Each worker here is a Hub of
+its own over the same database, as separate processes would be."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 from linktime.actions import ActionContext, ActionType, Result
+from linktime.engine import Hub
 from linktime.models import sample_event
 from linktime.runs import get_run
+from linktime.testing import HttpReceiver, Reply
 
-from .conftest import Clock, NoSettings, System, registry_with
+from .conftest import NoSettings, System, registry_with
+
+# Short, so that the tests wait for real leases to run out; the heartbeat renews every third.
+LEASE = 2.0
+HOUR = timedelta(hours=1)
+SKEWS = pytest.mark.parametrize(
+    "skew", [timedelta(0), HOUR, -HOUR], ids=["clock-right", "clock-1h-ahead", "clock-1h-behind"]
+)
 
 
-def test_a_worker_that_lost_its_lease_records_nothing(
-    make_system: Callable[..., System], caplog: pytest.LogCaptureFixture
-) -> None:
-    calls: Counter[tuple[int, int]] = Counter()
-    stalled, go_on = threading.Event(), threading.Event()
+def skewed(offset: timedelta) -> Callable[[], datetime]:
+    """A worker's clock that is ``offset`` off."""
+    return lambda: datetime.now(UTC) + offset
 
-    def slow_first_time(ctx: ActionContext) -> Result:
-        calls[ctx.position, ctx.attempt] += 1
-        if not stalled.is_set():
-            stalled.set()
-            go_on.wait(10)
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 10 * LEASE) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {timeout}s: {what}"
+        time.sleep(0.05)
+
+
+class Stalling:
+    """A test action whose first call blocks until released; every call is counted."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[tuple[int, int]] = Counter()
+        self.stalled = threading.Event()
+        self.go_on = threading.Event()
+
+    def execute(self, ctx: ActionContext) -> Result:
+        self.calls[ctx.position, ctx.attempt] += 1
+        if not self.stalled.is_set():
+            self.stalled.set()
+            self.go_on.wait(30)
         return Result.ok(external_id=f"{ctx.position}/{ctx.attempt}")
 
-    registry = registry_with(ActionType("test.slow", "Slow", NoSettings, slow_first_time))
-    clock = Clock(datetime.now(UTC))
-    system = make_system(registry=registry, clock=clock)  # no worker: runs are driven by hand
-    hub = system.hub
-    account = system.account()
-    system.workflow(account, [{"action": "test.slow"}, {"action": "test.slow"}])
-    run_id = hub.emit(sample_event(), account_id=account.id).run_ids[0]
+    def workers(self, make_system: Callable[..., System], *clocks: timedelta) -> list[System]:
+        registry = registry_with(ActionType("test.slow", "Slow", NoSettings, self.execute))
+        return [
+            make_system(registry=registry, clock=skewed(c), step_lease_seconds=LEASE)
+            for c in clocks
+        ]
 
+
+def start(hub: Hub, run_id: str) -> tuple[threading.Thread, list[BaseException]]:
+    """``process_run`` in a thread of its own, as a worker thread runs it."""
     errors: list[BaseException] = []
 
-    def first_worker() -> None:
+    def work() -> None:
         try:
             hub.process_run(run_id)
         except BaseException as exc:
             errors.append(exc)
 
-    first = threading.Thread(target=first_worker)
-    first.start()
-    assert stalled.wait(10)
-    # The first worker's lease runs out; a second one finds the step it left running.
-    clock.advance(seconds=hub.settings.step_lease_seconds + 1)
-    hub.process_run(run_id)
-    after_takeover = get_run(hub, account.id, run_id)
+    thread = threading.Thread(target=work, daemon=True)  # a hung one must not hold pytest
+    thread.start()
+    return thread, errors
+
+
+def test_a_step_longer_than_the_lease_is_sent_once(
+    make_system: Callable[..., System], http_receiver: HttpReceiver
+) -> None:
+    http_receiver.default = Reply(delay=3 * LEASE)
+    sent: list[float] = []
+
+    def post(ctx: ActionContext) -> Result:
+        sent.append(time.monotonic())
+        answer = httpx.post(f"{http_receiver.url}/hook", json={"step": ctx.step_id}, timeout=30)
+        return Result.ok(http_status=answer.status_code)
+
+    registry = registry_with(ActionType("test.post", "Post", NoSettings, post))
+    first, second = (make_system(registry=registry, step_lease_seconds=LEASE) for _ in "12")
+    account = first.account()
+    first.workflow(account, [{"action": "test.post"}])
+    run_id = first.hub.emit(sample_event(), account_id=account.id).run_ids[0]
+
+    worker, errors = start(first.hub, run_id)
+    handed_out: list[str] = []
+    late_tries = 0
+    # The second worker, and its scheduler, try to take the run all along the slow step.
+    while worker.is_alive():
+        handed_out += second.hub.due_runs()
+        second.hub.process_run(run_id)
+        late_tries += bool(sent) and time.monotonic() > sent[0] + 1.5 * LEASE
+        time.sleep(0.05)
+    assert errors == []
+    assert late_tries > 0  # it went on trying after the first lease would have run out
+
+    assert len(http_receiver.requests) == 1
+    assert run_id not in handed_out  # a live run is never re-sent
+    run = get_run(first.hub, account.id, run_id)
+    assert run.status == "succeeded"
+    assert [(a.number, a.status) for a in run.steps[0].attempt_log] == [(1, "succeeded")]
+
+
+@SKEWS
+def test_a_worker_that_dies_has_its_run_recovered_and_records_nothing(
+    make_system: Callable[..., System], caplog: pytest.LogCaptureFixture, skew: timedelta
+) -> None:
+    action = Stalling()
+    dying, other = action.workers(make_system, skew, timedelta(0))
+    account = dying.account()
+    dying.workflow(account, [{"action": "test.slow"}, {"action": "test.slow"}])
+    run_id = dying.hub.emit(sample_event(), account_id=account.id).run_ids[0]
+    first, errors = start(dying.hub, run_id)
+    assert action.stalled.wait(10)
+    dying.hub.heartbeat.stop()  # the process is gone: nothing renews its lease any more
+
+    caplog.set_level(logging.INFO, logger="linktime.engine")
+    # Once the lease has run out, whatever the dead worker's clock said, the other worker's
+    # scheduler re-sends the run and the other worker finds the step it left running.
+    wait_until(lambda: run_id in other.hub.due_runs(), "the lost run is re-sent")
+    other.hub.process_run(run_id)
+    after_takeover = get_run(other.hub, account.id, run_id)
     assert after_takeover.status == "waiting"
-    assert [a.error_code for a in after_takeover.steps[0].attempt_log] == ["worker_lost"]
-    # The retry comes due and the second worker finishes the run.
-    clock.advance(seconds=1)
-    assert hub.due_runs() == [run_id]
-    hub.process_run(run_id)
-    # Only now does the first worker's delivery return: too late to count.
-    with caplog.at_level(logging.WARNING, logger="linktime.engine"):
-        go_on.set()
-        first.join(10)
+    lost_step = after_takeover.steps[0]
+    assert [a.error_code for a in lost_step.attempt_log] == ["worker_lost"]
+    ids = f"run {run_id} step {lost_step.id} account {account.id}"
+    assert f"{ids}: re-enqueued by the sweeper (its worker's lease expired)" in caplog.text
+    assert f"{ids}: worker_lost" in caplog.text
+    assert f"{ids}: attempt 1 ended worker_lost (http -); retry 2 at " in caplog.text
+
+    # The retry comes due and the other worker finishes the run.
+    wait_until(lambda: run_id in other.hub.due_runs(), "the retry comes due")
+    other.hub.process_run(run_id)
+    # Only now does the dead worker's delivery return: too late to count.
+    caplog.clear()
+    action.go_on.set()
+    first.join(10)
     assert not first.is_alive()
     assert errors == []
     assert f"run {run_id}: lease lost" in caplog.text
 
-    run = get_run(hub, account.id, run_id)
+    run = get_run(other.hub, account.id, run_id)
     assert run.status == "succeeded"
     assert [(a.number, a.status) for a in run.steps[0].attempt_log] == [
         (1, "retrying"),
         (2, "succeeded"),
     ]
-    assert run.steps[0].external_id == "0/2"  # the second worker's result, not the first's
+    assert run.steps[0].external_id == "0/2"  # the other worker's result, not the first's
     assert [(a.number, a.status) for a in run.steps[1].attempt_log] == [(1, "succeeded")]
-    # The stalled worker did not go on to the second step.
-    assert calls == {(0, 1): 1, (0, 2): 1, (1, 1): 1}
+    # The dead worker did not go on to the second step.
+    assert action.calls == {(0, 1): 1, (0, 2): 1, (1, 1): 1}
+
+
+@pytest.mark.parametrize(
+    ("holder", "thief"),
+    [(timedelta(0), HOUR), (timedelta(0), -HOUR), (HOUR, timedelta(0)), (-HOUR, timedelta(0))],
+    ids=["thief-1h-ahead", "thief-1h-behind", "holder-1h-ahead", "holder-1h-behind"],
+)
+def test_a_worker_with_a_skewed_clock_cannot_steal_a_live_lease(
+    make_system: Callable[..., System], holder: timedelta, thief: timedelta
+) -> None:
+    action = Stalling()
+    owner, other = action.workers(make_system, holder, thief)
+    account = owner.account()
+    owner.workflow(account, [{"action": "test.slow"}])
+    run_id = owner.hub.emit(sample_event(), account_id=account.id).run_ids[0]
+    worker, errors = start(owner.hub, run_id)
+    assert action.stalled.wait(10)
+    claimed = get_run(owner.hub, account.id, run_id)
+    assert claimed.lease_until is not None
+
+    handed_out: list[str] = []
+    # The other worker and its scheduler try for one and a half leases: past the first lease's
+    # end, which the owner's heartbeat has pushed on by then.
+    until = time.monotonic() + 1.5 * LEASE
+    while time.monotonic() < until:
+        handed_out += other.hub.due_runs()
+        other.hub.process_run(run_id)
+        time.sleep(0.05)
+    held = get_run(owner.hub, account.id, run_id)
+    assert (held.status, held.lease_token) == ("running", claimed.lease_token)
+    assert held.lease_until is not None and held.lease_until > claimed.lease_until
+    assert run_id not in handed_out
+
+    action.go_on.set()
+    worker.join(10)
+    assert errors == []
+    run = get_run(owner.hub, account.id, run_id)
+    assert run.status == "succeeded"
+    assert [(a.number, a.status) for a in run.steps[0].attempt_log] == [(1, "succeeded")]
+    assert action.calls == {(0, 1): 1}
+
+
+def test_an_async_action_that_never_answers_ends_with_a_timeout(
+    make_system: Callable[..., System],
+) -> None:
+    cancelled = threading.Event()
+
+    async def hang(ctx: ActionContext) -> Result:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            cancelled.set()
+        raise AssertionError("never reached")
+
+    registry = registry_with(ActionType("test.hang", "Hang", NoSettings, hang, timeout=0.5))
+    system = make_system(registry=registry)
+    account = system.account()
+    system.workflow(account, [{"action": "test.hang"}])
+    run_id = system.hub.emit(sample_event(), account_id=account.id).run_ids[0]
+
+    worker, errors = start(system.hub, run_id)
+    worker.join(30)
+    assert not worker.is_alive(), "the attempt was not stopped"
+    assert errors == []
+    assert cancelled.is_set()  # the coroutine was cancelled, not left running
+    run = get_run(system.hub, account.id, run_id)
+    assert run.status == "waiting"  # a timeout is retried
+    [attempt] = run.steps[0].attempt_log
+    assert (attempt.status, attempt.error_code) == ("retrying", "timeout")
+    assert "timeout of 0.5 s" in (attempt.error or "")
+    assert attempt.duration_ms >= 500

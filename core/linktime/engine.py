@@ -8,6 +8,7 @@ counted, before it is executed; a step recorded as succeeded is never executed a
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import inspect
@@ -24,13 +25,14 @@ from typing import Any
 
 from dramatiq.asyncio import EventLoopThread
 from pydantic import BaseModel
-from sqlalchemy import Connection, case, select, update
+from sqlalchemy import Connection, case, or_, select, update
 
 from . import bookings, matching, plans, plugins
 from . import statements as sql
-from .actions import ActionContext, ActionType, Execute, Outcome, Result, WorkflowRef
+from .actions import ActionContext, ActionType, Outcome, Result, WorkflowRef
 from .crypto import Sealer
 from .errors import InputError
+from .leases import Heartbeat
 from .models import BookingEvent
 from .settings import Settings
 from .statuses import RunStatus
@@ -63,11 +65,13 @@ _loop_thread: EventLoopThread | None = None
 _loop_lock = threading.Lock()
 
 
-def call_execute(execute: Execute, ctx: ActionContext) -> Result:
+def call_execute(action: ActionType, ctx: ActionContext) -> Result:
     """Run a plain or async ``execute``. Coroutines share one event loop per process, so async
-    plugins can pool connections across the worker's threads."""
+    plugins can pool connections across the worker's threads; one that outlives the action's
+    ``timeout`` is cancelled and the attempt ends as a retryable ``timeout``, as a sync plugin's
+    own deadline would end it."""
     global _loop_thread
-    outcome = execute(ctx)
+    outcome = action.execute(ctx)
     if not inspect.isawaitable(outcome):
         return outcome
     with _loop_lock:
@@ -75,11 +79,20 @@ def call_execute(execute: Execute, ctx: ActionContext) -> Result:
             _loop_thread = EventLoopThread(log)
             _loop_thread.daemon = True
             _loop_thread.start(timeout=5)
-    return _loop_thread.run_coroutine(_awaited(outcome))
+    return _loop_thread.run_coroutine(_awaited(outcome, action))
 
 
-async def _awaited(awaitable: Awaitable[Result]) -> Result:
-    return await awaitable
+async def _awaited(awaitable: Awaitable[Result], action: ActionType) -> Result:
+    try:
+        async with asyncio.timeout(action.timeout) as deadline:
+            return await awaitable
+    except TimeoutError:
+        if not deadline.expired():  # the plugin's own, not the engine's deadline
+            raise
+        return Result.retry(
+            f"{action.name} gave no answer within its timeout of {action.timeout:g} s",
+            error_code="timeout",
+        )
 
 
 # A step the account's plan does not allow (checked when it runs): logged, never executed.
@@ -147,7 +160,8 @@ class Hub:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.db = make_engine(self.settings.effective_database_url)
         self.sealer = Sealer(self._secret_key())
-        self.clock = clock
+        self.clock = clock  # due times; leases go by the database's clock
+        self.heartbeat = Heartbeat(self.db, self.settings.step_lease_seconds)
         # Set by the broker binding (worker.bind); until then runs wait for the scheduler.
         self.enqueue: Callable[[list[str]], None] = lambda run_ids: None
 
@@ -178,6 +192,7 @@ class Hub:
         upgrade(self.db)
 
     def close(self) -> None:
+        self.heartbeat.stop()
         self.db.dispose()
 
     # -- events -------------------------------------------------------------------------------
@@ -430,21 +445,23 @@ class Hub:
                     if claim is None:
                         return
                     step = self._start(conn, claim)
-                while step is not None:
-                    result, started, duration_ms = self._attempt(claim, step)
-                    with conn.begin():
-                        step = self._record(conn, claim, step, result, started, duration_ms)
+                # A step may outlast the lease: this process renews it until the run is let go.
+                with self.heartbeat.holding(run_id, claim.token):
+                    while step is not None:
+                        result, started, duration_ms = self._attempt(claim, step)
+                        with conn.begin():
+                            step = self._record(conn, claim, step, result, started, duration_ms)
             except LeaseLost:
                 log.warning("run %s: lease lost; another worker owns it now", run_id)
 
-    def _lease(self) -> tuple[datetime, datetime]:
-        now = self.clock()
-        return now, now + timedelta(seconds=self.settings.step_lease_seconds)
-
     def _claim(self, conn: Connection, run_id: str) -> _Claim | None:
-        now, until = self._lease()
         token = new_id("lease")
-        params = {"b_run": run_id, "b_now": now, "b_token": token, "b_until": until}
+        params = {
+            "b_run": run_id,
+            "b_now": self.clock(),
+            "b_token": token,
+            "b_lease": self.settings.step_lease_seconds,
+        }
         row = conn.execute(sql.CLAIM[conn.dialect.name], params).first()
         if row is None:
             return None
@@ -523,6 +540,14 @@ class Hub:
             return None
         if step.status == "running":
             # The previous owner died during this attempt; whether it was delivered is unknown.
+            log.info(
+                "run %s step %s account %s: worker_lost, the worker of attempt %d was lost; "
+                "its lease is recovered",
+                claim.run_id,
+                step.id,
+                claim.account_id,
+                step.attempts,
+            )
             lost = Result.retry("the worker was lost during this attempt", error_code="worker_lost")
             return self._record(conn, claim, step, lost, self.clock(), 0)
         if step.id != claim.started:
@@ -580,7 +605,7 @@ class Hub:
             run_cache=claim.cache,
         )
         try:
-            result = call_execute(action.execute, ctx)
+            result = call_execute(action, ctx)
         except TemplateBudgetError as exc:  # this template and booking would stop again
             return Result.fail(str(exc), error_code="template_budget")
         except Exception as exc:  # a plugin bug must not lose the step: retry it
@@ -613,24 +638,23 @@ class Hub:
         blocked = result.error_code == BLOCKED
         go_on = result.outcome is Outcome.SUCCEEDED or (blocked and claim.continue_when_blocked)
         # The run row after this attempt: still ours (the lease renewed), or let go of.
-        released = {"b_new_token": None, "b_until": None, "b_note": None}
         next_at = None
         if go_on:
             step_status = BLOCKED if blocked else "succeeded"
             if following is not None:
-                run: dict[str, Any] = {"b_until": self._lease()[1]}
+                run: dict[str, Any] = {"b_lease": self.settings.step_lease_seconds}
             else:
-                run = {**released, "b_run_status": "succeeded", "b_due": None}
+                run = {"b_run_status": RunStatus.SUCCEEDED, "b_due": None, "b_note": None}
         elif retry:
             step_status = "pending"
             delay = schedule[step.attempts - 1]
             if result.retry_after is not None:
                 delay = min(max(result.retry_after, 0.0), max(schedule))
             next_at = now + timedelta(seconds=delay)
-            run = {**released, "b_run_status": "waiting", "b_due": next_at}
+            run = {"b_run_status": RunStatus.WAITING, "b_due": next_at, "b_note": None}
         else:
             step_status = BLOCKED if blocked else "failed"
-            run = {**released, "b_run_status": "failed", "b_due": None}
+            run = {"b_run_status": RunStatus.FAILED, "b_due": None, "b_note": None}
         excerpt = result.response_excerpt
         attempt = {
             "id": new_id("att"),
@@ -682,7 +706,30 @@ class Hub:
                 conn.execute(sql.START_NEXT, params)
             if skip_rest:
                 conn.execute(sql.SKIP_REST, params)
+        if run.get("b_run_status") in (RunStatus.WAITING, RunStatus.FAILED):
+            self._log_setback(claim, step, result, next_at)
         return None if nxt is None else replace(nxt, status="running", attempts=nxt.attempts + 1)
+
+    def _log_setback(
+        self, claim: _Claim, step: _Step, result: Result, retry_at: datetime | None
+    ) -> None:
+        """One INFO line per retry scheduled and per run failed: ids, codes and times only, never
+        the error text (it may quote a response) nor anything the step sent."""
+        what = (
+            f"retry {step.attempts + 1} at {_iso(retry_at)}"
+            if retry_at is not None
+            else "run failed"
+        )
+        log.info(
+            "run %s step %s account %s: attempt %d ended %s (http %s); %s",
+            claim.run_id,
+            step.id,
+            claim.account_id,
+            step.attempts,
+            result.error_code or result.outcome.value,
+            result.http_status if result.http_status is not None else "-",
+            what,
+        )
 
     def _finish(
         self, conn: Connection, run_id: str, token: str, status: str, note: str | None = None
@@ -719,20 +766,23 @@ class Hub:
 
     def due_runs(self, limit: int | None = None) -> list[str]:
         """Hand out the runs that are due now: new runs whose first message may be lost,
-        reminders and retries whose time came, runs whose worker's lease expired. Each is pushed
-        ``requeue_after_seconds`` ahead, so a lost message is sent again later."""
+        reminders and retries whose time came, runs whose worker's lease expired (by the
+        database's clock: a live one is left alone). Each is pushed ``requeue_after_seconds``
+        ahead, so a lost message is sent again later."""
         now = self.clock()
         later = now + timedelta(seconds=self.settings.requeue_after_seconds)
         with self.db.begin() as conn:
-            ids = list(
-                conn.scalars(
-                    select(Run.id)
-                    .where(Run.due_at <= now)
-                    .order_by(Run.due_at)
-                    .limit(limit or self.settings.scheduler_batch)
-                    .with_for_update(skip_locked=True)
+            due = conn.execute(
+                select(Run.id, Run.status, Run.account_id)
+                .where(
+                    Run.due_at <= now,
+                    or_(Run.status != RunStatus.RUNNING, Run.lease_until <= sql.DB_NOW),
                 )
-            )
+                .order_by(Run.due_at)
+                .limit(limit or self.settings.scheduler_batch)
+                .with_for_update(skip_locked=True)
+            ).all()
+            ids = [r.id for r in due]
             if ids:
                 # Waiting (retry) and scheduled (reminder) runs become queued: due now.
                 conn.execute(
@@ -746,4 +796,24 @@ class Hub:
                         ),
                     )
                 )
+                # A queued or running run that is due again was lost on its way (the message,
+                # or the worker): say so. Reminders and retries coming due are the normal case.
+                lost = [r for r in due if r.status in (RunStatus.QUEUED, RunStatus.RUNNING)]
+                if lost:
+                    self._log_resent(conn, lost)
         return ids
+
+    def _log_resent(self, conn: Connection, runs: Sequence[Any]) -> None:
+        steps: dict[str, str] = {}
+        for step in conn.execute(sql.OPEN_STEPS, {"b_runs": [r.id for r in runs]}):
+            steps.setdefault(step.run_id, step.id)  # the first open one: where the run stands
+        for r in runs:
+            log.info(
+                "run %s step %s account %s: re-enqueued by the sweeper (%s)",
+                r.id,
+                steps.get(r.id, "-"),
+                r.account_id,
+                "its worker's lease expired"
+                if r.status == RunStatus.RUNNING
+                else "its message was not picked up",
+            )

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import (
+    Float,
     Integer,
     String,
     Text,
@@ -19,12 +20,50 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import aggregate_order_by
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
+from .statuses import STEP_OPEN
 from .storage import Account, Attempt, Event, Run, RunStep, UTCDateTime
 
 _now = bindparam("b_now", type_=UTCDateTime())
 
-# Take a run: queued, a reminder that is due, or running on a lease that expired.
+
+class DatabaseNow(FunctionElement[Any]):
+    """The database's clock, plus ``seconds`` when given. Leases are set and compared with it,
+    never with a worker's clock: a worker whose clock is off can neither steal a live lease nor
+    hold one past its time."""
+
+    type = UTCDateTime()
+    inherit_cache = True
+
+
+@compiles(DatabaseNow, "postgresql")
+def _pg_now(element: DatabaseNow, compiler: SQLCompiler, **kw: Any) -> str:
+    # statement_timestamp(), not now(): now() stands still for a whole transaction.
+    if not element.clauses.clauses:
+        return "statement_timestamp()"
+    seconds = compiler.process(element.clauses, **kw)
+    return f"(statement_timestamp() + make_interval(secs => {seconds}))"
+
+
+@compiles(DatabaseNow, "sqlite")
+def _sqlite_now(element: DatabaseNow, compiler: SQLCompiler, **kw: Any) -> str:
+    # The text layout SQLAlchemy stores SQLite datetimes in (microseconds), so that they compare.
+    layout = "strftime('%Y-%m-%d %H:%M:%f000', 'now'"
+    if not element.clauses.clauses:
+        return f"{layout})"
+    seconds = compiler.process(element.clauses, **kw)
+    return f"{layout}, {seconds} || ' seconds')"
+
+
+DB_NOW = DatabaseNow()
+# When a lease taken or renewed now runs out: ``b_lease`` seconds from the database's now.
+LEASE_END = DatabaseNow(bindparam("b_lease", type_=Float()))
+
+# Take a run: queued, a reminder that is due (by the hub's clock, which tests move), or running
+# on a lease that expired (by the database's clock).
 _CLAIM = (
     update(Run)
     .where(
@@ -32,14 +71,14 @@ _CLAIM = (
         or_(
             Run.status == "queued",
             and_(Run.status == "scheduled", Run.due_at <= _now),
-            and_(Run.status == "running", Run.lease_until <= _now),
+            and_(Run.status == "running", Run.lease_until <= DB_NOW),
         ),
     )
     .values(
         status="running",
         lease_token=bindparam("b_token"),
-        lease_until=bindparam("b_until"),
-        due_at=bindparam("b_until"),
+        lease_until=LEASE_END,
+        due_at=LEASE_END,
     )
 )
 _CLAIMED = (
@@ -116,16 +155,27 @@ CLAIM = {"postgresql": _claim_and_start(), "sqlite": _CLAIM.returning(*_CLAIMED)
 
 STEPS = select(*_STEP_FIELDS).where(RunStep.run_id == bindparam("b_run")).order_by(RunStep.position)
 
+# The steps still to run of several runs, each run's in order.
+OPEN_STEPS = (
+    select(RunStep.run_id, RunStep.id)
+    .where(
+        RunStep.run_id.in_(bindparam("b_runs", expanding=True)),
+        RunStep.status.in_(STEP_OPEN),
+    )
+    .order_by(RunStep.run_id, RunStep.position)
+)
+
 # Every write that moves a run on goes through the lease holder's token: zero rows means the
-# lease was lost. A note, when none is given, keeps the one the run has.
+# lease was lost. Moving the run on (to waiting, succeeded or failed) lets the lease go. A note,
+# when none is given, keeps the one the run has.
 MOVE_RUN = (
     update(Run)
     .where(Run.id == bindparam("b_run"), Run.lease_token == bindparam("b_token"))
     .values(
         status=bindparam("b_run_status"),
         due_at=bindparam("b_due"),
-        lease_token=bindparam("b_new_token"),
-        lease_until=bindparam("b_until"),
+        lease_token=None,
+        lease_until=None,
         finished_at=bindparam("b_finished"),
         note=func.coalesce(bindparam("b_note", type_=Text()), Run.note),
     )
@@ -136,8 +186,12 @@ MOVE_RUN = (
 RENEW_LEASE = (
     update(Run)
     .where(Run.id == bindparam("b_run"), Run.lease_token == bindparam("b_token"))
-    .values(lease_until=bindparam("b_until"))
+    .values(lease_until=LEASE_END)
 )
+
+# The heartbeat, while a step runs: the lease and, so that the sweeper leaves a live run alone,
+# the due time move together.
+HEARTBEAT = RENEW_LEASE.values(due_at=LEASE_END)
 
 END_RUN = (
     update(Run)

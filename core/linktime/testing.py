@@ -93,7 +93,7 @@ def run_action(
         settings=action_type.settings.model_validate(settings),
         credentials=creds,
     )
-    return call_execute(action_type.execute, ctx)
+    return call_execute(action_type, ctx)
 
 
 @pytest.fixture(name="run_action")
