@@ -12,8 +12,9 @@ import pytest
 from linktime import workflows
 from linktime.actions import ActionContext, ActionType, Result
 from linktime.api import create_app
+from linktime.errors import InputError
 from linktime.models import sample_event
-from linktime.storage import Base, Integration
+from linktime.storage import Base, Integration, WorkflowStep
 from linktime.testing import HttpReceiver, Received
 from litestar.testing import TestClient
 from pydantic import BaseModel, SecretStr
@@ -298,3 +299,33 @@ def test_an_integration_keeps_its_secret_left_out_or_masked(
             assert stored_token() == "t-1"
         client.put("/v1/integrations/acme", json={"account": "c", "token": "t-2"}, headers=auth)
         assert stored_token() == "t-2"
+
+
+def test_after_the_secret_key_changed_only_new_secrets_are_saved(
+    make_system: Callable[..., System],
+) -> None:
+    before = make_system()
+    account = before.account()
+    spec = workflows.WorkflowIn(
+        name="Hook",
+        trigger="booking.created",
+        steps=[workflows.StepIn(action="webhook.call", settings={"url": "https://example.com/"})],
+    )
+    created, _ = workflows.create(before.hub, account.id, spec)
+    after = make_system(secret_key="another-key")  # the same database
+
+    with pytest.raises(InputError) as refused:
+        workflows.update(after.hub, account.id, created.id, spec)
+    [problem] = refused.value.fields
+    assert problem.field == "steps.0.settings" and "LINKTIME_SECRET_KEY" in problem.message
+
+    settings = {"url": "https://example.com/", "secret": NEW_SECRET, "headers": {}}
+    anew = spec.model_copy(
+        update={"steps": [workflows.StepIn(action="webhook.call", settings=settings)]}
+    )
+    _, generated = workflows.update(after.hub, account.id, created.id, anew)
+    assert generated == []
+    model = after.hub.registry.actions["webhook.call"].settings
+    with after.hub.db.connect() as conn:
+        stored = conn.scalar(select(WorkflowStep.settings))
+    assert after.hub.sealer.secrets(model, stored)["secret"] == NEW_SECRET

@@ -152,9 +152,13 @@ def _validate(
         where = f"steps.{i}.settings"
         try:
             kept = hub.sealer.secrets(action.settings, stored.settings) if stored else None
-        except ValueError as exc:  # the secret key changed: only new values can be saved
-            problems.append(FieldError(where, str(exc)))
-            continue
+        except ValueError as exc:
+            # The secret key changed: the stored secrets are lost; a step giving every secret
+            # anew is saved, any other would silently lose or regenerate one.
+            if not all(name in step.settings for name in secret_fields(action.settings)):
+                problems.append(FieldError(where, str(exc)))
+                continue
+            kept = None
         given, masks = with_kept_secrets(action.settings, step.settings, kept, where)
         problems += masks
         try:
