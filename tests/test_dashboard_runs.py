@@ -75,7 +75,9 @@ def test_the_replay_button_replays_once_however_often_it_is_pressed(
     first, second = (dash.post(f"/runs/{failed}/replay", pressed) for _ in "12")
     assert first.status_code == second.status_code == 303
     assert first.headers["location"] == second.headers["location"] != f"/runs/{failed}"
-    assert "Already replayed" in dash.get(second.headers["location"]).text
+    replay_page = dash.get(second.headers["location"]).text
+    assert "Already replayed" in replay_page
+    assert f'Replay of</dt><dd><a href="/runs/{failed}">' in replay_page
     with system.hub.db.connect() as conn:
         assert conn.scalar(select(func.count()).select_from(Run)) == 2
 

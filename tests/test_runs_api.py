@@ -154,6 +154,7 @@ def test_a_replay_repeated_with_its_idempotency_key_makes_nothing_new(
     # the replay went from the failed step: one step, the one that failed
     replayed = client.get(f"/v1/runs/{first.json()['id']}", headers=h).json()
     assert [s["action"] for s in replayed["steps"]] == ["test.fail"]
+    assert replayed["replay_of"] == failed_id
 
     # the same key for another run is a mistake, named
     other = client.post(f"/v1/runs/{first.json()['id']}/replay", headers=key)

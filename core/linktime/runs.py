@@ -34,7 +34,7 @@ class RunSummary(BaseModel):
     workflow_id: str
     workflow_name: str
     trigger: str
-    status: str
+    status: RunStatus
     test: bool
     booking_uid: str
     note: str | None

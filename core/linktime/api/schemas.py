@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from ..models import BookingEvent
+from ..statuses import AttemptStatus, RunStatus, StepStatus
 from ..storage import Attempt, Run, RunStep
 from ..testruns import TestRecipients
 from ..workflows import GeneratedSecret, WorkflowOut
@@ -44,7 +45,7 @@ class WorkflowSaved(WorkflowOut):
 
 class AttemptOut(BaseModel):
     number: int
-    status: str
+    status: AttemptStatus
     started_at: datetime
     duration_ms: int
     http_status: int | None
@@ -61,7 +62,7 @@ class AttemptOut(BaseModel):
 class StepOut(BaseModel):
     position: int
     action: str
-    status: str
+    status: StepStatus
     attempts: int
     next_attempt_at: datetime | None
     external_id: str | None
@@ -81,7 +82,8 @@ class RunOut(BaseModel):
     workflow_id: str
     workflow_name: str
     trigger: str
-    status: str
+    status: RunStatus
+    replay_of: str | None = Field(description="The failed run this one replays")
     created_at: datetime
     finished_at: datetime | None
     steps: list[StepOut]
