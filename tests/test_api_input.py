@@ -5,6 +5,7 @@ failure, each answered in the one error shape with nothing stored."""
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -13,6 +14,7 @@ from linktime.actions import ActionContext, ActionType, Result
 from linktime.api import MAX_JSON_DEPTH, create_app
 from linktime.models import sample_event
 from linktime.storage import Event, Workflow
+from litestar.exceptions import LitestarDeprecationWarning
 from litestar.testing import TestClient
 from sqlalchemy import func, select, text
 
@@ -194,3 +196,12 @@ def test_the_openapi_schema_documents_the_500(api: tuple[System, TestClient[Any]
     _, client, _ = api
     schema = client.get("/schema/openapi.json").json()
     assert "500" in schema["paths"]["/v1/events"]["post"]["responses"]
+
+
+def test_the_app_declares_its_parameters_as_litestar_wants(
+    api: tuple[System, TestClient[Any], str],
+) -> None:
+    system, _, _ = api
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LitestarDeprecationWarning)
+        create_app(system.hub)  # inferred query parameters warned here, once per handler
