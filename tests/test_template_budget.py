@@ -95,6 +95,12 @@ HOSTILE = {
     "{% set ns.l = [ns.l, ns.l] %}{% endfor %}{{ ns.l }}",
     "shared-lists-json": "{% set ns = namespace(l=['x']) %}{% for i in range(30) %}"
     "{% set ns.l = [ns.l, ns.l] %}{% endfor %}{{ ns.l|tojson }}",
+    "shared-lists-compared": "{% set ns = namespace(a=['x'], b=['x']) %}{% for i in range(40) %}"
+    "{% set ns.a = [ns.a, ns.a] %}{% set ns.b = [ns.b, ns.b] %}{% endfor %}{{ ns.a == ns.b }}",
+    "shared-tuples-hashed": "{% set ns = namespace(t=('x',)) %}{% for i in range(40) %}"
+    "{% set ns.t = (ns.t, ns.t) %}{% endfor %}{{ {ns.t: 1}|length }}",
+    "shared-lists-added": "{% set ns = namespace(l=[[booking.notes] * 9]) %}"
+    "{% for i in range(20) %}{% set ns.l = ns.l + ns.l %}{% endfor %}{{ ns.l|length }}",
     "integer-squaring": "{% set ns = namespace(n=3) %}{% for i in range(40) %}"
     "{% set ns.n = ns.n * ns.n %}{% endfor %}{{ ns.n > 0 }}",
     "power": "{{ (((2 ** 64) ** 64) ** 64) > 0 }}",

@@ -75,7 +75,8 @@ class Budget:
             raise TemplateBudgetError(f"more than {int(MAX_CPU_SECONDS * 1000)} ms of CPU time")
 
     def built(self, value: Any) -> Any:
-        """Count a string the template built (refusing it if too large) and pass it on."""
+        """Count a string the template built (refusing it if too large), size a list or dict
+        it built, and pass it on."""
         if isinstance(value, str | bytes):
             size = len(value)
             if size > MAX_OUTPUT:
@@ -83,6 +84,10 @@ class Budget:
             self.chars += size
             if self.chars > MAX_CHARS:
                 raise TemplateBudgetError(f"builds more than {MAX_CHARS} characters in all")
+        elif not isinstance(value, int | float) and isinstance(value, CONTAINERS):
+            # Lists holding the same list twice, nested, grow exponentially in content (what
+            # ==, hashing, sorting and str() go through) and not in memory: sized when built.
+            self.text_size(value)
         return value
 
     def text_size(self, value: Any) -> int:
@@ -421,6 +426,24 @@ class BudgetCodeGenerator(CodeGenerator):
             self.visit(arg, frame)
             self.write("), ")
         self.write(")))")
+
+    def visit_List(self, node: nodes.List, frame: Frame) -> None:
+        self._built(super().visit_List, node, frame)
+
+    def visit_Dict(self, node: nodes.Dict, frame: Frame) -> None:
+        self._built(super().visit_Dict, node, frame)
+
+    def visit_Tuple(self, node: nodes.Tuple, frame: Frame) -> None:
+        if node.ctx == "load":  # not the targets of `for a, b in` and `set a, b =`
+            self._built(super().visit_Tuple, node, frame)
+        else:
+            super().visit_Tuple(node, frame)
+
+    def _built(self, visit: Callable[[Any, Frame], None], node: nodes.Expr, frame: Frame) -> None:
+        # A literal list, tuple or dict is sized as it is built, as a filter's result is.
+        self.write("environment.budget_built(")
+        visit(node, frame)
+        self.write(")")
 
     def buffer(self, frame: Frame) -> None:
         # Blocks captured by `set`, macros, `filter` and `call` write to a counted buffer.
