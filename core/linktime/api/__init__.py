@@ -3,13 +3,11 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
-import anyio
 from litestar import Litestar, Request, Response, delete, get, post, put
 from litestar.di import NamedDependency, Provide
 from litestar.enums import RequestEncodingType
@@ -35,6 +33,7 @@ from ..engine import Hub
 from ..errors import FieldError, InputError, NotFound, pydantic_fields
 from ..integrations import IntegrationOut
 from ..models import BookingEvent
+from ..offload import offload
 from ..runs import EventInspection, RunSummary
 from ..statuses import RunStatus
 from ..testruns import TestRunOut
@@ -134,15 +133,6 @@ class _BodiesAsDeclared(PydanticInitPlugin):
         return [(_is_model, _validate_body), *super().decoders(validate_strict)]
 
 
-T = TypeVar("T")
-
-
-async def _offload(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run blocking database work in a worker thread. (Litestar's sync_to_thread handlers
-    break a GET that shares its path with a DELETE, so handlers are async and offload.)"""
-    return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
-
-
 def too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> str | None:
     """Where ``value`` (decoded JSON) nests lists and objects deeper than ``limit``, as the
     dotted path of the field that holds them, or None. A loop, not recursion: the depth is the
@@ -224,7 +214,7 @@ def create_app(
         header = request.headers.get("authorization", "")
         scheme, _, key = header.partition(" ")
         account_id = (
-            await _offload(authenticate, hub, key.strip()) if scheme.lower() == "bearer" else None
+            await offload(authenticate, hub, key.strip()) if scheme.lower() == "bearer" else None
         )
         if account_id is None:
             raise NotAuthorizedException("missing or invalid API key (Authorization: Bearer lt_…)")
@@ -241,7 +231,7 @@ def create_app(
     async def post_event(
         data: JSONBody[BookingEvent], account_id: NamedDependency[str]
     ) -> Response[EventAccepted]:
-        ingested = await _offload(hub.emit, data, account_id=account_id)
+        ingested = await offload(hub.emit, data, account_id=account_id)
         headers = {"Idempotent-Replayed": "true"} if ingested.replayed else {}
         return Response(
             EventAccepted.model_validate(ingested.answer),
@@ -253,18 +243,18 @@ def create_app(
     async def create_workflow(
         data: JSONBody[WorkflowIn], account_id: NamedDependency[str]
     ) -> WorkflowSaved:
-        created, generated = await _offload(workflows.create, hub, account_id, data)
+        created, generated = await offload(workflows.create, hub, account_id, data)
         return WorkflowSaved(**created.model_dump(), generated_secrets=generated)
 
     @get("/v1/workflows", summary="List workflows")
     async def list_workflows(account_id: NamedDependency[str]) -> list[WorkflowOut]:
-        return await _offload(workflows.list_all, hub, account_id)
+        return await offload(workflows.list_all, hub, account_id)
 
     @get("/v1/workflows/{workflow_id:str}", summary="Get a workflow")
     async def get_workflow(
         workflow_id: FromPath[str], account_id: NamedDependency[str]
     ) -> WorkflowOut:
-        return await _offload(workflows.get, hub, account_id, workflow_id)
+        return await offload(workflows.get, hub, account_id, workflow_id)
 
     @put(
         "/v1/workflows/{workflow_id:str}",
@@ -276,7 +266,7 @@ def create_app(
     async def update_workflow(
         workflow_id: FromPath[str], data: JSONBody[WorkflowIn], account_id: NamedDependency[str]
     ) -> WorkflowSaved:
-        updated, generated = await _offload(workflows.update, hub, account_id, workflow_id, data)
+        updated, generated = await offload(workflows.update, hub, account_id, workflow_id, data)
         return WorkflowSaved(**updated.model_dump(), generated_secrets=generated)
 
     @delete(
@@ -284,23 +274,23 @@ def create_app(
         summary="Delete a workflow (its pending runs are cancelled)",
     )
     async def delete_workflow(workflow_id: FromPath[str], account_id: NamedDependency[str]) -> None:
-        await _offload(workflows.delete, hub, account_id, workflow_id)
+        await offload(workflows.delete, hub, account_id, workflow_id)
 
     @post("/v1/workflows/{workflow_id:str}/enable", status_code=200)
     async def enable_workflow(
         workflow_id: FromPath[str], account_id: NamedDependency[str]
     ) -> WorkflowOut:
-        return await _offload(workflows.set_enabled, hub, account_id, workflow_id, True)
+        return await offload(workflows.set_enabled, hub, account_id, workflow_id, True)
 
     @post("/v1/workflows/{workflow_id:str}/disable", status_code=200)
     async def disable_workflow(
         workflow_id: FromPath[str], account_id: NamedDependency[str]
     ) -> WorkflowOut:
-        return await _offload(workflows.set_enabled, hub, account_id, workflow_id, False)
+        return await offload(workflows.set_enabled, hub, account_id, workflow_id, False)
 
     @get("/v1/runs/{run_id:str}", summary="A run with its steps and attempts")
     async def get_run(run_id: FromPath[str], account_id: NamedDependency[str]) -> RunOut:
-        return RunOut.of(await _offload(runs.get_run, hub, account_id, run_id))
+        return RunOut.of(await offload(runs.get_run, hub, account_id, run_id))
 
     @post("/v1/workflows/{workflow_id:str}/test", status_code=200, summary="Test a workflow")
     async def test_workflow(
@@ -309,18 +299,18 @@ def create_app(
         """``dry_run`` renders every step and sends nothing; ``live`` sends to the test
         recipients, marked as a test. Works before the workflow is enabled."""
         if data.mode == "dry_run":
-            return await _offload(testruns.dry_run, hub, account_id, workflow_id, data.event)
-        return await _offload(
+            return await offload(testruns.dry_run, hub, account_id, workflow_id, data.event)
+        return await offload(
             testruns.live, hub, account_id, workflow_id, data.recipients, data.event
         )
 
     @get("/v1/templates", summary="Ready-made workflows the plan allows")
     async def list_templates(account_id: NamedDependency[str]) -> list[TemplateOut]:
-        return await _offload(workflows.list_templates, hub, account_id)
+        return await offload(workflows.list_templates, hub, account_id)
 
     @post("/v1/templates/{name:str}/workflows", summary="Create a workflow from a template")
     async def from_template(name: FromPath[str], account_id: NamedDependency[str]) -> WorkflowSaved:
-        created, generated = await _offload(workflows.create_from_template, hub, account_id, name)
+        created, generated = await offload(workflows.create_from_template, hub, account_id, name)
         return WorkflowSaved(**created.model_dump(), generated_secrets=generated)
 
     @get("/v1/runs", summary="Runs, newest first, filtered by workflow, status and time")
@@ -332,7 +322,7 @@ def create_app(
         until: FromQuery[datetime | None] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
     ) -> list[RunSummary]:
-        return await _offload(
+        return await offload(
             runs.list_runs,
             hub,
             account_id,
@@ -358,7 +348,7 @@ def create_app(
             HeaderParameter(name="Idempotency-Key", description=f"Up to {runs.MAX_KEY} characters"),
         ] = None,
     ) -> Response[RunRef]:
-        made = await _offload(runs.replay, hub, account_id, run_id, idempotency_key)
+        made = await offload(runs.replay, hub, account_id, run_id, idempotency_key)
         return Response(
             RunRef(id=made.run_id, workflow_id=made.workflow_id),
             status_code=201,
@@ -369,36 +359,36 @@ def create_app(
     async def inspect_event(
         event_id: FromPath[str], account_id: NamedDependency[str]
     ) -> EventInspection:
-        return await _offload(runs.inspect_event, hub, account_id, event_id)
+        return await offload(runs.inspect_event, hub, account_id, event_id)
 
     @get("/v1/plan", summary="The account's plan: active workflows against the limit")
     async def get_plan(account_id: NamedDependency[str]) -> PlanOut:
-        usage = await _offload(workflows.plan_usage, hub, account_id)
+        usage = await offload(workflows.plan_usage, hub, account_id)
         return PlanOut(**vars(usage))
 
     @get("/v1/api-keys", summary="The account's API keys (never the keys themselves)")
     async def list_keys(account_id: NamedDependency[str]) -> list[accounts.KeyOut]:
-        return await _offload(accounts.list_keys, hub, account_id)
+        return await offload(accounts.list_keys, hub, account_id)
 
     @post("/v1/api-keys", summary="Create an API key: shown this once")
     async def create_key(account_id: NamedDependency[str]) -> accounts.NewKey:
-        return await _offload(accounts.create_key, hub, account_id)
+        return await offload(accounts.create_key, hub, account_id)
 
     @post("/v1/api-keys/{key_id:str}/revoke", status_code=200, summary="Revoke an API key")
     async def revoke_key(
         key_id: FromPath[str], account_id: NamedDependency[str]
     ) -> accounts.KeyOut:
-        return await _offload(accounts.revoke_key, hub, account_id, key_id)
+        return await offload(accounts.revoke_key, hub, account_id, key_id)
 
     @get("/v1/integrations", summary="Integrations and whether connected")
     async def list_integrations(account_id: NamedDependency[str]) -> list[IntegrationOut]:
-        return await _offload(integrations.list_all, hub, account_id)
+        return await offload(integrations.list_all, hub, account_id)
 
     @get("/v1/integrations/{name:str}", summary="One integration, masked")
     async def get_integration(
         name: FromPath[str], account_id: NamedDependency[str]
     ) -> IntegrationOut:
-        return await _offload(integrations.get, hub, account_id, name)
+        return await offload(integrations.get, hub, account_id, name)
 
     @put(
         "/v1/integrations/{name:str}",
@@ -407,14 +397,14 @@ def create_app(
     async def put_integration(
         name: FromPath[str], data: JSONBody[dict[str, Any]], account_id: NamedDependency[str]
     ) -> IntegrationOut:
-        return await _offload(integrations.connect, hub, account_id, name, data)
+        return await offload(integrations.connect, hub, account_id, name, data)
 
     @delete(
         "/v1/integrations/{name:str}",
         summary="Disconnect",
     )
     async def delete_integration(name: FromPath[str], account_id: NamedDependency[str]) -> None:
-        await _offload(integrations.disconnect, hub, account_id, name)
+        await offload(integrations.disconnect, hub, account_id, name)
 
     @get("/v1/plugins", summary="Installed triggers and actions")
     async def list_plugins(account_id: NamedDependency[str]) -> PluginsOut:
@@ -441,7 +431,7 @@ def create_app(
             with hub.db.connect() as conn:
                 conn.execute(text("SELECT 1"))
 
-        await _offload(ping)
+        await offload(ping)
         return {"status": "ok"}
 
     from ..dashboard import DashboardPlugin  # dashboard (imports this module: import it here)

@@ -33,11 +33,11 @@ from pydantic import BaseModel, ValidationError
 
 from .. import integrations, plans, runs, testruns, workflows
 from ..actions import TriggerType
-from ..api import _offload
 from ..api.schemas import RunOut
 from ..engine import Hub
 from ..errors import FieldError, InputError, NotFound, pydantic_fields
 from ..models import sample_event
+from ..offload import offload
 from ..statuses import RunStatus
 from ..storage import new_id
 from ..workflows import MAX_STEPS, GeneratedSecret, WorkflowIn, WorkflowOut
@@ -203,7 +203,7 @@ async def _provide_me(request: AnyRequest, hub: NamedDependency[Hub]) -> Me:
     key_id = request.session.get("key_id")
     if not isinstance(key_id, str):
         raise SignInRequired
-    found = await _offload(signed_in, hub, key_id)
+    found = await offload(signed_in, hub, key_id)
     if found is None:  # the key was revoked: this session is over
         request.session.pop("key_id", None)
         raise SignInRequired
@@ -261,7 +261,7 @@ async def login_page(request: AnyRequest, next: FromQuery[str | None] = None) ->
 async def login(request: AnyRequest, hub: NamedDependency[Hub]) -> Template | Redirect:
     form = await request.form()
     key = str(form.get("api_key", "")).strip()
-    found = await _offload(key_id_for, hub, key) if key else None
+    found = await offload(key_id_for, hub, key) if key else None
     target = _safe_next(form.get("next"))
     if found is None:
         return page(
@@ -286,16 +286,16 @@ async def logout(request: AnyRequest) -> Redirect:
 
 
 async def _usage(hub: Hub, me: Me) -> plans.PlanUsage:
-    return await _offload(workflows.plan_usage, hub, me.account_id)
+    return await offload(workflows.plan_usage, hub, me.account_id)
 
 
 @get("/workflows")
 async def workflows_page(
     request: AnyRequest, hub: NamedDependency[Hub], me: NamedDependency[Me]
 ) -> Template:
-    items = await _offload(workflows.list_all, hub, me.account_id)
+    items = await offload(workflows.list_all, hub, me.account_id)
     usage = await _usage(hub, me)
-    offered = await _offload(workflows.list_templates, hub, me.account_id)
+    offered = await offload(workflows.list_templates, hub, me.account_id)
     rows = [
         {
             "id": w.id,
@@ -337,7 +337,7 @@ async def toggle(
     form = await request.form()
     enabled = str(form.get("enabled")) == "true"
     try:
-        wf = await _offload(workflows.set_enabled, hub, me.account_id, workflow_id, enabled)
+        wf = await offload(workflows.set_enabled, hub, me.account_id, workflow_id, enabled)
     except InputError as exc:
         _flash(request, f"Could not {'enable' if enabled else 'disable'}: {exc}", "error")
     else:
@@ -352,8 +352,8 @@ async def delete_workflow(
     me: NamedDependency[Me],
     workflow_id: FromPath[str],
 ) -> Redirect:
-    wf = await _offload(workflows.get, hub, me.account_id, workflow_id)
-    await _offload(workflows.delete, hub, me.account_id, workflow_id)
+    wf = await offload(workflows.get, hub, me.account_id, workflow_id)
+    await offload(workflows.delete, hub, me.account_id, workflow_id)
     _flash(request, f"Deleted “{wf.name}”.")
     return _see_other("/workflows")
 
@@ -379,7 +379,7 @@ async def create_from_template(
     form = await request.form()
     name = str(form.get("template", ""))
     try:
-        created, secrets = await _offload(_from_template, hub, me.account_id, name)
+        created, secrets = await offload(_from_template, hub, me.account_id, name)
     except InputError as exc:
         _flash(request, f"The template could not be used: {exc}", "error")
         return _see_other("/workflows")
@@ -619,7 +619,7 @@ async def edit_workflow(
     me: NamedDependency[Me],
     workflow_id: FromPath[str],
 ) -> Template:
-    wf = await _offload(workflows.get, hub, me.account_id, workflow_id)
+    wf = await offload(workflows.get, hub, me.account_id, workflow_id)
     context = _editor_context(hub, _state_of(hub, wf), wf, [], await _allowed(hub, me))
     return page(request, "editor.html", me=me, **context)
 
@@ -633,7 +633,7 @@ async def _editor_post(
     stored = None
     wf = None
     if workflow_id is not None:
-        wf = await _offload(workflows.get, hub, me.account_id, workflow_id)
+        wf = await offload(workflows.get, hub, me.account_id, workflow_id)
         stored = _state_of(hub, wf)
     form = await request.form()
     state = _read_state(hub, form, stored)
@@ -657,7 +657,7 @@ async def _editor_post(
             state.steps[index], state.steps[other] = state.steps[other], state.steps[index]
     else:
         try:
-            saved = await _offload(_save, hub, me.account_id, workflow_id, state)
+            saved = await offload(_save, hub, me.account_id, workflow_id, state)
         except InputError as exc:
             errors = exc.fields or [FieldError("workflow", exc.message)]
             context = _editor_context(hub, state, wf, errors, await _allowed(hub, me))
@@ -698,11 +698,11 @@ async def test_workflow(
     workflow_id: FromPath[str],
     event_type: FromQuery[str | None] = None,
 ) -> Template:
-    wf = await _offload(workflows.get, hub, me.account_id, workflow_id)
+    wf = await offload(workflows.get, hub, me.account_id, workflow_id)
     event_types = [t.name for t in hub.registry.triggers.values() if t.kind == "event"]
     chosen = event_type if event_type in event_types else None
     event = sample_event(chosen) if chosen else None
-    preview = await _offload(testruns.dry_run, hub, me.account_id, workflow_id, event)
+    preview = await offload(testruns.dry_run, hub, me.account_id, workflow_id, event)
     return page(
         request,
         "test.html",
@@ -723,8 +723,8 @@ async def workflow_runs(
     me: NamedDependency[Me],
     workflow_id: FromPath[str],
 ) -> Template:
-    wf = await _offload(workflows.get, hub, me.account_id, workflow_id)
-    items = await _offload(runs.list_runs, hub, me.account_id, workflow_id=workflow_id)
+    wf = await offload(workflows.get, hub, me.account_id, workflow_id)
+    items = await offload(runs.list_runs, hub, me.account_id, workflow_id=workflow_id)
     return page(
         request,
         "runs.html",
@@ -744,7 +744,7 @@ async def all_runs(
     status: FromQuery[str | None] = None,
 ) -> Template:
     chosen = status if status in frozenset(RunStatus) else None
-    items = await _offload(runs.list_runs, hub, me.account_id, status=chosen)
+    items = await offload(runs.list_runs, hub, me.account_id, status=chosen)
     return page(
         request,
         "runs.html",
@@ -760,8 +760,8 @@ async def all_runs(
 async def run_page(
     request: AnyRequest, hub: NamedDependency[Hub], me: NamedDependency[Me], run_id: FromPath[str]
 ) -> Template:
-    run = RunOut.of(await _offload(runs.get_run, hub, me.account_id, run_id))
-    event_id = await _offload(services.event_of_run, hub, me.account_id, run_id)
+    run = RunOut.of(await offload(runs.get_run, hub, me.account_id, run_id))
+    event_id = await offload(services.event_of_run, hub, me.account_id, run_id)
     steps = [{"title": _action_title(hub, s.action), **s.model_dump()} for s in run.steps]
     # The replay button's Idempotency-Key, one per rendering: a double click replays once.
     replay_key = new_id("rpl")
@@ -782,7 +782,7 @@ async def replay_run(
 ) -> Redirect:
     key = str((await request.form()).get("idempotency_key", "")).strip()[:200] or None
     try:
-        made = await _offload(runs.replay, hub, me.account_id, run_id, key)
+        made = await offload(runs.replay, hub, me.account_id, run_id, key)
     except InputError as exc:
         _flash(request, f"Not replayed: {exc.message}", "error")
         return _see_other(f"/runs/{run_id}")
@@ -797,7 +797,7 @@ async def replay_run(
 async def event_page(
     request: AnyRequest, hub: NamedDependency[Hub], me: NamedDependency[Me], event_id: FromPath[str]
 ) -> Template:
-    found = await _offload(runs.inspect_event, hub, me.account_id, event_id)
+    found = await offload(runs.inspect_event, hub, me.account_id, event_id)
     by_id = {r.id: r for r in found.runs}
     decisions = [
         {
@@ -848,7 +848,7 @@ async def _integrations_page(
     errors: list[FieldError] | None = None,
     status: int = 200,
 ) -> Template:
-    items = await _offload(integrations.list_all, hub, me.account_id)
+    items = await offload(integrations.list_all, hub, me.account_id)
     cards = []
     for item in items:
         specs = _credential_specs(_credential_models(hub, item.name))
@@ -906,7 +906,7 @@ async def connect_integration(
     form = await request.form()
     raw = forms.read_raw(_credential_specs(models), {k: str(v) for k, v in form.items()}, "")
     try:
-        await _offload(_connect, hub, me.account_id, name, raw)
+        await offload(_connect, hub, me.account_id, name, raw)
     except InputError as exc:
         return await _integrations_page(
             request,
@@ -925,7 +925,7 @@ async def connect_integration(
 async def disconnect_integration(
     request: AnyRequest, hub: NamedDependency[Hub], me: NamedDependency[Me], name: FromPath[str]
 ) -> Redirect:
-    await _offload(integrations.disconnect, hub, me.account_id, name)
+    await offload(integrations.disconnect, hub, me.account_id, name)
     _flash(request, f"{name} is disconnected; its stored settings were deleted.")
     return _see_other("/settings/integrations")
 
