@@ -127,7 +127,7 @@ HOSTILE = {
     "urlize-words": "{{ ('ab ' * 30000)|urlize }}",
     "title-words": "{{ ('ab ' * 30000)|title }}",
     # cheap steps that each cost CPU: the thread's CPU time is checked at the counters
-    "cpu": "{% for a in range(9000) %}{% set n = booking.notes.split('n')|length %}{% endfor %}",
+    "cpu": "{% for a in range(9000) %}{% set n = booking.notes|wordcount %}{% endfor %}",
 }
 
 
