@@ -5,6 +5,7 @@ tests; it never skips them."""
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,7 +25,7 @@ from linktime.scheduler import Scheduler
 from linktime.settings import Settings
 from linktime.storage import Run
 from linktime.testing import scratch_database
-from linktime.worker import bind, make_broker, start_in_process
+from linktime.worker import QUEUE, bind, make_broker, start_in_process
 from pydantic import BaseModel
 
 PG = os.environ.get("LINKTIME_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -91,17 +92,51 @@ class Clock:
         self.now += timedelta(**delta)
 
 
+class CountingScheduler(Scheduler):
+    """The real scheduler loop, counting the ticks it finishes, so that a test waits for the
+    next ones instead of sleeping."""
+
+    def __init__(self, hub: Hub) -> None:
+        super().__init__(hub)
+        self.ticks = 0
+        self._ticked = threading.Condition()
+
+    def tick(self) -> int:
+        handed = super().tick()
+        with self._ticked:
+            self.ticks += 1
+            self._ticked.notify_all()
+        return handed
+
+    def wait_ticks(self, count: int, timeout: float = 30) -> None:
+        """Return once ``count`` more ticks have finished (a failed tick does not count)."""
+        with self._ticked:
+            target = self.ticks + count
+            if not self._ticked.wait_for(lambda: self.ticks >= target, timeout):
+                raise AssertionError(f"the scheduler did not tick {count} times in {timeout}s")
+
+
 @dataclass
 class System:
     hub: Hub
     broker: dramatiq.Broker
     worker: dramatiq.Worker | None = None
-    scheduler: Scheduler | None = None
+    scheduler: CountingScheduler | None = None
 
     def start(self) -> None:
         self.worker = start_in_process(self.hub, self.broker, self.hub.settings.worker_threads)
-        self.scheduler = Scheduler(self.hub)
+        self.scheduler = CountingScheduler(self.hub)
         self.scheduler.start()
+
+    def settle(self, timeout: float = 30) -> None:
+        """Return once everything due by now (by the test's clock) has been handed out and
+        executed: two scheduler ticks finished after this call (the one under way may have
+        read the clock before the test moved it), then every message in the broker, those
+        ticks' included, acknowledged by the worker. A send that has not happened by then was
+        not going to happen now; tests assert absence only after this."""
+        assert self.scheduler is not None, "settle() needs a started system"
+        self.scheduler.wait_ticks(2, timeout)
+        self.broker.join(QUEUE, timeout=int(timeout * 1000))
 
     def stop(self) -> None:
         if self.scheduler:
@@ -155,10 +190,16 @@ def make_system(tmp_path: Any, pg_url: str, redis_url: str) -> Iterator[Callable
         return system
 
     yield make
+    client = redis.Redis.from_url(redis_url)
     for system in systems:
         system.stop()
         system.broker.close()
         system.hub.close()
+        # Messages left behind (re-sends of finished runs) would stay in Redis for good.
+        leftovers = list(client.scan_iter(f"{system.hub.settings.broker_namespace}:*"))
+        if leftovers:
+            client.delete(*leftovers)
+    client.close()
 
 
 @pytest.fixture

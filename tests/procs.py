@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from dramatiq.brokers.redis import MAINTENANCE_SCALE, RedisBroker
 from linktime.testing import Received
+from linktime.worker import QUEUE
 from sqlalchemy import create_engine, text
 
 LINKTIME = str(Path(sys.executable).parent / "linktime")
@@ -69,6 +71,24 @@ def wait_http(url: str, timeout: float = 30) -> None:
             pass
         time.sleep(0.1)
     raise AssertionError(f"{url} did not come up in {timeout}s")
+
+
+def drain(redis_url: str, namespace: str, timeout: float = 60) -> None:
+    """Return once every message in the broker has been processed, those a killed worker had
+    fetched included. Dramatiq hands those back to the queue once the dead worker's heartbeat
+    is older than 60 s, at a random later call; here every call looks, and 3 s of silence is
+    enough (a live idle worker polls Redis every second). Call it once nothing hands out runs
+    any more (the scheduler stopped): a send that has not happened by then never will."""
+    broker = RedisBroker(
+        url=redis_url,
+        namespace=namespace,
+        heartbeat_timeout=3000,
+        maintenance_chance=MAINTENANCE_SCALE,
+    )
+    try:
+        broker.join(QUEUE, timeout=int(timeout * 1000))
+    finally:
+        broker.close()
 
 
 @dataclass(frozen=True)

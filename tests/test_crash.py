@@ -19,6 +19,7 @@ from .conftest import LOOPBACK
 from .procs import (
     assert_nothing_lost_nothing_resent,
     clean_env,
+    drain,
     kill9,
     serve_with_account,
     start,
@@ -41,10 +42,11 @@ def chain(url: str) -> list[dict[str, object]]:
 def test_kill_9_of_a_worker_mid_chain(
     tmp_path: Path, pg_url: str, redis_url: str, http_receiver: HttpReceiver
 ) -> None:
+    namespace = f"lt-crash-{uuid.uuid4().hex[:8]}"
     env = clean_env(
         LINKTIME_DATABASE_URL=pg_url,
         LINKTIME_REDIS_URL=redis_url,
-        LINKTIME_BROKER_NAMESPACE=f"lt-crash-{uuid.uuid4().hex[:8]}",
+        LINKTIME_BROKER_NAMESPACE=namespace,
         LINKTIME_SECRET_KEY="crash-test",
         LINKTIME_STEP_LEASE_SECONDS="3",
         # Every installed action's timeout must be below the lease, or the worker refuses to start.
@@ -90,7 +92,10 @@ def test_kill_9_of_a_worker_mid_chain(
         while set(step_states(pg_url).values()) != {"succeeded"}:
             assert time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.2)
-        time.sleep(1)  # let any stray duplicate arrive before counting
+        # Before counting: nothing hands out runs any more, and every message handed out so
+        # far (the killed worker's unfinished ones too) has been processed.
+        stop([scheduler])
+        drain(redis_url, namespace)
         assert_nothing_lost_nothing_resent(before, step_states(pg_url), http_receiver.requests)
         assert len(step_states(pg_url)) == RUNS * STEPS
     finally:
@@ -102,23 +107,23 @@ def test_embedded_default_end_to_end_and_restart(
     tmp_path: Path, http_receiver: HttpReceiver
 ) -> None:
     """`linktime serve` with no services configured: SQLite, in-process broker and worker."""
-    env = clean_env(LINKTIME_WEBHOOK_ALLOWED_NETWORKS=LOOPBACK)
+    # One worker thread: runs execute in the order their messages were sent (see the marker).
+    env = clean_env(LINKTIME_WEBHOOK_ALLOWED_NETWORKS=LOOPBACK, LINKTIME_WORKER_THREADS="1")
     served = serve_with_account(env, tmp_path, "--plan", "free")
     serve, port, base, log = served.proc, served.port, served.base, served.log
     restarted = None
     headers = {"Authorization": f"Bearer {served.key}"}
     try:
-        r = httpx.post(
-            f"{base}/v1/workflows",
-            headers=headers,
-            json={
-                "name": "chain",
-                "trigger": "booking.created",
-                "enabled": True,
-                "steps": chain(http_receiver.url),
-            },
-        )
-        assert r.status_code == 201, r.text
+        for name, trigger, steps in [
+            ("chain", "booking.created", chain(http_receiver.url)),
+            ("marker", "booking.cancelled", chain(http_receiver.url + "/marker")[:1]),
+        ]:
+            r = httpx.post(
+                f"{base}/v1/workflows",
+                headers=headers,
+                json={"name": name, "trigger": trigger, "enabled": True, "steps": steps},
+            )
+            assert r.status_code == 201, r.text
 
         event = sample_event(id="evt_first").model_dump(mode="json")
         run_id = httpx.post(f"{base}/v1/events", headers=headers, json=event).json()["runs"][0][
@@ -144,10 +149,13 @@ def test_embedded_default_end_to_end_and_restart(
         wait_http(f"{base}/healthz")
         run = wait_run(base, headers, run_id)
         assert run["status"] == "succeeded", run
-        time.sleep(1)
-        assert_nothing_lost_nothing_resent(
-            before, step_states(db_url, run_id), http_receiver.requests
-        )
+        # Before counting: a marker run sent now has finished, so every message sent before it
+        # (a second hand-out of the resumed run, say) has been executed.
+        marker = sample_event("booking.cancelled", id="evt_marker").model_dump(mode="json")
+        marker_run = httpx.post(f"{base}/v1/events", headers=headers, json=marker).json()
+        assert wait_run(base, headers, marker_run["runs"][0]["id"])["status"] == "succeeded"
+        received = [r for r in http_receiver.requests if not r.path.startswith("/marker")]
+        assert_nothing_lost_nothing_resent(before, step_states(db_url, run_id), received)
         stop([restarted])
         # uvicorn re-raises SIGTERM after a graceful shutdown; the log tells that it was one
         # (a failing shutdown hook logs "Application shutdown failed" instead)

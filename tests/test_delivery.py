@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import threading
-import time
 from collections.abc import Callable
 
 import pytest
@@ -88,7 +87,7 @@ def test_the_same_event_id_runs_once(system: System, http_receiver: HttpReceiver
     assert second.replayed and not first.replayed
     assert len(first.run_ids) == 1
     system.wait_run(acc, first.run_ids[0])
-    time.sleep(1)  # a second run, had one been started, would have delivered by now
+    system.settle()  # a second run or message, had the replay made one, has been executed now
     assert [r.path for r in http_receiver.requests] == ["/once"]
 
 

@@ -3,7 +3,6 @@ moves: they follow reschedules and cancellations, edits to the workflow, and fir
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,7 +16,6 @@ from linktime.testing import HttpReceiver
 from .conftest import Clock, System
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
-TICKS = 0.4  # long enough for several scheduler ticks and a delivery
 
 
 def event(
@@ -51,8 +49,9 @@ def remind(
     )
 
 
-def sent(receiver: HttpReceiver) -> list[dict[str, Any]]:
-    time.sleep(TICKS)
+def sent(system: System, receiver: HttpReceiver) -> list[dict[str, Any]]:
+    """What the receiver got once everything due by the test's clock has been executed."""
+    system.settle()
     return [r.json() for r in receiver.requests]
 
 
@@ -68,11 +67,11 @@ def test_fires_at_due_time_once(
     assert answer.answer["runs"][0]["due_at"] == "2026-12-01T11:00:00Z"
 
     clock.advance(hours=1, minutes=59, seconds=59)
-    assert sent(http_receiver) == []
+    assert sent(reminders, http_receiver) == []
     clock.advance(seconds=1)
     http_receiver.wait_for(1)
     clock.advance(hours=2)
-    body = sent(http_receiver)
+    body = sent(reminders, http_receiver)
     assert len(body) == 1
     assert body[0]["type"] == "meeting.before"
     assert body[0]["data"]["booking"]["start"] == "2026-12-01T12:00:00Z"
@@ -90,11 +89,11 @@ def test_reschedule_fires_only_at_the_new_time(
     assert hub.emit(moved, account_id=acc.id).answer["runs"][0]["due_at"] == "2026-12-01T13:00:00Z"
 
     clock.advance(hours=2, minutes=50)  # past the old due time (11:00)
-    assert sent(http_receiver) == []
+    assert sent(reminders, http_receiver) == []
     clock.advance(hours=2)  # 13:00, the new due time
     http_receiver.wait_for(1)
     clock.advance(hours=3)
-    body = sent(http_receiver)
+    body = sent(reminders, http_receiver)
     assert len(body) == 1 and body[0]["data"]["booking"]["start"] == "2026-12-01T14:00:00Z"
 
 
@@ -116,7 +115,7 @@ def test_cancelled_booking_never_gets_a_reminder(
     assert hub.emit(late_event, account_id=acc.id).answer["runs"] == []
 
     clock.advance(hours=10)
-    assert sent(http_receiver) == []
+    assert sent(reminders, http_receiver) == []
     runs = [r for r in _runs(reminders, acc) if r.trigger == "meeting.before"]
     assert [(r.status, r.note) for r in runs] == [("cancelled", "the booking was cancelled")]
 
@@ -141,7 +140,7 @@ def test_reminder_for_a_meeting_already_started_is_skipped_with_the_reason(
     run = reminders.hub.emit(started, account_id=acc.id).answer["runs"][0]
     assert run["status"] == "skipped"
     assert "already past when planned and the meeting had started" in run["note"]
-    assert sent(http_receiver) == []
+    assert sent(reminders, http_receiver) == []
 
 
 def test_after_meeting_fires_after_the_end(
@@ -151,7 +150,7 @@ def test_after_meeting_fires_after_the_end(
     remind(reminders, acc, http_receiver.url, trigger="meeting.after", minutes=15)
     reminders.hub.emit(event("booking.created", 1, T0 + timedelta(hours=1)), account_id=acc.id)
     clock.advance(hours=1, minutes=44)  # meeting ends 10:30, survey due 10:45
-    assert sent(http_receiver) == []
+    assert sent(reminders, http_receiver) == []
     clock.advance(minutes=1)
     assert http_receiver.wait_for(1)[0].json()["type"] == "meeting.after"
 
@@ -185,7 +184,7 @@ def test_pending_reminders_follow_workflow_edits(
     clock.advance(hours=2, minutes=45)
     received = http_receiver.wait_for(1)
     assert [r.path for r in received] == ["/edited"]  # the steps as edited, not as planned
-    assert len(sent(http_receiver)) == 1
+    assert len(sent(reminders, http_receiver)) == 1
 
 
 def test_enabling_plans_existing_future_bookings_only(
