@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Callable, Iterator
+from enum import StrEnum
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from linktime.models import sample_event
 from linktime.storage import Event, Workflow
 from litestar.exceptions import LitestarDeprecationWarning
 from litestar.testing import TestClient
+from pydantic import BaseModel
 from sqlalchemy import func, select, text
 
 from .conftest import NoSettings, System, registry_with
@@ -27,9 +29,27 @@ def succeed(_: ActionContext) -> Result:
     return Result.ok()
 
 
+class Quality(StrEnum):
+    FINE = "fine"
+    STANDARD = "standard"
+
+
+class Options(BaseModel):
+    """A third party's settings (and credentials) of the types JSON carries loosely."""
+
+    urgent: bool = False
+    copies: int = 1
+    quality: Quality = Quality.STANDARD
+
+
 @pytest.fixture
 def api(make_system: Callable[..., System]) -> Iterator[tuple[System, TestClient[Any], str]]:
-    system = make_system(registry=registry_with(ActionType("test.ok", "OK", NoSettings, succeed)))
+    options = ActionType(
+        "test.options", "Options", Options, succeed, credentials=Options, integration="opts"
+    )
+    system = make_system(
+        registry=registry_with(ActionType("test.ok", "OK", NoSettings, succeed), options)
+    )
     with TestClient(create_app(system.hub)) as client:
         yield system, client, system.account().api_key
 
@@ -166,6 +186,29 @@ def test_a_workflow_field_of_the_wrong_type_is_named_not_coerced(
     assert created.status_code == 201
     r = client.put(f"/v1/workflows/{created.json()['id']}", json=body, headers=headers(key))
     assert r.status_code == 422 and r.json()["fields"][0]["field"] == field
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("urgent", "yes"), ("urgent", 1), ("copies", "3"), ("quality", "FINE")]
+)
+def test_step_settings_and_integrations_are_validated_strictly_too(
+    api: tuple[System, TestClient[Any], str], field: str, value: Any
+) -> None:
+    system, client, key = api
+    step = {"action": "test.options", "settings": {field: value}}
+    body = {"name": "w", "trigger": "booking.created", "steps": [step]}
+    r = client.post("/v1/workflows", json=body, headers=headers(key))
+    assert r.status_code == 422
+    assert [f["field"] for f in r.json()["fields"]] == [f"steps.0.settings.{field}"]
+    r = client.put("/v1/integrations/opts", json={field: value}, headers=headers(key))
+    assert r.status_code == 422 and [f["field"] for f in r.json()["fields"]] == [field]
+    assert count(system, Workflow) == 0
+
+    # what JSON means is taken: a boolean, a number, an enum's value
+    good = {"urgent": True, "copies": 3, "quality": "fine"}
+    step["settings"] = good
+    assert client.post("/v1/workflows", json=body, headers=headers(key)).status_code == 201
+    assert client.put("/v1/integrations/opts", json=good, headers=headers(key)).status_code == 200
 
 
 def test_a_server_failure_is_a_500_in_the_error_shape_that_tells_nothing(

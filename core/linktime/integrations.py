@@ -14,6 +14,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from .crypto import masked, secret_fields, with_kept_secrets
 from .engine import Hub
 from .errors import InputError, NotFound, pydantic_fields
+from .inputs import validate_input
 from .storage import Integration
 
 
@@ -66,7 +67,7 @@ def connect(hub: Hub, account_id: str, name: str, data: dict[str, Any]) -> Integ
     secrets: set[str] = set()
     for model in models.values():
         try:
-            model.model_validate(data)
+            validate_input(model, data)
         except ValidationError as exc:
             raise InputError(f"the {name} settings are not valid", pydantic_fields(exc)) from None
         secrets |= set(secret_fields(model))

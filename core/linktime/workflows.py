@@ -16,6 +16,7 @@ from . import bookings, plans
 from .crypto import masked, revealed, secret_fields, with_kept_secrets
 from .engine import Hub
 from .errors import FieldError, InputError, NotFound, pydantic_fields
+from .inputs import validate_input
 from .storage import Account, Run, Workflow, WorkflowStep, new_id
 
 MAX_STEPS = 5
@@ -162,7 +163,7 @@ def _validate(
         given, masks = with_kept_secrets(action.settings, step.settings, kept, where)
         problems += masks
         try:
-            settings = action.settings.model_validate(given)
+            settings = validate_input(action.settings, given)
         except ValidationError as exc:
             problems += pydantic_fields(exc, where)
             continue

@@ -257,6 +257,13 @@ def parse(specs: list[FieldSpec], raw: Mapping[str, Raw], error_prefix: str = ""
                 out.errors.append(FieldError(error_prefix + s.name, f"not valid JSON: {exc}"))
         elif s.kind == "password" and text == MASK:
             out.blank_secrets.add(s.name)
+        elif s.kind == "number":
+            # Typed here: the settings are validated strictly, where "3" is not a number.
+            try:
+                out.data[s.name] = int(text) if s.integer else float(text)
+            except ValueError:
+                whole = "a whole number" if s.integer else "a number"
+                out.errors.append(FieldError(error_prefix + s.name, f"enter {whole}"))
         else:
             out.data[s.name] = text
     return out
