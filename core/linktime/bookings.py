@@ -28,9 +28,9 @@ from .models import Booking, BookingEvent
 from .statuses import RUN_PENDING, RunStatus, StepStatus
 from .storage import Account, BookingState, Run, RunStep, Workflow, insert_ignoring, new_id
 
-# A planned run that has not fired in one of these is its workflow's pending reminder for its
-# booking (storage.PENDING_REMINDER): what a reschedule moves. A fired one (running, or waiting
-# for a retry) has started sending; a reschedule plans another beside it.
+# A planned run no worker has taken (``unfired``) in one of these is its workflow's pending
+# reminder for its booking (storage.PENDING_REMINDER): what a reschedule moves. One a worker
+# has taken (sending, or waiting for a retry) has started; a reschedule plans another beside it.
 UNFIRED_PENDING = (RunStatus.SCHEDULED, RunStatus.QUEUED)
 
 
@@ -342,18 +342,19 @@ def on_claim(
     return Firing(RunStatus.RUNNING, current.event_id, note=note and f"the booking moved: {note}")
 
 
-def fire(conn: Connection, run_id: str, token: str, firing: Firing) -> bool:
-    """Mark a claimed planned run fired (no longer the booking's pending reminder), with the
-    event it carries; False when the lease was lost."""
-    values: dict[str, Any] = {"unfired": False, "event_id": firing.event_id}
-    if firing.note is not None:
-        values["note"] = firing.note
-    fenced = update(Run).where(Run.id == run_id, Run.lease_token == token).values(**values)
+def carry_latest(conn: Connection, run_id: str, token: str, firing: Firing) -> bool:
+    """A claimed planned run fires with the booking's latest event (it moved): record it, and
+    why; False when the lease was lost."""
+    fenced = (
+        update(Run)
+        .where(Run.id == run_id, Run.lease_token == token)
+        .values(event_id=firing.event_id, note=firing.note)
+    )
     return conn.execute(fenced).rowcount == 1
 
 
 def put_back(conn: Connection, run_id: str, token: str, firing: Firing) -> bool:
-    """Plan a claimed run again for the booking's new time, back to scheduled and let go of.
+    """Plan a claimed run again for the booking's new time: pending again, let go of.
     False when another reminder has been planned for that booking meanwhile (the reschedule
     that moved it found this one claimed) or the lease was lost."""
     other = aliased(Run)
@@ -370,6 +371,7 @@ def put_back(conn: Connection, run_id: str, token: str, firing: Firing) -> bool:
             due_at=firing.due_at,
             event_id=firing.event_id,
             note=firing.note,
+            unfired=True,
             lease_token=None,
             lease_until=None,
         )

@@ -526,10 +526,10 @@ class Hub:
         if firing.status != RunStatus.RUNNING:
             self._finish(conn, run_id, token, firing.status, firing.note)
             return None
-        if not bookings.fire(conn, run_id, token, firing):
-            raise LeaseLost(run_id)
         if firing.event_id == run.event_id:
             return context
+        if not bookings.carry_latest(conn, run_id, token, firing):
+            raise LeaseLost(run_id)
         return conn.execute(sql.CONTEXT, {"b_event": firing.event_id}).one()
 
     def _start(self, conn: Connection, claim: _Claim) -> _Step | None:

@@ -79,6 +79,9 @@ _CLAIM = (
         lease_token=bindparam("b_token"),
         lease_until=LEASE_END,
         due_at=LEASE_END,
+        # A reminder a worker has taken is no longer its booking's pending one: a reschedule
+        # from now on plans another (bookings.put_back makes it pending again if it must wait).
+        unfired=False,
     )
 )
 _CLAIMED = (

@@ -172,10 +172,10 @@ class BookingState(Base):
     last_event_at: Mapped[datetime]
 
 
-# A workflow's pending reminder for a booking: planned, not fired, not claimed. There is at
+# A workflow's pending reminder for a booking: planned, not taken by a worker. There is at
 # most one (ux_runs_pending_reminder), whatever plans it at the same time (two events about the
-# booking, an event and an enable); a fired one (running, retrying) does not count, so a
-# reschedule can plan the new time's reminder beside it.
+# booking, an event and an enable); one a worker has taken (sending, retrying) does not count,
+# so a reschedule can plan the new time's reminder beside it.
 PENDING_REMINDER = "unfired AND status IN ('scheduled', 'queued')"
 # A replay that has not finished: there is at most one per replayed run (ux_runs_pending_replay),
 # so a second click while the first replay is under way cannot send the steps twice.
@@ -238,8 +238,9 @@ class Run(Base):
     note: Mapped[str | None] = mapped_column(Text)
     test: Mapped[bool] = mapped_column(Boolean, default=False)
     continue_when_blocked: Mapped[bool] = mapped_column(Boolean, default=False)
-    # A time-triggered run planned from a booking that has not fired yet: it carries no steps
-    # until then. Cleared when it fires, so a reminder retrying later is no longer "pending".
+    # A time-triggered run planned from a booking that no worker has taken yet (it carries no
+    # steps until then). The claim clears it, so a reminder sending or retrying is no longer
+    # its booking's pending one.
     unfired: Mapped[bool] = mapped_column(Boolean, default=False)
     # A replay: the failed run it sends again, and the Idempotency-Key it was asked with.
     replay_of: Mapped[str | None] = mapped_column(String(40))
