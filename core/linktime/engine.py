@@ -760,7 +760,7 @@ class Hub:
             conn.execute(
                 update(Run)
                 .where(Run.status.in_(("queued", "running")))
-                .values(due_at=now, lease_until=now)
+                .values(due_at=now, lease_until=sql.DB_NOW)  # leases: the database's clock
             )
         return True
 
