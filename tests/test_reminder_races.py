@@ -156,8 +156,29 @@ class Hold:
         event.remove(self.engine, self.identifier, self._hook)
 
 
+def waits_or_ends(hub: Hub, done: threading.Event) -> None:
+    """PostgreSQL: return once a connection waits for a lock another holds, or ``done``."""
+    deadline = time.monotonic() + 10
+    with hub.db.connect() as monitor:
+        while not done.is_set():
+            waiting = monitor.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+            )
+            if waiting:
+                return
+            assert time.monotonic() < deadline, "nothing waits for a lock, and nothing ended"
+            time.sleep(0.01)
+
+
 def updates_runs(statement: str) -> bool:
     return statement.lstrip().startswith("UPDATE runs")
+
+
+def moves_the_reminder(statement: str) -> bool:
+    return statement.lstrip().startswith("UPDATE runs SET event_id")  # bookings.plan's move
 
 
 def test_a_reschedule_while_the_reminder_is_sent_plans_one_for_the_new_time(s: Setup) -> None:
@@ -195,6 +216,34 @@ def test_a_reschedule_while_the_reminder_is_sent_plans_one_for_the_new_time(s: S
     s.clock.advance(hours=2)
     s.fire_due()
     assert s.sender.sent == [START, MOVED]
+
+
+def test_a_worker_taking_the_reminder_as_a_reschedule_moves_it_finds_it_moved(pg: Setup) -> None:
+    [planned] = pg.emit("booking.created", 1, START)["runs"]
+    pg.clock.advance(hours=2)
+    # The reschedule has moved the reminder and not committed yet when a worker tries to take
+    # it: the worker waits for the row, then finds it scheduled for later.
+    hold = Hold(pg.hub.db, "after_cursor_execute", moves_the_reminder)
+    ingest = hold.run(lambda: pg.emit("booking.rescheduled", 2, MOVED))
+    assert hold.reached.wait(10)
+    done = threading.Event()
+
+    def work() -> None:
+        pg.hub.process_run(planned["id"])
+        done.set()
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    waits_or_ends(pg.hub, done)
+    hold.go.set()
+    ingest.join(10)
+    worker.join(10)
+    hold.remove()
+
+    assert pg.sender.sent == []
+    assert [(r.id, r.status, r.due_at) for r in pg.runs()] == [
+        (planned["id"], "scheduled", MOVED - timedelta(hours=1))
+    ]
 
 
 def test_a_reschedule_while_the_reminder_is_queued_moves_it(s: Setup) -> None:
@@ -239,17 +288,7 @@ def test_enabling_while_a_new_booking_comes_in_plans_its_reminder(s: Setup) -> N
     if postgres(s):
         # The enable runs until it waits for the event's transaction (or, without that lock,
         # to its end, having read the bookings without the new one).
-        with s.hub.db.connect() as monitor:
-            while not done.is_set():
-                waiting = monitor.scalar(
-                    text(
-                        "SELECT count(*) FROM pg_stat_activity "
-                        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-                    )
-                )
-                if waiting:
-                    break
-                time.sleep(0.01)
+        waits_or_ends(s.hub, done)
     else:
         # SQLite: the enable's transaction cannot begin while the event's is open.
         assert enable_begins.wait(10)
