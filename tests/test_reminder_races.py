@@ -403,3 +403,56 @@ def test_the_database_refuses_a_second_pending_reminder(s: Setup) -> None:
         conn.execute(
             insert(Run).values(id=new_id("run"), status="queued", **{**twin, "unfired": False})
         )
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_upgrading_keeps_the_newest_of_duplicate_pending_reminders(
+    request: pytest.FixtureRequest, tmp_path: Path, dialect: str
+) -> None:
+    """A database the old races left two pending reminders in (the old time's, queued, and the
+    new time's) takes the one-pending index: the newest stays, the older is cancelled; a run
+    that has steps (an event's) is not a reminder and is left alone."""
+    from linktime.migrations import upgrade
+    from linktime.storage import make_engine
+
+    url = request.getfixturevalue("pg_url") if dialect == "postgresql" else None
+    engine = make_engine(url or f"sqlite:///{tmp_path / 'old.db'}")
+    request.addfinalizer(engine.dispose)
+    upgrade(engine, "0004")
+    at = {"t": T0 if dialect == "postgresql" else T0.replace(tzinfo=None)}
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO accounts VALUES ('acc', 'a', 'business', :t)"), at)
+        conn.execute(
+            text(
+                "INSERT INTO events (id, account_id, event_id, type, booking_uid, occurred_at,"
+                " received_at, payload, payload_hash, answer, decisions) VALUES ('ev', 'acc',"
+                " 'evt_1', 'booking.created', 'bk_1', :t, :t, '{}', '-', '{}', '[]')"
+            ),
+            at,
+        )
+        for run_id, status in [("run_1", "queued"), ("run_2", "scheduled"), ("run_3", "queued")]:
+            conn.execute(
+                text(
+                    "INSERT INTO runs (id, account_id, workflow_id, workflow_name, event_id,"
+                    " trigger, booking_uid, status, created_at, test, continue_when_blocked)"
+                    " VALUES (:id, 'acc', 'wf_1', 'w', 'ev', 'meeting.before', 'bk_1', :status,"
+                    " :t, false, false)"
+                ),
+                {"id": run_id, "status": status, **at},
+            )
+        conn.execute(
+            text(
+                "INSERT INTO run_steps (id, run_id, position, action, settings, status, attempts)"
+                " VALUES ('stp', 'run_3', 0, 'test.remind', '{}', 'pending', 0)"
+            )
+        )
+    upgrade(engine)
+    with engine.connect() as conn:
+        runs = conn.execute(select(Run.id, Run.status, Run.unfired).order_by(Run.id)).all()
+        steps = conn.scalar(text("SELECT count(*) FROM run_steps"))
+    assert [tuple(r) for r in runs] == [
+        ("run_1", "cancelled", True),
+        ("run_2", "scheduled", True),
+        ("run_3", "queued", False),
+    ]
+    assert steps == 1  # the column was added in place: no cascade emptied the steps

@@ -222,9 +222,9 @@ def cancel_for_booking(
 def cancel_retries(
     conn: Connection, account_id: str, uid: str, workflows: list[TimeWorkflow], now: datetime
 ) -> None:
-    """A booking moved: its reminders that fired and wait to retry a step would go on with the
-    old time; they are cancelled (the new time's reminder is planned). One a worker is sending
-    right now is left to finish."""
+    """A booking moved: its reminders that have started (a worker took them) and wait to retry
+    a step would go on with the old time; they are cancelled (the new time's reminder is
+    planned). One a worker is sending right now is left to finish."""
     if not workflows:
         return
     cancel(

@@ -43,11 +43,14 @@ def upgrade() -> None:
     op.add_column(
         "runs", sa.Column("unfired", sa.Boolean(), nullable=False, server_default=sa.false())
     )
-    # A run planned before this revision carries no steps until it fires; an event's run
-    # always has at least one.
+    # A reminder no worker has taken yet: waiting for its time or queued, with no steps (they
+    # are copied when it is taken; an event's run always has at least one).
     op.execute(
         runs.update()
-        .where(~sa.exists().where(run_steps.c.run_id == runs.c.id))
+        .where(
+            runs.c.status.in_(("scheduled", "queued")),
+            ~sa.exists().where(run_steps.c.run_id == runs.c.id),
+        )
         .values(unfired=True)
     )
     # The races this revision closes may have left two pending reminders for one booking (the
