@@ -3,7 +3,8 @@ twice), a worker that dies or stalls whole loses it, and lease times are the dat
 worker whose clock is off can neither steal a live lease nor keep one past its time. Whatever a
 worker that lost its lease does afterwards is refused by the database (on PostgreSQL each write
 is its own transaction, so every one of them must check the lease). Each worker here is a Hub of
-its own over the same database, as separate processes would be."""
+its own over the same database, as separate processes would be; the lease tests run on
+PostgreSQL and SQLite."""
 
 from __future__ import annotations
 
@@ -12,18 +13,21 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
+from linktime import plugins, workflows
+from linktime.accounts import NewAccount, create_account
 from linktime.actions import ActionContext, ActionType, Result
 from linktime.engine import Hub
 from linktime.models import sample_event
 from linktime.runs import get_run
 from linktime.testing import HttpReceiver, Reply
 
-from .conftest import NoSettings, System, registry_with
+from .conftest import NoSettings, System, fast_settings, registry_with
 
 # Short, so that the tests wait for real leases to run out; the heartbeat renews every third.
 LEASE = 2.0
@@ -60,12 +64,38 @@ class Stalling:
             self.go_on.wait(30)
         return Result.ok(external_id=f"{ctx.position}/{ctx.attempt}")
 
-    def workers(self, make_system: Callable[..., System], *clocks: timedelta) -> list[System]:
+    def workers(self, make_worker: Callable[..., Hub], *clocks: timedelta) -> list[Hub]:
         registry = registry_with(ActionType("test.slow", "Slow", NoSettings, self.execute))
-        return [
-            make_system(registry=registry, clock=skewed(c), step_lease_seconds=LEASE)
-            for c in clocks
-        ]
+        return [make_worker(registry, c) for c in clocks]
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def make_worker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., Hub]]:
+    """Workers (hubs, no broker) over one database, each with its clock ``skew`` off."""
+    url = request.getfixturevalue("pg_url") if request.param == "postgresql" else None
+    hubs: list[Hub] = []
+
+    def make(registry: plugins.Registry, skew: timedelta) -> Hub:
+        settings = fast_settings(data_dir=tmp_path, database_url=url, step_lease_seconds=LEASE)
+        hub = Hub(settings, registry=registry, clock=skewed(skew))
+        hub.migrate()
+        hubs.append(hub)
+        return hub
+
+    yield make
+    for hub in hubs:
+        hub.close()
+
+
+def run_of(hub: Hub, steps: int) -> tuple[NewAccount, str]:
+    """An account whose workflow has ``steps`` test.slow steps, and the run an event starts."""
+    account = create_account(hub, "test", "business")
+    spec = {"name": "slow", "trigger": "booking.created", "enabled": True}
+    steps_in = [{"action": "test.slow"}] * steps
+    workflows.create(
+        hub, account.id, workflows.WorkflowIn.model_validate({**spec, "steps": steps_in})
+    )
+    return account, hub.emit(sample_event(), account_id=account.id).run_ids[0]
 
 
 def start(hub: Hub, run_id: str) -> tuple[threading.Thread, list[BaseException]]:
@@ -121,23 +151,21 @@ def test_a_step_longer_than_the_lease_is_sent_once(
 
 @SKEWS
 def test_a_worker_that_dies_has_its_run_recovered_and_records_nothing(
-    make_system: Callable[..., System], caplog: pytest.LogCaptureFixture, skew: timedelta
+    make_worker: Callable[..., Hub], caplog: pytest.LogCaptureFixture, skew: timedelta
 ) -> None:
     action = Stalling()
-    dying, other = action.workers(make_system, skew, timedelta(0))
-    account = dying.account()
-    dying.workflow(account, [{"action": "test.slow"}, {"action": "test.slow"}])
-    run_id = dying.hub.emit(sample_event(), account_id=account.id).run_ids[0]
-    first, errors = start(dying.hub, run_id)
+    dying, other = action.workers(make_worker, skew, timedelta(0))
+    account, run_id = run_of(dying, 2)
+    first, errors = start(dying, run_id)
     assert action.stalled.wait(10)
-    dying.hub.heartbeat.stop()  # the process is gone: nothing renews its lease any more
+    dying.heartbeat.stop()  # the process is gone: nothing renews its lease any more
 
     caplog.set_level(logging.INFO, logger="linktime.engine")
     # Once the lease has run out, whatever the dead worker's clock said, the other worker's
     # scheduler re-sends the run and the other worker finds the step it left running.
-    wait_until(lambda: run_id in other.hub.due_runs(), "the lost run is re-sent")
-    other.hub.process_run(run_id)
-    after_takeover = get_run(other.hub, account.id, run_id)
+    wait_until(lambda: run_id in other.due_runs(), "the lost run is re-sent")
+    other.process_run(run_id)
+    after_takeover = get_run(other, account.id, run_id)
     assert after_takeover.status == "waiting"
     lost_step = after_takeover.steps[0]
     assert [a.error_code for a in lost_step.attempt_log] == ["worker_lost"]
@@ -147,8 +175,8 @@ def test_a_worker_that_dies_has_its_run_recovered_and_records_nothing(
     assert f"{ids}: attempt 1 ended worker_lost (http -); retry 2 at " in caplog.text
 
     # The retry comes due and the other worker finishes the run.
-    wait_until(lambda: run_id in other.hub.due_runs(), "the retry comes due")
-    other.hub.process_run(run_id)
+    wait_until(lambda: run_id in other.due_runs(), "the retry comes due")
+    other.process_run(run_id)
     # Only now does the dead worker's delivery return: too late to count.
     caplog.clear()
     action.go_on.set()
@@ -157,7 +185,7 @@ def test_a_worker_that_dies_has_its_run_recovered_and_records_nothing(
     assert errors == []
     assert f"run {run_id}: lease lost" in caplog.text
 
-    run = get_run(other.hub, account.id, run_id)
+    run = get_run(other, account.id, run_id)
     assert run.status == "succeeded"
     assert [(a.number, a.status) for a in run.steps[0].attempt_log] == [
         (1, "retrying"),
@@ -175,16 +203,14 @@ def test_a_worker_that_dies_has_its_run_recovered_and_records_nothing(
     ids=["thief-1h-ahead", "thief-1h-behind", "holder-1h-ahead", "holder-1h-behind"],
 )
 def test_a_worker_with_a_skewed_clock_cannot_steal_a_live_lease(
-    make_system: Callable[..., System], holder: timedelta, thief: timedelta
+    make_worker: Callable[..., Hub], holder: timedelta, thief: timedelta
 ) -> None:
     action = Stalling()
-    owner, other = action.workers(make_system, holder, thief)
-    account = owner.account()
-    owner.workflow(account, [{"action": "test.slow"}])
-    run_id = owner.hub.emit(sample_event(), account_id=account.id).run_ids[0]
-    worker, errors = start(owner.hub, run_id)
+    owner, other = action.workers(make_worker, holder, thief)
+    account, run_id = run_of(owner, 1)
+    worker, errors = start(owner, run_id)
     assert action.stalled.wait(10)
-    claimed = get_run(owner.hub, account.id, run_id)
+    claimed = get_run(owner, account.id, run_id)
     assert claimed.lease_until is not None
 
     handed_out: list[str] = []
@@ -194,11 +220,11 @@ def test_a_worker_with_a_skewed_clock_cannot_steal_a_live_lease(
     late_tries = 0
     while late_tries < 3:
         late = time.monotonic() > first_lease_over
-        handed_out += other.hub.due_runs()
-        other.hub.process_run(run_id)
+        handed_out += other.due_runs()
+        other.process_run(run_id)
         late_tries += late
         time.sleep(0.05)
-    held = get_run(owner.hub, account.id, run_id)
+    held = get_run(owner, account.id, run_id)
     assert (held.status, held.lease_token) == ("running", claimed.lease_token)
     assert held.lease_until is not None and held.lease_until > claimed.lease_until
     assert run_id not in handed_out
@@ -206,7 +232,7 @@ def test_a_worker_with_a_skewed_clock_cannot_steal_a_live_lease(
     action.go_on.set()
     worker.join(10)
     assert errors == []
-    run = get_run(owner.hub, account.id, run_id)
+    run = get_run(owner, account.id, run_id)
     assert run.status == "succeeded"
     assert [(a.number, a.status) for a in run.steps[0].attempt_log] == [(1, "succeeded")]
     assert action.calls == {(0, 1): 1}
