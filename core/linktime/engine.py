@@ -68,8 +68,8 @@ _loop_lock = threading.Lock()
 def call_execute(action: ActionType, ctx: ActionContext) -> Result:
     """Run a plain or async ``execute``. Coroutines share one event loop per process, so async
     plugins can pool connections across the worker's threads; one that outlives the action's
-    ``timeout`` is cancelled and the attempt ends as a retryable ``timeout``, as a sync plugin's
-    own deadline would end it."""
+    ``timeout`` (by a tenth) is cancelled and the attempt ends as a retryable ``timeout``, as a
+    sync plugin's own deadline would end it."""
     global _loop_thread
     outcome = action.execute(ctx)
     if not inspect.isawaitable(outcome):
@@ -82,9 +82,15 @@ def call_execute(action: ActionType, ctx: ActionContext) -> Result:
     return _loop_thread.run_coroutine(_awaited(outcome, action))
 
 
+# The engine's deadline for an async attempt, in timeouts: a tenth past the action's own, so a
+# plugin that keeps its deadline at its declared timeout reports it (its message says more);
+# the engine's stops the ones that keep none.
+_DEADLINE = 1.1
+
+
 async def _awaited(awaitable: Awaitable[Result], action: ActionType) -> Result:
     try:
-        async with asyncio.timeout(action.timeout) as deadline:
+        async with asyncio.timeout(action.timeout * _DEADLINE) as deadline:
             return await awaitable
     except TimeoutError:
         if not deadline.expired():  # the plugin's own, not the engine's deadline
