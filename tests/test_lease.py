@@ -64,8 +64,11 @@ class Stalling:
             self.go_on.wait(30)
         return Result.ok(external_id=f"{ctx.position}/{ctx.attempt}")
 
-    def workers(self, make_worker: Callable[..., Hub], *clocks: timedelta) -> list[Hub]:
-        registry = registry_with(ActionType("test.slow", "Slow", NoSettings, self.execute))
+    def workers(
+        self, make_worker: Callable[..., Hub], *clocks: timedelta, timeout: float = 30.0
+    ) -> list[Hub]:
+        slow = ActionType("test.slow", "Slow", NoSettings, self.execute, timeout=timeout)
+        registry = registry_with(slow)
         return [make_worker(registry, c) for c in clocks]
 
 
@@ -195,6 +198,31 @@ def test_a_worker_that_dies_has_its_run_recovered_and_records_nothing(
     assert [(a.number, a.status) for a in run.steps[1].attempt_log] == [(1, "succeeded")]
     # The dead worker did not go on to the second step.
     assert action.calls == {(0, 1): 1, (0, 2): 1, (1, 1): 1}
+
+
+def test_a_sync_step_hung_past_its_timeout_is_taken_over(make_worker: Callable[..., Hub]) -> None:
+    action = Stalling()
+    hung, other = action.workers(make_worker, timedelta(0), timedelta(0), timeout=0.2)
+    account, run_id = run_of(hung, 1)
+    first, errors = start(hung, run_id)
+    assert action.stalled.wait(10)
+    # The hung worker's process lives on and its heartbeat beats, but no longer for this
+    # attempt: once the lease runs out the other worker takes the run over.
+    wait_until(lambda: run_id in other.due_runs(), "the hung attempt's run is re-sent")
+    other.process_run(run_id)
+    wait_until(lambda: run_id in other.due_runs(), "the retry comes due")
+    other.process_run(run_id)
+    action.go_on.set()
+    first.join(10)
+    assert errors == []
+
+    run = get_run(other, account.id, run_id)
+    assert run.status == "succeeded"
+    assert [(a.number, a.status, a.error_code) for a in run.steps[0].attempt_log] == [
+        (1, "retrying", "worker_lost"),
+        (2, "succeeded", None),
+    ]
+    assert run.steps[0].external_id == "0/2"
 
 
 @pytest.mark.parametrize(

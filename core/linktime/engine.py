@@ -82,9 +82,9 @@ def call_execute(action: ActionType, ctx: ActionContext) -> Result:
     return _loop_thread.run_coroutine(_awaited(outcome, action))
 
 
-# The engine's deadline for an async attempt, in timeouts: a tenth past the action's own, so a
+# The engine's deadline for an attempt, in timeouts: a tenth past the action's own, so a
 # plugin that keeps its deadline at its declared timeout reports it (its message says more);
-# the engine's stops the ones that keep none.
+# the engine's stops the async ones that keep none, and stops renewing the lease of a sync one.
 _DEADLINE = 1.1
 
 
@@ -575,7 +575,8 @@ class Hub:
             if blocked is not None:
                 result = Result.fail(blocked, error_code=BLOCKED)
             else:
-                result = self._execute(action, claim, step)
+                with self.heartbeat.attempting(claim.run_id, action.timeout * _DEADLINE):
+                    result = self._execute(action, claim, step)
         return result, started, int((time.perf_counter() - t0) * 1000)
 
     def _execute(self, action: ActionType, claim: _Claim, step: _Step) -> Result:

@@ -4,13 +4,16 @@ A step may take longer than the lease (a slow receiver, a plugin past its deadli
 renewal another worker would take the run over mid-send and send the step again. The heartbeat
 renews every lease this process holds every third of the lease, fenced by the lease token, so a
 run this process no longer owns is left alone. A process that dies, or stalls whole, stops
-renewing, and its runs are taken over once their leases run out, as before.
+renewing, and its runs are taken over once their leases run out, as before. So does an attempt
+that outlives its action's deadline (a sync plugin that hangs cannot be interrupted): its lease
+is no longer renewed, so another worker takes the run over and logs the attempt `worker_lost`.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -26,6 +29,7 @@ class Heartbeat:
         self._db = db
         self._lease = lease_seconds
         self._held: dict[str, str] = {}  # run id -> lease token
+        self._deadlines: dict[str, float] = {}  # run id -> monotonic end of its attempt
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
@@ -48,11 +52,26 @@ class Heartbeat:
                 if self._held.get(run_id) == token:
                     del self._held[run_id]
 
+    @contextmanager
+    def attempting(self, run_id: str, seconds: float) -> Iterator[None]:
+        """Renew this run's lease during the block for ``seconds`` at most."""
+        with self._lock:
+            self._deadlines[run_id] = time.monotonic() + seconds
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._deadlines.pop(run_id, None)
+
     def beat(self) -> int:
-        """Renew every lease held now; returns how many were still this process's."""
+        """Renew every lease held now whose attempt is within its deadline; returns how many
+        were still this process's."""
+        now = time.monotonic()
         with self._lock:
             held = [
-                {"b_run": r, "b_token": t, "b_lease": self._lease} for r, t in self._held.items()
+                {"b_run": r, "b_token": t, "b_lease": self._lease}
+                for r, t in self._held.items()
+                if self._deadlines.get(r, now) >= now
             ]
         renewed = 0
         with self._db.connect() as conn:
