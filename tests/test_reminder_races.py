@@ -167,6 +167,9 @@ def waits_or_ends(hub: Hub, done: threading.Event) -> None:
                     "WHERE datname = current_database() AND wait_event_type = 'Lock'"
                 )
             )
+            # pg_stat_activity is read once per transaction: end it, or every poll would see
+            # the first one's snapshot.
+            monitor.rollback()
             if waiting:
                 return
             assert time.monotonic() < deadline, "nothing waits for a lock, and nothing ended"
