@@ -4,6 +4,7 @@ replays are idempotent, and the run-status filter knows every status."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -211,3 +212,27 @@ def test_an_idempotency_key_too_long_is_a_422_naming_it(
     assert r.status_code == 422
     assert [f["field"] for f in r.json()["fields"]] == ["Idempotency-Key"]
     assert runs_of(client, h) == [failed_id]
+
+
+def test_a_replay_is_handed_to_the_broker_once_not_again_by_the_sweeper(
+    api: tuple[System, TestClient[Any], Clock], failed: Failed, caplog: pytest.LogCaptureFixture
+) -> None:
+    system, client, clock = api
+    h = failed.h
+    caplog.set_level(logging.INFO, logger="linktime.engine")
+    replay_id = client.post(f"/v1/runs/{failed.run_id}/replay", headers=h).json()["id"]
+    # Its message went to the broker after commit: the sweeper leaves it to the worker...
+    assert system.hub.due_runs() == []
+    clock.advance(seconds=1)
+    assert system.hub.due_runs() == []
+    system.hub.process_run(replay_id)  # ...which picks it up (it fails again: test.fail)
+    clock.advance(minutes=5)
+    assert system.hub.due_runs() == []
+    assert "re-enqueued" not in caplog.text
+
+    # A replay whose message is lost is still sent again, once, when the sweeper's turn comes.
+    lost_id = client.post(f"/v1/runs/{replay_id}/replay", headers=h).json()["id"]
+    assert system.hub.due_runs() == []
+    clock.advance(seconds=system.hub.settings.requeue_after_seconds)
+    assert system.hub.due_runs() == [lost_id]
+    assert f"run {lost_id} " in caplog.text and "its message was not picked up" in caplog.text

@@ -192,6 +192,11 @@ class Hub:
                 os.unlink(draft)
         return path.read_text().strip()
 
+    def resend_at(self, now: datetime) -> datetime:
+        """When a run handed to the broker ``now`` is handed out again by the sweeper, its
+        message presumed lost: a run due before then would be sent twice."""
+        return now + timedelta(seconds=self.settings.requeue_after_seconds)
+
     def migrate(self) -> None:
         from .migrations import upgrade
 
@@ -374,7 +379,7 @@ class Hub:
     ) -> list[str]:
         if not workflows:
             return []
-        due = now + timedelta(seconds=self.settings.requeue_after_seconds)
+        due = self.resend_at(now)
         run_ids = {wf.id: new_id("run") for wf in workflows}
         run_rows: list[dict[str, Any]] = [
             {
@@ -777,7 +782,7 @@ class Hub:
         database's clock: a live one is left alone). Each is pushed ``requeue_after_seconds``
         ahead, so a lost message is sent again later."""
         now = self.clock()
-        later = now + timedelta(seconds=self.settings.requeue_after_seconds)
+        later = self.resend_at(now)
         with self.db.begin() as conn:
             due = conn.execute(
                 select(Run.id, Run.status, Run.account_id)

@@ -97,7 +97,7 @@ def replay(hub: Hub, account_id: str, run_id: str, key: str | None = None) -> Re
                 earlier = _replayed_with(conn, account_id, run_id, key)
                 if earlier is not None:
                     return earlier
-                made = _replay(conn, hub.clock(), account_id, run_id, key)
+                made = _replay(conn, hub, account_id, run_id, key)
             break
         except IntegrityError:
             # A concurrent replay of this run, or with this key, committed first: read it.
@@ -129,9 +129,7 @@ def _replayed_with(
     return Replay(row.id, row.workflow_id, repeated=True)
 
 
-def _replay(
-    conn: Connection, now: datetime, account_id: str, run_id: str, key: str | None
-) -> Replay:
+def _replay(conn: Connection, hub: Hub, account_id: str, run_id: str, key: str | None) -> Replay:
     run = conn.execute(select(Run).where(Run.id == run_id)).first()
     if run is None or run.account_id != account_id:
         raise NotFound(f"no run {run_id!r}")
@@ -150,6 +148,7 @@ def _replay(
             status=409,
             code="replay_pending",
         )
+    now = hub.clock()
     steps = conn.execute(
         select(RunStep.position, RunStep.action, RunStep.settings, RunStep.status)
         .where(RunStep.run_id == run_id)
@@ -177,7 +176,9 @@ def _replay(
             note=f"replay of {run_id} from step {first}",
             replay_of=run_id,
             replay_key=key,
-            due_at=now,
+            # Handed to the broker after commit, like a new event's runs: the sweeper's turn
+            # comes only if that message is lost.
+            due_at=hub.resend_at(now),
             created_at=now,
             **values,
         )

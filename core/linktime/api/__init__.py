@@ -164,6 +164,12 @@ async def _read_json(request: Request[Any, Any, Any]) -> None:
         data = await request.json()
     except SerializationException as exc:
         raise InputError("the body is not valid JSON", [FieldError("body", str(exc))]) from None
+    except RecursionError:
+        # msgspec gives up on nesting about 1,000 deep (the attacker's choice) with this error.
+        raise InputError(
+            "the body nests too deep",
+            [FieldError("body", f"nested deeper than {MAX_JSON_DEPTH} levels")],
+        ) from None
     where = too_deep(data)
     if where is not None:
         raise InputError(
