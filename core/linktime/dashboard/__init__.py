@@ -498,10 +498,11 @@ def _save(hub: Hub, account_id: str, workflow_id: str | None, state: EditorState
     trigger = hub.registry.triggers.get(state.trigger)
     offset = 0
     if trigger is not None and trigger.kind == "time":
-        if state.offset and not state.offset.isdigit():
+        typed = forms.whole_number(state.offset or "0")
+        if typed is None:
             problems.append(FieldError("offset_minutes", "enter a whole number of minutes"))
         else:
-            offset = int(state.offset or 0)
+            offset = typed
     steps: list[dict[str, Any]] = []
     for i, step in enumerate(state.steps):
         action = hub.registry.actions.get(step.action)
@@ -639,7 +640,6 @@ async def _editor_post(
     state = _read_state(hub, form, stored)
     op = str(form.get("op", "save"))
     kind, _, arg = op.partition(":")
-    index = int(arg) if arg.isdigit() else -1
     errors: list[FieldError] = []
     if kind == "add":
         action = str(form.get("add_action", ""))
@@ -649,12 +649,16 @@ async def _editor_post(
             state.steps.append(_new_step(hub, action))
         else:
             errors.append(FieldError("steps", "choose an action to add"))
-    elif kind == "remove" and 0 <= index < len(state.steps):
-        del state.steps[index]
-    elif kind in ("up", "down") and 0 <= index < len(state.steps):
-        other = index - 1 if kind == "up" else index + 1
-        if 0 <= other < len(state.steps):
-            state.steps[index], state.steps[other] = state.steps[other], state.steps[index]
+    elif kind in ("remove", "up", "down"):
+        index = forms.whole_number(arg)
+        if index is None or index >= len(state.steps):
+            errors.append(FieldError("steps", f"there is no step {arg[:20]!r} to {kind}"))
+        elif kind == "remove":
+            del state.steps[index]
+        else:
+            other = index - 1 if kind == "up" else index + 1
+            if 0 <= other < len(state.steps):
+                state.steps[index], state.steps[other] = state.steps[other], state.steps[index]
     else:
         try:
             saved = await offload(_save, hub, me.account_id, workflow_id, state)

@@ -204,6 +204,17 @@ def read_raw(specs: list[FieldSpec], form: Mapping[str, str], prefix: str) -> di
     return values
 
 
+def whole_number(text: str) -> int | None:
+    """``text`` as a whole number of ASCII digits, else None: ``"²"`` is a digit to
+    ``str.isdigit`` but not to ``int``, and ``int`` refuses more than 4,300 digits."""
+    if not (text.isascii() and text.isdigit()):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
 @dataclass
 class Parsed:
     data: dict[str, Any] = field(default_factory=dict)
