@@ -6,7 +6,9 @@ counters or is stopped."""
 
 from __future__ import annotations
 
+import re
 import time
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,12 +23,20 @@ from linktime.engine import Hub
 from linktime.models import BookingEvent, sample_event
 from linktime.template_budget import (
     MAX_CHARS,
+    MAX_CPU_SECONDS,
     MAX_OUTPUT,
     MAX_STEPS,
     Budget,
     TemplateBudgetError,
+    shared,
 )
-from linktime.templating import TemplateError, TemplateStr, check_template, render
+from linktime.templating import (
+    TemplateError,
+    TemplateStr,
+    check_template,
+    checks_of_one_save,
+    render,
+)
 from litestar.testing import TestClient
 from pydantic import BaseModel
 
@@ -116,7 +126,6 @@ HOSTILE = {
     "expandtabs": "{{ ('\t' * 50000).expandtabs(50000) }}",
     "str-replace": "{{ booking.notes.replace('n', booking.notes) }}",
     "str-join": "{{ booking.notes.join(booking.notes) }}",
-    "to-bytes": "{{ (1).to_bytes(50000000, 'big')|length }}",
     "batch": "{{ [1]|batch(50000000, 0)|list|length }}",
     "slice": "{{ [1]|slice(50000000)|list|length }}",
     "join": "{{ ([booking.notes] * 10)|join(booking.notes) }}",
@@ -128,13 +137,163 @@ HOSTILE = {
     "title-words": "{{ ('ab ' * 30000)|title }}",
     # cheap steps that each cost CPU: the thread's CPU time is checked at the counters
     "cpu": "{% for a in range(9000) %}{% set n = booking.notes|wordcount %}{% endfor %}",
+    # --- a review's findings: widths read with nested fields substituted, before formatting
+    "format-nested-str-width": '{{ "{:{}}".format("a", "999999999") }}',
+    "format-newline-fill": '{{ "{:\n>99999999}".format(1) }}',
+    "format-map-nested": '{{ "{x:{w}}".format_map({"x": "a", "w": "999999999"}) }}',
+    "format-named-width": '{{ "{:{w}}".format("a", w="999999999") }}',
+    "format-precision": '{{ "{:.99999999f}".format(1) }}',
+    "format-in-width": '{{ "{:{}}".format("a", "{:>5}".format(99999)) }}',
+    "format-repr": '{{ "{!a}".format(booking.notes * 2) }}',
+    "percent-star": '{{ "%*d" % (999999999, 1) }}',
+    "percent-key": '{{ "%(x)999999999s" % {"x": 1} }}',
+    "percent-nested-key": '{{ "%(a(b)99999999s" % {"a(b": 1} }}',
+    "percent-precision": '{{ "%.99999999f" % 1 }}',
+    "format-filter-key": '{{ "%(x)999999999s"|format(x=1) }}',
+    "strftime-long": '{{ ("{:" ~ "%c" * 5000 ~ "}").format(booking.start) }}',
+    "strftime-width": '{{ booking.start.strftime("%099999999d") }}',
+    "localtime-width": '{{ booking.start|localtime("UTC", "%099999999d") }}',
+    # single C calls: charged for their work before they run, or refused
+    "idna": '{{ ("a\u0100." * 30000).encode("idna") }}',
+    "idna-notes": '{{ booking.notes.encode("idna") }}',
+    "punycode": '{{ ("x" * 99000).encode().decode("punycode") }}',
+    "encode-escapes": '{{ booking.notes.encode("ascii", "backslashreplace") }}',
+    "wordwrap-long-word": '{{ ("x" * 49000)|wordwrap(1) }}',
+    "title-brackets": '{{ ("a(" * 45000)|title }}',
+    "striptags": '{{ ("<>" * 45000)|striptags }}',
+    "strip-chars": "{{ (booking.notes * 15).strip(booking.notes * 8 ~ 'x') }}",
+    "trim-chars": "{{ (booking.notes * 15)|trim(booking.notes * 8 ~ 'x') }}",
+    "urlize-brackets": '{{ ("(" * 90000)|urlize }}',
+    "split-words": "{% for i in range(30) %}{% set n = (booking.notes * 15).split('n') %}"
+    "{% endfor %}",
 }
+
+# Notes a booker sends (up to 10,000 characters), shaped for the templates below.
+BOOKER = {
+    "format-width-from-notes": (
+        '{% if booking.notes[:1] == "9" %}{{ "{:{}}".format("", booking.notes) }}{% endif %}Hi',
+        "999999999",
+    ),
+    "wordwrap-notes": ("{{ booking.notes|wordwrap(1) }}", "x" * 10000),
+    "strftime-from-notes": ("{{ booking.start.strftime(booking.notes) }}", "%c" * 5000),
+}
+
+
+MEMORY_BOUND = 10_000_000  # bytes a stopped render may hold at its peak (bench/: the figures)
+
+
+def stopped_within_memory(source: str, event: BookingEvent) -> TemplateBudgetError:
+    """The render is stopped by the budget, and tracemalloc saw it hold under 10 MB."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(TemplateBudgetError) as stopped:
+            render(source, event)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert re.match(r"^line [0-9]+: template budget exceeded: ", str(stopped.value))
+    assert peak < MEMORY_BOUND, f"peak {peak / 1e6:.1f} MB"
+    return stopped.value
 
 
 @pytest.mark.parametrize("source", HOSTILE.values(), ids=HOSTILE.keys())
 def test_every_way_to_grow_a_render_is_stopped(source: str) -> None:
-    with pytest.raises(TemplateBudgetError, match=r"^line [0-9]+: template budget exceeded: "):
-        render(source, LONG_NOTES)
+    stopped_within_memory(source, LONG_NOTES)
+
+
+@pytest.mark.parametrize(("source", "notes"), BOOKER.values(), ids=BOOKER.keys())
+def test_a_booker_cannot_grow_a_saved_template_either(source: str, notes: str) -> None:
+    assert check_template(source) == source  # fine on the samples: saved
+    stopped_within_memory(source, with_notes(notes))
+
+
+@pytest.mark.parametrize(
+    ("source", "out"),
+    [
+        ('{{ "{:>{}}|{:{w}.{p}}".format("a", 3, "bcd", w=4, p=2) }}', "  a|bc  "),
+        ('{{ "{:{}}".format("a", "3") }}', "a  "),
+        ('{{ "{:\n>3}".format(1) }}', "\n\n1"),
+        ('{{ "{x:{w}}".format_map({"x": "a", "w": 2}) }}', "a "),
+        (
+            '{{ "{:,.2f} {:08.3f} {:x} {!r}".format(1234.5, 2, 255, "a") }}',
+            "1,234.50 0002.000 ff 'a'",
+        ),
+        (
+            "{{ '%-4s|%*d|%(a(b)s' % {'a(b': 1} if false else '%-4s|%*d|%.1f' % ('a', 3, 5, 2) }}",
+            "a   |  5|2.0",
+        ),
+        ('{{ "%(x)3s"|format(x=1) }}', "  1"),
+        ('{{ "{:%Y-%m-%d %-I%p}".format(booking.start) }}', "2026-12-01 3PM"),
+        (
+            '{{ booking.start.strftime("%A %-d") }} {{ booking.start|localtime("UTC", "%H:%M") }}',
+            "Tuesday 1 15:00",
+        ),
+        (
+            '{{ "Ada Ā".encode("utf-8").decode("UTF8") }} {{ "é".encode("latin-1")|length }}',
+            "Ada Ā 1",
+        ),
+        (
+            "{{ 'a-b c'|title }} {{ '<b>x</b>'|striptags }} {{ ' x '|trim }} "
+            "{{ 'https://x.io'|urlize }}",
+            'A-B C x x <a href="https://x.io" rel="noopener">https://x.io</a>',
+        ),
+        (
+            "{{ 'a b'.split() }} {{ 'x'.center(3) }}|{{ '1'.zfill(3) }} {{ ','.join(['a', 'b']) }}",
+            "['a', 'b']  x |001 a,b",
+        ),
+    ],
+)
+def test_formatting_and_methods_within_the_budget_render_as_python_does(
+    source: str, out: str
+) -> None:
+    assert render(source, sample_event()) == out
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ (1).to_bytes(50000000, 'big')|length }}",
+        "{{ 'abc'.maketrans('a', 'b') }}",
+        "{{ booking.copy() }}",
+        "{{ booking.start.fromtimestamp(0) }}",
+        "{{ ('x'|e).unescape() }}",
+    ],
+)
+def test_only_listed_methods_of_strings_numbers_dicts_and_dates_are_reachable(source: str) -> None:
+    with pytest.raises(TemplateError, match="not allowed in a template: access to attribute"):
+        render(source, sample_event())
+
+
+def test_the_wall_clock_is_checked_at_the_counters() -> None:
+    budget = Budget()
+    budget.wall_deadline = time.monotonic()  # no time left on the clock
+    with pytest.raises(TemplateBudgetError, match=r"s of wall-clock time"):
+        render("{% for a in range(100) %}{% endfor %}", sample_event(), budget=budget)
+
+
+def test_a_call_is_refused_before_it_runs_when_its_work_would_not_fit() -> None:
+    # Half the CPU time gone: a filter charged for more than what is left is refused up front
+    # (it would have fitted in a whole budget: the same render passes on a fresh one).
+    source = "{{ booking.notes|wordwrap(3) }}"
+    event = with_notes("x" * 3000)
+    assert render(source, event).count("\n") == 999
+    budget = Budget()
+    budget.deadline = time.thread_time() + MAX_CPU_SECONDS / 10
+    with pytest.raises(TemplateBudgetError, match=r"ms of CPU time"):
+        render(source, event, budget=budget)
+
+
+def test_the_checks_of_one_save_share_one_allowance() -> None:
+    source = "{% for a in range(100) %}{% endfor %}ok"
+    with checks_of_one_save():
+        assert check_template(source) == source
+        allowance = shared.get()
+        assert allowance is not None
+        allowance.deadline = time.thread_time()  # the save's CPU time spent by the checks so far
+        with pytest.raises(TemplateBudgetError, match=r"ms of CPU time"):
+            check_template(source)
+    assert shared.get() is None
+    assert check_template(source) == source  # the next save has its own
 
 
 def test_the_line_named_is_the_statement_that_went_over() -> None:

@@ -22,24 +22,48 @@ each loop iteration calls ``environment.budget_tick()``, each ``~`` operand and 
 
 from __future__ import annotations
 
+import codecs
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, KeysView, Mapping, Sized, ValuesView
+from collections.abc import (
+    Callable,
+    Iterable,
+    Iterator,
+    KeysView,
+    Mapping,
+    Sequence,
+    Sized,
+    ValuesView,
+)
 from contextvars import ContextVar
-from string import Formatter
+from datetime import date, datetime, timedelta
+from datetime import time as time_of_day
+from decimal import Decimal
 from typing import Any
 
 from jinja2 import nodes
 from jinja2.compiler import CodeGenerator, Frame
+from jinja2.sandbox import SandboxedEscapeFormatter, SandboxedFormatter
 
 MAX_OUTPUT = 100_000  # characters a template renders to; also the largest value it may build
 MAX_CHARS = 1_000_000  # characters a render may build in all
 MAX_STEPS = 10_000  # loop iterations, calls, filters and items iterated or turned into text
 MAX_CPU_SECONDS = 0.04  # the rendering thread's CPU time (rendering does no I/O)
+# Wall-clock time, generous: a loaded machine must not stop an ordinary render.
+MAX_WALL_SECONDS = 1.0
+# What all the template checks of one workflow save may take together (SAVE_* below).
+SAVE_CPU_SECONDS = 0.1
+SAVE_WALL_SECONDS = 2.0
 MAX_INT_BITS = 4096  # integers a template computes with `*` and `**`
 MAX_JSON_INDENT = 16
 
 _CLOCK_EVERY = 16  # steps between CPU-time checks (reading the thread clock costs ~0.3 µs)
+# A step stands for this much CPU time: a call charged N steps of work must have N of these left.
+STEP_SECONDS = MAX_CPU_SECONDS / MAX_STEPS
+_STEP_NS = STEP_SECONDS * 1e9
+# Work charged in advance is its cost measured on a developer's machine (the _NS_* constants),
+# doubled for slower ones.
+COST_MARGIN = 2
 LARGE = 1024  # characters: a filter or method given a longer string checks the clock first
 
 
@@ -50,15 +74,33 @@ class TemplateBudgetError(ValueError):
     would stop again). Saving a workflow refuses it like any invalid value (a 422)."""
 
 
+class Allowance:
+    """CPU and wall-clock time shared by several renders (every check of one workflow save):
+    each render's deadlines are the earlier of its own and these."""
+
+    __slots__ = ("deadline", "wall_deadline")
+
+    def __init__(self, cpu_seconds: float, wall_seconds: float) -> None:
+        self.deadline = time.thread_time() + cpu_seconds
+        self.wall_deadline = time.monotonic() + wall_seconds
+
+
+shared: ContextVar[Allowance | None] = ContextVar("linktime_template_allowance", default=None)
+
+
 class Budget:
     """The counters of one render."""
 
-    __slots__ = ("chars", "deadline", "steps")
+    __slots__ = ("chars", "deadline", "steps", "wall_deadline")
 
     def __init__(self) -> None:
         self.steps = 0
         self.chars = 0
         self.deadline = time.thread_time() + MAX_CPU_SECONDS
+        self.wall_deadline = time.monotonic() + MAX_WALL_SECONDS
+        if (allowance := shared.get()) is not None:
+            self.deadline = min(self.deadline, allowance.deadline)
+            self.wall_deadline = min(self.wall_deadline, allowance.wall_deadline)
 
     def tick(self, count: int = 1) -> None:
         self.steps += count
@@ -67,12 +109,23 @@ class Budget:
                 f"more than {MAX_STEPS} steps (loop iterations, calls, filters and the items "
                 "they go through)"
             )
-        if count > 1 or not self.steps % _CLOCK_EVERY:  # many items at once: costly work ahead
+        if count > 1:  # many at once: the work they stand for is ahead, and must fit
+            self.clock(ahead=count * STEP_SECONDS)
+        elif not self.steps % _CLOCK_EVERY:
             self.clock()
 
-    def clock(self) -> None:
-        if time.thread_time() > self.deadline:
+    def charge(self, nanoseconds: float) -> None:
+        """Charge work a single call is about to do (in steps of ``STEP_SECONDS``), before it
+        is done: refused when it would not fit in what is left of the budget."""
+        steps = int(nanoseconds * COST_MARGIN // _STEP_NS)
+        if steps:
+            self.tick(steps)
+
+    def clock(self, ahead: float = 0.0) -> None:
+        if time.thread_time() + ahead > self.deadline:
             raise TemplateBudgetError(f"more than {int(MAX_CPU_SECONDS * 1000)} ms of CPU time")
+        if time.monotonic() > self.wall_deadline:
+            raise TemplateBudgetError(f"more than {MAX_WALL_SECONDS:g} s of wall-clock time")
 
     def built(self, value: Any) -> Any:
         """Count a string the template built (refusing it if too large), size a list or dict
@@ -96,6 +149,8 @@ class Budget:
         and refused when larger than ``MAX_OUTPUT``."""
         if isinstance(value, str | bytes):
             return len(value)
+        if isinstance(value, int | Decimal):
+            return number_size(value)
         if not isinstance(value, CONTAINERS):
             return _SCALAR
         total = 0
@@ -137,7 +192,6 @@ class Budget:
 
 # What str() shows item by item (dicts through Mapping).
 CONTAINERS = (list, tuple, set, frozenset, KeysView, ValuesView, Mapping)
-_SCALAR = 24  # the text of a number or a date, generously
 
 current: ContextVar[Budget] = ContextVar("linktime_template_budget")
 
@@ -155,44 +209,182 @@ def int_bits(bits: int, what: str) -> None:
         )
 
 
-# --- formatting widths -------------------------------------------------------------------------
+# --- formatting -------------------------------------------------------------------------------
+# Every width and precision is read by a parser as strict as Python's own and checked before
+# anything is built: a spec the parser cannot read is refused, not counted as nothing.
 
-_PRINTF = re.compile(r"%(?:\([^)]*\))?[#0\- +]*(\*|\d+)?(?:\.(\*|\d+))?[hlL]?[a-zA-Z%]")
-_FORMAT_SPEC = re.compile(r"^(?:.?[<>=^])?[-+ ]?z?#?0?(\d*)[,_]?(?:\.(\d+))?[a-zA-Z%]?$")
-
-
-def _numbers(values: Iterable[Any]) -> int:
-    return sum(v for v in values if isinstance(v, int) and not isinstance(v, bool) and v > 0)
-
-
-def printf_size(budget: Budget, template: str, args: Any) -> int:
-    """An upper bound of ``len(template % args)``: the widths and precisions it asks for (``*``
-    ones taken from ``args``) plus the arguments' text (a mapping's may repeat)."""
-    named = isinstance(args, Mapping)
-    values = list(args.values()) if named else list(args) if isinstance(args, tuple) else [args]
-    specs = _PRINTF.findall(template)
-    widths = sum(int(w) for spec in specs for w in spec if w.isdigit())
-    if any("*" in spec for spec in specs):
-        widths += _numbers(values)
-    texts = [budget.text_size(v) for v in values]
-    return len(template) + widths + (len(specs) * max(texts, default=0) if named else sum(texts))
+_MAX_DIGITS = 7  # a width or precision longer than this is over MAX_OUTPUT anyway
+_FORMAT_SPEC = re.compile(
+    r"(?:.?[<>=^])?[-+ ]?z?#?0?(?P<width>[0-9]*)[,_]?(?:\.(?P<precision>[0-9]+))?"
+    r"(?P<type>[bcdeEfFgGnosxX%]?)",
+    re.DOTALL,  # the fill may be any character, a newline too
+)
+_PRINTF_FLAGS = "-+ #0"
+_PRINTF_CONVERSIONS = "diouxXeEfFgGcrsa%"
+# strftime directives (with glibc's one-character flags and E/O modifiers, never a width)
+_STRFTIME = re.compile(r"%[-_0^#]?[EO]?[aAbBcCdDeFgGhHIjklmMnpPrRsStTuUVwWxXyYzZf%+]")
+_STRFTIME_DIRECTIVE = 40  # characters a directive may print (%c, %Z, %+), generously
+_SCALAR = 24  # the text of a float or a date, generously
+_FLOAT = 330  # the longest float without an exponent: 1e308 printed with "f"
 
 
-def format_size(budget: Budget, template: str, args: Iterable[Any]) -> int:
-    """An upper bound of ``len(template.format(*args))``, as ``printf_size`` (a field may name
-    any argument, so each counts as the largest)."""
-    args = list(args)
-    fields = widths = 0
-    for _, name, spec, _ in Formatter().parse(template):
-        if name is None:
+class Unreadable(TemplateBudgetError):
+    """A format the budget cannot size: refused rather than guessed."""
+
+
+def _count(digits: str, what: str) -> int:
+    if len(digits) > _MAX_DIGITS:
+        raise TemplateBudgetError(
+            f"{what} {digits[:12]}… would build more than {MAX_OUTPUT} characters"
+        )
+    return int(digits) if digits else 0
+
+
+def number_size(value: Any) -> int:
+    """Characters a number may print as, in any base or grouping (binary being the longest)."""
+    if isinstance(value, bool):
+        return 5
+    if isinstance(value, int):
+        return abs(value).bit_length() * 5 // 4 + 4  # base 2 with `_` every 4 digits
+    if isinstance(value, Decimal):
+        return len(value.as_tuple().digits) * 4 // 3 + abs(value.adjusted()) * 4 // 3 + 8
+    return _FLOAT * 4 // 3
+
+
+def strftime_size(fmt: str) -> int:
+    """An upper bound of ``len(moment.strftime(fmt))``; a format holding anything but plain
+    directives (a width such as ``%099999999d``, a lone ``%``) is refused."""
+    directives = len(_STRFTIME.findall(fmt))
+    if fmt.count("%") != directives + fmt.count("%%"):
+        raise Unreadable(f"a date format it cannot read: {fmt[:40]!r}")
+    size = len(fmt) + directives * _STRFTIME_DIRECTIVE
+    need(size, "a date format")
+    return size
+
+
+def field_size(budget: Budget, value: Any, spec: str) -> int:
+    """An upper bound of ``len(format(value, spec))``, reached without formatting."""
+    if isinstance(value, datetime | date | time_of_day):
+        return strftime_size(spec) if spec else _SCALAR
+    if not spec:
+        return budget.text_size(value)
+    found = _FORMAT_SPEC.fullmatch(spec)
+    if found is None:
+        raise Unreadable(f"a format spec it cannot read: {spec[:40]!r}")
+    width = _count(found["width"], "a width of")
+    precision = _count(found["precision"] or "", "a precision of")
+    if isinstance(value, str):
+        content = min(len(value), precision) if found["precision"] else len(value)
+    elif isinstance(value, int | float | Decimal):
+        content = number_size(value) + precision + 2
+    elif getattr(type(value), "__format__", None) is object.__format__:
+        content = 0  # format() refuses a spec for these
+    else:
+        raise Unreadable(f"a format spec for a {type(value).__name__}")
+    size = max(width, content)
+    need(size, "format()")
+    return size
+
+
+def _printf_number(template: str, i: int) -> tuple[str, int]:
+    if template.startswith("*", i):
+        return "*", i + 1
+    j = i
+    while j < len(template) and "0" <= template[j] <= "9":
+        j += 1
+    return template[i:j], j
+
+
+def printf_specs(template: str) -> Iterator[tuple[str | None, str, str | None, str]]:
+    """``(key, width, precision, conversion)`` of each ``%`` conversion, read as Python reads
+    them (a key's parentheses nest); refused when Python would not read it."""
+    i = 0
+    while (i := template.find("%", i)) != -1:
+        i += 1
+        key = None
+        if template.startswith("(", i):
+            depth, start = 1, i + 1
+            i += 1
+            while i < len(template) and depth:
+                depth += {"(": 1, ")": -1}.get(template[i], 0)
+                i += 1
+            if depth:
+                raise Unreadable("a `%` format with an unclosed key")
+            key = template[start : i - 1]
+        while i < len(template) and template[i] in _PRINTF_FLAGS:
+            i += 1
+        width, i = _printf_number(template, i)
+        precision = None
+        if template.startswith(".", i):
+            precision, i = _printf_number(template, i + 1)
+        if i < len(template) and template[i] in "hlL":
+            i += 1
+        if i >= len(template) or template[i] not in _PRINTF_CONVERSIONS:
+            raise Unreadable("a `%` format it cannot read")
+        yield key, width, precision, template[i]
+        i += 1
+
+
+def printf_size(budget: Budget, template: str | bytes, args: Any) -> int:
+    """An upper bound of ``len(template % args)``: each conversion's width, precision (``*``
+    ones taken from ``args``) and value, sized before anything is formatted."""
+    if isinstance(template, bytes):
+        template = template.decode("latin-1")
+    mapping = args if isinstance(args, Mapping) else None
+    positional = iter(args if isinstance(args, tuple) else (args,))
+
+    def star_or(number: str, what: str) -> int:
+        if number == "*":
+            value = next(positional, 0)
+            return abs(value) if isinstance(value, int) else 0  # else Python refuses it
+        return _count(number, what)
+
+    total = len(template)
+    for key, width_spec, precision_spec, conversion in printf_specs(template):
+        width = star_or(width_spec, "a width of")
+        precision = None if precision_spec is None else star_or(precision_spec, "a precision of")
+        if conversion == "%":
+            total += max(width, 1)
             continue
-        fields += 1
-        if spec and "{" in spec:  # a width given by an argument
-            widths += _numbers(args)
-        elif spec and (found := _FORMAT_SPEC.match(spec)):
-            widths += sum(int(n) for n in found.groups() if n)
-    largest = max((budget.text_size(v) for v in args), default=0)
-    return len(template) + widths + fields * largest
+        value = (mapping or {}).get(key) if key is not None else next(positional, None)
+        if conversion in "sra":
+            content = budget.text_size(value) * (1 if conversion == "s" else 10) + 2
+            content = content if precision is None else min(content, precision)
+        elif conversion == "c":
+            content = 1
+        else:
+            content = number_size(value) + (precision or 0) + 2
+        total += max(width, content)
+        need(total, "`%` formatting")
+    return total
+
+
+class CheckedFormatter(SandboxedFormatter):
+    """``str.format`` in the sandbox, each field sized *before* it is formatted, with its
+    nested fields (``{:{}}``) already substituted: Python's own parser reads the template."""
+
+    def vformat(self, format_string: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
+        self._size = len(format_string)
+        need(self._size, "format()")
+        return super().vformat(format_string, args, kwargs)
+
+    def convert_field(self, value: Any, conversion: str | None) -> Any:
+        if conversion in ("r", "a"):  # a repr escapes each character in up to 10
+            need(current.get().text_size(value) * 10, f"!{conversion}")
+        return super().convert_field(value, conversion)
+
+    def format_field(self, value: Any, format_spec: str) -> Any:
+        budget = current.get()
+        budget.tick()
+        self._size += field_size(budget, value, format_spec) * self._grows
+        need(self._size, "format()")
+        return super().format_field(value, format_spec)
+
+    _grows = 1
+
+
+class CheckedEscapeFormatter(CheckedFormatter, SandboxedEscapeFormatter):
+    _grows = 6  # escaping turns `"` into `&#34;`
 
 
 # --- filters -----------------------------------------------------------------------------------
@@ -203,7 +395,7 @@ ITERATING = frozenset({
     "rejectattr", "select", "selectattr", "slice", "sort", "sum", "unique",
 })  # fmt: skip
 # Filters that go through their text word by word in Python: a step per word.
-WORDWISE = frozenset({"pprint", "title", "urlize", "wordwrap"})
+WORDWISE = frozenset({"pprint"})
 # Filters that turn their input (and arguments) into text: lists and dicts are walked first.
 STRINGIFYING = frozenset({
     "capitalize", "center", "e", "escape", "forceescape", "format", "indent", "lower",
@@ -211,16 +403,29 @@ STRINGIFYING = frozenset({
     "truncate", "upper", "urlencode", "urlize", "wordcount", "wordwrap", "xmlattr",
 })  # fmt: skip
 
+# The Python work of filters, per unit, measured (bench/templates.py) and rounded up.
+_NS_WRAPPED = 2_500.0  # wordwrap: each word and each line it writes (textwrap, in Python)
+_NS_URLIZED = 3_500.0  # urlize: each word (regular expressions, in Python)
+_NS_URLIZED_CHAR = 200.0  # urlize: each character (the punctuation it trims)
+_NS_TITLED = 250.0  # title: each character (a piece per word boundary, in Python)
+_NS_LINE = 150.0  # indent: each line
+_NS_QUOTED = 60.0  # urlencode: each UTF-8 byte (quoted one by one, in Python)
+_NS_STRIPPED_TAG = 500.0  # striptags: each `<`, plus a copy of what is left of the text
+# urlize's expressions keep ~180 bytes per leading or trailing bracket: longer words are refused.
+URLIZE_LONGEST_WORD = 20_000
+
 
 def _center(budget: Budget, value: Any, width: int = 80, *_: Any) -> Any:
-    need(max(budget.text_size(value), width), f"center({width})")
+    _built(budget, max(budget.text_size(value), width), f"center({width})")
     return value
 
 
 def _indent(budget: Budget, s: Any, width: int | str = 4, *_: Any, **__: Any) -> Any:
     text = str(s)
     step = width if isinstance(width, int) else len(str(width))
-    need(len(text) + step * (text.count("\n") + 1), f"indent({step})")
+    lines = text.count("\n") + 1
+    _built(budget, len(text) + step * lines, f"indent({step})")
+    budget.charge(lines * _NS_LINE)
     return s
 
 
@@ -233,9 +438,11 @@ def _wordwrap(
     *_: Any,
     **__: Any,
 ) -> Any:
+    # textwrap goes word by word, and a long word is cut into a line per `width` characters.
     text = str(s)
     lines = len(text) // max(width, 1) + text.count("\n") + 1
     need(len(text) + lines * len(wrapstring or "\n"), f"wordwrap({width})")
+    budget.charge((len(text.split()) + lines) * _NS_WRAPPED)
     return s
 
 
@@ -248,12 +455,12 @@ def replaced_size(text: Any, old: Any, new: Any, count: int | None = None) -> in
 
 
 def _replace(budget: Budget, s: Any, old: Any, new: Any, count: int | None = None) -> Any:
-    need(replaced_size(s, old, new, count), "replace")
+    _built(budget, replaced_size(s, old, new, count), "replace")
     return s
 
 
 def _format(budget: Budget, value: Any, *args: Any, **kwargs: Any) -> Any:
-    need(printf_size(budget, str(value), kwargs or args), "format")
+    _built(budget, printf_size(budget, str(value), kwargs or args), "format")
     return value
 
 
@@ -269,9 +476,42 @@ def _urlize(
 ) -> Any:
     # Each word that may be a link becomes <a href="word" rel=… target=…>word</a>.
     text = str(value)
+    words = text.split()
+    longest = max(map(len, words), default=0)
+    if longest > URLIZE_LONGEST_WORD:
+        raise TemplateBudgetError(
+            f"urlize of a word of {longest} characters: at most {URLIZE_LONGEST_WORD}"
+        )
+    budget.charge(len(words) * _NS_URLIZED + len(text) * _NS_URLIZED_CHAR)
     tag = 48 + len(str(target or "")) + len(str(rel or ""))
-    links = [w for w in text.split() if "." in w or "@" in w or ":" in w]
+    links = [w for w in words if "." in w or "@" in w or ":" in w]
     need(len(text) + sum(len(w) + tag for w in links), "urlize")
+    return value
+
+
+def _title(budget: Budget, value: Any) -> Any:
+    budget.charge(len(str(value)) * _NS_TITLED)
+    return value
+
+
+def _striptags(budget: Budget, value: Any) -> Any:
+    # markupsafe removes one tag at a time, copying the rest of the text each time.
+    text = str(value)
+    tags = text.count("<")
+    budget.charge(tags * (_NS_STRIPPED_TAG + len(text) * _NS_CHAR / 16) + len(text) * _NS_OBJECT)
+    return value
+
+
+def _trim(budget: Budget, value: Any, chars: str | None = None) -> Any:
+    _strip(budget, str(value), chars)
+    return value
+
+
+def _urlencode(budget: Budget, value: Any) -> Any:
+    if isinstance(value, str):  # a dict's items are charged as it is walked
+        size = len(value.encode("utf-8", "replace"))
+        need(size * 3, "urlencode")
+        budget.charge(size * _NS_QUOTED)
     return value
 
 
@@ -325,68 +565,183 @@ SIZED_FILTERS: dict[str, Callable[..., Any]] = {
     "indent": _indent,
     "replace": _replace,
     "slice": _slice,
+    "striptags": _striptags,
+    "title": _title,
     "tojson": _tojson,
+    "trim": _trim,
+    "urlencode": _urlencode,
     "urlize": _urlize,
     "wordwrap": _wordwrap,
 }
 
 
 # --- methods -----------------------------------------------------------------------------------
+# Only these attributes of the values a template sees are reachable (anything else is refused as
+# unsafe by the sandbox); each method call is charged for the work it will do, before it runs.
+
+_NS_CHAR = 1.0  # C code going through or writing one character (find, upper, encode, copy)
+_NS_OBJECT = 20.0  # C code making one object (a piece of a split)
+_NS_LOOKUP = 50.0  # C code looking one character up in a dict (translate)
+_NS_PAIR = 0.05  # strip(chars): each character of the string against each of `chars`
+
+# Codecs cheap and linear in C (names as codecs.lookup() gives them); idna and punycode are
+# neither. Error handlers that never write more than the character they replace.
+CODECS = frozenset({"utf-8", "ascii", "iso8859-1"})
+ERROR_HANDLERS = frozenset({"strict", "ignore", "replace"})
+
+STR_METHODS = frozenset({
+    "capitalize", "casefold", "center", "count", "encode", "endswith", "expandtabs", "find",
+    "format", "format_map", "index", "isalnum", "isalpha", "isascii", "isdecimal", "isdigit",
+    "isidentifier", "islower", "isnumeric", "isprintable", "isspace", "istitle", "isupper",
+    "join", "ljust", "lower", "lstrip", "partition", "removeprefix", "removesuffix", "replace",
+    "rfind", "rindex", "rjust", "rpartition", "rsplit", "rstrip", "split", "splitlines",
+    "startswith", "strip", "swapcase", "title", "translate", "upper", "zfill",
+})  # fmt: skip
+_DATE = frozenset({
+    "ctime", "day", "isocalendar", "isoformat", "isoweekday", "month", "strftime", "weekday",
+    "year",
+})  # fmt: skip
+_TIME = frozenset({
+    "hour", "isoformat", "microsecond", "minute", "second", "strftime", "tzinfo", "tzname",
+    "utcoffset",
+})  # fmt: skip
+# Checked in this order: bool before int, datetime before date, Markup as str.
+ATTRIBUTES: tuple[tuple[type | tuple[type, ...], frozenset[str]], ...] = (
+    (str, STR_METHODS),
+    ((bytes, bytearray), frozenset({"decode"})),
+    ((list, tuple), frozenset({"count", "index"})),
+    (dict, frozenset({"get", "items", "keys", "values"})),
+    (datetime, _DATE | _TIME | {"astimezone", "date", "time", "timestamp"}),
+    (date, _DATE),
+    (time_of_day, _TIME),
+    (timedelta, frozenset({"days", "microseconds", "seconds", "total_seconds"})),
+    ((int, float), frozenset({"bit_length", "imag", "is_integer", "real"})),
+    (Decimal, frozenset({"is_signed", "is_zero"})),
+)
 
 
-def _width_method(s: Any, width: int, *_: Any) -> int:
-    return max(len(s), width)
+def allowed_attribute(obj: Any, attribute: str) -> bool:
+    """Whether a template may read ``attribute`` of ``obj`` (values of other types: as the
+    sandbox decides)."""
+    for types, names in ATTRIBUTES:
+        if isinstance(obj, types):
+            return attribute in names
+    return True
 
 
-def _expandtabs(s: str | bytes, tabsize: int = 8) -> int:
-    tabs = s.count("\t") if isinstance(s, str) else s.count(b"\t")
-    return len(s) + tabs * max(tabsize, 0)
+def _linear(budget: Budget, s: Any, *args: Any, **kwargs: Any) -> None:
+    texts = [a for a in (*args, *kwargs.values()) if isinstance(a, str | bytes)]
+    budget.charge((len(s) + sum(len(t) for t in texts)) * _NS_CHAR)
 
 
-def _join_method(s: Any, items: Any) -> int:
-    parts = list(items) if isinstance(items, list | tuple) else []
-    return sum(len(p) for p in parts if isinstance(p, str | bytes)) + len(s) * len(parts)
+def _built(budget: Budget, size: int, what: str) -> None:
+    need(size, what)
+    budget.charge(size * _NS_CHAR)
 
 
-def _translate(s: Any, table: Any) -> int:
-    values = table.values() if isinstance(table, Mapping) else table
-    longest = max((len(v) for v in values if isinstance(v, str | bytes)), default=1)
-    return len(s) * max(longest, 1)
+def _widened(budget: Budget, s: Any, width: int, *_: Any) -> None:
+    _built(budget, max(len(s), width), "a padded string")
 
 
-def _replace_method(s: Any, old: Any, new: Any, count: int = -1) -> int:
-    if isinstance(s, bytes):
-        s, old, new = s.decode("latin-1"), old.decode("latin-1"), new.decode("latin-1")
-    return replaced_size(s, old, new, count)
+def _expandtabs(budget: Budget, s: str, tabsize: int = 8) -> None:
+    _built(budget, len(s) + s.count("\t") * max(tabsize, 0), "expandtabs()")
 
 
-# Methods of str and bytes whose result can be far larger than the string: its size, up front.
-TEXT_METHODS: dict[str, Callable[..., int]] = {
-    "center": _width_method,
-    "ljust": _width_method,
-    "rjust": _width_method,
-    "zfill": _width_method,
+def _join_method(budget: Budget, s: str, items: Sequence[Any]) -> None:
+    texts = [p for p in items if isinstance(p, str)]
+    budget.charge(len(items) * _NS_OBJECT)
+    _built(budget, sum(len(p) for p in texts) + len(s) * len(items), "join()")
+
+
+def _translate(budget: Budget, s: str, table: Any) -> None:
+    values = table.values() if isinstance(table, Mapping) else ()
+    longest = max((len(v) for v in values if isinstance(v, str)), default=1)
+    need(len(s) * max(longest, 1), "translate()")
+    budget.charge(len(s) * _NS_LOOKUP)
+
+
+def _replace_method(budget: Budget, s: str, old: str, new: str, count: int = -1) -> None:
+    _built(budget, replaced_size(s, old, new, count), "replace()")
+
+
+def _strip(budget: Budget, s: str, chars: str | None = None) -> None:
+    # CPython tests each character against each of `chars`: the cost is their product.
+    budget.charge(len(s) * _NS_CHAR + len(s) * len(chars or "") * _NS_PAIR)
+
+
+def _split(budget: Budget, s: str, sep: str | None = None, maxsplit: int = -1) -> None:
+    pieces = s.count(sep) + 1 if isinstance(sep, str) and sep else len(s) // 2 + 1
+    if maxsplit >= 0:
+        pieces = min(pieces, maxsplit + 1)
+    budget.charge(len(s) * _NS_CHAR + pieces * _NS_OBJECT)
+
+
+def _splitlines(budget: Budget, s: str, keepends: bool = False) -> None:
+    budget.charge(len(s) * (_NS_CHAR + _NS_OBJECT))  # at worst a line per character
+
+
+def codec(encoding: Any, errors: Any) -> None:
+    """Refuse a codec or error handler whose cost or output is not linear and small."""
+    try:
+        name = codecs.lookup(encoding).name
+    except (LookupError, TypeError):
+        name = str(encoding)
+    if name not in CODECS or errors not in ERROR_HANDLERS:
+        raise TemplateBudgetError(
+            f"encoding {str(encoding)[:40]!r} with errors={str(errors)[:20]!r}: only "
+            f"{', '.join(sorted(CODECS))} with errors {', '.join(sorted(ERROR_HANDLERS))}"
+        )
+
+
+def _encode(budget: Budget, s: Any, encoding: str = "utf-8", errors: str = "strict") -> None:
+    codec(encoding, errors)
+    budget.charge(len(s) * 4 * _NS_CHAR)  # UTF-8 writes up to 4 bytes a character
+
+
+def _strftime(budget: Budget, moment: Any, fmt: str) -> None:
+    budget.charge(strftime_size(fmt) * _NS_OBJECT)
+
+
+# The work of a method, charged before it is called (every other allowed one: _linear).
+METHOD_COSTS: dict[str, Callable[..., None]] = {
+    "center": _widened,
+    "decode": _encode,
+    "encode": _encode,
     "expandtabs": _expandtabs,
     "join": _join_method,
-    "translate": _translate,
+    "ljust": _widened,
+    "lstrip": _strip,
     "replace": _replace_method,
+    "rjust": _widened,
+    "rsplit": _split,
+    "rstrip": _strip,
+    "split": _split,
+    "splitlines": _splitlines,
+    "strftime": _strftime,
+    "strip": _strip,
+    "translate": _translate,
+    "zfill": _widened,
 }
 
 
 def check_method(
     budget: Budget, method: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> tuple[Any, ...]:
-    """Refuse a method call whose result would be too large; returns ``args`` (a ``join``'s
-    items made a list first, so they are sized and iterated once)."""
+    """Charge a method call for its work and refuse one whose result would be too large;
+    returns ``args`` (a ``join``'s items made a list first, so they are sized and iterated
+    once)."""
     owner = getattr(method, "__self__", None)
     name = getattr(method, "__name__", "")
-    if isinstance(owner, str | bytes) and name in TEXT_METHODS:
+    if isinstance(owner, str | bytes | bytearray | datetime | date | time_of_day):
         if name == "join" and args and not isinstance(args[0], list | tuple):
             args = (list(budget.counted(args[0])), *args[1:])
-        need(TEXT_METHODS[name](owner, *args, **kwargs), f"{name}()")
-    elif isinstance(owner, int) and name == "to_bytes":
-        length = args[0] if args else kwargs.get("length", 1)
-        need(length, "to_bytes()")
+        # Jinja passes its own loop and block variables along; the method never sees them.
+        given = {k: v for k, v in kwargs.items() if k not in ("_loop_vars", "_block_vars")}
+        cost = METHOD_COSTS.get(name)
+        if cost is not None:
+            cost(budget, owner, *args, **given)
+        elif isinstance(owner, str | bytes | bytearray):
+            _linear(budget, owner, *args, **given)
     return args
 
 
