@@ -26,6 +26,7 @@ from linktime.template_budget import (
     MAX_CPU_SECONDS,
     MAX_OUTPUT,
     MAX_STEPS,
+    Allowance,
     Budget,
     TemplateBudgetError,
     shared,
@@ -38,7 +39,7 @@ from linktime.templating import (
     render,
 )
 from litestar.testing import TestClient
-from pydantic import BaseModel
+from pydantic import BaseModel, field_validator
 
 from .conftest import fast_settings, registry_with
 
@@ -438,6 +439,42 @@ def test_saving_answers_422_naming_the_field_and_line(client: TestClient[Any], s
     line = source.count("\n") + 1
     assert f"line {line}: template budget exceeded" in problem["message"]
     assert client.get("/v1/workflows").json() == []
+
+
+class Watched(BaseModel):
+    """Settings whose check records the time allowance it ran under."""
+
+    text: TemplateStr
+
+    @field_validator("text")
+    @classmethod
+    def _seen(cls, value: str) -> str:
+        ALLOWANCES.append(shared.get())
+        return value
+
+
+ALLOWANCES: list[Allowance | None] = []
+
+
+def test_saving_a_workflow_checks_all_its_templates_within_one_allowance(tmp_path: Path) -> None:
+    # Five steps' templates, each checked against three sample bookings, share one allowance
+    # (SAVE_CPU_SECONDS), so a save's cost is bounded however many templates it holds.
+    action = ActionType("acme.watched", "Watched", Watched, send)
+    hub = Hub(fast_settings(data_dir=tmp_path), registry=registry_with(action, load="slack"))
+    hub.migrate()
+    account = create_account(hub, "Acme", "business")
+    ALLOWANCES.clear()
+    with TestClient(create_app(hub)) as client:
+        client.headers["Authorization"] = f"Bearer {account.api_key}"
+        step = {"action": "acme.watched", "settings": {"text": "Hi {{ attendee_name }}"}}
+        body = {"name": "five", "trigger": "booking.created", "steps": [step] * 5}
+        assert client.post("/v1/workflows", json=body).status_code == 201
+        assert client.post("/v1/workflows", json={**body, "name": "again"}).status_code == 201
+    hub.close()
+    first, second = ALLOWANCES[:5], ALLOWANCES[5:]
+    assert len(second) == 5 and all(isinstance(a, Allowance) for a in ALLOWANCES)
+    assert all(a is first[0] for a in first) and all(a is second[0] for a in second)
+    assert first[0] is not second[0]  # each save has its own
 
 
 def test_a_send_stopped_by_the_budget_fails_permanently(

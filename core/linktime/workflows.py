@@ -18,6 +18,7 @@ from .engine import Hub
 from .errors import FieldError, InputError, NotFound, pydantic_fields
 from .inputs import validate_input
 from .storage import Account, Run, Workflow, WorkflowStep, new_id
+from .templating import checks_of_one_save
 
 MAX_STEPS = 5
 
@@ -124,6 +125,7 @@ def _stored_steps(
     return matched, problems
 
 
+@checks_of_one_save()  # every template of a save checked within one time allowance
 def _validate(
     hub: Hub, spec: WorkflowIn, before: Sequence[WorkflowStep] = (), by_position: bool = True
 ) -> _Saving:
