@@ -1,5 +1,6 @@
 """The cost of a stopped template render: the hostile inputs of ``tests/test_template_budget.py``
-(issue 11's reproductions and every other way a template or a booking can grow a render), each
+(issue 11's reproductions, a review's findings, and every other way a template or a booking can
+grow a render; ``BOOKER``: saved templates given a booker's notes), each
 stopped by the budget, beside an ordinary template's render measured in the same run.
 
     .venv/bin/python -m bench.templates [--repeat 5]
@@ -23,7 +24,15 @@ from linktime.models import BookingEvent, sample_event
 from linktime.template_budget import TemplateBudgetError
 from linktime.templating import render
 
-from tests.test_template_budget import CENTER, HOSTILE, LONG_NOTES, NESTED_RANGES, NOTES_SQUARED
+from tests.test_template_budget import (
+    BOOKER,
+    CENTER,
+    HOSTILE,
+    LONG_NOTES,
+    NESTED_RANGES,
+    NOTES_SQUARED,
+    with_notes,
+)
 
 TARGET_CPU_MS = 50.0
 TARGET_PEAK_MB = 10.0
@@ -86,6 +95,10 @@ def main() -> int:
         'issue: "x"|center(50000000)': (CENTER, sample_event()),
         "issue: notes x notes, 6,000-char notes": (NOTES_SQUARED, LONG_NOTES),
         **{name: (source, LONG_NOTES) for name, source in HOSTILE.items()},
+        **{
+            f"booker: {name}": (source, with_notes(notes))
+            for name, (source, notes) in BOOKER.items()
+        },
     }
     rows = [("baseline: built-in email body", cpu_ms(baseline, args.repeat), peak_mb(baseline))]
     for name, (source, event) in inputs.items():
