@@ -94,8 +94,13 @@ def decide(
     A due time already past when planned fires at once if the meeting has not started (a
     booking made 10 minutes ahead still gets its 1-hour reminder); otherwise it is skipped."""
     # In UTC: arithmetic on a zone-aware datetime is wall-clock, wrong across a DST change.
-    anchor = (start if trigger.anchor == "start" else end).astimezone(UTC)
-    due = anchor + timedelta(minutes=trigger.direction * offset_minutes)
+    try:
+        anchor = (start if trigger.anchor == "start" else end).astimezone(UTC)
+        due = anchor + timedelta(minutes=trigger.direction * offset_minutes)
+    except OverflowError:
+        # Events are refused outside models.EARLIEST..LATEST; a booking stored before that
+        # check must not stop every other booking of the account from being planned.
+        return None, "the due time is beyond the calendar's range: never sent"
     if due > now:
         return due, None
     if now < start:

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
@@ -41,9 +42,22 @@ def _not_a_number(value: Any) -> Any:
     raise ValueError("expected an ISO 8601 timestamp with a timezone, not a number")
 
 
+# The moments an event may name: wide enough for any booking, narrow enough that the planner's
+# arithmetic (an offset of up to 90 days, the conversion to UTC) stays within datetime's years
+# 1 to 9999, where "0001-01-01T00:00:00+14:00" or "9999-12-31T23:30:00Z" would overflow.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+
+
+def _in_range(value: datetime) -> datetime:
+    if not EARLIEST <= value < LATEST:
+        raise ValueError(f"expected a moment in the years {EARLIEST.year} to {LATEST.year - 1}")
+    return value
+
+
 # Per field rather than strict mode: the engine validates stored events from Python objects,
 # where strict mode would refuse the ISO strings they hold.
-Timestamp = Annotated[AwareDatetime, BeforeValidator(_not_a_number)]
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_not_a_number), AfterValidator(_in_range)]
 
 
 class _Open(BaseModel):

@@ -20,11 +20,12 @@ from litestar.exceptions import (
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.openapi.spec.enums import OpenAPIFormat
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 from litestar.plugins.pydantic import PydanticInitPlugin
 from litestar.status_codes import HTTP_202_ACCEPTED
 from litestar.types.internal_types import PathParameterDefinition
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from sqlalchemy import text
 
 from .. import accounts, integrations, runs, testruns, workflows
@@ -32,7 +33,7 @@ from ..accounts import authenticate
 from ..engine import Hub
 from ..errors import FieldError, InputError, NotFound, pydantic_fields
 from ..integrations import IntegrationOut
-from ..models import BookingEvent
+from ..models import BookingEvent, Timestamp
 from ..offload import offload
 from ..runs import EventInspection, RunSummary
 from ..statuses import RunStatus
@@ -202,6 +203,27 @@ async def _refuse_nul(request: Request[Any, Any, Any]) -> None:
         )
 
 
+# Taken as text and read as an event's timestamps are (Litestar's own datetime parameters take
+# a naive time, "17", or a year the database cannot store).
+MomentQuery = Annotated[
+    str | None,
+    QueryParameter(
+        format=OpenAPIFormat.DATE_TIME,
+        description="ISO 8601 with a timezone, e.g. 2026-11-24T10:00:00Z",
+    ),
+]
+_MOMENT = TypeAdapter(Timestamp)
+
+
+def _moment(field: str, value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return _MOMENT.validate_python(value)
+    except ValidationError as exc:
+        raise InputError("the request is not valid", pydantic_fields(exc, field)) from None
+
+
 def _operation_id(
     handler: HTTPRouteHandler, method: str, path: list[str | PathParameterDefinition]
 ) -> str:
@@ -324,8 +346,8 @@ def create_app(
         account_id: NamedDependency[str],
         workflow_id: FromQuery[str | None] = None,
         status: FromQuery[RunStatus | None] = None,
-        since: FromQuery[datetime | None] = None,
-        until: FromQuery[datetime | None] = None,
+        since: MomentQuery = None,
+        until: MomentQuery = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
     ) -> list[RunSummary]:
         return await offload(
@@ -334,8 +356,8 @@ def create_app(
             account_id,
             workflow_id=workflow_id,
             status=status,
-            since=since,
-            until=until,
+            since=_moment("since", since),
+            until=_moment("until", until),
             limit=limit,
         )
 
