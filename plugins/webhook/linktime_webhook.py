@@ -550,13 +550,14 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
-def _read_excerpt(response: httpx.Response) -> str:
+def _read_answer(response: httpx.Response) -> str:
+    """The body as far as it is read; cut to its excerpt only once its secrets are masked."""
     received = bytearray()
     for chunk in response.iter_bytes():
         received += chunk
         if len(received) >= MAX_READ_BYTES:
             break
-    return received[:EXCERPT_BYTES].decode("utf-8", errors="replace")
+    return received.decode("utf-8", errors="replace")
 
 
 def _result_for(response: httpx.Response, excerpt: str) -> Result:
@@ -616,16 +617,19 @@ def _pinned(url: str, ip: str) -> httpx.URL:
     return _target(url)[0].copy_with(host=ip)
 
 
-# Shorter header values are not taken for credentials: masking them would garble excerpts.
-_REDACT_MIN_CHARS = 8
+# The first characters of a secret left at the excerpt's end are masked from this many on.
+_BROKEN_SECRET_MIN_CHARS = 4
 
 
 def _redacted(result: Result, settings: WebhookStepSettings) -> Result:
-    """The result without the step's secrets: a receiver may echo what it got (an error page
-    quoting the Authorization header), and the run log must not show it."""
-    secrets = [settings.secret, *settings.headers.values()]
-    values = [s.get_secret_value() for s in secrets]
-    values = [v for v in values if len(v) >= _REDACT_MIN_CHARS]
+    """The result without the step's secrets (the signing secret and every header value), its
+    response excerpt cut to ``EXCERPT_BYTES``: a receiver may echo what it got (an error page
+    quoting the Authorization header), and the run log must not show it. Masked before the
+    cut, so the cut cannot leave part of a secret; the start of one the answer itself broke
+    off at the excerpt's end is masked too."""
+    secrets = {s.get_secret_value() for s in (settings.secret, *settings.headers.values())}
+    # Longest first: a short value inside a longer one must not break the longer one's mask.
+    values = sorted(filter(None, secrets), key=len, reverse=True)
 
     def clean(text: str | None) -> str | None:
         if text:
@@ -633,9 +637,19 @@ def _redacted(result: Result, settings: WebhookStepSettings) -> Result:
                 text = text.replace(value, MASK)
         return text
 
-    return replace(
-        result, error=clean(result.error), response_excerpt=clean(result.response_excerpt)
-    )
+    excerpt = clean(result.response_excerpt)
+    if excerpt:
+        cut = excerpt.encode()[:EXCERPT_BYTES].decode("utf-8", errors="ignore")
+        excerpt = _without_broken_secret(cut, values)
+    return replace(result, error=clean(result.error), response_excerpt=excerpt)
+
+
+def _without_broken_secret(text: str, values: list[str]) -> str:
+    for value in values:
+        for size in range(len(value) - 1, _BROKEN_SECRET_MIN_CHARS - 1, -1):
+            if text.endswith(value[:size]):
+                return text[:-size] + MASK
+    return text
 
 
 def call_webhook(ctx: ActionContext) -> Result:
@@ -680,7 +694,7 @@ def _deliver(ctx: ActionContext) -> Result:
         try:
             response = client.send(request, stream=True)
             try:
-                excerpt = _read_excerpt(response)
+                excerpt = _read_answer(response)
             finally:
                 response.close()
         finally:

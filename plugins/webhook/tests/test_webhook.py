@@ -302,6 +302,37 @@ def test_a_receiver_echoing_the_headers_never_puts_their_values_in_the_result(
     assert token not in repr(result) and SECRET not in repr(result)
 
 
+def fragments(secret: str) -> list[str]:
+    """Every start of ``secret`` of 4 characters or more."""
+    return [secret[:n] for n in range(4, len(secret) + 1)]
+
+
+@pytest.mark.usefixtures("allow_loopback")
+@pytest.mark.parametrize("pad", [1000, 1010, 1020, 1023, 1030])
+def test_a_secret_echoed_across_the_excerpt_s_end_leaves_no_fragment(
+    run_action: RunAction, receiver: Receiver, pad: int
+) -> None:
+    token = "Bearer SUPERSECRETTOKEN-5f1d"
+    receiver.reply(400, b"A" * pad + f"{token} then {SECRET}".encode())
+    result = run_action("webhook.call", settings(receiver.url(), headers={"Authorization": token}))
+    excerpt = result.response_excerpt
+    assert excerpt is not None and excerpt.startswith("A" * min(pad, 1024))
+    assert len(excerpt.encode()) <= 1024
+    for fragment in [*fragments(token), *fragments(SECRET)]:
+        assert fragment not in excerpt
+
+
+@pytest.mark.usefixtures("allow_loopback")
+def test_a_secret_the_answer_breaks_off_and_short_header_values_are_masked(
+    run_action: RunAction, receiver: Receiver
+) -> None:
+    token = "Bearer SUPERSECRETTOKEN-5f1d"
+    headers = {"Authorization": token, "X-Tenant": "acme", "X-Shard": "q7"}
+    receiver.reply(400, b"tenant acme, shard q7, token " + token[:11].encode())
+    result = run_action("webhook.call", settings(receiver.url(), headers=headers))
+    assert result.response_excerpt == "tenant ********, shard ********, token ********"
+
+
 # --- SSRF guard ----------------------------------------------------------------------------------
 
 
