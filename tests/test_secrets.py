@@ -207,6 +207,18 @@ def test_webhook_header_values_are_sealed_masked_everywhere_and_still_sent(api: 
     assert request.headers["authorization"] == BEARER and request.headers["x-new"] == "1"
 
 
+def test_a_header_sent_masked_keeps_its_stored_value_whatever_the_name_s_case(api: Api) -> None:
+    wf_id = api.workflow(api.hook("/a", headers={"Authorization": BEARER}))["id"]
+    # HTTP header names are case-insensitive: the mask under "authorization" is the stored one.
+    saved = api.put(wf_id, api.hook("/a", headers={"authorization": MASK, "X-Other": "1"}))
+    assert saved["steps"][0]["settings"]["headers"] == {"authorization": MASK, "X-Other": MASK}
+    _, [request] = api.deliver()
+    assert request.headers["authorization"] == BEARER
+    api.put(wf_id, api.hook("/a", headers={"AUTHORIZATION": MASK, "x-other": MASK}))
+    _, [request] = api.deliver()
+    assert (request.headers["authorization"], request.headers["x-other"]) == (BEARER, "1")
+
+
 class Credentials(BaseModel):
     """Settings of a third-party action: a required secret, an optional one, a mapping."""
 

@@ -163,9 +163,19 @@ def with_kept_secrets(
             for key, value in data[name].items():
                 if value != MASK:
                     values[key] = value
-                elif stored_map.get(key) is None:
+                elif (found := _stored_entry(stored_map, key)) is None:
                     missing(name, key)
                 else:
-                    values[key] = stored_map[key]
+                    values[key] = found
             data[name] = values
     return data, problems
+
+
+def _stored_entry(stored: Mapping[str, Any], key: str) -> Any:
+    """The stored value under ``key``, else under the one stored key equal to it ignoring case:
+    such mappings hold HTTP headers, whose names are case-insensitive (``authorization`` sent
+    masked keeps the stored ``Authorization``)."""
+    if key in stored:
+        return stored[key]
+    same = [k for k in stored if k.casefold() == key.casefold()]
+    return stored[same[0]] if len(same) == 1 else None
