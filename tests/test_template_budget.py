@@ -210,6 +210,23 @@ def test_a_booker_cannot_grow_a_saved_template_either(source: str, notes: str) -
 
 
 @pytest.mark.parametrize(
+    "source",
+    [
+        "{{ payment.amount|int }}",
+        '{{ "%d" % payment.amount }}',
+        '{{ "{:f}".format(payment.amount) }}',
+        '{{ "{:,}".format(payment.amount) }}',
+    ],
+)
+def test_an_absurd_amount_is_not_turned_into_an_absurd_integer(source: str) -> None:
+    booking = sample_event().booking.model_dump()
+    amount = {**booking["payment"], "amount": "1e999999"}
+    event = sample_event(booking={**booking, "payment": amount})
+    assert render("{{ payment.amount }}", event) == "1E+999999"
+    stopped_within_memory(source, event)
+
+
+@pytest.mark.parametrize(
     ("source", "out"),
     [
         ('{{ "{:>{}}|{:{w}.{p}}".format("a", 3, "bcd", w=4, p=2) }}', "  a|bc  "),

@@ -9,11 +9,22 @@ stops (``TemplateBudgetError``) before it costs more than these limits.
 - ``MAX_CHARS`` characters built in all (filter and method results, ``~`` and ``+``, captured
   blocks), so a loop cannot pile up memory the output never shows.
 - Numeric arguments that size a result are checked *before* it is built: ``center``,
-  ``indent``, ``wordwrap``, ``replace``, ``format`` and ``%`` widths, ``*`` repetition,
-  ``**`` and ``*`` on integers (``MAX_INT_BITS``), ``batch``, ``slice``, ``join``, ``sum``,
-  ``tojson`` indents, the str methods ``center``/``ljust``/``rjust``/``zfill``/``expandtabs``/
-  ``replace``/``join``/``translate`` and ``int.to_bytes``; ``range`` may not exceed ``MAX_STEPS``.
-- ``MAX_CPU_SECONDS`` of the rendering thread's CPU time, checked at those counters.
+  ``indent``, ``wordwrap``, ``replace``, ``*`` repetition, ``**`` and ``*`` on integers
+  (``MAX_INT_BITS``), ``batch``, ``slice``, ``join``, ``sum``, ``tojson`` indents, the str
+  methods ``center``/``ljust``/``rjust``/``zfill``/``expandtabs``/``replace``/``join``/
+  ``translate``; ``range`` may not exceed ``MAX_STEPS``.
+- Formats are read by parsers as strict as Python's and each field sized before it is
+  formatted: ``str.format`` (``CheckedFormatter``, nested fields substituted first), ``%`` and
+  the ``format`` filter (``printf_size``), ``strftime`` formats (``strftime_size``). A format
+  they cannot read is refused.
+- Only the attributes listed in ``ATTRIBUTES`` of strings, bytes, lists, dicts, dates and
+  numbers are reachable, and codecs are limited to ``CODECS``.
+- ``MAX_CPU_SECONDS`` of the rendering thread's CPU time and ``MAX_WALL_SECONDS`` of
+  wall-clock time, checked at those counters. A single filter or method call is charged, before
+  it runs, for the work it will do (``Budget.charge``: its measured cost per character, word or
+  line, ``COST_MARGIN`` times), and refused when that does not fit in the CPU time left.
+- ``SAVE_CPU_SECONDS``/``SAVE_WALL_SECONDS`` shared by every check of one workflow save
+  (``Allowance``, set by ``templating.checks_of_one_save``).
 
 Jinja2's sandbox has no hook for loops, ``~`` or captured blocks, so a code generator adds them:
 each loop iteration calls ``environment.budget_tick()``, each ``~`` operand and result passes
@@ -64,6 +75,10 @@ _STEP_NS = STEP_SECONDS * 1e9
 # Work charged in advance is its cost measured on a developer's machine (the _NS_* constants),
 # doubled for slower ones.
 COST_MARGIN = 2
+NS_CHAR = 1.0  # C code going through or writing one character (find, upper, encode, copy)
+_NS_OBJECT = 20.0  # C code making one object (a piece of a split, a character of a date)
+_NS_LOOKUP = 50.0  # C code looking one character up in a dict (translate)
+_NS_PAIR = 0.05  # strip(chars): each character of the string against each of `chars`
 LARGE = 1024  # characters: a filter or method given a longer string checks the clock first
 
 
@@ -149,8 +164,10 @@ class Budget:
         and refused when larger than ``MAX_OUTPUT``."""
         if isinstance(value, str | bytes):
             return len(value)
-        if isinstance(value, int | Decimal):
+        if isinstance(value, int):
             return number_size(value)
+        if isinstance(value, Decimal):  # str() writes a large exponent as one
+            return len(value.as_tuple().digits) + _SCALAR
         if not isinstance(value, CONTAINERS):
             return _SCALAR
         total = 0
@@ -226,6 +243,7 @@ _STRFTIME = re.compile(r"%[-_0^#]?[EO]?[aAbBcCdDeFgGhHIjklmMnpPrRsStTuUVwWxXyYzZ
 _STRFTIME_DIRECTIVE = 40  # characters a directive may print (%c, %Z, %+), generously
 _SCALAR = 24  # the text of a float or a date, generously
 _FLOAT = 330  # the longest float without an exponent: 1e308 printed with "f"
+_DECIMAL_DIGITS = MAX_INT_BITS * 3 // 10  # the digits of the largest integer allowed
 
 
 class Unreadable(TemplateBudgetError):
@@ -247,7 +265,10 @@ def number_size(value: Any) -> int:
     if isinstance(value, int):
         return abs(value).bit_length() * 5 // 4 + 4  # base 2 with `_` every 4 digits
     if isinstance(value, Decimal):
-        return len(value.as_tuple().digits) * 4 // 3 + abs(value.adjusted()) * 4 // 3 + 8
+        # A booking's amount may be 1E+999999: its integer would take seconds to compute.
+        if value.is_finite() and value.adjusted() > _DECIMAL_DIGITS:
+            raise TemplateBudgetError(f"a number of more than {_DECIMAL_DIGITS} digits")
+        return (len(value.as_tuple().digits) + abs(value.adjusted())) * 4 // 3 + 8
     return _FLOAT * 4 // 3
 
 
@@ -498,7 +519,7 @@ def _striptags(budget: Budget, value: Any) -> Any:
     # markupsafe removes one tag at a time, copying the rest of the text each time.
     text = str(value)
     tags = text.count("<")
-    budget.charge(tags * (_NS_STRIPPED_TAG + len(text) * _NS_CHAR / 16) + len(text) * _NS_OBJECT)
+    budget.charge(tags * (_NS_STRIPPED_TAG + len(text) * NS_CHAR / 16) + len(text) * _NS_OBJECT)
     return value
 
 
@@ -512,6 +533,12 @@ def _urlencode(budget: Budget, value: Any) -> Any:
         size = len(value.encode("utf-8", "replace"))
         need(size * 3, "urlencode")
         budget.charge(size * _NS_QUOTED)
+    return value
+
+
+def _int(budget: Budget, value: Any, *_: Any, **__: Any) -> Any:
+    if isinstance(value, Decimal):
+        number_size(value)  # refuses one too large to turn into an integer
     return value
 
 
@@ -563,6 +590,7 @@ SIZED_FILTERS: dict[str, Callable[..., Any]] = {
     "center": _center,
     "format": _format,
     "indent": _indent,
+    "int": _int,
     "replace": _replace,
     "slice": _slice,
     "striptags": _striptags,
@@ -578,11 +606,6 @@ SIZED_FILTERS: dict[str, Callable[..., Any]] = {
 # --- methods -----------------------------------------------------------------------------------
 # Only these attributes of the values a template sees are reachable (anything else is refused as
 # unsafe by the sandbox); each method call is charged for the work it will do, before it runs.
-
-_NS_CHAR = 1.0  # C code going through or writing one character (find, upper, encode, copy)
-_NS_OBJECT = 20.0  # C code making one object (a piece of a split)
-_NS_LOOKUP = 50.0  # C code looking one character up in a dict (translate)
-_NS_PAIR = 0.05  # strip(chars): each character of the string against each of `chars`
 
 # Codecs cheap and linear in C (names as codecs.lookup() gives them); idna and punycode are
 # neither. Error handlers that never write more than the character they replace.
@@ -631,12 +654,12 @@ def allowed_attribute(obj: Any, attribute: str) -> bool:
 
 def _linear(budget: Budget, s: Any, *args: Any, **kwargs: Any) -> None:
     texts = [a for a in (*args, *kwargs.values()) if isinstance(a, str | bytes)]
-    budget.charge((len(s) + sum(len(t) for t in texts)) * _NS_CHAR)
+    budget.charge((len(s) + sum(len(t) for t in texts)) * NS_CHAR)
 
 
 def _built(budget: Budget, size: int, what: str) -> None:
     need(size, what)
-    budget.charge(size * _NS_CHAR)
+    budget.charge(size * NS_CHAR)
 
 
 def _widened(budget: Budget, s: Any, width: int, *_: Any) -> None:
@@ -666,18 +689,18 @@ def _replace_method(budget: Budget, s: str, old: str, new: str, count: int = -1)
 
 def _strip(budget: Budget, s: str, chars: str | None = None) -> None:
     # CPython tests each character against each of `chars`: the cost is their product.
-    budget.charge(len(s) * _NS_CHAR + len(s) * len(chars or "") * _NS_PAIR)
+    budget.charge(len(s) * NS_CHAR + len(s) * len(chars or "") * _NS_PAIR)
 
 
 def _split(budget: Budget, s: str, sep: str | None = None, maxsplit: int = -1) -> None:
     pieces = s.count(sep) + 1 if isinstance(sep, str) and sep else len(s) // 2 + 1
     if maxsplit >= 0:
         pieces = min(pieces, maxsplit + 1)
-    budget.charge(len(s) * _NS_CHAR + pieces * _NS_OBJECT)
+    budget.charge(len(s) * NS_CHAR + pieces * _NS_OBJECT)
 
 
 def _splitlines(budget: Budget, s: str, keepends: bool = False) -> None:
-    budget.charge(len(s) * (_NS_CHAR + _NS_OBJECT))  # at worst a line per character
+    budget.charge(len(s) * (NS_CHAR + _NS_OBJECT))  # at worst a line per character
 
 
 def codec(encoding: Any, errors: Any) -> None:
@@ -695,7 +718,7 @@ def codec(encoding: Any, errors: Any) -> None:
 
 def _encode(budget: Budget, s: Any, encoding: str = "utf-8", errors: str = "strict") -> None:
     codec(encoding, errors)
-    budget.charge(len(s) * 4 * _NS_CHAR)  # UTF-8 writes up to 4 bytes a character
+    budget.charge(len(s) * 4 * NS_CHAR)  # UTF-8 writes up to 4 bytes a character
 
 
 def _strftime(budget: Budget, moment: Any, fmt: str) -> None:

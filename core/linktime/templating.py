@@ -34,6 +34,7 @@ from .template_budget import (
     LARGE,
     MAX_OUTPUT,
     MAX_STEPS,
+    NS_CHAR,
     SAVE_CPU_SECONDS,
     SAVE_WALL_SECONDS,
     SIZED_FILTERS,
@@ -191,6 +192,7 @@ def _guarded(
         if len(args) > lead:
             value, rest = args[lead], args[lead + 1 :]
             if isinstance(value, str):
+                budget.charge(len(value) * NS_CHAR)  # any filter goes through its text once
                 if wordwise:
                     budget.tick(len(value.split()))
                 if len(value) > LARGE:
