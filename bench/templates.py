@@ -90,6 +90,10 @@ def main() -> int:
     def baseline() -> object:
         return render(base_source, base_event)
 
+    booking = sample_event().booking.model_dump()
+    absurd_amount = sample_event(
+        booking={**booking, "payment": {**booking["payment"], "amount": "1e999999"}}
+    )
     inputs = {
         "issue: nested range(500) x3": (NESTED_RANGES, sample_event()),
         'issue: "x"|center(50000000)': (CENTER, sample_event()),
@@ -99,6 +103,7 @@ def main() -> int:
             f"booker: {name}": (source, with_notes(notes))
             for name, (source, notes) in BOOKER.items()
         },
+        "booker: an amount of 1E+999999, |int": ("{{ payment.amount|int }}", absurd_amount),
     }
     rows = [("baseline: built-in email body", cpu_ms(baseline, args.repeat), peak_mb(baseline))]
     for name, (source, event) in inputs.items():
