@@ -390,8 +390,9 @@ class CheckedFormatter(SandboxedFormatter):
         return super().vformat(format_string, args, kwargs)
 
     def convert_field(self, value: Any, conversion: str | None) -> Any:
-        if conversion in ("r", "a"):  # a repr escapes each character in up to 10
-            need(current.get().text_size(value) * 10, f"!{conversion}")
+        if conversion is not None:  # a repr escapes each character in up to 10
+            size = current.get().text_size(value) * (1 if conversion == "s" else 10)
+            need(size, f"!{conversion}")
         return super().convert_field(value, conversion)
 
     def format_field(self, value: Any, format_spec: str) -> Any:
