@@ -219,3 +219,25 @@ def test_serve_and_worker_refuse_an_action_timeout_not_below_the_lease(
         LINKTIME_STEP_LEASE_SECONDS="15",
     )
     assert "not below the step lease (15s): serve and worker refuse to start" in listed.stdout
+
+
+@pytest.mark.parametrize(
+    "command", [["serve", "--port", "1"], ["worker"], ["scheduler"]], ids=lambda c: c[0]
+)
+def test_an_invalid_plugin_timeout_setting_stops_the_start_naming_it(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """Not a start without webhook.call (the plugin skipped as broken): the operator's mistake
+    stops every process until it is fixed."""
+    for value in ("inf", "nan", "0", "-5", "soon"):
+        done = _linktime(
+            command,
+            tmp_path,
+            tmp_path,
+            LINKTIME_LOAD_PLUGINS="webhook",
+            LINKTIME_REDIS_URL=REDIS,
+            LINKTIME_WEBHOOK_TIMEOUT=value,
+        )
+        assert done.returncode != 0, value
+        assert "cannot start" in done.stderr, value
+        assert "plugin webhook (linktime-webhook): LINKTIME_WEBHOOK_TIMEOUT is" in done.stderr

@@ -266,9 +266,12 @@ def test_each_official_action_declares_its_operator_timeout(
 ) -> None:
     monkeypatch.setenv(variable, "7")
     assert plugins.load(plugin).actions[action].timeout == declared
-    # An invalid setting fails each attempt at once; the declaration falls back to the default.
+    # An invalid timeout stops the processes at start, naming it (not a start without the action).
     monkeypatch.setenv(variable, "soon")
-    assert plugins.load(plugin).actions[action].timeout == declared - 7.0 + 15.0
+    registry = plugins.load(plugin)
+    assert action not in registry.actions
+    [refusal] = registry.start_refusals()
+    assert f"{variable} is not valid" in refusal
 
 
 @pytest.mark.parametrize(

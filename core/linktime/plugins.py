@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from . import builtins, hookspecs
-from .actions import ActionType, Template, TriggerType
+from .actions import ActionType, OperatorSettingError, Template, TriggerType
 
 if TYPE_CHECKING:
     from .settings import Settings
@@ -60,6 +60,9 @@ class BrokenPlugin:
     name: str
     distribution: str
     error: str
+    # An operator setting is at fault, not the plugin: fixed by the operator, so the processes
+    # refuse to start rather than run without the plugin.
+    refuses_start: bool = False
 
 
 @dataclass(frozen=True)
@@ -140,9 +143,13 @@ class Registry:
 
     def start_refusals(self, step_lease_seconds: float | None = None) -> list[str]:
         """Why a process must not start with these plugins: names claimed twice and not settled
-        (any process); for one that runs steps (``step_lease_seconds`` given), actions whose
-        timeout is not below the step lease, as such a step could be taken over mid-send."""
+        and plugins whose operator settings are invalid (any process); for one that runs steps
+        (``step_lease_seconds`` given), actions whose timeout is not below the step lease, as
+        such a step could be taken over mid-send."""
         refusals = [c.describe() for c in self.unresolved()]
+        refusals += [
+            f"plugin {b.name} ({b.distribution}): {b.error}" for b in self.broken if b.refuses_start
+        ]
         if step_lease_seconds is None:
             return refusals
         owners = {name: f" ({p.distribution})" for p in self.plugins for name in p.actions}
@@ -229,6 +236,9 @@ def load(
             continue
         try:
             offers.append((info, _collect(pm, module)))
+        except OperatorSettingError as exc:
+            _broken(registry, info.name, info.distribution, str(exc), refuses_start=True)
+            pm.unregister(module)
         except Exception as exc:
             _broken(registry, info.name, info.distribution, f"{type(exc).__name__}: {exc}")
             pm.unregister(module)
@@ -236,9 +246,11 @@ def load(
     return registry
 
 
-def _broken(registry: Registry, name: str, dist: str, error: str) -> None:
+def _broken(
+    registry: Registry, name: str, dist: str, error: str, *, refuses_start: bool = False
+) -> None:
     log.error("plugin %s (%s) skipped: %s", name, dist, error)
-    registry.broken.append(BrokenPlugin(name, dist, error))
+    registry.broken.append(BrokenPlugin(name, dist, error, refuses_start))
 
 
 def _collect(pm: pluggy.PluginManager, module: ModuleType) -> Offer:

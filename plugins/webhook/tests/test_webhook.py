@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import linktime_webhook
 import pytest
+from linktime import plugins
 from linktime.actions import Outcome
 from linktime.models import BookingEvent, sample_event
 from linktime.testing import RunAction
@@ -498,6 +499,20 @@ def test_operator_settings_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("LINKTIME_WEBHOOK_TIMEOUT")
     assert linktime_webhook.operator_settings().allowed_networks == ()
     assert linktime_webhook.operator_settings().timeout == 15
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "0", "-1", "soon"])
+def test_a_timeout_setting_that_is_not_finite_above_0_refuses_the_start(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("LINKTIME_WEBHOOK_TIMEOUT", value)
+    registry = plugins.load("webhook")
+    assert "webhook.call" not in registry.actions
+    [refusal] = registry.start_refusals()
+    assert refusal.startswith("plugin webhook (linktime-webhook): LINKTIME_WEBHOOK_TIMEOUT is")
+    monkeypatch.setenv("LINKTIME_WEBHOOK_TIMEOUT", "2.5")
+    registry = plugins.load("webhook")
+    assert registry.actions["webhook.call"].timeout == 2.5 and registry.start_refusals() == []
 
 
 def test_bad_operator_settings_retry(
