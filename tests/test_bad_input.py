@@ -10,13 +10,15 @@ from typing import Any
 
 import pytest
 from linktime import plugins
+from linktime.actions import ActionType, Result
 from linktime.bookings import decide
 from linktime.models import sample_event
 from linktime.storage import BookingState, Event, Run, Workflow
 from litestar.testing import TestClient
+from pydantic import BaseModel
 from sqlalchemy import select, update
 
-from .conftest import System
+from .conftest import System, registry_with
 from .test_api_input import STEP, api, assert_error_shape, count, headers  # noqa: F401
 from .test_dashboard import Dash, editor_form, field_error, open_dash, webhook_step  # noqa: F401
 
@@ -249,3 +251,30 @@ def test_an_offset_that_only_looks_like_a_number_is_a_form_error(
     assert response.status_code == 422, response.text[-500:]
     assert "whole number" in field_error(response.text, "offset_minutes")
     assert stored(system) == [("W", "booking.created", 0)]
+
+
+class Level(BaseModel):
+    """A third party's step settings with a fractional number."""
+
+    level: float = 0.5
+
+
+@pytest.mark.parametrize("value", ["inf", "-Infinity", "nan", "1e400"])
+def test_a_number_field_that_is_not_a_finite_number_is_a_form_error(
+    make_system: Callable[..., System],
+    open_dash: Any,  # noqa: F811
+    value: str,
+) -> None:
+    action = ActionType("test.level", "Level", Level, lambda _: Result.ok())
+    system = make_system(registry=registry_with(action))
+    dash = open_dash(system)
+    dash.sign_in(system.account().api_key)
+    dash.get("/workflows/new")
+    step = {"action": "test.level", "settings": {"level": value}}
+    response = dash.post("/workflows/new", editor_form("W", "booking.created", [step]))
+    assert response.status_code == 422, response.text[-500:]
+    assert "enter a number" in field_error(response.text, "steps-0-settings-level")
+    assert stored(system) == []
+    step["settings"]["level"] = "0.25"
+    response = dash.post("/workflows/new", editor_form("W", "booking.created", [step]))
+    assert response.status_code == 303

@@ -13,6 +13,7 @@ is kept raw, so a form re-rendered after an error shows what was typed (secrets 
 from __future__ import annotations
 
 import json
+import math
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -271,7 +272,10 @@ def parse(specs: list[FieldSpec], raw: Mapping[str, Raw], error_prefix: str = ""
         elif s.kind == "number":
             # Typed here: the settings are validated strictly, where "3" is not a number.
             try:
-                out.data[s.name] = int(text) if s.integer else float(text)
+                typed = int(text) if s.integer else float(text)
+                if not math.isfinite(typed):  # "inf", "nan", "1e400": not JSON, nor storable
+                    raise ValueError(text)
+                out.data[s.name] = typed
             except ValueError:
                 whole = "a whole number" if s.integer else "a number"
                 out.errors.append(FieldError(error_prefix + s.name, f"enter {whole}"))
