@@ -190,16 +190,25 @@ def make_system(tmp_path: Any, pg_url: str, redis_url: str) -> Iterator[Callable
         return system
 
     yield make
-    client = redis.Redis.from_url(redis_url)
     for system in systems:
         system.stop()
+    for system in systems:
         system.broker.close()
         system.hub.close()
-        # Messages left behind (re-sends of finished runs) would stay in Redis for good.
-        leftovers = list(client.scan_iter(f"{system.hub.settings.broker_namespace}:*"))
-        if leftovers:
-            client.delete(*leftovers)
-    client.close()
+    for namespace in {system.hub.settings.broker_namespace for system in systems}:
+        delete_namespace(redis_url, namespace)
+
+
+def delete_namespace(redis_url: str, namespace: str) -> None:
+    """Every key of a broker namespace: messages left behind (re-sends of finished runs, a killed
+    worker's) and heartbeats would otherwise stay in Redis for good."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(f"{namespace}:*"))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from linktime.models import sample_event
 from linktime.settings import Settings
 from linktime.testing import HttpReceiver, Reply
 
-from .conftest import LOOPBACK
+from .conftest import LOOPBACK, delete_namespace
 from .procs import (
     assert_nothing_lost_nothing_resent,
     clean_env,
@@ -101,6 +101,7 @@ def test_kill_9_of_a_worker_mid_chain(
     finally:
         stop([p for p in (scheduler, worker, fresh) if p is not None])
         hub.close()
+        delete_namespace(redis_url, namespace)
 
 
 def test_embedded_default_end_to_end_and_restart(
