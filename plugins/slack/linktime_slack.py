@@ -310,7 +310,8 @@ def _close_sessions() -> None:
 
 def parse_retry_after(value: str | None) -> float | None:
     """Seconds from Slack's ``Retry-After`` (always delay-seconds), else None."""
-    if value is None or not value.strip().isdigit():
+    # ASCII: "²" is a digit to isdigit, not to float.
+    if value is None or not (value.isascii() and value.strip().isdigit()):
         return None
     return float(value.strip())
 

@@ -227,7 +227,7 @@ def parse_retry_after(value: str | None) -> float | None:
     """Seconds from a Retry-After header (delay-seconds or HTTP-date), else None."""
     if not value or not value.strip():
         return None
-    if value.strip().isdigit():
+    if value.isascii() and value.strip().isdigit():  # "²" is a digit to isdigit, not to float
         return float(value)
     try:
         when = parsedate_to_datetime(value)

@@ -228,7 +228,15 @@ def test_a_slow_twilio_is_retried(twilio: FakeTwilio, credentials: dict[str, str
 
 @pytest.mark.parametrize(
     ("value", "seconds"),
-    [("7", 7.0), (" 120 ", 120.0), ("", None), (None, None), ("soon", None), ("-5", None)],
+    [
+        ("7", 7.0),
+        (" 120 ", 120.0),
+        ("", None),
+        (None, None),
+        ("soon", None),
+        ("-5", None),
+        ("²", None),
+    ],
 )
 def test_retry_after_in_seconds(value: str | None, seconds: float | None) -> None:
     assert parse_retry_after(value) == seconds

@@ -218,6 +218,7 @@ def test_retry_after_http_date() -> None:
     assert parse("Tue, 24 Nov 2026 09:00:00 GMT", now) == 0
     assert parse("soon", now) is None
     assert parse(None, now) is None
+    assert parse("²", now) is None and parse("٣", now) is None  # digits to isdigit, not float
 
 
 @pytest.mark.usefixtures("allow_loopback")
