@@ -35,7 +35,7 @@ from .errors import InputError
 from .leases import Heartbeat
 from .models import BookingEvent
 from .settings import Settings
-from .statuses import RunStatus
+from .statuses import STEP_OPEN, AttemptStatus, RunStatus, StepStatus
 from .storage import (
     Event,
     Integration,
@@ -295,7 +295,7 @@ class Hub:
         immediate = [w for w in applies if w.trigger == event.type]
         run_ids = self._start_runs(conn, account_id, event, event_pk, immediate, now)
         runs = [
-            bookings.Planned(run_id, wf.id, "queued", None, None)
+            bookings.Planned(run_id, wf.id, RunStatus.QUEUED, None, None)
             for run_id, wf in zip(run_ids, immediate, strict=True)
         ] + planned
         runs.sort(key=lambda r: r.run_id)
@@ -308,7 +308,9 @@ class Hub:
                     "id": r.run_id,
                     "workflow_id": r.workflow_id,
                     "status": r.status,
-                    "due_at": _iso(r.due_at) if r.due_at and r.status == "scheduled" else None,
+                    "due_at": _iso(r.due_at)
+                    if r.due_at and r.status == RunStatus.SCHEDULED
+                    else None,
                     "note": r.note,
                 }
                 for r in runs
@@ -390,7 +392,7 @@ class Hub:
                 "event_id": event_pk,
                 "trigger": trigger or event.type,
                 "booking_uid": event.booking.uid,
-                "status": "queued",
+                "status": RunStatus.QUEUED,
                 "test": test,
                 "continue_when_blocked": wf.continue_when_blocked,
                 "due_at": due,
@@ -430,7 +432,7 @@ class Hub:
                 "position": position,
                 "action": action,
                 "settings": settings,
-                "status": "pending",
+                "status": StepStatus.PENDING,
                 "attempts": 0,
             }
             for wf, run_id in runs_by_workflow.items()
@@ -545,11 +547,11 @@ class Hub:
 
     def _start(self, conn: Connection, claim: _Claim) -> _Step | None:
         """Pick up where the run stands: the first unfinished step, now marked running."""
-        step = next((s for s in claim.steps if s.status in ("pending", "running")), None)
+        step = next((s for s in claim.steps if s.status in STEP_OPEN), None)
         if step is None:
-            self._finish(conn, claim.run_id, claim.token, "succeeded")
+            self._finish(conn, claim.run_id, claim.token, RunStatus.SUCCEEDED)
             return None
-        if step.status == "running":
+        if step.status == StepStatus.RUNNING:
             # The previous owner died during this attempt; whether it was delivered is unknown.
             log.info(
                 "run %s step %s account %s: worker_lost, the worker of attempt %d was lost; "
@@ -565,7 +567,7 @@ class Hub:
             fenced = {"b_run": claim.run_id, "b_token": claim.token}
             if conn.execute(sql.START_STEP, {**fenced, "b_step": step.id}).rowcount != 1:
                 raise LeaseLost(claim.run_id)
-        return replace(step, status="running", attempts=step.attempts + 1)
+        return replace(step, status=StepStatus.RUNNING, attempts=step.attempts + 1)
 
     def _attempt(self, claim: _Claim, step: _Step) -> tuple[Result, datetime, int]:
         started = self.clock()
@@ -652,27 +654,27 @@ class Hub:
         # The run row after this attempt: still ours (the lease renewed), or let go of.
         next_at = None
         if go_on:
-            step_status = BLOCKED if blocked else "succeeded"
+            step_status = StepStatus.BLOCKED_BY_PLAN if blocked else StepStatus.SUCCEEDED
             if following is not None:
                 run: dict[str, Any] = {"b_lease": self.settings.step_lease_seconds}
             else:
                 run = {"b_run_status": RunStatus.SUCCEEDED, "b_due": None, "b_note": None}
         elif retry:
-            step_status = "pending"
+            step_status = StepStatus.PENDING
             delay = schedule[step.attempts - 1]
             if result.retry_after is not None:
                 delay = min(max(result.retry_after, 0.0), max(schedule))
             next_at = now + timedelta(seconds=delay)
             run = {"b_run_status": RunStatus.WAITING, "b_due": next_at, "b_note": None}
         else:
-            step_status = BLOCKED if blocked else "failed"
+            step_status = StepStatus.BLOCKED_BY_PLAN if blocked else StepStatus.FAILED
             run = {"b_run_status": RunStatus.FAILED, "b_due": None, "b_note": None}
         excerpt = result.response_excerpt
         attempt = {
             "id": new_id("att"),
             "step_id": step.id,
             "number": step.attempts,
-            "status": "retrying" if step_status == "pending" else step_status,
+            "status": AttemptStatus.RETRYING if step_status == StepStatus.PENDING else step_status,
             "started_at": started,
             "duration_ms": duration_ms,
             "http_status": result.http_status,
@@ -684,7 +686,7 @@ class Hub:
             else None,
         }
         nxt = following if go_on else None
-        skip_rest = run.get("b_run_status") == "failed"
+        skip_rest = run.get("b_run_status") == RunStatus.FAILED
         params = {
             "b_run": claim.run_id,
             "b_token": claim.token,
@@ -697,7 +699,7 @@ class Hub:
             "b_error_code": result.error_code,
             "b_next_at": next_at,
             # The step and, unless it waits for a retry, the run.
-            "b_finished": None if step_status == "pending" else now,
+            "b_finished": None if step_status == StepStatus.PENDING else now,
             "b_position": step.position,
             "b_now": now,
         }
@@ -720,7 +722,11 @@ class Hub:
                 conn.execute(sql.SKIP_REST, params)
         if run.get("b_run_status") in (RunStatus.WAITING, RunStatus.FAILED):
             self._log_setback(claim, step, result, next_at)
-        return None if nxt is None else replace(nxt, status="running", attempts=nxt.attempts + 1)
+        return (
+            None
+            if nxt is None
+            else replace(nxt, status=StepStatus.RUNNING, attempts=nxt.attempts + 1)
+        )
 
     def _log_setback(
         self, claim: _Claim, step: _Step, result: Result, retry_at: datetime | None
@@ -771,7 +777,7 @@ class Hub:
         with self.db.begin() as conn:
             conn.execute(
                 update(Run)
-                .where(Run.status.in_(("queued", "running")))
+                .where(Run.status.in_((RunStatus.QUEUED, RunStatus.RUNNING)))
                 .values(due_at=now, lease_until=sql.DB_NOW)  # leases: the database's clock
             )
         return True
@@ -803,7 +809,10 @@ class Hub:
                     .values(
                         due_at=later,
                         status=case(
-                            (Run.status.in_(("waiting", "scheduled")), "queued"),
+                            (
+                                Run.status.in_((RunStatus.WAITING, RunStatus.SCHEDULED)),
+                                RunStatus.QUEUED,
+                            ),
                             else_=Run.status,
                         ),
                     )

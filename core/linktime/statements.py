@@ -24,7 +24,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
-from .statuses import STEP_OPEN
+from .statuses import STEP_OPEN, RunStatus, StepStatus
 from .storage import Account, Attempt, Event, Run, RunStep, UTCDateTime
 
 _now = bindparam("b_now", type_=UTCDateTime())
@@ -69,13 +69,13 @@ _CLAIM = (
     .where(
         Run.id == bindparam("b_run"),
         or_(
-            Run.status == "queued",
-            and_(Run.status == "scheduled", Run.due_at <= _now),
-            and_(Run.status == "running", Run.lease_until <= DB_NOW),
+            Run.status == RunStatus.QUEUED,
+            and_(Run.status == RunStatus.SCHEDULED, Run.due_at <= _now),
+            and_(Run.status == RunStatus.RUNNING, Run.lease_until <= DB_NOW),
         ),
     )
     .values(
-        status="running",
+        status=RunStatus.RUNNING,
         lease_token=bindparam("b_token"),
         lease_until=LEASE_END,
         due_at=LEASE_END,
@@ -122,7 +122,7 @@ def _claim_and_start() -> Any:
         select(RunStep.id)
         .where(
             RunStep.run_id == bindparam("b_run"),
-            or_(RunStep.status == "pending", RunStep.status == "running"),
+            or_(RunStep.status == StepStatus.PENDING, RunStep.status == StepStatus.RUNNING),
         )
         .order_by(RunStep.position)
         .limit(1)
@@ -132,10 +132,10 @@ def _claim_and_start() -> Any:
         update(RunStep)
         .where(
             RunStep.id == first_unfinished,
-            RunStep.status == "pending",
+            RunStep.status == StepStatus.PENDING,
             exists().select_from(claimed),
         )
-        .values(status="running", attempts=RunStep.attempts + 1)
+        .values(status=StepStatus.RUNNING, attempts=RunStep.attempts + 1)
         .returning(RunStep.id)
         .cte("started")
     )
@@ -218,7 +218,7 @@ def _start(step: str) -> Any:
     return (
         update(RunStep)
         .where(RunStep.id == bindparam(step))
-        .values(status="running", attempts=RunStep.attempts + 1)
+        .values(status=StepStatus.RUNNING, attempts=RunStep.attempts + 1)
     )
 
 
@@ -242,7 +242,7 @@ SKIP_REST = (
         RunStep.run_id == bindparam("b_run"),
         RunStep.position > bindparam("b_position", type_=Integer()),
     )
-    .values(status="skipped", finished_at=_now)
+    .values(status=StepStatus.SKIPPED, finished_at=_now)
 )
 
 ADD_EVENT = insert(Event)
