@@ -22,6 +22,7 @@ import socket
 import ssl
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -627,7 +628,11 @@ def _redacted(result: Result, settings: WebhookStepSettings) -> Result:
     quoting the Authorization header), and the run log must not show it. Masked before the
     cut, so the cut cannot leave part of a secret; the start of one the answer itself broke
     off at the excerpt's end is masked too."""
-    secrets = {s.get_secret_value() for s in (settings.secret, *settings.headers.values())}
+    secrets = {
+        form
+        for s in (settings.secret, *settings.headers.values())
+        for form in _echoed_forms(s.get_secret_value())
+    }
     # Longest first: a short value inside a longer one must not break the longer one's mask.
     values = sorted(filter(None, secrets), key=len, reverse=True)
 
@@ -642,6 +647,22 @@ def _redacted(result: Result, settings: WebhookStepSettings) -> Result:
         cut = excerpt.encode()[:EXCERPT_BYTES].decode("utf-8", errors="ignore")
         excerpt = _without_broken_secret(cut, values)
     return replace(result, error=clean(result.error), response_excerpt=excerpt)
+
+
+def _echoed_forms(value: str) -> set[str]:
+    """``value`` as a receiver may echo it: as is, JSON-escaped (with and without
+    ``ensure_ascii``, and with ``/`` written ``\\/`` as PHP does) and percent-encoded."""
+    if not value:
+        return set()
+    escaped = {json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}
+    return {
+        value,
+        *escaped,
+        *(form.replace("/", "\\/") for form in escaped),
+        urllib.parse.quote(value, safe=""),
+        urllib.parse.quote(value),
+        urllib.parse.quote_plus(value),
+    }
 
 
 def _without_broken_secret(text: str, values: list[str]) -> str:

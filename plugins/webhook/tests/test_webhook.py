@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import urllib.parse
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -302,6 +303,30 @@ def test_a_receiver_echoing_the_headers_never_puts_their_values_in_the_result(
     assert result.error_code == "http_401"
     assert result.response_excerpt == "invalid Authorization: ******** (key ********)"
     assert token not in repr(result) and SECRET not in repr(result)
+
+
+@pytest.mark.usefixtures("allow_loopback")
+@pytest.mark.parametrize(
+    "echo",
+    [
+        lambda headers: json.dumps(headers).replace("/", "\\/"),  # PHP's json_encode
+        lambda headers: json.dumps(headers),
+        lambda headers: json.dumps(headers, ensure_ascii=False),
+        lambda headers: urllib.parse.urlencode(headers),
+        lambda headers: urllib.parse.urlencode(headers, quote_via=urllib.parse.quote),
+    ],
+    ids=["json-escaped-slash", "json", "json-unicode", "form-encoded", "percent-encoded"],
+)
+def test_a_receiver_echoing_encoded_headers_never_puts_their_values_in_the_result(
+    run_action: RunAction, receiver: Receiver, echo: Callable[[dict[str, str]], str]
+) -> None:
+    headers = {"Authorization": "Bearer abc/def+SECRETXYZ==", "X-Key": 'q"uo\\te'}
+    receiver.reply(401, echo({**headers, "X-Signing": SECRET}).encode())
+    result = run_action("webhook.call", settings(receiver.url(), headers=headers))
+    excerpt = result.response_excerpt
+    assert excerpt is not None and "Authorization" in excerpt
+    for secret in ["abc/def", "abc\\/def", "abc%2Fdef", "SECRETXYZ", "uo", SECRET[6:20]]:
+        assert secret not in excerpt
 
 
 def fragments(secret: str) -> list[str]:
