@@ -5,6 +5,7 @@ action, by the core); webhook header values are sealed at rest and masked in eve
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -171,6 +172,15 @@ def test_the_mask_where_no_secret_is_stored_is_refused(api: Api) -> None:
     wf_id = api.workflow(api.hook("/a"))["id"]
     bad = api.put(wf_id, api.hook("/a", headers={"X-Token": MASK}), status=422)
     assert [f["field"] for f in bad["fields"]] == ["steps.0.settings.headers.X-Token"]
+
+
+def test_a_header_value_that_cannot_be_sent_is_refused_at_save(api: Api) -> None:
+    step = api.hook("/a", headers={"X-Tenant": "acme", "Authorization": "Bearer cafébar"})
+    body = {"name": "w", "trigger": "booking.created", "steps": [step]}
+    bad = api.call("POST", "/v1/workflows", 422, json=body)
+    assert [f["field"] for f in bad["fields"]] == ["steps.0.settings.headers.Authorization"]
+    assert "cafébar" not in json.dumps(bad)
+    assert api.call("GET", "/v1/workflows") == []
 
 
 def test_webhook_header_values_are_sealed_masked_everywhere_and_still_sent(api: Api) -> None:

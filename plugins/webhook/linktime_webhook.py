@@ -36,7 +36,7 @@ import httpx
 from linktime.actions import ActionContext, ActionType, Result, operator_timeout
 from linktime.crypto import MASK
 from linktime.hookspecs import hookimpl
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import EmptyWebhookSecretError
@@ -57,6 +57,7 @@ AddressT = ipaddress.IPv4Address | ipaddress.IPv6Address
 NetworkT = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _TOKEN_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_HEADER_VALUE_RE = re.compile(r"[\t\x20-\x7e]*\Z")
 # Headers the plugin owns: the signature, the body framing and the pinned Host.
 _RESERVED_HEADERS = frozenset(
     {"content-type", "content-length", "host", "transfer-encoding", "connection"}
@@ -66,6 +67,17 @@ _RESERVED_HEADERS = frozenset(
 def generate_secret() -> SecretStr:
     """A fresh signing secret in the Standard Webhooks format (24 random bytes, like Svix)."""
     return SecretStr(SECRET_PREFIX + base64.b64encode(secrets.token_bytes(24)).decode("ascii"))
+
+
+def _header_value(value: SecretStr) -> SecretStr:
+    """A value httpx can send: one line of visible ASCII, spaces and tabs (it encodes header
+    values as ASCII, so anything else would fail every send). Named, never echoed."""
+    text = value.get_secret_value()
+    if len(text) > 4096 or not _HEADER_VALUE_RE.match(text):
+        raise ValueError(
+            "value must be one line of at most 4096 visible ASCII characters, spaces or tabs"
+        )
+    return value
 
 
 class WebhookStepSettings(BaseModel):
@@ -80,7 +92,7 @@ class WebhookStepSettings(BaseModel):
         description="Standard Webhooks signing secret, 'whsec_' + base64; generated if omitted",
     )
     # Header values often carry credentials (Authorization: Bearer …): secrets, each one.
-    headers: dict[str, SecretStr] = Field(
+    headers: dict[str, Annotated[SecretStr, AfterValidator(_header_value)]] = Field(
         default_factory=dict,
         max_length=20,
         description="Extra request headers (cannot override webhook-*, content-type or host); "
@@ -129,8 +141,7 @@ class WebhookStepSettings(BaseModel):
     @classmethod
     def _extra_headers(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
         seen: set[str] = set()
-        for name, secret in value.items():
-            header_value = secret.get_secret_value()
+        for name in value:
             lower = name.lower()
             if not _TOKEN_RE.match(name):
                 raise ValueError(f"header name {name!r} is not a valid HTTP header name")
@@ -140,10 +151,6 @@ class WebhookStepSettings(BaseModel):
                 )
             if lower in seen:
                 raise ValueError(f"header {name!r} is given twice")
-            if any(ch in header_value for ch in "\r\n\0") or len(header_value) > 4096:
-                raise ValueError(
-                    f"header {name!r}: value must be one line of at most 4096 characters"
-                )
             seen.add(lower)
         return value
 
