@@ -57,6 +57,36 @@ def test_json_nested_past_the_decoders_own_limit_is_a_422_naming_body(
     assert count(system, Event) == 0 and count(system, Run) == 0
 
 
+def test_a_body_that_is_empty_or_not_an_object_is_a_422_naming_body(api: Api) -> None:  # noqa: F811
+    system, client, key = api
+    wf = client.post(
+        "/v1/workflows",
+        json={"name": "w", "trigger": "booking.created", "steps": [STEP]},
+        headers=headers(key),
+    ).json()["id"]
+    routes = [
+        ("POST", "/v1/events"),
+        ("POST", "/v1/workflows"),
+        ("PUT", f"/v1/workflows/{wf}"),
+        ("POST", f"/v1/workflows/{wf}/test"),
+        ("PUT", "/v1/integrations/opts"),
+    ]
+    for body, message in [
+        (b"", "the body is empty"),
+        (b"  ", "the body is empty"),
+        (b'"xoxb-token"', "must be a JSON object"),
+        (b"[1]", "must be a JSON object"),
+        (b"null", "must be a JSON object"),
+    ]:
+        for method, route in routes:
+            r = client.request(method, route, content=body, headers=headers(key))
+            assert r.status_code == 422, (route, body, r.text[:300])
+            assert_error_shape(r.json())
+            assert r.json()["fields"] == [{"field": "body", "message": message}], (route, body)
+    assert count(system, Event) == 0 and count(system, Run) == 0
+    assert client.get("/v1/integrations/opts", headers=headers(key)).json()["connected"] is False
+
+
 # -- timestamps the planner cannot compute with ---------------------------------------------------
 
 

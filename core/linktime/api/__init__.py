@@ -155,12 +155,16 @@ def too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> str | None:
 
 async def _read_json(request: Request[Any, Any, Any]) -> None:
     """Decode a route's JSON body before the route does (Litestar keeps the result), so that
-    malformed JSON, a number out of range or nesting too deep is a 422 naming where, not a 400
-    outside the error shape or a 500 deep inside pydantic."""
+    an empty body, malformed JSON, a value that is not an object, a number out of range or
+    nesting too deep is a 422 naming where, not a 400 outside the error shape, a 422 naming
+    Litestar's own argument (``data``) or a 500 deep inside pydantic."""
     data_field = request.route_handler.parsed_data_field
     definition = data_field.kwarg_definition if data_field is not None else None
     if getattr(definition, "media_type", None) != RequestEncodingType.JSON:
         return
+    # Litestar would name its own argument, `data`; every JSON body the API takes is an object.
+    if not (await request.body()).strip():
+        raise InputError("the body is empty", [FieldError("body", "the body is empty")])
     try:
         data = await request.json()
     except SerializationException as exc:
@@ -171,6 +175,10 @@ async def _read_json(request: Request[Any, Any, Any]) -> None:
             "the body nests too deep",
             [FieldError("body", f"nested deeper than {MAX_JSON_DEPTH} levels")],
         ) from None
+    if not isinstance(data, dict):
+        raise InputError(
+            "the body is not a JSON object", [FieldError("body", "must be a JSON object")]
+        )
     where = too_deep(data)
     if where is not None:
         raise InputError(
