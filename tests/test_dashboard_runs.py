@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from linktime import workflows
 from linktime.actions import ActionType
 from linktime.models import sample_event
 from linktime.statuses import RunStatus
@@ -87,6 +88,30 @@ def test_the_replay_button_replays_once_however_often_it_is_pressed(
     refused = dash.post(f"/runs/{failed}/replay", {"idempotency_key": again})
     assert refused.headers["location"] == f"/runs/{failed}"
     assert "is being replayed already" in dash.get(f"/runs/{failed}").text
+
+
+def test_the_replay_button_of_a_deleted_workflow_s_run_says_why_it_replays_nothing(
+    make_system: Callable[..., System],
+    open_dash: Any,  # noqa: F811
+) -> None:
+    system, _ = make(make_system)
+    account = system.account()
+    wf_id = system.workflow(account, [{"action": "test.fail"}], name="gone")
+    [failed] = system.hub.emit(sample_event(), account_id=account.id).run_ids
+    system.hub.process_run(failed)
+    dash = open_dash(system)
+    dash.sign_in(account.api_key)
+    key = Form(dash.get(f"/runs/{failed}").text).controls["idempotency_key"]["value"]
+
+    workflows.delete(system.hub, account.id, wf_id)
+    pressed = dash.post(f"/runs/{failed}/replay", {"idempotency_key": key})
+    assert pressed.headers["location"] == f"/runs/{failed}"
+    assert (
+        f"Not replayed: workflow {wf_id} (&#39;gone&#39;) was deleted"
+        in dash.get(f"/runs/{failed}").text
+    )
+    with system.hub.db.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(Run)) == 1
 
 
 def test_a_server_failure_is_an_error_page_that_tells_nothing(

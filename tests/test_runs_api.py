@@ -181,6 +181,25 @@ def test_a_second_replay_while_the_first_is_pending_is_a_409_naming_it(
     assert r.status_code == 201 and r.json()["id"] not in (failed_id, pending)
 
 
+def test_a_run_of_a_deleted_workflow_is_not_replayed_and_of_a_disabled_one_is(
+    failed: Failed,
+) -> None:
+    client, h, failed_id = failed.client, failed.h, failed.run_id
+    [workflow] = client.get("/v1/workflows", headers=h).json()
+    assert client.post(f"/v1/workflows/{workflow['id']}/disable", headers=h).status_code == 200
+    replay = client.post(f"/v1/runs/{failed_id}/replay", headers=h)
+    assert replay.status_code == 201
+    failed.system.hub.process_run(replay.json()["id"])  # fails again, and is over
+    before = runs_of(client, h)
+
+    assert client.delete(f"/v1/workflows/{workflow['id']}", headers=h).status_code == 204
+    for run_id in (failed_id, replay.json()["id"]):
+        r = client.post(f"/v1/runs/{run_id}/replay", headers=h)
+        assert r.status_code == 409 and r.json()["error"] == "workflow_deleted"
+        assert workflow["id"] in r.json()["message"] and "'w'" in r.json()["message"]
+    assert runs_of(client, h) == before
+
+
 def test_concurrent_replays_of_one_run_make_one(
     failed: Failed,
 ) -> None:

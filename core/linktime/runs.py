@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from .engine import Hub
 from .errors import FieldError, InputError, NotFound
 from .statuses import RUN_UNFINISHED, STEP_STOPPED, RunStatus, StepStatus
-from .storage import Event, Run, RunStep, new_id
+from .storage import Event, Run, RunStep, Workflow, new_id
 
 
 def get_run(hub: Hub, account_id: str, run_id: str) -> Run:
@@ -138,6 +138,18 @@ def _replay(conn: Connection, hub: Hub, account_id: str, run_id: str, key: str |
             f"only a failed run can be replayed; this one is {run.status}",
             status=409,
             code="not_failed",
+        )
+    # Shared-locked so a concurrent delete waits for this replay (and then cancels it): a
+    # deleted workflow's stored steps and secrets are never sent again.
+    workflow = conn.scalar(
+        select(Workflow.id).where(Workflow.id == run.workflow_id).with_for_update(read=True)
+    )
+    if workflow is None:
+        raise InputError(
+            f"workflow {run.workflow_id} ({run.workflow_name!r}) was deleted; its runs cannot be "
+            "replayed",
+            status=409,
+            code="workflow_deleted",
         )
     pending = conn.scalar(
         select(Run.id).where(Run.replay_of == run_id, Run.status.in_(RUN_UNFINISHED))
