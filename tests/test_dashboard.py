@@ -105,11 +105,23 @@ class Dash:
             self.token = found.group(1)
         return response
 
-    def post(self, path: str, data: dict[str, Any] | None = None, *, csrf: bool = True) -> Any:
+    def post(
+        self,
+        path: str,
+        data: dict[str, Any] | None = None,
+        *,
+        csrf: bool = True,
+        multipart: bool = False,
+    ) -> Any:
+        """Submit a form, urlencoded as browsers do by default, or as multipart/form-data."""
         body = dict(data or {})
         if csrf:
             body.setdefault("_csrf_token", self.token)
-        response = self.client.post(path, data=body, follow_redirects=False)
+        if multipart:
+            fields = [(name, (None, str(value))) for name, value in body.items()]
+            response = self.client.post(path, files=fields, follow_redirects=False)
+        else:
+            response = self.client.post(path, data=body, follow_redirects=False)
         found = TOKEN_RE.search(response.text)
         if found:
             self.token = found.group(1)
@@ -303,6 +315,43 @@ def test_csrf_on_forms_not_on_the_bearer_api(
     response = dash.post(f"/workflows/{wf}/toggle", {"enabled": "false"})
     assert response.status_code == 303
     assert workflows.get(system.hub, account.id, wf).enabled is False
+
+
+@pytest.mark.parametrize("multipart", [False, True], ids=["urlencoded", "multipart"])
+def test_forms_work_urlencoded_and_multipart(
+    make_system: Callable[..., System], open_dash: Any, multipart: bool
+) -> None:
+    system = make_system(registry=fax_registry())
+    account = system.account()
+    wf = system.workflow(account, [webhook_step()], enabled=False)
+    dash = open_dash(system)
+
+    dash.get("/login")
+    signed_in = dash.post("/login", {"api_key": account.api_key}, multipart=multipart)
+    assert signed_in.status_code == 303, signed_in.text
+    dash.get("/workflows")
+    toggled = dash.post(f"/workflows/{wf}/toggle", {"enabled": "true"}, multipart=multipart)
+    assert toggled.status_code == 303, toggled.text
+    assert workflows.get(system.hub, account.id, wf).enabled is True
+
+    dash.get("/workflows/new")
+    form = editor_form("made", "booking.created", [webhook_step()])
+    saved = dash.post("/workflows/new", form, multipart=multipart)
+    assert saved.status_code == 303, saved.text
+    assert [w.name for w in workflows.list_all(system.hub, account.id)].count("made") == 1
+
+    dash.get("/settings/integrations")
+    fields = {"api_key": "fax-secret-123", "sender": "Acme", "region": "us"}
+    connected = dash.post("/settings/integrations/faxco", fields, multipart=multipart)
+    assert connected.status_code == 303, connected.text
+    card = dash.get("/settings/integrations").text.split('id="integration-faxco"')[1]
+    assert "Connected" in card.split("</section>")[0]
+
+    # Without the token, either way, it is still refused.
+    forged = dash.post(
+        f"/workflows/{wf}/toggle", {"enabled": "false"}, csrf=False, multipart=multipart
+    )
+    assert forged.status_code == 403 and "security token" in forged.text
 
 
 # -- the editor: generated forms, errors next to fields, secrets -----------------------------------

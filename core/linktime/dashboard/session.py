@@ -96,6 +96,10 @@ async def check_csrf(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRout
     expected = connection.session.get("csrf") if connection.scope.get("session") else None
     sent = None
     if isinstance(connection, Request):
+        # The body first: Litestar parses a multipart form straight from the stream, and the
+        # NUL check (a before_request hook, after guards) reads the body again. From the body,
+        # the form is parsed once and kept for the handler's own request.form().
+        await connection.body()
         sent = (await connection.form()).get(CSRF_FIELD)
     if not (
         isinstance(expected, str)
