@@ -171,7 +171,14 @@ def test_pending_reminders_follow_workflow_edits(
         trigger="meeting.before",
         offset_minutes=15,
         enabled=True,
-        steps=[{"action": "webhook.call", "settings": {"url": http_receiver.url + "/edited"}}],
+        steps=[
+            {
+                # the step named by its id: it keeps its signing secret though its URL changes
+                "id": workflows.get(hub, acc.id, wf_id).steps[0].id,
+                "action": "webhook.call",
+                "settings": {"url": http_receiver.url + "/edited"},
+            }
+        ],
     )
     workflows.update(hub, acc.id, wf_id, spec)
     assert pending() == [("scheduled", T0 + timedelta(hours=2, minutes=45))]

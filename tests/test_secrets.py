@@ -101,13 +101,23 @@ def test_put_keeps_a_signing_secret_left_out_or_masked_and_changes_it_to_a_new_v
     [attempt] = api.call("GET", f"/v1/runs/{run_id}")["steps"][0]["attempt_log"]
     assert attempt["external_id"] == request.headers["webhook-id"]
 
-    # Left out, then sent back masked (as GET shows it): kept, and nothing generated.
+    # Left out, then sent back masked (as GET shows it), the step named by its id: kept, and
+    # nothing generated.
+    step_id = created["steps"][0]["id"]
     for settings in ({}, {"secret": MASK}):
-        saved = api.put(wf_id, api.hook("/b", **settings))
+        saved = api.put(wf_id, {**api.hook("/b", **settings), "id": step_id})
         assert saved["generated_secrets"] == []
         assert saved["steps"][0]["settings"]["secret"] == MASK
         _, [request] = api.deliver()
         assert request.path == "/b" and signed_with(request, first)
+
+    # Without the id, the step at its position keeps it only while its other settings stay.
+    api.put(wf_id, api.hook("/b"))
+    _, [request] = api.deliver()
+    assert signed_with(request, first)
+    moved = api.put(wf_id, api.hook("/elsewhere", secret=MASK), status=422)
+    assert [f["field"] for f in moved["fields"]] == ["steps.0.id"]
+    assert "send the step's id" in moved["fields"][0]["message"]
 
     # A new value replaces it.
     api.put(wf_id, api.hook("/c", secret=NEW_SECRET))
@@ -140,10 +150,13 @@ def test_put_matches_steps_by_id_else_by_position_and_action(api: Api) -> None:
     assert [r.path for r in requests] == ["/b", "/a"]
     assert signed_with(requests[0], secret_b) and signed_with(requests[1], secret_a)
 
-    # Without ids, the stored step at the same position with the same action is the one edited.
-    api.put(wf_id, api.hook("/x"), api.hook("/y"))
+    # Without ids, two steps of one action cannot keep their secrets by position (which is
+    # which?): each is named; with new secrets they are saved.
+    ambiguous = api.put(wf_id, api.hook("/x"), api.hook("/y"), status=422)
+    assert [f["field"] for f in ambiguous["fields"]] == ["steps.0.id", "steps.1.id"]
+    api.put(wf_id, api.hook("/x", secret=NEW_SECRET), api.hook("/y", secret=NEW_SECRET))
     _, requests = api.deliver()
-    assert signed_with(requests[0], secret_b) and signed_with(requests[1], secret_a)
+    assert all(signed_with(r, NEW_SECRET) for r in requests)
 
     # An id this workflow does not have, or given twice, is named; nothing changes.
     wrong = api.put(wf_id, {**api.hook("/z"), "id": "wfs_nope"}, status=422)
@@ -158,6 +171,29 @@ def test_put_matches_steps_by_id_else_by_position_and_action(api: Api) -> None:
         "/x",
         "/y",
     ]
+
+
+def test_steps_reordered_without_ids_never_carry_secrets_to_another_url(api: Api) -> None:
+    a = api.hook("/a", secret=NEW_SECRET, headers={"Authorization": "Bearer TOKEN_AAA"})
+    b = api.hook("/b", headers={"Authorization": "Bearer TOKEN_BBB"})
+    created = api.workflow(a, b)
+    wf_id = created["id"]
+    [generated] = created["generated_secrets"]
+    masked = {"secret": MASK, "headers": {"Authorization": MASK}}
+
+    swapped = api.put(wf_id, api.hook("/b", **masked), api.hook("/a", **masked), status=422)
+    assert [f["field"] for f in swapped["fields"]] == ["steps.0.id", "steps.1.id"]
+    _, requests = api.deliver()
+    assert [(r.path, r.headers["authorization"]) for r in requests] == [
+        ("/a", "Bearer TOKEN_AAA"),
+        ("/b", "Bearer TOKEN_BBB"),
+    ]
+    assert signed_with(requests[0], NEW_SECRET) and signed_with(requests[1], generated["value"])
+
+    # A lone step of its action whose URL changed, without its id, is refused the same way.
+    lone = api.workflow(api.hook("/c", headers={"Authorization": "Bearer TOKEN_CCC"}))
+    moved = api.put(lone["id"], api.hook("/d", headers={"Authorization": MASK}), status=422)
+    assert [f["field"] for f in moved["fields"]] == ["steps.0.id"]
 
 
 def test_the_mask_where_no_secret_is_stored_is_refused(api: Api) -> None:

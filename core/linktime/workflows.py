@@ -29,7 +29,8 @@ class StepIn(BaseModel):
         None,
         description="On PUT, the stored step this one edits (its id from GET): its secrets are "
         "kept unless new values are given. Without it, the stored step at the same position "
-        "with the same action",
+        "with the same action, whose secrets are kept only if it is the workflow's one step of "
+        "that action and its other settings are unchanged (else a 422 naming this field)",
     )
     action: str = Field(description="An installed action, e.g. webhook.call")
     settings: dict[str, Any] = Field(default_factory=dict)
@@ -125,6 +126,32 @@ def _stored_steps(
     return matched, problems
 
 
+def _unsafe_by_position(
+    model: type[BaseModel],
+    step: StepIn,
+    given: dict[str, Any],
+    sealed: dict[str, Any],
+    stored: WorkflowStep,
+    before: Sequence[WorkflowStep],
+) -> str | None:
+    """Why a step matched by position only (no ``id``) may not keep a stored secret, or None.
+    A position says little: steps reordered without ids would carry one step's secrets to
+    another's URL. So a kept secret needs the match to be unambiguous (one stored step of that
+    action) and the step's other settings unchanged."""
+    secrets = secret_fields(model)
+    if all(given.get(n) in (None, {}, step.settings.get(n)) for n in secrets):
+        return None  # every secret is given anew (or none is stored): nothing is carried over
+    if sum(s.action == step.action for s in before) > 1:
+        return f"the workflow has more than one {step.action} step"
+
+    def public(settings: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in settings.items() if k not in secrets}
+
+    if public(sealed) != public(stored.settings):
+        return "its other settings changed"
+    return None
+
+
 @checks_of_one_save()  # every template of a save checked within one time allowance
 def _validate(
     hub: Hub, spec: WorkflowIn, before: Sequence[WorkflowStep] = (), by_position: bool = True
@@ -176,6 +203,13 @@ def _validate(
             if name not in given and isinstance(clear[name], str)
         )
         sealed = hub.sealer.seal(action.settings, settings)
+        if stored is not None and step.id is None:
+            unsafe = _unsafe_by_position(action.settings, step, given, sealed, stored, before)
+            if unsafe:
+                problems.append(
+                    FieldError(f"steps.{i}.id", f"send the step's id to keep its secrets: {unsafe}")
+                )
+                continue
         saving.steps.append((stored.id if stored else new_id("wfs"), sealed))
     if problems:
         raise InputError("the workflow is not valid", problems)
