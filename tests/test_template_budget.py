@@ -170,6 +170,76 @@ HOSTILE = {
     "{% endfor %}",
 }
 
+# --- a second review's findings: comparisons, big numbers, templates without loops
+IN_RANGE = "{% set r = range(10000) %}" + "{{ 0.5 in r }}" * 200
+COMPARING = {
+    "power-in-range": "{% set d = payment.amount ** 100000 %}{% set r = range(10000) %}"
+    + "{{ d in r }}" * 200,
+    "in-range": IN_RANGE,
+    "not-in-range": "{% set r = range(10000) %}" + "{{ 0.5 not in r }}" * 200,
+    "in-test": "{% set r = range(10000) %}" + "{{ 0.5 is in r }}" * 200,
+    "chained": "{% set r = range(10000) %}" + "{{ 0 < 1 < 2 and 0.5 in r }}" * 200,
+    "select-in": "{{ ([0.5] * 200)|select('in', range(10000))|list|length }}",
+    "sort": "{{ ([payment.amount, 1e300] * 1600)|sort|first }}",
+    "power-decimal": "{{ payment.amount ** 100000 }}",
+}
+
+
+def unclocked() -> Budget:
+    """A budget whose clocks never run out: what stops a render is the work charged to it."""
+    budget = Budget()
+    budget.deadline = budget.wall_deadline = float("inf")
+    return budget
+
+
+@pytest.mark.parametrize("source", COMPARING.values(), ids=COMPARING.keys())
+def test_comparisons_are_charged_and_big_numbers_bounded(source: str) -> None:
+    event = sample_event("payment.received")
+    stopped_within_memory(source, event)
+    # Charged before they run (not caught by the clock after the fact).
+    with pytest.raises(TemplateBudgetError, match=r"more than 10000 steps|1228 digits"):
+        render(source, event, budget=unclocked())
+
+
+def with_booking(**fields: Any) -> BookingEvent:
+    booking = sample_event("payment.received").booking.model_dump()
+    return sample_event("payment.received", booking={**booking, **fields})
+
+
+# A field only some bookings carry, compared with: each of its items costs a comparison.
+BOOKER_LIST = "{% if booking.foo is defined %}{{ payment.amount in booking.foo }}{% endif %}"
+
+
+def test_a_booker_cannot_make_a_comparison_expensive() -> None:
+    assert check_template(BOOKER_LIST) == BOOKER_LIST
+    assert render(BOOKER_LIST, with_booking(foo=[1e300] * 3)) == "False"
+    stopped_within_memory(BOOKER_LIST, with_booking(foo=[1e300] * 30000))
+    with pytest.raises(TemplateBudgetError, match="more than 10000 steps"):
+        render(BOOKER_LIST, with_booking(foo=[1e300] * 30000), budget=unclocked())
+
+
+def test_ordinary_comparisons_render_as_python_does() -> None:
+    source = (
+        "{{ 1 < 2 < 3 }} {{ 1 < 3 < 2 }} {{ 'a' in 'abc' }} {{ 2 is in [1, 2] }} "
+        "{{ 3 not in [1] }} {{ [3, 1, 2]|sort }} {{ [1, 2, 2]|unique|list }} {{ [1, 5]|max }} "
+        "{{ [1, 2, 3]|select('lt', 3)|list }} {{ booking.status == 'accepted' }} "
+        "{{ 1 < undefined_if_reached if 0 > 1 else 'short' }}"
+    )
+    assert render(source, sample_event()) == (
+        "True False True True True [1, 2, 3] [1, 2] 5 [1, 2] True short"
+    )
+    # A chain stops at its first false comparison: the rest is never evaluated.
+    assert render("{{ 2 < 1 < booking.nothing }}", sample_event()) == "False"
+
+
+@pytest.mark.parametrize("limit", ["deadline", "wall_deadline"])
+def test_a_template_without_loops_or_calls_is_timed_too(limit: str) -> None:
+    budget = Budget()
+    setattr(budget, limit, 0.0)  # no time left on either clock
+    with pytest.raises(TemplateBudgetError, match=r"^line 1: template budget exceeded: more than"):
+        render("Hi {{ attendee_name }}", sample_event(), budget=budget)
+
+
 # Notes a booker sends (up to 10,000 characters), shaped for the templates below.
 BOOKER = {
     "format-width-from-notes": (
@@ -535,7 +605,9 @@ def client(hub: Hub, account: NewAccount) -> Iterator[TestClient[Any]]:
 SLACK = {"webhook_url": "https://hooks.slack.com/services/T0/B0/secret"}
 
 
-@pytest.mark.parametrize("source", [NESTED_RANGES, "Hi\n" + CENTER], ids=["ranges", "center"])
+@pytest.mark.parametrize(
+    "source", [NESTED_RANGES, "Hi\n" + CENTER, "Hi\n" + IN_RANGE], ids=["ranges", "center", "in"]
+)
 def test_saving_answers_422_naming_the_field_and_line(client: TestClient[Any], source: str) -> None:
     body = {
         "name": "hostile",
@@ -611,6 +683,20 @@ def test_a_send_stopped_by_the_budget_fails_permanently(
             ("failed", "template_budget")
         ]
         assert step["error"].startswith("line 1: template budget exceeded: more than")
+
+
+def test_a_send_comparing_a_bookers_list_fails_before_reaching_the_network(
+    hub: Hub, account: NewAccount, client: TestClient[Any]
+) -> None:
+    step = {"action": "slack.post", "settings": {**SLACK, "text": BOOKER_LIST}}
+    body = {"name": "list", "trigger": "payment.received", "enabled": True, "steps": [step]}
+    assert client.post("/v1/workflows", json=body).status_code == 201
+    [run_id] = hub.emit(with_booking(foo=[1e300] * 30000), account_id=account.id).run_ids
+    hub.process_run(run_id)
+    [sent] = client.get(f"/v1/runs/{run_id}").json()["steps"]
+    # Stopped by the budget: an attempt at the (unreachable) Slack URL would be a network error.
+    assert (sent["status"], sent["error_code"]) == ("failed", "template_budget")
+    assert [a["error_code"] for a in sent["attempt_log"]] == ["template_budget"]
 
 
 def test_a_dry_run_reports_the_budget_as_a_step_problem(client: TestClient[Any]) -> None:

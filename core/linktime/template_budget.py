@@ -13,6 +13,10 @@ stops (``TemplateBudgetError``) before it costs more than these limits.
   (``MAX_INT_BITS``), ``batch``, ``slice``, ``join``, ``sum``, ``tojson`` indents, the str
   methods ``center``/``ljust``/``rjust``/``zfill``/``expandtabs``/``replace``/``join``/
   ``translate``; ``range`` may not exceed ``MAX_STEPS``.
+- Comparisons (``==``, ``<``…, ``in``, ``not in``, the tests ``eq``/``in``… and the
+  filters that compare: ``select``, ``sort``, ``unique``, ``min``, ``max``…) are charged
+  before they run for the items and characters they go through (``Budget.compare``); ``**``
+  may not give a Decimal of more digits than an integer may have.
 - Formats are read by parsers as strict as Python's and each field sized before it is
   formatted: ``str.format`` (``CheckedFormatter``, nested fields substituted first), ``%`` and
   the ``format`` filter (``printf_size``), ``strftime`` formats (``strftime_size``). A format
@@ -26,9 +30,11 @@ stops (``TemplateBudgetError``) before it costs more than these limits.
 - ``SAVE_CPU_SECONDS``/``SAVE_WALL_SECONDS`` shared by every check of one workflow save
   (``Allowance``, set by ``templating.checks_of_one_save``).
 
-Jinja2's sandbox has no hook for loops, ``~`` or captured blocks, so a code generator adds them:
-each loop iteration calls ``environment.budget_tick()``, each ``~`` operand and result passes
-``environment.budget_operand``/``budget_built``, and each buffer is a ``CountedBuffer``.
+Jinja2's sandbox has no hook for loops, comparisons, ``~`` or captured blocks, so a code
+generator adds them: each loop iteration calls ``environment.budget_tick()``, each comparison
+``environment.budget_compare``, each ``~`` operand and result passes
+``environment.budget_operand``/``budget_built``, and each buffer is a ``CountedBuffer``. The
+clocks are also read at every part of the output, so a template without loops is timed too.
 """
 
 from __future__ import annotations
@@ -79,6 +85,8 @@ NS_CHAR = 1.0  # C code going through or writing one character (find, upper, enc
 _NS_OBJECT = 20.0  # C code making one object (a piece of a split, a character of a date)
 _NS_LOOKUP = 50.0  # C code looking one character up in a dict (translate)
 _NS_PAIR = 0.05  # strip(chars): each character of the string against each of `chars`
+_NS_COMPARED = 100.0  # one comparison (or hash) of two numbers, strings or list items
+_NS_DECIMAL_COMPARED = 2_500.0  # one of a Decimal (against a float: made exact first)
 LARGE = 1024  # characters: a filter or method given a longer string checks the clock first
 
 
@@ -191,6 +199,24 @@ class Budget:
                 )
         return total
 
+    def compare(self, op: str, left: Any, right: Any) -> None:
+        """Charge a comparison (``==``, ``<``, ``in``…) for the work it will do, before it runs:
+        ``x in items`` compares ``x`` with each item, a list or dict is gone through item by
+        item at any depth, a string character by character."""
+        if op in ("in", "notin"):
+            if isinstance(right, str | bytes):
+                size = len(left) if isinstance(left, str | bytes) else 0
+                self.charge((len(right) + size) * NS_CHAR)
+            elif isinstance(right, range) and isinstance(left, int):
+                self.tick()  # arithmetic, whatever the range
+            elif isinstance(right, Mapping | set | frozenset | KeysView):
+                self.charge(compared_cost(left))  # hashed once
+            else:
+                times = len(right) if isinstance(right, Sized) else 1
+                self.charge(compared_cost(left) * times + compared_cost(right))
+            return
+        self.charge(compared_cost(left) + compared_cost(right))
+
     def counted(self, items: Any) -> Any:
         """``items`` as a filter will iterate it: a sized one charged a step per item up front,
         any other iterable charged as it is consumed."""
@@ -209,6 +235,35 @@ class Budget:
 
 # What str() shows item by item (dicts through Mapping).
 CONTAINERS = (list, tuple, set, frozenset, KeysView, ValuesView, Mapping)
+
+
+def compared_cost(value: Any) -> float:
+    """What comparing ``value`` with another (or hashing it) may cost, in nanoseconds: each
+    item at any depth, a Decimal's the most (against a float it is made exact), a string's
+    characters. The walk stops past ``MAX_STEPS`` items, more than a budget can pay for."""
+    cost = 0.0
+    stack = [value]
+    walked = 0
+    while stack and walked <= MAX_STEPS:
+        item = stack.pop()
+        walked += 1
+        if isinstance(item, str | bytes):
+            cost += _NS_COMPARED + len(item) * NS_CHAR
+        elif isinstance(item, Decimal):
+            cost += _NS_DECIMAL_COMPARED
+        elif isinstance(item, Mapping):
+            cost += _NS_COMPARED
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, CONTAINERS):
+            cost += _NS_COMPARED
+            stack.extend(item)
+        else:
+            cost += _NS_COMPARED
+    if stack:
+        cost += _STEP_NS * MAX_STEPS  # not walked to the end: more than a budget holds
+    return cost
+
 
 current: ContextVar[Budget] = ContextVar("linktime_template_budget")
 
@@ -559,6 +614,20 @@ def _slice(budget: Budget, value: Any, slices: int, fill_with: Any = None) -> An
     return value
 
 
+def _sorted(budget: Budget, value: Any, *_: Any, **__: Any) -> Any:
+    # Sorting compares each item with about log2(n) others.
+    items = value if isinstance(value, Sized) else list(value)
+    budget.charge(compared_cost(items) * max(len(items), 1).bit_length())
+    return items
+
+
+def _scanned(budget: Budget, value: Any, *_: Any, **__: Any) -> Any:
+    # min, max and unique compare (or hash) each item once.
+    items = value if isinstance(value, Sized) else list(value)
+    budget.charge(compared_cost(items))
+    return items
+
+
 def _items_for_size(getter: Callable[[Any], Any] | None, items: list[Any]) -> list[Any]:
     return [getter(item) for item in items] if getter is not None else items
 
@@ -589,15 +658,21 @@ def summed(
 SIZED_FILTERS: dict[str, Callable[..., Any]] = {
     "batch": _batch,
     "center": _center,
+    "dictsort": _sorted,
     "format": _format,
+    "groupby": _sorted,
     "indent": _indent,
     "int": _int,
+    "max": _scanned,
+    "min": _scanned,
     "replace": _replace,
     "slice": _slice,
+    "sort": _sorted,
     "striptags": _striptags,
     "title": _title,
     "tojson": _tojson,
     "trim": _trim,
+    "unique": _scanned,
     "urlencode": _urlencode,
     "urlize": _urlize,
     "wordwrap": _wordwrap,
@@ -790,6 +865,17 @@ class BudgetCodeGenerator(CodeGenerator):
         else:
             node.body = [nodes.ExprStmt(tick, lineno=node.lineno), *node.body]
         super().visit_For(node, frame)
+
+    def visit_Compare(self, node: nodes.Compare, frame: Frame) -> None:
+        # `a in b`, `a == b < c`: each comparison charged before it runs. The operands after
+        # the first are passed unevaluated, so a chain evaluates each once and stops at the
+        # first false comparison, as Python does.
+        self.write("environment.budget_compare(")
+        self.visit(node.expr, frame)
+        for operand in node.ops:
+            self.write(f", {operand.op!r}, lambda: ")
+            self.visit(operand.expr, frame)
+        self.write(")")
 
     def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
         # `a ~ b`: each operand sized before it becomes text, the result counted.

@@ -10,15 +10,18 @@ and the booking hold.
 from __future__ import annotations
 
 import functools
+import operator
 import re
 import types
 from collections.abc import Callable, Generator, Iterator, Sized
 from contextlib import contextmanager
 from datetime import datetime
+from decimal import Decimal
 from typing import Annotated, Any, cast
 from zoneinfo import ZoneInfo
 
 from jinja2 import StrictUndefined, Template, TemplateSyntaxError, UndefinedError, pass_context
+from jinja2 import tests as jinja_tests
 from jinja2.exceptions import SecurityError
 from jinja2.filters import make_attrgetter
 from jinja2.runtime import Context
@@ -53,6 +56,7 @@ from .template_budget import (
     int_bits,
     joined,
     need,
+    number_size,
     printf_size,
     shared,
     strftime_size,
@@ -107,6 +111,10 @@ class _Env(ImmutableSandboxedEnvironment):
         self.filters = {
             name: _guarded(name, f, sized.get(name)) for name, f in self.filters.items()
         }
+        self.tests = {
+            name: _compared_test(cast(Callable[..., Any], test))
+            for name, test in self.tests.items()
+        }
         del self.globals["lipsum"]  # placeholder text sized by its arguments: no use here
         self.globals.update(range=_range, namespace=_Namespace)
 
@@ -128,6 +136,19 @@ class _Env(ImmutableSandboxedEnvironment):
     def budget_built(self, value: Any) -> Any:
         return current.get().built(value)
 
+    def budget_compare(self, left: Any, *operands: Any) -> Any:
+        # `left op1 right1 op2 right2…`, the rights unevaluated (see BudgetCodeGenerator).
+        budget = current.get()
+        result: Any = True
+        for i in range(0, len(operands), 2):
+            op, right = operands[i], operands[i + 1]()
+            budget.compare(op, left, right)
+            result = _COMPARISONS[op](left, right)
+            if not result:
+                return result
+            left = right
+        return result
+
     def call_binop(self, context: Context, operator_: str, left: Any, right: Any) -> Any:
         budget = current.get()
         if operator_ == "%" and isinstance(left, str | bytes):
@@ -138,7 +159,10 @@ class _Env(ImmutableSandboxedEnvironment):
             _repeat(budget, left, right)
         elif operator_ == "**" and isinstance(left, int) and isinstance(right, int) and right > 0:
             int_bits(left.bit_length() * right, "`**`")
-        return budget.built(self.binop_table[operator_](left, right))
+        result = self.binop_table[operator_](left, right)
+        if operator_ == "**" and isinstance(result, Decimal):
+            number_size(result)  # its precision is bounded, its exponent is not: 1E+169897
+        return budget.built(result)
 
     def call(self, context: Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
         budget = current.get()
@@ -176,6 +200,42 @@ class _Env(ImmutableSandboxedEnvironment):
             return type(template)(formatter.vformat(template, args, kwargs))
 
         return checked
+
+
+# Jinja's comparison operators, by the names its parser gives them.
+_COMPARISONS: dict[str, Callable[[Any, Any], Any]] = {
+    "eq": operator.eq,
+    "ne": operator.ne,
+    "lt": operator.lt,
+    "lteq": operator.le,
+    "gt": operator.gt,
+    "gteq": operator.ge,
+    "in": lambda a, b: a in b,
+    "notin": lambda a, b: a not in b,
+}
+# The tests that compare (`is eq`, `is in`, and through `select('in', …)` and the like).
+_COMPARING_TESTS = {
+    operator.eq: "eq",
+    operator.ne: "ne",
+    operator.lt: "lt",
+    operator.le: "lteq",
+    operator.gt: "gt",
+    operator.ge: "gteq",
+    jinja_tests.test_in: "in",
+}
+
+
+def _compared_test(test: Callable[..., Any]) -> Callable[..., Any]:
+    """``test`` charged as the comparison it makes, when it makes one."""
+    op = _COMPARING_TESTS.get(test)
+    if op is None:
+        return test
+
+    def compared(value: Any, other: Any) -> Any:
+        current.get().compare(op, value, other)
+        return test(value, other)
+
+    return compared
 
 
 def _guarded(
@@ -249,10 +309,15 @@ def _stream(template: Template, context: dict[str, Any]) -> str:
     parts: list[str] = []
     size = 0
     stream = cast(Generator[str, None, None], template.generate(context))
+    budget = current.get()
     for part in stream:
         size += len(part)
-        if size > MAX_OUTPUT:
-            stream.throw(TemplateBudgetError(f"renders to more than {MAX_OUTPUT} characters"))
+        try:
+            if size > MAX_OUTPUT:
+                raise TemplateBudgetError(f"renders to more than {MAX_OUTPUT} characters")
+            budget.clock()  # a template without loops or calls is timed too
+        except TemplateBudgetError as exc:
+            stream.throw(exc)
         parts.append(part)
     return "".join(parts)
 
