@@ -26,7 +26,9 @@ from linktime.template_budget import (
     MAX_CHARS,
     MAX_CPU_SECONDS,
     MAX_OUTPUT,
+    MAX_SOURCE,
     MAX_STEPS,
+    MAX_TOKENS,
     Allowance,
     Budget,
     TemplateBudgetError,
@@ -178,7 +180,7 @@ COMPARING = {
     "in-range": IN_RANGE,
     "not-in-range": "{% set r = range(10000) %}" + "{{ 0.5 not in r }}" * 200,
     "in-test": "{% set r = range(10000) %}" + "{{ 0.5 is in r }}" * 200,
-    "chained": "{% set r = range(10000) %}" + "{{ 0 < 1 < 2 and 0.5 in r }}" * 200,
+    "chained": "{% set r = range(10000) %}" + "{{ 0 < 1 < 2 and 0.5 in r }}" * 50,
     "select-in": "{{ ([0.5] * 200)|select('in', range(10000))|list|length }}",
     "sort": "{{ ([payment.amount, 1e300] * 1600)|sort|first }}",
     "power-decimal": "{{ payment.amount ** 100000 }}",
@@ -238,6 +240,28 @@ def test_a_template_without_loops_or_calls_is_timed_too(limit: str) -> None:
     setattr(budget, limit, 0.0)  # no time left on either clock
     with pytest.raises(TemplateBudgetError, match=r"^line 1: template budget exceeded: more than"):
         render("Hi {{ attendee_name }}", sample_event(), budget=budget)
+
+
+# A second review: 50,000-character templates that cost 220-500 ms and up to 99 MB to compile.
+LONG_SOURCES = {
+    "fields": "{{booking.uid}}" * 3333,
+    "ifs": "{% if 1 %}x{% endif %}" * 2272,
+    "macros": "".join(f"{{% macro m{i}() %}}x{{% endmacro %}}" for i in range(1500)),
+    "text": "Hi {{ attendee_name }}" + "x" * MAX_SOURCE,
+}
+
+
+@pytest.mark.parametrize("source", LONG_SOURCES.values(), ids=LONG_SOURCES.keys())
+def test_a_template_too_long_to_compile_cheaply_is_refused_before_compiling(source: str) -> None:
+    with pytest.raises(TemplateBudgetError, match=r"^template budget exceeded: a template of more"):
+        check_template(source)
+
+
+def test_a_template_within_the_token_limit_compiles() -> None:
+    source = "{{ 1 }}" * (MAX_TOKENS // 3)  # 3 tokens each: {{, 1 and }}
+    assert check_template(source) == source
+    with pytest.raises(TemplateBudgetError, match=f"more than {MAX_TOKENS} tokens"):
+        check_template(source + "x")  # a run of text is one more
 
 
 # Notes a booker sends (up to 10,000 characters), shaped for the templates below.

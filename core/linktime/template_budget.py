@@ -27,6 +27,8 @@ stops (``TemplateBudgetError``) before it costs more than these limits.
   wall-clock time, checked at those counters. A single filter or method call is charged, before
   it runs, for the work it will do (``Budget.charge``: its measured cost per character, word or
   line, ``COST_MARGIN`` times), and refused when that does not fit in the CPU time left.
+- Compiling: a template longer than ``MAX_SOURCE`` characters or ``MAX_TOKENS`` tokens is
+  refused before it is compiled (``check_source``).
 - ``SAVE_CPU_SECONDS``/``SAVE_WALL_SECONDS`` shared by every check of one workflow save
   (``Allowance``, set by ``templating.checks_of_one_save``).
 
@@ -40,6 +42,7 @@ clocks are also read at every part of the output, so a template without loops is
 from __future__ import annotations
 
 import codecs
+import itertools
 import re
 import time
 from collections.abc import (
@@ -73,6 +76,10 @@ SAVE_CPU_SECONDS = 0.1
 SAVE_WALL_SECONDS = 2.0
 MAX_INT_BITS = 4096  # integers a template computes with `*` and `**`
 MAX_JSON_INDENT = 16
+# Compiling costs ~15-30 µs and ~2 KB per token, before any render budget applies: a template
+# is refused above these (the longest built-in one has 41 tokens).
+MAX_SOURCE = 50_000  # characters of template source
+MAX_TOKENS = 1_500  # names, literals, operators and runs of text between tags
 
 _CLOCK_EVERY = 16  # steps between CPU-time checks (reading the thread clock costs ~0.3 µs)
 # A step stands for this much CPU time: a call charged N steps of work must have N of these left.
@@ -266,6 +273,19 @@ def compared_cost(value: Any) -> float:
 
 
 current: ContextVar[Budget] = ContextVar("linktime_template_budget")
+
+
+def check_source(source: str, tokens: Iterable[object]) -> None:
+    """Refuse a template whose compiling would cost more than a render may: longer than
+    ``MAX_SOURCE`` characters or lexed (``tokens``, read lazily) into more than
+    ``MAX_TOKENS`` tokens."""
+    if len(source) > MAX_SOURCE:
+        raise TemplateBudgetError(f"a template of more than {MAX_SOURCE} characters")
+    if sum(1 for _ in itertools.islice(tokens, MAX_TOKENS + 1)) > MAX_TOKENS:
+        raise TemplateBudgetError(
+            f"a template of more than {MAX_TOKENS} tokens (names, literals, operators and "
+            "runs of text between tags)"
+        )
 
 
 def need(size: int, what: str) -> None:

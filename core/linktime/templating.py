@@ -52,6 +52,7 @@ from .template_budget import (
     TemplateBudgetError,
     allowed_attribute,
     check_method,
+    check_source,
     current,
     int_bits,
     joined,
@@ -300,7 +301,9 @@ _HTML = _Env(autoescape=True)
 @functools.lru_cache(maxsize=256)
 def _compiled(source: str, html: bool) -> Template:
     # Compiled once per process, not at every send; rendering a Template is thread-safe.
-    return (_HTML if html else _PLAIN).from_string(source)
+    environment = _HTML if html else _PLAIN
+    check_source(source, environment.lexer.tokenize(source))
+    return environment.from_string(source)
 
 
 def _stream(template: Template, context: dict[str, Any]) -> str:
