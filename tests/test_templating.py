@@ -146,3 +146,14 @@ def test_readme_examples_render_as_before(source: str, html: bool) -> None:
 def test_filters_loops_and_macros_render_as_before(source: str) -> None:
     event = sample_event()
     assert render(source, event) == unbudgeted(source, event)
+
+
+def test_tojson_writes_the_event_as_its_json() -> None:
+    event = sample_event("payment.received")
+    received = event.model_dump(mode="json")
+    assert json.loads(render("{{ booking|tojson }}", event)) == received["booking"]
+    assert json.loads(render("{{ event|tojson }}", event)) == {
+        k: received[k] for k in ("id", "type", "occurred_at")
+    }
+    assert render("{{ booking.start|tojson }}", event) == '"2026-12-01T15:00:00Z"'
+    assert check_template("{{ booking|tojson }}") == "{{ booking|tojson }}"

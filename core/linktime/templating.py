@@ -30,6 +30,7 @@ from jinja2.utils import Namespace
 from markupsafe import Markup
 from pydantic import AfterValidator
 from pydantic.fields import FieldInfo
+from pydantic_core import to_jsonable_python
 
 from .models import BookingEvent, Person, sample_event
 from .template_budget import (
@@ -112,6 +113,8 @@ class _Env(ImmutableSandboxedEnvironment):
         self.filters = {
             name: _guarded(name, f, sized.get(name)) for name, f in self.filters.items()
         }
+        # Dates (and amounts) in tojson as the event's JSON has them: "2026-12-01T15:00:00Z".
+        self.policies["json.dumps_kwargs"] = {"sort_keys": True, "default": to_jsonable_python}
         self.tests = {
             name: _compared_test(cast(Callable[..., Any], test))
             for name, test in self.tests.items()
