@@ -173,13 +173,13 @@ HOSTILE = {
 }
 
 # --- a second review's findings: comparisons, big numbers, templates without loops
-IN_RANGE = "{% set r = range(10000) %}" + "{{ 0.5 in r }}" * 200
+IN_RANGE = "{% set r = range(10000) %}" + "{{ 0.5 in r }}" * 50
 COMPARING = {
     "power-in-range": "{% set d = payment.amount ** 100000 %}{% set r = range(10000) %}"
-    + "{{ d in r }}" * 200,
+    + "{{ d in r }}" * 50,
     "in-range": IN_RANGE,
-    "not-in-range": "{% set r = range(10000) %}" + "{{ 0.5 not in r }}" * 200,
-    "in-test": "{% set r = range(10000) %}" + "{{ 0.5 is in r }}" * 200,
+    "not-in-range": "{% set r = range(10000) %}" + "{{ 0.5 not in r }}" * 50,
+    "in-test": "{% set r = range(10000) %}" + "{{ 0.5 is in r }}" * 50,
     "chained": "{% set r = range(10000) %}" + "{{ 0 < 1 < 2 and 0.5 in r }}" * 50,
     "select-in": "{{ ([0.5] * 200)|select('in', range(10000))|list|length }}",
     "sort": "{{ ([payment.amount, 1e300] * 1600)|sort|first }}",
