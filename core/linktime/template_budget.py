@@ -240,6 +240,21 @@ class Budget:
             yield item
 
 
+# Values a comparison goes through in one go (Decimal is not one: against a float it is slow).
+_SCALARS = frozenset({int, float, bool, type(None), str, datetime, date, time_of_day})
+
+
+def cheap_comparison(left: Any, right: Any) -> bool:
+    """Whether comparing ``left`` and ``right`` (any operator) costs under a step: numbers,
+    dates and strings up to ``LARGE`` characters, the common case, not charged."""
+    return (
+        type(left) in _SCALARS
+        and type(right) in _SCALARS
+        and (type(left) is not str or len(left) <= LARGE)
+        and (type(right) is not str or len(right) <= LARGE)
+    )
+
+
 # What str() shows item by item (dicts through Mapping).
 CONTAINERS = (list, tuple, set, frozenset, KeysView, ValuesView, Mapping)
 
@@ -248,6 +263,8 @@ def compared_cost(value: Any) -> float:
     """What comparing ``value`` with another (or hashing it) may cost, in nanoseconds: each
     item at any depth, a Decimal's the most (against a float it is made exact), a string's
     characters. The walk stops past ``MAX_STEPS`` items, more than a budget can pay for."""
+    if isinstance(value, int | float) or value is None:  # the common case, first
+        return _NS_COMPARED
     cost = 0.0
     stack = [value]
     walked = 0
@@ -887,13 +904,14 @@ class BudgetCodeGenerator(CodeGenerator):
         super().visit_For(node, frame)
 
     def visit_Compare(self, node: nodes.Compare, frame: Frame) -> None:
-        # `a in b`, `a == b < c`: each comparison charged before it runs. The operands after
-        # the first are passed unevaluated, so a chain evaluates each once and stops at the
-        # first false comparison, as Python does.
-        self.write("environment.budget_compare(")
+        # `a in b`, `a == b < c`: each comparison charged before it runs. In a chain, the
+        # operands after the first are passed unevaluated, so each is evaluated once and the
+        # chain stops at the first false comparison, as Python does.
+        chain = len(node.ops) > 1
+        self.write(f"environment.budget_{'chain' if chain else 'compare'}(")
         self.visit(node.expr, frame)
         for operand in node.ops:
-            self.write(f", {operand.op!r}, lambda: ")
+            self.write(f", {operand.op!r}, {'lambda: ' if chain else ''}")
             self.visit(operand.expr, frame)
         self.write(")")
 

@@ -52,6 +52,7 @@ from .template_budget import (
     CountedBuffer,
     TemplateBudgetError,
     allowed_attribute,
+    cheap_comparison,
     check_method,
     check_source,
     current,
@@ -140,14 +141,17 @@ class _Env(ImmutableSandboxedEnvironment):
     def budget_built(self, value: Any) -> Any:
         return current.get().built(value)
 
-    def budget_compare(self, left: Any, *operands: Any) -> Any:
+    def budget_compare(self, left: Any, op: str, right: Any) -> Any:
+        if not cheap_comparison(left, right):
+            current.get().compare(op, left, right)
+        return _COMPARISONS[op](left, right)
+
+    def budget_chain(self, left: Any, *operands: Any) -> Any:
         # `left op1 right1 op2 right2…`, the rights unevaluated (see BudgetCodeGenerator).
-        budget = current.get()
         result: Any = True
         for i in range(0, len(operands), 2):
-            op, right = operands[i], operands[i + 1]()
-            budget.compare(op, left, right)
-            result = _COMPARISONS[op](left, right)
+            right = operands[i + 1]()
+            result = self.budget_compare(left, operands[i], right)
             if not result:
                 return result
             left = right
