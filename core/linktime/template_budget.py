@@ -42,8 +42,10 @@ clocks are also read at every part of the output, so a template without loops is
 from __future__ import annotations
 
 import codecs
+import gc
 import itertools
 import re
+import threading
 import time
 from collections.abc import (
     Callable,
@@ -97,6 +99,27 @@ _NS_DECIMAL_COMPARED = 2_500.0  # one of a Decimal (against a float: made exact 
 LARGE = 1024  # characters: a filter or method given a longer string checks the clock first
 
 
+_collections = threading.local()
+
+
+def _on_collection(phase: str, _info: dict[str, int]) -> None:
+    if phase == "start":
+        _collections.started = time.thread_time()
+    elif (started := getattr(_collections, "started", None)) is not None:
+        _collections.spent = getattr(_collections, "spent", 0.0) + time.thread_time() - started
+        _collections.started = None
+
+
+gc.callbacks.append(_on_collection)
+
+
+def cpu_time() -> float:
+    """This thread's CPU time, less what the garbage collector spent in it: a collection of
+    the whole process that happens to fall in a render is not the template's cost, and must
+    not fail a legitimate message."""
+    return time.thread_time() - getattr(_collections, "spent", 0.0)
+
+
 class TemplateBudgetError(ValueError):
     """A render stopped for exceeding its budget. Deliberately not a ``TemplateError``: plugins
     catch those as ``template_error``, while this one reaches the engine, which fails the step
@@ -111,7 +134,7 @@ class Allowance:
     __slots__ = ("deadline", "wall_deadline")
 
     def __init__(self, cpu_seconds: float, wall_seconds: float) -> None:
-        self.deadline = time.thread_time() + cpu_seconds
+        self.deadline = cpu_time() + cpu_seconds
         self.wall_deadline = time.monotonic() + wall_seconds
 
 
@@ -126,7 +149,7 @@ class Budget:
     def __init__(self) -> None:
         self.steps = 0
         self.chars = 0
-        self.deadline = time.thread_time() + MAX_CPU_SECONDS
+        self.deadline = cpu_time() + MAX_CPU_SECONDS
         self.wall_deadline = time.monotonic() + MAX_WALL_SECONDS
         if (allowance := shared.get()) is not None:
             self.deadline = min(self.deadline, allowance.deadline)
@@ -152,7 +175,7 @@ class Budget:
             self.tick(steps)
 
     def clock(self, ahead: float = 0.0) -> None:
-        if time.thread_time() + ahead > self.deadline:
+        if cpu_time() + ahead > self.deadline:
             raise TemplateBudgetError(f"more than {int(MAX_CPU_SECONDS * 1000)} ms of CPU time")
         if time.monotonic() > self.wall_deadline:
             raise TemplateBudgetError(f"more than {MAX_WALL_SECONDS:g} s of wall-clock time")
