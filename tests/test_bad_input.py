@@ -29,17 +29,23 @@ def deep(depth: int) -> bytes:
     return b"[" * depth + b"]" * depth
 
 
+def a_workflow(client: Any, key: str) -> str:
+    """A workflow of one step, to aim the bodies at."""
+    created = client.post(
+        "/v1/workflows",
+        json={"name": "w", "trigger": "booking.created", "steps": [STEP]},
+        headers=headers(key),
+    )
+    return str(created.json()["id"])
+
+
 @pytest.mark.parametrize("depth", [1_000, 100_000])
 def test_json_nested_past_the_decoders_own_limit_is_a_422_naming_body(
     api: Api,  # noqa: F811
     depth: int,
 ) -> None:
     system, client, key = api
-    wf = client.post(
-        "/v1/workflows",
-        json={"name": "w", "trigger": "booking.created", "steps": [STEP]},
-        headers=headers(key),
-    ).json()["id"]
+    wf = a_workflow(client, key)
     event = sample_event().model_dump_json().encode()
     in_event = event[:-1] + b', "custom": ' + deep(depth) + b"}"
     for method, route, body in [
@@ -59,11 +65,7 @@ def test_json_nested_past_the_decoders_own_limit_is_a_422_naming_body(
 
 def test_a_body_that_is_empty_or_not_an_object_is_a_422_naming_body(api: Api) -> None:  # noqa: F811
     system, client, key = api
-    wf = client.post(
-        "/v1/workflows",
-        json={"name": "w", "trigger": "booking.created", "steps": [STEP]},
-        headers=headers(key),
-    ).json()["id"]
+    wf = a_workflow(client, key)
     routes = [
         ("POST", "/v1/events"),
         ("POST", "/v1/workflows"),
