@@ -102,7 +102,8 @@ async def _awaited(awaitable: Awaitable[Result], action: ActionType) -> Result:
 
 
 # A step the account's plan does not allow (checked when it runs): logged, never executed.
-BLOCKED = "blocked_by_plan"
+# Its error code is the step status it leaves.
+BLOCKED = StepStatus.BLOCKED_BY_PLAN
 
 
 class LeaseLost(Exception):
@@ -654,7 +655,7 @@ class Hub:
         # The run row after this attempt: still ours (the lease renewed), or let go of.
         next_at = None
         if go_on:
-            step_status = StepStatus.BLOCKED_BY_PLAN if blocked else StepStatus.SUCCEEDED
+            step_status = BLOCKED if blocked else StepStatus.SUCCEEDED
             if following is not None:
                 run: dict[str, Any] = {"b_lease": self.settings.step_lease_seconds}
             else:
@@ -667,7 +668,7 @@ class Hub:
             next_at = now + timedelta(seconds=delay)
             run = {"b_run_status": RunStatus.WAITING, "b_due": next_at, "b_note": None}
         else:
-            step_status = StepStatus.BLOCKED_BY_PLAN if blocked else StepStatus.FAILED
+            step_status = BLOCKED if blocked else StepStatus.FAILED
             run = {"b_run_status": RunStatus.FAILED, "b_due": None, "b_note": None}
         excerpt = result.response_excerpt
         attempt = {
