@@ -166,13 +166,13 @@ class Hub:
         self.registry = registry or plugins.configured(self.settings)
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.db = make_engine(self.settings.effective_database_url)
-        self.sealer = Sealer(self._secret_key())
+        self.sealer = Sealer(self.secret_key())
         self.clock = clock  # due times; leases go by the database's clock
         self.heartbeat = Heartbeat(self.db, self.settings.step_lease_seconds)
         # Set by the broker binding (worker.bind); until then runs wait for the scheduler.
         self.enqueue: Callable[[list[str]], None] = lambda run_ids: None
 
-    def _secret_key(self) -> str:
+    def secret_key(self) -> str:
         if self.settings.secret_key:
             return self.settings.secret_key
         path = self.settings.data_dir / "secret.key"

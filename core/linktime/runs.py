@@ -14,8 +14,59 @@ from sqlalchemy.orm import Session
 
 from .engine import Hub
 from .errors import FieldError, InputError, NotFound
-from .statuses import RUN_UNFINISHED, STEP_STOPPED, RunStatus, StepStatus
-from .storage import Event, Run, RunStep, Workflow, new_id
+from .statuses import RUN_UNFINISHED, STEP_STOPPED, AttemptStatus, RunStatus, StepStatus
+from .storage import Attempt, Event, Run, RunStep, Workflow, new_id
+
+
+class AttemptOut(BaseModel):
+    number: int
+    status: AttemptStatus
+    started_at: datetime
+    duration_ms: int
+    http_status: int | None
+    error_code: str | None
+    error: str | None
+    external_id: str | None
+    response_excerpt: str | None
+
+    @classmethod
+    def of(cls, a: Attempt) -> AttemptOut:
+        return cls.model_validate(a, from_attributes=True)
+
+
+class StepOut(BaseModel):
+    position: int
+    action: str
+    status: StepStatus
+    attempts: int
+    next_attempt_at: datetime | None
+    external_id: str | None
+    error_code: str | None
+    error: str | None
+    finished_at: datetime | None
+    attempt_log: list[AttemptOut]
+
+    @classmethod
+    def of(cls, s: RunStep) -> StepOut:
+        data: dict[str, Any] = {k: getattr(s, k) for k in cls.model_fields if k != "attempt_log"}
+        return cls(**data, attempt_log=[AttemptOut.of(a) for a in s.attempt_log])
+
+
+class RunOut(BaseModel):
+    id: str
+    workflow_id: str
+    workflow_name: str
+    trigger: str
+    status: RunStatus
+    replay_of: str | None = Field(description="The failed run this one replays")
+    created_at: datetime
+    finished_at: datetime | None
+    steps: list[StepOut]
+
+    @classmethod
+    def of(cls, r: Run) -> RunOut:
+        data: dict[str, Any] = {k: getattr(r, k) for k in cls.model_fields if k != "steps"}
+        return cls(**data, steps=[StepOut.of(s) for s in r.steps])
 
 
 def get_run(hub: Hub, account_id: str, run_id: str) -> Run:

@@ -30,12 +30,13 @@ from sqlalchemy import text
 
 from .. import accounts, integrations, runs, testruns, workflows
 from ..accounts import authenticate
+from ..dashboard import DashboardPlugin
 from ..engine import Hub
 from ..errors import FieldError, InputError, NotFound, pydantic_fields
 from ..integrations import IntegrationOut
 from ..models import BookingEvent, Timestamp
 from ..offload import offload
-from ..runs import EventInspection, RunSummary
+from ..runs import EventInspection, RunOut, RunSummary
 from ..statuses import RunStatus
 from ..testruns import TestRunOut
 from ..workflows import TemplateOut, WorkflowIn, WorkflowOut
@@ -46,7 +47,6 @@ from .schemas import (
     EventAccepted,
     PlanOut,
     PluginsOut,
-    RunOut,
     RunRef,
     TestRequest,
     WorkflowSaved,
@@ -469,8 +469,6 @@ def create_app(
 
         await offload(ping)
         return {"status": "ok"}
-
-    from ..dashboard import DashboardPlugin  # dashboard (imports this module: import it here)
 
     api_handlers = [
         post_event,

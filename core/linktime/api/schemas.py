@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
 from ..models import BookingEvent
-from ..statuses import AttemptStatus, RunStatus, StepStatus
-from ..storage import Attempt, Run, RunStep
 from ..testruns import TestRecipients
 from ..workflows import GeneratedSecret, WorkflowOut
 
@@ -41,57 +39,6 @@ class WorkflowSaved(WorkflowOut):
     """A workflow as created or replaced, with the secrets the save generated: shown once."""
 
     generated_secrets: list[GeneratedSecret] = []
-
-
-class AttemptOut(BaseModel):
-    number: int
-    status: AttemptStatus
-    started_at: datetime
-    duration_ms: int
-    http_status: int | None
-    error_code: str | None
-    error: str | None
-    external_id: str | None
-    response_excerpt: str | None
-
-    @classmethod
-    def of(cls, a: Attempt) -> AttemptOut:
-        return cls.model_validate(a, from_attributes=True)
-
-
-class StepOut(BaseModel):
-    position: int
-    action: str
-    status: StepStatus
-    attempts: int
-    next_attempt_at: datetime | None
-    external_id: str | None
-    error_code: str | None
-    error: str | None
-    finished_at: datetime | None
-    attempt_log: list[AttemptOut]
-
-    @classmethod
-    def of(cls, s: RunStep) -> StepOut:
-        data: dict[str, Any] = {k: getattr(s, k) for k in cls.model_fields if k != "attempt_log"}
-        return cls(**data, attempt_log=[AttemptOut.of(a) for a in s.attempt_log])
-
-
-class RunOut(BaseModel):
-    id: str
-    workflow_id: str
-    workflow_name: str
-    trigger: str
-    status: RunStatus
-    replay_of: str | None = Field(description="The failed run this one replays")
-    created_at: datetime
-    finished_at: datetime | None
-    steps: list[StepOut]
-
-    @classmethod
-    def of(cls, r: Run) -> RunOut:
-        data: dict[str, Any] = {k: getattr(r, k) for k in cls.model_fields if k != "steps"}
-        return cls(**data, steps=[StepOut.of(s) for s in r.steps])
 
 
 class TestRequest(BaseModel):

@@ -71,7 +71,7 @@ class SessionConfig(CookieBackendConfig):
 
 
 def session_config(hub: Hub) -> SessionConfig:
-    key = hashlib.sha256(b"linktime-dashboard-session\0" + hub._secret_key().encode()).digest()
+    key = hashlib.sha256(b"linktime-dashboard-session\0" + hub.secret_key().encode()).digest()
     return SessionConfig(
         secret=key,
         key=COOKIE,

@@ -1,0 +1,216 @@
+"""What every dashboard page shares: the template engine and its filters, the signed-in user,
+flash messages, redirects, error pages and the presentation of triggers and actions."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from litestar import Request, Response
+from litestar.di import NamedDependency
+from litestar.exceptions import HTTPException
+from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.response import Redirect, Template
+from litestar.template.config import TemplateConfig
+
+from .. import plans, workflows
+from ..engine import Hub
+from ..errors import FieldError, InputError, NotFound
+from ..offload import offload
+from ..workflows import GeneratedSecret
+from .session import (
+    CSRF_FIELD,
+    SignInRequired,
+    csrf_token,
+    signed_in,
+)
+
+HERE = Path(__file__).parent
+AnyRequest = Request[Any, Any, Any]
+log = logging.getLogger("linktime.dashboard")
+
+
+def dt(value: Any) -> str:
+    if value is None or value == "":
+        return ""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return str(value)
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S %Z").strip()
+    return str(value)
+
+
+def pretty(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+
+
+def field_id(name: str) -> str:
+    return name.replace(".", "-").replace("_", "-")
+
+
+def template_config() -> TemplateConfig[JinjaTemplateEngine]:
+    env = Environment(
+        loader=FileSystemLoader(HERE / "templates"),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["dt"] = dt
+    env.filters["pretty"] = pretty
+    env.filters["field_id"] = field_id
+    return TemplateConfig(instance=JinjaTemplateEngine.from_environment(env))
+
+
+@dataclass(frozen=True)
+class Me:
+    account_id: str
+    name: str
+    plan: str
+
+
+def flash(request: AnyRequest, text: str, kind: str = "ok", **extra: Any) -> None:
+    request.session.setdefault("flash", []).append({"kind": kind, "text": text, **extra})
+
+
+def page(
+    request: AnyRequest,
+    name: str,
+    *,
+    me: Me | None = None,
+    status: int = 200,
+    **context: Any,
+) -> Template:
+    session = request.session
+    flashes = session.pop("flash", [])
+    return Template(
+        template_name=name,
+        context={
+            "csrf_field": CSRF_FIELD,
+            "csrf": csrf_token(session),
+            "flashes": flashes,
+            "me": me,
+            "path": request.url.path,
+            **context,
+        },
+        status_code=status,
+    )
+
+
+def see_other(url: str) -> Redirect:
+    return Redirect(url, status_code=303)
+
+
+def safe_next(value: Any, default: str = "/workflows") -> str:
+    """Only this site's own paths (no //host, no scheme)."""
+    if (
+        isinstance(value, str)
+        and value.startswith("/")
+        and not value.startswith("//")
+        and not any(c in value for c in "\\\r\n")
+    ):
+        return value
+    return default
+
+
+def trigger_text(hub: Hub, trigger: str, offset: int) -> str:
+    t = hub.registry.triggers.get(trigger)
+    if t is None:
+        return f"{trigger} (not installed)"
+    if t.kind != "time":
+        return t.title
+    where = "before the meeting starts" if t.direction < 0 else "after the meeting ends"
+    return f"{t.title} · {offset} min {where}"
+
+
+def action_title(hub: Hub, name: str) -> str:
+    action = hub.registry.actions.get(name)
+    return action.title if action else f"{name} (not installed)"
+
+
+def place_errors(
+    errors: list[FieldError], known: set[str]
+) -> tuple[dict[str, list[str]], list[FieldError]]:
+    """Each error under the most specific known field its path falls in; the rest general."""
+    placed: dict[str, list[str]] = {}
+    general: list[FieldError] = []
+    for error in errors:
+        # pydantic's "Value error, " says nothing to a person reading the form
+        error = FieldError(error.field, error.message.removeprefix("Value error, "))
+        parts = error.field.split(".")
+        for cut in range(len(parts), 0, -1):
+            key = ".".join(parts[:cut])
+            if key in known:
+                placed.setdefault(key, []).append(error.message)
+                break
+        else:
+            general.append(error)
+    return placed, general
+
+
+async def usage(hub: Hub, me: Me) -> plans.PlanUsage:
+    return await offload(workflows.plan_usage, hub, me.account_id)
+
+
+def shown_secrets(generated: list[GeneratedSecret]) -> list[dict[str, str]]:
+    """Generated secrets as the flash messages show them once (steps counted from 1)."""
+    return [{"step": str(g.step + 1), "field": g.field, "value": g.value} for g in generated]
+
+
+# -- dependencies and error pages ----------------------------------------------------------------
+
+
+async def provide_me(request: AnyRequest, hub: NamedDependency[Hub]) -> Me:
+    key_id = request.session.get("key_id")
+    if not isinstance(key_id, str):
+        raise SignInRequired
+    found = await offload(signed_in, hub, key_id)
+    if found is None:  # the key was revoked: this session is over
+        request.session.pop("key_id", None)
+        raise SignInRequired
+    return Me(*found)
+
+
+def on_sign_in_required(request: AnyRequest, _: SignInRequired) -> Response[Any]:
+    target = request.url.path
+    if request.url.query:
+        target += "?" + request.url.query
+    if request.method != "GET":
+        target = "/workflows"
+    return Redirect(f"/login?next={quote(target, safe='/')}", status_code=303)
+
+
+def error_page(request: AnyRequest, status: int, title: str, detail: str) -> Response[Any]:
+    if "session" not in request.scope:
+        return Response(f"{title}: {detail}", status_code=status, media_type="text/plain")
+    return page(request, "error.html", status=status, title=title, detail=detail)
+
+
+def on_not_found(request: AnyRequest, exc: NotFound) -> Response[Any]:
+    return error_page(request, 404, "Not found", str(exc))
+
+
+def on_http(request: AnyRequest, exc: HTTPException) -> Response[Any]:
+    titles = {403: "Forbidden", 404: "Not found", 405: "Method not allowed", 413: "Too large"}
+    return error_page(request, exc.status_code, titles.get(exc.status_code, "Error"), exc.detail)
+
+
+def on_input(request: AnyRequest, exc: InputError) -> Response[Any]:
+    return error_page(request, exc.status, "Not accepted", str(exc))
+
+
+def on_unexpected(request: AnyRequest, exc: Exception) -> Response[Any]:
+    # A bug, not the user's doing: the traceback goes to the log, not to the page.
+    log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_page(request, 500, "Something went wrong", "It has been logged.")
