@@ -6,13 +6,14 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError, field_validator
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from .engine import Hub
-from .errors import InputError, NotFound
+from .errors import InputError, NotFound, pydantic_fields
 from .storage import Account, ApiKey, new_id, new_secret
 
 PLANS = ("free", "pro", "business")
@@ -112,3 +113,49 @@ def revoke_key(hub: Hub, account_id: str, key_id: str) -> KeyOut:
             )
         row.revoked_at = row.revoked_at or hub.clock()
     return KeyOut.model_validate(row, from_attributes=True)
+
+
+class Preferences(BaseModel):
+    """What the dashboard remembers for an account. ``timezone`` is an IANA name (None: the
+    browser's); the test recipients are where "send a test to me" goes."""
+
+    timezone: str | None = Field(None, max_length=64)
+    test_email: str | None = Field(None, max_length=320)
+    test_phone: str | None = Field(None, max_length=40)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is not None and not known_timezone(value):
+            raise ValueError(f"{value[:64]!r} is not a timezone name like 'Europe/Berlin'")
+        return value
+
+
+def known_timezone(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ValueError, ZoneInfoNotFoundError):
+        return False
+    return True
+
+
+def get_preferences(hub: Hub, account_id: str) -> Preferences:
+    with hub.db.connect() as conn:
+        stored = conn.scalar(select(Account.preferences).where(Account.id == account_id))
+    if stored is None:
+        raise NotFound(f"no account {account_id!r}")
+    return Preferences.model_validate(stored)
+
+
+def set_preferences(hub: Hub, account_id: str, **changes: str | None) -> Preferences:
+    """Change some preferences, keeping the others; raises InputError naming a bad one."""
+    with Session(hub.db) as session, session.begin():
+        account = session.get(Account, account_id, with_for_update=True)
+        if account is None:
+            raise NotFound(f"no account {account_id!r}")
+        try:
+            merged = Preferences.model_validate({**account.preferences, **changes})
+        except ValidationError as exc:
+            raise InputError("the preferences are not valid", pydantic_fields(exc)) from None
+        account.preferences = merged.model_dump()
+    return merged

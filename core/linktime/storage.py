@@ -86,6 +86,11 @@ class Account(Base):
     name: Mapped[str] = mapped_column(String(200))
     plan: Mapped[str] = mapped_column(String(40))
     created_at: Mapped[datetime]
+    # What the dashboard remembers for the account (accounts.Preferences): its timezone, where
+    # "send a test to me" goes.
+    preferences: Mapped[dict[str, Any]] = mapped_column(
+        JSONType, default=dict, server_default=text("'{}'")
+    )
 
 
 class ApiKey(Base):

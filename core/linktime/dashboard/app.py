@@ -6,20 +6,24 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
+from zoneinfo import ZoneInfo
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, pass_context
+from jinja2.runtime import Context
 from litestar import Request, Response
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Redirect, Template
 from litestar.template.config import TemplateConfig
+from markupsafe import Markup
 
 from .. import plans, workflows
+from ..accounts import known_timezone
 from ..engine import Hub
 from ..errors import FieldError, InputError, NotFound
 from ..offload import offload
@@ -36,17 +40,41 @@ AnyRequest = Request[Any, Any, Any]
 log = logging.getLogger("linktime.dashboard")
 
 
-def dt(value: Any) -> str:
-    if value is None or value == "":
-        return ""
+TZ_COOKIE = "linktime_tz"  # the browser's zone, set by dashboard.js until one is chosen
+
+
+def _moment(value: Any) -> datetime | None:
     if isinstance(value, str):
         try:
             value = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
-            return str(value)
+            return None
     if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%d %H:%M:%S %Z").strip()
-    return str(value)
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return None
+
+
+@pass_context
+def dt(context: Context, value: Any, style: str = "full") -> Markup | str:
+    """A moment in the viewer's timezone, UTC on hover: ``<time datetime=… title=…>``.
+    ``style`` "time" shows only the clock ("14:05") for moments today."""
+    if value is None or value == "":
+        return ""
+    moment = _moment(value)
+    if moment is None:
+        return str(value)
+    me = context.get("me")
+    zone = ZoneInfo(me.timezone if isinstance(me, Me) else "UTC")
+    local = moment.astimezone(zone)
+    utc = moment.astimezone(UTC)
+    same_day = local.date() == datetime.now(zone).date()
+    shown = local.strftime("%H:%M" if style == "time" and same_day else "%-d %b %Y, %H:%M")
+    return Markup('<time datetime="{}" title="{}">{} {}</time>').format(
+        utc.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        utc.strftime("%Y-%m-%d %H:%M:%S UTC"),
+        shown,
+        local.tzname() or zone.key,
+    )
 
 
 def pretty(value: Any) -> str:
@@ -78,6 +106,7 @@ class Me:
     account_id: str
     name: str
     plan: str
+    timezone: str  # IANA name: the account's choice, else the browser's, else UTC
 
 
 def flash(request: AnyRequest, text: str, kind: str = "ok", **extra: Any) -> None:
@@ -179,7 +208,10 @@ async def provide_me(request: AnyRequest, hub: NamedDependency[Hub]) -> Me:
     if found is None:  # the key was revoked: this session is over
         request.session.pop("key_id", None)
         raise SignInRequired
-    return Me(*found)
+    account_id, name, plan, chosen = found
+    browser = unquote(request.cookies.get(TZ_COOKIE, ""))
+    zone = chosen or (browser if browser and known_timezone(browser) else "UTC")
+    return Me(account_id, name, plan, zone)
 
 
 def on_sign_in_required(request: AnyRequest, _: SignInRequired) -> Response[Any]:

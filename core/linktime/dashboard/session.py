@@ -122,12 +122,14 @@ def key_id_for(hub: Hub, api_key: str) -> tuple[str, str] | None:
     return (account_id, key_id) if key_id else None
 
 
-def signed_in(hub: Hub, key_id: str) -> tuple[str, str, str] | None:
-    """(account id, account name, plan) while the session's key is live."""
+def signed_in(hub: Hub, key_id: str) -> tuple[str, str, str, str | None] | None:
+    """(account id, account name, plan, chosen timezone) while the session's key is live."""
     with hub.db.connect() as conn:
         row = conn.execute(
-            select(Account.id, Account.name, Account.plan)
+            select(Account.id, Account.name, Account.plan, Account.preferences)
             .join(ApiKey, ApiKey.account_id == Account.id)
             .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
         ).first()
-    return (row.id, row.name, row.plan) if row else None
+    if row is None:
+        return None
+    return row.id, row.name, row.plan, (row.preferences or {}).get("timezone")

@@ -27,3 +27,13 @@ document.addEventListener("DOMContentLoaded", function () {
     });
   });
 });
+
+// Times are shown in the browser's zone until the account chooses one (Account page).
+(function () {
+  try {
+    var zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+    if (zone && document.cookie.indexOf("linktime_tz=" + encodeURIComponent(zone)) === -1) {
+      document.cookie = "linktime_tz=" + encodeURIComponent(zone) + "; path=/; max-age=31536000; samesite=lax";
+    }
+  } catch (e) { /* no Intl: UTC */ }
+})();
