@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from litestar import get
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
@@ -11,6 +13,7 @@ from .. import testruns, workflows
 from ..engine import Hub
 from ..models import sample_event
 from ..offload import offload
+from ..workflows import WorkflowIn
 from .app import (
     AnyRequest,
     Me,
@@ -46,3 +49,16 @@ async def test_workflow(
 
 
 HANDLERS = [test_workflow]
+
+
+async def draft_panel(
+    hub: Hub, me: Me, spec: WorkflowIn, workflow_id: str | None, event_type: str | None
+) -> dict[str, Any]:
+    """The Test panel for the editor's draft as it is on screen (not saved): the context the
+    editor renders with ``{% include "_test_panel.html" %}``. ``workflow_id`` is the stored
+    workflow the draft edits (its kept secrets), None for a new one."""
+    # Interim: the saved version's dry run (issue 12 item 2 replaces this with the draft's).
+    if workflow_id is None:
+        return {"steps": [], "event": {}, "event_type": event_type}
+    preview = await offload(testruns.dry_run, hub, me.account_id, workflow_id, None)
+    return {"steps": preview.steps, "event": preview.event, "event_type": event_type}
