@@ -20,6 +20,22 @@ document.addEventListener("DOMContentLoaded", function () {
     trigger.addEventListener("change", sync);
     sync();
   }
+  // The error summary is read first; its links move focus to the field, not only the view.
+  var summary = document.getElementById("error-summary");
+  if (summary) {
+    summary.focus();
+    summary.querySelectorAll("a[href^='#']").forEach(function (link) {
+      link.addEventListener("click", function (event) {
+        var target = document.getElementById(link.getAttribute("href").slice(1));
+        if (!target) return;
+        event.preventDefault();
+        var details = target.closest("details");
+        if (details) details.open = true;
+        target.scrollIntoView({ block: "center" });
+        target.focus();
+      });
+    });
+  }
   // Ask before destructive forms.
   document.querySelectorAll("form[data-confirm]").forEach(function (form) {
     form.addEventListener("submit", function (event) {
