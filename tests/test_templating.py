@@ -59,6 +59,8 @@ def test_html_templates_escape_booking_text() -> None:
     [
         ("Hello {{ invitee.nmae }}", "line 1: unknown field 'nmae'"),
         ("Hello\n\n{{ attendee_nickname }}", "line 3: unknown field 'attendee_nickname'"),
+        ("{{ attendee_nme }}", "unknown field 'attendee_nme': did you mean 'attendee_name'?"),
+        ("{{ invitee.frist_name }}", "unknown field 'frist_name': did you mean 'first_name'?"),
         ("{% if %}", "line 1: syntax error"),
         ("{{ booking.__class__.__mro__ }}", "not allowed"),
         ("{{ ().__class__.__base__.__subclasses__() }}", "not allowed"),

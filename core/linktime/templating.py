@@ -9,6 +9,7 @@ and the booking hold.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import operator
 import re
@@ -391,6 +392,34 @@ def variables(event: BookingEvent) -> dict[str, Any]:
     }
 
 
+def catalogue(event: BookingEvent) -> list[tuple[str, Any]]:
+    """Every field a template may name, as written in one (``invitee.name``), with its value
+    for ``event``: the top-level names and, for the objects among them, their fields."""
+    found: list[tuple[str, Any]] = []
+    for name, value in variables(event).items():
+        if isinstance(value, dict):
+            found += [
+                (f"{name}.{k}", v) for k, v in value.items() if not isinstance(v, dict | list)
+            ]
+        else:
+            found.append((name, value))
+    return found
+
+
+_NAMES = [name for name, _ in catalogue(sample_event())]
+_TOP_LEVEL = sorted({name.partition(".")[0] for name in _NAMES})
+_FIELDS = sorted({name.partition(".")[2] for name in _NAMES if "." in name})
+
+
+def _suggest(field: str, attribute: bool) -> str:
+    """The hint for a misspelt field, e.g. ": did you mean 'attendee_name'?", when a known one
+    is close (an attribute among the objects' fields, else among the top-level names)."""
+    known = _FIELDS if attribute else _TOP_LEVEL
+    # A field of another object ('amount' of the invitee) is no typo to correct.
+    close = [] if field in known else difflib.get_close_matches(field, known, n=1)
+    return f": did you mean '{close[0]}'?" if close else ""
+
+
 _UNDEFINED_RE = re.compile(r"has no attribute '([^']+)'|'([^']+)' is undefined")
 
 
@@ -433,7 +462,9 @@ def render(
     except UndefinedError as exc:
         found = _UNDEFINED_RE.search(exc.message or "")
         field = next((g for g in found.groups() if g), "?") if found else "?"
-        raise TemplateError(_located(exc, f"unknown field '{field}'")) from None
+        attribute = bool(found and found.group(1))
+        message = f"unknown field '{field}'{_suggest(field, attribute)}"
+        raise TemplateError(_located(exc, message)) from None
     except TemplateBudgetError as exc:
         raise TemplateBudgetError(_located(exc, f"template budget exceeded: {exc}")) from None
     except RecursionError as exc:  # macros or recursive loops nested as deep as Python goes
