@@ -28,7 +28,7 @@ from litestar.types.internal_types import PathParameterDefinition
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from sqlalchemy import text
 
-from .. import accounts, integrations, runs, testruns, workflows
+from .. import accounts, activity, integrations, runs, testruns, workflows
 from ..accounts import authenticate
 from ..dashboard import DashboardPlugin
 from ..engine import Hub
@@ -391,6 +391,29 @@ def create_app(
             headers={"Idempotent-Replayed": "true"} if made.repeated else {},
         )
 
+    @get(
+        "/v1/events",
+        summary="Events received, newest first",
+        description="`q` finds an event by its id or its booking's uid (exactly) or by the "
+        "invitee's email (in any case). A page with more after it gives `next_cursor`.",
+    )
+    async def list_events(
+        account_id: NamedDependency[str],
+        q: FromQuery[str | None] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=activity.MAX_LIMIT)] = 50,
+        cursor: FromQuery[str | None] = None,
+    ) -> activity.EventPage:
+        return await offload(activity.list_events, hub, account_id, q, limit, cursor)
+
+    @get(
+        "/v1/bookings/{uid:str}/timeline",
+        summary="A booking's events, planned reminders, runs and attempts, in time order",
+    )
+    async def booking_timeline(
+        uid: FromPath[str], account_id: NamedDependency[str]
+    ) -> activity.Timeline:
+        return await offload(activity.timeline, hub, account_id, uid)
+
     @get("/v1/events/{event_id:str}", summary="What an event did: runs, and why not the others")
     async def inspect_event(
         event_id: FromPath[str], account_id: NamedDependency[str]
@@ -488,7 +511,9 @@ def create_app(
         from_template,
         list_runs,
         replay_run,
+        list_events,
         inspect_event,
+        booking_timeline,
         get_plan,
         list_integrations,
         get_integration,
