@@ -132,6 +132,33 @@ Execute = Callable[[ActionContext], "Result | Awaitable[Result]"]
 
 
 @dataclass(frozen=True)
+class Problem:
+    """Why a step would not be sent as it stands, in words for the account's user (never an
+    operator's variable name), with the fix as a sentence and, where there is one, the page
+    to make it on."""
+
+    message: str
+    fix: str
+    link: str | None = None
+
+    @classmethod
+    def operator(cls, message: str) -> Problem:
+        """Something only the server's operator can set up."""
+        return cls(message, "Contact your administrator.")
+
+
+# How the Test panel shows a step's preview (``ActionType.preview_kind``), and the keys the
+# plugin's ``preview`` returns for it:
+#   "email"   subject, from, to (list), text, html (None: plain text only)
+#   "sms"     to, text
+#   "slack"   to (channel or "incoming webhook"), text
+#   "webhook" method, url, headers, body
+#   "voice"   to, script (None: handed to the AI agent)
+# None (the default): each field of the preview in a list.
+PREVIEW_KINDS = ("email", "sms", "slack", "webhook", "voice")
+
+
+@dataclass(frozen=True)
 class ActionType:
     """An action a workflow step can run, e.g. ``webhook.call``.
 
@@ -150,6 +177,16 @@ class ActionType:
     # What a step would send, for "test before you enable"; without it, the settings are shown
     # with their template fields rendered.
     preview: Callable[[ActionContext], dict[str, Any]] | None = None
+    # How the Test panel draws that preview: one of PREVIEW_KINDS, or None.
+    preview_kind: str | None = None
+    # Problems only the plugin can see that would stop a step from being sent: its operator
+    # settings, a recipient the booking lacks. Called with ``ctx.settings`` and
+    # ``ctx.credentials`` (None when not connected) set; the core checks the rest (installed,
+    # plan, integration connected).
+    check: Callable[[ActionContext], list[Problem]] | None = None
+    # Whether a step needs the account's integration connected to be sent: always (True),
+    # never (False: it only adds to the message), or as the step's settings say.
+    needs_integration: bool | Callable[[Any], bool] = True
     # The longest one attempt may take, in seconds: the engine stops an attempt past it, and a
     # worker refuses to start when it is not below the step lease.
     timeout: float = DEFAULT_ACTION_TIMEOUT
@@ -169,6 +206,9 @@ class ActionType:
             raise ValueError(f"action {self.name}: credentials must be a pydantic model class")
         if not callable(self.execute):
             raise ValueError(f"action {self.name}: execute must be callable")
+        if self.preview_kind is not None and self.preview_kind not in PREVIEW_KINDS:
+            kinds = ", ".join(PREVIEW_KINDS)
+            raise ValueError(f"action {self.name}: preview_kind must be one of {kinds} or None")
 
 
 class OperatorSettingError(ValueError):

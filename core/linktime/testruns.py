@@ -4,34 +4,50 @@ test in the run log and counted against no limit."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, ValidationError
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .actions import ActionContext, ActionType, WorkflowRef
-from .crypto import MASK
+from .actions import ActionContext, ActionType, Problem, WorkflowRef
+from .crypto import MASK, with_kept_secrets
 from .engine import Hub
-from .errors import NotFound
+from .errors import NotFound, pydantic_fields
+from .inputs import validate_input
 from .models import EVENT_TYPES, BookingEvent, sample_event
-from .storage import Account, Workflow
+from .storage import Account, Integration, Workflow, WorkflowStep
 from .template_budget import TemplateBudgetError
 from .templating import TemplateError, is_template
+from .workflows import StepIn, WorkflowIn
+
+
+class ProblemOut(BaseModel):
+    """Why a step would not be sent, and how to fix it (``link``: the page to fix it on)."""
+
+    message: str
+    fix: str
+    link: str | None = None
 
 
 class StepPreview(BaseModel):
     position: int
     action: str
     title: str
+    # How to draw ``output``: an ActionType.preview_kind ("email", "sms"…), None for a list.
+    kind: str | None = None
     output: dict[str, Any] = Field(default_factory=dict)
     error: str | None = None
     # The code a send would fail with, where the dry run knows it: "template_budget".
     error_code: str | None = None
+    # Would a live run send it? Never true while there is a problem or an error.
+    ready: bool = False
+    problems: list[ProblemOut] = Field(default_factory=list)
 
 
 class TestRunOut(BaseModel):
-    workflow_id: str
+    workflow_id: str | None
     mode: str
     event: dict[str, Any]
     steps: list[StepPreview] = Field(default_factory=list)
@@ -81,56 +97,220 @@ def _masked(value: Any) -> Any:
     return value
 
 
-def preview(
-    hub: Hub, action: ActionType, stored: dict[str, Any], ctx: ActionContext
-) -> StepPreview:
-    step = StepPreview(position=ctx.position, action=action.name, title=action.title)
+def _plan_problem(hub: Hub, plan_name: str, action: ActionType) -> Problem | None:
+    if hub.settings.plan(plan_name).allows(action):
+        return None
+    including = [name for name, plan in hub.settings.plans.items() if plan.allows(action)]
+    fix = (
+        f"Upgrade to {' or '.join(name.capitalize() for name in including)} to use it."
+        if including
+        else "No plan on this server includes it; remove the step."
+    )
+    return Problem(f"Your {plan_name.capitalize()} plan does not include {action.title}.", fix)
+
+
+def _not_connected(integration: str, message: str) -> Problem:
+    title = integration.capitalize()
+    return Problem(
+        message.format(title=title),
+        f"Connect {title} in Settings.",
+        f"/settings/integrations#{integration}",
+    )
+
+
+@dataclass(frozen=True)
+class _Account:
+    """What readiness reads of the account: its plan and its integrations as stored."""
+
+    plan: str
+    integrations: dict[str, dict[str, Any]]
+
+    @classmethod
+    def load(cls, session: Session, account_id: str) -> _Account:
+        account = session.get(Account, account_id)
+        if account is None:
+            raise NotFound(f"no account {account_id!r}")
+        rows = session.execute(
+            select(Integration.name, Integration.settings).where(
+                Integration.account_id == account_id
+            )
+        )
+        return cls(account.plan, {row.name: row.settings for row in rows})
+
+
+def _credentials(
+    hub: Hub, action: ActionType, account: _Account
+) -> tuple[BaseModel | None, Problem | None]:
+    stored = account.integrations.get(action.integration or "")
+    if action.credentials is None or action.integration is None or stored is None:
+        return None, None
     try:
-        settings = hub.sealer.open(action.settings, stored)
-        ctx = replace(ctx, settings=settings)
+        return hub.sealer.open(action.credentials, stored), None
+    except ValueError:
+        return None, _not_connected(
+            action.integration, "The {title} connection can no longer be read."
+        )
+
+
+def _check(
+    hub: Hub, action: ActionType, account: _Account, ctx: ActionContext
+) -> tuple[ActionContext, list[Problem]]:
+    """Everything that would stop this step from being sent: the plan, the integration, and
+    what the plugin's own ``check`` finds. Returns the context with the credentials in it."""
+    problems = [p for p in [_plan_problem(hub, account.plan, action)] if p]
+    credentials, unreadable = _credentials(hub, action, account)
+    ctx = replace(ctx, credentials=credentials)
+    needs = action.needs_integration
+    if unreadable:
+        problems.append(unreadable)
+    elif (
+        action.integration
+        and credentials is None
+        and (needs(ctx.settings) if callable(needs) else needs)
+    ):
+        problems.append(_not_connected(action.integration, "{title} is not connected."))
+    if action.check is not None:
+        problems += action.check(ctx)
+    return ctx, problems
+
+
+def preview(
+    hub: Hub, action: ActionType, settings: BaseModel, account: _Account, ctx: ActionContext
+) -> StepPreview:
+    """One step's dry run: what it would send and whether it is ready to be sent."""
+    step = StepPreview(
+        position=ctx.position, action=action.name, title=action.title, kind=action.preview_kind
+    )
+    try:
+        ctx, problems = _check(hub, action, account, replace(ctx, settings=settings))
+        step.problems = [ProblemOut(**asdict(p)) for p in problems]
         output = action.preview(ctx) if action.preview else _generic_preview(settings, ctx)
         step.output = _masked(output)
     except TemplateBudgetError as exc:
         step.error, step.error_code = str(exc), "template_budget"
     except (TemplateError, ValueError) as exc:
         step.error = str(exc)
+    step.ready = step.error is None and not step.problems
     return step
+
+
+def _not_installed(position: int, action: str) -> StepPreview:
+    return StepPreview(
+        position=position,
+        action=action,
+        title=action,
+        error=f"action {action!r} is not installed",
+        problems=[
+            ProblemOut(
+                message="This kind of step is not installed on this server.",
+                fix="Contact your administrator, or remove the step.",
+            )
+        ],
+    )
+
+
+def _context(
+    event: BookingEvent, trigger: str, workflow: WorkflowRef, account_id: str, plan: str, i: int
+) -> ActionContext:
+    return ActionContext(
+        event=event,
+        trigger=trigger,
+        workflow=workflow,
+        account_id=account_id,
+        plan=plan,
+        run_id="run_dry",
+        step_id=f"stp_dry{i}",
+        position=i,
+        attempt=1,
+        settings=None,
+        test=True,
+    )
 
 
 def dry_run(
     hub: Hub, account_id: str, workflow_id: str, event: BookingEvent | None = None
 ) -> TestRunOut:
+    """The saved workflow's dry run."""
     with Session(hub.db) as session:
         wf = _workflow(session, account_id, workflow_id)
-        plan = session.get(Account, account_id).plan  # type: ignore[union-attr]
+        account = _Account.load(session, account_id)
         event = event or sample_for(wf.trigger)
         out = TestRunOut(workflow_id=wf.id, mode="dry_run", event=event.model_dump(mode="json"))
+        ref = WorkflowRef(wf.id, wf.name)
         for step in wf.steps:
             action = hub.registry.actions.get(step.action)
             if action is None:
+                out.steps.append(_not_installed(step.position, step.action))
+                continue
+            ctx = _context(event, wf.trigger, ref, account_id, account.plan, step.position)
+            try:
+                settings = hub.sealer.open(action.settings, step.settings)
+            except ValueError as exc:
                 out.steps.append(
                     StepPreview(
                         position=step.position,
-                        action=step.action,
-                        title=step.action,
-                        error=f"action {step.action!r} is not installed",
+                        action=action.name,
+                        title=action.title,
+                        error=f"the step's settings are no longer valid: {exc}",
                     )
                 )
                 continue
-            ctx = ActionContext(
-                event=event,
-                trigger=wf.trigger,
-                workflow=WorkflowRef(wf.id, wf.name),
-                account_id=account_id,
-                plan=plan,
-                run_id="run_dry",
-                step_id=f"stp_dry{step.position}",
-                position=step.position,
-                attempt=1,
-                settings=None,
-                test=True,
+            out.steps.append(preview(hub, action, settings, account, ctx))
+    return out
+
+
+def _draft_settings(
+    hub: Hub, action: ActionType, step: StepIn, stored: WorkflowStep | None, where: str
+) -> BaseModel:
+    """A draft step's settings, a secret left out keeping the stored step's (raises
+    ValueError saying what is wrong)."""
+    kept = hub.sealer.secrets(action.settings, stored.settings) if stored else None
+    given, masks = with_kept_secrets(action.settings, step.settings, kept, where)
+    if masks:
+        raise ValueError(masks[0].message)
+    try:
+        return validate_input(action.settings, given)
+    except ValidationError as exc:
+        raise ValueError("; ".join(e.message for e in pydantic_fields(exc))) from None
+
+
+def dry_run_draft(
+    hub: Hub,
+    account_id: str,
+    spec: WorkflowIn,
+    workflow_id: str | None = None,
+    event: BookingEvent | None = None,
+) -> TestRunOut:
+    """The dry run of a workflow as edited, not saved. ``workflow_id``: the stored workflow it
+    edits, whose steps (matched by ``id``) keep their secrets where the draft leaves them out."""
+    with Session(hub.db) as session:
+        before = _workflow(session, account_id, workflow_id).steps if workflow_id else []
+        account = _Account.load(session, account_id)
+    stored = {s.id: s for s in before}
+    event = event or sample_for(spec.trigger)
+    out = TestRunOut(workflow_id=workflow_id, mode="dry_run", event=event.model_dump(mode="json"))
+    ref = WorkflowRef(workflow_id or "wf_draft", spec.name)
+    for i, step in enumerate(spec.steps):
+        action = hub.registry.actions.get(step.action)
+        if action is None:
+            out.steps.append(_not_installed(i, step.action))
+            continue
+        edits = stored.get(step.id) if step.id else None
+        try:
+            settings = _draft_settings(
+                hub,
+                action,
+                step,
+                edits if edits and edits.action == step.action else None,
+                f"steps.{i}.settings",
             )
-            out.steps.append(preview(hub, action, step.settings, ctx))
+        except ValueError as exc:
+            out.steps.append(
+                StepPreview(position=i, action=action.name, title=action.title, error=str(exc))
+            )
+            continue
+        ctx = _context(event, spec.trigger, ref, account_id, account.plan, i)
+        out.steps.append(preview(hub, action, settings, account, ctx))
     return out
 
 

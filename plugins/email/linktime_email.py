@@ -19,13 +19,14 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
 from functools import lru_cache
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import aiosmtplib
 from email_validator import EmailNotValidError, validate_email
 from linktime.actions import (
     ActionContext,
     ActionType,
+    Problem,
     Result,
     Template,
     TemplateStep,
@@ -220,13 +221,25 @@ def message_id(idempotency_key: str, from_address: str) -> str:
     return f"<{idempotency_key}@{domain}>"
 
 
+def _sender(ctx: ActionContext, from_address: str) -> Address:
+    credentials: EmailCredentials = ctx.credentials or EmailCredentials()
+    return Address(display_name=credentials.from_name or "", addr_spec=from_address)
+
+
+def _rendered(ctx: ActionContext) -> tuple[str, str, str | None]:
+    """The subject, the text and the HTML (None: plain text only) for this booking."""
+    settings: EmailStepSettings = ctx.settings
+    html = ctx.render(settings.html, html=True) if settings.html is not None else None
+    return _one_line(ctx.render(settings.subject)), ctx.render(settings.text), html
+
+
 def build_message(ctx: ActionContext, to: list[Address], from_address: str) -> EmailMessage:
     """The message as sent; raises ``TemplateError`` if a template cannot render this booking."""
-    settings: EmailStepSettings = ctx.settings
     credentials: EmailCredentials = ctx.credentials or EmailCredentials()
+    subject, text, html = _rendered(ctx)
     message = EmailMessage()
-    message["Subject"] = _one_line(ctx.render(settings.subject))
-    message["From"] = Address(display_name=credentials.from_name or "", addr_spec=from_address)
+    message["Subject"] = subject
+    message["From"] = _sender(ctx, from_address)
     message["To"] = to
     if credentials.reply_to:
         message["Reply-To"] = credentials.reply_to
@@ -234,10 +247,55 @@ def build_message(ctx: ActionContext, to: list[Address], from_address: str) -> E
     message["Message-ID"] = message_id(ctx.idempotency_key, from_address)
     # RFC 3834: vacation responders and the like must not answer.
     message["Auto-Submitted"] = "auto-generated"
-    message.set_content(ctx.render(settings.text))
-    if settings.html is not None:
-        message.add_alternative(ctx.render(settings.html, html=True), subtype="html")
+    message.set_content(text)
+    if html is not None:
+        message.add_alternative(html, subtype="html")
     return message
+
+
+# --- Test before you enable ---------------------------------------------------------------------
+
+
+def _from_address() -> str | None:
+    try:
+        return operator_settings().from_address
+    except ValidationError:
+        return None
+
+
+def check_email(ctx: ActionContext) -> list[Problem]:
+    """What would stop this step's email: the server's sender setup, or nobody to send to."""
+    problems = []
+    try:
+        if operator_settings().from_address is None:
+            problems.append(Problem.operator("Email sending is not set up on this server."))
+    except ValidationError:
+        problems.append(Problem.operator("Email sending is not set up correctly on this server."))
+    to, left_out = resolve_recipients(ctx.settings, ctx.event.booking)
+    if not to:
+        why = "; ".join(left_out) or "no recipient is chosen"
+        problems.append(
+            Problem(
+                f"Nobody would receive this email for this booking ({why}).",
+                "Add an address, or send it to someone who has one.",
+            )
+        )
+    return problems
+
+
+def preview_email(ctx: ActionContext) -> dict[str, Any]:
+    """The email as its recipients would see it (the sender left blank while the server has
+    none)."""
+    to, _ = resolve_recipients(ctx.settings, ctx.event.booking)
+    subject, text, html = _rendered(ctx)
+    from_address = _from_address()
+    return {
+        "subject": subject,
+        "from": str(_sender(ctx, from_address)) if from_address else "",
+        "to": [str(address) for address in to],
+        "text": text,
+        "html": html,
+    }
 
 
 # --- SMTP replies to results ---------------------------------------------------------------------
@@ -410,6 +468,11 @@ def register_actions(register: Callable[[ActionType], None]) -> None:
             capability="email",
             credentials=EmailCredentials,
             integration=INTEGRATION,
+            # The integration only names the sender; the server's address sends.
+            needs_integration=False,
+            check=check_email,
+            preview=preview_email,
+            preview_kind="email",
             # The whole send, then the goodbye it may still wait for.
             timeout=operator_timeout(EmailOperatorSettings, extra=QUIT_TIMEOUT),
             description="Email the invitee, the hosts or fixed addresses over the operator's SMTP.",

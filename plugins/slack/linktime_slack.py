@@ -30,6 +30,7 @@ import aiohttp
 from linktime.actions import (
     ActionContext,
     ActionType,
+    Problem,
     Result,
     Template,
     TemplateStep,
@@ -448,6 +449,30 @@ async def post_message(ctx: ActionContext) -> Result:
     )
 
 
+# --- Test before you enable ---------------------------------------------------------------------
+
+
+def check_slack(ctx: ActionContext) -> list[Problem]:
+    """What would stop every post, whatever the step: the server's Slack setup."""
+    try:
+        operator_settings()
+    except ValueError:
+        return [Problem.operator("Posting to Slack is not set up correctly on this server.")]
+    return []
+
+
+def preview_slack(ctx: ActionContext) -> dict[str, Any]:
+    """The message as the channel would show it: its text, then the booking details."""
+    settings: SlackStepSettings = ctx.settings
+    text, blocks = build_message(ctx)
+    fields = [f["text"] for block in blocks[1:] for f in block.get("fields", ())]
+    return {"to": settings.channel or "Incoming webhook", "text": text, "fields": fields}
+
+
+def _needs_connection(settings: SlackStepSettings) -> bool:
+    return settings.channel is not None  # an incoming webhook posts without it
+
+
 @hookimpl
 def register_actions(register: Callable[[ActionType], None]) -> None:
     register(
@@ -459,6 +484,10 @@ def register_actions(register: Callable[[ActionType], None]) -> None:
             capability="slack",
             credentials=SlackCredentials,
             integration=INTEGRATION,
+            needs_integration=_needs_connection,
+            check=check_slack,
+            preview=preview_slack,
+            preview_kind="slack",
             timeout=operator_timeout(SlackOperatorSettings),
             description="Post a message about the booking to a Slack channel or incoming webhook.",
         )

@@ -19,11 +19,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from functools import lru_cache
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from linktime.actions import (
     ActionContext,
     ActionType,
+    Problem,
     Result,
     Template,
     TemplateStep,
@@ -43,9 +44,11 @@ from linktime_twilio import (
     TwilioHttp,
     TwilioOperatorSettings,
     call_twilio,
+    check_recipient,
     e164,
     parse_retry_after,
     recipient,
+    recipient_shown,
 )
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
@@ -150,6 +153,15 @@ def send_sms(ctx: ActionContext) -> Result:
     )
 
 
+def check_sms(ctx: ActionContext) -> list[Problem]:
+    return check_recipient(ctx, operator_settings, "Text messages")
+
+
+def preview_sms(ctx: ActionContext) -> dict[str, Any]:
+    """The text as the recipient's phone would show it."""
+    return {"to": recipient_shown(ctx), "text": ctx.render(ctx.settings.text)}
+
+
 @hookimpl
 def register_actions(register: Callable[[ActionType], None]) -> None:
     register(
@@ -161,6 +173,9 @@ def register_actions(register: Callable[[ActionType], None]) -> None:
             capability="sms",
             credentials=TwilioCredentials,
             integration=INTEGRATION,
+            check=check_sms,
+            preview=preview_sms,
+            preview_kind="sms",
             timeout=operator_timeout(SmsOperatorSettings),
             description="Text the invitee, the host or a number through the account's Twilio.",
         )

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import phonenumbers
 import requests
-from linktime.actions import ActionContext, Result
+from linktime.actions import ActionContext, Problem, Result
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -195,6 +195,39 @@ def recipient(ctx: ActionContext, countries: frozenset[str]) -> str:
     if not raw:
         raise NumberRefused("no_phone_number", f"the booking's {settings.to} has no phone number")
     return e164(raw, countries)
+
+
+_FIXES = {
+    "no_phone_number": "Ask for a phone number on the booking form, or send to a fixed number.",
+    "unsupported_country": "Send to a number in one of those countries.",
+    "invalid_number": "Correct the number, in international format (e.g. +14155550123).",
+}
+
+
+def check_recipient(
+    ctx: ActionContext, operator: Callable[[], TwilioOperatorSettings], what: str
+) -> list[Problem]:
+    """What would stop a text or call before Twilio is asked: the server's setup for ``what``
+    ("Text messages"), or a number this booking does not have or the server may not reach."""
+    try:
+        countries = operator().supported_countries
+    except ValueError:
+        return [Problem.operator(f"{what} are not set up correctly on this server.")]
+    try:
+        recipient(ctx, countries)
+    except NumberRefused as exc:
+        said = str(exc)
+        return [Problem(f"{said[:1].upper()}{said[1:]}.", _FIXES[exc.code])]
+    return []
+
+
+def recipient_shown(ctx: ActionContext) -> str:
+    """Who the preview says a text or call goes to: the number, or whose number is missing."""
+    try:
+        return recipient(ctx, frozenset(phonenumbers.SUPPORTED_REGIONS))
+    except NumberRefused:
+        settings: RecipientSettings = ctx.settings
+        return f"The {settings.to} (no phone number)" if settings.to != "number" else "—"
 
 
 _local = threading.local()

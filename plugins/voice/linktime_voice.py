@@ -22,11 +22,11 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from functools import lru_cache
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from linktime.actions import ActionContext, ActionType, Result, operator_timeout
+from linktime.actions import ActionContext, ActionType, Problem, Result, operator_timeout
 from linktime.hookspecs import hookimpl
 from linktime.templating import TemplateError, TemplateStr
 from linktime_twilio import (
@@ -41,9 +41,11 @@ from linktime_twilio import (
     TwilioHttp,
     TwilioOperatorSettings,
     call_twilio,
+    check_recipient,
     e164,
     parse_retry_after,
     recipient,
+    recipient_shown,
 )
 from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import SettingsConfigDict
@@ -223,6 +225,34 @@ def place_call(ctx: ActionContext) -> Result:
     )
 
 
+def check_call(ctx: ActionContext) -> list[Problem]:
+    """What would stop the call: the number it goes to, the caller's number, the agent."""
+    problems = check_recipient(ctx, operator_settings, "Calls")
+    credentials: TwilioCredentials | None = ctx.credentials
+    if credentials is not None and not (credentials.from_number or "").startswith("+"):
+        problems.append(
+            Problem(
+                "Calls need a Twilio phone number to call from.",
+                "Add the phone number in the Twilio settings.",
+                f"/settings/integrations#{INTEGRATION}",
+            )
+        )
+    try:
+        no_agent = ctx.settings.mode == "agent" and operator_settings().agent_url is None
+    except ValueError:
+        no_agent = False  # check_recipient said the setup is not valid
+    if no_agent:
+        problems.append(Problem.operator("AI voice agent calls are not set up on this server."))
+    return problems
+
+
+def preview_call(ctx: ActionContext) -> dict[str, Any]:
+    """Who is called and what they hear (no script: the AI agent talks)."""
+    settings: VoiceStepSettings = ctx.settings
+    script = ctx.render(settings.script) if settings.mode == "say" and settings.script else None
+    return {"to": recipient_shown(ctx), "script": script}
+
+
 @hookimpl
 def register_actions(register: Callable[[ActionType], None]) -> None:
     register(
@@ -234,6 +264,9 @@ def register_actions(register: Callable[[ActionType], None]) -> None:
             capability="voice",
             credentials=TwilioCredentials,
             integration=INTEGRATION,
+            check=check_call,
+            preview=preview_call,
+            preview_kind="voice",
             timeout=operator_timeout(VoiceOperatorSettings),
             description="Call the invitee, the host or a number through the account's Twilio: "
             "speak a script, or connect the operator's AI voice agent.",

@@ -764,6 +764,7 @@ def register_actions(register: Callable[[ActionType], None]) -> None:
             settings=WebhookStepSettings,
             execute=call_webhook,
             preview=preview_webhook,
+            preview_kind="webhook",
             capability="webhook",
             timeout=operator_timeout(WebhookOperatorSettings),
             description="POST the booking event as signed JSON (Standard Webhooks) to a URL.",

@@ -1,0 +1,252 @@
+"""Test before you enable, told truly: each step's readiness (installed, plan, integration
+connected, the plugin's own checks) in the dry run of the API and of a draft, and a step said
+ready really sent by the live test run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from linktime import integrations, testruns, workflows
+from linktime.accounts import create_account
+from linktime.api import create_app
+from linktime.crypto import MASK
+from linktime.engine import Hub
+from linktime.testing import event_with
+from linktime_email_testing import SmtpPeer
+from litestar.testing import TestClient
+
+from .conftest import System
+
+SLACK = {"action": "slack.post", "settings": {"channel": "#bookings", "text": "New booking"}}
+EMAIL = {
+    "action": "email.send",
+    "settings": {"to_invitee": True, "subject": "See you", "text": "Hi {{ attendee_name }}"},
+}
+SMS = {"action": "sms.send", "settings": {"to": "invitee", "text": "See you {{ event_time }}"}}
+TWILIO = {
+    "account_sid": "AC" + "0" * 32,
+    "auth_token": "twilio-token",
+    "from_number": "+14155550199",
+}
+
+
+@pytest.fixture
+def api(
+    make_system: Callable[..., System], allow_loopback: None
+) -> Iterator[tuple[System, TestClient[Any]]]:
+    system = make_system()
+    system.start()
+    with TestClient(create_app(system.hub)) as client:
+        yield system, client
+
+
+@pytest.fixture
+def from_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LINKTIME_EMAIL_FROM_ADDRESS", "bookings@example.com")
+
+
+def dry_run_of(client: TestClient[Any], key: str, wf_id: str, **test: Any) -> list[dict[str, Any]]:
+    """The steps of the API's dry run of a stored workflow."""
+    r = client.post(
+        f"/v1/workflows/{wf_id}/test",
+        json={"mode": "dry_run", **test},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert r.status_code == 200, r.text
+    steps: list[dict[str, Any]] = r.json()["steps"]
+    return steps
+
+
+def dry_run(
+    client: TestClient[Any], key: str, steps: list[dict[str, Any]], **test: Any
+) -> list[dict[str, Any]]:
+    """Store a workflow of ``steps`` and dry-run it."""
+    wf = client.post(
+        "/v1/workflows",
+        json={"name": "t", "trigger": "booking.created", "steps": steps},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert wf.status_code == 201, wf.text
+    return dry_run_of(client, key, wf.json()["id"], **test)
+
+
+def test_slack_to_a_channel_without_the_slack_connection_is_not_ready(
+    api: tuple[System, TestClient[Any]],
+) -> None:
+    system, client = api
+    account = system.account("free")
+
+    [step] = dry_run(client, account.api_key, [SLACK])
+
+    assert step["error"] is None  # it renders: only the connection is missing
+    assert step["ready"] is False
+    assert step["problems"] == [
+        {
+            "message": "Slack is not connected.",
+            "fix": "Connect Slack in Settings.",
+            "link": "/settings/integrations#slack",
+        }
+    ]
+    integrations.connect(system.hub, account.id, "slack", {"bot_token": "xoxb-1-abc"})
+    [step] = dry_run(client, account.api_key, [SLACK])
+    assert (step["ready"], step["problems"]) == (True, [])
+
+
+def test_email_without_the_servers_from_address_is_not_ready_and_names_no_variable(
+    api: tuple[System, TestClient[Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    system, client = api
+    monkeypatch.delenv("LINKTIME_EMAIL_FROM_ADDRESS", raising=False)
+    key = system.account("free").api_key
+
+    [step] = dry_run(client, key, [EMAIL])
+
+    assert step["ready"] is False
+    assert step["problems"] == [
+        {
+            "message": "Email sending is not set up on this server.",
+            "fix": "Contact your administrator.",
+            "link": None,
+        }
+    ]
+    assert "LINKTIME_" not in str(step)
+    monkeypatch.setenv("LINKTIME_EMAIL_FROM_ADDRESS", "bookings@example.com")
+    [step] = dry_run(client, key, [EMAIL])
+    assert (step["ready"], step["output"]["from"]) == (True, "bookings@example.com")
+
+
+def test_sms_to_an_invitee_without_a_phone_is_not_ready(
+    api: tuple[System, TestClient[Any]],
+) -> None:
+    system, client = api
+    account = system.account("pro")
+    integrations.connect(system.hub, account.id, "twilio", TWILIO)
+    no_phone = event_with(invitee={"phone": None}).model_dump(mode="json")
+
+    [step] = dry_run(client, account.api_key, [SMS], event=no_phone)
+
+    assert step["ready"] is False
+    assert step["problems"] == [
+        {
+            "message": "The booking's invitee has no phone number.",
+            "fix": "Ask for a phone number on the booking form, or send to a fixed number.",
+            "link": None,
+        }
+    ]
+    assert step["output"]["to"] == "The invitee (no phone number)"
+    [step] = dry_run(client, account.api_key, [SMS])  # the sample invitee has one
+    assert (step["ready"], step["output"]["to"]) == (True, "+14155550101")
+
+
+def test_a_step_the_plan_does_not_include_is_not_ready_and_says_which_plans_do(
+    api: tuple[System, TestClient[Any]],
+) -> None:
+    system, client = api
+    account = system.account("pro")
+    integrations.connect(system.hub, account.id, "twilio", TWILIO)
+    wf_id = system.workflow(account, [SMS], enabled=False)
+    [step] = dry_run_of(client, account.api_key, wf_id)
+    assert step["ready"] is True
+    system.hub.settings.plans["pro"].capabilities.remove("sms")  # the operator changed it
+
+    [step] = dry_run_of(client, account.api_key, wf_id)
+
+    assert step["ready"] is False
+    assert step["problems"] == [
+        {
+            "message": "Your Pro plan does not include Send SMS.",
+            "fix": "Upgrade to Business to use it.",
+            "link": None,
+        }
+    ]
+
+
+def test_a_step_said_ready_is_really_sent_by_the_live_test_run(
+    api: tuple[System, TestClient[Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    system, client = api
+    smtp = SmtpPeer()
+    try:
+        monkeypatch.setenv("LINKTIME_EMAIL_SMTP_HOST", "127.0.0.1")
+        monkeypatch.setenv("LINKTIME_EMAIL_SMTP_PORT", str(smtp.port))
+        monkeypatch.setenv("LINKTIME_EMAIL_FROM_ADDRESS", "bookings@example.com")
+        account = system.account("free")
+        [step] = dry_run(client, account.api_key, [EMAIL])
+        assert step["ready"] is True
+        wf_id = system.workflow(account, [EMAIL], enabled=False)
+
+        out = testruns.live(
+            system.hub, account.id, wf_id, testruns.TestRecipients(email="qa@example.com")
+        )
+
+        run = system.wait_run(account, out.run_id or "")
+        assert run.status == "succeeded"
+        [delivered] = smtp.delivered
+        assert delivered.rcpt_tos == ["qa@example.com"]
+        assert delivered.message["Subject"] == "See you"
+    finally:
+        smtp.close()
+
+
+# --- the draft's dry run (unit, on SQLite) --------------------------------------------------------
+
+
+def test_a_draft_keeps_the_stored_secrets_it_leaves_out_and_shows_them_masked(
+    linktime_hub: Hub, allow_loopback: None
+) -> None:
+    account = create_account(linktime_hub, "a", "free")
+    hook = {
+        "action": "webhook.call",
+        "settings": {"url": "https://hooks.example.com/in", "headers": {"X-Token": "s3cret"}},
+    }
+    saved, _ = workflows.create(
+        linktime_hub,
+        account.id,
+        workflows.WorkflowIn(name="w", trigger="booking.created", steps=[hook]),  # type: ignore[list-item]
+    )
+    step_id = saved.steps[0].id
+    edited = {"url": "https://hooks.example.com/other", "headers": {"X-Token": MASK}}
+    draft = workflows.WorkflowIn.model_validate(
+        {
+            "name": "w (edited)",
+            "trigger": "booking.created",
+            "steps": [{"id": step_id, "action": "webhook.call", "settings": edited}],
+        }
+    )
+
+    out = testruns.dry_run_draft(linktime_hub, account.id, draft, saved.id)
+
+    [step] = out.steps
+    assert (step.error, step.ready, step.kind) == (None, True, "webhook")
+    assert step.output["url"] == "https://hooks.example.com/other"  # the draft, not the saved
+    assert step.output["headers"]["X-Token"] == MASK
+    assert step.output["body"]["data"]["workflow"]["name"] == "w (edited)"
+    # A new step has no stored secret for the mask to stand for: named, nothing previewed.
+    new = draft.model_copy(
+        update={"steps": [workflows.StepIn(action="webhook.call", settings=edited)]}
+    )
+    [step] = testruns.dry_run_draft(linktime_hub, account.id, new, saved.id).steps
+    assert step.ready is False
+    assert step.error is not None and "none is stored" in step.error
+
+
+def test_a_new_drafts_dry_run_checks_every_step(linktime_hub: Hub, from_address: None) -> None:
+    account = create_account(linktime_hub, "a", "free")
+    draft = workflows.WorkflowIn.model_validate(
+        {"name": "new", "trigger": "booking.created", "steps": [EMAIL, SLACK, SMS]}
+    )
+
+    out = testruns.dry_run_draft(linktime_hub, account.id, draft)
+
+    assert out.workflow_id is None
+    email, slack, sms = out.steps
+    assert email.ready and email.kind == "email"
+    assert email.output["to"] == ["Grace Hopper <grace@example.com>"]
+    assert [p.link for p in slack.problems] == ["/settings/integrations#slack"]
+    assert [p.message for p in sms.problems] == [
+        "Your Free plan does not include Send SMS.",
+        "Twilio is not connected.",
+    ]
+    assert not slack.ready and not sms.ready
