@@ -344,7 +344,7 @@ def test_forms_work_urlencoded_and_multipart(
     fields = {"api_key": "fax-secret-123", "sender": "Acme", "region": "us"}
     connected = dash.post("/settings/integrations/faxco", fields, multipart=multipart)
     assert connected.status_code == 303, connected.text
-    card = dash.get("/settings/integrations").text.split('id="integration-faxco"')[1]
+    card = dash.get("/settings/integrations").text.split('id="faxco"')[1]
     assert "Connected" in card.split("</section>")[0]
 
     # Without the token, either way, it is still refused.
@@ -797,7 +797,7 @@ def test_integrations_are_generated_and_write_only(
     assert form.kind("api_key") == "password"
     assert form.kind("sender") == "text"
     assert form.kind("region") == "select"
-    assert "Not connected" in page.split('id="integration-faxco"')[1]
+    assert "Not connected" in page.split('id="faxco"')[1]
 
     response = dash.post("/settings/integrations/faxco", {"sender": "Acme"})
     assert response.status_code == 422
@@ -809,7 +809,7 @@ def test_integrations_are_generated_and_write_only(
     )
     assert response.status_code == 303
     page = dash.get("/settings/integrations").text
-    card = page.split('id="integration-faxco"')[1].split("</section>")[0]
+    card = page.split('id="faxco"')[1].split("</section>")[0]
     assert "Connected" in card and secret not in page
     assert Form(card).controls["api_key"]["placeholder"] == "unchanged"
     assert Form(card).controls["sender"]["value"] == "Acme"
@@ -824,7 +824,7 @@ def test_integrations_are_generated_and_write_only(
     assert response.status_code == 303
     assert (
         "Not connected"
-        in dash.get("/settings/integrations").text.split('id="integration-faxco"')[1]
+        in dash.get("/settings/integrations").text.split('id="faxco"')[1]
     )
     assert dash.post("/settings/integrations/nope", {}).status_code == 404
 

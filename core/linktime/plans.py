@@ -22,7 +22,7 @@ from .actions import ActionType
 from .storage import Account, Workflow
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Mapping
 
     from sqlalchemy import Connection
 
@@ -52,6 +52,13 @@ def why_not(plan_name: str, plan: PlanConfig, action: ActionType) -> str | None:
         return None
     need = f" (capability {action.capability})" if action.capability else ""
     return f"the {plan_name} plan does not include {action.name}{need}"
+
+
+def first_including(tiers: Mapping[str, PlanConfig], actions: Iterable[ActionType]) -> str | None:
+    """The first of ``tiers`` (the operator's order, cheapest first) that allows every one of
+    ``actions``: the plan to name when one is not allowed. None when no plan allows them all."""
+    wanted = list(actions)
+    return next((name for name, plan in tiers.items() if all(map(plan.allows, wanted))), None)
 
 
 @dataclass(frozen=True)

@@ -192,6 +192,17 @@ async def usage(hub: Hub, me: Me) -> plans.PlanUsage:
     return await offload(workflows.plan_usage, hub, me.account_id)
 
 
+def toggle_blocked(plan: plans.PlanUsage, enabled: bool) -> str:
+    """Why a workflow's toggle cannot enable it (the plan's active-workflow limit is reached),
+    shown beside the toggle instead of letting it look clickable; "" when it can."""
+    if enabled or plan.limit is None or plan.active < plan.limit:
+        return ""
+    return (
+        f"Your {plan.plan} plan allows {plan.limit} active "
+        f"workflow{'' if plan.limit == 1 else 's'} — upgrade or disable one."
+    )
+
+
 def shown_secrets(generated: list[GeneratedSecret]) -> list[dict[str, str]]:
     """Generated secrets as the flash messages show them once (steps counted from 1)."""
     return [{"step": str(g.step + 1), "field": g.field, "value": g.value} for g in generated]

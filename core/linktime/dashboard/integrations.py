@@ -74,6 +74,7 @@ async def _integrations_page(
                 "values": values,
                 "secrets_set": secrets_set,
                 "errors": placed,
+                "labels": {s.name: s.label for s in specs},
                 "general_errors": general,
             }
         )
@@ -120,7 +121,7 @@ async def connect_integration(
             errors=exc.fields or [FieldError("integration", exc.message)],
             status=exc.status,
         )
-    flash(request, f"{name} is connected.")
+    flash(request, f"{name.capitalize()} is connected.")
     return see_other("/settings/integrations")
 
 
@@ -129,7 +130,7 @@ async def disconnect_integration(
     request: AnyRequest, hub: NamedDependency[Hub], me: NamedDependency[Me], name: FromPath[str]
 ) -> Redirect:
     await offload(integrations.disconnect, hub, me.account_id, name)
-    flash(request, f"{name} is disconnected; its stored settings were deleted.")
+    flash(request, f"{name.capitalize()} is disconnected; its stored settings were deleted.")
     return see_other("/settings/integrations")
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from litestar import get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 from litestar.response import Redirect, Template
 
-from .. import workflows
+from .. import integrations, plans, workflows
+from ..actions import Template as WorkflowTemplate
 from ..engine import Hub
 from ..errors import InputError
 from ..offload import offload
@@ -21,9 +24,32 @@ from .app import (
     safe_next,
     see_other,
     shown_secrets,
+    toggle_blocked,
     trigger_text,
     usage,
 )
+
+
+def _missing_integrations(hub: Hub, steps: list[str], connected: set[str]) -> list[str]:
+    """The integrations ``steps`` (action names) need that are not connected, each once."""
+    needed = [hub.registry.actions[a].integration for a in steps if a in hub.registry.actions]
+    return list(dict.fromkeys(i for i in needed if i is not None and i not in connected))
+
+
+def _template_row(hub: Hub, t: WorkflowTemplate, allowed: set[str]) -> dict[str, Any]:
+    actions = [s.action for s in t.steps]
+    installed = [hub.registry.actions[a] for a in actions if a in hub.registry.actions]
+    return {
+        "name": t.name,
+        "title": t.title,
+        "description": t.description,
+        "trigger": trigger_text(hub, t.trigger, t.offset_minutes),
+        "actions": [action_title(hub, a) for a in actions],
+        # None: usable now; else the plan that includes it ("" when no plan does)
+        "needs_plan": None
+        if set(actions) <= allowed
+        else plans.first_including(hub.settings.plans, installed) or "",
+    }
 
 
 @get("/workflows")
@@ -32,34 +58,35 @@ async def workflows_page(
 ) -> Template:
     items = await offload(workflows.list_all, hub, me.account_id)
     plan = await usage(hub, me)
-    offered = await offload(workflows.list_templates, hub, me.account_id)
+    linked = await offload(integrations.list_all, hub, me.account_id)
+    connected = {i.name for i in linked if i.connected}
     rows = [
         {
             "id": w.id,
             "name": w.name,
             "enabled": w.enabled,
+            "blocked": toggle_blocked(plan, w.enabled),
             "trigger": trigger_text(hub, w.trigger, w.offset_minutes),
             "actions": [action_title(hub, s.action) for s in w.steps],
+            "missing": _missing_integrations(hub, [s.action for s in w.steps], connected),
         }
         for w in items
     ]
-    templates = [
-        {
-            "name": t.name,
-            "title": t.title,
-            "description": t.description,
-            "trigger": trigger_text(hub, t.trigger, t.offset_minutes),
-            "actions": [action_title(hub, a) for a in t.actions],
-        }
-        for t in offered
+    allowed = set(plan.allowed_actions)
+    offered = [
+        _template_row(hub, t, allowed)
+        for t in hub.registry.templates.values()
+        if all(s.action in hub.registry.actions for s in t.steps)
     ]
+    # What the plan allows first; the others after, marked with the plan that includes them.
+    offered.sort(key=lambda t: t["needs_plan"] is not None)
     return page(
         request,
         "workflows.html",
         me=me,
         rows=rows,
         usage=plan,
-        templates=templates,
+        templates=offered,
         broken=hub.registry.broken,
     )
 
@@ -76,7 +103,14 @@ async def toggle(
     try:
         wf = await offload(workflows.set_enabled, hub, me.account_id, workflow_id, enabled)
     except InputError as exc:
-        flash(request, f"Could not {'enable' if enabled else 'disable'}: {exc}", "error")
+        # The active-workflow limit in the words the toggle shows; other refusals as they come.
+        at_limit = toggle_blocked(await usage(hub, me), False) if enabled else ""
+        reason = at_limit or "; ".join(f.message for f in exc.fields) or exc.message
+        flash(
+            request,
+            f"Could not {'enable' if enabled else 'disable'} the workflow: {reason}",
+            "error",
+        )
     else:
         flash(request, f"“{wf.name}” is {'enabled' if wf.enabled else 'disabled'}.")
     return see_other(safe_next(form.get("back")))
