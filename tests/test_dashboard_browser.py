@@ -172,8 +172,8 @@ def walk(page: Page, base: str, key: str, receiver: HttpReceiver) -> None:
     expect(page.locator("#ran")).to_contain_text(NAME)
     shot(page, "10-event")
 
-    page.get_by_role("link", name="Settings → Integrations").click()
-    expect(page.get_by_role("heading", name="Settings → Integrations")).to_be_visible()
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Settings").click()
+    expect(page.get_by_role("heading", name="Settings", exact=True)).to_be_visible()
     shot(page, "11-integrations")
 
     page.get_by_role("button", name="Sign out").click()
