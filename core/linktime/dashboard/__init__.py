@@ -4,8 +4,8 @@ vanilla JS) over the same service functions as the JSON API.
 Mounted by :func:`linktime.api.create_app` through :class:`DashboardPlugin`: the pages live under
 ``/`` in one router with its own session middleware, CSRF guard and HTML error pages, so the
 bearer-key API under ``/v1`` is untouched by either. Each page area is a module of this package
-(``account``, ``workflows``, ``editor``, ``preview``, ``runs``, ``events``, ``integrations``) that
-lists its route handlers in ``HANDLERS``; ``app`` holds what they share.
+(``account``, ``workflows``, ``editor``, ``preview``, ``runs``, ``events``, ``bookings``,
+``integrations``) that lists its route handlers in ``HANDLERS``; ``app`` holds what they share.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from litestar.static_files import create_static_files_router
 
 from ..engine import Hub
 from ..errors import InputError, NotFound
-from . import account, editor, events, integrations, preview, runs, workflows
+from . import account, bookings, editor, events, integrations, preview, runs, workflows
 from .app import (
     HERE,
     on_http,
@@ -33,7 +33,7 @@ from .app import (
 )
 from .session import SignInRequired, check_csrf, session_config
 
-PAGES = (account, workflows, editor, preview, runs, events, integrations)
+PAGES = (account, workflows, editor, preview, runs, events, bookings, integrations)
 
 
 class DashboardPlugin(InitPlugin):

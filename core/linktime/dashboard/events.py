@@ -1,46 +1,284 @@
-"""The event inspector: what an event did, and why each workflow did or did not run."""
+"""The Events page ("why didn't my workflow fire?"): recent events, searchable by booking uid,
+invitee email or event id; and the event inspector, where each workflow's decision is a sentence
+with the fix."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from litestar import get
 from litestar.di import NamedDependency
-from litestar.params import FromPath
+from litestar.params import FromPath, FromQuery
 from litestar.response import Template
+from markupsafe import Markup
 
-from .. import runs
+from .. import activity, runs, workflows
 from ..engine import Hub
+from ..errors import InputError
+from ..models import Booking
 from ..offload import offload
+from ..plans import PlanUsage
+from ..workflows import WorkflowOut
 from .app import (
     AnyRequest,
     Me,
+    action_title,
     page,
+    trigger_text,
+    usage,
 )
+
+PAGE_SIZE = 25
+# The channels this project ships, by the distribution an operator installs for each.
+DISTRIBUTIONS = {
+    "email.send": "linktime-email",
+    "sms.send": "linktime-sms-twilio",
+    "slack.post": "linktime-slack",
+    "webhook.call": "linktime-webhook",
+    "voice.call": "linktime-voice",
+}
+
+
+def type_in_words(hub: Hub, name: str) -> str:
+    trigger = hub.registry.triggers.get(name)
+    return trigger.title if trigger else name
+
+
+@get("/events")
+async def events_page(
+    request: AnyRequest,
+    hub: NamedDependency[Hub],
+    me: NamedDependency[Me],
+    q: FromQuery[str | None] = None,
+    cursor: FromQuery[str | None] = None,
+) -> Template:
+    error = None
+    try:
+        found = await offload(activity.list_events, hub, me.account_id, q, PAGE_SIZE, cursor)
+    except InputError as exc:
+        error = "; ".join(f.message.capitalize() for f in exc.fields)
+        found = activity.EventPage(items=[], next_cursor=None)
+    rows = [{"type_title": type_in_words(hub, e.type), **e.model_dump()} for e in found.items]
+    return page(
+        request,
+        "events.html",
+        me=me,
+        status=422 if error else 200,
+        q=(q or "").strip(),
+        rows=rows,
+        older=found.next_cursor,
+        paged=cursor is not None,
+        error=error,
+    )
+
+
+# -- the inspector -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Fix:
+    text: str
+    href: str | None = None  # a link; None with enable: the toggle's form
+    enable: bool = False
+
+
+@dataclass(frozen=True)
+class Why:
+    sentence: Markup
+    fix: Fix | None = None
+
+
+def _em(value: str) -> Markup:
+    return Markup("<em>{}</em>").format(value)
+
+
+def _sentence(template: str, *parts: str) -> Markup:
+    return Markup(template).format(*(_em(p) for p in parts))
+
+
+def _roomier_plan(hub: Hub, limit: int) -> str | None:
+    for name, plan in hub.settings.plans.items():
+        if plan.active_workflows is None or plan.active_workflows > limit:
+            return name
+    return None
+
+
+def _plan_with(hub: Hub, action: str) -> str | None:
+    found = hub.registry.actions.get(action)
+    if found is None:
+        return None
+    return next((n for n, p in hub.settings.plans.items() if p.allows(found)), None)
+
+
+def _limit_fix(hub: Hub, plan: PlanUsage) -> Fix:
+    roomier = _roomier_plan(hub, plan.limit or 0)
+    upgrade = f", or move to the {roomier} plan" if roomier else ""
+    return Fix(f"Turn another workflow off{upgrade}", "/workflows")
+
+
+def _why_off(hub: Hub, wf: WorkflowOut | None, plan: PlanUsage) -> Why:
+    sentence = Markup("This workflow was off when the event arrived.")
+    if wf is None:
+        return Why(sentence)
+    if wf.enabled:
+        return Why(sentence + Markup(" It is on now, so the next event will run it."))
+    if plan.limit is not None and plan.active >= plan.limit:
+        full = _sentence(
+            " Your {} plan allows {} active workflows and all are on.",
+            plan.plan,
+            str(plan.limit),
+        )
+        return Why(sentence + full, _limit_fix(hub, plan))
+    return Why(sentence, Fix("Turn it on", enable=True))
+
+
+def explain(
+    hub: Hub,
+    reason: str,
+    wf_id: str,
+    wf: WorkflowOut | None,  # None: deleted since
+    event: runs.EventInspection,
+    booking: Booking,
+    plan: PlanUsage,
+) -> Why:
+    """The reason matching.verdict recorded, as a sentence with the fix."""
+
+    def change(text: str, field: str) -> Fix | None:
+        return Fix(text, f"/workflows/{wf_id}#{field}") if wf is not None else None
+
+    if reason == "the workflow is disabled":
+        return _why_off(hub, wf, plan)
+    if reason.startswith("limited to event types "):
+        wanted, _, this = reason.removeprefix("limited to event types ").partition(
+            "; this booking's is "
+        )
+        et = booking.event_type
+        this = (et.title if et else None) or this
+        return Why(
+            _sentence("This workflow only runs for {}; this booking is {}.", wanted, this),
+            change("Edit its event types", "event-types"),
+        )
+    if reason.startswith("its trigger is "):
+        waits = reason.removeprefix("its trigger is ").partition(";")[0]
+        return Why(
+            _sentence(
+                "This workflow waits for {}; this event is {}.",
+                type_in_words(hub, waits),
+                type_in_words(hub, event.type),
+            ),
+            change("Change its trigger", "trigger"),
+        )
+    if reason.startswith("its trigger ") and reason.endswith(" is not installed"):
+        return Why(
+            Markup(
+                "This workflow's trigger is not installed on this server. Ask your "
+                "administrator to install the plugin that provides it."
+            )
+        )
+    if reason.startswith("action ") and reason.endswith(" is not installed"):
+        names = reason.removeprefix("action ").removesuffix(" is not installed").split(", ")
+        packages = ", ".join(DISTRIBUTIONS.get(n, f"the plugin that provides {n}") for n in names)
+        return Why(
+            Markup(
+                "A step of this workflow uses an action this server does not have. "
+                "Ask your administrator to install {}."
+            ).format(_em(packages))
+        )
+    if "plan allows" in reason and reason.endswith("beyond the limit"):
+        return Why(
+            _sentence(
+                "Your {} plan allows {} active workflows; this one was beyond the limit when "
+                "the event arrived.",
+                plan.plan,
+                str(plan.limit),
+            ),
+            _limit_fix(hub, plan),
+        )
+    if reason == "the booking was cancelled: its reminder is cancelled":
+        return Why(Markup("The booking was cancelled, so its reminder was cancelled too."))
+    if reason.endswith("is planned from booking.created and booking.rescheduled"):
+        return Why(
+            _sentence(
+                "This workflow is a reminder ({}): it is planned when a booking is created or "
+                "rescheduled, not on {}.",
+                trigger_text(hub, wf.trigger, wf.offset_minutes) if wf else "a reminder",
+                type_in_words(hub, event.type),
+            )
+        )
+    if reason == "the booking is cancelled":
+        return Why(Markup("The booking had been cancelled before this event arrived."))
+    if reason.startswith("the event is older than"):
+        return Why(
+            Markup(
+                "This event is older than the booking's latest change, so its reminder was "
+                "not planned again from it."
+            )
+        )
+    return Why(Markup.escape(reason[:1].upper() + reason[1:] + "."))
+
+
+def _blocked_text(hub: Hub, plan: str, action: str) -> Markup:
+    title = action_title(hub, action)
+    has_it = _plan_with(hub, action)
+    then = f" The {has_it} plan includes it." if has_it else ""
+    return _sentence("Its step {} was blocked: your {} plan does not include it.", title, plan) + (
+        Markup.escape(then)
+    )
+
+
+@dataclass(frozen=True)
+class Inspected:
+    found: runs.EventInspection
+    booking: Booking
+    current: dict[str, WorkflowOut]  # the account's workflows as they are now
+    blocked: list[activity.BlockedStep]
+
+
+def _inspect(hub: Hub, account_id: str, event_id: str) -> Inspected:
+    found = runs.inspect_event(hub, account_id, event_id)
+    return Inspected(
+        found,
+        activity.event_booking(hub, account_id, event_id),
+        {w.id: w for w in workflows.list_all(hub, account_id)},
+        activity.blocked_steps(hub, account_id, [r.id for r in found.runs]),
+    )
 
 
 @get("/events/{event_id:str}")
 async def event_page(
     request: AnyRequest, hub: NamedDependency[Hub], me: NamedDependency[Me], event_id: FromPath[str]
 ) -> Template:
-    found = await offload(runs.inspect_event, hub, me.account_id, event_id)
+    read = await offload(_inspect, hub, me.account_id, event_id)
+    plan = await usage(hub, me)
+    found, current = read.found, read.current
     by_id = {r.id: r for r in found.runs}
-    decisions = [
-        {
-            "workflow_id": d.workflow_id,
-            "name": d.name,
-            "run_id": d.run_id,
-            "reason": d.reason,
-            "run": by_id.get(d.run_id) if d.run_id else None,
-        }
-        for d in found.decisions
-    ]
+    ran, not_run = [], []
+    for d in found.decisions:
+        wf = current.get(d.workflow_id)
+        item: dict[str, Any] = {"workflow_id": d.workflow_id, "name": d.name, "exists": wf}
+        if d.reason is None:
+            item["run"] = by_id.get(d.run_id) if d.run_id else None
+            item["blocked"] = [
+                _blocked_text(hub, plan.plan, b.action)
+                for b in read.blocked
+                if b.run_id == d.run_id
+            ]
+            ran.append(item)
+        else:
+            item["why"] = explain(hub, d.reason, d.workflow_id, wf, found, read.booking, plan)
+            item["reason"] = d.reason
+            not_run.append(item)
     return page(
         request,
         "event.html",
         me=me,
         event=found,
-        ran=[d for d in decisions if d["reason"] is None],
-        not_run=[d for d in decisions if d["reason"] is not None],
+        type_title=type_in_words(hub, found.type),
+        booking=read.booking,
+        ran=ran,
+        not_run=not_run,
     )
 
 
-HANDLERS = [event_page]
+HANDLERS = [events_page, event_page]

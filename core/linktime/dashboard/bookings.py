@@ -1,0 +1,75 @@
+"""A booking's timeline: what was received and run for it, and what is planned, in one vertical
+sequence with "now" marked; a reminder's moment shown in the host's and the invitee's zones as
+well as the viewer's."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from litestar import get
+from litestar.di import NamedDependency
+from litestar.params import FromPath
+from litestar.response import Template
+
+from .. import activity
+from ..engine import Hub
+from ..offload import offload
+from .app import AnyRequest, Me, action_title, page
+from .events import type_in_words
+
+# Why a reminder is due when it is, by the event it was last planned from.
+PLANNED_BY = {
+    "booking.created": "Planned when the booking was made.",
+    "booking.rescheduled": "Moved to this time when the booking was rescheduled.",
+}
+
+
+def in_zone(moment: datetime, zone: str) -> str:
+    """``Tue 1 Dec 2026, 15:00 CET``: a moment as someone in ``zone`` reads it."""
+    local = moment.astimezone(ZoneInfo(zone))
+    return f"{local.strftime('%a %-d %b %Y, %H:%M')} {local.tzname() or zone}"
+
+
+def _entry(hub: Hub, e: activity.Entry, zones: list[tuple[str, str]]) -> dict[str, Any]:
+    run = e.run
+    return {
+        "at": e.at,
+        "kind": e.kind,
+        "event": e.event,
+        "run": run,
+        "title": type_in_words(hub, e.event.type) if e.event else run.workflow_name if run else "",
+        "planned_by": PLANNED_BY.get(run.planned_by_type or "") if run else None,
+        "zones": [(who, in_zone(e.at, zone)) for who, zone in zones],
+        "steps": [
+            {"title": action_title(hub, s.action), **s.model_dump()}
+            for s in (run.steps if run else [])
+        ],
+    }
+
+
+@get("/bookings/{uid:str}")
+async def timeline_page(
+    request: AnyRequest, hub: NamedDependency[Hub], me: NamedDependency[Me], uid: FromPath[str]
+) -> Template:
+    found = await offload(activity.timeline, hub, me.account_id, uid)
+    booking = found.booking
+    zones = [
+        (f"{who} ({zone})", zone)
+        for who, zone in (("Host", booking.host_timezone), ("Invitee", booking.invitee_timezone))
+        if zone
+    ]
+    entries = [(e.future, _entry(hub, e, zones)) for e in found.entries]
+    return page(
+        request,
+        "timeline.html",
+        me=me,
+        booking=booking,
+        now=found.now,
+        past=[e for future, e in entries if not future],
+        future=[e for future, e in entries if future],
+    )
+
+
+HANDLERS = [timeline_page]

@@ -1,0 +1,169 @@
+"""Two stories in a real browser, at a desktop size and at a phone's: "why didn't my workflow
+fire?" answered from the Events page, found by the invitee's email, with the reason in a sentence
+and the fix one click away; and a booking's timeline, where a reminder moved by a reschedule
+shows at its new time in the viewer's, the host's and the invitee's zones.
+
+The workflows and the booking events arrive through the API, as a booking platform sends them;
+everything after that is what a person clicks. ``check`` runs on every page reached.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+from linktime.models import sample_event
+from playwright.sync_api import Browser, Page, expect
+
+from .browser import Dashboard, browser, check, dashboard, viewport  # noqa: F401 (fixtures)
+from .conftest import LOOPBACK
+
+STEPS = [{"action": "webhook.call", "settings": {"url": "http://127.0.0.1:9/hooks"}}]
+
+
+def workflow(dash: Dashboard, **body: Any) -> str:
+    body = {"trigger": "booking.created", "enabled": True, "steps": STEPS, **body}
+    answer = httpx.post(f"{dash.base}/v1/workflows", json=body, headers=auth(dash))
+    assert answer.status_code == 201, answer.text
+    return str(answer.json()["id"])
+
+
+def auth(dash: Dashboard) -> dict[str, str]:
+    return {"Authorization": f"Bearer {dash.key}"}
+
+
+def send(dash: Dashboard, event_id: str, booking: dict[str, Any], **fields: Any) -> None:
+    body = sample_event(id=event_id, occurred_at=datetime.now(UTC), **fields).model_dump(
+        mode="json"
+    )
+    body["booking"] = booking
+    answer = httpx.post(f"{dash.base}/v1/events", json=body, headers=auth(dash))
+    assert answer.status_code == 202, answer.text
+
+
+def a_booking(uid: str, **changes: Any) -> dict[str, Any]:
+    booking: dict[str, Any] = sample_event().model_dump(mode="json")["booking"]
+    booking["uid"] = uid
+    booking.update(changes)
+    return booking
+
+
+def open_events(page: Page) -> None:
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Events").click()
+    expect(page.get_by_role("heading", name="Events", exact=True)).to_be_visible()
+
+
+def test_a_workflow_that_did_not_fire_is_found_by_invitee_email(
+    tmp_path: Path,
+    browser: Browser,  # noqa: F811 (the fixture imported from .browser)
+    viewport: str,  # noqa: F811
+) -> None:
+    with dashboard(tmp_path, LINKTIME_WEBHOOK_ALLOWED_NETWORKS=LOOPBACK) as dash:
+        follow_up = workflow(dash, name="Intro call follow-up", event_types=["intro-call"])
+        workflow(dash, name="Slack ping", enabled=False)
+        demo = {"id": "et_2", "slug": "demo", "title": "Demo"}
+        grace = a_booking("bk_demo", title="Demo with Grace Hopper", event_type=demo)
+        grace["invitee"]["email"] = "Grace.Hopper@Example.com"
+        send(dash, "evt_demo", grace)
+        other = a_booking("bk_other", title="Intro call with Alan Turing")
+        other["invitee"].update(name="Alan Turing", email="alan@example.com")
+        send(dash, "evt_other", other)
+
+        page = dash.page(browser, viewport)
+        open_events(page)
+        rows = page.locator("#events > li")
+        expect(rows).to_have_count(2)
+        expect(rows.first).to_contain_text("Intro call with Alan Turing")  # newest first
+        expect(rows.first).to_contain_text("1 of 2 ran")
+        check(page, "events")
+
+        page.get_by_label("Find an event").fill("grace.hopper@example.com")
+        page.get_by_role("button", name="Search").click()
+        expect(rows).to_have_count(1)
+        expect(rows.first).to_contain_text("Demo with Grace Hopper")
+        expect(rows.first).to_contain_text("0 of 2 ran")
+        check(page, "events-search")
+
+        rows.first.get_by_role("link", name="Booking Created").click()
+        expect(page.get_by_role("heading", level=1)).to_have_text(
+            "Booking Created: Demo with Grace Hopper"
+        )
+        filtered = page.locator("#not-run > li").filter(has_text="Intro call follow-up")
+        expect(filtered.locator(".why")).to_have_text(
+            "This workflow only runs for intro-call; this booking is Demo."
+        )
+        off = page.locator("#not-run > li").filter(has_text="Slack ping")
+        expect(off.locator(".why")).to_have_text("This workflow was off when the event arrived.")
+        check(page, "event-inspector")
+
+        # The fix for the disabled one: turned on from here, back on this page.
+        off.get_by_role("button", name="Turn it on").click()
+        expect(page.get_by_role("status").first).to_contain_text("“Slack ping” is enabled")
+        expect(off.locator(".why")).to_contain_text("It is on now")
+        check(page, "event-inspector-enabled")
+
+        # The fix for the filtered one: its event types, in the editor.
+        fix = filtered.get_by_role("link", name="Edit its event types")
+        expect(fix).to_have_attribute("href", f"/workflows/{follow_up}#event-types")
+        fix.click()
+        expect(page.locator("#event-types")).to_have_value("intro-call")
+        check(page, "event-inspector-fix-editor")
+
+        page.go_back()
+        page.get_by_role("link", name="Booking timeline").click()
+        expect(page.get_by_role("heading", level=1)).to_have_text("Demo with Grace Hopper")
+        expect(page.locator("#timeline > li.event")).to_have_count(1)
+        check(page, "timeline-not-fired")
+
+
+def test_a_bookings_timeline_shows_a_rescheduled_reminder_at_its_new_time(
+    tmp_path: Path,
+    browser: Browser,  # noqa: F811 (the fixture imported from .browser)
+    viewport: str,  # noqa: F811
+) -> None:
+    with dashboard(tmp_path, LINKTIME_WEBHOOK_ALLOWED_NETWORKS=LOOPBACK) as dash:
+        workflow(dash, name="Reminder", trigger="meeting.before", offset_minutes=60)
+        day = datetime.now(UTC).replace(hour=15, minute=0, second=0, microsecond=0)
+        first, moved = day + timedelta(days=3), day + timedelta(days=5, hours=-6)
+
+        def booked(start: datetime) -> dict[str, Any]:
+            return a_booking(
+                "bk_moving",
+                start=start.isoformat(),
+                end=(start + timedelta(minutes=30)).isoformat(),
+            )
+
+        send(dash, "evt_booked", booked(first))
+        send(dash, "evt_moved", booked(moved), type="booking.rescheduled")
+
+        page = dash.page(browser, viewport)
+        open_events(page)
+        page.get_by_role("link", name="Booking Rescheduled").click()
+        check(page, "event-rescheduled")
+        page.get_by_role("link", name="Booking timeline").click()
+        expect(page.get_by_role("heading", level=1)).to_have_text(
+            "Intro call between Ada Lovelace and Grace Hopper"
+        )
+
+        items = page.locator("#timeline > li")
+        expect(items).to_have_count(4)  # two events, now, the one reminder
+        expect(items.nth(2)).to_have_id("now")
+        reminder = items.nth(3)
+        due = moved - timedelta(hours=1)
+        # At the new time (not the first one), as the viewer, host and invitee each read it.
+        expect(reminder.get_by_role("heading")).to_have_text("Reminder planned")
+        expect(reminder.locator(".when time")).to_have_attribute(
+            "datetime", due.strftime("%Y-%m-%dT%H:%M:%SZ")
+        )
+        berlin = due.astimezone(ZoneInfo("Europe/Berlin"))
+        expect(reminder.locator(".when")).to_contain_text(berlin.strftime("%-d %b %Y, %H:%M"))
+        for who, zone in (("Host", "Europe/Berlin"), ("Invitee", "America/New_York")):
+            local = due.astimezone(ZoneInfo(zone))
+            shown = f"{who} ({zone}): {local.strftime('%a %-d %b %Y, %H:%M')} {local.tzname()}"
+            expect(reminder.locator(".zones")).to_contain_text(shown)
+        expect(reminder).to_contain_text("Moved to this time when the booking was rescheduled.")
+        expect(items.nth(1)).to_contain_text("Booking Rescheduled received")
+        check(page, "timeline-rescheduled")
