@@ -41,10 +41,14 @@ class Form(HTMLParser):
         self._text: list[str] = []
         self._select: dict[str, str] | None = None
         self._textarea: dict[str, str] | None = None
+        self._inert = 0  # inside <template>: not part of the page until a script adds it
         self.feed(html)
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = {k: v or "" for k, v in attrs}
+        self._inert += tag == "template"
+        if self._inert:
+            return
         if tag in ("input", "select", "textarea") and "name" in a:
             control = self.controls.setdefault(a["name"], {**a, "tag": tag})
             if tag == "select":
@@ -68,6 +72,7 @@ class Form(HTMLParser):
             self._textarea["value"] += data
 
     def handle_endtag(self, tag: str) -> None:
+        self._inert -= tag == "template"
         if tag == "label" and self._label is not None:
             self.labels[self._label] = "".join(self._text).replace("*", "").strip()
             self._label = None
@@ -523,17 +528,22 @@ def test_save_errors_are_shown_next_to_their_field(
         }
         response = dash.post("/workflows/new", editor_form("Mail", "booking.created", [email]))
         assert response.status_code == 422
-        assert "unknown field 'nobody'" in field_error(response.text, "steps-0-settings-subject")
+        assert "Unknown field 'nobody'" in field_error(response.text, "steps-0-settings-subject")
 
-    # An event trigger takes no offset; a time trigger takes whole minutes.
+    # An event trigger takes no offset; a time trigger takes a whole number of a unit.
     response = dash.post(
         "/workflows/new",
-        editor_form("Later", "meeting.before", [webhook_step()], offset_minutes="soon"),
+        editor_form("Later", "meeting.before", [webhook_step()], offset="soon"),
     )
-    assert "whole number" in field_error(response.text, "offset_minutes")
+    assert "Enter a whole number" in field_error(response.text, "offset")
     response = dash.post(
         "/workflows/new",
-        editor_form("Later", "meeting.before", [webhook_step()], offset_minutes="60"),
+        editor_form("Later", "meeting.before", [webhook_step()], offset="91", offset_unit="days"),
+    )
+    assert "At most 90 days" in field_error(response.text, "offset")
+    response = dash.post(
+        "/workflows/new",
+        editor_form("Later", "meeting.before", [webhook_step()], offset="60"),
     )
     assert response.status_code == 303
     created = workflows.list_all(system.hub, account.id)
@@ -541,7 +551,7 @@ def test_save_errors_are_shown_next_to_their_field(
         ("meeting.before", 60, False)
     ]
     listing = dash.get("/workflows").text
-    assert "Before Meeting · 60 min before the meeting starts" in listing
+    assert "Before Meeting · 1 hour before the meeting starts" in listing
 
 
 def test_steps_are_added_moved_and_removed_without_saving(
@@ -561,7 +571,10 @@ def test_steps_are_added_moved_and_removed_without_saving(
         assert f"steps.{n - 1}.action" in controls
         form = Form(page.text).values()
         form[f"steps.{n - 1}.settings.url"] = f"https://a.example/{n}"
-    assert 'value="add"' not in page.text  # five is the most
+    assert re.search(r'id="add-step"[^>]*hidden', page.text)  # five is the most
+    form["op"], form["add_action"] = "add", "webhook.call"
+    refused = dash.post("/workflows/new", form)
+    assert refused.status_code == 422 and "at most 5 actions" in refused.text
     form["op"] = "up:4"
     page = dash.post("/workflows/new", form)
     controls = Form(page.text).controls

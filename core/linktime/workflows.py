@@ -21,6 +21,7 @@ from .storage import Account, Run, Workflow, WorkflowStep, new_id
 from .templating import checks_of_one_save
 
 MAX_STEPS = 5
+MAX_OFFSET_MINUTES = 60 * 24 * 90  # a reminder up to 90 days before or after
 
 
 class StepIn(BaseModel):
@@ -42,7 +43,7 @@ class WorkflowIn(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     trigger: str
     offset_minutes: int = Field(
-        0, ge=0, le=60 * 24 * 90, description="For meeting.before / meeting.after only"
+        0, ge=0, le=MAX_OFFSET_MINUTES, description="For meeting.before / meeting.after only"
     )
     enabled: bool = False
     event_types: list[str] = Field(

@@ -153,6 +153,24 @@ def safe_next(value: Any, default: str = "/workflows") -> str:
     return default
 
 
+# Offsets are stored in minutes and entered and shown in the largest of these that fits.
+OFFSET_UNITS = {"days": 24 * 60, "hours": 60, "minutes": 1}
+
+
+def split_offset(minutes: int) -> tuple[int, str]:
+    """(number, unit) in the largest unit dividing ``minutes`` evenly: 60 → (1, "hours")."""
+    for unit, size in OFFSET_UNITS.items():
+        if minutes and minutes % size == 0:
+            return minutes // size, unit
+    return minutes, "minutes"
+
+
+def offset_text(minutes: int) -> str:
+    """The offset in words: "1 hour", "90 minutes", "2 days"."""
+    number, unit = split_offset(minutes)
+    return f"{number} {unit.removesuffix('s') if number == 1 else unit}"
+
+
 def trigger_text(hub: Hub, trigger: str, offset: int) -> str:
     t = hub.registry.triggers.get(trigger)
     if t is None:
@@ -160,7 +178,7 @@ def trigger_text(hub: Hub, trigger: str, offset: int) -> str:
     if t.kind != "time":
         return t.title
     where = "before the meeting starts" if t.direction < 0 else "after the meeting ends"
-    return f"{t.title} · {offset} min {where}"
+    return f"{t.title} · {offset_text(offset)} {where}"
 
 
 def action_title(hub: Hub, name: str) -> str:

@@ -1,9 +1,20 @@
-"""The workflow editor: one form holds the whole draft (trigger, options, steps); adding,
-moving and removing steps, testing and saving all act on that draft."""
+"""The workflow editor: one form holds the whole draft (trigger, options, the Enabled switch,
+steps). Adding, moving and removing steps, testing and saving all post that draft, so nothing
+typed is lost; static/editor.js does the first three in the page instead, and warns before
+leaving with unsaved changes.
+
+Back and reload are safe: Save answers 303 (POST-redirect-GET). A new workflow's form carries
+a draft token; the session remembers which token created which workflow, so posting that form
+again (Back then resubmit, reload, a double click) opens the workflow it created instead of
+creating a second one. Add, move, remove and Test store nothing: posted again, they show the
+same draft again (for a new workflow whose draft was saved meanwhile, the saved workflow).
+"""
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from litestar import get, post
@@ -13,24 +24,31 @@ from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Template
 from pydantic import BaseModel, ValidationError
 
-from .. import workflows
-from ..actions import TriggerType
+from .. import integrations, plans, workflows
+from ..actions import ActionType, TriggerType
 from ..engine import Hub
-from ..errors import FieldError, InputError, pydantic_fields
+from ..errors import FieldError, InputError, NotFound, pydantic_fields
+from ..models import sample_event
 from ..offload import offload
-from ..workflows import MAX_STEPS, WorkflowIn, WorkflowOut
-from . import forms
+from ..templating import catalogue, checks_of_one_save
+from ..workflows import MAX_OFFSET_MINUTES, MAX_STEPS, WorkflowIn, WorkflowOut
+from . import forms, preview
 from .app import (
+    OFFSET_UNITS,
     AnyRequest,
     Me,
     flash,
+    offset_text,
     page,
     place_errors,
     see_other,
     shown_secrets,
+    split_offset,
     usage,
 )
 from .forms import FieldSpec, Raw
+
+DRAFTS_KEPT = 5  # new-workflow drafts the session remembers as saved
 
 
 @dataclass
@@ -46,10 +64,12 @@ class EditorState:
     name: str = ""
     trigger: str = "booking.created"
     offset: str = "0"
+    offset_unit: str = "minutes"
     enabled: bool = False
     event_types: str = ""
     continue_when_blocked: bool = False
     steps: list[StepState] = field(default_factory=list)
+    draft: str = ""  # a new workflow's draft token
 
 
 OPTION_SPECS = [
@@ -72,10 +92,12 @@ def _state_of(hub: Hub, wf: WorkflowOut) -> EditorState:
     for s in wf.steps:
         values, secrets_set = forms.from_stored(_specs(hub, s.action), s.settings)
         steps.append(StepState(s.action, s.id, values, secrets_set))
+    number, unit = split_offset(wf.offset_minutes)
     return EditorState(
         name=wf.name,
         trigger=wf.trigger,
-        offset=str(wf.offset_minutes),
+        offset=str(number),
+        offset_unit=unit,
         enabled=wf.enabled,
         event_types=", ".join(wf.event_types),
         continue_when_blocked=wf.continue_when_blocked,
@@ -88,10 +110,12 @@ def _read_state(hub: Hub, form: FormMultiDict, stored: EditorState | None) -> Ed
     state = EditorState(
         name=flat.get("name", "").strip(),
         trigger=flat.get("trigger", ""),
-        offset=flat.get("offset_minutes", "0").strip(),
-        enabled=stored.enabled if stored else False,
+        offset=flat.get("offset", "0").strip(),
+        offset_unit=flat.get("offset_unit", "minutes"),
+        enabled="enabled" in flat,
         event_types=flat.get("event_types", ""),
         continue_when_blocked="continue_when_blocked" in flat,
+        draft=flat.get("draft", "")[:64],
     )
     origins = {s.origin: s for s in stored.steps} if stored else {}
     for i in range(MAX_STEPS * 2):
@@ -132,18 +156,27 @@ def _local_problems(
     return []
 
 
-def _save(hub: Hub, account_id: str, workflow_id: str | None, state: EditorState) -> Saved:
-    """Validate the editor's state and create or update the workflow (raises InputError naming
-    every field at fault)."""
-    problems: list[FieldError] = []
+def _offset_minutes(hub: Hub, state: EditorState) -> tuple[int, list[FieldError]]:
+    """The draft's offset in minutes (0 for an event trigger), or the problem with it."""
     trigger = hub.registry.triggers.get(state.trigger)
-    offset = 0
-    if trigger is not None and trigger.kind == "time":
-        typed = forms.whole_number(state.offset or "0")
-        if typed is None:
-            problems.append(FieldError("offset_minutes", "enter a whole number of minutes"))
-        else:
-            offset = typed
+    if trigger is None or trigger.kind != "time":
+        return 0, []
+    number = forms.whole_number(state.offset or "0")
+    size = OFFSET_UNITS.get(state.offset_unit)
+    if number is None:
+        return 0, [FieldError("offset", "Enter a whole number")]
+    if size is None:
+        return 0, [FieldError("offset", "Choose minutes, hours or days")]
+    if number * size > MAX_OFFSET_MINUTES:
+        return 0, [FieldError("offset", f"At most {offset_text(MAX_OFFSET_MINUTES)}")]
+    return number * size, []
+
+
+@checks_of_one_save()
+def _draft_spec(hub: Hub, state: EditorState) -> WorkflowIn:
+    """The draft as the service takes it, for Save and for Test alike (raises InputError
+    naming every field at fault)."""
+    offset, problems = _offset_minutes(hub, state)
     steps: list[dict[str, Any]] = []
     for i, step in enumerate(state.steps):
         action = hub.registry.actions.get(step.action)
@@ -174,6 +207,11 @@ def _save(hub: Hub, account_id: str, workflow_id: str | None, state: EditorState
         raise InputError("the workflow is not valid", problems) from None
     if problems:
         raise InputError("the workflow is not valid", problems)
+    return spec
+
+
+def _save(hub: Hub, account_id: str, workflow_id: str | None, spec: WorkflowIn) -> Saved:
+    """Create or update the workflow (raises InputError naming every field at fault)."""
     if workflow_id is None:
         saved, generated = workflows.create(hub, account_id, spec)
     else:
@@ -182,62 +220,235 @@ def _save(hub: Hub, account_id: str, workflow_id: str | None, state: EditorState
     return Saved(saved, shown_secrets(generated))
 
 
+# -- what the page shows -------------------------------------------------------------------------
+
+# Fields that say whom a step reaches; the first template field says what it sends.
+RECIPIENT_FIELDS = ("to", "recipients", "addresses", "email", "number", "phone", "channel", "url")
+SUMMARY_TEXT = 60
+
+
+def _quoted(text: str) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= SUMMARY_TEXT else line[: SUMMARY_TEXT - 1] + "…"
+
+
+def step_summary(action_name: str, specs: list[FieldSpec], values: dict[str, Raw]) -> str:
+    """One line on what a step sends to whom, read from its settings model alone: "Email to
+    the invitee · “Reminder: {{ event_name }}”", "Webhook to https://…", "Slack to #sales"."""
+    channel = forms.label_for(action_name.partition(".")[0])
+    by_name = {s.name: s for s in specs}
+    chooser = by_name.get("to")
+    # A `to` choice naming another field ("number") means that field's value when chosen.
+    chosen_only = set(chooser.choices) if chooser and chooser.kind == "select" else set()
+    whom: list[str] = []
+    for s in specs:
+        value = values.get(s.name, "")
+        if s.kind == "password":
+            continue
+        if s.kind == "checkbox" and s.name.startswith("to_"):
+            if value:
+                whom.append("the " + forms.label_for(s.name[3:]).lower())
+        elif s is chooser and chosen_only:
+            target = str(value)
+            if target in by_name:
+                shown = str(values.get(target, "")).strip()
+                whom.append(shown or f"a {forms.label_for(target).lower()}")
+            elif target:
+                whom.append(f"the {target}")
+        elif s.name in RECIPIENT_FIELDS and s.name not in chosen_only:
+            text = _quoted(str(value))
+            if text:
+                whom.append(text)
+    line = channel + (" to " + " and ".join(whom) if whom else "")
+    message = next(
+        (_quoted(str(values.get(s.name, ""))) for s in specs if s.template and values.get(s.name)),
+        "",
+    )
+    return f"{line} · “{message}”" if message else line
+
+
+def _listed(names: list[str]) -> str:
+    """ "Pro", "Pro and Business", "Free, Pro and Business"."""
+    titled = [forms.label_for(n) for n in names]
+    return " and ".join(filter(None, [", ".join(titled[:-1]), titled[-1]])) if titled else ""
+
+
+def plans_with(hub: Hub, action: ActionType) -> str:
+    """Which plans include ``action``, in words."""
+    names = [name for name, plan in hub.settings.plans.items() if plan.allows(action)]
+    return f"on {_listed(names)}" if names else "on no plan"
+
+
+def needs_connection(action: ActionType) -> bool:
+    """Whether the action cannot run before its integration is connected (its credentials
+    model has required fields; the email integration, all optional, is not needed)."""
+    if action.credentials is None:
+        return False
+    try:
+        action.credentials.model_validate({})
+    except ValidationError:
+        return True
+    return False
+
+
+@dataclass(frozen=True)
+class Account:
+    """What the page needs to know about the account: plan and connected integrations."""
+
+    usage: plans.PlanUsage
+    connected: frozenset[str]
+    stored_enabled: bool
+
+    def switch(self) -> dict[str, Any]:
+        """The Enabled switch: locked, saying why, when the plan's active limit is reached
+        (a workflow already enabled holds one of those places)."""
+        u = self.usage
+        others = u.active - (1 if self.stored_enabled else 0)
+        if u.limit is None or others < u.limit:
+            return {"locked": False, "reason": ""}
+        reason = (
+            f"Your {u.plan} plan allows {u.limit} active workflow{'s' if u.limit != 1 else ''} "
+            f"and {others} {'is' if others == 1 else 'are'} active: disable one, or upgrade, "
+            "to enable this one."
+        )
+        return {"locked": True, "reason": reason}
+
+
+def _warnings(hub: Hub, account: Account, action: ActionType | None) -> list[dict[str, str]]:
+    if action is None:
+        return [{"text": "This action is not installed on this server.", "href": "", "link": ""}]
+    found = []
+    if action.name not in account.usage.allowed_actions:
+        found.append(
+            {
+                "text": f"Not on your {account.usage.plan} plan: {action.title} is "
+                f"{plans_with(hub, action)}.",
+                "href": "",
+                "link": "",
+            }
+        )
+    if (
+        action.integration
+        and needs_connection(action)
+        and action.integration not in account.connected
+    ):
+        title = forms.label_for(action.integration)
+        found.append(
+            {
+                "text": f"{title} is not connected: this step cannot send until it is.",
+                "href": f"/settings/integrations#{action.integration}",
+                "link": f"Connect {title}",
+            }
+        )
+    return found
+
+
+def _icon(action_name: str, action: ActionType | None) -> str:
+    return (action.capability if action and action.capability else None) or action_name.partition(
+        "."
+    )[0]
+
+
+def _step_view(
+    hub: Hub, account: Account, i: int, step: StepState, errors: dict[str, list[str]]
+) -> dict[str, Any]:
+    action = hub.registry.actions.get(step.action)
+    specs = _specs(hub, step.action)
+    failing = any(k == f"steps.{i}" or k.startswith(f"steps.{i}.") for k in errors)
+    return {
+        "index": i,
+        "action": step.action,
+        "title": action.title if action else f"{step.action} (not installed)",
+        "description": action.description if action else "",
+        "origin": "" if step.origin is None else str(step.origin),
+        "fields": specs,
+        "values": step.values,
+        "secrets_set": step.secrets_set,
+        "prefix": f"steps.{i}.settings.",
+        "summary": step_summary(step.action, specs, step.values) if action else "Not installed",
+        "icon": _icon(step.action, action),
+        "warnings": _warnings(hub, account, action),
+        "failing": failing,
+        # Saved steps without a problem start folded to their summary; the rest want input.
+        "open": failing or step.origin is None,
+        "errors": errors,
+    }
+
+
+def _example(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    return "" if value is None else str(value)
+
+
+VARIABLES = [{"name": name, "example": _example(v)} for name, v in catalogue(sample_event())]
+
+
 def _editor_context(
     hub: Hub,
     state: EditorState,
     workflow: WorkflowOut | None,
     errors: list[FieldError],
-    allowed: list[str],
+    account: Account,
 ) -> dict[str, Any]:
-    steps = []
-    known = {"name", "trigger", "offset_minutes", "steps", "enabled"}
+    known = {"name", "trigger", "offset", "steps", "enabled"}
     known |= {s.name for s in OPTION_SPECS}
     for i, step in enumerate(state.steps):
-        action = hub.registry.actions.get(step.action)
-        specs = _specs(hub, step.action)
         known |= {f"steps.{i}", f"steps.{i}.action", f"steps.{i}.settings"}
-        known |= {f"steps.{i}.settings.{s.name}" for s in specs}
-        steps.append(
-            {
-                "index": i,
-                "action": step.action,
-                "title": action.title if action else f"{step.action} (not installed)",
-                "description": action.description if action else "",
-                "origin": "" if step.origin is None else str(step.origin),
-                "fields": specs,
-                "values": step.values,
-                "secrets_set": step.secrets_set,
-                "prefix": f"steps.{i}.settings.",
-            }
-        )
+        known |= {f"steps.{i}.settings.{s.name}" for s in _specs(hub, step.action)}
+    # The offset is entered as a number and a unit: its errors go next to them.
+    errors = [FieldError("offset", e.message) if e.field == "offset_minutes" else e for e in errors]
     placed, general = place_errors(errors, known)
+    steps = [_step_view(hub, account, i, step, placed) for i, step in enumerate(state.steps)]
     triggers: list[TriggerType] = list(hub.registry.triggers.values())
+    allowed = set(account.usage.allowed_actions)
+    # Actions the plan allows first, so the default choice is one that can be saved.
+    installed = sorted(hub.registry.actions.values(), key=lambda a: a.name not in allowed)
+    actions = [
+        {
+            "name": a.name,
+            "title": a.title,
+            "allowed": a.name in allowed,
+            "note": "" if a.name in allowed else plans_with(hub, a),
+        }
+        for a in installed
+    ]
     return {
         "state": state,
         "workflow": workflow,
         "steps": steps,
+        # One card per action for editor.js to add in the page (renumbered when inserted).
+        "step_templates": [
+            _step_view(hub, account, 0, _new_step(hub, a.name), {}) for a in installed
+        ],
         "errors": placed,
         "general_errors": general,
         "error_count": len(errors),
         "triggers": triggers,
         "time_triggers": " ".join(t.name for t in triggers if t.kind == "time"),
         "current_trigger": hub.registry.triggers.get(state.trigger),
-        "actions": [
-            {
-                "name": a.name,
-                "title": a.title,
-                "allowed": a.name in allowed,
-            }
-            for a in hub.registry.actions.values()
-        ],
+        "offset_units": list(reversed(OFFSET_UNITS)),
+        "actions": actions,
         "max_steps": MAX_STEPS,
         "name_spec": FieldSpec("name", "Name", "text", required=True),
         "option_specs": OPTION_SPECS,
+        "switch": account.switch(),
+        "variables": VARIABLES,
+        "test_panel": None,
+        "unsaved": False,
     }
 
 
-async def _allowed(hub: Hub, me: Me) -> list[str]:
-    return list((await usage(hub, me)).allowed_actions)
+def _connected(hub: Hub, account_id: str) -> frozenset[str]:
+    return frozenset(i.name for i in integrations.list_all(hub, account_id) if i.connected)
+
+
+async def _account(hub: Hub, me: Me, workflow: WorkflowOut | None) -> Account:
+    return Account(
+        await usage(hub, me),
+        await offload(_connected, hub, me.account_id),
+        workflow is not None and workflow.enabled,
+    )
 
 
 @get("/workflows/new")
@@ -247,10 +458,10 @@ async def new_workflow(
     me: NamedDependency[Me],
     action: FromQuery[str | None] = None,
 ) -> Template:
-    state = EditorState()
+    state = EditorState(draft=secrets.token_urlsafe(16))
     if action and action in hub.registry.actions:
         state.steps.append(_new_step(hub, action))
-    context = _editor_context(hub, state, None, [], await _allowed(hub, me))
+    context = _editor_context(hub, state, None, [], await _account(hub, me, None))
     return page(request, "editor.html", me=me, **context)
 
 
@@ -262,8 +473,44 @@ async def edit_workflow(
     workflow_id: FromPath[str],
 ) -> Template:
     wf = await offload(workflows.get, hub, me.account_id, workflow_id)
-    context = _editor_context(hub, _state_of(hub, wf), wf, [], await _allowed(hub, me))
+    context = _editor_context(hub, _state_of(hub, wf), wf, [], await _account(hub, me, wf))
     return page(request, "editor.html", me=me, **context)
+
+
+def _created_by(request: AnyRequest, draft: str) -> str | None:
+    """The workflow this session saved from the new-workflow draft ``draft``, if any."""
+    for token, workflow_id in request.session.get("drafts", []):
+        if draft and token == draft:
+            return str(workflow_id)
+    return None
+
+
+def _remember(request: AnyRequest, draft: str, workflow_id: str) -> None:
+    if draft:
+        kept = [d for d in request.session.get("drafts", []) if d[0] != draft]
+        request.session["drafts"] = [*kept, [draft, workflow_id]][-DRAFTS_KEPT:]
+
+
+def _edit_steps(hub: Hub, state: EditorState, op: str, add_action: str) -> list[FieldError]:
+    """Add, move or remove a step of the draft (``op`` "add", "up:1", "down:0", "remove:2")."""
+    kind, _, arg = op.partition(":")
+    if kind == "add":
+        if len(state.steps) >= MAX_STEPS:
+            return [FieldError("steps", f"A workflow has at most {MAX_STEPS} actions")]
+        if add_action not in hub.registry.actions:
+            return [FieldError("steps", "Choose an action to add")]
+        state.steps.append(_new_step(hub, add_action))
+        return []
+    index = forms.whole_number(arg)
+    if index is None or index >= len(state.steps):
+        return [FieldError("steps", "That step is no longer in the workflow")]
+    if kind == "remove":
+        del state.steps[index]
+    else:
+        other = index - 1 if kind == "up" else index + 1
+        if 0 <= other < len(state.steps):
+            state.steps[index], state.steps[other] = state.steps[other], state.steps[index]
+    return []
 
 
 async def _editor_post(
@@ -272,47 +519,51 @@ async def _editor_post(
     me: Me,
     workflow_id: FromPath[str] | None,
 ) -> Template | Redirect:
+    form = await request.form()
     stored = None
     wf = None
     if workflow_id is not None:
         wf = await offload(workflows.get, hub, me.account_id, workflow_id)
         stored = _state_of(hub, wf)
-    form = await request.form()
+    else:
+        created = _created_by(request, str(form.get("draft", "")))
+        if created is not None:
+            try:
+                await offload(workflows.get, hub, me.account_id, created)
+            except NotFound:
+                pass  # deleted since: the draft is a new workflow again
+            else:
+                flash(request, "This workflow was already saved: here it is.")
+                return see_other(f"/workflows/{created}")
     state = _read_state(hub, form, stored)
     op = str(form.get("op", "save"))
-    kind, _, arg = op.partition(":")
     errors: list[FieldError] = []
-    if kind == "add":
-        action = str(form.get("add_action", ""))
-        if len(state.steps) >= MAX_STEPS:
-            errors.append(FieldError("steps", f"a workflow has at most {MAX_STEPS} actions"))
-        elif action in hub.registry.actions:
-            state.steps.append(_new_step(hub, action))
-        else:
-            errors.append(FieldError("steps", "choose an action to add"))
-    elif kind in ("remove", "up", "down"):
-        index = forms.whole_number(arg)
-        if index is None or index >= len(state.steps):
-            errors.append(FieldError("steps", f"there is no step {arg[:20]!r} to {kind}"))
-        elif kind == "remove":
-            del state.steps[index]
-        else:
-            other = index - 1 if kind == "up" else index + 1
-            if 0 <= other < len(state.steps):
-                state.steps[index], state.steps[other] = state.steps[other], state.steps[index]
+    status = 200
+    test_panel = None
+    if op.partition(":")[0] in ("add", "up", "down", "remove"):
+        errors = _edit_steps(hub, state, op, str(form.get("add_action", "")))
+        status = 422 if errors else 200
     else:
         try:
-            saved = await offload(_save, hub, me.account_id, workflow_id, state)
+            spec = await offload(_draft_spec, hub, state)
+            if op != "test":
+                saved = await offload(_save, hub, me.account_id, workflow_id, spec)
         except InputError as exc:
             errors = exc.fields or [FieldError("workflow", exc.message)]
-            context = _editor_context(hub, state, wf, errors, await _allowed(hub, me))
-            return page(request, "editor.html", me=me, status=exc.status, **context)
-        flash(request, f"Saved “{saved.workflow.name}”.")
-        for s in saved.secrets:
-            flash(request, "Generated", "secret", **s)
-        return see_other(f"/workflows/{saved.workflow.id}")
-    context = _editor_context(hub, state, wf, errors, await _allowed(hub, me))
-    return page(request, "editor.html", me=me, status=422 if errors else 200, **context)
+            status = exc.status
+        else:
+            if op == "test":
+                event_type = str(form.get("test_event_type", "")) or None
+                test_panel = await preview.draft_panel(hub, me, spec, workflow_id, event_type)
+            else:
+                _remember(request, state.draft, saved.workflow.id)
+                flash(request, f"Saved “{saved.workflow.name}”.")
+                for s in saved.secrets:
+                    flash(request, "Generated", "secret", **s)
+                return see_other(f"/workflows/{saved.workflow.id}")
+    context = _editor_context(hub, state, wf, errors, await _account(hub, me, wf))
+    context.update(test_panel=test_panel, unsaved=True)
+    return page(request, "editor.html", me=me, status=status, **context)
 
 
 @post("/workflows/new")

@@ -1,25 +1,5 @@
 // LinkTime dashboard: small progressive enhancements; every page works without them.
 document.addEventListener("DOMContentLoaded", function () {
-  // The offset input only for time triggers (Before/After Meeting), with the right wording.
-  var trigger = document.getElementById("trigger");
-  var offset = document.getElementById("offset-field");
-  if (trigger && offset) {
-    var input = offset.querySelector("input");
-    var help = document.getElementById("offset-help");
-    var sync = function () {
-      var option = trigger.options[trigger.selectedIndex];
-      var isTime = option && option.dataset.kind === "time";
-      offset.hidden = !isTime;
-      input.disabled = !isTime;
-      if (isTime && help) {
-        help.textContent = option.dataset.direction === "-1"
-          ? "minutes before the meeting starts"
-          : "minutes after the meeting ends";
-      }
-    };
-    trigger.addEventListener("change", sync);
-    sync();
-  }
   // The error summary is read first; its links move focus to the field, not only the view.
   var summary = document.getElementById("error-summary");
   if (summary) {

@@ -1,0 +1,158 @@
+// The workflow editor, enhanced: steps are added, moved and removed in the page (without JS
+// those buttons post the draft and the server answers the same), the variable picker inserts
+// a field at the cursor, and leaving with unsaved changes asks first.
+(function () {
+  "use strict";
+  var form = document.getElementById("editor");
+  if (!form) return;
+  var chain = document.getElementById("chain");
+  var addCard = document.getElementById("add-step");
+  var addSelect = document.getElementById("add_action");
+  var count = document.getElementById("step-count");
+  var maxSteps = parseInt(form.dataset.maxSteps || "5", 10);
+
+  // -- unsaved changes -----------------------------------------------------------------------
+  // A draft the server re-rendered (after Test, or an add without JS) is unsaved too.
+  var dirty = form.dataset.unsaved === "true";
+  var submitting = false;
+  var touch = function () { dirty = true; };
+  form.addEventListener("input", touch);
+  form.addEventListener("change", touch);
+  form.addEventListener("submit", function (event) {
+    // One post per click: a double click must not send the draft twice.
+    if (submitting) { event.preventDefault(); return; }
+    submitting = true;
+    dirty = false;
+  });
+  // Back from another page can restore this one as it was: allow posting again.
+  window.addEventListener("pageshow", function () { submitting = false; });
+  window.addEventListener("beforeunload", function (event) {
+    if (!dirty) return;
+    event.preventDefault();
+    event.returnValue = "";
+  });
+
+  // -- trigger: the offset only for time triggers, with the right wording ----------------------
+  var trigger = document.getElementById("trigger");
+  var offset = document.getElementById("offset-field");
+  if (trigger && offset) {
+    var help = document.getElementById("offset-help");
+    var syncOffset = function () {
+      var option = trigger.options[trigger.selectedIndex];
+      var isTime = option && option.dataset.kind === "time";
+      offset.hidden = !isTime;
+      offset.querySelectorAll("input, select").forEach(function (el) { el.disabled = !isTime; });
+      if (isTime && help) {
+        help.textContent = option.dataset.direction === "-1"
+          ? "before the meeting starts" : "after the meeting ends";
+      }
+    };
+    trigger.addEventListener("change", syncOffset);
+    syncOffset();
+  }
+
+  // -- steps ---------------------------------------------------------------------------------
+  var steps = function () { return Array.prototype.slice.call(chain.querySelectorAll(":scope > li.step-item")); };
+
+  // Give a step card the names and ids of position `to` (fields are steps.N.…, ids steps-N-…).
+  var ATTRS = ["name", "id", "for", "aria-describedby", "aria-labelledby", "data-for", "href"];
+  var renumber = function (card, to) {
+    var from = card.dataset.index;
+    if (from === String(to)) return;
+    var swaps = [
+      [new RegExp("^step-" + from + "$"), "step-" + to],
+      [new RegExp("(^|\\s|#)steps\\." + from + "\\."), "$1steps." + to + "."],
+      [new RegExp("(^|\\s|#)steps-" + from + "-", "g"), "$1steps-" + to + "-"],
+    ];
+    [card].concat(Array.prototype.slice.call(card.querySelectorAll("*"))).forEach(function (el) {
+      ATTRS.forEach(function (attr) {
+        var value = el.getAttribute(attr);
+        if (value === null) return;
+        swaps.forEach(function (s) { value = value.replace(s[0], s[1]); });
+        el.setAttribute(attr, value);
+      });
+      if (el.name === "op") el.value = el.value.replace(/:\d+$/, ":" + to);
+    });
+    card.querySelectorAll(".step-n").forEach(function (n) { n.textContent = String(to + 1); });
+    card.dataset.index = String(to);
+  };
+
+  var refresh = function () {
+    var all = steps();
+    all.forEach(function (card, i) {
+      renumber(card, i);
+      var up = card.querySelector("button[value^='up:']");
+      var down = card.querySelector("button[value^='down:']");
+      if (up) up.disabled = i === 0;
+      if (down) down.disabled = i === all.length - 1;
+    });
+    if (count) count.textContent = String(all.length);
+    if (addCard) addCard.hidden = all.length >= maxSteps;
+    var none = document.getElementById("no-steps");
+    if (none) none.hidden = all.length > 0;
+  };
+
+  steps().forEach(function (card, i) { card.dataset.index = String(i); });
+
+  form.addEventListener("click", function (event) {
+    var button = event.target.closest("button[name='op']");
+    if (!button) return;
+    var op = button.value.split(":");
+    var card = button.closest("li.step-item");
+    if (op[0] === "add") {
+      var template = document.querySelector("template.step-template[data-action='" + addSelect.value + "']");
+      if (!template || steps().length >= maxSteps) return; // the server says why
+      event.preventDefault();
+      var fresh = template.content.firstElementChild.cloneNode(true);
+      fresh.dataset.index = "0";
+      chain.appendChild(fresh);
+      refresh();
+      var first = fresh.querySelector("input:not([type=hidden]), select, textarea");
+      if (first) first.focus();
+    } else if (card && (op[0] === "up" || op[0] === "down")) {
+      event.preventDefault();
+      var other = op[0] === "up" ? card.previousElementSibling : card.nextElementSibling;
+      if (!other || !other.classList.contains("step-item")) return;
+      if (op[0] === "up") chain.insertBefore(card, other); else chain.insertBefore(other, card);
+      refresh();
+      button.focus();
+    } else if (card && op[0] === "remove") {
+      event.preventDefault();
+      var next = card.nextElementSibling || card.previousElementSibling;
+      card.remove();
+      refresh();
+      var focusable = next && next.querySelector("summary");
+      (focusable || addSelect || form).focus();
+    } else {
+      return;
+    }
+    touch();
+  });
+
+  // -- the variable picker: each field a button inserting {{ name }} at the cursor -----------
+  var insert = function (area, text) {
+    var start = area.selectionStart, end = area.selectionEnd;
+    area.value = area.value.slice(0, start) + text + area.value.slice(end);
+    area.focus();
+    area.setSelectionRange(start + text.length, start + text.length);
+    area.dispatchEvent(new Event("input", { bubbles: true }));
+  };
+  var enhancePickers = function (root) {
+    root.querySelectorAll(".var-picker code[data-var]").forEach(function (code) {
+      var button = document.createElement("button");
+      button.type = "button";
+      button.className = "link var-insert";
+      button.dataset.var = code.dataset.var;
+      button.appendChild(code.cloneNode(true));
+      code.replaceWith(button);
+    });
+  };
+  enhancePickers(document);
+  document.querySelectorAll("template.step-template").forEach(function (t) { enhancePickers(t.content); });
+  form.addEventListener("click", function (event) {
+    var button = event.target.closest("button.var-insert");
+    if (!button) return;
+    var area = document.getElementById(button.closest(".var-picker").dataset.for);
+    if (area) insert(area, "{{ " + button.dataset.var + " }}");
+  });
+})();
