@@ -13,7 +13,7 @@ from litestar.params import FromPath, FromQuery
 from litestar.response import Template
 from markupsafe import Markup
 
-from .. import activity, runs, workflows
+from .. import activity, plans, runs, workflows
 from ..engine import Hub
 from ..errors import InputError
 from ..models import Booking
@@ -102,13 +102,6 @@ def _roomier_plan(hub: Hub, limit: int) -> str | None:
         if plan.active_workflows is None or plan.active_workflows > limit:
             return name
     return None
-
-
-def _plan_with(hub: Hub, action: str) -> str | None:
-    found = hub.registry.actions.get(action)
-    if found is None:
-        return None
-    return next((n for n, p in hub.settings.plans.items() if p.allows(found)), None)
 
 
 def _limit_fix(hub: Hub, plan: PlanUsage) -> Fix:
@@ -220,7 +213,8 @@ def explain(
 
 def _blocked_text(hub: Hub, plan: str, action: str) -> Markup:
     title = action_title(hub, action)
-    has_it = _plan_with(hub, action)
+    found = hub.registry.actions.get(action)
+    has_it = plans.first_including(hub.settings.plans, [found]) if found else None
     then = f" The {has_it} plan includes it." if has_it else ""
     return _sentence("Its step {} was blocked: your {} plan does not include it.", title, plan) + (
         Markup.escape(then)
