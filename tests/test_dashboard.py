@@ -786,8 +786,8 @@ def test_dry_run_run_log_and_event_pages(
 
     page = dash.get(f"/runs/{run_id}").text
     assert "Step 1 · Call Webhook" in page
-    assert re.search(r'<td class="http-status">200</td>', page)
-    assert "succeeded" in page and " ms</td>" in page
+    assert 'HTTP <span class="http-status">200</span>' in page
+    assert "Succeeded" in page and " ms</span>" in page
     assert 'href="/events/evt_dash"' in page
 
     page = dash.get("/events/evt_dash").text

@@ -1,24 +1,27 @@
 """The dashboard's run log, run and replay pages over PostgreSQL, runs driven by hand (no
 worker): the status filter knows every status, the replay button replays once, and a failure on
-the server's side is an error page that gives nothing away."""
+the server's side is an error page that gives nothing away; runs and their errors read in words
+(an operator's setting is named in the log and the API, never on the page); the Account page."""
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
-from linktime import workflows
-from linktime.actions import ActionType
+from linktime import accounts, workflows
+from linktime.actions import ActionContext, ActionType, Result
 from linktime.models import sample_event
 from linktime.statuses import RunStatus
 from linktime.storage import Run
 from sqlalchemy import func, select, text
 
 from .conftest import Clock, NoSettings, System, registry_with
-from .test_dashboard import Form, open_dash  # noqa: F401  (a fixture, used by name)
+from .test_dashboard import Form, field_error, open_dash  # noqa: F401  (a fixture, used by name)
 from .test_runs_api import refuse, succeed
 
 
@@ -139,3 +142,162 @@ def test_a_server_failure_is_an_error_page_that_tells_nothing(
         r.exc_info[1] for r in caplog.records if r.name == "linktime.dashboard" and r.exc_info
     ]
     assert logged and "workflow_steps" in str(logged[0])
+
+
+def no_sender(_: ActionContext) -> Result:
+    # what linktime_email answers when the operator has not set a sender
+    return Result.fail(
+        "no sender address: the operator must set LINKTIME_EMAIL_FROM_ADDRESS",
+        error_code="no_from_address",
+    )
+
+
+def busy(_: ActionContext) -> Result:
+    return Result.retry(
+        "receiver answered 503 Service Unavailable", http_status=503, error_code="http_503"
+    )
+
+
+def shown(html: str) -> str:
+    """The page's text as a person reads it (no markup, no style sheet)."""
+    return re.sub(r"<[^>]+>", " ", html.split("<main")[1])
+
+
+def time_shown(html: str, moment: datetime, zone: str) -> str:
+    """The ``dt`` element showing ``moment`` (to the minute) in ``zone``: its text."""
+    utc = moment.astimezone(UTC)
+    found = re.search(
+        rf'<time datetime="{utc:%Y-%m-%dT%H:%M}:\d\dZ" title="{utc:%Y-%m-%d %H:%M}:\d\d UTC">'
+        r"([^<]*)</time>",
+        html,
+    )
+    assert found, f"{moment} is not shown"
+    local = moment.astimezone(ZoneInfo(zone))
+    assert found.group(1).endswith(f"{local:%H:%M} {local.tzname()}"), found.group(1)
+    return found.group(1)
+
+
+def test_runs_read_in_words_and_an_operator_error_names_no_setting(
+    make_system: Callable[..., System],
+    open_dash: Any,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = Clock(datetime(2026, 11, 24, 10, 0, tzinfo=UTC))
+    registry = registry_with(
+        ActionType("test.mail", "Mail", NoSettings, no_sender, capability="email"),
+        ActionType("test.busy", "Busy", NoSettings, busy),
+    )
+    system = make_system(registry=registry, clock=clock, retry_schedule=[3600.0])
+    account = system.account()
+    accounts.set_preferences(system.hub, account.id, timezone="Asia/Tokyo")
+    made = {
+        "Confirm by email": system.workflow(
+            account, [{"action": "test.mail"}], name="Confirm by email"
+        ),
+        "Tell the CRM": system.workflow(account, [{"action": "test.busy"}], name="Tell the CRM"),
+        "Remind": system.workflow(
+            account,
+            [{"action": "test.busy"}],
+            name="Remind",
+            trigger="meeting.before",
+            offset_minutes=60,
+        ),
+    }
+    ran = system.hub.emit(sample_event(id="evt_words"), account_id=account.id).answer["runs"]
+    by_name = {n: next(r["id"] for r in ran if r["workflow_id"] == w) for n, w in made.items()}
+    logger = logging.getLogger("linktime.engine")
+    logger.addHandler(caplog.handler)  # the app's start replaces the root logger's handlers
+    try:
+        for name in ("Confirm by email", "Tell the CRM"):
+            system.hub.process_run(by_name[name])
+    finally:
+        logger.removeHandler(caplog.handler)
+    dash = open_dash(system)
+    dash.sign_in(account.api_key)
+
+    log = dash.get("/runs").text
+    rows = {
+        name: log.split(f'id="run-{run_id}"')[1].split('<li class="card run"')[0]
+        for name, run_id in by_name.items()
+    }
+    for name, row in rows.items():
+        assert f">{name}</a></h2>" in row
+        assert "Grace Hopper" in row and "grace@example.com" in row
+        assert "Intro call between Ada Lovelace and Grace Hopper" in row
+        assert 'href="/bookings/bk_sample"' in row
+    assert "<li>Booking created</li>" in rows["Tell the CRM"]
+    assert "<li>1 hour before the meeting</li>" in rows["Remind"]
+    retry_at = datetime(2026, 11, 24, 11, 0, tzinfo=UTC)
+    assert "Retrying at <time" in rows["Tell the CRM"]
+    time_shown(rows["Tell the CRM"], retry_at, "Asia/Tokyo")
+    fires = datetime(2026, 12, 1, 14, 0, tzinfo=UTC)
+    assert "Scheduled for <time" in rows["Remind"]
+    assert time_shown(rows["Remind"], fires, "Asia/Tokyo") == "Tue 1 Dec, 23:00 JST"
+    assert "Failed" in rows["Confirm by email"] and "pending" not in shown(log)
+
+    page = dash.get(f"/runs/{by_name['Confirm by email']}").text
+    assert "Email sending is not set up on this server — contact your administrator." in page
+    assert "LINKTIME_" not in page and "no_from_address" not in page
+    assert "Retrying at" in shown(dash.get(f"/runs/{by_name['Tell the CRM']}").text)
+    assert 'href="/events/evt_words"' in page and 'href="/bookings/bk_sample"' in page
+    page = dash.get(f"/runs/{by_name['Tell the CRM']}").text
+    assert "The receiver had a problem of its own (HTTP 503 Service Unavailable)." in page
+    assert "<pre>receiver answered 503 Service Unavailable</pre>" in page  # folded detail
+    time_shown(page.split('class="badge status-pending step-status"')[1], retry_at, "Asia/Tokyo")
+
+    # The operator reads the setting's name in the server's log; the API keeps the stored text.
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("LINKTIME_EMAIL_FROM_ADDRESS" in w for w in warned), warned
+    api = dash.client.get(
+        f"/v1/runs/{by_name['Confirm by email']}",
+        headers={"Authorization": f"Bearer {account.api_key}"},
+    ).json()
+    assert api["steps"][0]["error_code"] == "no_from_address"
+    assert "LINKTIME_EMAIL_FROM_ADDRESS" in api["steps"][0]["error"]
+
+
+def test_the_account_page_saves_preferences_and_refuses_bad_ones_naming_them(
+    make_system: Callable[..., System],
+    open_dash: Any,  # noqa: F811
+) -> None:
+    system, _ = make(make_system)
+    account = system.account("pro")
+    dash = open_dash(system)
+    dash.sign_in(account.api_key)
+
+    page = dash.get("/account").text
+    assert "Your plan: Pro" in page and "0 of 10" in page
+    form = Form(page).controls
+    assert form["timezone"]["tag"] == "select"
+
+    good = {
+        "timezone": "America/New_York",
+        "test_email": " me@example.com ",
+        "test_phone": "+1 (415) 555-0100",
+    }
+    saved = dash.post("/account", good)
+    assert saved.status_code == 303 and saved.headers["location"] == "/account"
+    stored = accounts.get_preferences(system.hub, account.id)
+    assert (stored.timezone, stored.test_email, stored.test_phone) == (
+        "America/New_York",
+        "me@example.com",
+        "+14155550100",
+    )
+    page = dash.get("/account").text
+    assert "Saved your account preferences." in page
+    assert '<option value="America/New_York" selected>' in page
+
+    for changes, field, said in (
+        ({"timezone": "Mars/Olympus_Mons"}, "timezone", "“Mars/Olympus_Mons” is not a timezone"),
+        ({"test_email": "me at example"}, "test-email", "Enter an email address"),
+        ({"test_phone": "555-0100"}, "test-phone", "with its country code"),
+    ):
+        refused = dash.post("/account", {**good, "timezone": "Europe/Paris", **changes})
+        assert refused.status_code == 422, changes
+        assert said in field_error(refused.text, field)
+        assert f'href="#{field}"' in refused.text  # the summary links the field
+        assert accounts.get_preferences(system.hub, account.id) == stored  # nothing stored
+
+    browser = dash.post("/account", {**good, "timezone": ""})
+    assert browser.status_code == 303
+    assert accounts.get_preferences(system.hub, account.id).timezone is None

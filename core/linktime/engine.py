@@ -31,6 +31,7 @@ from . import bookings, matching, plans, plugins
 from . import statements as sql
 from .actions import ActionContext, ActionType, Outcome, Result, WorkflowRef
 from .crypto import Sealer
+from .errorcodes import is_operator_error
 from .errors import InputError
 from .leases import Heartbeat
 from .models import BookingEvent
@@ -733,7 +734,8 @@ class Hub:
         self, claim: _Claim, step: _Step, result: Result, retry_at: datetime | None
     ) -> None:
         """One INFO line per retry scheduled and per run failed: ids, codes and times only, never
-        the error text (it may quote a response) nor anything the step sent."""
+        the error text (it may quote a response) nor anything the step sent; a WARNING with the
+        text when the server's own settings are at fault (``errorcodes``)."""
         what = (
             f"retry {step.attempts + 1} at {_iso(retry_at)}"
             if retry_at is not None
@@ -749,6 +751,10 @@ class Hub:
             result.http_status if result.http_status is not None else "-",
             what,
         )
+        if is_operator_error(step.action, result.error_code):
+            # The server's settings, not the booking: the operator's detail, kept from the
+            # account's users (the dashboard says "contact your administrator").
+            log.warning("run %s step %s: %s", claim.run_id, step.id, result.error)
 
     def _finish(
         self, conn: Connection, run_id: str, token: str, status: str, note: str | None = None

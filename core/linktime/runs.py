@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, Select, case, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -85,12 +85,56 @@ class RunSummary(BaseModel):
     workflow_id: str
     workflow_name: str
     trigger: str
+    offset_minutes: int | None = Field(
+        description="The workflow's offset of a time trigger, as the workflow has it now "
+        "(None once the workflow is deleted)"
+    )
     status: RunStatus
     test: bool
     booking_uid: str
+    booking_title: str | None
+    invitee_name: str | None
+    invitee_email: str | None
+    event_id: str = Field(description="The id of the event that started the run, as sent")
+    due_at: datetime | None = Field(
+        description="When a scheduled run fires, or when a waiting run's step is retried"
+    )
     note: str | None
     created_at: datetime
     finished_at: datetime | None
+
+
+def _summaries(account_id: str) -> Select[Any]:
+    def booking(*path: str) -> Any:
+        return Event.payload[("booking", *path)].as_string()
+
+    return (
+        select(
+            Run.id,
+            Run.workflow_id,
+            Run.workflow_name,
+            Run.trigger,
+            Workflow.offset_minutes,
+            Run.status,
+            Run.test,
+            Run.booking_uid,
+            booking("title").label("booking_title"),
+            booking("invitee", "name").label("invitee_name"),
+            booking("invitee", "email").label("invitee_email"),
+            Event.event_id,
+            # due_at is also the scheduler's re-send time of a queued or running run: not a time
+            # to show
+            case((Run.status.in_((RunStatus.SCHEDULED, RunStatus.WAITING)), Run.due_at)).label(
+                "due_at"
+            ),
+            Run.note,
+            Run.created_at,
+            Run.finished_at,
+        )
+        .join(Event, Event.id == Run.event_id)
+        .outerjoin(Workflow, Workflow.id == Run.workflow_id)
+        .where(Run.account_id == account_id)
+    )
 
 
 def list_runs(
@@ -104,9 +148,7 @@ def list_runs(
     limit: int = 50,
 ) -> list[RunSummary]:
     """Newest first."""
-    query = select(*(getattr(Run, f) for f in RunSummary.model_fields)).where(
-        Run.account_id == account_id
-    )
+    query = _summaries(account_id)
     if workflow_id:
         query = query.where(Run.workflow_id == workflow_id)
     if status:
@@ -118,6 +160,15 @@ def list_runs(
     with hub.db.connect() as conn:
         rows = conn.execute(query.order_by(Run.created_at.desc()).limit(min(limit, 500))).all()
     return [RunSummary.model_validate(r._mapping) for r in rows]
+
+
+def get_summary(hub: Hub, account_id: str, run_id: str) -> RunSummary:
+    """One run as the run log lists it; another account's run is not found."""
+    with hub.db.connect() as conn:
+        row = conn.execute(_summaries(account_id).where(Run.id == run_id)).first()
+    if row is None:
+        raise NotFound(f"no run {run_id!r}")
+    return RunSummary.model_validate(row._mapping)
 
 
 MAX_KEY = 200  # characters of an Idempotency-Key

@@ -1,19 +1,28 @@
-"""Signing in and out with an API key."""
+"""Signing in and out with an API key; the Account page (timezone, test recipients, plan)."""
 
 from __future__ import annotations
+
+import re
 
 from litestar import get, post
 from litestar.di import NamedDependency
 from litestar.params import FromQuery
 from litestar.response import Redirect, Template
 
+from .. import accounts
 from ..engine import Hub
+from ..errors import FieldError, InputError
 from ..offload import offload
 from .app import (
     AnyRequest,
+    Me,
+    action_title,
+    flash,
     page,
+    place_errors,
     safe_next,
     see_other,
+    usage,
 )
 from .session import (
     key_id_for,
@@ -55,4 +64,135 @@ async def logout(request: AnyRequest) -> Redirect:
     return see_other("/login")
 
 
-HANDLERS = [home, login_page, login, logout]
+# The zones the select offers first; any other IANA name the server knows is accepted too.
+COMMON_ZONES = (
+    "UTC",
+    "America/Los_Angeles",
+    "America/Denver",
+    "America/Chicago",
+    "America/New_York",
+    "America/Toronto",
+    "America/Mexico_City",
+    "America/Bogota",
+    "America/Sao_Paulo",
+    "America/Argentina/Buenos_Aires",
+    "Europe/London",
+    "Europe/Dublin",
+    "Europe/Lisbon",
+    "Europe/Paris",
+    "Europe/Berlin",
+    "Europe/Madrid",
+    "Europe/Rome",
+    "Europe/Amsterdam",
+    "Europe/Stockholm",
+    "Europe/Warsaw",
+    "Europe/Athens",
+    "Europe/Istanbul",
+    "Europe/Kyiv",
+    "Europe/Moscow",
+    "Africa/Lagos",
+    "Africa/Cairo",
+    "Africa/Johannesburg",
+    "Africa/Nairobi",
+    "Asia/Dubai",
+    "Asia/Karachi",
+    "Asia/Kolkata",
+    "Asia/Dhaka",
+    "Asia/Bangkok",
+    "Asia/Jakarta",
+    "Asia/Singapore",
+    "Asia/Shanghai",
+    "Asia/Hong_Kong",
+    "Asia/Manila",
+    "Asia/Seoul",
+    "Asia/Tokyo",
+    "Australia/Perth",
+    "Australia/Brisbane",
+    "Australia/Sydney",
+    "Pacific/Auckland",
+    "Pacific/Honolulu",
+)
+FIELDS = {"timezone", "test_email", "test_phone"}
+EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+PHONE = re.compile(r"\+[1-9][0-9]{6,14}")
+
+
+def _changes(form: dict[str, str]) -> dict[str, str | None]:
+    """The form's preferences, blank as None; raises InputError naming each bad field."""
+    changes: dict[str, str | None] = {k: form.get(k, "").strip() or None for k in FIELDS}
+    phone = changes["test_phone"]
+    if phone is not None:
+        phone = changes["test_phone"] = re.sub(r"[\s().-]", "", phone)
+    errors = []
+    zone = changes["timezone"]
+    if zone is not None and not accounts.known_timezone(zone):
+        errors.append(FieldError("timezone", f"“{zone[:64]}” is not a timezone this server knows."))
+    email = changes["test_email"]
+    if email is not None and not EMAIL.fullmatch(email):
+        errors.append(FieldError("test_email", "Enter an email address like ada@example.com."))
+    if phone is not None and not PHONE.fullmatch(phone):
+        errors.append(
+            FieldError(
+                "test_phone",
+                "Enter a phone number with its country code, like +14155550100.",
+            )
+        )
+    if errors:
+        raise InputError("the preferences are not valid", errors)
+    return changes
+
+
+async def _account_page(
+    request: AnyRequest,
+    hub: Hub,
+    me: Me,
+    values: dict[str, str | None],
+    errors: list[FieldError] | None = None,
+) -> Template:
+    plan = await usage(hub, me)
+    placed, general = place_errors(errors or [], FIELDS)
+    zones = list(COMMON_ZONES)
+    chosen = values["timezone"]
+    if chosen and chosen not in zones and accounts.known_timezone(chosen):
+        zones.insert(0, chosen)
+    return page(
+        request,
+        "account.html",
+        me=me,
+        status=422 if errors else 200,
+        values=values,
+        errors=placed,
+        general=[e.message for e in general],
+        zones=zones,
+        plan=plan,
+        allowed=sorted(action_title(hub, a) for a in plan.allowed_actions),
+        not_allowed=sorted(
+            action_title(hub, a) for a in hub.registry.actions if a not in plan.allowed_actions
+        ),
+    )
+
+
+@get("/account")
+async def account_page(
+    request: AnyRequest, hub: NamedDependency[Hub], me: NamedDependency[Me]
+) -> Template:
+    stored = await offload(accounts.get_preferences, hub, me.account_id)
+    return await _account_page(request, hub, me, stored.model_dump())
+
+
+@post("/account")
+async def save_account(
+    request: AnyRequest, hub: NamedDependency[Hub], me: NamedDependency[Me]
+) -> Template | Redirect:
+    posted = await request.form()
+    form = {k: str(posted.get(k, "")) for k in FIELDS}
+    try:
+        changes = _changes(form)
+        await offload(accounts.set_preferences, hub, me.account_id, **changes)
+    except InputError as exc:
+        return await _account_page(request, hub, me, {**form}, exc.fields)
+    flash(request, "Saved your account preferences.")
+    return see_other("/account")
+
+
+HANDLERS = [home, login_page, login, logout, account_page, save_account]

@@ -57,7 +57,8 @@ def _moment(value: Any) -> datetime | None:
 @pass_context
 def dt(context: Context, value: Any, style: str = "full") -> Markup | str:
     """A moment in the viewer's timezone, UTC on hover: ``<time datetime=… title=…>``.
-    ``style`` "time" shows only the clock ("14:05") for moments today."""
+    ``style`` "time" shows only the clock ("14:05") for moments today; "day" names the weekday
+    ("Tue 2 Dec, 09:00"), the year only when it is not this one."""
     if value is None or value == "":
         return ""
     moment = _moment(value)
@@ -67,8 +68,14 @@ def dt(context: Context, value: Any, style: str = "full") -> Markup | str:
     zone = ZoneInfo(me.timezone if isinstance(me, Me) else "UTC")
     local = moment.astimezone(zone)
     utc = moment.astimezone(UTC)
-    same_day = local.date() == datetime.now(zone).date()
-    shown = local.strftime("%H:%M" if style == "time" and same_day else "%-d %b %Y, %H:%M")
+    today = datetime.now(zone).date()
+    if style == "time" and local.date() == today:
+        shown = local.strftime("%H:%M")
+    elif style == "day":
+        year = "" if local.year == today.year else " %Y"
+        shown = local.strftime(f"%a %-d %b{year}, %H:%M")
+    else:
+        shown = local.strftime("%-d %b %Y, %H:%M")
     return Markup('<time datetime="{}" title="{}">{} {}</time>').format(
         utc.isoformat(timespec="seconds").replace("+00:00", "Z"),
         utc.strftime("%Y-%m-%d %H:%M:%S UTC"),

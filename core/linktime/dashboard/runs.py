@@ -3,6 +3,9 @@ replaying a failed run."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from litestar import get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
@@ -12,10 +15,9 @@ from .. import runs, workflows
 from ..engine import Hub
 from ..errors import InputError
 from ..offload import offload
-from ..runs import RunOut
+from ..runs import AttemptOut, RunOut, RunSummary, StepOut
 from ..statuses import RunStatus
 from ..storage import new_id
-from . import services
 from .app import (
     AnyRequest,
     Me,
@@ -24,6 +26,75 @@ from .app import (
     page,
     see_other,
 )
+from .wording import (
+    ATTEMPT_STATUS,
+    RUN_STATUS,
+    RUN_STATUS_CHOICE,
+    STEP_STATUS,
+    Problem,
+    problem,
+    sentence,
+    trigger_words,
+)
+
+
+@dataclass(frozen=True)
+class RunView:
+    """A run as a person reads it: the summary, the trigger and status in words."""
+
+    run: RunSummary
+    trigger: str
+    status: str  # "Retrying at" is followed by run.due_at
+    note: str | None
+
+
+def run_view(hub: Hub, run: RunSummary) -> RunView:
+    return RunView(
+        run,
+        trigger_words(hub, run.trigger, run.offset_minutes),
+        RUN_STATUS[run.status],
+        sentence(run.note) if run.note else None,
+    )
+
+
+@dataclass(frozen=True)
+class AttemptView:
+    attempt: AttemptOut
+    status: str
+    problem: Problem | None
+
+
+@dataclass(frozen=True)
+class StepView:
+    step: StepOut
+    title: str
+    status: str  # "Retrying at" when step.next_attempt_at is set
+    attempts: list[AttemptView]
+
+
+def step_view(hub: Hub, step: StepOut) -> StepView:
+    def said(a: AttemptOut) -> Problem | None:
+        return problem(hub, step.action, a.error_code, a.error, a.http_status)
+
+    return StepView(
+        step,
+        action_title(hub, step.action),
+        "Retrying at" if step.next_attempt_at else STEP_STATUS[step.status],
+        [AttemptView(a, ATTEMPT_STATUS[a.status], said(a)) for a in step.attempt_log],
+    )
+
+
+def _log(
+    request: AnyRequest, hub: Hub, me: Me, items: list[RunSummary], **context: Any
+) -> Template:
+    return page(
+        request,
+        "runs.html",
+        me=me,
+        runs=[run_view(hub, r) for r in items],
+        statuses=RUN_STATUS_CHOICE,
+        **context,
+    )
 
 
 @get("/workflows/{workflow_id:str}/runs")
@@ -35,15 +106,7 @@ async def workflow_runs(
 ) -> Template:
     wf = await offload(workflows.get, hub, me.account_id, workflow_id)
     items = await offload(runs.list_runs, hub, me.account_id, workflow_id=workflow_id)
-    return page(
-        request,
-        "runs.html",
-        me=me,
-        workflow=wf,
-        runs=items,
-        chosen_status=None,
-        statuses=list(RunStatus),
-    )
+    return _log(request, hub, me, items, workflow=wf, chosen_status=None)
 
 
 @get("/runs")
@@ -55,33 +118,24 @@ async def all_runs(
 ) -> Template:
     chosen = status if status in frozenset(RunStatus) else None
     items = await offload(runs.list_runs, hub, me.account_id, status=chosen)
-    return page(
-        request,
-        "runs.html",
-        me=me,
-        workflow=None,
-        runs=items,
-        chosen_status=chosen,
-        statuses=list(RunStatus),
-    )
+    return _log(request, hub, me, items, workflow=None, chosen_status=chosen)
 
 
 @get("/runs/{run_id:str}")
 async def run_page(
     request: AnyRequest, hub: NamedDependency[Hub], me: NamedDependency[Me], run_id: FromPath[str]
 ) -> Template:
+    summary = await offload(runs.get_summary, hub, me.account_id, run_id)
     run = RunOut.of(await offload(runs.get_run, hub, me.account_id, run_id))
-    event_id = await offload(services.event_of_run, hub, me.account_id, run_id)
-    steps = [{"title": action_title(hub, s.action), **s.model_dump()} for s in run.steps]
     # The replay button's Idempotency-Key, one per rendering: a double click replays once.
     replay_key = new_id("rpl")
     return page(
         request,
         "run.html",
         me=me,
+        view=run_view(hub, summary),
         run=run,
-        steps=steps,
-        event_id=event_id,
+        steps=[step_view(hub, s) for s in run.steps],
         replay_key=replay_key,
     )
 
