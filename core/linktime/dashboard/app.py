@@ -193,6 +193,16 @@ def action_title(hub: Hub, name: str) -> str:
     return action.title if action else f"{name} (not installed)"
 
 
+def for_people(message: str) -> str:
+    """A validation message as a form shows it: a capitalised sentence without pydantic's
+    "Value error, " (it says nothing to a person) and without a regex (a pattern's message
+    says what the value must look like in words instead; the field's hint shows an example)."""
+    message = message.removeprefix("Value error, ")
+    if message.startswith("String should match pattern"):
+        message = "This is not in the expected format"
+    return message[:1].upper() + message[1:]
+
+
 def place_errors(
     errors: list[FieldError], known: set[str]
 ) -> tuple[dict[str, list[str]], list[FieldError]]:
@@ -200,8 +210,7 @@ def place_errors(
     placed: dict[str, list[str]] = {}
     general: list[FieldError] = []
     for error in errors:
-        # pydantic's "Value error, " says nothing to a person reading the form
-        error = FieldError(error.field, error.message.removeprefix("Value error, "))
+        error = FieldError(error.field, for_people(error.message))
         parts = error.field.split(".")
         for cut in range(len(parts), 0, -1):
             key = ".".join(parts[:cut])
