@@ -107,9 +107,10 @@ class WebhookStepSettings(BaseModel):
             url = httpx.URL(value)
         except httpx.InvalidURL as exc:
             raise ValueError(f"not a valid URL: {exc}") from None
+        if not url.scheme:
+            raise ValueError("The URL scheme must be http or https: start it with https://")
         if url.scheme not in ("http", "https"):
-            shown = url.scheme or "none"
-            raise ValueError(f"URL scheme must be http or https, got {shown!r}")
+            raise ValueError(f"The URL scheme must be http or https, not {url.scheme}")
         if not url.host:
             raise ValueError("URL has no host")
         if url.userinfo:
