@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from linktime.actions import ActionContext, ActionType, Result
 from linktime.bookings import Applied
-from linktime.dashboard.events import Why, explain
+from linktime.dashboard.events import Why, blocked_sentence, explain
 from linktime.engine import Hub
 from linktime.matching import Candidate, verdict
 from linktime.models import sample_event
@@ -36,7 +36,8 @@ def sent(_: ActionContext) -> Result:
 @pytest.fixture
 def hub(tmp_path: Path) -> Iterator[Hub]:
     email = ActionType("email.send", "Send Email", NoSettings, sent, capability="email")
-    made = Hub(fast_settings(data_dir=tmp_path), registry=registry_with(email))
+    sms = ActionType("sms.send", "Send SMS", NoSettings, sent, capability="sms")
+    made = Hub(fast_settings(data_dir=tmp_path), registry=registry_with(email, sms))
     yield made
     made.close()
 
@@ -130,8 +131,8 @@ def test_each_reason_is_a_sentence_with_its_fix(hub: Hub) -> None:
     limit = why(hub, candidate(), rank=3, usage=FREE_FULL)
     assert "plan allows <em>3</em> active workflows" in str(limit.sentence)
 
-    missing = why(hub, candidate(steps=[("sms.send", {})]))
-    assert "install <em>linktime-sms-twilio</em>" in str(missing.sentence)
+    missing = why(hub, candidate(steps=[("voice.call", {})]))
+    assert "install <em>linktime-voice</em>" in str(missing.sentence)
     unknown = why(hub, candidate(trigger="meeting.never"))
     assert "trigger is not installed" in str(unknown.sentence)
 
@@ -142,3 +143,10 @@ def test_each_reason_is_a_sentence_with_its_fix(hub: Hub) -> None:
     assert "older than" in str(why(hub, reminder, fresh=False).sentence)
     gone = why(hub, candidate(), cancelled=True)
     assert str(gone.sentence) == "The booking had been cancelled before this event arrived."
+
+
+def test_a_step_the_plan_blocked_names_the_plan_that_includes_it(hub: Hub) -> None:
+    assert str(blocked_sentence(hub, "free", "sms.send")) == (
+        "Its step <em>Send SMS</em> was blocked: your <em>free</em> plan does not include it. "
+        "The pro plan includes it."
+    )

@@ -211,7 +211,8 @@ def explain(
     return Why(Markup.escape(reason[:1].upper() + reason[1:] + "."))
 
 
-def _blocked_text(hub: Hub, plan: str, action: str) -> Markup:
+def blocked_sentence(hub: Hub, plan: str, action: str) -> Markup:
+    """A step of a run that the plan stopped (``blocked_by_plan``), with the plan that has it."""
     title = action_title(hub, action)
     found = hub.registry.actions.get(action)
     has_it = plans.first_including(hub.settings.plans, [found]) if found else None
@@ -254,7 +255,7 @@ async def event_page(
         if d.reason is None:
             item["run"] = by_id.get(d.run_id) if d.run_id else None
             item["blocked"] = [
-                _blocked_text(hub, plan.plan, b.action)
+                blocked_sentence(hub, plan.plan, b.action)
                 for b in read.blocked
                 if b.run_id == d.run_id
             ]
