@@ -157,14 +157,14 @@ def walk(page: Page, base: str, key: str, receiver: HttpReceiver) -> None:
     # The run log shows it: the run, then its step's attempt with HTTP status 200.
     page.locator(f"#workflow-{workflow_id}").get_by_role("link", name="Runs").click()
     expect(page.get_by_role("heading", name=f"Run log: {NAME}")).to_be_visible()
-    row = page.locator("tr").filter(has_text=run["id"])
-    expect(row).to_contain_text("succeeded")
+    row = page.locator(f"#run-{run['id']}")
+    expect(row).to_contain_text("Succeeded")
     shot(page, "08-run-log")
-    row.get_by_role("link", name=run["id"]).click()
-    attempt = page.locator("table.attempts tbody tr").first
-    expect(attempt.locator("td.http-status")).to_have_text("200")
-    expect(attempt).to_contain_text("succeeded")
-    expect(page.locator("#run-status")).to_have_text("succeeded")
+    row.get_by_role("link", name=NAME).click()
+    attempt = page.locator("#step-0 .attempt").first
+    expect(attempt.locator(".http-status")).to_have_text("200")
+    expect(attempt).to_contain_text("Succeeded")
+    expect(page.locator("#run-status")).to_have_text("Succeeded")
     shot(page, "09-run")
 
     # Which workflows the event ran, and why the others did not.

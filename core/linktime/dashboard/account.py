@@ -150,6 +150,7 @@ async def _account_page(
     errors: list[FieldError] | None = None,
 ) -> Template:
     plan = await usage(hub, me)
+    plans = hub.settings.plans.items()
     placed, general = place_errors(errors or [], FIELDS)
     zones = list(COMMON_ZONES)
     chosen = values["timezone"]
@@ -166,8 +167,11 @@ async def _account_page(
         zones=zones,
         plan=plan,
         allowed=sorted(action_title(hub, a) for a in plan.allowed_actions),
+        # each with the plans that include it
         not_allowed=sorted(
-            action_title(hub, a) for a in hub.registry.actions if a not in plan.allowed_actions
+            (action_title(hub, name), [p.capitalize() for p, c in plans if c.allows(action)])
+            for name, action in hub.registry.actions.items()
+            if name not in plan.allowed_actions
         ),
     )
 
