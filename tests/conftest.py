@@ -28,6 +28,9 @@ from linktime.testing import scratch_database
 from linktime.worker import QUEUE, bind, make_broker, start_in_process
 from pydantic import BaseModel
 
+# The browser stories' fixtures, for every test module (imported there, ruff sees them redefined).
+from .browser import browser, viewport  # noqa: F401
+
 PG = os.environ.get("LINKTIME_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS = os.environ.get("LINKTIME_TEST_REDIS", "redis://127.0.0.1:6379/0")
 LOOPBACK = "127.0.0.0/8,::1/128"
