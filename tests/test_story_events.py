@@ -18,7 +18,7 @@ import httpx
 from linktime.models import sample_event
 from playwright.sync_api import Browser, Page, expect
 
-from .browser import Dashboard, browser, check, dashboard, viewport  # noqa: F401 (fixtures)
+from .browser import Dashboard, check, dashboard
 from .conftest import LOOPBACK
 
 STEPS = [{"action": "webhook.call", "settings": {"url": "http://127.0.0.1:9/hooks"}}]
@@ -57,9 +57,7 @@ def open_events(page: Page) -> None:
 
 
 def test_a_workflow_that_did_not_fire_is_found_by_invitee_email(
-    tmp_path: Path,
-    browser: Browser,  # noqa: F811 (the fixture imported from .browser)
-    viewport: str,  # noqa: F811
+    tmp_path: Path, browser: Browser, viewport: str
 ) -> None:
     with dashboard(tmp_path, LINKTIME_WEBHOOK_ALLOWED_NETWORKS=LOOPBACK) as dash:
         follow_up = workflow(dash, name="Intro call follow-up", event_types=["intro-call"])
@@ -120,9 +118,7 @@ def test_a_workflow_that_did_not_fire_is_found_by_invitee_email(
 
 
 def test_a_bookings_timeline_shows_a_rescheduled_reminder_at_its_new_time(
-    tmp_path: Path,
-    browser: Browser,  # noqa: F811 (the fixture imported from .browser)
-    viewport: str,  # noqa: F811
+    tmp_path: Path, browser: Browser, viewport: str
 ) -> None:
     with dashboard(tmp_path, LINKTIME_WEBHOOK_ALLOWED_NETWORKS=LOOPBACK) as dash:
         workflow(dash, name="Reminder", trigger="meeting.before", offset_minutes=60)
