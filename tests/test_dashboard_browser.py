@@ -97,22 +97,22 @@ def walk(page: Page, base: str, key: str, receiver: HttpReceiver) -> None:
     # 3. Choose the trigger: the offset input shows only for time triggers.
     trigger = page.get_by_label("When", exact=True)
     trigger.select_option(label="Before Meeting")
-    expect(page.get_by_label("Offset (minutes)")).to_be_visible()
-    expect(page.locator("#offset-help")).to_have_text("minutes before the meeting starts")
+    expect(page.get_by_label("How long")).to_be_visible()
+    expect(page.locator("#offset-help")).to_have_text("before the meeting starts")
     trigger.select_option(label="Booking Created")
-    expect(page.get_by_label("Offset (minutes)")).to_be_hidden()
+    expect(page.get_by_label("How long")).to_be_hidden()
 
     # 4. Add a webhook action pointing at the receiver (a save error first, shown by the field).
-    if not page.locator("fieldset.step[data-action='webhook.call']").count():
+    if not page.locator("li.step-item[data-action='webhook.call']").count():
         page.get_by_label("Add an action").select_option(label="Call Webhook")
         page.get_by_role("button", name="Add action").click()
-    step = page.locator("fieldset.step[data-action='webhook.call']").first
-    expect(step.locator("legend")).to_contain_text("Call Webhook")
+    step = page.locator("li.step-item[data-action='webhook.call']").first
+    expect(step.locator(".step-title")).to_contain_text("Call Webhook")
     step.get_by_label("URL").fill("ftp://127.0.0.1/nope")
     page.get_by_role("button", name="Save workflow").click()
     expect(page.locator("#steps-0-settings-url-error")).to_contain_text("http or https")
     shot(page, "03-editor-error")
-    step = page.locator("fieldset.step[data-action='webhook.call']").first
+    step = page.locator("li.step-item[data-action='webhook.call']").first
     step.get_by_label("URL").fill(f"{receiver.url}/hooks")
     shot(page, "04-editor")
     page.get_by_role("button", name="Save workflow").click()
@@ -123,8 +123,8 @@ def walk(page: Page, base: str, key: str, receiver: HttpReceiver) -> None:
     assert workflow_id.startswith("wf_")
     shot(page, "05-saved")
 
-    # 5a. Test: the dry run, step by step; nothing is sent.
-    page.get_by_role("link", name="Test workflow").click()
+    # 5a. Test: the dry run of the draft in the editor, step by step; nothing is sent.
+    page.get_by_role("button", name="Test", exact=True).click()
     preview = page.locator("#preview-0")
     expect(preview).to_contain_text("Step 1 · Call Webhook")
     expect(preview).to_contain_text(f"{receiver.url}/hooks")
