@@ -12,6 +12,7 @@ from linktime import integrations, testruns, workflows
 from linktime.accounts import create_account
 from linktime.api import create_app
 from linktime.crypto import MASK
+from linktime.dashboard.preview import SmsCount, sms_count
 from linktime.engine import Hub
 from linktime.testing import event_with
 from linktime_email_testing import SmtpPeer
@@ -250,3 +251,24 @@ def test_a_new_drafts_dry_run_checks_every_step(linktime_hub: Hub, from_address:
         "Twilio is not connected.",
     ]
     assert not slack.ready and not sms.ready
+
+
+@pytest.mark.parametrize(
+    ("text", "characters", "segments", "encoding"),
+    [
+        ("a" * 160, 160, 1, "GSM-7"),
+        ("a" * 161, 161, 2, "GSM-7"),  # parts of 153
+        ("a" * 306, 306, 2, "GSM-7"),
+        ("a" * 307, 307, 3, "GSM-7"),
+        ("€" * 80, 80, 1, "GSM-7"),  # an extension character counts twice
+        ("€" * 81, 81, 2, "GSM-7"),
+        ("ć" * 70, 70, 1, "UCS-2"),  # one character outside GSM-7 makes it all UCS-2
+        ("ć" + "a" * 70, 71, 2, "UCS-2"),  # parts of 67
+        ("🙂" * 35, 35, 1, "UCS-2"),  # two UTF-16 units each
+        ("🙂" * 36, 36, 2, "UCS-2"),
+    ],
+)
+def test_an_sms_preview_counts_characters_and_messages(
+    text: str, characters: int, segments: int, encoding: str
+) -> None:
+    assert sms_count(text) == SmsCount(characters, segments, encoding)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import html
 import json
 import logging
 import os
@@ -462,11 +463,20 @@ def check_slack(ctx: ActionContext) -> list[Problem]:
 
 
 def preview_slack(ctx: ActionContext) -> dict[str, Any]:
-    """The message as the channel would show it: its text, then the booking details."""
+    """The message as the channel would show it (mrkdwn's escapes undone): its text, then the
+    booking details as label and value."""
     settings: SlackStepSettings = ctx.settings
     text, blocks = build_message(ctx)
-    fields = [f["text"] for block in blocks[1:] for f in block.get("fields", ())]
-    return {"to": settings.channel or "Incoming webhook", "text": text, "fields": fields}
+    fields = []
+    for block in blocks[1:]:
+        for field in block.get("fields", ()):
+            label, _, value = field["text"].partition("\n")  # "*When*\n…", as built above
+            fields.append({"label": html.unescape(label.strip("*")), "value": html.unescape(value)})
+    return {
+        "to": settings.channel or "Incoming webhook",
+        "text": html.unescape(text),
+        "fields": fields,
+    }
 
 
 def _needs_connection(settings: SlackStepSettings) -> bool:

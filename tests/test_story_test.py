@@ -1,0 +1,143 @@
+"""Stories of "Test before you enable" in a real browser, at desktop and phone sizes: a Slack
+step without the Slack connection is not ready and links to connecting it; an email step is
+previewed as its recipient sees it (the rendered HTML in a sandboxed frame); "send a test to
+me" reaches a real SMTP server on loopback, and the address is remembered."""
+
+# ruff: noqa: F811 (the browser and viewport fixtures are imported, then named as parameters)
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from linktime_email_testing import SmtpPeer
+from playwright.sync_api import Browser, expect
+
+from .browser import Dashboard, browser, check, dashboard, viewport  # noqa: F401 (fixtures)
+
+SENDER = "bookings@example.com"
+
+
+def create(dash: Dashboard, name: str, steps: list[dict[str, Any]]) -> str:
+    """A workflow made through the API, as another tool of the account would."""
+    r = httpx.post(
+        f"{dash.base}/v1/workflows",
+        json={"name": name, "trigger": "booking.created", "steps": steps},
+        headers={"Authorization": f"Bearer {dash.key}"},
+    )
+    assert r.status_code == 201, r.text
+    wf_id: str = r.json()["id"]
+    return wf_id
+
+
+def test_slack_unconnected_is_not_ready_with_the_link_to_connect(
+    tmp_path: Path, browser: Browser, viewport: str
+) -> None:
+    with dashboard(tmp_path) as dash:
+        slack = {"action": "slack.post", "settings": {"channel": "#sales", "text": "New booking"}}
+        wf_id = create(dash, "Tell sales", [slack])
+        page = dash.page(browser, viewport)
+
+        page.goto(f"{dash.base}/workflows/{wf_id}/test")
+
+        step = page.locator("#preview-0")
+        expect(step.get_by_text("Not ready")).to_be_visible()
+        expect(step).to_contain_text("Slack is not connected.")
+        expect(step.locator(".slack-message")).to_contain_text("New booking")
+        expect(page.locator("#test-panel")).not_to_contain_text("Ready ")
+        check(page, "test slack not connected")
+        step.get_by_role("link", name="Connect Slack in Settings.").click()
+        expect(page).to_have_url(f"{dash.base}/settings/integrations#slack")
+        check(page, "test slack connect link")
+
+
+def test_email_preview_shows_the_rendered_html_in_a_sandboxed_frame(
+    tmp_path: Path, browser: Browser, viewport: str
+) -> None:
+    with dashboard(tmp_path, LINKTIME_EMAIL_FROM_ADDRESS=SENDER) as dash:
+        email = {
+            "action": "email.send",
+            "settings": {
+                "to_invitee": True,
+                "subject": "See you, {{ attendee_first_name }}",
+                "text": "Plain: see you",
+                "html": "<h1>Hello {{ attendee_name }}</h1><p>Your <b>{{ event_name }}</b></p>",
+            },
+        }
+        wf_id = create(dash, "Confirmation", [email])
+        page = dash.page(browser, viewport)
+
+        page.goto(f"{dash.base}/workflows/{wf_id}/test")
+
+        step = page.locator("#preview-0")
+        expect(step.get_by_text("Ready", exact=True)).to_be_visible()
+        expect(step.locator("dl.envelope")).to_contain_text("See you, Grace")
+        expect(step.locator("dl.envelope")).to_contain_text(SENDER)
+        expect(step.locator("dl.envelope")).to_contain_text("Grace Hopper <grace@example.com>")
+        frame = step.locator("iframe")
+        expect(frame).to_have_attribute("sandbox", "")
+        inside = step.frame_locator("iframe")
+        expect(inside.get_by_role("heading", name="Hello Grace Hopper")).to_be_visible()
+        expect(inside.locator("b")).to_have_text("Intro call between Ada Lovelace and Grace Hopper")
+        check(page, "test email preview")
+
+
+def wait_delivered(smtp: SmtpPeer, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not smtp.delivered:
+        assert time.monotonic() < deadline, f"nothing reached the SMTP server in {timeout}s"
+        time.sleep(0.05)
+
+
+def test_send_a_test_to_me_arrives_at_the_smtp_server_and_is_remembered(
+    tmp_path: Path, browser: Browser, viewport: str
+) -> None:
+    smtp = SmtpPeer()
+    env = {
+        "LINKTIME_EMAIL_SMTP_HOST": "127.0.0.1",
+        "LINKTIME_EMAIL_SMTP_PORT": str(smtp.port),
+        "LINKTIME_EMAIL_FROM_ADDRESS": SENDER,
+    }
+    try:
+        with dashboard(tmp_path, **env) as dash:
+            email = {
+                "action": "email.send",
+                "settings": {
+                    "to_invitee": True,
+                    "subject": "Test me",
+                    "text": "Hi {{ attendee_name }}",
+                },
+            }
+            wf_id = create(dash, "Welcome", [email])
+            page = dash.page(browser, viewport)
+            page.goto(f"{dash.base}/workflows/{wf_id}/test")
+            address = page.get_by_label("Your email address")
+
+            address.fill("not an address")
+            page.get_by_role("button", name="Send a test to me").click()
+            summary = page.locator("#error-summary")
+            expect(summary).to_contain_text("Enter an email address like you@example.com.")
+            expect(address).to_have_attribute("aria-invalid", "true")
+            check(page, "test send refused")
+            assert smtp.delivered == []  # refused before anything was started
+
+            page.get_by_label("Your email address").fill("me@example.com")
+            page.get_by_role("button", name="Send a test to me").click()
+
+            expect(page).to_have_url(re.compile(rf"/workflows/{wf_id}/test\?run=run_"))
+            expect(page.get_by_role("status").filter(has_text="test run")).to_be_visible()
+            check(page, "test send started")
+            wait_delivered(smtp)
+            [delivered] = smtp.delivered
+            assert delivered.rcpt_tos == ["me@example.com"]
+            assert delivered.message["Subject"] == "Test me"
+            assert "Hi Test Recipient" in delivered.message.get_body().get_content()
+            page.get_by_role("link", name="See what it sent").click()
+            expect(page).to_have_url(re.compile(r"/runs/run_"))
+            check(page, "test run")
+            page.goto(f"{dash.base}/workflows/{wf_id}/test")
+            expect(page.get_by_label("Your email address")).to_have_value("me@example.com")
+    finally:
+        smtp.close()
