@@ -113,6 +113,13 @@ def test_runs_read_in_words_in_the_chosen_timezone(
         # Chosen once on the Account page, the zone applies to every time shown.
         page.get_by_role("navigation", name="Main").get_by_role("link", name="Account").click()
         page.get_by_label("Timezone").select_option("America/New_York")
+        page.get_by_label("Email for tests").fill("me at example")
+        page.get_by_role("button", name="Save preferences").click()
+        summary = page.locator("#error-summary")
+        expect(summary).to_be_focused()
+        expect(summary).to_contain_text("Email for tests: Enter an email address")
+        check(page, "account refused")
+        page.get_by_label("Email for tests").fill("me@example.com")
         page.get_by_role("button", name="Save preferences").click()
         expect(page.get_by_role("status").first).to_contain_text("Saved")
         expect(page.get_by_label("Timezone")).to_have_value("America/New_York")
