@@ -116,6 +116,17 @@ def test_a_workflow_that_did_not_fire_is_found_by_invitee_email(
         expect(page.locator("#timeline > li.event")).to_have_count(1)
         check(page, "timeline-not-fired")
 
+        # Bad input is named where it was given, never a 500.
+        open_events(page)
+        page.get_by_label("Find an event").fill("x" * 321)
+        page.get_by_role("button", name="Search").click()
+        expect(page.locator("#q-error")).to_have_text("Give at most 320 characters.")
+        expect(page.get_by_label("Find an event")).to_have_attribute("aria-invalid", "true")
+        check(page, "events-search-refused")
+        answer = page.goto(f"{dash.base}/events?cursor=yesterday")
+        assert answer is not None and answer.status == 422
+        expect(page.get_by_role("alert")).to_contain_text("That page link is not valid")
+
 
 def test_a_bookings_timeline_shows_a_rescheduled_reminder_at_its_new_time(
     tmp_path: Path, browser: Browser, viewport: str

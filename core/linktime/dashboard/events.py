@@ -53,23 +53,27 @@ async def events_page(
     q: FromQuery[str | None] = None,
     cursor: FromQuery[str | None] = None,
 ) -> Template:
-    error = None
+    errors: dict[str, str] = {}
     try:
         found = await offload(activity.list_events, hub, me.account_id, q, PAGE_SIZE, cursor)
     except InputError as exc:
-        error = "; ".join(f.message.capitalize() for f in exc.fields)
+        # The search box's own error under it; a page link only this page makes, said plainly.
+        errors = {f.field: f.message.capitalize() + "." for f in exc.fields}
+        if "cursor" in errors:
+            errors["cursor"] = "That page link is not valid: start again from the newest events."
         found = activity.EventPage(items=[], next_cursor=None)
     rows = [{"type_title": type_in_words(hub, e.type), **e.model_dump()} for e in found.items]
     return page(
         request,
         "events.html",
         me=me,
-        status=422 if error else 200,
+        status=422 if errors else 200,
         q=(q or "").strip(),
         rows=rows,
         older=found.next_cursor,
         paged=cursor is not None,
-        error=error,
+        error=errors.get("q"),
+        page_error=errors.get("cursor"),
     )
 
 
