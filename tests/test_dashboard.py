@@ -15,6 +15,8 @@ from linktime import plugins, workflows
 from linktime.accounts import NewAccount
 from linktime.actions import ActionType, Result
 from linktime.api import create_app
+from linktime.dashboard import forms
+from linktime.dashboard.editor import step_summary
 from linktime.models import sample_event
 from linktime.storage import ApiKey, Integration, WorkflowStep
 from linktime.templating import TemplateStr
@@ -528,7 +530,7 @@ def test_save_errors_are_shown_next_to_their_field(
         }
         response = dash.post("/workflows/new", editor_form("Mail", "booking.created", [email]))
         assert response.status_code == 422
-        assert "Unknown field 'nobody'" in field_error(response.text, "steps-0-settings-subject")
+        assert "unknown field 'nobody'" in field_error(response.text, "steps-0-settings-subject")
 
     # An event trigger takes no offset; a time trigger takes a whole number of a unit.
     response = dash.post(
@@ -593,6 +595,204 @@ def test_steps_are_added_moved_and_removed_without_saving(
     assert response.status_code == 303, re.findall(r'field-error" id="[^"]*">[^<]*', response.text)
     (saved,) = workflows.list_all(system.hub, account.id)
     assert [s.settings["url"] for s in saved.steps] == urls
+
+
+def created_ids(system: System, account: NewAccount) -> list[str]:
+    return [w.id for w in workflows.list_all(system.hub, account.id)]
+
+
+def test_a_new_workflows_draft_is_saved_once(
+    make_system: Callable[..., System], open_dash: Any
+) -> None:
+    system = make_system()
+    account = system.account()
+    dash = open_dash(system)
+    dash.sign_in(account.api_key)
+    blank = Form(dash.get("/workflows/new?action=webhook.call").text).values()
+    token = blank["draft"]
+    assert len(token) >= 16
+    blank.update({"name": "Once", "steps.0.settings.url": "https://example.com/once"})
+
+    # Without JS, adding a step posts the draft: the answer keeps the token.
+    added = dash.post("/workflows/new", {**blank, "op": "add", "add_action": "webhook.call"})
+    assert added.status_code == 200
+    draft = Form(added.text).values()
+    assert draft["draft"] == token
+    draft["steps.1.settings.url"] = "https://example.com/twice"
+    saved = dash.post("/workflows/new", {**draft, "op": "save"})
+    assert saved.status_code == 303
+    location = saved.headers["location"]
+    assert created_ids(system, account) == [location.rsplit("/", 1)[1]]
+
+    # That draft posted again, by any button (Back and resubmit, a reload, a double click),
+    # opens the workflow it created, saying so; nothing new is stored.
+    for op in ("save", "test", "add", "remove:0"):
+        again = dash.post("/workflows/new", {**draft, "op": op, "add_action": "webhook.call"})
+        assert (again.status_code, again.headers["location"]) == (303, location), op
+        assert "already saved" in dash.get(location).text
+    assert len(created_ids(system, account)) == 1
+
+    # Another new workflow gets another token; once its workflow is deleted, its draft may be
+    # saved again.
+    other = Form(dash.get("/workflows/new?action=webhook.call").text).values()
+    assert other["draft"] != token
+    dash.post(f"{location}/delete")
+    resaved = dash.post("/workflows/new", {**draft, "op": "save"})
+    assert resaved.status_code == 303 and resaved.headers["location"] != location
+    assert len(created_ids(system, account)) == 1
+
+
+def test_offsets_are_entered_and_shown_in_minutes_hours_or_days(
+    make_system: Callable[..., System], open_dash: Any
+) -> None:
+    system = make_system()
+    account = system.account()
+    dash = open_dash(system)
+    dash.sign_in(account.api_key)
+    dash.get("/workflows/new")
+    cases = [("2", "days", 2880, "2 days"), ("90", "minutes", 90, "90 minutes")]
+    cases += [("120", "minutes", 120, "2 hours"), ("1", "hours", 60, "1 hour")]
+    for number, unit, minutes, shown in cases:
+        form = editor_form(
+            f"After {shown}", "meeting.after", [webhook_step()], offset=number, offset_unit=unit
+        )
+        response = dash.post("/workflows/new", form)
+        assert response.status_code == 303, response.text
+        wf = workflows.get(system.hub, account.id, response.headers["location"].rsplit("/", 1)[1])
+        assert wf.offset_minutes == minutes
+        controls = Form(dash.get(f"/workflows/{wf.id}").text).controls
+        shown_number, shown_unit = shown.split()
+        assert controls["offset"]["value"] == shown_number
+        assert controls["offset_unit"]["value"] == shown_unit.removesuffix("s") + "s"
+        assert f"After Meeting · {shown} after the meeting ends" in dash.get("/workflows").text
+
+    form = editor_form("Odd", "meeting.after", [webhook_step()], offset="2", offset_unit="weeks")
+    response = dash.post("/workflows/new", form)
+    assert response.status_code == 422
+    assert field_error(response.text, "offset") == "Choose minutes, hours or days"
+
+
+def test_test_answers_with_the_draft_as_typed_and_stores_nothing(
+    make_system: Callable[..., System], open_dash: Any
+) -> None:
+    system = make_system()
+    account = system.account()
+    wf_id = system.workflow(account, [webhook_step()], name="Stored", enabled=False)
+    dash = open_dash(system)
+    dash.sign_in(account.api_key)
+    location = f"/workflows/{wf_id}"
+    form = Form(dash.get(location).text).values()
+    form.update(
+        {
+            "name": "Edited",
+            "enabled": "on",
+            "trigger": "meeting.before",
+            "offset": "3",
+            "offset_unit": "hours",
+            "steps.0.settings.url": "https://example.com/edited",
+            "op": "test",
+        }
+    )
+    tested = dash.post(location, form)
+    assert tested.status_code == 200
+    assert 'id="test-panel"' in tested.text
+    page = Form(tested.text)
+    shown = page.values()
+    for key in ("name", "trigger", "offset", "offset_unit", "steps.0.settings.url"):
+        assert shown[key] == form[key], key
+    assert "checked" in page.controls["enabled"]
+    assert 'data-unsaved="true"' in tested.text  # editor.js warns before leaving it
+    stored = workflows.get(system.hub, account.id, wf_id)
+    assert (stored.name, stored.enabled, stored.steps[0].settings["url"]) == (
+        "Stored",
+        False,
+        "https://example.com/hook",
+    )
+
+    # A draft that cannot run is not tested: its problems are named at their fields.
+    form.update({"steps.0.settings.url": "ftp://example.com/x", "offset": "many"})
+    refused = dash.post(location, form)
+    assert refused.status_code == 422
+    assert 'id="test-panel"' not in refused.text
+    assert "The draft cannot be tested yet" in refused.text
+    assert "http or https" in field_error(refused.text, "steps-0-settings-url")
+    assert field_error(refused.text, "offset") == "Enter a whole number"
+    assert Form(refused.text).values()["name"] == "Edited"
+
+
+def test_the_editor_says_up_front_what_the_plan_and_integrations_allow(
+    make_system: Callable[..., System], open_dash: Any
+) -> None:
+    system = make_system()
+    account = system.account("free")
+    installed = system.hub.registry.actions
+    slack = {"action": "slack.post", "settings": {"channel": "#sales", "text": "New booking"}}
+    ids = [system.workflow(account, [slack], name=f"Flow {i}", enabled=i < 3) for i in range(4)]
+    dash = open_dash(system)
+    dash.sign_in(account.api_key)
+
+    # Actions the plan allows first (the default choice among them); the rest last, marked.
+    page = dash.get("/workflows/new").text
+    options = re.findall(
+        r'<option value="([\w.]+)"[^>]*>([^<]*)</option>',
+        page.split('id="add_action"')[1].split("</select>")[0],
+    )
+    allowed = [name for name, _ in options if "— on" not in _]
+    marked = dict(o for o in options if "— on" in o[1])
+    assert [name for name, _ in options] == allowed + list(marked)
+    assert Form(page).values()["add_action"] == allowed[0]
+    if "sms.send" in installed:
+        assert marked["sms.send"] == "Send SMS — on Pro and Business"
+    assert set(marked) == {
+        n for n in installed if n not in {"email.send", "slack.post", "webhook.call"}
+    }
+
+    # A step whose integration is not connected says so, with the way to connect it.
+    editor = dash.get(f"/workflows/{ids[3]}").text.split("<template")[0]  # not editor.js's
+    assert "Slack is not connected" in editor
+    assert '<a href="/settings/integrations#slack">Connect Slack</a>' in editor
+    # At the plan's limit the Enabled switch of a disabled workflow is locked, saying why.
+    assert re.search(r'id="enabled"[^>]*disabled', editor)
+    assert "Your free plan allows 3 active workflows and 3 are active" in editor
+    enabled = dash.get(f"/workflows/{ids[0]}").text
+    assert not re.search(r'id="enabled"[^>]*disabled', enabled)
+
+    # An email step needs no connection (its integration only names the sender).
+    if "email.send" in installed:
+        email = {
+            "action": "email.send",
+            "settings": {"to_invitee": True, "subject": "Hi", "text": "See you"},
+        }
+        quiet = dash.get(f"/workflows/{system.workflow(account, [email], enabled=False)}").text
+        quiet = quiet.split("<template")[0]
+        assert "is not connected" not in quiet
+
+
+def test_each_step_is_summed_up_in_one_line(make_system: Callable[..., System]) -> None:
+    system = make_system(registry=fax_registry())
+    actions = system.hub.registry.actions
+
+    def line(action: str, **values: Any) -> str:
+        specs = forms.fields_of(actions[action].settings)
+        return step_summary(action, specs, {**forms.defaults(specs), **values})
+
+    assert line("webhook.call", url="https://crm.example.com/in") == (
+        "Webhook to https://crm.example.com/in"
+    )
+    assert line("fax.send", number="+4930123", cover="Hi {{ invitee.name }}\nmore") == (
+        "Fax to +4930123 · “Hi {{ invitee.name }}”"
+    )
+    if "email.send" in actions:
+        assert line(
+            "email.send", to_invitee=True, to_hosts=True, subject="Reminder: {{ event_name }}"
+        ) == ("Email to the invitee and the hosts · “Reminder: {{ event_name }}”")
+    if "sms.send" in actions:
+        assert line("sms.send", text="Hi") == "SMS to the invitee · “Hi”"
+        assert line("sms.send", to="number", number="+14155550100", text="Hi") == (
+            "SMS to +14155550100 · “Hi”"
+        )
+    if "slack.post" in actions:
+        assert line("slack.post", channel="#sales", text="New") == "Slack to #sales · “New”"
 
 
 def signing_secrets(system: System, wf_id: str) -> list[str]:

@@ -13,7 +13,7 @@ same draft again (for a new workflow whose draft was saved meanwhile, the saved 
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -37,6 +37,7 @@ from .app import (
     OFFSET_UNITS,
     AnyRequest,
     Me,
+    field_id,
     flash,
     offset_text,
     page,
@@ -72,9 +73,18 @@ class EditorState:
     draft: str = ""  # a new workflow's draft token
 
 
+# The trigger's options, worded for the page (the API's descriptions speak JSON).
 OPTION_SPECS = [
-    forms.field_spec(name, WorkflowIn.model_fields[name])
-    for name in ("event_types", "continue_when_blocked")
+    replace(
+        forms.field_spec("event_types", WorkflowIn.model_fields["event_types"]),
+        label="Only for these event types",
+        help="Event type slugs or ids, separated by commas. Leave empty for every event type.",
+    ),
+    replace(
+        forms.field_spec("continue_when_blocked", WorkflowIn.model_fields["continue_when_blocked"]),
+        label="Go on when the plan blocks a step",
+        help="Off: the run stops at a step your plan does not include. On: later steps still run.",
+    ),
 ]
 
 
@@ -400,6 +410,7 @@ def _editor_context(
     errors = [FieldError("offset", e.message) if e.field == "offset_minutes" else e for e in errors]
     placed, general = place_errors(errors, known)
     steps = [_step_view(hub, account, i, step, placed) for i, step in enumerate(state.steps)]
+    labels, targets = _summary_links(steps)
     triggers: list[TriggerType] = list(hub.registry.triggers.values())
     allowed = set(account.usage.allowed_actions)
     # Actions the plan allows first, so the default choice is one that can be saved.
@@ -423,7 +434,9 @@ def _editor_context(
         ],
         "errors": placed,
         "general_errors": general,
-        "error_count": len(errors),
+        "error_labels": labels,
+        "error_targets": targets,
+        "error_heading": "The workflow was not saved",
         "triggers": triggers,
         "time_triggers": " ".join(t.name for t in triggers if t.kind == "time"),
         "current_trigger": hub.registry.triggers.get(state.trigger),
@@ -437,6 +450,28 @@ def _editor_context(
         "test_panel": None,
         "unsaved": False,
     }
+
+
+def _summary_links(steps: list[dict[str, Any]]) -> tuple[dict[str, str], dict[str, str]]:
+    """For the error summary: the label before each error, and the element a step-level
+    error links to (its first field; the add-action choice for the list of steps)."""
+    labels = {
+        "name": "Name",
+        "enabled": "Enabled",
+        "trigger": "When",
+        "offset": "How long",
+        "steps": "Actions",
+        **{s.name: s.label for s in OPTION_SPECS},
+    }
+    targets = {"steps": "add_action"}
+    for step in steps:
+        i, prefix, fields = step["index"], step["prefix"], step["fields"]
+        target = field_id(prefix + fields[0].name) if fields else f"step-{i}"
+        for key in (f"steps.{i}", f"steps.{i}.action", f"steps.{i}.settings"):
+            labels[key], targets[key] = f"Step {i + 1}", target
+        for spec in step["fields"]:
+            labels[prefix + spec.name] = f"Step {i + 1} · {spec.label}"
+    return labels, targets
 
 
 def _connected(hub: Hub, account_id: str) -> frozenset[str]:
@@ -563,6 +598,10 @@ async def _editor_post(
                 return see_other(f"/workflows/{saved.workflow.id}")
     context = _editor_context(hub, state, wf, errors, await _account(hub, me, wf))
     context.update(test_panel=test_panel, unsaved=True)
+    if op == "test":
+        context["error_heading"] = "The draft cannot be tested yet"
+    elif op != "save":
+        context["error_heading"] = "There is a problem"
     return page(request, "editor.html", me=me, status=status, **context)
 
 

@@ -34,7 +34,15 @@ Kind = Literal[
 ]
 Raw = str | bool
 LONG_TEXT = 2048  # str fields allowing more than this many characters get a textarea
-_ACRONYMS = {"url": "URL", "id": "ID", "sid": "SID", "smtp": "SMTP", "html": "HTML", "api": "API"}
+_ACRONYMS = {
+    "url": "URL",
+    "id": "ID",
+    "sid": "SID",
+    "smtp": "SMTP",
+    "html": "HTML",
+    "api": "API",
+    "sms": "SMS",
+}
 
 
 @dataclass(frozen=True)
