@@ -9,6 +9,7 @@ import logging
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
+from html import unescape
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -17,8 +18,8 @@ from linktime import accounts, workflows
 from linktime.actions import ActionContext, ActionType, Result
 from linktime.models import sample_event
 from linktime.statuses import RunStatus
-from linktime.storage import Run
-from sqlalchemy import func, select, text
+from linktime.storage import Account, Run
+from sqlalchemy import func, select, text, update
 
 from .conftest import Clock, NoSettings, System, registry_with
 from .test_dashboard import Form, field_error, open_dash  # noqa: F401  (a fixture, used by name)
@@ -160,7 +161,7 @@ def busy(_: ActionContext) -> Result:
 
 def shown(html: str) -> str:
     """The page's text as a person reads it (no markup, no style sheet)."""
-    return re.sub(r"<[^>]+>", " ", html.split("<main")[1])
+    return unescape(re.sub(r"<[^>]+>", " ", html.split("<main")[1]))
 
 
 def time_shown(html: str, moment: datetime, zone: str) -> str:
@@ -302,3 +303,26 @@ def test_the_account_page_saves_preferences_and_refuses_bad_ones_naming_them(
     browser = dash.post("/account", {**good, "timezone": ""})
     assert browser.status_code == 303
     assert accounts.get_preferences(system.hub, account.id).timezone is None
+
+
+def test_a_step_the_plan_no_longer_allows_says_so_and_links_to_the_plan(
+    make_system: Callable[..., System],
+    open_dash: Any,  # noqa: F811
+) -> None:
+    registry = registry_with(ActionType("test.sms", "Text", NoSettings, succeed, capability="sms"))
+    system = make_system(registry=registry)
+    account = system.account("pro")
+    system.workflow(account, [{"action": "test.sms"}], name="Text the invitee")
+    with system.hub.db.begin() as conn:  # downgraded after the workflow was saved
+        conn.execute(update(Account).where(Account.id == account.id).values(plan="free"))
+    [run_id] = system.hub.emit(sample_event(), account_id=account.id).run_ids
+    system.hub.process_run(run_id)
+    dash = open_dash(system)
+    dash.sign_in(account.api_key)
+
+    page = dash.get(f"/runs/{run_id}").text
+    assert "The account's plan did not include this action when it ran." in shown(page)
+    assert '<a href="/account">See what your plan includes</a>' in page
+    assert "Not on the plan" in shown(page)
+    page = dash.get("/account").text
+    assert 'Text <span class="muted">(on the Pro and Business plans)</span>' in page

@@ -287,7 +287,7 @@ def _replay(conn: Connection, hub: Hub, account_id: str, run_id: str, key: str |
         insert(Run).values(
             id=new_run,
             status=RunStatus.QUEUED,
-            note=f"replay of {run_id} from step {first}",
+            note=f"replay of {run_id} from step {first + 1}",
             replay_of=run_id,
             replay_key=key,
             # Handed to the broker after commit, like a new event's runs: the sweeper's turn
