@@ -16,10 +16,12 @@ from zoneinfo import ZoneInfo
 
 import httpx
 from linktime.models import sample_event
+from linktime.testing import HttpReceiver
 from playwright.sync_api import Browser, Page, expect
 
 from .browser import Dashboard, check, dashboard
 from .conftest import LOOPBACK
+from .test_crash import wait_run
 
 STEPS = [{"action": "webhook.call", "settings": {"url": "http://127.0.0.1:9/hooks"}}]
 
@@ -35,13 +37,16 @@ def auth(dash: Dashboard) -> dict[str, str]:
     return {"Authorization": f"Bearer {dash.key}"}
 
 
-def send(dash: Dashboard, event_id: str, booking: dict[str, Any], **fields: Any) -> None:
+def send(dash: Dashboard, event_id: str, booking: dict[str, Any], **fields: Any) -> dict[str, str]:
+    """The event, as the booking platform posts it: the runs it started or planned, by
+    workflow."""
     body = sample_event(id=event_id, occurred_at=datetime.now(UTC), **fields).model_dump(
         mode="json"
     )
     body["booking"] = booking
     answer = httpx.post(f"{dash.base}/v1/events", json=body, headers=auth(dash))
     assert answer.status_code == 202, answer.text
+    return {r["workflow_id"]: r["id"] for r in answer.json()["runs"]}
 
 
 def a_booking(uid: str, **changes: Any) -> dict[str, Any]:
@@ -129,10 +134,12 @@ def test_a_workflow_that_did_not_fire_is_found_by_invitee_email(
 
 
 def test_a_bookings_timeline_shows_a_rescheduled_reminder_at_its_new_time(
-    tmp_path: Path, browser: Browser, viewport: str
+    tmp_path: Path, browser: Browser, viewport: str, http_receiver: HttpReceiver
 ) -> None:
     with dashboard(tmp_path, LINKTIME_WEBHOOK_ALLOWED_NETWORKS=LOOPBACK) as dash:
         workflow(dash, name="Reminder", trigger="meeting.before", offset_minutes=60)
+        crm = [{"action": "webhook.call", "settings": {"url": f"{http_receiver.url}/crm"}}]
+        tell_crm = workflow(dash, name="Tell the CRM", steps=crm)
         day = datetime.now(UTC).replace(hour=15, minute=0, second=0, microsecond=0)
         first, moved = day + timedelta(days=3), day + timedelta(days=5, hours=-6)
 
@@ -143,7 +150,8 @@ def test_a_bookings_timeline_shows_a_rescheduled_reminder_at_its_new_time(
                 end=(start + timedelta(minutes=30)).isoformat(),
             )
 
-        send(dash, "evt_booked", booked(first))
+        delivery = send(dash, "evt_booked", booked(first))[tell_crm]
+        assert wait_run(dash.base, auth(dash), delivery)["status"] == "succeeded"
         send(dash, "evt_moved", booked(moved), type="booking.rescheduled")
 
         page = dash.page(browser, viewport)
@@ -156,9 +164,15 @@ def test_a_bookings_timeline_shows_a_rescheduled_reminder_at_its_new_time(
         )
 
         items = page.locator("#timeline > li")
-        expect(items).to_have_count(4)  # two events, now, the one reminder
-        expect(items.nth(2)).to_have_id("now")
-        reminder = items.nth(3)
+        expect(items).to_have_count(5)  # booked, its delivery, moved, now, the one reminder
+        expect(items.nth(0)).to_contain_text("Booking Created received")
+        # The delivery with its attempt, delivered to the receiver.
+        expect(items.nth(1).get_by_role("heading")).to_have_text("Tell the CRM succeeded")
+        expect(items.nth(1).locator(".attempts")).to_contain_text("Attempt 1: succeeded")
+        expect(items.nth(1).locator(".attempts")).to_contain_text("HTTP 200")
+        expect(items.nth(2)).to_contain_text("Booking Rescheduled received")
+        expect(items.nth(3)).to_have_id("now")
+        reminder = items.nth(4)
         due = moved - timedelta(hours=1)
         # At the new time (not the first one), as the viewer, host and invitee each read it.
         expect(reminder.get_by_role("heading")).to_have_text("Reminder planned")
@@ -172,5 +186,4 @@ def test_a_bookings_timeline_shows_a_rescheduled_reminder_at_its_new_time(
             shown = f"{who} ({zone}): {local.strftime('%a %-d %b %Y, %H:%M')} {local.tzname()}"
             expect(reminder.locator(".zones")).to_contain_text(shown)
         expect(reminder).to_contain_text("Moved to this time when the booking was rescheduled.")
-        expect(items.nth(1)).to_contain_text("Booking Rescheduled received")
         check(page, "timeline-rescheduled")
