@@ -9,7 +9,7 @@ to no booking.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, Field
 from sqlalchemy import ColumnElement, func, or_, select
