@@ -115,7 +115,7 @@ class EmailCredentials(BaseModel):
         if value is None:
             return None
         if not value.isprintable():
-            raise ValueError("from_name must be one line without control characters")
+            raise ValueError("The from name must be one line, without control characters")
         return value.strip() or None
 
 

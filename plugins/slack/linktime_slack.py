@@ -182,7 +182,7 @@ class SlackCredentials(BaseModel):
     def _bot_token(cls, value: SecretStr) -> SecretStr:
         raw = value.get_secret_value().strip()
         if not raw.startswith("xoxb-") or len(raw) <= len("xoxb-"):
-            raise ValueError("bot_token must be a bot token starting with 'xoxb-'")
+            raise ValueError("A bot token is needed here, starting with 'xoxb-'")
         return SecretStr(raw)
 
 

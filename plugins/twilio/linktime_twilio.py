@@ -88,7 +88,10 @@ class TwilioCredentials(BaseModel):
 
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
-    account_sid: str = Field(pattern=r"^AC[0-9a-fA-F]{32}$", description="Account SID, AC…")
+    account_sid: str = Field(
+        pattern=r"^AC[0-9a-fA-F]{32}$",
+        description="Account SID: AC followed by 32 digits or letters a to f",
+    )
     auth_token: SecretStr = Field(min_length=1, description="The account's auth token")
     from_number: str | None = Field(
         default=None,
@@ -96,7 +99,9 @@ class TwilioCredentials(BaseModel):
         description="Sender: a Twilio number (E.164), short code or alphanumeric sender ID",
     )
     messaging_service_sid: str | None = Field(
-        default=None, pattern=r"^MG[0-9a-fA-F]{32}$", description="Messaging Service SID, MG…"
+        default=None,
+        pattern=r"^MG[0-9a-fA-F]{32}$",
+        description="Messaging Service SID: MG followed by 32 digits or letters a to f",
     )
 
     @field_validator("from_number")
