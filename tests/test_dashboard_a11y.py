@@ -45,6 +45,12 @@ def visit(page: Page, name: str) -> None:
     headings_in_order(page, name)
 
 
+def go(page: Page, url: str, name: str, status: int = 200) -> None:
+    response = page.goto(url)
+    assert response is not None and response.status == status, f"{name}: {url}"
+    visit(page, name)
+
+
 def error_summary_leads(page: Page, name: str) -> None:
     """The summary has the focus and links to each invalid field, which exists."""
     found = page.evaluate(SUMMARY)
@@ -87,11 +93,9 @@ def test_every_page_is_usable_and_accessible(
         anonymous.close()
 
         visit(page, "Workflows")
-        page.goto(f"{dash.base}/workflows/new")
-        visit(page, "New workflow")
+        go(page, f"{dash.base}/workflows/new", "New workflow")
 
-        page.goto(f"{dash.base}/workflows/{workflow}")
-        visit(page, "Editor")
+        go(page, f"{dash.base}/workflows/{workflow}", "Editor")
         page.locator("#step-0 summary").click()  # a saved step shows as its summary
         page.locator("#steps-0-settings-url").fill("ftp://127.0.0.1/nope")
         page.get_by_role("button", name="Save workflow").click()
@@ -99,8 +103,11 @@ def test_every_page_is_usable_and_accessible(
         visit(page, "Editor refused")
         error_summary_leads(page, "Editor refused")
 
-        page.goto(f"{dash.base}/workflows/{workflow}/test")
-        visit(page, "Test")
+        go(page, f"{dash.base}/workflows/{workflow}/test", "Test")
+        go(page, f"{dash.base}/workflows/{workflow}", "Editor again")
+        page.get_by_role("button", name="Test", exact=True).click()
+        expect(page.locator("#test-panel")).to_be_visible()
+        visit(page, "Editor with the Test panel")
 
         event = sample_event(id="evt_a11y").model_dump(mode="json")
         answer = api.post("/v1/events", json=event)
@@ -118,11 +125,7 @@ def test_every_page_is_usable_and_accessible(
             ("Settings", "/settings/integrations"),
             ("Account", "/account"),
         ]:
-            response = page.goto(f"{dash.base}{path}")
-            assert response is not None and response.status == 200, f"{name}: {path}"
-            visit(page, name)
+            go(page, f"{dash.base}{path}", name)
 
-        response = page.goto(f"{dash.base}/workflows/wf_nope")
-        assert response is not None and response.status == 404
-        visit(page, "Not found")
+        go(page, f"{dash.base}/workflows/wf_nope", "Not found", 404)
         page.context.close()
