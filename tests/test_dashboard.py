@@ -991,8 +991,8 @@ def test_dry_run_run_log_and_event_pages(
     assert 'href="/events/evt_dash"' in page
 
     page = dash.get("/events/evt_dash").text
-    ran = page.split('id="ran"')[1].split("</table>")[0]
-    not_run = page.split('id="not-run"')[1].split("</table>")[0]
+    ran = page.split('id="ran"')[1].split("</ul>")[0]
+    not_run = page.split('id="not-run"')[1].split("</ul>")[0]
     assert "To CRM" in ran and run_id in ran and "succeeded" in ran  # now, not as received
     assert "On cancel" in not_run and "Switched off" in not_run
     assert off not in ran
