@@ -757,6 +757,14 @@ def test_the_editor_says_up_front_what_the_plan_and_integrations_allow(
     enabled = dash.get(f"/workflows/{ids[0]}").text
     assert not re.search(r'id="enabled"[^>]*disabled', enabled)
 
+    # A Slack step posting to an incoming webhook needs no connection either.
+    hook = {
+        "action": "slack.post",
+        "settings": {"webhook_url": "https://hooks.slack.com/services/T0/B0/x", "text": "New"},
+    }
+    quiet = dash.get(f"/workflows/{system.workflow(account, [hook], enabled=False)}").text
+    assert "is not connected" not in quiet.split("<template")[0]
+
     # An email step needs no connection (its integration only names the sender).
     if "email.send" in installed:
         email = {

@@ -289,20 +289,18 @@ def plans_with(hub: Hub, action: ActionType) -> str:
     return f"on {_listed(names)}" if names else "on no plan"
 
 
-def needs_connection(action: ActionType) -> bool:
-    """Whether the action cannot run before its integration is connected (its credentials
-    model has required fields; the email integration, all optional, is not needed)."""
-    if action.credentials is None:
-        return False
-    try:
-        action.credentials.model_validate({})
-    except ValidationError:
-        return True
-    return False
+def needs_connection(action: ActionType, values: dict[str, Raw]) -> bool:
+    """Whether the step, as its form stands, cannot be sent before the action's integration is
+    connected (the action says: always, never, or by its settings, read here unvalidated)."""
+    needs = action.needs_integration
+    if action.integration is None or not callable(needs):
+        return action.integration is not None and bool(needs)
+    parsed = forms.parse(forms.fields_of(action.settings), values)
+    return bool(needs(action.settings.model_construct(**parsed.data)))
 
 
 @dataclass(frozen=True)
-class Account:
+class Standing:
     """What the page needs to know about the account: plan and connected integrations."""
 
     usage: plans.PlanUsage
@@ -324,7 +322,9 @@ class Account:
         return {"locked": True, "reason": reason}
 
 
-def _warnings(hub: Hub, account: Account, action: ActionType | None) -> list[dict[str, str]]:
+def _warnings(
+    hub: Hub, account: Standing, action: ActionType | None, values: dict[str, Raw]
+) -> list[dict[str, str]]:
     if action is None:
         return [{"text": "This action is not installed on this server.", "href": "", "link": ""}]
     found = []
@@ -337,12 +337,8 @@ def _warnings(hub: Hub, account: Account, action: ActionType | None) -> list[dic
                 "link": "",
             }
         )
-    if (
-        action.integration
-        and needs_connection(action)
-        and action.integration not in account.connected
-    ):
-        title = forms.label_for(action.integration)
+    if action.integration not in (None, *account.connected) and needs_connection(action, values):
+        title = forms.label_for(str(action.integration))
         found.append(
             {
                 "text": f"{title} is not connected: this step cannot send until it is.",
@@ -354,13 +350,14 @@ def _warnings(hub: Hub, account: Account, action: ActionType | None) -> list[dic
 
 
 def _icon(action_name: str, action: ActionType | None) -> str:
-    return (action.capability if action and action.capability else None) or action_name.partition(
-        "."
-    )[0]
+    """The icon's kind: the action's capability ("sms"), else its channel (the name's start)."""
+    if action is not None and action.capability:
+        return action.capability
+    return action_name.partition(".")[0]
 
 
 def _step_view(
-    hub: Hub, account: Account, i: int, step: StepState, errors: dict[str, list[str]]
+    hub: Hub, account: Standing, i: int, step: StepState, errors: dict[str, list[str]]
 ) -> dict[str, Any]:
     action = hub.registry.actions.get(step.action)
     specs = _specs(hub, step.action)
@@ -377,7 +374,7 @@ def _step_view(
         "prefix": f"steps.{i}.settings.",
         "summary": step_summary(step.action, specs, step.values) if action else "Not installed",
         "icon": _icon(step.action, action),
-        "warnings": _warnings(hub, account, action),
+        "warnings": _warnings(hub, account, action, step.values),
         "failing": failing,
         # Saved steps without a problem start folded to their summary; the rest want input.
         "open": failing or step.origin is None,
@@ -399,7 +396,7 @@ def _editor_context(
     state: EditorState,
     workflow: WorkflowOut | None,
     errors: list[FieldError],
-    account: Account,
+    account: Standing,
 ) -> dict[str, Any]:
     known = {"name", "trigger", "offset", "steps", "enabled"}
     known |= {s.name for s in OPTION_SPECS}
@@ -478,8 +475,8 @@ def _connected(hub: Hub, account_id: str) -> frozenset[str]:
     return frozenset(i.name for i in integrations.list_all(hub, account_id) if i.connected)
 
 
-async def _account(hub: Hub, me: Me, workflow: WorkflowOut | None) -> Account:
-    return Account(
+async def _account(hub: Hub, me: Me, workflow: WorkflowOut | None) -> Standing:
+    return Standing(
         await usage(hub, me),
         await offload(_connected, hub, me.account_id),
         workflow is not None and workflow.enabled,
