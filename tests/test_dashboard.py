@@ -516,7 +516,11 @@ def test_save_errors_are_shown_next_to_their_field(
     assert "The workflow was not saved" in html
     assert "http or https" in field_error(html, "steps-0-settings-url")
     assert "name: value" in field_error(html, "steps-1-settings-headers")
-    assert "at least 1 character" in field_error(html, "name")
+    assert field_error(html, "name") == "Give the workflow a name"
+    empty = dash.post("/workflows/new", editor_form("Nothing", "booking.created", []))
+    assert empty.status_code == 422
+    assert 'id="steps-error">Add at least one action<' in empty.text
+    assert "should have" not in empty.text  # said once, in the editor's words
     assert re.search(r'id="steps-0-settings-url"[^>]*aria-invalid="true"', html)
     # What was typed is kept.
     assert Form(html).controls["steps.0.settings.url"]["value"] == "ftp://example.com/x"

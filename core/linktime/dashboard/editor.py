@@ -187,6 +187,10 @@ def _draft_spec(hub: Hub, state: EditorState) -> WorkflowIn:
     """The draft as the service takes it, for Save and for Test alike (raises InputError
     naming every field at fault)."""
     offset, problems = _offset_minutes(hub, state)
+    if not state.name:
+        problems.append(FieldError("name", "Give the workflow a name"))
+    if not state.steps:
+        problems.append(FieldError("steps", "Add at least one action"))
     steps: list[dict[str, Any]] = []
     for i, step in enumerate(state.steps):
         action = hub.registry.actions.get(step.action)
@@ -213,7 +217,9 @@ def _draft_spec(hub: Hub, state: EditorState) -> WorkflowIn:
     try:
         spec = WorkflowIn.model_validate(data)
     except ValidationError as exc:
-        problems += pydantic_fields(exc)
+        # What the editor named in its own words above is not named again in the model's.
+        named = {p.field for p in problems}
+        problems += [e for e in pydantic_fields(exc) if e.field not in named]
         raise InputError("the workflow is not valid", problems) from None
     if problems:
         raise InputError("the workflow is not valid", problems)
