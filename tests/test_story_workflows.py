@@ -1,6 +1,6 @@
 """The workflows list as a person on the free plan meets it, in a real browser at both sizes:
 at the active-workflow limit the toggle of a disabled workflow says why instead of looking
-clickable; a workflow whose Slack step has no connected Slack warns, and its "Connect Slack"
+clickable, and the template needing SMS is marked with the plan that includes it; a workflow whose Slack step has no connected Slack warns, and its "Connect Slack"
 link lands on the Slack card of Settings, where connecting it ends the warning.
 """
 
@@ -50,6 +50,11 @@ def test_at_the_limit_the_toggle_says_why(
         # Only the disabled workflow is held back: the enabled ones can still be turned off.
         crm = page.get_by_role("switch", name="Enabled: Tell the CRM")
         expect(crm).not_to_have_attribute("aria-disabled", "true")
+        # A template the free plan lacks is offered last, marked with the plan that has it.
+        reminder = page.locator(".card.template").last
+        expect(reminder).to_contain_text("Meeting Reminder")
+        expect(reminder).to_contain_text("Upgrade to the pro plan to use this template.")
+        expect(reminder.get_by_role("button")).to_have_count(0)
         check(page, "Workflows at the limit")
 
         # Pressed anyway (it is still a button, for keyboards and without JavaScript), the

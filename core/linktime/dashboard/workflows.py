@@ -86,6 +86,7 @@ async def workflows_page(
         me=me,
         rows=rows,
         usage=plan,
+        max_steps=workflows.MAX_STEPS,
         templates=offered,
         broken=hub.registry.broken,
     )
