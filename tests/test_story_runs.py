@@ -139,6 +139,11 @@ def test_runs_read_in_words_in_the_chosen_timezone(
             "%a %-d %b, %H:%M",
         )
         check(page, "run log in the chosen zone")
+        reminder.get_by_role("link", name="Remind the CRM").click()
+        expect(page.locator("#run-status")).to_contain_text("Scheduled for")
+        expect(page.get_by_text("Nothing has been sent yet")).to_be_visible()
+        check(page, "run scheduled")
+        page.go_back()
 
         # The email step stopped by the server's settings: the user is told whom to ask.
         page.locator(f"#run-{runs['mail']}").get_by_role("link", name="Confirm by email").click()
@@ -157,7 +162,7 @@ def test_runs_read_in_words_in_the_chosen_timezone(
         expect(attempt.locator(".http-status")).to_have_text("503")
         expect(attempt).to_contain_text("The receiver had a problem of its own")
         expect(page.locator("#step-0 .step-status")).to_contain_text("Retrying at")
-        expect(page.get_by_role("link", name=TITLE)).to_have_attribute(
+        expect(page.get_by_role("link", name="See the booking's timeline")).to_have_attribute(
             "href", "/bookings/bk_sample"
         )
         expect(page.get_by_role("link", name="evt_story_runs")).to_have_attribute(
