@@ -271,7 +271,7 @@ def on_sign_in_required(request: AnyRequest, _: SignInRequired) -> Response[Any]
 def error_page(request: AnyRequest, status: int, title: str, detail: str) -> Response[Any]:
     if "session" not in request.scope:
         return Response(f"{title}: {detail}", status_code=status, media_type="text/plain")
-    return page(request, "error.html", status=status, title=title, detail=detail)
+    return page(request, "error.html", status=status, code=status, title=title, detail=detail)
 
 
 def on_not_found(request: AnyRequest, exc: NotFound) -> Response[Any]:
