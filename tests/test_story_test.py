@@ -3,7 +3,6 @@ step without the Slack connection is not ready and links to connecting it; an em
 previewed as its recipient sees it (the rendered HTML in a sandboxed frame); "send a test to
 me" reaches a real SMTP server on loopback, and the address is remembered."""
 
-# ruff: noqa: F811 (the browser and viewport fixtures are imported, then named as parameters)
 from __future__ import annotations
 
 import re
@@ -15,7 +14,7 @@ import httpx
 from linktime_email_testing import SmtpPeer
 from playwright.sync_api import Browser, expect
 
-from .browser import Dashboard, browser, check, dashboard, viewport  # noqa: F401 (fixtures)
+from .browser import Dashboard, check, dashboard
 
 SENDER = "bookings@example.com"
 
@@ -51,6 +50,31 @@ def test_slack_unconnected_is_not_ready_with_the_link_to_connect(
         step.get_by_role("link", name="Connect Slack in Settings.").click()
         expect(page).to_have_url(f"{dash.base}/settings/integrations#slack")
         check(page, "test slack connect link")
+
+
+def test_the_editors_test_of_a_draft_shows_slack_not_ready_with_the_link_to_connect(
+    tmp_path: Path, browser: Browser, viewport: str
+) -> None:
+    with dashboard(tmp_path) as dash:
+        page = dash.page(browser, viewport)
+        page.goto(f"{dash.base}/workflows/new")
+        page.get_by_label("Name", exact=True).fill("Tell sales")
+        page.get_by_label("Add an action").select_option(label="Send Slack Message")
+        page.get_by_role("button", name="Add action").click()
+        card = page.locator("#chain > li.step-item").first
+        card.get_by_label("Channel").fill("#sales")
+        card.get_by_label("Text").fill("New booking with {{ attendee_name }}")
+
+        page.get_by_role("button", name="Test", exact=True).click()
+
+        step = page.locator("#preview-0")
+        expect(step.get_by_text("Not ready")).to_be_visible()
+        expect(step.locator(".slack-message")).to_contain_text("New booking with Grace Hopper")
+        link = step.get_by_role("link", name="Connect Slack in Settings.")
+        expect(link).to_have_attribute("href", "/settings/integrations#slack")
+        expect(page.locator("#send-test-panel")).to_contain_text("Save the workflow")
+        expect(card.get_by_label("Channel")).to_have_value("#sales")  # the draft is kept
+        check(page, "test draft slack not connected")
 
 
 def test_email_preview_shows_the_rendered_html_in_a_sandboxed_frame(

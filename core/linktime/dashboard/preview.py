@@ -95,13 +95,16 @@ async def _panel(
     workflow_id: str | None,
     *,
     form: str,
+    retest: dict[str, str],
     unsaved: bool,
+    event_type: str | None = None,
     entered: dict[str, str | None] | None = None,
     errors: list[FieldError] | None = None,
 ) -> dict[str, Any]:
     """The panel's context (``_test_panel.html`` reads it as ``test_panel``). ``form``: the id
-    of the form the send fields belong to; ``unsaved``: the draft differs from what a live
-    test would send (the saved version)."""
+    of the form the send fields belong to; ``retest``: the form (``form``), field name
+    (``field``) and ``op`` (if any) that test again with another sample booking; ``unsaved``:
+    the draft differs from what a live test would send (the saved version)."""
     prefs = await offload(accounts.get_preferences, hub, me.account_id)
     steps = []
     for s in out.steps:
@@ -130,6 +133,9 @@ async def _panel(
         "email": given.get("test_email") or "",
         "phone": given.get("test_phone") or "",
         "errors": placed,
+        "retest": retest,
+        "event_types": _event_types(hub),
+        "event_type": event_type,
     }
 
 
@@ -140,17 +146,35 @@ async def draft_panel(
     editor renders with ``{% include "_test_panel.html" %}``, inside or beside its form (whose
     id is ``editor``: the send fields belong to it). ``workflow_id`` is the stored workflow
     the draft edits (its kept secrets), None for a new one."""
-    event = sample_event(event_type) if event_type in _event_types(hub) else None
+    chosen, event = _sample(hub, event_type)
     draft = await offload(testruns.dry_run_draft, hub, me.account_id, spec, workflow_id, event)
     unsaved = False
     if workflow_id is not None:
         saved = await offload(testruns.dry_run, hub, me.account_id, workflow_id, event)
         unsaved = _what_is_sent(saved) != _what_is_sent(draft)
-    return await _panel(hub, me, draft, workflow_id, form="editor", unsaved=unsaved)
+    # The editor's own form and its Test button's op.
+    retest = {"form": "editor", "field": "test_event_type", "op": "test"}
+    return await _panel(
+        hub,
+        me,
+        draft,
+        workflow_id,
+        form="editor",
+        retest=retest,
+        unsaved=unsaved,
+        event_type=chosen,
+    )
 
 
 def _event_types(hub: Hub) -> list[str]:
     return [t.name for t in hub.registry.triggers.values() if t.kind == "event"]
+
+
+def _sample(hub: Hub, event_type: str | None) -> tuple[str | None, BookingEvent | None]:
+    """The event type asked for, if there is one, and its sample (None: the trigger's)."""
+    if event_type not in _event_types(hub):
+        return None, None
+    return event_type, sample_event(event_type)
 
 
 async def _test_page(
@@ -165,12 +189,19 @@ async def _test_page(
     errors: list[FieldError] | None = None,
 ) -> Template:
     wf = await offload(workflows.get, hub, me.account_id, workflow_id)
-    event_types = _event_types(hub)
-    chosen = event_type if event_type in event_types else None
-    event: BookingEvent | None = sample_event(chosen) if chosen else None
+    chosen, event = _sample(hub, event_type)
     out = await offload(testruns.dry_run, hub, me.account_id, workflow_id, event)
     panel = await _panel(
-        hub, me, out, wf.id, form="send-test", unsaved=False, entered=entered, errors=errors
+        hub,
+        me,
+        out,
+        wf.id,
+        form="send-test",
+        retest={"form": "retest", "field": "event_type"},
+        unsaved=False,
+        event_type=chosen,
+        entered=entered,
+        errors=errors,
     )
     return page(
         request,
@@ -179,8 +210,6 @@ async def _test_page(
         status=422 if errors else 200,
         workflow=wf,
         test_panel=panel,
-        event_types=event_types,
-        chosen=chosen,
         run_id=run_id,
         trigger=trigger_text(hub, wf.trigger, wf.offset_minutes),
     )
