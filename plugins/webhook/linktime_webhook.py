@@ -86,17 +86,17 @@ class WebhookStepSettings(BaseModel):
     # A rejected secret is still someone's secret: keep inputs out of error strings and logs.
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
-    url: str = Field(max_length=2048, description="http:// or https:// URL to POST to")
+    url: str = Field(max_length=2048, description="The address to post to, starting with https://")
     secret: SecretStr = Field(
         default_factory=generate_secret,
-        description="Standard Webhooks signing secret, 'whsec_' + base64; generated if omitted",
+        description="The Standard Webhooks signing secret ('whsec_…'): made for you if left blank",
     )
     # Header values often carry credentials (Authorization: Bearer …): secrets, each one.
     headers: dict[str, Annotated[SecretStr, AfterValidator(_header_value)]] = Field(
         default_factory=dict,
         max_length=20,
-        description="Extra request headers (cannot override webhook-*, content-type or host); "
-        "their values are stored encrypted and shown masked",
+        description="Extra request headers. Content-Type, Host and the webhook- headers are "
+        "LinkTime's own; the values are stored encrypted and shown masked",
     )
 
     @field_validator("url")
