@@ -9,16 +9,20 @@ from typing import Any
 
 import pytest
 from linktime import integrations, testruns, workflows
-from linktime.accounts import create_account
+from linktime.accounts import create_account, get_preferences
 from linktime.api import create_app
 from linktime.crypto import MASK
 from linktime.dashboard.preview import SmsCount, sms_count
 from linktime.engine import Hub
+from linktime.storage import Run
 from linktime.testing import event_with
 from linktime_email_testing import SmtpPeer
 from litestar.testing import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from .conftest import System
+from .test_dashboard import Dash
 
 SLACK = {"action": "slack.post", "settings": {"channel": "#bookings", "text": "New booking"}}
 EMAIL = {
@@ -272,3 +276,49 @@ def test_an_sms_preview_counts_characters_and_messages(
     text: str, characters: int, segments: int, encoding: str
 ) -> None:
     assert sms_count(text) == SmsCount(characters, segments, encoding)
+
+
+def test_send_a_test_to_me_refuses_what_is_wrong_and_stores_nothing_then_remembers(
+    api: tuple[System, TestClient[Any]],
+) -> None:
+    system, client = api
+    mine, other = system.account("free"), system.account("free")
+    wf_id = system.workflow(mine, [EMAIL], enabled=False)
+    theirs = system.workflow(other, [EMAIL], enabled=False)
+    dash = Dash(client)
+    dash.sign_in(mine.api_key)
+    dash.get(f"/workflows/{wf_id}/test")
+
+    def started() -> int:
+        with Session(system.hub.db) as session:
+            return len(session.scalars(select(Run.id)).all())
+
+    bad = dash.post(
+        f"/workflows/{wf_id}/test/send", {"test_email": "me@example.com", "test_phone": "12"}
+    )
+    assert bad.status_code == 422
+    assert "Enter the phone number in international format, like +14155550123." in bad.text
+    assert 'value="me@example.com"' in bad.text  # what was typed stays
+    nothing = dash.post(f"/workflows/{wf_id}/test/send", {"test_email": "", "test_phone": ""})
+    assert nothing.status_code == 422
+    assert "Enter an email address or a phone number to send to." in nothing.text
+    assert (
+        dash.post(f"/workflows/{theirs}/test/send", {"test_email": "me@example.com"}).status_code
+        == 404
+    )
+    assert get_preferences(system.hub, mine.id).test_email is None
+    assert started() == 0
+
+    sent = dash.post(
+        f"/workflows/{wf_id}/test/send",
+        {"test_email": "me@example.com", "test_phone": "+1 (415) 555-0123"},
+    )
+
+    assert sent.status_code == 303
+    assert sent.headers["location"].startswith(f"/workflows/{wf_id}/test?run=run_")
+    assert started() == 1
+    prefs = get_preferences(system.hub, mine.id)
+    assert (prefs.test_email, prefs.test_phone) == ("me@example.com", "+14155550123")
+    page = dash.get(sent.headers["location"]).text
+    assert 'value="+14155550123"' in page
+    assert f'href="/runs/{sent.headers["location"].split("run=")[1]}"' in page
