@@ -107,6 +107,9 @@ def test_runs_read_in_words_in_the_chosen_timezone(
             expect(crm).to_contain_text(fact)
         expect(crm.locator(".status")).to_contain_text("Retrying at")
         expect(crm.locator(".status")).not_to_contain_text("pending")
+        expect(crm.locator(".setback")).to_have_text(
+            "Step 1: The receiver had a problem of its own (HTTP 503 Service Unavailable)."
+        )
         shows_moment(crm.locator(".status time"), retry_at, "Europe/Berlin", "%H:%M")
         check(page, "run log")
 
@@ -146,11 +149,11 @@ def test_runs_read_in_words_in_the_chosen_timezone(
         page.go_back()
 
         # The email step stopped by the server's settings: the user is told whom to ask.
+        not_set_up = "Email sending is not set up on this server — contact your administrator."
+        expect(page.locator(f"#run-{runs['mail']} .setback")).to_have_text(f"Step 1: {not_set_up}")
         page.locator(f"#run-{runs['mail']}").get_by_role("link", name="Confirm by email").click()
         step = page.locator("#step-0")
-        expect(step).to_contain_text(
-            "Email sending is not set up on this server — contact your administrator."
-        )
+        expect(step).to_contain_text(not_set_up)
         expect(step.locator(".step-status")).to_have_text("Failed")
         assert "LINKTIME_" not in page.content()
         check(page, "run operator error")

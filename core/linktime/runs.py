@@ -3,12 +3,13 @@ replaying a failed run; what an event did (the event inspector)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
-from sqlalchemy import Connection, Select, case, insert, select
+from sqlalchemy import Connection, Row, Select, and_, case, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -80,6 +81,15 @@ def get_run(hub: Hub, account_id: str, run_id: str) -> Run:
         return run
 
 
+class Setback(BaseModel):
+    """The step a run stopped at, or whose retry it waits for, and what went wrong there."""
+
+    position: int
+    action: str
+    error_code: str | None
+    error: str | None
+
+
 class RunSummary(BaseModel):
     id: str
     workflow_id: str
@@ -100,6 +110,9 @@ class RunSummary(BaseModel):
         description="When a scheduled run fires, or when a waiting run's step is retried"
     )
     note: str | None
+    setback: Setback | None = Field(
+        description="The step the run stopped at (failed, blocked by the plan) or waits to retry"
+    )
     created_at: datetime
     finished_at: datetime | None
 
@@ -159,16 +172,37 @@ def list_runs(
         query = query.where(Run.created_at < until)
     with hub.db.connect() as conn:
         rows = conn.execute(query.order_by(Run.created_at.desc()).limit(min(limit, 500))).all()
-    return [RunSummary.model_validate(r._mapping) for r in rows]
+        return _with_setbacks(conn, rows)
+
+
+def _with_setbacks(conn: Connection, rows: Sequence[Row[Any]]) -> list[RunSummary]:
+    setbacks = {
+        s.run_id: Setback.model_validate(s._mapping)
+        for s in conn.execute(
+            select(
+                RunStep.run_id, RunStep.position, RunStep.action, RunStep.error_code, RunStep.error
+            ).where(
+                RunStep.run_id.in_([r.id for r in rows]),
+                or_(
+                    RunStep.status.in_(STEP_STOPPED),
+                    and_(
+                        RunStep.status == StepStatus.PENDING, RunStep.next_attempt_at.is_not(None)
+                    ),
+                ),
+            )
+        )
+    }
+    return [RunSummary.model_validate({**r._mapping, "setback": setbacks.get(r.id)}) for r in rows]
 
 
 def get_summary(hub: Hub, account_id: str, run_id: str) -> RunSummary:
     """One run as the run log lists it; another account's run is not found."""
     with hub.db.connect() as conn:
         row = conn.execute(_summaries(account_id).where(Run.id == run_id)).first()
-    if row is None:
-        raise NotFound(f"no run {run_id!r}")
-    return RunSummary.model_validate(row._mapping)
+        if row is None:
+            raise NotFound(f"no run {run_id!r}")
+        [summary] = _with_setbacks(conn, [row])
+    return summary
 
 
 MAX_KEY = 200  # characters of an Idempotency-Key

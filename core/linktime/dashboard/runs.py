@@ -46,14 +46,17 @@ class RunView:
     trigger: str
     status: str  # "Retrying at" is followed by run.due_at
     note: str | None
+    setback: Problem | None  # what went wrong at run.setback's step
 
 
 def run_view(hub: Hub, run: RunSummary) -> RunView:
+    at = run.setback
     return RunView(
         run,
         trigger_words(hub, run.trigger, run.offset_minutes),
         RUN_STATUS[run.status],
         sentence(run.note) if run.note else None,
+        problem(hub, at.action, at.error_code, at.error, None) if at else None,
     )
 
 

@@ -8,6 +8,7 @@ cannot fix it, and the setting's name means nothing to them; the engine logs it 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from http import HTTPStatus
 
@@ -69,6 +70,8 @@ def problem(
         )
     found = hub.registry.actions.get(action)
     integration = (found.integration if found else None) or "This integration"
+    if http_status is None and code and re.fullmatch(r"http_\d{3}", code):
+        http_status = int(code.removeprefix("http_"))  # a step keeps the code, not the status
     said = _said(channel, code or "", http_status)
     fix = None
     if code == "not_connected":
