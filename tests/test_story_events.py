@@ -167,8 +167,8 @@ def test_a_bookings_timeline_shows_a_rescheduled_reminder_at_its_new_time(
         expect(items).to_have_count(5)  # booked, its delivery, moved, now, the one reminder
         expect(items.nth(0)).to_contain_text("Booking Created received")
         # The delivery with its attempt, delivered to the receiver.
-        expect(items.nth(1).get_by_role("heading")).to_have_text("Tell the CRM succeeded")
-        expect(items.nth(1).locator(".attempts")).to_contain_text("Attempt 1: succeeded")
+        expect(items.nth(1).get_by_role("heading")).to_have_text("Tell the CRM Succeeded")
+        expect(items.nth(1).locator(".attempts")).to_contain_text("Attempt 1: Succeeded")
         expect(items.nth(1).locator(".attempts")).to_contain_text("HTTP 200")
         expect(items.nth(2)).to_contain_text("Booking Rescheduled received")
         expect(items.nth(3)).to_have_id("now")

@@ -16,8 +16,10 @@ from litestar.response import Template
 from .. import activity
 from ..engine import Hub
 from ..offload import offload
-from .app import AnyRequest, Me, action_title, page
+from .app import AnyRequest, Me, page
 from .events import type_in_words
+from .runs import step_view
+from .wording import RUN_STATUS, sentence
 
 # Why a reminder is due when it is, by the event it was last planned from.
 PLANNED_BY = {
@@ -34,18 +36,20 @@ def in_zone(moment: datetime, zone: str) -> str:
 
 def _entry(hub: Hub, e: activity.Entry, zones: list[tuple[str, str]]) -> dict[str, Any]:
     run = e.run
+    steps = [step_view(hub, s) for s in (run.steps if run else [])]
     return {
         "at": e.at,
         "kind": e.kind,
         "event": e.event,
         "run": run,
         "title": type_in_words(hub, e.event.type) if e.event else run.workflow_name if run else "",
+        # Words as the run log has them; "Retrying at" is followed by the step's next attempt.
+        "status": RUN_STATUS[run.status] if run else None,
+        "retry_at": next((s.step.next_attempt_at for s in steps if s.step.next_attempt_at), None),
+        "note": sentence(run.note) if run and run.note else None,
         "planned_by": PLANNED_BY.get(run.planned_by_type or "") if run else None,
         "zones": [(who, in_zone(e.at, zone)) for who, zone in zones],
-        "steps": [
-            {"title": action_title(hub, s.action), **s.model_dump()}
-            for s in (run.steps if run else [])
-        ],
+        "steps": steps,
     }
 
 

@@ -28,6 +28,7 @@ from .app import (
     trigger_text,
     usage,
 )
+from .wording import RUN_STATUS, sentence
 
 PAGE_SIZE = 25
 # The channels this project ships, by the distribution an operator installs for each.
@@ -257,7 +258,10 @@ async def event_page(
         wf = current.get(d.workflow_id)
         item: dict[str, Any] = {"workflow_id": d.workflow_id, "name": d.name, "exists": wf}
         if d.reason is None:
-            item["run"] = by_id.get(d.run_id) if d.run_id else None
+            run = item["run"] = by_id.get(d.run_id) if d.run_id else None
+            # As the run log says them: "Scheduled for" and "Retrying at" take run.due_at.
+            item["status"] = RUN_STATUS[run.status] if run else None
+            item["note"] = sentence(run.note) if run and run.note else None
             item["blocked"] = [
                 blocked_sentence(hub, plan.plan, b.action)
                 for b in read.blocked
