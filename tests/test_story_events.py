@@ -15,6 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
+from linktime.dashboard.events import PAGE_SIZE
 from linktime.models import sample_event
 from linktime.testing import HttpReceiver
 from playwright.sync_api import Browser, Page, expect
@@ -187,3 +188,24 @@ def test_a_bookings_timeline_shows_a_rescheduled_reminder_at_its_new_time(
             expect(reminder.locator(".zones")).to_contain_text(shown)
         expect(reminder).to_contain_text("Moved to this time when the booking was rescheduled.")
         check(page, "timeline-rescheduled")
+
+
+def test_older_events_are_a_page_away(tmp_path: Path, browser: Browser, viewport: str) -> None:
+    with dashboard(tmp_path) as dash:
+        for n in range(PAGE_SIZE + 2):
+            send(dash, f"evt_{n:02}", a_booking(f"bk_{n:02}", title=f"Call {n:02}"))
+
+        page = dash.page(browser, viewport)
+        open_events(page)
+        rows = page.locator("#events > li")
+        expect(rows).to_have_count(PAGE_SIZE)
+        expect(rows.first).to_contain_text(f"Call {PAGE_SIZE + 1:02}")
+        expect(rows.last).to_contain_text("Call 02")
+        page.get_by_role("link", name="Older events").click()
+        expect(rows).to_have_count(2)
+        expect(rows.first).to_contain_text("Call 01")
+        expect(rows.last).to_contain_text("Call 00")
+        expect(page.get_by_role("link", name="Older events")).to_have_count(0)
+        check(page, "events-older")
+        page.get_by_role("link", name="Newest events").click()
+        expect(rows.first).to_contain_text(f"Call {PAGE_SIZE + 1:02}")
