@@ -167,7 +167,7 @@ class RecipientSettings(BaseModel):
         default=None,
         max_length=40,
         validate_default=True,
-        description="International format; required when to is 'number'",
+        description="In international format, e.g. +14155550100; needed when To is 'number'",
     )
 
     @field_validator("number")
@@ -175,7 +175,7 @@ class RecipientSettings(BaseModel):
     def _listed_number(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None:
             if info.data.get("to") == "number":
-                raise ValueError("a number is required when to is 'number'")
+                raise ValueError("a number is required when To is 'number'")
             return None
         return e164(value, cls.supported_countries())
 

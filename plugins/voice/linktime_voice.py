@@ -133,20 +133,24 @@ class VoiceStepSettings(RecipientSettings):
         default=None,
         min_length=1,
         validate_default=True,
-        description="What to say (a template); required when mode is 'say'",
+        description="What to say (a template); needed when Mode is 'say'",
     )
     voice: str | None = Field(
-        default=None, pattern=r"^[A-Za-z0-9._-]{1,64}$", description="e.g. 'Polly.Joanna'"
+        default=None,
+        pattern=r"^[A-Za-z0-9._-]{1,64}$",
+        description="A Twilio voice name, e.g. 'Polly.Joanna'",
     )
     language: str | None = Field(
-        default=None, pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$", description="e.g. 'en-US'"
+        default=None,
+        pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$",
+        description="A language code, e.g. 'en-US'",
     )
 
     @field_validator("script")
     @classmethod
     def _script_to_say(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None and info.data.get("mode") == "say":
-            raise ValueError("a script is required when mode is 'say'")
+            raise ValueError("a script is required when Mode is 'say'")
         return value
 
     @classmethod

@@ -156,9 +156,8 @@ def field_spec(name: str, info: FieldInfo) -> FieldSpec:
     if kind == "list":
         help_text = (help_text + " " if help_text else "") + "(comma-separated)"
     elif kind == "mapping":
-        help_text = (help_text + " " if help_text else "") + "(one 'name: value' per line)"
-        if secret_values:
-            help_text += f" (values are secret: {MASK} keeps the stored value)"
+        keep = f"; leave {MASK} to keep a stored value" if secret_values else ""
+        help_text = (help_text + " " if help_text else "") + f"(one 'name: value' per line{keep})"
     return FieldSpec(
         name=name,
         label=info.title or label_for(name),
