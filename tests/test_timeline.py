@@ -126,6 +126,26 @@ def test_a_reminder_is_planned_and_moves_when_the_booking_is_rescheduled(
     flags = [e["future"] for e in timeline["entries"]]
     assert flags == sorted(flags)
 
+    # Cancelled: the reminder is no longer planned; it shows, cancelled, when that happened.
+    clock.advance(minutes=5)
+    post_event(
+        client,
+        h,
+        id="evt_cancelled",
+        type="booking.cancelled",
+        occurred_at=clock.now,
+        booking=booking_moved.model_dump(mode="json"),
+    )
+    timeline = client.get("/v1/bookings/bk_sample/timeline", headers=h).json()
+    assert timeline["booking"]["status"] == "cancelled"
+    assert [e for e in timeline["entries"] if e["kind"] == "reminder"] == []
+    (cancelled,) = [e for e in timeline["entries"] if e["run"] and e["run"]["id"] == reminder["id"]]
+    assert (cancelled["at"], cancelled["future"]) == ("2026-11-24T11:06:00Z", False)
+    assert (cancelled["run"]["status"], cancelled["run"]["note"]) == (
+        "cancelled",
+        "the booking was cancelled",
+    )
+
 
 def test_another_account_cannot_see_the_booking_or_its_events(
     api: tuple[System, TestClient[Any], Clock],
