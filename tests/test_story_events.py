@@ -209,3 +209,7 @@ def test_older_events_are_a_page_away(tmp_path: Path, browser: Browser, viewport
         check(page, "events-older")
         page.get_by_role("link", name="Newest events").click()
         expect(rows.first).to_contain_text(f"Call {PAGE_SIZE + 1:02}")
+        # This account has no workflow: its events say so, not "every workflow ran".
+        rows.first.click()
+        expect(page.locator("main")).to_contain_text("No workflow was matched against this event")
+        check(page, "event-no-workflows")
