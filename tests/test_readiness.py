@@ -322,3 +322,46 @@ def test_send_a_test_to_me_refuses_what_is_wrong_and_stores_nothing_then_remembe
     page = dash.get(sent.headers["location"]).text
     assert 'value="+14155550123"' in page
     assert f'href="/runs/{sent.headers["location"].split("run=")[1]}"' in page
+
+
+def test_a_webhook_to_a_private_address_is_not_ready_unless_the_server_allows_it(
+    linktime_hub: Hub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    account = create_account(linktime_hub, "a", "free")
+    hook = {"action": "webhook.call", "settings": {"url": "http://127.0.0.1:9/in"}}
+    draft = workflows.WorkflowIn.model_validate(
+        {"name": "w", "trigger": "booking.created", "steps": [hook]}
+    )
+    monkeypatch.delenv("LINKTIME_WEBHOOK_ALLOWED_NETWORKS", raising=False)
+
+    [step] = testruns.dry_run_draft(linktime_hub, account.id, draft).steps
+
+    assert step.ready is False
+    assert [p.message for p in step.problems] == [
+        "127.0.0.1 is a private address: this server does not call it."
+    ]
+    monkeypatch.setenv("LINKTIME_WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8")
+    [step] = testruns.dry_run_draft(linktime_hub, account.id, draft).steps
+    assert (step.ready, step.problems) == (True, [])
+
+
+def test_an_email_to_an_invitee_without_an_address_is_not_ready(
+    linktime_hub: Hub, from_address: None
+) -> None:
+    account = create_account(linktime_hub, "a", "free")
+    draft = workflows.WorkflowIn.model_validate(
+        {"name": "w", "trigger": "booking.created", "steps": [EMAIL]}
+    )
+    no_email = event_with(invitee={"email": None})
+
+    [step] = testruns.dry_run_draft(linktime_hub, account.id, draft, None, no_email).steps
+
+    assert step.ready is False
+    assert [(p.message, p.fix) for p in step.problems] == [
+        (
+            "Nobody would receive this email for this booking "
+            "(invitee 'Grace Hopper' has no email address).",
+            "Add an address, or send it to someone who has one.",
+        )
+    ]
+    assert step.output["to"] == []

@@ -33,7 +33,7 @@ from typing import Annotated, Any
 
 import httpcore
 import httpx
-from linktime.actions import ActionContext, ActionType, Result, operator_timeout
+from linktime.actions import ActionContext, ActionType, Problem, Result, operator_timeout
 from linktime.crypto import MASK
 from linktime.hookspecs import hookimpl
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator
@@ -756,6 +756,30 @@ def preview_webhook(ctx: ActionContext) -> dict[str, Any]:
     }
 
 
+def check_webhook(ctx: ActionContext) -> list[Problem]:
+    """What would stop every delivery: the server's setup, or a target on an address it does
+    not call. Only an IP literal is vetted here: a name is resolved when sending (its answer
+    may change, and a dry run must not wait on a resolver)."""
+    try:
+        networks = operator_settings().allowed_networks
+    except ValueError:
+        return [Problem.operator("Calling webhooks is not set up correctly on this server.")]
+    host = _target(ctx.settings.url)[1]
+    try:
+        ip = ipaddress.ip_address(host.rstrip(".") or host)
+        check_address(host, ip, networks)
+    except ValueError:
+        return []  # a name, not an address
+    except Refused:
+        return [
+            Problem(
+                f"{host} is a private address: this server does not call it.",
+                "Use a public URL, or ask your administrator to allow that network.",
+            )
+        ]
+    return []
+
+
 @hookimpl
 def register_actions(register: Callable[[ActionType], None]) -> None:
     register(
@@ -766,6 +790,7 @@ def register_actions(register: Callable[[ActionType], None]) -> None:
             execute=call_webhook,
             preview=preview_webhook,
             preview_kind="webhook",
+            check=check_webhook,
             capability="webhook",
             timeout=operator_timeout(WebhookOperatorSettings),
             description="POST the booking event as signed JSON (Standard Webhooks) to a URL.",
