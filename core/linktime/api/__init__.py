@@ -332,8 +332,10 @@ def create_app(
     async def test_workflow(
         workflow_id: FromPath[str], data: JSONBody[TestRequest], account_id: NamedDependency[str]
     ) -> TestRunOut:
-        """``dry_run`` renders every step and sends nothing; ``live`` sends to the test
-        recipients, marked as a test. Works before the workflow is enabled."""
+        """``dry_run`` renders every step and sends nothing, each step saying whether it is
+        ``ready`` and, if not, the ``problems`` that would stop it (what, the fix, where to
+        make it); ``live`` sends to the test recipients, marked as a test. Works before the
+        workflow is enabled."""
         if data.mode == "dry_run":
             return await offload(testruns.dry_run, hub, account_id, workflow_id, data.event)
         return await offload(
