@@ -163,7 +163,7 @@ def test_a_step_the_plan_does_not_include_is_not_ready_and_says_which_plans_do(
         {
             "message": "Your Pro plan does not include Send SMS.",
             "fix": "Upgrade to Business to use it.",
-            "link": None,
+            "link": "/account#plan",
         }
     ]
 

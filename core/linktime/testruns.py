@@ -106,7 +106,9 @@ def _plan_problem(hub: Hub, plan_name: str, action: ActionType) -> Problem | Non
         if including
         else "No plan on this server includes it; remove the step."
     )
-    return Problem(f"Your {plan_name.capitalize()} plan does not include {action.title}.", fix)
+    return Problem(
+        f"Your {plan_name.capitalize()} plan does not include {action.title}.", fix, "/account#plan"
+    )
 
 
 def _not_connected(integration: str, message: str) -> Problem:
