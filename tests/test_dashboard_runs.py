@@ -292,7 +292,7 @@ def test_the_account_page_saves_preferences_and_refuses_bad_ones_naming_them(
     for changes, field, said in (
         ({"timezone": "Mars/Olympus_Mons"}, "timezone", "“Mars/Olympus_Mons” is not a timezone"),
         ({"test_email": "me at example"}, "test-email", "Enter an email address"),
-        ({"test_phone": "555-0100"}, "test-phone", "with its country code"),
+        ({"test_phone": "555-0100"}, "test-phone", "in international format"),
     ):
         refused = dash.post("/account", {**good, "timezone": "Europe/Paris", **changes})
         assert refused.status_code == 422, changes

@@ -117,25 +117,37 @@ EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 PHONE = re.compile(r"\+[1-9][0-9]{6,14}")
 
 
-def _changes(form: dict[str, str]) -> dict[str, str | None]:
-    """The form's preferences, blank as None; raises InputError naming each bad field."""
-    changes: dict[str, str | None] = {k: form.get(k, "").strip() or None for k in FIELDS}
-    phone = changes["test_phone"]
-    if phone is not None:
-        phone = changes["test_phone"] = re.sub(r"[\s().-]", "", phone)
+def phone_digits(text: str) -> str:
+    """A phone number as typed ("+1 (415) 555-0100") as it is stored and dialled."""
+    return re.sub(r"[\s().-]", "", text)
+
+
+def recipient_errors(email: str | None, phone: str | None) -> list[FieldError]:
+    """What is wrong with test recipients (the Account page's, or those "send a test to me"
+    is given), each naming its field."""
     errors = []
-    zone = changes["timezone"]
-    if zone is not None and not accounts.known_timezone(zone):
-        errors.append(FieldError("timezone", f"“{zone[:64]}” is not a timezone this server knows."))
-    email = changes["test_email"]
     if email is not None and not EMAIL.fullmatch(email):
-        errors.append(FieldError("test_email", "Enter an email address like ada@example.com."))
+        errors.append(FieldError("test_email", "Enter an email address like you@example.com."))
     if phone is not None and not PHONE.fullmatch(phone):
         errors.append(
             FieldError(
                 "test_phone",
-                "Enter a phone number with its country code, like +14155550100.",
+                "Enter the phone number in international format, like +14155550123.",
             )
+        )
+    return errors
+
+
+def _changes(form: dict[str, str]) -> dict[str, str | None]:
+    """The form's preferences, blank as None; raises InputError naming each bad field."""
+    changes: dict[str, str | None] = {k: form.get(k, "").strip() or None for k in FIELDS}
+    if changes["test_phone"] is not None:
+        changes["test_phone"] = phone_digits(changes["test_phone"])
+    errors = recipient_errors(changes["test_email"], changes["test_phone"])
+    zone = changes["timezone"]
+    if zone is not None and not accounts.known_timezone(zone):
+        errors.insert(
+            0, FieldError("timezone", f"“{zone[:64]}” is not a timezone this server knows.")
         )
     if errors:
         raise InputError("the preferences are not valid", errors)

@@ -22,6 +22,7 @@ from ..errors import FieldError
 from ..models import BookingEvent, sample_event
 from ..offload import offload
 from ..workflows import WorkflowIn
+from .account import phone_digits, recipient_errors
 from .app import AnyRequest, Me, page, see_other, trigger_text
 
 # GSM 03.38: a text of only these characters is sent 7 bits a character (160 to a message,
@@ -32,8 +33,6 @@ GSM7 = set(
     "ÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
 )
 GSM7_EXTENSION = set("^{}\\[~]|€\f")
-_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_PHONE_RE = re.compile(r"^\+[1-9][0-9]{6,14}$")
 
 
 @dataclass(frozen=True)
@@ -72,16 +71,7 @@ def _send_errors(email: str | None, phone: str | None) -> list[FieldError]:
         errors.append(
             FieldError("test_email", "Enter an email address or a phone number to send to.")
         )
-    if email is not None and not _EMAIL_RE.match(email):
-        errors.append(FieldError("test_email", "Enter an email address like you@example.com."))
-    if phone is not None and not _PHONE_RE.match(phone):
-        errors.append(
-            FieldError(
-                "test_phone",
-                "Enter the phone number in international format, like +14155550123.",
-            )
-        )
-    return errors
+    return errors + recipient_errors(email, phone)
 
 
 def _what_is_sent(out: testruns.TestRunOut) -> list[tuple[str, dict[str, Any]]]:
@@ -239,7 +229,7 @@ async def send_test(
     form = await request.form()
     email = str(form.get("test_email", "")).strip()[:320]
     # Spaces, dashes and brackets are how people write numbers, not part of them.
-    phone = re.sub(r"[\s().-]", "", str(form.get("test_phone", "")))[:40]
+    phone = phone_digits(str(form.get("test_phone", "")))[:40]
     entered = {"test_email": email or None, "test_phone": phone or None}
     errors = _send_errors(entered["test_email"], entered["test_phone"])
     if errors:
