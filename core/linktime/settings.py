@@ -49,7 +49,8 @@ class Settings(BaseSettings):
     response_excerpt_bytes: int = Field(1024, ge=0)
     worker_threads: int = Field(8, gt=0)
     plans: dict[str, PlanConfig] = Field(
-        default_factory=lambda: dict(DEFAULT_PLANS),
+        # copies: a hub's plans changed in place never reach another hub's
+        default_factory=lambda: {k: v.model_copy(deep=True) for k, v in DEFAULT_PLANS.items()},
         description="Plan tiers by name; linktime.toml [plans.NAME] tables replace the defaults",
     )
     disabled_plugins: list[str] = Field(
