@@ -132,6 +132,7 @@ def test_a_workflow_that_did_not_fire_is_found_by_invitee_email(
         answer = page.goto(f"{dash.base}/events?cursor=yesterday")
         assert answer is not None and answer.status == 422
         expect(page.get_by_role("alert")).to_contain_text("That page link is not valid")
+        check(page, "events-bad-page-link")
 
 
 def test_a_bookings_timeline_shows_a_rescheduled_reminder_at_its_new_time(
@@ -157,6 +158,7 @@ def test_a_bookings_timeline_shows_a_rescheduled_reminder_at_its_new_time(
 
         page = dash.page(browser, viewport)
         open_events(page)
+        check(page, "events-rescheduled")
         page.get_by_role("link", name="Booking Rescheduled").click()
         check(page, "event-rescheduled")
         page.get_by_role("link", name="Booking timeline").click()
@@ -201,6 +203,7 @@ def test_older_events_are_a_page_away(tmp_path: Path, browser: Browser, viewport
         expect(rows).to_have_count(PAGE_SIZE)
         expect(rows.first).to_contain_text(f"Call {PAGE_SIZE + 1:02}")
         expect(rows.last).to_contain_text("Call 02")
+        check(page, "events-newest")
         page.get_by_role("link", name="Older events").click()
         expect(rows).to_have_count(2)
         expect(rows.first).to_contain_text("Call 01")
