@@ -327,3 +327,23 @@ def test_a_step_the_plan_no_longer_allows_says_so_and_links_to_the_plan(
     assert "Not on the plan" in shown(page)
     page = dash.get("/account").text
     assert 'Text <span class="muted">(on the Pro and Business plans)</span>' in page
+
+
+def test_a_step_whose_integration_is_not_connected_links_to_connecting_it(
+    make_system: Callable[..., System],
+    open_dash: Any,  # noqa: F811
+) -> None:
+    system = make_system(registry=registry_with(load="slack"))
+    account = system.account()
+    slack = {"action": "slack.post", "settings": {"channel": "#sales", "text": "New booking"}}
+    system.workflow(account, [slack], name="Tell sales")
+    [run_id] = system.hub.emit(sample_event(), account_id=account.id).run_ids
+    system.hub.process_run(run_id)
+    dash = open_dash(system)
+    dash.sign_in(account.api_key)
+
+    page = dash.get(f"/runs/{run_id}").text
+    assert "Slack is not connected to this account." in page
+    assert '<a href="/settings/integrations#slack">Connect it in Settings</a>' in page
+    row = dash.get("/runs").text.split(f'id="run-{run_id}"')[1]
+    assert "Step 1: Slack is not connected to this account." in row

@@ -70,16 +70,17 @@ def problem(
         )
     found = hub.registry.actions.get(action)
     integration = (found.integration if found else None) or "This integration"
+    settings = f"{SETTINGS}#{found.integration}" if found and found.integration else SETTINGS
     if http_status is None and code and re.fullmatch(r"http_\d{3}", code):
         http_status = int(code.removeprefix("http_"))  # a step keeps the code, not the status
     said = _said(channel, code or "", http_status)
     fix = None
     if code == "not_connected":
         said = f"{integration.capitalize()} is not connected to this account."
-        fix = ("Connect it in Settings", SETTINGS)
+        fix = ("Connect it in Settings", settings)
     elif code == "bad_credentials":
         said = f"The {integration} settings saved for this account are no longer valid."
-        fix = ("Update them in Settings", SETTINGS)
+        fix = ("Update them in Settings", settings)
     elif code == StepStatus.BLOCKED_BY_PLAN:
         said = "The account's plan did not include this action when it ran."
         fix = ("See what your plan includes", "/account")
