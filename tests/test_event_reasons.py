@@ -112,8 +112,8 @@ def test_each_reason_is_a_sentence_with_its_fix(hub: Hub) -> None:
 
     other = why(hub, candidate(trigger="booking.cancelled"))
     assert str(other.sentence) == (
-        "This workflow waits for <em>Booking Cancelled</em>; this event is "
-        "<em>Booking Created</em>."
+        "This workflow waits for <em>Booking cancelled</em>; this event is "
+        "<em>Booking created</em>."
     )
     assert other.fix is not None and other.fix.href == "/workflows/wf_1#trigger"
 
@@ -139,7 +139,7 @@ def test_each_reason_is_a_sentence_with_its_fix(hub: Hub) -> None:
     reminder = candidate(trigger="meeting.before", offset_minutes=60)
     assert "cancelled" in str(why(hub, reminder, "booking.cancelled").sentence)
     paid = why(hub, reminder, "payment.received")
-    assert "not on <em>Payment Received</em>" in str(paid.sentence)
+    assert "not on <em>Payment received</em>" in str(paid.sentence)
     assert "older than" in str(why(hub, reminder, fresh=False).sentence)
     gone = why(hub, candidate(), cancelled=True)
     assert str(gone.sentence) == "The booking had been cancelled before this event arrived."

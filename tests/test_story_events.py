@@ -91,9 +91,9 @@ def test_a_workflow_that_did_not_fire_is_found_by_invitee_email(
         expect(rows.first).to_contain_text("0 of 2 ran")
         check(page, "events-search")
 
-        rows.first.get_by_role("link", name="Booking Created").click()
+        rows.first.get_by_role("link", name="Booking created").click()
         expect(page.get_by_role("heading", level=1)).to_have_text(
-            "Booking Created: Demo with Grace Hopper"
+            "Booking created: Demo with Grace Hopper"
         )
         filtered = page.locator("#not-run > li").filter(has_text="Intro call follow-up")
         expect(filtered.locator(".why")).to_have_text(
@@ -159,7 +159,7 @@ def test_a_bookings_timeline_shows_a_rescheduled_reminder_at_its_new_time(
         page = dash.page(browser, viewport)
         open_events(page)
         check(page, "events-rescheduled")
-        page.get_by_role("link", name="Booking Rescheduled").click()
+        page.get_by_role("link", name="Booking rescheduled").click()
         check(page, "event-rescheduled")
         page.get_by_role("link", name="Booking timeline").click()
         expect(page.get_by_role("heading", level=1)).to_have_text(
@@ -168,17 +168,17 @@ def test_a_bookings_timeline_shows_a_rescheduled_reminder_at_its_new_time(
 
         items = page.locator("#timeline > li")
         expect(items).to_have_count(5)  # booked, its delivery, moved, now, the one reminder
-        expect(items.nth(0)).to_contain_text("Booking Created received")
+        expect(items.nth(0)).to_contain_text("Booking created")
         # The delivery with its attempt, delivered to the receiver.
         expect(items.nth(1).get_by_role("heading")).to_have_text("Tell the CRM Succeeded")
         expect(items.nth(1).locator(".attempts")).to_contain_text("Attempt 1: Succeeded")
         expect(items.nth(1).locator(".attempts")).to_contain_text("HTTP 200")
-        expect(items.nth(2)).to_contain_text("Booking Rescheduled received")
+        expect(items.nth(2)).to_contain_text("Booking rescheduled")
         expect(items.nth(3)).to_have_id("now")
         reminder = items.nth(4)
         due = moved - timedelta(hours=1)
         # At the new time (not the first one), as the viewer, host and invitee each read it.
-        expect(reminder.get_by_role("heading")).to_have_text("Reminder planned")
+        expect(reminder.get_by_role("heading")).to_have_text("Reminder Planned")
         expect(reminder.locator(".when time")).to_have_attribute(
             "datetime", due.strftime("%Y-%m-%dT%H:%M:%SZ")
         )

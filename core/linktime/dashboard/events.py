@@ -28,7 +28,7 @@ from .app import (
     trigger_text,
     usage,
 )
-from .wording import RUN_STATUS, sentence
+from .wording import RUN_STATUS, sentence, trigger_words
 
 PAGE_SIZE = 25
 # The channels this project ships, by the distribution an operator installs for each.
@@ -42,8 +42,8 @@ DISTRIBUTIONS = {
 
 
 def type_in_words(hub: Hub, name: str) -> str:
-    trigger = hub.registry.triggers.get(name)
-    return trigger.title if trigger else name
+    """An event's type as the run log says its trigger: "Booking created"."""
+    return trigger_words(hub, name, None)
 
 
 @get("/events")
@@ -116,19 +116,19 @@ def _limit_fix(hub: Hub, plan: PlanUsage) -> Fix:
 
 
 def _why_off(hub: Hub, wf: WorkflowOut | None, plan: PlanUsage) -> Why:
-    sentence = Markup("This workflow was off when the event arrived.")
+    said = Markup("This workflow was off when the event arrived.")
     if wf is None:
-        return Why(sentence)
+        return Why(said)
     if wf.enabled:
-        return Why(sentence + Markup(" It is on now, so the next event will run it."))
+        return Why(said + Markup(" It is on now, so the next event will run it."))
     if plan.limit is not None and plan.active >= plan.limit:
         full = _sentence(
             " Your {} plan allows {} active workflows and all are on.",
             plan.plan,
             str(plan.limit),
         )
-        return Why(sentence + full, _limit_fix(hub, plan))
-    return Why(sentence, Fix("Turn it on", enable=True))
+        return Why(said + full, _limit_fix(hub, plan))
+    return Why(said, Fix("Turn it on", enable=True))
 
 
 def explain(
@@ -213,7 +213,7 @@ def explain(
                 "not planned again from it."
             )
         )
-    return Why(Markup.escape(reason[:1].upper() + reason[1:] + "."))
+    return Why(Markup.escape(sentence(reason) + "."))
 
 
 def blocked_sentence(hub: Hub, plan: str, action: str) -> Markup:
