@@ -748,6 +748,15 @@ def test_the_editor_says_up_front_what_the_plan_and_integrations_allow(
     assert Form(page).values()["add_action"] == allowed[0]
     if "sms.send" in installed:
         assert marked["sms.send"] == "Send SMS — on Pro and Business"
+        # Saved anyway, the plan refuses it in the same words, naming no capability.
+        sms = {"action": "sms.send", "settings": {"text": "Hi"}}
+        refused = dash.post("/workflows/new", editor_form("Texts", "booking.created", [sms]))
+        assert refused.status_code == 403
+        assert re.search(
+            r'id="steps-0-action-error">Your plan does not include Send SMS: it is on Pro and '
+            r"Business<",
+            refused.text,
+        )
     assert set(marked) == {
         n for n in installed if n not in {"email.send", "slack.post", "webhook.call"}
     }

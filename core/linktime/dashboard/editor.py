@@ -4,10 +4,13 @@ typed is lost; static/editor.js does the first three in the page instead, and wa
 leaving with unsaved changes.
 
 Back and reload are safe: Save answers 303 (POST-redirect-GET). A new workflow's form carries
-a draft token; the session remembers which token created which workflow, so posting that form
-again (Back then resubmit, reload, a double click) opens the workflow it created instead of
+a draft token; the session remembers which token created which workflow (the last few), so
+posting that form again (Back then resubmit, a reload) opens the workflow it created instead of
 creating a second one. Add, move, remove and Test store nothing: posted again, they show the
-same draft again (for a new workflow whose draft was saved meanwhile, the saved workflow).
+same draft again (for a new workflow whose draft was saved meanwhile, the saved workflow). An
+existing workflow's Save posted again writes that draft again: an update, never a copy. The
+session is a cookie, so two posts in flight together both read it before either is answered:
+editor.js sends one post per click for that (a double click).
 """
 
 from __future__ import annotations
@@ -515,6 +518,21 @@ async def edit_workflow(
     return page(request, "editor.html", me=me, **context)
 
 
+def _plan_words(hub: Hub, state: EditorState, error: FieldError) -> FieldError:
+    """A step the plan refuses, said as the step card says it ("Send SMS is on Pro and
+    Business") rather than by the action's name and capability."""
+    head, _, rest = error.field.partition(".")
+    index = forms.whole_number(rest.removesuffix(".action"))
+    if head != "steps" or index is None or index >= len(state.steps):
+        return error
+    action = hub.registry.actions.get(state.steps[index].action)
+    if action is None:
+        return error
+    return FieldError(
+        error.field, f"Your plan does not include {action.title}: it is {plans_with(hub, action)}"
+    )
+
+
 def _created_by(request: AnyRequest, draft: str) -> str | None:
     """The workflow this session saved from the new-workflow draft ``draft``, if any."""
     for token, workflow_id in request.session.get("drafts", []):
@@ -588,6 +606,8 @@ async def _editor_post(
                 saved = await offload(_save, hub, me.account_id, workflow_id, spec)
         except InputError as exc:
             errors = exc.fields or [FieldError("workflow", exc.message)]
+            if exc.code == "plan_limit":
+                errors = [_plan_words(hub, state, e) for e in errors]
             status = exc.status
         else:
             if op == "test":
