@@ -132,10 +132,13 @@ def test_a_draft_is_kept_through_test_toggle_and_step_edits(
         (saved,) = api_workflows(dash)
         assert (saved["offset_minutes"], saved["enabled"]) == (60, True)
         assert [s["action"] for s in saved["steps"]] == ["email.send", "webhook.call"]
+        # Saved, the page leaves without asking.
+        page.on("dialog", stay)
         page.get_by_role("navigation", name="Main").get_by_role("link", name="Workflows").click()
         expect(page.locator(f"#workflow-{saved['id']}")).to_contain_text(
             "Before Meeting · 1 hour before the meeting starts"
         )
+        assert asked == ["beforeunload"]
         page.goto(f"{dash.base}/workflows/{saved['id']}")
         expect(page.get_by_label("Name", exact=True)).to_have_value("Reminder one hour before")
         expect(page.get_by_label("How long")).to_have_value("1")
