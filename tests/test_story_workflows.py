@@ -1,7 +1,8 @@
 """The workflows list as a person on the free plan meets it, in a real browser at both sizes:
 at the active-workflow limit the toggle of a disabled workflow says why instead of looking
-clickable, and the template needing SMS is marked with the plan that includes it; a workflow whose Slack step has no connected Slack warns, and its "Connect Slack"
-link lands on the Slack card of Settings, where connecting it ends the warning.
+clickable, and the template needing SMS is marked with the plan that includes it; a workflow
+whose Slack step has no connected Slack warns, and its "Connect Slack" link lands on the Slack
+card of Settings, where connecting it ends the warning.
 """
 
 from __future__ import annotations
