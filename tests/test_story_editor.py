@@ -99,6 +99,7 @@ def test_a_draft_is_kept_through_test_toggle_and_step_edits(
         subject.evaluate("el => el.setSelectionRange(10, 10)")
         picker = step(page, 1).locator(".var-picker").first
         picker.locator("summary").click()
+        check(page, "editor variable picker")
         picker.get_by_role("button", name="{{ attendee_name }}").click()
         expect(subject).to_have_value("Reminder: {{ attendee_name }} is booked")
 

@@ -397,7 +397,11 @@ def _example(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-VARIABLES = [{"name": name, "example": _example(v)} for name, v in catalogue(sample_event())]
+# The picker's list: the flat names (Cal.com's, the most used) before the objects' fields.
+VARIABLES = [
+    {"name": name, "example": _example(v)}
+    for name, v in sorted(catalogue(sample_event()), key=lambda item: "." in item[0])
+]
 
 
 def _editor_context(
