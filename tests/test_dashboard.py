@@ -18,7 +18,7 @@ from linktime.api import create_app
 from linktime.dashboard import forms
 from linktime.dashboard.editor import step_summary
 from linktime.models import sample_event
-from linktime.storage import ApiKey, Integration, WorkflowStep
+from linktime.storage import ApiKey, Integration, Workflow, WorkflowStep
 from linktime.templating import TemplateStr
 from litestar.testing import TestClient
 from pydantic import BaseModel, Field, SecretStr
@@ -770,6 +770,16 @@ def test_the_editor_says_up_front_what_the_plan_and_integrations_allow(
     assert "Your free plan allows 3 active workflows and 3 are active" in editor
     enabled = dash.get(f"/workflows/{ids[0]}").text
     assert not re.search(r'id="enabled"[^>]*disabled', enabled)
+    # Past the limit (a plan downgraded under four enabled workflows) an enabled workflow's
+    # switch stays on and free: saving it says why, and it is not switched off unasked.
+    with system.hub.db.begin() as conn:
+        conn.execute(update(Workflow).where(Workflow.id == ids[3]).values(enabled=True))
+    over = Form(dash.get(f"/workflows/{ids[3]}").text)
+    assert "checked" in over.controls["enabled"] and "disabled" not in over.controls["enabled"]
+    refused = dash.post(f"/workflows/{ids[3]}", {**over.values(), "op": "save"})
+    assert refused.status_code == 403
+    assert "allows 3 active workflows" in field_error(refused.text, "enabled")
+    assert workflows.get(system.hub, account.id, ids[3]).enabled is True
 
     # A Slack step posting to an incoming webhook needs no connection either.
     hook = {

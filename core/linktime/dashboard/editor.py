@@ -317,15 +317,15 @@ class Standing:
     stored_enabled: bool
 
     def switch(self) -> dict[str, Any]:
-        """The Enabled switch: locked, saying why, when the plan's active limit is reached
-        (a workflow already enabled holds one of those places)."""
+        """The Enabled switch: locked, saying why, when the plan's active limit is reached. A
+        workflow already enabled is never locked (a locked switch posts nothing, which would
+        switch it off unasked); past the limit (a downgraded plan) its save says why."""
         u = self.usage
-        others = u.active - (1 if self.stored_enabled else 0)
-        if u.limit is None or others < u.limit:
+        if self.stored_enabled or u.limit is None or u.active < u.limit:
             return {"locked": False, "reason": ""}
         reason = (
             f"Your {u.plan} plan allows {u.limit} active workflow{'s' if u.limit != 1 else ''} "
-            f"and {others} {'is' if others == 1 else 'are'} active: disable one, or upgrade, "
+            f"and {u.active} {'is' if u.active == 1 else 'are'} active: disable one, or upgrade, "
             "to enable this one."
         )
         return {"locked": True, "reason": reason}
