@@ -74,8 +74,18 @@ def test_a_draft_is_kept_through_test_toggle_and_step_edits(
         email.get_by_role("button", name="Move up step 2").click()
         expect(step(page, 1)).to_have_attribute("data-action", "email.send")
         expect(step(page, 1).get_by_label("Subject")).to_have_value("Reminder: {{ attendee_nme }}")
-        add_step(page, "Send Slack Message")
-        expect(step(page, 3)).to_have_attribute("data-action", "slack.post")
+        add_step(page, "Send SMS — on Pro and Business")
+        expect(step(page, 3)).to_have_attribute("data-action", "sms.send")
+        expect(step(page, 3).locator(".alert.warn")).to_have_text(
+            [
+                "Not on your free plan: Send SMS is on Pro and Business.",
+                "Twilio is not connected: this step cannot send until it is. Connect Twilio",
+            ]
+        )
+        expect(step(page, 3).get_by_role("link", name="Connect Twilio")).to_have_attribute(
+            "href", "/settings/integrations#twilio"
+        )
+        check(page, "editor step not on the plan")
         step(page, 3).get_by_role("button", name="Remove step 3").click()
         expect(page.locator("#chain > li.step-item")).to_have_count(2)
         expect(page).to_have_url(f"{dash.base}/workflows/new")
