@@ -1067,10 +1067,7 @@ def test_integrations_are_generated_and_write_only(
 
     response = dash.post("/settings/integrations/faxco/disconnect")
     assert response.status_code == 303
-    assert (
-        "Not connected"
-        in dash.get("/settings/integrations").text.split('id="faxco"')[1]
-    )
+    assert "Not connected" in dash.get("/settings/integrations").text.split('id="faxco"')[1]
     assert dash.post("/settings/integrations/nope", {}).status_code == 404
 
 
