@@ -294,6 +294,14 @@ def test_the_account_page_saves_preferences_and_refuses_bad_ones_naming_them(
         ({"timezone": "Mars/Olympus_Mons"}, "timezone", "“Mars/Olympus_Mons” is not a timezone"),
         ({"test_email": "me at example"}, "test-email", "Enter an email address"),
         ({"test_phone": "555-0100"}, "test-phone", "in international format"),
+        # Files of the zone database that are no zone to choose.
+        ({"timezone": "localtime"}, "timezone", "“localtime” is not a timezone"),
+        ({"timezone": "posixrules"}, "timezone", "“posixrules” is not a timezone"),
+        (
+            {"test_email": "a" * 320 + "@example.com"},
+            "test-email",
+            "An email address has at most 320 characters.",
+        ),
     ):
         refused = dash.post("/account", {**good, "timezone": "Europe/Paris", **changes})
         assert refused.status_code == 422, changes

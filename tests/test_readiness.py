@@ -14,6 +14,7 @@ from linktime.api import create_app
 from linktime.crypto import MASK
 from linktime.dashboard.preview import SmsCount, sms_count
 from linktime.engine import Hub
+from linktime.models import BookingEvent
 from linktime.storage import Run
 from linktime.testing import event_with
 from linktime_email_testing import SmtpPeer
@@ -306,6 +307,10 @@ def test_send_a_test_to_me_refuses_what_is_wrong_and_stores_nothing_then_remembe
         dash.post(f"/workflows/{theirs}/test/send", {"test_email": "me@example.com"}).status_code
         == 404
     )
+    # Too long is refused as it is, not cut to fit and then checked.
+    long = dash.post(f"/workflows/{wf_id}/test/send", {"test_email": "a" * 320 + "@example.com"})
+    assert long.status_code == 422
+    assert "An email address has at most 320 characters." in long.text
     assert get_preferences(system.hub, mine.id).test_email is None
     assert started() == 0
 
@@ -365,3 +370,77 @@ def test_an_email_to_an_invitee_without_an_address_is_not_ready(
         )
     ]
     assert step.output["to"] == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://localhost:9/in",
+        "http://hooks.localhost/in",
+        "http://2130706433/in",  # 127.0.0.1 as one number
+        "http://0x7f.1/in",
+        "http://127.1/in",
+    ],
+)
+def test_a_webhook_to_localhost_or_a_numeric_form_of_an_address_is_not_ready(
+    linktime_hub: Hub, monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    monkeypatch.delenv("LINKTIME_WEBHOOK_ALLOWED_NETWORKS", raising=False)
+    account = create_account(linktime_hub, "a", "free")
+    hook = {"action": "webhook.call", "settings": {"url": url}}
+    draft = workflows.WorkflowIn.model_validate(
+        {"name": "w", "trigger": "booking.created", "steps": [hook]}
+    )
+
+    [step] = testruns.dry_run_draft(linktime_hub, account.id, draft).steps
+
+    assert step.ready is False
+    [problem] = step.problems
+    assert problem.message.endswith("is a private address: this server does not call it.")
+
+
+def test_the_webhook_preview_lists_every_header_that_is_sent(linktime_hub: Hub) -> None:
+    account = create_account(linktime_hub, "a", "free")
+    hook = {
+        "action": "webhook.call",
+        "settings": {"url": "https://hooks.example.com/in", "headers": {"X-Token": "s3cret"}},
+    }
+    draft = workflows.WorkflowIn.model_validate(
+        {"name": "w", "trigger": "booking.created", "steps": [hook]}
+    )
+
+    [step] = testruns.dry_run_draft(linktime_hub, account.id, draft).steps
+
+    assert step.output["headers"] == {
+        "User-Agent": step.output["headers"]["User-Agent"],
+        "X-Token": MASK,
+        "Content-Type": "application/json",
+        "webhook-id": "msg_dry0",
+        "webhook-timestamp": "set when sent",
+        "webhook-signature": "computed when sent",
+    }
+    assert step.output["headers"]["User-Agent"].startswith("LinkTime-Webhooks/")
+
+
+def test_the_sample_chooser_offers_recent_bookings_and_readiness_reads_the_one_chosen(
+    system: System,
+) -> None:
+    account = system.account("business")
+    integrations.connect(system.hub, account.id, "twilio", TWILIO)
+    wf_id = system.workflow(account, [SMS], enabled=False)
+    no_phone = event_with(invitee={"phone": None})
+    data = no_phone.model_dump(mode="json")
+    data.update(id="evt_no_phone")
+    data["booking"].update(uid="bk_no_phone", title="Demo with Lin")
+    system.hub.emit(BookingEvent.model_validate(data), account_id=account.id)
+    with TestClient(create_app(system.hub)) as client:
+        dash = Dash(client)
+        dash.sign_in(account.api_key)
+        sample = dash.get(f"/workflows/{wf_id}/test").text
+        chosen = dash.get(f"/workflows/{wf_id}/test?event_type=booking:evt_no_phone").text
+
+    assert '<option value="booking:evt_no_phone">Demo with Lin · Grace Hopper</option>' in sample
+    assert "has no phone number" not in sample  # the sample booking has one
+    assert '<option value="booking:evt_no_phone" selected>' in chosen
+    assert "The booking&#39;s invitee has no phone number." in chosen
+    assert "Not ready" in chosen

@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 import hashlib
+import zoneinfo
 from dataclasses import dataclass
 from datetime import datetime
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from functools import cache
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from sqlalchemy import func, select
@@ -131,12 +132,19 @@ class Preferences(BaseModel):
         return value
 
 
+# Files in the zone database that are no zone to choose: the machine's own zone, and the
+# compiler's and the tz project's placeholders.
+NOT_ZONES = frozenset({"localtime", "posixrules", "Factory"})
+
+
+@cache
+def _zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones() - NOT_ZONES)
+
+
 def known_timezone(name: str) -> bool:
-    try:
-        ZoneInfo(name)
-    except (ValueError, ZoneInfoNotFoundError):
-        return False
-    return True
+    """Whether ``name`` is an IANA zone (``Europe/Berlin``, ``UTC``) this server knows."""
+    return name in _zones()
 
 
 def get_preferences(hub: Hub, account_id: str) -> Preferences:

@@ -187,6 +187,12 @@ class ActionType:
     # Whether a step needs the account's integration connected to be sent: always (True),
     # never (False: it only adds to the message), or as the step's settings say.
     needs_integration: bool | Callable[[Any], bool] = True
+    # For a live test run, whose booking has the tester as its invitee and host: the step's
+    # settings with every person it names itself (fixed addresses, a fixed number) replaced by
+    # the booking's people, so the test reaches nobody else. Without it the step is taken to
+    # post somewhere that is no person (a channel, a URL), which the Test panel says before
+    # sending.
+    for_test: Callable[[Any], Any] | None = None
     # The longest one attempt may take, in seconds: the engine stops an attempt past it, and a
     # worker refuses to start when it is not below the step lease.
     timeout: float = DEFAULT_ACTION_TIMEOUT

@@ -125,6 +125,8 @@ class _Ref:
     id: str
     name: str
     continue_when_blocked: bool = False
+    # (action, sealed settings) to run instead of the workflow's stored steps: a draft's.
+    steps: list[tuple[str, dict[str, Any]]] | None = None
 
 
 @dataclass(frozen=True)
@@ -334,9 +336,17 @@ class Hub:
         return Ingested(answer, replayed=False, run_ids=run_ids + bookings.due_now(planned, now))
 
     def start_test_run(
-        self, account_id: str, workflow_id: str, name: str, trigger: str, event: BookingEvent
+        self,
+        account_id: str,
+        workflow_id: str,
+        name: str,
+        trigger: str,
+        event: BookingEvent,
+        steps: list[tuple[str, dict[str, Any]]] | None = None,
     ) -> str:
-        """A run of one workflow, now, marked as a test; it touches no booking state."""
+        """A run of one workflow, now, marked as a test; it touches no booking state.
+        ``steps``: the (action, sealed settings) it runs, when not the workflow's stored ones
+        (an unsaved draft's)."""
         now = self.clock()
         event_pk = new_id("ev")
         with self.db.begin() as conn:
@@ -361,7 +371,7 @@ class Hub:
                 account_id,
                 event,
                 event_pk,
-                [_Ref(workflow_id, name)],
+                [_Ref(workflow_id, name, steps=steps)],
                 now,
                 trigger=trigger,
                 test=True,
@@ -406,7 +416,7 @@ class Hub:
         self._copy_steps(
             conn,
             run_ids,
-            {wf.id: wf.steps for wf in workflows if isinstance(wf, matching.Candidate)},
+            {wf.id: wf.steps for wf in workflows if wf.steps is not None},
         )
         return list(run_ids.values())
 

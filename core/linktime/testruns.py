@@ -4,17 +4,19 @@ test in the run log and counted against no limit."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .actions import ActionContext, ActionType, Problem, WorkflowRef
 from .crypto import MASK, with_kept_secrets
 from .engine import Hub
-from .errors import NotFound, pydantic_fields
+from .errors import FieldError, InputError, NotFound, pydantic_fields
 from .inputs import validate_input
 from .models import EVENT_TYPES, BookingEvent, sample_event
 from .storage import Account, Integration, Workflow, WorkflowStep
@@ -54,12 +56,70 @@ class TestRunOut(BaseModel):
     run_id: str | None = None
 
 
-class TestRecipients(BaseModel):
-    """Who a live test reaches: they replace the booking's invitee and host contacts."""
+MAX_EMAIL = 320  # RFC 3696's longest address
+EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+PHONE = re.compile(r"\+[1-9][0-9]{6,14}")
+NO_RECIPIENT = "Enter an email address or a phone number to send to."
 
-    email: str | None = Field(None, max_length=320)
-    phone: str | None = Field(None, max_length=40)
+
+def phone_digits(text: str) -> str:
+    """A phone number as typed ("+1 (415) 555-0100") as it is stored and dialled."""
+    return re.sub(r"[\s().-]", "", text)
+
+
+def email_problem(email: str) -> str | None:
+    """What is wrong with a test recipient's email address, in words, or None."""
+    if len(email) > MAX_EMAIL:
+        return f"An email address has at most {MAX_EMAIL} characters."
+    if not EMAIL.fullmatch(email):
+        return "Enter an email address like you@example.com."
+    return None
+
+
+def phone_problem(phone: str) -> str | None:
+    """What is wrong with a test recipient's phone number (its digits), in words, or None."""
+    if not PHONE.fullmatch(phone):
+        return "Enter the phone number in international format, like +14155550123."
+    return None
+
+
+def recipient_errors(email: str | None, phone: str | None) -> list[FieldError]:
+    """What is wrong with test recipients (the phone as ``phone_digits``), each naming its
+    field as the dashboard's forms do (``test_email``, ``test_phone``)."""
+    problems = [
+        ("test_email", email_problem(email) if email is not None else None),
+        ("test_phone", phone_problem(phone) if phone is not None else None),
+    ]
+    return [FieldError(name, message) for name, message in problems if message]
+
+
+class TestRecipients(BaseModel):
+    """Who a live test reaches: they replace the booking's invitee and host contacts, and
+    every person a step names itself (``ActionType.for_test``). A live test needs one of
+    ``email`` and ``phone``."""
+
+    email: str | None = Field(None, description="An email address like you@example.com")
+    phone: str | None = Field(None, description="In international format, like +14155550123")
     name: str = Field("Test Recipient", max_length=200)
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str | None) -> str | None:
+        problem = email_problem(value) if value is not None else None
+        if problem:
+            raise PydanticCustomError("email", problem)
+        return value
+
+    @field_validator("phone", mode="before")
+    @classmethod
+    def _phone(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value  # not a string: pydantic names it
+        digits = phone_digits(value)
+        problem = phone_problem(digits)
+        if problem:
+            raise PydanticCustomError("phone", problem)
+        return digits
 
 
 def _workflow(session: Session, account_id: str, workflow_id: str) -> Workflow:
@@ -316,17 +376,68 @@ def dry_run_draft(
     return out
 
 
+def _reaching_the_tester(hub: Hub, action: ActionType, settings: BaseModel) -> dict[str, Any]:
+    """A step's settings sealed for a live test: every person it names itself (fixed
+    addresses, a fixed number) replaced by the booking's people, who are the tester."""
+    if action.for_test is not None:
+        settings = action.for_test(settings)
+    return hub.sealer.seal(action.settings, settings)
+
+
+def _live_steps(
+    hub: Hub, stored: list[WorkflowStep], draft: WorkflowIn | None
+) -> list[tuple[str, dict[str, Any]]]:
+    """The (action, sealed settings) a live test runs: the draft's (a secret it leaves out
+    kept from the stored step it edits), else the saved steps. Raises InputError naming a
+    draft step that cannot be sent as it is."""
+    steps: list[tuple[str, dict[str, Any]]] = []
+    if draft is None:
+        for saved in stored:
+            action = hub.registry.actions.get(saved.action)
+            try:
+                opened = hub.sealer.open(action.settings, saved.settings) if action else None
+            except ValueError:
+                opened = None  # the run fails this step as a real run would, saying why
+            sealed = _reaching_the_tester(hub, action, opened) if action and opened else None
+            steps.append((saved.action, sealed or saved.settings))
+        return steps
+    by_id = {s.id: s for s in stored}
+    for i, step in enumerate(draft.steps):
+        action = hub.registry.actions.get(step.action)
+        where = f"steps.{i}.settings"
+        if action is None:
+            missing = FieldError(f"steps.{i}.action", "This kind of step is not installed.")
+            raise InputError("the draft cannot be sent", [missing])
+        edits = by_id.get(step.id) if step.id else None
+        try:
+            settings = _draft_settings(
+                hub, action, step, edits if edits and edits.action == step.action else None, where
+            )
+        except ValueError as exc:
+            raise InputError("the draft cannot be sent", [FieldError(where, str(exc))]) from None
+        steps.append((step.action, _reaching_the_tester(hub, action, settings)))
+    return steps
+
+
 def live(
     hub: Hub,
     account_id: str,
     workflow_id: str,
     recipients: TestRecipients,
     event: BookingEvent | None = None,
+    draft: WorkflowIn | None = None,
 ) -> TestRunOut:
-    """Run the workflow now, for real, with the booking's people replaced by ``recipients``."""
+    """Run the workflow now, for real, with the booking's people and every person a step names
+    replaced by ``recipients``; ``draft``: the workflow as edited (not saved) to run instead of
+    the saved version. Raises InputError when there is nobody to send to."""
+    if recipients.email is None and recipients.phone is None:
+        raise InputError("a live test needs a recipient", [FieldError("recipients", NO_RECIPIENT)])
     with Session(hub.db) as session:
         wf = _workflow(session, account_id, workflow_id)
         trigger, name = wf.trigger, wf.name
+        steps = _live_steps(hub, list(wf.steps), draft)
+    if draft is not None:
+        trigger, name = draft.trigger, draft.name
     base = event or sample_for(trigger)
     person = {"name": recipients.name, "email": recipients.email, "phone": recipients.phone}
     booking = base.booking.model_dump(mode="json")
@@ -334,7 +445,7 @@ def live(
         booking[role] = {**(booking.get(role) or {}), **person}
     booking["invitees"], booking["hosts"] = [], []
     test_event = BookingEvent.model_validate({**base.model_dump(mode="json"), "booking": booking})
-    run_id = hub.start_test_run(account_id, workflow_id, name, trigger, test_event)
+    run_id = hub.start_test_run(account_id, workflow_id, name, trigger, test_event, steps)
     return TestRunOut(
         workflow_id=workflow_id,
         mode="live",

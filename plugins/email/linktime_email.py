@@ -263,6 +263,14 @@ def _from_address() -> str | None:
         return None
 
 
+def to_the_booking(settings: EmailStepSettings) -> EmailStepSettings:
+    """A step's settings for a live test (``ActionType.for_test``): fixed addresses become the
+    booking's invitee, who is the tester."""
+    if not settings.addresses:
+        return settings
+    return settings.model_copy(update={"addresses": [], "to_invitee": True})
+
+
 def check_email(ctx: ActionContext) -> list[Problem]:
     """What would stop this step's email: the server's sender setup, or nobody to send to."""
     problems = []
@@ -472,6 +480,7 @@ def register_actions(register: Callable[[ActionType], None]) -> None:
             needs_integration=False,
             check=check_email,
             preview=preview_email,
+            for_test=to_the_booking,
             preview_kind="email",
             # The whole send, then the goodbye it may still wait for.
             timeout=operator_timeout(EmailOperatorSettings, extra=QUIT_TIMEOUT),

@@ -52,7 +52,7 @@ ACTION = "slack.post"
 INTEGRATION = "slack"
 ENV_PREFIX = "LINKTIME_SLACK_"
 SLACK_WEBHOOK_BASE = "https://hooks.slack.com/"
-NOT_CONNECTED = "Slack is not connected (Settings → Integrations)"
+NOT_CONNECTED = "Slack is not connected: connect it in Settings."
 EXCERPT_CHARS = 1024
 TEXT_LIMIT = 3000  # Slack's limit for a section block's text
 FIELD_LIMIT = 2000  # ... and for one of its fields
@@ -72,9 +72,9 @@ RETRYABLE_ERRORS = frozenset(
 RATE_LIMITED_ERRORS = frozenset({"ratelimited", "rate_limited"})
 # What the user can do about the common permanent errors.
 _HINTS = {
-    "invalid_auth": "the bot token is not valid; reconnect Slack (Settings → Integrations)",
-    "token_revoked": "the bot token was revoked; reconnect Slack (Settings → Integrations)",
-    "account_inactive": "the Slack app was removed; reconnect Slack (Settings → Integrations)",
+    "invalid_auth": "the bot token is not valid; reconnect Slack in Settings",
+    "token_revoked": "the bot token was revoked; reconnect Slack in Settings",
+    "account_inactive": "the Slack app was removed; reconnect Slack in Settings",
     "channel_not_found": "no such channel, or the bot cannot see it (private channels need it "
     "invited)",
     "not_in_channel": "the bot is not in the channel; invite it with /invite @<app>",

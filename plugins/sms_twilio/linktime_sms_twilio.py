@@ -49,6 +49,7 @@ from linktime_twilio import (
     parse_retry_after,
     recipient,
     recipient_shown,
+    to_the_invitee,
 )
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
@@ -175,6 +176,7 @@ def register_actions(register: Callable[[ActionType], None]) -> None:
             integration=INTEGRATION,
             check=check_sms,
             preview=preview_sms,
+            for_test=to_the_invitee,
             preview_kind="sms",
             timeout=operator_timeout(SmsOperatorSettings),
             description="Text the invitee, the host or a number through the account's Twilio.",

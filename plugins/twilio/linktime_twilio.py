@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import phonenumbers
@@ -45,7 +45,7 @@ from twilio.rest import Client  # type: ignore[import-untyped]
 __version__ = "0.1.0"
 
 INTEGRATION = "twilio"
-NOT_CONNECTED = "Twilio is not connected (Settings → Integrations)"
+NOT_CONNECTED = "Twilio is not connected: connect it in Settings."
 API_BASE_ENV = "LINKTIME_TWILIO_API_BASE"
 DEFAULT_COUNTRIES = frozenset({"US", "CA", "GB", "IE", "DE", "FR", "ES", "IT", "NL", "AU", "NZ"})
 EXCERPT_CHARS = 1024
@@ -154,6 +154,9 @@ class TwilioOperatorSettings(BaseSettings):
         return value.rstrip("/")
 
 
+RecipientSettingsT = TypeVar("RecipientSettingsT", bound="RecipientSettings")
+
+
 class RecipientSettings(BaseModel):
     """Who a step calls or texts. Each channel's step settings subclass it and say which
     countries a listed number may be in (``supported_countries``, read when validated)."""
@@ -183,6 +186,14 @@ class RecipientSettings(BaseModel):
     def supported_countries(cls) -> frozenset[str]:
         """The countries a listed ``number`` may be in: the channel's operator setting."""
         raise NotImplementedError(f"{cls.__name__} must say which countries it sends to")
+
+
+def to_the_invitee(settings: RecipientSettingsT) -> RecipientSettingsT:
+    """A step's settings for a live test (``ActionType.for_test``): a fixed number becomes the
+    booking's invitee, who is the tester."""
+    if settings.to != "number":
+        return settings
+    return settings.model_copy(update={"to": "invitee", "number": None})
 
 
 def recipient(ctx: ActionContext, countries: frozenset[str]) -> str:

@@ -46,6 +46,7 @@ from linktime_twilio import (
     parse_retry_after,
     recipient,
     recipient_shown,
+    to_the_invitee,
 )
 from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import SettingsConfigDict
@@ -270,6 +271,7 @@ def register_actions(register: Callable[[ActionType], None]) -> None:
             integration=INTEGRATION,
             check=check_call,
             preview=preview_call,
+            for_test=to_the_invitee,
             preview_kind="voice",
             timeout=operator_timeout(VoiceOperatorSettings),
             description="Call the invitee, the host or a number through the account's Twilio: "

@@ -595,19 +595,32 @@ def _result_for(response: httpx.Response, excerpt: str) -> Result:
     return Result.fail(said, error_code=code, http_status=status, response_excerpt=excerpt)
 
 
-def _request_headers(
-    settings: WebhookStepSettings, url: httpx.URL, msg_id: str, payload: bytes
-) -> dict[str, str]:
+def _headers_sent(
+    settings: WebhookStepSettings, signed: dict[str, str]
+) -> dict[str, str | SecretStr]:
+    """Every header a delivery sends but Host (the step's own values still secret), with the
+    Standard Webhooks ones ``signed``: for the request, and for the preview."""
     # Header names are case-insensitive: an extra User-Agent (any case) replaces ours. The
     # validator refuses the names set below and duplicates, so a plain dict is enough.
     extra = settings.headers
-    headers = (
+    headers: dict[str, str | SecretStr] = (
         {} if any(name.lower() == "user-agent" for name in extra) else {"User-Agent": USER_AGENT}
     )
-    headers.update((name, value.get_secret_value()) for name, value in extra.items())
-    headers["Host"] = url.netloc.decode("ascii")
+    headers.update(extra)
     headers["Content-Type"] = "application/json"
-    headers.update(signed_headers(settings.secret, msg_id, payload))
+    headers.update(signed)
+    return headers
+
+
+def _request_headers(
+    settings: WebhookStepSettings, url: httpx.URL, msg_id: str, payload: bytes
+) -> dict[str, str]:
+    signed = signed_headers(settings.secret, msg_id, payload)
+    headers = {
+        name: value.get_secret_value() if isinstance(value, SecretStr) else value
+        for name, value in _headers_sent(settings, signed).items()
+    }
+    headers["Host"] = url.netloc.decode("ascii")
     return headers
 
 
@@ -748,28 +761,49 @@ def preview_webhook(ctx: ActionContext) -> dict[str, Any]:
     """What a delivery would send (the signature is made at send time; header values are
     secrets, masked by the dry run)."""
     settings: WebhookStepSettings = ctx.settings
+    signed = {
+        "webhook-id": ctx.idempotency_key,
+        "webhook-timestamp": "set when sent",
+        "webhook-signature": "computed when sent",
+    }
     return {
         "method": "POST",
         "url": settings.url,
-        "headers": {"webhook-id": ctx.idempotency_key, **settings.headers},
+        "headers": _headers_sent(settings, signed),
         "body": json.loads(build_payload(ctx)),
     }
 
 
+def _addresses_without_resolver(host: str) -> list[AddressT]:
+    """The addresses ``host`` stands for whatever a resolver says: an IP literal, any numeric
+    IPv4 form the resolver takes as one (2130706433, 127.1, 0x7f.0.0.1), and localhost names
+    (RFC 6761). Empty for any other name."""
+    name = (host.rstrip(".") or host).lower()
+    try:
+        return [ipaddress.ip_address(name)]
+    except ValueError:
+        pass
+    if name == "localhost" or name.endswith(".localhost"):
+        return [ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")]
+    try:
+        return [ipaddress.IPv4Address(socket.inet_aton(name))]
+    except OSError:
+        return []
+
+
 def check_webhook(ctx: ActionContext) -> list[Problem]:
     """What would stop every delivery: the server's setup, or a target on an address it does
-    not call. Only an IP literal is vetted here: a name is resolved when sending (its answer
-    may change, and a dry run must not wait on a resolver)."""
+    not call, vetted by the sender's own rule. Only addresses are vetted here, not names: a
+    name is resolved when sending (its answer may change, and a dry run must not wait on a
+    resolver)."""
     try:
         networks = operator_settings().allowed_networks
     except ValueError:
         return [Problem.operator("Calling webhooks is not set up correctly on this server.")]
     host = _target(ctx.settings.url)[1]
     try:
-        ip = ipaddress.ip_address(host.rstrip(".") or host)
-        check_address(host, ip, networks)
-    except ValueError:
-        return []  # a name, not an address
+        for ip in _addresses_without_resolver(host):
+            check_address(host, ip, networks)
     except Refused:
         return [
             Problem(

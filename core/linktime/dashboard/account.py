@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 from litestar import get, post
 from litestar.di import NamedDependency
 from litestar.params import FromQuery
@@ -13,6 +11,7 @@ from .. import accounts
 from ..engine import Hub
 from ..errors import FieldError, InputError
 from ..offload import offload
+from ..testruns import phone_digits, recipient_errors
 from .app import (
     AnyRequest,
     Me,
@@ -113,29 +112,6 @@ COMMON_ZONES = (
     "Pacific/Honolulu",
 )
 FIELDS = {"timezone", "test_email", "test_phone"}
-EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
-PHONE = re.compile(r"\+[1-9][0-9]{6,14}")
-
-
-def phone_digits(text: str) -> str:
-    """A phone number as typed ("+1 (415) 555-0100") as it is stored and dialled."""
-    return re.sub(r"[\s().-]", "", text)
-
-
-def recipient_errors(email: str | None, phone: str | None) -> list[FieldError]:
-    """What is wrong with test recipients (the Account page's, or those "send a test to me"
-    is given), each naming its field."""
-    errors = []
-    if email is not None and not EMAIL.fullmatch(email):
-        errors.append(FieldError("test_email", "Enter an email address like you@example.com."))
-    if phone is not None and not PHONE.fullmatch(phone):
-        errors.append(
-            FieldError(
-                "test_phone",
-                "Enter the phone number in international format, like +14155550123.",
-            )
-        )
-    return errors
 
 
 def _changes(form: dict[str, str]) -> dict[str, str | None]:

@@ -606,7 +606,7 @@ async def _editor_post(
     else:
         try:
             spec = await offload(_draft_spec, hub, state)
-            if op != "test":
+            if op not in ("test", "send"):
                 saved = await offload(_save, hub, me.account_id, workflow_id, spec)
         except InputError as exc:
             errors = exc.fields or [FieldError("workflow", exc.message)]
@@ -614,9 +614,11 @@ async def _editor_post(
                 errors = [_plan_words(hub, state, e) for e in errors]
             status = exc.status
         else:
-            if op == "test":
-                event_type = str(form.get("test_event_type", "")) or None
-                test_panel = await preview.draft_panel(hub, me, spec, workflow_id, event_type)
+            if op in ("test", "send"):
+                # "Send a test to me" sends this draft, then shows it again with the panel.
+                test_panel = await preview.draft_panel(
+                    hub, me, spec, workflow_id, form, send_draft=op == "send"
+                )
             else:
                 _remember(request, state.draft, saved.workflow.id)
                 flash(request, f"Saved “{saved.workflow.name}”.")
@@ -625,7 +627,14 @@ async def _editor_post(
                 return see_other(f"/workflows/{saved.workflow.id}")
     context = _editor_context(hub, state, wf, errors, await _account(hub, me, wf))
     context.update(test_panel=test_panel, unsaved=True)
-    if op == "test":
+    if test_panel and test_panel["errors"]:
+        # The send's own fields, by the panel and in the summary like every other error.
+        status = 422
+        context["errors"] = {**context["errors"], **test_panel["errors"]}
+        context["error_labels"] = {**context["error_labels"], **preview.SEND_LABELS}
+        context["error_targets"] = {**context["error_targets"], **preview.SEND_TARGETS}
+        context["error_heading"] = "The test was not sent"
+    elif op in ("test", "send"):
         context["error_heading"] = "The draft cannot be tested yet"
     elif op != "save":
         context["error_heading"] = "There is a problem"

@@ -161,7 +161,7 @@ def test_template_that_breaks_on_this_booking_fails_permanently(
 def test_not_connected_fails_without_calling_slack(run_action: RunAction, slack: FakeSlack) -> None:
     result = run_action("slack.post", channel_step())
     assert result.outcome is Outcome.FAILED
-    assert result.error == "Slack is not connected (Settings → Integrations)"
+    assert result.error == "Slack is not connected: connect it in Settings."
     assert result.error_code == "not_connected"
     assert slack.receiver.requests == []
 
@@ -562,7 +562,7 @@ def test_engine_hands_the_sealed_integration_to_the_step(
 
     not_connected = run("evt_1")
     assert not_connected.steps[0].status == "failed"
-    assert not_connected.steps[0].error == "Slack is not connected (Settings → Integrations)"
+    assert not_connected.steps[0].error == "Slack is not connected: connect it in Settings."
 
     shown = integrations.connect(linktime_hub, acc.id, "slack", {"bot_token": slack.token})
     assert shown.settings == {"bot_token": "********"}

@@ -95,7 +95,7 @@ def test_a_messaging_service_sends_without_a_from_number(
 def test_not_connected_fails_permanently(run_action: RunAction, twilio: FakeTwilio) -> None:
     result = run_action("sms.send", sms(), credentials=None)
     assert result.outcome is Outcome.FAILED
-    assert result.error == "Twilio is not connected (Settings → Integrations)"
+    assert result.error == "Twilio is not connected: connect it in Settings."
     assert result.error_code == "not_connected"
     assert twilio.receiver.requests == []
 

@@ -121,7 +121,7 @@ def test_an_agent_url_that_is_not_wss_is_an_operator_error(
 def test_not_connected_fails_permanently(run_action: RunAction, twilio: FakeTwilio) -> None:
     result = run_action("voice.call", say(), credentials=None)
     assert result.outcome is Outcome.FAILED
-    assert result.error == "Twilio is not connected (Settings → Integrations)"
+    assert result.error == "Twilio is not connected: connect it in Settings."
     assert result.error_code == "not_connected"
     assert twilio.receiver.requests == []
 

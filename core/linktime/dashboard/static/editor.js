@@ -129,6 +129,17 @@
     touch();
   });
 
+  // -- "send a test to me": Enter in its fields sends the test (the form's default is Save) --
+  var sendPanel = document.getElementById("send-test-panel");
+  if (sendPanel) {
+    sendPanel.addEventListener("keydown", function (event) {
+      var button = document.getElementById("send-test-button");
+      if (event.key !== "Enter" || event.target.tagName !== "INPUT" || !button) return;
+      event.preventDefault();
+      button.click();
+    });
+  }
+
   // -- the variable picker: each field a button inserting {{ name }} at the cursor -----------
   var insert = function (area, text) {
     var start = area.selectionStart, end = area.selectionEnd;
