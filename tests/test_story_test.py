@@ -1,7 +1,9 @@
 """Stories of "Test before you enable" in a real browser, at desktop and phone sizes: a Slack
 step without the Slack connection is not ready and links to connecting it; an email step is
-previewed as its recipient sees it (the rendered HTML in a sandboxed frame); "send a test to
-me" reaches a real SMTP server on loopback, and the address is remembered."""
+previewed as its recipient sees it (the rendered HTML in a sandboxed frame, its scripts not
+run); "send a test to me" reaches a real SMTP server on loopback, and the address is
+remembered; from the editor it sends the draft as edited, reaches only the tester, and
+leaves the draft on screen."""
 
 from __future__ import annotations
 
@@ -87,7 +89,9 @@ def test_email_preview_shows_the_rendered_html_in_a_sandboxed_frame(
                 "to_invitee": True,
                 "subject": "See you, {{ attendee_first_name }}",
                 "text": "Plain: see you",
-                "html": "<h1>Hello {{ attendee_name }}</h1><p>Your <b>{{ event_name }}</b></p>",
+                # A script in the email must not run in the preview: it would change the heading.
+                "html": "<h1>Hello {{ attendee_name }}</h1><p>Your <b>{{ event_name }}</b></p>"
+                "<script>document.querySelector('h1').textContent = 'Scripts ran';</script>",
             },
         }
         wf_id = create(dash, "Confirmation", [email])
@@ -105,6 +109,8 @@ def test_email_preview_shows_the_rendered_html_in_a_sandboxed_frame(
         inside = step.frame_locator("iframe")
         expect(inside.get_by_role("heading", name="Hello Grace Hopper")).to_be_visible()
         expect(inside.locator("b")).to_have_text("Intro call between Ada Lovelace and Grace Hopper")
+        expect(inside.get_by_text("Scripts ran")).to_have_count(0)
+        expect(step).to_contain_text("they load when the email is opened")
         check(page, "test email preview")
 
 
@@ -112,6 +118,18 @@ def wait_delivered(smtp: SmtpPeer, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while not smtp.delivered:
         assert time.monotonic() < deadline, f"nothing reached the SMTP server in {timeout}s"
+        time.sleep(0.05)
+
+
+def wait_finished(dash: Dashboard, run_id: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        run = httpx.get(
+            f"{dash.base}/v1/runs/{run_id}", headers={"Authorization": f"Bearer {dash.key}"}
+        ).json()
+        if run["status"] not in ("queued", "running"):
+            return
+        assert time.monotonic() < deadline, f"run {run_id} still {run['status']} after {timeout}s"
         time.sleep(0.05)
 
 
@@ -163,5 +181,85 @@ def test_send_a_test_to_me_arrives_at_the_smtp_server_and_is_remembered(
             check(page, "test run")
             page.goto(f"{dash.base}/workflows/{wf_id}/test")
             expect(page.get_by_label("Your email address")).to_have_value("me@example.com")
+    finally:
+        smtp.close()
+
+
+def test_send_a_test_to_me_from_the_editor_sends_the_draft_and_keeps_it(
+    tmp_path: Path, browser: Browser, viewport: str
+) -> None:
+    smtp = SmtpPeer()
+    env = {
+        "LINKTIME_EMAIL_SMTP_HOST": "127.0.0.1",
+        "LINKTIME_EMAIL_SMTP_PORT": str(smtp.port),
+        "LINKTIME_EMAIL_FROM_ADDRESS": SENDER,
+    }
+    try:
+        with dashboard(tmp_path, **env) as dash:
+            email = {
+                "action": "email.send",
+                "settings": {
+                    "addresses": ["boss@example.com"],
+                    "subject": "Saved subject",
+                    "text": "Hi {{ attendee_name }}",
+                },
+            }
+            slack = {"action": "slack.post", "settings": {"channel": "#sales", "text": "Booked"}}
+            wf_id = create(dash, "Welcome", [email, slack])
+            page = dash.page(browser, viewport)
+            page.goto(f"{dash.base}/workflows/{wf_id}")
+            card = page.locator("#chain > li.step-item").first
+            card.locator("summary").first.click()
+            card.get_by_label("Subject").fill("Draft subject")
+            page.get_by_role("button", name="Test", exact=True).click()
+            panel = page.locator("#send-test-panel")
+            expect(panel).to_contain_text("This test also posts to #sales (Slack).")
+            address = page.get_by_label("Your email address")
+
+            address.fill("not an address")
+            address.press("Enter")  # sends the test, not Save
+
+            expect(page.locator("#error-summary")).to_contain_text(
+                "Enter an email address like you@example.com."
+            )
+            expect(page.get_by_label("Your email address")).to_have_attribute(
+                "aria-invalid", "true"
+            )
+            expect(page.get_by_label("Subject").first).to_have_value("Draft subject")
+            check(page, "editor send refused")
+            assert smtp.delivered == []
+
+            page.get_by_label("Your email address").fill("me@example.com")
+            page.get_by_label("Your email address").press("Enter")
+
+            expect(panel.get_by_role("status")).to_contain_text("The test run has started.")
+            expect(page).to_have_url(re.compile(rf"/workflows/{wf_id}#test-panel$"))
+            expect(page.get_by_label("Subject").first).to_have_value("Draft subject")
+            check(page, "editor send started")
+            wait_delivered(smtp)
+            [delivered] = smtp.delivered
+            assert delivered.rcpt_tos == ["me@example.com"]  # not boss@example.com
+            assert delivered.message["Subject"] == "Draft subject"
+            # Nothing was saved: the saved version still has its subject.
+            saved = httpx.get(
+                f"{dash.base}/v1/workflows/{wf_id}",
+                headers={"Authorization": f"Bearer {dash.key}"},
+            ).json()
+            assert saved["steps"][0]["settings"]["subject"] == "Saved subject"
+
+            # The run: the email went, Slack is not connected, with the link to connect it.
+            panel.get_by_role("link", name="See what it sent").click()
+            expect(page).to_have_url(re.compile(r"/runs/run_"))
+            wait_finished(dash, page.url.rsplit("/", 1)[1])
+            page.reload()
+            expect(page.locator("main")).to_contain_text("Slack is not connected")
+            check(page, "editor send run")
+            page.goto(f"{dash.base}/runs")
+            setback = page.locator(".setback").first
+            expect(setback).to_contain_text("Slack")
+            expect(setback.get_by_role("link")).to_have_attribute(
+                "href", "/settings/integrations#slack"
+            )
+            check(page, "runs not connected")
     finally:
         smtp.close()
