@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from linktime import accounts, workflows
 from linktime.actions import ActionContext, ActionType, Result
+from linktime.dashboard import runs as dashboard_runs
 from linktime.models import sample_event
 from linktime.statuses import RunStatus
 from linktime.storage import Account, Run
@@ -355,3 +356,45 @@ def test_a_step_whose_integration_is_not_connected_links_to_connecting_it(
     assert '<a href="/settings/integrations#slack">Connect it in Settings</a>' in page
     row = dash.get("/runs").text.split(f'id="run-{run_id}"')[1]
     assert "Step 1: Slack is not connected to this account." in row
+
+
+def test_older_runs_are_a_page_away_with_the_filter_kept(
+    make_system: Callable[..., System],
+    open_dash: Any,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(dashboard_runs, "PAGE_SIZE", 2)
+    system, _ = make(make_system)
+    account = system.account()
+    wf = system.workflow(account, [{"action": "test.ok"}], name="Thank you")
+    made = []
+    for n in range(5):
+        booking = sample_event().booking.model_dump(mode="json")
+        booking["uid"] = f"bk_{n}"
+        event = sample_event(id=f"evt_{n}", booking=booking)
+        made += [r["id"] for r in system.hub.emit(event, account_id=account.id).answer["runs"]]
+    dash = open_dash(system)
+    dash.sign_in(account.api_key)
+
+    def pages(start: str) -> list[list[str]]:
+        """The runs on each page, following "Older runs" from ``start`` to the last page."""
+        seen, url = [], start
+        while True:
+            html = dash.get(url).text
+            seen.append(re.findall(r'<li class="card run" id="run-(run_\w+)"', html))
+            older = re.search(r'<a href="([^"]+)">Older runs →</a>', html)
+            if older is None:
+                assert ("Newest runs" in html) == (url != start)  # the way back
+                return seen
+            url = unescape(older.group(1))
+
+    newest_first = list(reversed(made))
+    expected = [newest_first[0:2], newest_first[2:4], newest_first[4:]]
+    assert pages("/runs") == expected
+    assert pages("/runs?status=queued") == expected  # the filter goes with the page link
+    assert pages(f"/workflows/{wf}/runs") == expected
+    assert pages("/runs?status=failed") == [[]]
+
+    bad = dash.get("/runs?cursor=yesterday")
+    assert bad.status_code == 422
+    assert "That page link is not valid: start again from the newest runs." in bad.text

@@ -68,6 +68,8 @@ def why(
     rank: int = 0,
     enabled_now: bool | None = None,
     usage: PlanUsage = FREE_ROOM,
+    titles: dict[str, str] | None = None,
+    anything_ran: bool = False,
     **event: Any,
 ) -> Why:
     sample = sample_event(event_type, **event)
@@ -95,7 +97,17 @@ def why(
         runs=[],
         decisions=[],
     )
-    found = explain(hub, reason, wf.id, now, inspected, sample.booking, usage)
+    found = explain(
+        hub,
+        reason,
+        wf.id,
+        now,
+        inspected,
+        sample.booking,
+        usage,
+        titles=titles or {},
+        anything_ran=anything_ran,
+    )
     assert str(found.sentence) != reason[:1].upper() + reason[1:] + ".", reason
     return found
 
@@ -103,19 +115,30 @@ def why(
 def test_each_reason_is_a_sentence_with_its_fix(hub: Hub) -> None:
     demo = sample_event().booking.model_dump(mode="json")
     demo["event_type"] = {"id": "et_2", "slug": "demo", "title": "Demo"}
-    filtered = why(hub, candidate(event_types=["intro-call"]), booking=demo)
+    # Event types by their titles where the account's events told them, else as given.
+    filtered = why(
+        hub,
+        candidate(event_types=["intro-call", "et_9", "sales"]),
+        titles={"intro-call": "Intro call", "et_9": "Onboarding"},
+        booking=demo,
+    )
     assert str(filtered.sentence) == (
-        "This workflow only runs for <em>intro-call</em>; this booking is <em>Demo</em>."
+        "This workflow only runs for <em>Intro call</em>, <em>Onboarding</em> or "
+        "<em>sales</em>; this booking is <em>Demo</em>."
     )
     assert filtered.fix is not None
     assert filtered.fix.href == "/workflows/wf_1#event-types"
+    untitled = why(hub, candidate(event_types=["intro-call"]), booking=demo)
+    assert "only runs for <em>intro-call</em>;" in str(untitled.sentence)
 
     other = why(hub, candidate(trigger="booking.cancelled"))
     assert str(other.sentence) == (
         "This workflow waits for <em>Booking cancelled</em>; this event is "
         "<em>Booking created</em>."
     )
+    # Its trigger may be the mistake only when nothing ran for the event.
     assert other.fix is not None and other.fix.href == "/workflows/wf_1#trigger"
+    assert why(hub, candidate(trigger="booking.cancelled"), anything_ran=True).fix is None
 
     off = why(hub, candidate(enabled=False))
     assert off.fix is not None and off.fix.enable

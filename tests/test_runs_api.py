@@ -111,6 +111,32 @@ def test_the_run_log_filters_by_every_status(
     assert set(schema["components"]["schemas"]["RunStatus"]["enum"]) == set(RunStatus)
 
 
+def test_the_run_log_pages_from_the_last_run_of_a_page(
+    api: tuple[System, TestClient[Any], Clock],
+) -> None:
+    system, client, _ = api
+    h = auth(system)
+    body = {"name": "w", "trigger": "booking.created", "enabled": True, "steps": [OK]}
+    assert client.post("/v1/workflows", json=body, headers=h).status_code == 201
+    for n in range(3):
+        booking = sample_event().booking.model_dump(mode="json") | {"uid": f"bk_{n}"}
+        event = sample_event(id=f"evt_{n}", booking=booking).model_dump(mode="json")
+        assert client.post("/v1/events", json=event, headers=h).status_code == 202
+    every = runs_of(client, h)
+
+    def page(**params: Any) -> list[str]:
+        answer = client.get("/v1/runs", params={"limit": 2, **params}, headers=h)
+        assert answer.status_code == 200, answer.text
+        return [r["id"] for r in answer.json()]
+
+    first = page()
+    assert first == every[:2]
+    assert page(cursor=first[-1]) == every[2:]
+    assert page(cursor=every[-1]) == []
+    bad = client.get("/v1/runs", params={"cursor": "yesterday"}, headers=h)
+    assert bad.status_code == 422 and [f["field"] for f in bad.json()["fields"]] == ["cursor"]
+
+
 def runs_of(client: TestClient[Any], h: dict[str, str], status: str | None = None) -> list[str]:
     params = {"status": status} if status else {}
     return [r["id"] for r in client.get("/v1/runs", params=params, headers=h).json()]

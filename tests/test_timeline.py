@@ -25,11 +25,19 @@ def succeed(_: ActionContext) -> Result:
     return Result.ok(external_id="ext_1")
 
 
+def busy(_: ActionContext) -> Result:
+    return Result.retry("the receiver is busy", http_status=503)
+
+
 @pytest.fixture
 def api(make_system: Callable[..., System]) -> Iterator[tuple[System, TestClient[Any], Clock]]:
     clock = Clock(NOW)
     system = make_system(
-        registry=registry_with(ActionType("test.ok", "OK", NoSettings, succeed)), clock=clock
+        registry=registry_with(
+            ActionType("test.ok", "OK", NoSettings, succeed),
+            ActionType("test.busy", "Busy", NoSettings, busy),
+        ),
+        clock=clock,
     )
     with TestClient(create_app(system.hub)) as client:
         yield system, client, clock
@@ -208,3 +216,37 @@ def test_events_are_listed_newest_first_searched_and_paged(
     assert bad.status_code == 422
     assert [f["field"] for f in bad.json()["fields"]] == ["cursor"]
     assert client.get("/v1/events", params={"q": "x" * 321}, headers=h).status_code == 422
+
+
+def test_an_event_dated_ahead_is_placed_when_received_and_a_retry_when_it_is_due(
+    api: tuple[System, TestClient[Any], Clock],
+) -> None:
+    system, client, clock = api
+    h = auth(system)
+    body = {
+        "name": "Tell the CRM",
+        "trigger": "booking.cancelled",
+        "enabled": True,
+        "steps": [{"action": "test.busy", "settings": {}}],
+    }
+    assert client.post("/v1/workflows", json=body, headers=h).status_code == 201
+    post_event(client, h, id="evt_created", occurred_at=NOW)
+    clock.advance(minutes=1)
+    # The sender's clock is years ahead.
+    ahead = datetime(2031, 1, 1, tzinfo=UTC)
+    post_event(client, h, id="evt_cancelled", type="booking.cancelled", occurred_at=ahead)
+    (run,) = client.get("/v1/events/evt_cancelled", headers=h).json()["runs"]
+    clock.advance(minutes=1)
+    system.hub.process_run(run["id"])  # the worker's part: the receiver is busy
+
+    timeline = client.get("/v1/bookings/bk_sample/timeline", headers=h).json()
+    assert timeline["now"] == "2026-11-24T10:02:00Z"
+    shown = [(e["kind"], e["future"]) for e in timeline["entries"]]
+    assert shown == [("event", False), ("event", False), ("run", False), ("retry", True)]
+    cancelled = timeline["entries"][1]
+    assert (cancelled["event"]["id"], cancelled["at"]) == ("evt_cancelled", "2026-11-24T10:01:00Z")
+    assert cancelled["event"]["occurred_at"] == "2031-01-01T00:00:00Z"
+    retry = timeline["entries"][3]
+    (step,) = retry["run"]["steps"]
+    assert (retry["run"]["id"], retry["step"]) == (run["id"], 0)
+    assert retry["at"] == step["next_attempt_at"] == "2026-11-24T10:02:00.200000Z"

@@ -9,18 +9,18 @@ to no booking.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
-from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from .engine import Hub
 from .errors import FieldError, InputError, NotFound
 from .models import Booking
-from .runs import StepOut
+from .runs import BOOKING_COLUMNS, StepOut
 from .statuses import RunStatus, StepStatus
-from .storage import BookingState, Event, Run, RunStep
+from .storage import BookingState, Event, EventEmail, Run, RunStep, booking_field, is_id
 
 MAX_QUERY = 320  # characters: the longest email address
 MAX_LIMIT = 200
@@ -28,12 +28,12 @@ MAX_LIMIT = 200
 _TEST_DIGEST = "-"
 
 
-def _booking_field(*path: str) -> ColumnElement[str]:
-    field: ColumnElement[str] = Event.payload[("booking", *path)].as_string()
-    return field
-
-
 # -- the events list ---------------------------------------------------------------------------
+
+
+class Invitee(BaseModel):
+    name: str | None
+    email: str | None
 
 
 class EventRow(BaseModel):
@@ -44,6 +44,9 @@ class EventRow(BaseModel):
     event_type: str | None = Field(description="The booking's event type: its title, or slug")
     invitee_name: str | None
     invitee_email: str | None
+    invitees: list[Invitee] = Field(
+        description="Everyone the booking invites: its invitee, then its other invitees"
+    )
     occurred_at: datetime
     received_at: datetime
     workflows: int = Field(description="The account's workflows when the event arrived")
@@ -63,11 +66,10 @@ _ROW_COLUMNS = (
     Event.occurred_at,
     Event.received_at,
     Event.decisions,
-    _booking_field("title").label("title"),
-    _booking_field("event_type", "title").label("et_title"),
-    _booking_field("event_type", "slug").label("et_slug"),
-    _booking_field("invitee", "name").label("invitee_name"),
-    _booking_field("invitee", "email").label("invitee_email"),
+    *BOOKING_COLUMNS,
+    booking_field("event_type", "title").label("et_title"),
+    booking_field("event_type", "slug").label("et_slug"),
+    Event.payload[("booking", "invitees")].label("invitees"),
 )
 
 
@@ -78,18 +80,29 @@ def _checked(q: str | None, limit: int, cursor: str | None) -> str | None:
         errors.append(FieldError("q", f"give at most {MAX_QUERY} characters"))
     if not 1 <= limit <= MAX_LIMIT:
         errors.append(FieldError("limit", f"give a number from 1 to {MAX_LIMIT}"))
-    if cursor is not None and not (cursor.startswith("ev_") and len(cursor) == 29):
+    if cursor is not None and not is_id(cursor, "ev"):
         errors.append(FieldError("cursor", "give the next_cursor of the previous page"))
     if errors:
         raise InputError("the search is not valid", errors)
     return q
 
 
+def _invitees(name: str | None, email: str | None, others: list[Any] | None) -> list[Invitee]:
+    first = [Invitee(name=name, email=email)] if name or email else []
+    rest = [
+        Invitee(name=p.get("name"), email=p.get("email"))
+        for p in others or []
+        if isinstance(p, dict)
+    ]
+    # A platform may list the invitee among the invitees too: shown once.
+    return first + [p for p in rest if p not in first]
+
+
 def list_events(
     hub: Hub, account_id: str, q: str | None = None, limit: int = 50, cursor: str | None = None
 ) -> EventPage:
     """The account's events, newest received first. ``q`` is an event id or booking uid
-    (exactly) or an invitee's email (any case)."""
+    (exactly) or the email of any of the booking's invitees (in any case)."""
     q = _checked(q, limit, cursor)
     # Event ids are time-ordered (storage.new_id): newest first, and a stable cursor.
     query = (
@@ -99,12 +112,11 @@ def list_events(
         .limit(limit + 1)
     )
     if q is not None:
+        by_email = select(EventEmail.event_pk).where(
+            EventEmail.account_id == account_id, EventEmail.email == q.casefold()
+        )
         query = query.where(
-            or_(
-                Event.event_id == q,
-                Event.booking_uid == q,
-                func.lower(_booking_field("invitee", "email")) == q.lower(),
-            )
+            or_(Event.event_id == q, Event.booking_uid == q, Event.id.in_(by_email))
         )
     if cursor is not None:
         query = query.where(Event.id < cursor)
@@ -117,10 +129,11 @@ def list_events(
             id=r.event_id,
             type=r.type,
             booking_uid=r.booking_uid,
-            booking_title=r.title,
+            booking_title=r.booking_title,
             event_type=r.et_title or r.et_slug,
             invitee_name=r.invitee_name,
             invitee_email=r.invitee_email,
+            invitees=_invitees(r.invitee_name, r.invitee_email, r.invitees),
             occurred_at=r.occurred_at,
             received_at=r.received_at,
             workflows=len(r.decisions),
@@ -149,6 +162,26 @@ def event_booking(hub: Hub, account_id: str, event_id: str) -> Booking:
     if payload is None:
         raise NotFound(f"no event {event_id!r}")
     return Booking.model_validate(payload["booking"])
+
+
+RECENT_TITLES = 500  # events read for the titles of event types
+
+
+def event_type_titles(hub: Hub, account_id: str) -> dict[str, str]:
+    """The titles of the account's event types by slug and by id, as its most recent events
+    carried them (a workflow names event types by slug or id only)."""
+    with hub.db.connect() as conn:
+        rows = conn.execute(
+            select(*(booking_field("event_type", k).label(k) for k in ("slug", "id", "title")))
+            .where(Event.account_id == account_id)
+            .order_by(Event.id.desc())
+            .limit(RECENT_TITLES)
+        ).all()
+    titles: dict[str, str] = {}
+    for row in reversed(rows):  # the newest title wins
+        if row.title:
+            titles.update({str(k): row.title for k in (row.slug, row.id) if k is not None})
+    return titles
 
 
 def blocked_steps(hub: Hub, account_id: str, run_ids: list[str]) -> list[BlockedStep]:
@@ -212,12 +245,15 @@ class TimelineRun(BaseModel):
 
 class Entry(BaseModel):
     at: datetime
-    kind: Literal["event", "reminder", "run"] = Field(
-        description="reminder: planned, not fired yet; run: started, or ended without starting"
+    kind: Literal["event", "reminder", "run", "retry"] = Field(
+        description="event: received (placed at its occurred_at, or when it was received if "
+        "that was earlier); reminder: planned, not fired yet; run: started, or ended without "
+        "starting; retry: a step's next attempt, due"
     )
     future: bool
     event: TimelineEvent | None = None
     run: TimelineRun | None = None
+    step: int | None = Field(default=None, description="retry: the step's position")
 
 
 class Timeline(BaseModel):
@@ -243,7 +279,7 @@ def _booking_out(uid: str, status: str, latest: Booking) -> BookingOut:
     )
 
 
-def _run_entry(run: Run, by_pk: dict[str, TimelineEvent], now: datetime) -> Entry:
+def _run_entries(run: Run, by_pk: dict[str, TimelineEvent], now: datetime) -> list[Entry]:
     planned = run.unfired and run.status in (RunStatus.SCHEDULED, RunStatus.QUEUED)
     source = by_pk.get(run.event_id)
     out = TimelineRun(
@@ -261,11 +297,25 @@ def _run_entry(run: Run, by_pk: dict[str, TimelineEvent], now: datetime) -> Entr
         steps=[StepOut.of(s) for s in run.steps],
     )
     if planned and run.due_at is not None:
-        return Entry(at=run.due_at, kind="reminder", future=run.due_at > now, run=out)
+        return [Entry(at=run.due_at, kind="reminder", future=run.due_at > now, run=out)]
     # Placed where it started: its first attempt; one that never started, where it ended.
     started = [a.started_at for s in out.steps for a in s.attempt_log]
     at = min(started) if started else (run.finished_at or run.created_at)
-    return Entry(at=at, kind="run", future=at > now, run=out)
+    # A waiting run's step that is due to be tried again (a cancelled run keeps the time).
+    retries = [
+        Entry(
+            at=s.next_attempt_at,
+            kind="retry",
+            future=s.next_attempt_at > now,
+            run=out,
+            step=s.position,
+        )
+        for s in out.steps
+        if out.status == RunStatus.WAITING
+        and s.status == StepStatus.PENDING
+        and s.next_attempt_at is not None
+    ]
+    return [Entry(at=at, kind="run", future=at > now, run=out), *retries]
 
 
 def timeline(hub: Hub, account_id: str, uid: str) -> Timeline:
@@ -307,10 +357,11 @@ def timeline(hub: Hub, account_id: str, uid: str) -> Timeline:
             for e in events
         }
         latest = {e.id: e.payload for e in events}[state.event_id]
+        # A sender's clock may be wrong, or an event dated ahead: what was received is past.
         entries = [
-            Entry(at=e.occurred_at, kind="event", future=e.occurred_at > now, event=e)
+            Entry(at=min(e.occurred_at, e.received_at), kind="event", future=False, event=e)
             for e in by_pk.values()
-        ] + [_run_entry(r, by_pk, now) for r in runs]
+        ] + [entry for r in runs for entry in _run_entries(r, by_pk, now)]
     # Events before what they caused at the same moment.
     entries.sort(key=lambda e: (e.at, e.kind != "event"))
     return Timeline(

@@ -43,6 +43,7 @@ from .storage import (
     Run,
     WorkflowStep,
     insert_ignoring,
+    invitee_emails,
     make_engine,
     new_id,
     new_secret,
@@ -263,6 +264,12 @@ class Hub:
             # This event id was received before, or just now by a concurrent request (the
             # insert waited for it to commit): answer as then.
             return self._replay(conn, account_id, event.id, digest)
+        emails = invitee_emails(payload["booking"])
+        if emails:
+            conn.execute(
+                sql.ADD_EVENT_EMAILS,
+                [{"account_id": account_id, "email": e, "event_pk": event_pk} for e in emails],
+            )
         applied = bookings.apply_event(conn, account_id, event, event_pk)
         time_triggers = [n for n, t in self.registry.triggers.items() if t.kind == "time"]
         # The workflows are read after the event's insert, which holds the account's row FOR

@@ -12,11 +12,12 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Connection, Row, Select, and_, case, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import Label
 
 from .engine import Hub
 from .errors import FieldError, InputError, NotFound
 from .statuses import RUN_UNFINISHED, STEP_STOPPED, AttemptStatus, RunStatus, StepStatus
-from .storage import Attempt, Event, Run, RunStep, Workflow, new_id
+from .storage import Attempt, Event, Run, RunStep, Workflow, booking_field, is_id, new_id
 
 
 class AttemptOut(BaseModel):
@@ -117,10 +118,16 @@ class RunSummary(BaseModel):
     finished_at: datetime | None
 
 
-def _summaries(account_id: str) -> Select[Any]:
-    def booking(*path: str) -> Any:
-        return Event.payload[("booking", *path)].as_string()
+# A list row's booking, read from the event that carried it (the run log's and the Events
+# page's rows alike).
+BOOKING_COLUMNS: tuple[Label[str], Label[str], Label[str]] = (
+    booking_field("title").label("booking_title"),
+    booking_field("invitee", "name").label("invitee_name"),
+    booking_field("invitee", "email").label("invitee_email"),
+)
 
+
+def _summaries(account_id: str) -> Select[*tuple[Any, ...]]:
     return (
         select(
             Run.id,
@@ -131,9 +138,7 @@ def _summaries(account_id: str) -> Select[Any]:
             Run.status,
             Run.test,
             Run.booking_uid,
-            booking("title").label("booking_title"),
-            booking("invitee", "name").label("invitee_name"),
-            booking("invitee", "email").label("invitee_email"),
+            *BOOKING_COLUMNS,
             Event.event_id,
             # due_at is also the scheduler's re-send time of a queued or running run: not a time
             # to show
@@ -159,9 +164,18 @@ def list_runs(
     since: datetime | None = None,
     until: datetime | None = None,
     limit: int = 50,
+    cursor: str | None = None,
 ) -> list[RunSummary]:
-    """Newest first."""
+    """Newest first. ``cursor``: a run's id, to list the runs older than it (the last run of
+    the page before)."""
+    if cursor is not None and not is_id(cursor, "run"):
+        raise InputError(
+            "the page is not valid", [FieldError("cursor", "give the id of a run listed")]
+        )
     query = _summaries(account_id)
+    if cursor is not None:
+        # Run ids are time-ordered (storage.new_id): a stable order to page through.
+        query = query.where(Run.id < cursor)
     if workflow_id:
         query = query.where(Run.workflow_id == workflow_id)
     if status:
@@ -171,7 +185,7 @@ def list_runs(
     if until:
         query = query.where(Run.created_at < until)
     with hub.db.connect() as conn:
-        rows = conn.execute(query.order_by(Run.created_at.desc()).limit(min(limit, 500))).all()
+        rows = conn.execute(query.order_by(Run.id.desc()).limit(min(limit, 500))).all()
         return _with_setbacks(conn, rows)
 
 

@@ -25,7 +25,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
 from .statuses import STEP_OPEN, RunStatus, StepStatus
-from .storage import Account, Attempt, Event, Run, RunStep, UTCDateTime
+from .storage import Account, Attempt, Event, EventEmail, Run, RunStep, UTCDateTime
 
 _now = bindparam("b_now", type_=UTCDateTime())
 
@@ -246,6 +246,7 @@ SKIP_REST = (
 )
 
 ADD_EVENT = insert(Event)
+ADD_EVENT_EMAILS = insert(EventEmail)
 ADD_RUN = insert(Run)
 ADD_STEP = insert(RunStep)
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 import os
 import secrets
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     Boolean,
+    ColumnElement,
     DateTime,
     Dialect,
     ForeignKey,
@@ -47,6 +49,11 @@ def new_id(prefix: str) -> str:
         chars.append(_B32[value & 31])
         value >>= 5
     return f"{prefix}_{''.join(reversed(chars))}"
+
+
+def is_id(value: str, prefix: str) -> bool:
+    """Whether ``value`` has the shape of a ``new_id(prefix)``."""
+    return value.startswith(f"{prefix}_") and len(value) == len(prefix) + 27
 
 
 def new_secret(nbytes: int = 32) -> str:
@@ -146,7 +153,12 @@ class Integration(Base):
 
 class Event(Base):
     __tablename__ = "events"
-    __table_args__ = (UniqueConstraint("account_id", "event_id"),)
+    __table_args__ = (
+        UniqueConstraint("account_id", "event_id"),
+        # The Events page (newest first, by id) and a booking's timeline.
+        Index("ix_events_account", "account_id", "id"),
+        Index("ix_events_booking", "account_id", "booking_uid"),
+    )
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
     event_id: Mapped[str] = mapped_column(String(200))
@@ -159,6 +171,33 @@ class Event(Base):
     answer: Mapped[dict[str, Any]]  # what POST /v1/events answered; a replay answers the same
     # every workflow of the account, and whether and why it ran (the event inspector)
     decisions: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+
+
+class EventEmail(Base):
+    """An invitee's email an event carried, casefolded in Python (SQL's lower() is ASCII-only
+    on SQLite): how the Events page finds an event by email, through an index."""
+
+    __tablename__ = "event_emails"
+    account_id: Mapped[str] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    email: Mapped[str] = mapped_column(String(320), primary_key=True)
+    event_pk: Mapped[str] = mapped_column(
+        ForeignKey("events.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+def invitee_emails(booking: Mapping[str, Any]) -> list[str]:
+    """The emails of a booking's invitee and invitees (a booking as an event's payload holds
+    it), casefolded, each once."""
+    people = [booking.get("invitee") or {}, *(booking.get("invitees") or [])]
+    return sorted({p["email"].strip().casefold() for p in people if p.get("email")})
+
+
+def booking_field(*path: str) -> ColumnElement[str]:
+    """A string inside the booking an event carried, as a column to select."""
+    field: ColumnElement[str] = Event.payload[("booking", *path)].as_string()
+    return field
 
 
 class BookingState(Base):
@@ -206,7 +245,9 @@ class Run(Base):
             postgresql_where=text("due_at IS NOT NULL"),
             sqlite_where=text("due_at IS NOT NULL"),
         ),
-        Index("ix_runs_workflow", "workflow_id", "created_at"),
+        # The run log, newest first by id, of the account or of one workflow.
+        Index("ix_runs_account", "account_id", "id"),
+        Index("ix_runs_workflow", "workflow_id", "id"),
         Index("ix_runs_booking", "account_id", "booking_uid"),
         Index(
             "ux_runs_pending_reminder",

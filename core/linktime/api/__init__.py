@@ -359,6 +359,10 @@ def create_app(
         since: MomentQuery = None,
         until: MomentQuery = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
+        cursor: Annotated[
+            str | None,
+            QueryParameter(description="The last run of a page: the next page, older, follows it"),
+        ] = None,
     ) -> list[RunSummary]:
         return await offload(
             runs.list_runs,
@@ -369,6 +373,7 @@ def create_app(
             since=_moment("since", since),
             until=_moment("until", until),
             limit=limit,
+            cursor=cursor,
         )
 
     @post(

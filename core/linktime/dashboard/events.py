@@ -4,6 +4,7 @@ with the fix."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +47,12 @@ def type_in_words(hub: Hub, name: str) -> str:
     return trigger_words(hub, name, None)
 
 
+def _found_first(people: list[activity.Invitee], q: str) -> list[activity.Invitee]:
+    """A row's invitees, the one whose email was searched for first."""
+    wanted = q.strip().casefold()
+    return sorted(people, key=lambda p: (p.email or "").casefold() != wanted)
+
+
 @get("/events")
 async def events_page(
     request: AnyRequest,
@@ -63,7 +70,14 @@ async def events_page(
         if "cursor" in errors:
             errors["cursor"] = "That page link is not valid: start again from the newest events."
         found = activity.EventPage(items=[], next_cursor=None)
-    rows = [{"type_title": type_in_words(hub, e.type), **e.model_dump()} for e in found.items]
+    rows = [
+        {
+            "type_title": type_in_words(hub, e.type),
+            "people": _found_first(e.invitees, q or ""),
+            **e.model_dump(),
+        }
+        for e in found.items
+    ]
     return page(
         request,
         "events.html",
@@ -131,6 +145,21 @@ def _why_off(hub: Hub, wf: WorkflowOut | None, plan: PlanUsage) -> Why:
     return Why(said, Fix("Turn it on", enable=True))
 
 
+def _one_of(names: list[str]) -> Markup:
+    """``Intro call``, ``Intro call or Demo``, ``Intro call, Demo or Sales call``."""
+    said = [_em(n) for n in names]
+    if len(said) == 1:
+        return said[0]
+    return Markup(", ").join(said[:-1]) + Markup(" or ") + said[-1]
+
+
+def another_kind(reason: str) -> bool:
+    """Whether the workflow waits for another trigger than the event's: nothing held it back."""
+    return reason.startswith("its trigger is ") or reason.endswith(
+        "is planned from booking.created and booking.rescheduled"
+    )
+
+
 def explain(
     hub: Hub,
     reason: str,
@@ -139,6 +168,9 @@ def explain(
     event: runs.EventInspection,
     booking: Booking,
     plan: PlanUsage,
+    *,
+    titles: Mapping[str, str],  # event types' titles by slug and id (activity.event_type_titles)
+    anything_ran: bool,  # whether any workflow ran for the event
 ) -> Why:
     """The reason matching.verdict recorded, as a sentence with the fix."""
 
@@ -153,8 +185,11 @@ def explain(
         )
         et = booking.event_type
         this = (et.title if et else None) or this
+        named = [titles.get(t, t) for t in wanted.split(", ")]
         return Why(
-            _sentence("This workflow only runs for {}; this booking is {}.", wanted, this),
+            Markup("This workflow only runs for {}; this booking is {}.").format(
+                _one_of(named), _em(this)
+            ),
             change("Edit its event types", "event-types"),
         )
     if reason.startswith("its trigger is "):
@@ -165,7 +200,8 @@ def explain(
                 type_in_words(hub, waits),
                 type_in_words(hub, event.type),
             ),
-            change("Change its trigger", "trigger"),
+            # Only when nothing ran might the trigger be the mistake.
+            None if anything_ran else change("Change its trigger", "trigger"),
         )
     if reason.startswith("its trigger ") and reason.endswith(" is not installed"):
         return Why(
@@ -233,6 +269,7 @@ class Inspected:
     booking: Booking
     current: dict[str, WorkflowOut]  # the account's workflows as they are now
     blocked: list[activity.BlockedStep]
+    titles: dict[str, str]  # event types' titles by slug and id
 
 
 def _inspect(hub: Hub, account_id: str, event_id: str) -> Inspected:
@@ -242,6 +279,7 @@ def _inspect(hub: Hub, account_id: str, event_id: str) -> Inspected:
         activity.event_booking(hub, account_id, event_id),
         {w.id: w for w in workflows.list_all(hub, account_id)},
         activity.blocked_steps(hub, account_id, [r.id for r in found.runs]),
+        activity.event_type_titles(hub, account_id),
     )
 
 
@@ -253,7 +291,10 @@ async def event_page(
     plan = await usage(hub, me)
     found, current = read.found, read.current
     by_id = {r.id: r for r in found.runs}
-    ran, not_run = [], []
+    ran: list[dict[str, Any]] = []
+    not_run: list[dict[str, Any]] = []
+    other_kind: list[dict[str, Any]] = []
+    anything_ran = any(d.reason is None for d in found.decisions)
     for d in found.decisions:
         wf = current.get(d.workflow_id)
         item: dict[str, Any] = {"workflow_id": d.workflow_id, "name": d.name, "exists": wf}
@@ -269,9 +310,19 @@ async def event_page(
             ]
             ran.append(item)
         else:
-            item["why"] = explain(hub, d.reason, d.workflow_id, wf, found, read.booking, plan)
+            item["why"] = explain(
+                hub,
+                d.reason,
+                d.workflow_id,
+                wf,
+                found,
+                read.booking,
+                plan,
+                titles=read.titles,
+                anything_ran=anything_ran,
+            )
             item["reason"] = d.reason
-            not_run.append(item)
+            (other_kind if another_kind(d.reason) else not_run).append(item)
     return page(
         request,
         "event.html",
@@ -281,6 +332,7 @@ async def event_page(
         booking=read.booking,
         ran=ran,
         not_run=not_run,
+        other_kind=other_kind,
     )
 
 

@@ -87,15 +87,37 @@ def step_view(hub: Hub, step: StepOut) -> StepView:
     )
 
 
-def _log(
-    request: AnyRequest, hub: Hub, me: Me, items: list[RunSummary], **context: Any
+PAGE_SIZE = 50
+
+
+async def _log(
+    request: AnyRequest,
+    hub: Hub,
+    me: Me,
+    cursor: str | None,
+    filters: dict[str, str],
+    **context: Any,
 ) -> Template:
+    """A page of the run log, newest first, and the link to the older runs."""
+    try:
+        found = await offload(
+            runs.list_runs, hub, me.account_id, **filters, limit=PAGE_SIZE + 1, cursor=cursor
+        )
+        page_error = None
+    except InputError:
+        found, page_error = [], "That page link is not valid: start again from the newest runs."
+    more = len(found) > PAGE_SIZE
+    items = found[:PAGE_SIZE]
     return page(
         request,
         "runs.html",
         me=me,
+        status=422 if page_error else 200,
         runs=[run_view(hub, r) for r in items],
         statuses=RUN_STATUS_CHOICE,
+        older=items[-1].id if more else None,
+        paged=cursor is not None,
+        page_error=page_error,
         **context,
     )
 
@@ -106,10 +128,11 @@ async def workflow_runs(
     hub: NamedDependency[Hub],
     me: NamedDependency[Me],
     workflow_id: FromPath[str],
+    cursor: FromQuery[str | None] = None,
 ) -> Template:
     wf = await offload(workflows.get, hub, me.account_id, workflow_id)
-    items = await offload(runs.list_runs, hub, me.account_id, workflow_id=workflow_id)
-    return _log(request, hub, me, items, workflow=wf, chosen_status=None)
+    filters = {"workflow_id": workflow_id}
+    return await _log(request, hub, me, cursor, filters, workflow=wf, chosen_status=None)
 
 
 @get("/runs")
@@ -118,10 +141,11 @@ async def all_runs(
     hub: NamedDependency[Hub],
     me: NamedDependency[Me],
     status: FromQuery[str | None] = None,
+    cursor: FromQuery[str | None] = None,
 ) -> Template:
     chosen = status if status in frozenset(RunStatus) else None
-    items = await offload(runs.list_runs, hub, me.account_id, status=chosen)
-    return _log(request, hub, me, items, workflow=None, chosen_status=chosen)
+    filters = {"status": chosen} if chosen else {}
+    return await _log(request, hub, me, cursor, filters, workflow=None, chosen_status=chosen)
 
 
 @get("/runs/{run_id:str}")
