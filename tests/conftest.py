@@ -19,6 +19,7 @@ import redis
 from linktime import plugins, workflows
 from linktime.accounts import NewAccount, create_account
 from linktime.actions import ActionType
+from linktime.api import create_app
 from linktime.engine import Hub
 from linktime.runs import get_run
 from linktime.scheduler import Scheduler
@@ -26,6 +27,7 @@ from linktime.settings import Settings
 from linktime.storage import Run
 from linktime.testing import scratch_database
 from linktime.worker import QUEUE, bind, make_broker, start_in_process
+from litestar.testing import TestClient
 from pydantic import BaseModel
 
 # The browser stories' fixtures, for every test module (imported there, ruff sees them redefined).
@@ -219,3 +221,10 @@ def system(make_system: Callable[..., System], allow_loopback: None) -> System:
     s = make_system()
     s.start()
     return s
+
+
+@pytest.fixture
+def running_api(system: System) -> Iterator[tuple[System, TestClient[Any]]]:
+    """A running system (worker and scheduler) and a client of its API."""
+    with TestClient(create_app(system.hub)) as client:
+        yield system, client

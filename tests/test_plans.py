@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from linktime.api import create_app
 from linktime.models import sample_event
 from linktime.storage import Account, Workflow
 from linktime.testing import HttpReceiver
@@ -25,16 +24,6 @@ def hook(url: str) -> dict[str, Any]:
     return {"action": "webhook.call", "settings": {"url": url}}
 
 
-@pytest.fixture
-def api(
-    make_system: Callable[..., System], allow_loopback: None
-) -> Iterator[tuple[System, TestClient[Any]]]:
-    system = make_system()
-    system.start()
-    with TestClient(create_app(system.hub)) as client:
-        yield system, client
-
-
 def auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
@@ -43,8 +32,10 @@ def body(name: str, steps: list[dict[str, Any]], **kw: Any) -> dict[str, Any]:
     return {"name": name, "trigger": "booking.created", "steps": steps, **kw}
 
 
-def test_free_plan_allows_three_active_workflows(api: tuple[System, TestClient[Any]]) -> None:
-    system, client = api
+def test_free_plan_allows_three_active_workflows(
+    running_api: tuple[System, TestClient[Any]],
+) -> None:
+    system, client = running_api
     key = system.account("free").api_key
     for i in range(3):
         r = client.post(
@@ -67,8 +58,10 @@ def test_free_plan_allows_three_active_workflows(api: tuple[System, TestClient[A
     assert (usage["plan"], usage["active"], usage["limit"]) == ("free", 3, 3)
 
 
-def test_sms_needs_pro_and_voice_needs_business(api: tuple[System, TestClient[Any]]) -> None:
-    system, client = api
+def test_sms_needs_pro_and_voice_needs_business(
+    running_api: tuple[System, TestClient[Any]],
+) -> None:
+    system, client = running_api
     free, pro = system.account("free").api_key, system.account("pro").api_key
     r = client.post("/v1/workflows", json=body("sms", [SMS]), headers=auth(free))
     assert r.status_code == 403
@@ -86,8 +79,8 @@ def test_sms_needs_pro_and_voice_needs_business(api: tuple[System, TestClient[An
     assert r.status_code == 403 and "capability voice" in r.json()["fields"][0]["message"]
 
 
-def test_six_actions_are_refused_on_every_plan(api: tuple[System, TestClient[Any]]) -> None:
-    system, client = api
+def test_six_actions_are_refused_on_every_plan(running_api: tuple[System, TestClient[Any]]) -> None:
+    system, client = running_api
     key = system.account("business").api_key
     r = client.post(
         "/v1/workflows", json=body("six", [hook("https://x.io")] * 6), headers=auth(key)
@@ -97,9 +90,9 @@ def test_six_actions_are_refused_on_every_plan(api: tuple[System, TestClient[Any
 
 @pytest.mark.parametrize("go_on", [False, True])
 def test_downgraded_account_step_is_blocked_by_plan_at_run_time(
-    api: tuple[System, TestClient[Any]], http_receiver: HttpReceiver, go_on: bool
+    running_api: tuple[System, TestClient[Any]], http_receiver: HttpReceiver, go_on: bool
 ) -> None:
-    system, _ = api
+    system, _ = running_api
     acc = system.account("pro")
     system.workflow(acc, [SMS, hook(http_receiver.url + "/after")], continue_when_blocked=go_on)
     with system.hub.db.begin() as conn:
@@ -180,8 +173,10 @@ print(json.dumps(out))
     assert "meeting-reminder" in out["free_templates"]  # SMS moved to free
 
 
-def test_each_template_creates_an_editable_workflow(api: tuple[System, TestClient[Any]]) -> None:
-    system, client = api
+def test_each_template_creates_an_editable_workflow(
+    running_api: tuple[System, TestClient[Any]],
+) -> None:
+    system, client = running_api
     key = system.account("business").api_key
     templates = client.get("/v1/templates", headers=auth(key)).json()
     names = {t["name"] for t in templates}
@@ -210,9 +205,9 @@ def test_each_template_creates_an_editable_workflow(api: tuple[System, TestClien
 
 
 def test_dry_run_sends_nothing_and_shows_the_rendered_output(
-    api: tuple[System, TestClient[Any]], http_receiver: HttpReceiver
+    running_api: tuple[System, TestClient[Any]], http_receiver: HttpReceiver
 ) -> None:
-    system, client = api
+    system, client = running_api
     key = system.account("business").api_key
     email = {
         "action": "email.send",
@@ -238,9 +233,9 @@ def test_dry_run_sends_nothing_and_shows_the_rendered_output(
 
 
 def test_live_test_reaches_the_test_recipient_marked_as_a_test(
-    api: tuple[System, TestClient[Any]], http_receiver: HttpReceiver
+    running_api: tuple[System, TestClient[Any]], http_receiver: HttpReceiver
 ) -> None:
-    system, client = api
+    system, client = running_api
     acc = system.account("free")
     wf = client.post(
         "/v1/workflows", json=body("t", [hook(http_receiver.url)]), headers=auth(acc.api_key)
@@ -260,9 +255,9 @@ def test_live_test_reaches_the_test_recipient_marked_as_a_test(
 
 
 def test_event_types_and_the_inspector_say_why_a_workflow_did_not_fire(
-    api: tuple[System, TestClient[Any]], http_receiver: HttpReceiver
+    running_api: tuple[System, TestClient[Any]], http_receiver: HttpReceiver
 ) -> None:
-    system, client = api
+    system, client = running_api
     acc = system.account("free")
     h = auth(acc.api_key)
     only_a = client.post(
@@ -308,11 +303,11 @@ def test_event_types_and_the_inspector_say_why_a_workflow_did_not_fire(
 
 
 def test_replaying_a_failed_run_resumes_from_the_failed_step(
-    api: tuple[System, TestClient[Any]], http_receiver: HttpReceiver
+    running_api: tuple[System, TestClient[Any]], http_receiver: HttpReceiver
 ) -> None:
     from linktime.testing import Reply
 
-    system, client = api
+    system, client = running_api
     acc = system.account("free")
     http_receiver.script("/second", Reply(404))
     system.workflow(acc, [hook(http_receiver.url + "/first"), hook(http_receiver.url + "/second")])

@@ -4,7 +4,6 @@ ready really sent by the live test run."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -39,16 +38,6 @@ TWILIO = {
 
 
 @pytest.fixture
-def api(
-    make_system: Callable[..., System], allow_loopback: None
-) -> Iterator[tuple[System, TestClient[Any]]]:
-    system = make_system()
-    system.start()
-    with TestClient(create_app(system.hub)) as client:
-        yield system, client
-
-
-@pytest.fixture
 def from_address(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LINKTIME_EMAIL_FROM_ADDRESS", "bookings@example.com")
 
@@ -79,9 +68,9 @@ def dry_run(
 
 
 def test_slack_to_a_channel_without_the_slack_connection_is_not_ready(
-    api: tuple[System, TestClient[Any]],
+    running_api: tuple[System, TestClient[Any]],
 ) -> None:
-    system, client = api
+    system, client = running_api
     account = system.account("free")
 
     [step] = dry_run(client, account.api_key, [SLACK])
@@ -101,9 +90,9 @@ def test_slack_to_a_channel_without_the_slack_connection_is_not_ready(
 
 
 def test_email_without_the_servers_from_address_is_not_ready_and_names_no_variable(
-    api: tuple[System, TestClient[Any]], monkeypatch: pytest.MonkeyPatch
+    running_api: tuple[System, TestClient[Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    system, client = api
+    system, client = running_api
     monkeypatch.delenv("LINKTIME_EMAIL_FROM_ADDRESS", raising=False)
     key = system.account("free").api_key
 
@@ -124,9 +113,9 @@ def test_email_without_the_servers_from_address_is_not_ready_and_names_no_variab
 
 
 def test_sms_to_an_invitee_without_a_phone_is_not_ready(
-    api: tuple[System, TestClient[Any]],
+    running_api: tuple[System, TestClient[Any]],
 ) -> None:
-    system, client = api
+    system, client = running_api
     account = system.account("pro")
     integrations.connect(system.hub, account.id, "twilio", TWILIO)
     no_phone = event_with(invitee={"phone": None}).model_dump(mode="json")
@@ -147,9 +136,9 @@ def test_sms_to_an_invitee_without_a_phone_is_not_ready(
 
 
 def test_a_step_the_plan_does_not_include_is_not_ready_and_says_which_plans_do(
-    api: tuple[System, TestClient[Any]],
+    running_api: tuple[System, TestClient[Any]],
 ) -> None:
-    system, client = api
+    system, client = running_api
     account = system.account("pro")
     integrations.connect(system.hub, account.id, "twilio", TWILIO)
     wf_id = system.workflow(account, [SMS], enabled=False)
@@ -170,9 +159,9 @@ def test_a_step_the_plan_does_not_include_is_not_ready_and_says_which_plans_do(
 
 
 def test_a_step_said_ready_is_really_sent_by_the_live_test_run(
-    api: tuple[System, TestClient[Any]], monkeypatch: pytest.MonkeyPatch
+    running_api: tuple[System, TestClient[Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    system, client = api
+    system, client = running_api
     smtp = SmtpPeer()
     try:
         monkeypatch.setenv("LINKTIME_EMAIL_SMTP_HOST", "127.0.0.1")
@@ -280,9 +269,9 @@ def test_an_sms_preview_counts_characters_and_messages(
 
 
 def test_send_a_test_to_me_refuses_what_is_wrong_and_stores_nothing_then_remembers(
-    api: tuple[System, TestClient[Any]],
+    running_api: tuple[System, TestClient[Any]],
 ) -> None:
-    system, client = api
+    system, client = running_api
     mine, other = system.account("free"), system.account("free")
     wf_id = system.workflow(mine, [EMAIL], enabled=False)
     theirs = system.workflow(other, [EMAIL], enabled=False)
