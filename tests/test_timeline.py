@@ -16,6 +16,7 @@ from linktime.models import sample_event
 from litestar.testing import TestClient
 
 from .conftest import Clock, NoSettings, System, registry_with
+from .test_dashboard import Dash
 
 OK = {"action": "test.ok", "settings": {}}
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
@@ -222,7 +223,8 @@ def test_an_event_dated_ahead_is_placed_when_received_and_a_retry_when_it_is_due
     api: tuple[System, TestClient[Any], Clock],
 ) -> None:
     system, client, clock = api
-    h = auth(system)
+    account = system.account()
+    h = {"Authorization": f"Bearer {account.api_key}"}
     body = {
         "name": "Tell the CRM",
         "trigger": "booking.cancelled",
@@ -250,3 +252,14 @@ def test_an_event_dated_ahead_is_placed_when_received_and_a_retry_when_it_is_due
     (step,) = retry["run"]["steps"]
     assert (retry["run"]["id"], retry["step"]) == (run["id"], 0)
     assert retry["at"] == step["next_attempt_at"] == "2026-11-24T10:02:00.200000Z"
+
+    # On the dashboard: the cancellation before "now", saying when its sender dated it; the
+    # retry after it.
+    dash = Dash(client)
+    dash.sign_in(account.api_key)
+    page = dash.get("/bookings/bk_sample").text
+    past, future = page.split('id="now"')
+    assert "Received before the time its sender gave it" in past
+    assert '<time datetime="2031-01-01T00:00:00Z"' in past
+    assert "Step 1, Busy, is tried again" in future
+    assert '<time datetime="2026-11-24T10:02:00Z"' in future

@@ -43,7 +43,8 @@ def _entry(hub: Hub, e: activity.Entry, zones: list[tuple[str, str]]) -> dict[st
         "event": e.event,
         "run": run,
         "title": type_in_words(hub, e.event.type) if e.event else run.workflow_name if run else "",
-        # A retry's step, by its title: "Send email".
+        # A retry's step: its position, and its title ("Send email").
+        "step": e.step,
         "retried": next((s.title for s in steps if s.step.position == e.step), None),
         # Words as the run log has them; "Retrying at" is followed by the step's next attempt.
         "status": RUN_STATUS[run.status] if run else None,
