@@ -400,3 +400,12 @@ def test_cli_dry_runs_a_workflow(tmp_path: Path) -> None:
         [LINKTIME, "workflows", "test", "wf_nope"], env=env, capture_output=True, text=True
     )
     assert missing.returncode != 0 and "no workflow 'wf_nope'" in missing.stderr
+    wrong = subprocess.run(
+        [LINKTIME, "workflows", "test", wf_id, "--live", "--email", "nope"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert wrong.returncode == 1
+    assert "--email: Enter an email address like you@example.com." in wrong.stderr
+    assert "Traceback" not in wrong.stderr

@@ -210,10 +210,11 @@ def workflows_group() -> None:
 @click.option("--phone", help="Live: the test recipient's phone number.")
 def test_workflow(workflow_id: str, live: bool, email: str | None, phone: str | None) -> None:
     """Dry-run a workflow against a sample booking (prints what would be sent), or --live."""
+    from pydantic import ValidationError
     from sqlalchemy import select
 
     from . import testruns
-    from .errors import NotFound
+    from .errors import NotFound, pydantic_fields
     from .storage import Workflow
 
     hub = _hub()
@@ -231,6 +232,9 @@ def test_workflow(workflow_id: str, live: bool, email: str | None, phone: str | 
             out = testruns.dry_run(hub, account_id, workflow_id)
     except NotFound as exc:
         raise click.ClickException(str(exc)) from None
+    except ValidationError as exc:
+        said = "; ".join(f"--{e.field}: {e.message}" for e in pydantic_fields(exc))
+        raise click.ClickException(said) from None
     click.echo(out.model_dump_json(indent=2, exclude={"event"}))
 
 
