@@ -247,19 +247,23 @@ def test_send_a_test_to_me_from_the_editor_sends_the_draft_and_keeps_it(
             ).json()
             assert saved["steps"][0]["settings"]["subject"] == "Saved subject"
 
-            # The run: the email went, Slack is not connected, with the link to connect it.
-            panel.get_by_role("link", name="See what it sent").click()
-            expect(page).to_have_url(re.compile(r"/runs/run_"))
-            wait_finished(dash, page.url.rsplit("/", 1)[1])
-            page.reload()
-            expect(page.locator("main")).to_contain_text("Slack is not connected")
-            check(page, "editor send run")
-            page.goto(f"{dash.base}/runs")
-            setback = page.locator(".setback").first
+            # The run opens in a new tab (the draft stays in this one): the email went, Slack
+            # is not connected, with the link to connect it.
+            with page.context.expect_page() as opened:
+                panel.get_by_role("link", name="See what it sent (opens in a new tab)").click()
+            run_page = opened.value
+            expect(run_page).to_have_url(re.compile(r"/runs/run_"))
+            wait_finished(dash, run_page.url.rsplit("/", 1)[1])
+            run_page.reload()
+            expect(run_page.locator("main")).to_contain_text("Slack is not connected")
+            check(run_page, "editor send run")
+            expect(page.get_by_label("Subject").first).to_have_value("Draft subject")
+            run_page.goto(f"{dash.base}/runs")
+            setback = run_page.locator(".setback").first
             expect(setback).to_contain_text("Slack")
             expect(setback.get_by_role("link")).to_have_attribute(
                 "href", "/settings/integrations#slack"
             )
-            check(page, "runs not connected")
+            check(run_page, "runs not connected")
     finally:
         smtp.close()
