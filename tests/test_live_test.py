@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from .conftest import System
 from .test_channels_e2e import Peers, connect_all, peers  # noqa: F401 (the peers fixture)
+from .test_dashboard import Form, field_error, open_dash  # noqa: F401 (a fixture, by name)
 
 TESTER_EMAIL, TESTER_PHONE = "qa@example.com", "+14155550123"
 OTHER_PHONE = "+14155550142"
@@ -167,3 +168,42 @@ def test_the_apis_live_test_takes_a_phone_as_people_write_it(
 
     assert r.status_code == 200, r.text
     assert r.json()["event"]["booking"]["invitee"]["phone"] == TESTER_PHONE
+
+
+def test_the_editors_send_without_javascript_keeps_the_draft_and_saves_nothing(
+    system: System,
+    peers: Peers,  # noqa: F811
+    open_dash: Any,  # noqa: F811
+) -> None:
+    account = system.account("business")
+    wf_id = system.workflow(account, FIXED_RECIPIENTS[:1], name="Stored", enabled=False)
+    dash = open_dash(system)
+    dash.sign_in(account.api_key)
+    location = f"/workflows/{wf_id}"
+    form = Form(dash.get(location).text).values()
+    form.update({"name": "Edited", "steps.0.settings.subject": "Draft", "op": "send"})
+
+    refused = dash.post(location, {**form, "test_email": "nope", "test_phone": ""})
+
+    assert refused.status_code == 422
+    assert "The test was not sent" in refused.text
+    assert field_error(refused.text, "test-email") == "Enter an email address like you@example.com."
+    kept = Form(refused.text).values()
+    assert (kept["name"], kept["steps.0.settings.subject"]) == ("Edited", "Draft")
+    assert runs_started(system) == 0
+
+    sent = dash.post(location, {**form, "test_email": TESTER_EMAIL, "test_phone": ""})
+
+    assert sent.status_code == 200
+    assert "The test run has started." in sent.text
+    assert Form(sent.text).values()["steps.0.settings.subject"] == "Draft"
+    assert workflows.get(system.hub, account.id, wf_id).name == "Stored"  # nothing saved
+    assert runs_started(system) == 1
+
+    # A workflow never saved has no row for a run: it says to save first, and starts nothing.
+    new = Form(dash.get("/workflows/new?action=email.send").text).values()
+    new.update({"name": "New", "steps.0.settings.subject": "S", "steps.0.settings.text": "T"})
+    new.update({"steps.0.settings.to_invitee": "on", "op": "send", "test_email": TESTER_EMAIL})
+    unsaved = dash.post("/workflows/new", new)
+    assert "Save the workflow first to send yourself a test." in unsaved.text
+    assert runs_started(system) == 1
