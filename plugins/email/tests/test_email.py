@@ -672,3 +672,13 @@ def test_a_workflow_run_sends_with_the_account_integration(
     assert (msg["From"], msg["Reply-To"]) == (f"Acme <{FROM}>", "help@acme.example")
     assert msg["Message-ID"] == run_step.external_id
     assert msg["Message-ID"] == f"<msg_{run_step.id.removeprefix('stp_')}@linktime.example>"
+
+
+def test_a_live_test_sends_to_the_invitee_instead_of_the_fixed_addresses() -> None:
+    fixed = linktime_email.EmailStepSettings(
+        to_hosts=True, addresses=["boss@example.com"], subject="s", text="t"
+    )
+    tested = linktime_email.to_the_booking(fixed)
+    assert (tested.addresses, tested.to_invitee, tested.to_hosts) == ([], True, True)
+    invitee = linktime_email.EmailStepSettings(to_invitee=True, subject="s", text="t")
+    assert linktime_email.to_the_booking(invitee) is invitee

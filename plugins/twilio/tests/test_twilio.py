@@ -25,6 +25,7 @@ from linktime_twilio import (
     call_twilio,
     e164,
     parse_retry_after,
+    to_the_invitee,
 )
 from linktime_twilio_testing import FROM, FakeTwilio, twilio_error
 from pydantic import ValidationError
@@ -307,6 +308,13 @@ def test_a_listed_number_is_checked_against_the_channels_countries() -> None:
         GbOnly(to="number")
     with pytest.raises(NotImplementedError, match="RecipientSettings must say which countries"):
         RecipientSettings(to="number", number="+44 20 7946 0000")
+
+
+def test_a_live_test_texts_or_calls_the_invitee_instead_of_a_listed_number() -> None:
+    tested = to_the_invitee(GbOnly(to="number", number="+44 20 7946 0000"))
+    assert (tested.to, tested.number) == ("invitee", None)
+    host = GbOnly(to="host")
+    assert to_the_invitee(host) is host  # the booking's host is the tester already
 
 
 # --- operator settings ---------------------------------------------------------------------------

@@ -704,3 +704,22 @@ def test_cookies_are_neither_kept_nor_sent(run_action: RunAction, receiver: Rece
     run_action("webhook.call", settings(receiver.url()))
     run_action("webhook.call", settings(receiver.url()))
     assert [r.headers.get("cookie") for r in receiver.requests] == [None, None]
+
+
+@pytest.mark.parametrize(
+    ("host", "addresses"),
+    [
+        ("localhost", ["127.0.0.1", "::1"]),
+        ("hooks.LOCALHOST.", ["127.0.0.1", "::1"]),
+        ("2130706433", ["127.0.0.1"]),
+        ("0x7f.1", ["127.0.0.1"]),
+        ("10.1", ["10.0.0.1"]),
+        ("::1", ["::1"]),
+        ("hooks.example.com", []),  # a name: resolved when sending
+    ],
+)
+def test_readiness_knows_the_addresses_a_host_is_without_a_resolver(
+    host: str, addresses: list[str]
+) -> None:
+    found = linktime_webhook._addresses_without_resolver(host)
+    assert found == [ipaddress.ip_address(a) for a in addresses]
