@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from linktime import activity
+from linktime.accounts import create_account
 from linktime.actions import ActionContext, ActionType, Result
 from linktime.bookings import Applied
 from linktime.dashboard.events import Why, blocked_sentence, explain
@@ -173,3 +175,14 @@ def test_a_step_the_plan_blocked_names_the_plan_that_includes_it(hub: Hub) -> No
         "Its step <em>Send SMS</em> was blocked: your <em>free</em> plan does not include it. "
         "The pro plan includes it."
     )
+
+
+def test_event_types_are_named_by_the_titles_the_latest_events_gave_them(hub: Hub) -> None:
+    hub.migrate()
+    account = create_account(hub, "a", "free").id
+    for n, title in enumerate(("Demo", "Product demo")):
+        booking = sample_event().booking.model_dump(mode="json")
+        booking["event_type"] = {"id": 7, "slug": "demo", "title": title}  # an id as a number
+        hub.emit(sample_event(id=f"evt_{n}", booking=booking), account_id=account)
+    assert activity.event_type_titles(hub, account) == {"demo": "Product demo", "7": "Product demo"}
+    assert activity.event_type_titles(hub, create_account(hub, "b", "free").id) == {}

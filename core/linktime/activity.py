@@ -87,13 +87,11 @@ def _checked(q: str | None, limit: int, cursor: str | None) -> str | None:
     return q
 
 
-def _invitees(name: str | None, email: str | None, others: list[Any] | None) -> list[Invitee]:
+def _invitees(
+    name: str | None, email: str | None, others: list[dict[str, Any]] | None
+) -> list[Invitee]:
     first = [Invitee(name=name, email=email)] if name or email else []
-    rest = [
-        Invitee(name=p.get("name"), email=p.get("email"))
-        for p in others or []
-        if isinstance(p, dict)
-    ]
+    rest = [Invitee(name=p.get("name"), email=p.get("email")) for p in others or []]
     # A platform may list the invitee among the invitees too: shown once.
     return first + [p for p in rest if p not in first]
 
@@ -169,11 +167,12 @@ RECENT_TITLES = 500  # events read for the titles of event types
 
 def event_type_titles(hub: Hub, account_id: str) -> dict[str, str]:
     """The titles of the account's event types by slug and by id, as its most recent events
-    carried them (a workflow names event types by slug or id only)."""
+    carried them (a workflow names event types by slug or id only). Test runs' sample
+    bookings are not the account's."""
     with hub.db.connect() as conn:
         rows = conn.execute(
             select(*(booking_field("event_type", k).label(k) for k in ("slug", "id", "title")))
-            .where(Event.account_id == account_id)
+            .where(Event.account_id == account_id, Event.payload_hash != _TEST_DIGEST)
             .order_by(Event.id.desc())
             .limit(RECENT_TITLES)
         ).all()
