@@ -183,20 +183,26 @@ def test_the_editors_send_without_javascript_keeps_the_draft_and_saves_nothing(
     form = Form(dash.get(location).text).values()
     form.update({"name": "Edited", "steps.0.settings.subject": "Draft", "op": "send"})
 
-    refused = dash.post(location, {**form, "test_email": "nope", "test_phone": ""})
+    def answer(posted: dict[str, str]) -> str:
+        """The page the browser shows after the post (following a redirect, if any)."""
+        response = dash.post(location, posted)
+        if response.status_code == 303:
+            response = dash.get(response.headers["location"])
+        text: str = response.text
+        return text
 
-    assert refused.status_code == 422
-    assert "The test was not sent" in refused.text
-    assert field_error(refused.text, "test-email") == "Enter an email address like you@example.com."
-    kept = Form(refused.text).values()
+    refused = answer({**form, "test_email": "nope", "test_phone": ""})
+
+    assert "The test was not sent" in refused
+    assert field_error(refused, "test-email") == "Enter an email address like you@example.com."
+    kept = Form(refused).values()
     assert (kept["name"], kept["steps.0.settings.subject"]) == ("Edited", "Draft")
     assert runs_started(system) == 0
 
-    sent = dash.post(location, {**form, "test_email": TESTER_EMAIL, "test_phone": ""})
+    sent = answer({**form, "test_email": TESTER_EMAIL, "test_phone": ""})
 
-    assert sent.status_code == 200
-    assert "The test run has started." in sent.text
-    assert Form(sent.text).values()["steps.0.settings.subject"] == "Draft"
+    assert "The test run has started." in sent
+    assert Form(sent).values()["steps.0.settings.subject"] == "Draft"
     assert workflows.get(system.hub, account.id, wf_id).name == "Stored"  # nothing saved
     assert runs_started(system) == 1
 
@@ -204,6 +210,6 @@ def test_the_editors_send_without_javascript_keeps_the_draft_and_saves_nothing(
     new = Form(dash.get("/workflows/new?action=email.send").text).values()
     new.update({"name": "New", "steps.0.settings.subject": "S", "steps.0.settings.text": "T"})
     new.update({"steps.0.settings.to_invitee": "on", "op": "send", "test_email": TESTER_EMAIL})
-    unsaved = dash.post("/workflows/new", new)
-    assert "Save the workflow first to send yourself a test." in unsaved.text
+    location = "/workflows/new"
+    assert "Save the workflow first to send yourself a test." in answer(new)
     assert runs_started(system) == 1
