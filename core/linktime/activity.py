@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
-from sqlalchemy import or_, select
+from sqlalchemy import select, union
 from sqlalchemy.orm import Session
 
 from .engine import Hub
@@ -110,12 +110,16 @@ def list_events(
         .limit(limit + 1)
     )
     if q is not None:
-        by_email = select(EventEmail.event_pk).where(
-            EventEmail.account_id == account_id, EventEmail.email == q.casefold()
+        # Each way of finding an event through its own index, so a search reads what it
+        # finds, not every event of the account.
+        found = union(
+            select(Event.id).where(Event.account_id == account_id, Event.event_id == q),
+            select(Event.id).where(Event.account_id == account_id, Event.booking_uid == q),
+            select(EventEmail.event_pk).where(
+                EventEmail.account_id == account_id, EventEmail.email == q.casefold()
+            ),
         )
-        query = query.where(
-            or_(Event.event_id == q, Event.booking_uid == q, Event.id.in_(by_email))
-        )
+        query = query.where(Event.id.in_(found))
     if cursor is not None:
         query = query.where(Event.id < cursor)
     with hub.db.connect() as conn:
