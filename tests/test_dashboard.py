@@ -134,6 +134,13 @@ class Dash:
             self.token = found.group(1)
         return response
 
+    def edit(self, path: str, data: dict[str, Any]) -> Any:
+        """Post the editor's form and follow its answer (always 303: POST-redirect-GET) to the
+        page it shows: the draft, or the saved workflow."""
+        answer = self.post(path, data)
+        assert answer.status_code == 303, answer.text[-500:]
+        return self.get(answer.headers["location"])
+
     def sign_in(self, api_key: str) -> Any:
         self.get("/login")
         response = self.post("/login", {"api_key": api_key})
@@ -511,15 +518,15 @@ def test_save_errors_are_shown_next_to_their_field(
         webhook_step("ftp://example.com/x"),
         {"action": "webhook.call", "settings": {"headers": "no colon here"}},
     ]
-    response = dash.post("/workflows/new", editor_form("", "booking.created", steps))
-    assert response.status_code == 422
+    response = dash.edit("/workflows/new", editor_form("", "booking.created", steps))
+    assert response.status_code == 200
     html = response.text
     assert "The workflow was not saved" in html
     assert "http or https" in field_error(html, "steps-0-settings-url")
     assert "name: value" in field_error(html, "steps-1-settings-headers")
     assert field_error(html, "name") == "Give the workflow a name"
-    empty = dash.post("/workflows/new", editor_form("Nothing", "booking.created", []))
-    assert empty.status_code == 422
+    empty = dash.edit("/workflows/new", editor_form("Nothing", "booking.created", []))
+    assert empty.status_code == 200
     assert 'id="steps-error">Add at least one action<' in empty.text
     assert "should have" not in empty.text  # said once, in the editor's words
     assert re.search(r'id="steps-0-settings-url"[^>]*aria-invalid="true"', html)
@@ -533,17 +540,23 @@ def test_save_errors_are_shown_next_to_their_field(
             "action": "email.send",
             "settings": {"to_invitee": "on", "subject": "Hi {{ nobody }}", "text": "x"},
         }
-        response = dash.post("/workflows/new", editor_form("Mail", "booking.created", [email]))
-        assert response.status_code == 422
+        response = dash.edit("/workflows/new", editor_form("Mail", "booking.created", [email]))
+        assert response.status_code == 200
         assert "unknown field 'nobody'" in field_error(response.text, "steps-0-settings-subject")
 
-    # An event trigger takes no offset; a time trigger takes a whole number of a unit.
-    response = dash.post(
+    # An event trigger takes no offset (one typed without JS is named, not dropped); a time
+    # trigger takes a whole number of a unit.
+    response = dash.edit(
+        "/workflows/new",
+        editor_form("Now", "booking.created", [webhook_step()], offset="2", offset_unit="hours"),
+    )
+    assert "set How long to 0" in field_error(response.text, "offset")
+    response = dash.edit(
         "/workflows/new",
         editor_form("Later", "meeting.before", [webhook_step()], offset="soon"),
     )
     assert "Enter a whole number" in field_error(response.text, "offset")
-    response = dash.post(
+    response = dash.edit(
         "/workflows/new",
         editor_form("Later", "meeting.before", [webhook_step()], offset="91", offset_unit="days"),
     )
@@ -572,7 +585,7 @@ def test_steps_are_added_moved_and_removed_without_saving(
     form = editor_form("Chain", "booking.created", [webhook_step("https://a.example/1")])
     for n in range(2, 6):
         form["op"], form["add_action"] = "add", "webhook.call"
-        page = dash.post("/workflows/new", form)
+        page = dash.edit("/workflows/new", form)
         assert page.status_code == 200
         controls = Form(page.text).controls
         assert f"steps.{n - 1}.action" in controls
@@ -580,15 +593,15 @@ def test_steps_are_added_moved_and_removed_without_saving(
         form[f"steps.{n - 1}.settings.url"] = f"https://a.example/{n}"
     assert re.search(r'id="add-step"[^>]*hidden', page.text)  # five is the most
     form["op"], form["add_action"] = "add", "webhook.call"
-    refused = dash.post("/workflows/new", form)
-    assert refused.status_code == 422 and "at most 5 actions" in refused.text
+    refused = dash.edit("/workflows/new", form)
+    assert refused.status_code == 200 and "at most 5 actions" in refused.text
     form["op"] = "up:4"
-    page = dash.post("/workflows/new", form)
+    page = dash.edit("/workflows/new", form)
     controls = Form(page.text).controls
     assert controls["steps.3.settings.url"]["value"] == "https://a.example/5"
     form = Form(page.text).values()
     form["op"] = "remove:0"
-    page = dash.post("/workflows/new", form)
+    page = dash.edit("/workflows/new", form)
     controls = Form(page.text).controls
     urls = [controls[f"steps.{i}.settings.url"]["value"] for i in range(4)]
     assert urls == [f"https://a.example/{n}" for n in (2, 3, 5, 4)]
@@ -619,7 +632,7 @@ def test_a_new_workflows_draft_is_saved_once(
     blank.update({"name": "Once", "steps.0.settings.url": "https://example.com/once"})
 
     # Without JS, adding a step posts the draft: the answer keeps the token.
-    added = dash.post("/workflows/new", {**blank, "op": "add", "add_action": "webhook.call"})
+    added = dash.edit("/workflows/new", {**blank, "op": "add", "add_action": "webhook.call"})
     assert added.status_code == 200
     draft = Form(added.text).values()
     assert draft["draft"] == token
@@ -647,6 +660,130 @@ def test_a_new_workflows_draft_is_saved_once(
     assert len(created_ids(system, account)) == 1
 
 
+def test_every_editor_post_answers_with_a_redirect_to_a_page_showing_it(
+    two_accounts: tuple[System, NewAccount, NewAccount], open_dash: Any
+) -> None:
+    system, a, b = two_accounts
+    wf_id = system.workflow(a, [webhook_step()], name="Stored")
+    dash = open_dash(system)
+    dash.sign_in(a.api_key)
+    location = f"/workflows/{wf_id}"
+    form = Form(dash.get(location).text).values()
+    form.update({"name": "Tested, not saved", "op": "test"})
+    answer = dash.post(location, form)
+    assert answer.status_code == 303
+    shown_at = answer.headers["location"]
+    assert re.fullmatch(rf"{location}\?draft=[\w-]{{16,}}#test-panel", shown_at)
+    for _ in range(2):  # a reload of the draft's page is a GET showing the same
+        page = dash.get(shown_at.partition("#")[0])
+        assert page.status_code == 200 and 'id="test-panel"' in page.text
+        assert Form(page.text).values()["name"] == "Tested, not saved"
+    assert workflows.get(system.hub, a.id, wf_id).name == "Stored"
+
+    # A refused Save is a draft page too, its errors in the summary and by the field.
+    form.update({"name": "x" * 201, "op": "save"})
+    refused = dash.edit(location, form)
+    assert "The workflow was not saved" in refused.text
+    assert field_error(refused.text, "name") == "Use at most 200 characters"
+    form["name"] = "Many types"
+    form["event_types"] = ", ".join(f"type-{i}" for i in range(60))
+    assert "Enter at most 50 items" in dash.edit(location, form).text
+
+    # An action the editor has not is refused, and nothing is saved.
+    for op in ("frobnicate", "save:later", ""):
+        unknown = dash.post(location, {**form, "op": op})
+        assert unknown.status_code == 400 and "Unknown action" in unknown.text, op
+    assert workflows.get(system.hub, a.id, wf_id).name == "Stored"
+
+    # A draft is its account's only.
+    draft = re.search(r"draft=([\w-]+)", shown_at)
+    assert draft
+    other = open_dash(system)
+    other.sign_in(b.api_key)
+    assert other.get(f"/workflows/new?draft={draft.group(1)}").status_code == 404
+    assert other.get(f"{location}?draft={draft.group(1)}").status_code == 404
+
+
+def test_a_save_over_changes_made_elsewhere_asks_first(
+    make_system: Callable[..., System], open_dash: Any
+) -> None:
+    system = make_system()
+    account = system.account()
+    wf_id = system.workflow(account, [webhook_step()], name="Original")
+    [secret] = signing_secrets(system, wf_id)
+    dash = open_dash(system)
+    dash.sign_in(account.api_key)
+    location = f"/workflows/{wf_id}"
+    mine = Form(dash.get(location).text).values()
+    # Another tab renames it: this tab's Save asks, and stores nothing.
+    theirs = Form(dash.get(location).text).values()
+    assert dash.post(location, {**theirs, "name": "Theirs"}).status_code == 303
+    asked = dash.edit(location, {**mine, "name": "Mine"})
+    assert "changed in another tab or by someone else" in asked.text
+    assert f'href="{location}">Reload it' in asked.text
+    assert workflows.get(system.hub, account.id, wf_id).name == "Theirs"
+    # Saved anyway: these edits win; the step still there keeps its secret.
+    anyway = {**Form(asked.text).values(), "op": "save:anyway"}
+    assert dash.post(location, anyway).status_code == 303
+    assert workflows.get(system.hub, account.id, wf_id).name == "Mine"
+    assert signing_secrets(system, wf_id) == [secret]
+
+    # Another tab replaced the step: this tab's step is saved (as a new one, with a secret of
+    # its own shown once) only when saved anyway, never silently.
+    mine = Form(dash.get(location).text).values()
+    replaced = Form(dash.get(location).text).values()
+    replaced.update({"op": "remove:0"})
+    replaced = Form(dash.edit(location, replaced).text).values()
+    replaced.update({"op": "add", "add_action": "webhook.call"})
+    replaced = Form(dash.edit(location, replaced).text).values()
+    replaced.update({"op": "save", "steps.0.settings.url": "https://example.com/theirs"})
+    assert dash.post(location, replaced).status_code == 303
+    [theirs_secret] = signing_secrets(system, wf_id)
+    asked = dash.edit(location, mine)
+    assert "changed in another tab" in asked.text
+    assert signing_secrets(system, wf_id) == [theirs_secret]
+    saved = dash.post(location, {**Form(asked.text).values(), "op": "save:anyway"})
+    [new_secret] = signing_secrets(system, wf_id)
+    assert new_secret not in (secret, theirs_secret)
+    shown = re.findall(
+        r'class="generated-secret">(whsec_[^<]+)<', dash.get(saved.headers["location"]).text
+    )
+    assert shown == [new_secret]
+
+
+def test_a_save_after_the_workflow_was_deleted_keeps_the_draft(
+    make_system: Callable[..., System], open_dash: Any
+) -> None:
+    system = make_system()
+    account = system.account()
+    wf_id = system.workflow(account, [webhook_step()], name="Doomed")
+    dash = open_dash(system)
+    dash.sign_in(account.api_key)
+    location = f"/workflows/{wf_id}"
+    form = Form(dash.get(location).text).values()
+    dash.post(f"{location}/delete")
+    answer = dash.post(location, {**form, "name": "Rescued"})
+    assert answer.status_code == 303 and answer.headers["location"].startswith("/workflows/new?")
+    page = dash.get(answer.headers["location"]).text
+    assert "This workflow was deleted. Save to create it again." in page
+    assert Form(page).values()["name"] == "Rescued"
+    assert dash.post("/workflows/new", {**Form(page).values(), "op": "save"}).status_code == 303
+    assert [w.name for w in workflows.list_all(system.hub, account.id)] == ["Rescued"]
+
+
+def test_a_new_email_step_starts_sent_to_the_invitee(
+    make_system: Callable[..., System], open_dash: Any
+) -> None:
+    system = make_system()
+    if "email.send" not in system.hub.registry.actions:
+        pytest.skip("the email plugin is not installed")
+    account = system.account()
+    dash = open_dash(system)
+    dash.sign_in(account.api_key)
+    page = Form(dash.get("/workflows/new?action=email.send").text)
+    assert "checked" in page.controls["steps.0.settings.to_invitee"]
+
+
 def test_offsets_are_entered_and_shown_in_minutes_hours_or_days(
     make_system: Callable[..., System], open_dash: Any
 ) -> None:
@@ -672,8 +809,8 @@ def test_offsets_are_entered_and_shown_in_minutes_hours_or_days(
         assert f"After Meeting · {shown} after the meeting ends" in dash.get("/workflows").text
 
     form = editor_form("Odd", "meeting.after", [webhook_step()], offset="2", offset_unit="weeks")
-    response = dash.post("/workflows/new", form)
-    assert response.status_code == 422
+    response = dash.edit("/workflows/new", form)
+    assert response.status_code == 200
     assert field_error(response.text, "offset") == "Choose minutes, hours or days"
 
 
@@ -698,7 +835,7 @@ def test_test_answers_with_the_draft_as_typed_and_stores_nothing(
             "op": "test",
         }
     )
-    tested = dash.post(location, form)
+    tested = dash.edit(location, form)
     assert tested.status_code == 200
     assert 'id="test-panel"' in tested.text
     page = Form(tested.text)
@@ -716,8 +853,8 @@ def test_test_answers_with_the_draft_as_typed_and_stores_nothing(
 
     # A draft that cannot run is not tested: its problems are named at their fields.
     form.update({"steps.0.settings.url": "ftp://example.com/x", "offset": "many"})
-    refused = dash.post(location, form)
-    assert refused.status_code == 422
+    refused = dash.edit(location, form)
+    assert refused.status_code == 200
     assert 'id="test-panel"' not in refused.text
     assert "The draft cannot be tested yet" in refused.text
     assert "http or https" in field_error(refused.text, "steps-0-settings-url")
@@ -750,8 +887,8 @@ def test_the_editor_says_up_front_what_the_plan_and_integrations_allow(
         assert marked["sms.send"] == "Send SMS — on Pro and Business"
         # Saved anyway, the plan refuses it in the same words, naming no capability.
         sms = {"action": "sms.send", "settings": {"text": "Hi"}}
-        refused = dash.post("/workflows/new", editor_form("Texts", "booking.created", [sms]))
-        assert refused.status_code == 403
+        refused = dash.edit("/workflows/new", editor_form("Texts", "booking.created", [sms]))
+        assert refused.status_code == 200
         assert re.search(
             r'id="steps-0-action-error">Your plan does not include Send SMS: it is on Pro and '
             r"Business<",
@@ -776,8 +913,8 @@ def test_the_editor_says_up_front_what_the_plan_and_integrations_allow(
         conn.execute(update(Workflow).where(Workflow.id == ids[3]).values(enabled=True))
     over = Form(dash.get(f"/workflows/{ids[3]}").text)
     assert "checked" in over.controls["enabled"] and "disabled" not in over.controls["enabled"]
-    refused = dash.post(f"/workflows/{ids[3]}", {**over.values(), "op": "save"})
-    assert refused.status_code == 403
+    refused = dash.edit(f"/workflows/{ids[3]}", {**over.values(), "op": "save"})
+    assert refused.status_code == 200
     assert "allows 3 active workflows" in field_error(refused.text, "enabled")
     assert workflows.get(system.hub, account.id, ids[3]).enabled is True
 
@@ -868,7 +1005,7 @@ def test_a_generated_secret_is_shown_once_and_kept_when_left_blank(
     # A new webhook step added while editing gets its own secret, shown once.
     form = Form(dash.get(location).text).values()
     form.update({"op": "add", "add_action": "webhook.call"})
-    form = Form(dash.post(location, form).text).values()
+    form = Form(dash.edit(location, form).text).values()
     form.update({"op": "save", "steps.1.settings.url": "https://example.com/second"})
     assert dash.post(location, form).status_code == 303
     first, second = signing_secrets(system, wf_id)

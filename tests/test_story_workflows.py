@@ -17,7 +17,10 @@ from playwright.sync_api import Browser, expect
 from .browser import check, dashboard
 from .conftest import LOOPBACK
 
-LIMIT_REASON = "Your free plan allows 3 active workflows — upgrade or disable one."
+LIMIT_REASON = (
+    "Your free plan allows 3 active workflows and 3 are active: disable one, or upgrade, to "
+    "enable this one."
+)
 
 
 def create(api: httpx.Client, name: str, step: dict[str, Any], enable: bool = False) -> str:

@@ -187,6 +187,24 @@ class EventEmail(Base):
     )
 
 
+class Draft(Base):
+    """The workflow editor's draft between its post and the page showing it (POST-redirect-
+    GET): the form as it stands, what came of the post, and, for a new workflow, the workflow
+    it created: at most one (set by a conditional update inside the creating transaction, and
+    unique), so two posts of one draft in flight never create two workflows."""
+
+    __tablename__ = "drafts"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # unguessable token
+    account_id: Mapped[str] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
+    workflow_id: Mapped[str | None] = mapped_column(String(40))  # the workflow it edits
+    created_workflow_id: Mapped[str | None] = mapped_column(String(40), unique=True)
+    form: Mapped[dict[str, Any]]
+    outcome: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(index=True)
+
+
 def invitee_emails(booking: Mapping[str, Any]) -> list[str]:
     """The emails of a booking's invitee and invitees (a booking as an event's payload holds
     it), casefolded, each once."""

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from . import bookings, plans
+from . import bookings, drafts, plans
 from .crypto import masked, revealed, secret_fields, with_kept_secrets
 from .engine import Hub
 from .errors import FieldError, InputError, NotFound, pydantic_fields
@@ -286,10 +286,11 @@ def to_out(hub: Hub, wf: Workflow) -> WorkflowOut:
 
 
 def create(
-    hub: Hub, account_id: str, spec: WorkflowIn
+    hub: Hub, account_id: str, spec: WorkflowIn, draft: str | None = None
 ) -> tuple[WorkflowOut, list[GeneratedSecret]]:
     """Store a workflow. Also returns the secrets generated for it (a signing secret left out):
-    they must reach the user somehow, and this is the only time they are shown."""
+    they must reach the user somehow, and this is the only time they are shown. ``draft``: the
+    editor's draft it is created from, which creates one at most (drafts.AlreadyCreated)."""
     saving = _validate(hub, spec)
     now = hub.clock()
     wf = Workflow(
@@ -309,6 +310,8 @@ def create(
         _enforce_plan(hub, session, account_id, spec, None)
         session.add(wf)
         session.flush()
+        if draft is not None:
+            drafts.claim(session, draft, wf.id)
         due_now = _replan(hub, session, wf)
     hub.enqueue(due_now)
     return to_out(hub, wf), saving.generated

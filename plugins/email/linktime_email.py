@@ -95,7 +95,7 @@ class EmailStepSettings(BaseModel):
     @model_validator(mode="after")
     def _some_recipient(self) -> EmailStepSettings:
         if not (self.to_invitee or self.to_hosts or self.addresses):
-            raise ValueError("choose at least one recipient: to_invitee, to_hosts or addresses")
+            raise ValueError("Choose at least one recipient: the invitee, the hosts or an address")
         return self
 
 

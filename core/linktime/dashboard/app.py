@@ -21,6 +21,7 @@ from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Redirect, Template
 from litestar.template.config import TemplateConfig
 from markupsafe import Markup
+from pydantic import ValidationError
 
 from .. import plans, workflows
 from ..accounts import known_timezone
@@ -203,6 +204,58 @@ def for_people(message: str) -> str:
     return message[:1].upper() + message[1:]
 
 
+# pydantic's error types in a form's words; {…} from the error's context.
+WORDS_BY_TYPE = {
+    "missing": "This is required",
+    "string_too_long": "Use at most {max_length} characters",
+    "string_too_short": "Use at least {min_length} characters",
+    "too_long": "Enter at most {max_length}",
+    "too_short": "Enter at least {min_length}",
+    "greater_than": "Enter more than {gt}",
+    "greater_than_equal": "Enter {ge} or more",
+    "less_than": "Enter less than {lt}",
+    "less_than_equal": "Enter {le} or less",
+    "int_parsing": "Enter a whole number",
+    "int_type": "Enter a whole number",
+    "int_from_float": "Enter a whole number",
+    "float_parsing": "Enter a number",
+    "float_type": "Enter a number",
+    "finite_number": "Enter a number",
+    "bool_parsing": "Choose yes or no",
+    "string_pattern_mismatch": "This is not in the expected format",
+    "literal_error": "Choose one of the options",
+    "enum": "Choose one of the options",
+    "url_parsing": "Enter a full web address, like https://example.com",
+    "url_scheme": "Enter a web address starting with http:// or https://",
+    "extra_forbidden": "This is not a setting of this step",
+    "string_type": "Enter text",
+}
+
+
+def people_errors(exc: ValidationError, prefix: str = "") -> list[FieldError]:
+    """A pydantic ValidationError as a form shows it: each error in words chosen by its type
+    and context ("Use at most 200 characters", not "String should have at most 200
+    characters"); a validator's own message (value_error) as written."""
+    found = []
+    for err in exc.errors(include_url=False):
+        path = ".".join(str(p) for p in err["loc"])
+        where = f"{prefix}.{path}" if prefix and path else (prefix or path or "workflow")
+        ctx = err.get("ctx") or {}
+        words = WORDS_BY_TYPE.get(err["type"])
+        if err["type"] == "string_too_short" and ctx.get("min_length") == 1:
+            words = "This is required"
+        elif err["type"] in ("too_long", "too_short"):
+            # "Enter at most 50 items", said of what the field holds.
+            count = ctx.get("max_length", ctx.get("min_length"))
+            words = f"{words} item{'' if count == 1 else 's'}" if words else words
+        if words is None:
+            message = for_people(str(ctx.get("error", err["msg"])))
+        else:
+            message = words.format(**ctx)
+        found.append(FieldError(where, message))
+    return found
+
+
 def place_errors(
     errors: list[FieldError], known: set[str]
 ) -> tuple[dict[str, list[str]], list[FieldError]]:
@@ -227,13 +280,16 @@ async def usage(hub: Hub, me: Me) -> plans.PlanUsage:
 
 
 def toggle_blocked(plan: plans.PlanUsage, enabled: bool) -> str:
-    """Why a workflow's toggle cannot enable it (the plan's active-workflow limit is reached),
-    shown beside the toggle instead of letting it look clickable; "" when it can."""
+    """Why a workflow's toggle or the editor's Enabled switch cannot enable it (the plan's
+    active-workflow limit is reached), shown beside it instead of letting it look clickable;
+    "" when it can (an enabled workflow's never: switching it off is always allowed)."""
     if enabled or plan.limit is None or plan.active < plan.limit:
         return ""
     return (
         f"Your {plan.plan} plan allows {plan.limit} active "
-        f"workflow{'' if plan.limit == 1 else 's'} — upgrade or disable one."
+        f"workflow{'' if plan.limit == 1 else 's'} and {plan.active} "
+        f"{'is' if plan.active == 1 else 'are'} active: disable one, or upgrade, to enable "
+        "this one."
     )
 
 

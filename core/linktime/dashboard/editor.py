@@ -3,34 +3,33 @@ steps). Adding, moving and removing steps, testing and saving all post that draf
 typed is lost; static/editor.js does the first three in the page instead, and warns before
 leaving with unsaved changes.
 
-Back and reload are safe: Save answers 303 (POST-redirect-GET). A new workflow's form carries
-a draft token; the session remembers which token created which workflow (the last few), so
-posting that form again (Back then resubmit, a reload) opens the workflow it created instead of
-creating a second one. Add, move, remove and Test store nothing: posted again, they show the
-same draft again (for a new workflow whose draft was saved meanwhile, the saved workflow). An
-existing workflow's Save posted again writes that draft again: an update, never a copy. The
-session is a cookie, so two posts in flight together both read it before either is answered:
-editor.js sends one post per click for that (a double click).
+Back and reload are safe: every post answers 303 (POST-redirect-GET). Save goes to the saved
+workflow; every other answer (a step added without JS, Test, a refused Save, "send a test to
+me") is kept as a draft on the server (core drafts) and shown by ``GET …?draft=T``, so no page
+in the history is the answer to a post. The form carries its draft's token: a new draft creates
+one workflow at most (the database holds the claim), so posting it again, or twice at once,
+opens the workflow it created. The form also carries the version it was opened at: a Save over
+a workflow changed since (another tab) asks first.
 """
 
 from __future__ import annotations
 
-import secrets
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from litestar import get, post
 from litestar.datastructures import FormMultiDict
 from litestar.di import NamedDependency
+from litestar.exceptions import HTTPException
 from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Template
 from pydantic import BaseModel, ValidationError
 
-from .. import integrations, plans, workflows
+from .. import drafts, integrations, plans, workflows
 from ..actions import ActionType, TriggerType
 from ..engine import Hub
-from ..errors import FieldError, InputError, NotFound, pydantic_fields
+from ..errors import FieldError, InputError, NotFound
 from ..models import sample_event
 from ..offload import offload
 from ..templating import catalogue, checks_of_one_save
@@ -44,15 +43,15 @@ from .app import (
     flash,
     offset_text,
     page,
+    people_errors,
     place_errors,
     see_other,
     shown_secrets,
     split_offset,
+    toggle_blocked,
     usage,
 )
 from .forms import FieldSpec, Raw
-
-DRAFTS_KEPT = 5  # new-workflow drafts the session remembers as saved
 
 
 @dataclass
@@ -73,7 +72,8 @@ class EditorState:
     event_types: str = ""
     continue_when_blocked: bool = False
     steps: list[StepState] = field(default_factory=list)
-    draft: str = ""  # a new workflow's draft token
+    draft: str = ""  # the draft's token (core drafts)
+    version: str = ""  # the stored workflow's updated_at when the editor opened it
 
 
 # The trigger's options, worded for the page (the API's descriptions speak JSON).
@@ -96,8 +96,17 @@ def _specs(hub: Hub, action: str) -> list[FieldSpec]:
     return forms.fields_of(found.settings) if found else []
 
 
+# A new step reaches the invitee unless told otherwise (the API's default stays off: a model
+# default there would change what an existing integration's posts mean).
+NEW_STEP_TICKED = "to_invitee"
+
+
 def _new_step(hub: Hub, action: str) -> StepState:
-    return StepState(action=action, values=forms.defaults(_specs(hub, action)))
+    specs = _specs(hub, action)
+    values = forms.defaults(specs)
+    if any(s.name == NEW_STEP_TICKED and s.kind == "checkbox" for s in specs):
+        values[NEW_STEP_TICKED] = True
+    return StepState(action=action, values=values)
 
 
 def _state_of(hub: Hub, wf: WorkflowOut) -> EditorState:
@@ -115,7 +124,28 @@ def _state_of(hub: Hub, wf: WorkflowOut) -> EditorState:
         event_types=", ".join(wf.event_types),
         continue_when_blocked=wf.continue_when_blocked,
         steps=steps,
+        version=_version(wf),
     )
+
+
+def _version(wf: WorkflowOut) -> str:
+    return wf.updated_at.isoformat()
+
+
+def _kept(state: EditorState) -> dict[str, Any]:
+    """The draft as the drafts table keeps it (JSON)."""
+    kept = asdict(state)
+    for step in kept["steps"]:
+        step["secrets_set"] = sorted(step["secrets_set"])
+    return kept
+
+
+def _from_kept(kept: dict[str, Any]) -> EditorState:
+    steps = [
+        StepState(s["action"], s["origin"], s["values"], set(s["secrets_set"]))
+        for s in kept.get("steps", [])
+    ]
+    return EditorState(**{**kept, "steps": steps})
 
 
 def _read_state(hub: Hub, form: FormMultiDict, stored: EditorState | None) -> EditorState:
@@ -129,6 +159,7 @@ def _read_state(hub: Hub, form: FormMultiDict, stored: EditorState | None) -> Ed
         event_types=flat.get("event_types", ""),
         continue_when_blocked="continue_when_blocked" in flat,
         draft=flat.get("draft", "")[:64],
+        version=flat.get("version", "")[:64],
     )
     origins = {s.origin: s for s in stored.steps} if stored else {}
     for i in range(MAX_STEPS * 2):
@@ -163,16 +194,25 @@ def _local_problems(
         unreadable = {e.field for e in parsed.errors} | {f"{prefix}.{name}" for name in kept}
         return [
             e
-            for e in pydantic_fields(exc, prefix)
+            for e in people_errors(exc, prefix)
             if not any(e.field == u or e.field.startswith(u + ".") for u in unreadable)
         ]
     return []
+
+
+EVENT_OFFSET = (
+    "This trigger runs when the booking event arrives, so it takes no time before or after: "
+    "set How long to 0, or choose Before Meeting or After Meeting"
+)
 
 
 def _offset_minutes(hub: Hub, state: EditorState) -> tuple[int, list[FieldError]]:
     """The draft's offset in minutes (0 for an event trigger), or the problem with it."""
     trigger = hub.registry.triggers.get(state.trigger)
     if trigger is None or trigger.kind != "time":
+        # Only a browser without JS sends one (editor.js hides the field): never drop it unsaid.
+        if forms.whole_number(state.offset or "0"):
+            return 0, [FieldError("offset", EVENT_OFFSET)]
         return 0, []
     number = forms.whole_number(state.offset or "0")
     size = OFFSET_UNITS.get(state.offset_unit)
@@ -190,6 +230,8 @@ def _draft_spec(hub: Hub, state: EditorState) -> WorkflowIn:
     """The draft as the service takes it, for Save and for Test alike (raises InputError
     naming every field at fault)."""
     offset, problems = _offset_minutes(hub, state)
+    if state.trigger not in hub.registry.triggers:
+        problems.append(FieldError("trigger", "Choose when the workflow runs from the list"))
     if not state.name:
         problems.append(FieldError("name", "Give the workflow a name"))
     if not state.steps:
@@ -222,17 +264,20 @@ def _draft_spec(hub: Hub, state: EditorState) -> WorkflowIn:
     except ValidationError as exc:
         # What the editor named in its own words above is not named again in the model's.
         named = {p.field for p in problems}
-        problems += [e for e in pydantic_fields(exc) if e.field not in named]
+        problems += [e for e in people_errors(exc) if e.field not in named]
         raise InputError("the workflow is not valid", problems) from None
     if problems:
         raise InputError("the workflow is not valid", problems)
     return spec
 
 
-def _save(hub: Hub, account_id: str, workflow_id: str | None, spec: WorkflowIn) -> Saved:
-    """Create or update the workflow (raises InputError naming every field at fault)."""
+def _save(
+    hub: Hub, account_id: str, workflow_id: str | None, spec: WorkflowIn, draft: str
+) -> Saved:
+    """Create (from ``draft``, once) or update the workflow (raises InputError naming every
+    field at fault, drafts.AlreadyCreated)."""
     if workflow_id is None:
-        saved, generated = workflows.create(hub, account_id, spec)
+        saved, generated = workflows.create(hub, account_id, spec, draft=draft)
     else:
         # The editor knows which stored step each one edits: a step without one is new.
         saved, generated = workflows.update(hub, account_id, workflow_id, spec, by_position=False)
@@ -320,15 +365,8 @@ class Standing:
         """The Enabled switch: locked, saying why, when the plan's active limit is reached. A
         workflow already enabled is never locked (a locked switch posts nothing, which would
         switch it off unasked); past the limit (a downgraded plan) its save says why."""
-        u = self.usage
-        if self.stored_enabled or u.limit is None or u.active < u.limit:
-            return {"locked": False, "reason": ""}
-        reason = (
-            f"Your {u.plan} plan allows {u.limit} active workflow{'s' if u.limit != 1 else ''} "
-            f"and {u.active} {'is' if u.active == 1 else 'are'} active: disable one, or upgrade, "
-            "to enable this one."
-        )
-        return {"locked": True, "reason": reason}
+        reason = toggle_blocked(self.usage, self.stored_enabled)
+        return {"locked": bool(reason), "reason": reason}
 
 
 def _warnings(
@@ -496,18 +534,70 @@ async def _account(hub: Hub, me: Me, workflow: WorkflowOut | None) -> Standing:
     )
 
 
+CHANGED = (
+    "This workflow was changed in another tab or by someone else since you opened it. "
+    "Reload it to see the changes (your edits here are lost), or save anyway to replace them "
+    "with yours."
+)
+DELETED = "This workflow was deleted. Save to create it again."
+
+
+def _editor_url(workflow_id: str | None) -> str:
+    return f"/workflows/{workflow_id}" if workflow_id else "/workflows/new"
+
+
+async def _show(
+    request: AnyRequest,
+    hub: Hub,
+    me: Me,
+    state: EditorState,
+    wf: WorkflowOut | None,
+    outcome: dict[str, Any],
+) -> Template:
+    """The editor page for ``state``, with what its last post came to (``outcome``, as
+    _editor_post keeps it: errors, heading, a Test or send to show, a notice)."""
+    errors = [FieldError(f, m) for f, m in outcome.get("errors", [])]
+    context = _editor_context(hub, state, wf, errors, await _account(hub, me, wf))
+    context["conflict"] = outcome.get("notice") == "changed"
+    if outcome:
+        context.update(unsaved=True, error_heading=outcome.get("heading", "There is a problem"))
+    test = outcome.get("test")
+    if test is not None and not errors:
+        # The dry run is recomputed (it changes nothing); a send happened once, at its post.
+        try:
+            spec = await offload(_draft_spec, hub, state)
+        except InputError:  # the account changed since (a plan, an integration): test again
+            return page(request, "editor.html", me=me, **context)
+        asked = FormMultiDict({"test_event_type": test.get("event_type", "")})
+        panel = await preview.draft_panel(hub, me, spec, wf.id if wf else None, asked)
+        panel.update(test.get("sent") or {})
+        context["test_panel"] = panel
+        if panel["errors"]:
+            # The send's own fields, by the panel and in the summary like every other error.
+            context["errors"] = {**context["errors"], **panel["errors"]}
+            context["error_labels"] = {**context["error_labels"], **preview.SEND_LABELS}
+            context["error_targets"] = {**context["error_targets"], **preview.SEND_TARGETS}
+    return page(request, "editor.html", me=me, **context)
+
+
 @get("/workflows/new")
 async def new_workflow(
     request: AnyRequest,
     hub: NamedDependency[Hub],
     me: NamedDependency[Me],
     action: FromQuery[str | None] = None,
+    draft: FromQuery[str | None] = None,
 ) -> Template:
-    state = EditorState(draft=secrets.token_urlsafe(16))
+    if draft is not None:
+        kept = await offload(drafts.get, hub, me.account_id, draft)
+        if kept.workflow_id is not None:
+            raise NotFound("This draft belongs to a saved workflow: open it from Workflows.")
+        state = replace(_from_kept(kept.form), draft=kept.id)
+        return await _show(request, hub, me, state, None, kept.outcome)
+    state = EditorState(draft=drafts.new_token())
     if action and action in hub.registry.actions:
         state.steps.append(_new_step(hub, action))
-    context = _editor_context(hub, state, None, [], await _account(hub, me, None))
-    return page(request, "editor.html", me=me, **context)
+    return await _show(request, hub, me, state, None, {})
 
 
 @get("/workflows/{workflow_id:str}")
@@ -516,10 +606,22 @@ async def edit_workflow(
     hub: NamedDependency[Hub],
     me: NamedDependency[Me],
     workflow_id: FromPath[str],
+    draft: FromQuery[str | None] = None,
 ) -> Template:
     wf = await offload(workflows.get, hub, me.account_id, workflow_id)
-    context = _editor_context(hub, _state_of(hub, wf), wf, [], await _account(hub, me, wf))
-    return page(request, "editor.html", me=me, **context)
+    if draft is not None:
+        kept = await offload(drafts.get, hub, me.account_id, draft)
+        if kept.workflow_id != workflow_id:
+            raise NotFound("This draft is not one of this workflow's.")
+        state = replace(_from_kept(kept.form), draft=kept.id)
+        return await _show(request, hub, me, state, wf, kept.outcome)
+    # Kept from the start: a save after the workflow was deleted elsewhere can tell it was
+    # this account's (another's answers 404) and keep the draft.
+    state = _state_of(hub, wf)
+    state.draft = await offload(
+        drafts.write, hub, me.account_id, drafts.new_token(), wf.id, _kept(state), {}
+    )
+    return await _show(request, hub, me, state, wf, {})
 
 
 def _plan_words(hub: Hub, state: EditorState, error: FieldError) -> FieldError:
@@ -535,20 +637,6 @@ def _plan_words(hub: Hub, state: EditorState, error: FieldError) -> FieldError:
     return FieldError(
         error.field, f"Your plan does not include {action.title}: it is {plans_with(hub, action)}"
     )
-
-
-def _created_by(request: AnyRequest, draft: str) -> str | None:
-    """The workflow this session saved from the new-workflow draft ``draft``, if any."""
-    for token, workflow_id in request.session.get("drafts", []):
-        if draft and token == draft:
-            return str(workflow_id)
-    return None
-
-
-def _remember(request: AnyRequest, draft: str, workflow_id: str) -> None:
-    if draft:
-        kept = [d for d in request.session.get("drafts", []) if d[0] != draft]
-        request.session["drafts"] = [*kept, [draft, workflow_id]][-DRAFTS_KEPT:]
 
 
 def _edit_steps(hub: Hub, state: EditorState, op: str, add_action: str) -> list[FieldError]:
@@ -573,78 +661,131 @@ def _edit_steps(hub: Hub, state: EditorState, op: str, add_action: str) -> list[
     return []
 
 
+STEP_OPS = ("add", "up", "down", "remove")
+OPS = (*STEP_OPS, "test", "send", "save")
+
+
+async def _already_created(hub: Hub, me: Me, token: str) -> str | None:
+    """The workflow draft ``token`` created, if it still exists (if it was deleted since, the
+    draft may create it again)."""
+    created = await offload(drafts.created, hub, token)
+    if created is None:
+        return None
+    try:
+        await offload(workflows.get, hub, me.account_id, created)
+    except NotFound:
+        await offload(drafts.forget_created, hub, token)
+        return None
+    return created
+
+
 async def _editor_post(
     request: AnyRequest,
     hub: Hub,
     me: Me,
     workflow_id: FromPath[str] | None,
-) -> Template | Redirect:
+) -> Redirect:
     form = await request.form()
-    stored = None
-    wf = None
-    if workflow_id is not None:
-        wf = await offload(workflows.get, hub, me.account_id, workflow_id)
-        stored = _state_of(hub, wf)
-    else:
-        created = _created_by(request, str(form.get("draft", "")))
-        if created is not None:
-            try:
-                await offload(workflows.get, hub, me.account_id, created)
-            except NotFound:
-                pass  # deleted since: the draft is a new workflow again
-            else:
-                flash(request, "This workflow was already saved: here it is.")
-                return see_other(f"/workflows/{created}")
-    state = _read_state(hub, form, stored)
     op = str(form.get("op", "save"))
-    errors: list[FieldError] = []
-    status = 200
-    test_panel = None
-    if op.partition(":")[0] in ("add", "up", "down", "remove"):
-        errors = _edit_steps(hub, state, op, str(form.get("add_action", "")))
-        status = 422 if errors else 200
-    else:
+    kind = op.partition(":")[0]
+    if kind not in OPS or (kind == "save" and op not in ("save", "save:anyway")):
+        raise HTTPException(status_code=400, detail="Unknown action")
+    token = str(form.get("draft", ""))
+    mine = await offload(drafts.find, hub, me.account_id, token)
+    wf = None
+    outcome: dict[str, Any] = {}
+    if workflow_id is not None:
         try:
-            spec = await offload(_draft_spec, hub, state)
-            if op not in ("test", "send"):
-                saved = await offload(_save, hub, me.account_id, workflow_id, spec)
-        except InputError as exc:
-            errors = exc.fields or [FieldError("workflow", exc.message)]
-            if exc.code == "plan_limit":
-                errors = [_plan_words(hub, state, e) for e in errors]
-            status = exc.status
-        else:
-            if op in ("test", "send"):
-                # "Send a test to me" sends this draft, then shows it again with the panel.
-                test_panel = await preview.draft_panel(
-                    hub, me, spec, workflow_id, form, send_draft=op == "send"
-                )
-            else:
-                _remember(request, state.draft, saved.workflow.id)
-                flash(request, f"Saved “{saved.workflow.name}”.")
-                for s in saved.secrets:
-                    flash(request, "Generated", "secret", **s)
-                return see_other(f"/workflows/{saved.workflow.id}")
-    context = _editor_context(hub, state, wf, errors, await _account(hub, me, wf))
-    context.update(test_panel=test_panel, unsaved=True)
-    if test_panel and test_panel["errors"]:
-        # The send's own fields, by the panel and in the summary like every other error.
-        status = 422
-        context["errors"] = {**context["errors"], **test_panel["errors"]}
-        context["error_labels"] = {**context["error_labels"], **preview.SEND_LABELS}
-        context["error_targets"] = {**context["error_targets"], **preview.SEND_TARGETS}
-        context["error_heading"] = "The test was not sent"
-    elif op in ("test", "send"):
-        context["error_heading"] = "The draft cannot be tested yet"
-    elif op != "save":
-        context["error_heading"] = "There is a problem"
-    return page(request, "editor.html", me=me, status=status, **context)
+            wf = await offload(workflows.get, hub, me.account_id, workflow_id)
+        except NotFound:
+            if mine is None or mine.workflow_id != workflow_id:
+                raise
+            # Deleted in another tab: the draft stays, as a new workflow's.
+            outcome = {"errors": [("workflow", DELETED)], "heading": "The workflow was not saved"}
+    elif mine is not None and mine.workflow_id is None:
+        created = await _already_created(hub, me, token)
+        if created is not None:
+            flash(request, "This workflow was already saved: here it is.")
+            return see_other(f"/workflows/{created}")
+    state = _read_state(hub, form, _state_of(hub, wf) if wf else None)
+    if wf is None and kind == "save":
+        # The draft's row must be there for the save to claim it.
+        state.draft = await offload(drafts.write, hub, me.account_id, token, None, _kept(state), {})
+        token = state.draft
+    if not outcome:
+        outcome = await _act(request, hub, me, state, wf, op, form)
+        if "saved" in outcome:
+            return see_other(outcome["saved"])
+    editing = wf.id if wf else None
+    token = await offload(drafts.write, hub, me.account_id, token, editing, _kept(state), outcome)
+    anchor = "#test-panel" if "test" in outcome else ""
+    return see_other(f"{_editor_url(editing)}?draft={token}{anchor}")
+
+
+async def _act(
+    request: AnyRequest,
+    hub: Hub,
+    me: Me,
+    state: EditorState,
+    wf: WorkflowOut | None,
+    op: str,
+    form: FormMultiDict,
+) -> dict[str, Any]:
+    """Do what the post asked of the draft; what came of it, as the draft keeps it (JSON), or
+    {"saved": url} when the workflow was saved."""
+    kind = op.partition(":")[0]
+    if kind in STEP_OPS:
+        errors = _edit_steps(hub, state, op, str(form.get("add_action", "")))
+        return {"errors": [(e.field, e.message) for e in errors], "heading": "There is a problem"}
+    testing = kind in ("test", "send")
+    heading = "The draft cannot be tested yet" if testing else "The workflow was not saved"
+    try:
+        spec = await offload(_draft_spec, hub, state)
+        if testing:
+            return {"test": await _test(hub, me, spec, wf, form, send_draft=kind == "send")}
+        # (A post without a version is not from the page: nothing to compare.)
+        changed = wf is not None and state.version not in ("", _version(wf))
+        if changed and op != "save:anyway":
+            return {"errors": [("workflow", CHANGED)], "heading": heading, "notice": "changed"}
+        saved = await offload(_save, hub, me.account_id, wf.id if wf else None, spec, state.draft)
+    except InputError as exc:
+        errors = exc.fields or [FieldError("workflow", exc.message)]
+        if exc.code == "plan_limit":
+            errors = [_plan_words(hub, state, e) for e in errors]
+        return {"errors": [(e.field, e.message) for e in errors], "heading": heading}
+    except drafts.AlreadyCreated:
+        created = await offload(drafts.created, hub, state.draft)
+        flash(request, "This workflow was already saved: here it is.")
+        return {"saved": f"/workflows/{created}" if created else "/workflows"}
+    flash(request, f"Saved “{saved.workflow.name}”.")
+    for s in saved.secrets:
+        flash(request, "Generated", "secret", **s)
+    return {"saved": f"/workflows/{saved.workflow.id}"}
+
+
+async def _test(
+    hub: Hub,
+    me: Me,
+    spec: WorkflowIn,
+    wf: WorkflowOut | None,
+    form: FormMultiDict,
+    send_draft: bool,
+) -> dict[str, Any]:
+    """A Test as the draft keeps it: the sample asked for, and what a send came to (its
+    fields as entered, their errors, the run), which the draft page shows without sending."""
+    test: dict[str, Any] = {"event_type": str(form.get("test_event_type", ""))}
+    if send_draft:
+        panel = await preview.draft_panel(
+            hub, me, spec, wf.id if wf else None, form, send_draft=True
+        )
+        test["sent"] = {k: panel[k] for k in ("email", "phone", "errors", "run_id")}
+    return test
 
 
 @post("/workflows/new")
 async def create_workflow(
     request: AnyRequest, hub: NamedDependency[Hub], me: NamedDependency[Me]
-) -> Template | Redirect:
+) -> Redirect:
     return await _editor_post(request, hub, me, None)
 
 
@@ -654,7 +795,7 @@ async def update_workflow(
     hub: NamedDependency[Hub],
     me: NamedDependency[Me],
     workflow_id: FromPath[str],
-) -> Template | Redirect:
+) -> Redirect:
     return await _editor_post(request, hub, me, workflow_id)
 
 

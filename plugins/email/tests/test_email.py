@@ -544,7 +544,7 @@ def test_step_settings_normalize_addresses() -> None:
         ({"addresses": ["ok@acme.example", "not-an-address"]}, "addresses.1", "not a valid"),
         ({"addresses": ["a@b"]}, "addresses.0", "not a valid"),
         ({"addresses": [f"u{i}@acme.example" for i in range(21)]}, "addresses", "at most 20"),
-        ({"to_invitee": False}, "", "choose at least one recipient"),
+        ({"to_invitee": False}, "", "Choose at least one recipient: the invitee, the hosts or an"),
         ({"subject": "Hi {{ invitee.nickname }}"}, "subject", "unknown field 'nickname'"),
         ({"text": "Hi\n{{ bookng.title }}"}, "text", "line 2: unknown field 'bookng'"),
         ({"html": "<p>{% if %}</p>"}, "html", "syntax error"),
