@@ -104,6 +104,8 @@ def test_a_workflow_that_did_not_fire_is_found_by_invitee_email(
         expect(page.get_by_role("heading", level=1)).to_have_text(
             "Booking created: Demo with Grace Hopper"
         )
+        also = page.locator(".facts dt:has-text('Also invited') + dd")
+        expect(also).to_have_text("Kurt Gödel · kurt@example.com")
         filtered = page.locator("#not-run > li").filter(has_text="Intro call follow-up")
         expect(filtered.locator(".why")).to_have_text(
             "This workflow only runs for Intro call; this booking is Demo."
