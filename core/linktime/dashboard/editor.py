@@ -709,8 +709,12 @@ async def _editor_post(
             return see_other(f"/workflows/{created}")
     state = _read_state(hub, form, _state_of(hub, wf) if wf else None)
     if wf is None and kind == "save":
-        # The draft's row must be there for the save to claim it.
-        state.draft = await offload(drafts.write, hub, me.account_id, token, None, _kept(state), {})
+        # The draft's row must be there for the save to claim it (its page, which Back may
+        # show, keeps what it showed).
+        shown = mine.outcome if mine else {}
+        state.draft = await offload(
+            drafts.write, hub, me.account_id, token, None, _kept(state), shown
+        )
         token = state.draft
     if not outcome:
         outcome = await _act(request, hub, me, state, wf, op, form)
