@@ -193,7 +193,6 @@ def test_the_editors_send_without_javascript_keeps_the_draft_and_saves_nothing(
 
     refused = answer({**form, "test_email": "nope", "test_phone": ""})
 
-    assert "The test was not sent" in refused
     assert field_error(refused, "test-email") == "Enter an email address like you@example.com."
     kept = Form(refused).values()
     assert (kept["name"], kept["steps.0.settings.subject"]) == ("Edited", "Draft")
