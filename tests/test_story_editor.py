@@ -105,8 +105,11 @@ def test_a_draft_is_kept_through_test_toggle_and_step_edits(
         # The variable picker puts the right field where the cursor is.
         subject.fill("Reminder:  is booked")
         subject.evaluate("el => el.setSelectionRange(10, 10)")
-        picker = step(page, 1).locator(".var-picker").first
-        picker.locator("summary").click()
+        # One list on the page (not one per field and per action), opened beside the field.
+        expect(page.locator(".var-picker")).to_have_count(1)
+        step(page, 1).get_by_role("button", name="Insert a booking field").first.click()
+        picker = step(page, 1).locator(".var-picker")
+        expect(picker).to_have_attribute("open", "")
         check(page, "editor variable picker")
         picker.get_by_role("button", name="{{ attendee_name }}").click()
         expect(subject).to_have_value("Reminder: {{ attendee_name }} is booked")
@@ -233,6 +236,10 @@ def test_without_javascript_every_button_posts_the_draft_and_it_comes_back(
         step(page, 1).get_by_label("URL").fill(HOOK)
         add_step(page, "Send Slack Message")
         step(page, 2).get_by_label("Channel").fill("#sales")
+        # The booking fields are one list under the chain, readable without JS.
+        expect(page.get_by_role("button", name="Insert a booking field")).to_have_count(0)
+        page.get_by_text("Booking fields you can use in a message").click()
+        expect(page.locator("#var-picker").get_by_text("{{ attendee_name }}")).to_be_visible()
         step(page, 2).get_by_role("button", name="Move up step 2").click()
         expect(step(page, 1)).to_have_attribute("data-action", "slack.post")
         expect(step(page, 1).get_by_label("Channel")).to_have_value("#sales")

@@ -140,7 +140,11 @@
     });
   }
 
-  // -- the variable picker: each field a button inserting {{ name }} at the cursor -----------
+  // -- the variable picker: one list, opened beside the message field in use; each field a
+  // button inserting {{ name }} at the cursor ------------------------------------------------
+  var picker = document.getElementById("var-picker");
+  var pickerHome = picker && picker.parentNode;
+  var pickerNext = picker && picker.nextSibling;
   var insert = function (area, text) {
     var start = area.selectionStart, end = area.selectionEnd;
     area.value = area.value.slice(0, start) + text + area.value.slice(end);
@@ -148,8 +152,27 @@
     area.setSelectionRange(start + text.length, start + text.length);
     area.dispatchEvent(new Event("input", { bubbles: true }));
   };
-  var enhancePickers = function (root) {
-    root.querySelectorAll(".var-picker code[data-var]").forEach(function (code) {
+  var addOpeners = function (root) {
+    root.querySelectorAll(".picker-slot").forEach(function (slot) {
+      var button = document.createElement("button");
+      button.type = "button";
+      button.className = "link picker-open";
+      button.setAttribute("aria-expanded", "false");
+      button.setAttribute("aria-controls", "var-picker");
+      button.textContent = "Insert a booking field";
+      slot.appendChild(button);
+    });
+  };
+  // The picker goes home (under the chain) before the card holding it is removed.
+  var sendPickerHome = function () {
+    if (!picker) return;
+    pickerHome.insertBefore(picker, pickerNext);
+    picker.open = false;
+    picker.dataset.for = "";
+    document.querySelectorAll(".picker-open").forEach(function (b) { b.setAttribute("aria-expanded", "false"); });
+  };
+  if (picker) {
+    picker.querySelectorAll("code[data-var]").forEach(function (code) {
       var button = document.createElement("button");
       button.type = "button";
       button.className = "link var-insert";
@@ -157,13 +180,36 @@
       button.appendChild(code.cloneNode(true));
       code.replaceWith(button);
     });
-  };
-  enhancePickers(document);
-  document.querySelectorAll("template.step-template").forEach(function (t) { enhancePickers(t.content); });
+    addOpeners(document);
+    document.querySelectorAll("template.step-template").forEach(function (t) { addOpeners(t.content); });
+  }
+  var lastField = "";
+  form.addEventListener("focusin", function (event) {
+    var id = event.target.id;
+    if (id && document.querySelector(".picker-slot[data-for='" + id + "']")) lastField = id;
+  });
   form.addEventListener("click", function (event) {
+    var opener = event.target.closest("button.picker-open");
+    if (opener && picker) {
+      var slot = opener.closest(".picker-slot");
+      var here = slot.nextElementSibling === picker && picker.open;
+      sendPickerHome();
+      if (here) return;
+      slot.after(picker);
+      picker.dataset.for = slot.dataset.for;
+      picker.open = true;
+      opener.setAttribute("aria-expanded", "true");
+      return;
+    }
     var button = event.target.closest("button.var-insert");
     if (!button) return;
-    var area = document.getElementById(button.closest(".var-picker").dataset.for);
+    var area = document.getElementById(picker.dataset.for || lastField);
     if (area) insert(area, "{{ " + button.dataset.var + " }}");
   });
+  form.addEventListener("click", function (event) {
+    // Before editor.js's remove handler takes the card away (capture: runs first).
+    var button = event.target.closest("button[name='op'][value^='remove:']");
+    var card = button && button.closest("li.step-item");
+    if (card && picker && card.contains(picker)) sendPickerHome();
+  }, true);
 })();
