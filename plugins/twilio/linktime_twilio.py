@@ -178,7 +178,7 @@ class RecipientSettings(BaseModel):
     def _listed_number(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None:
             if info.data.get("to") == "number":
-                raise ValueError("a number is required when To is 'number'")
+                raise ValueError("Enter the phone number to reach")
             return None
         return e164(value, cls.supported_countries())
 

@@ -151,7 +151,7 @@ class VoiceStepSettings(RecipientSettings):
     @classmethod
     def _script_to_say(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None and info.data.get("mode") == "say":
-            raise ValueError("a script is required when Mode is 'say'")
+            raise ValueError("Enter the script for the call to say")
         return value
 
     @classmethod

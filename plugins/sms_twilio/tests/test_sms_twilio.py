@@ -151,7 +151,7 @@ def save(hub: Hub, steps: list[dict[str, Any]]) -> InputError | None:
         ),
         ("12345", None, "not a phone number in international format"),
         ("+1 415 555", None, "is not a valid phone number"),
-        (None, None, "a number is required when To is 'number'"),
+        (None, None, "Enter the phone number to reach"),
     ],
 )
 def test_a_listed_number_is_refused_on_save(

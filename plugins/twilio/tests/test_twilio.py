@@ -304,7 +304,7 @@ def test_a_listed_number_is_checked_against_the_channels_countries() -> None:
     assert GbOnly(to="host").number is None
     with pytest.raises(ValidationError, match="is a US number; this service sends only to GB"):
         GbOnly(to="number", number="+1 415 555 0101")
-    with pytest.raises(ValidationError, match="a number is required when To is 'number'"):
+    with pytest.raises(ValidationError, match="Enter the phone number to reach"):
         GbOnly(to="number")
     with pytest.raises(NotImplementedError, match="RecipientSettings must say which countries"):
         RecipientSettings(to="number", number="+44 20 7946 0000")

@@ -161,7 +161,7 @@ def save(hub: Hub, settings: dict[str, Any]) -> InputError | None:
     [
         (say(to="number", number="+81 3-1234-5678"), "number", "+81312345678 is a JP number"),
         (say(to="number", number="0049 30 123456"), "number", "international format"),
-        ({"mode": "say"}, "script", "a script is required when Mode is 'say'"),
+        ({"mode": "say"}, "script", "Enter the script for the call to say"),
         (say(script="{{ invitee.shoe_size }}"), "script", "unknown field 'shoe_size'"),
         (say(language="en US"), "language", "should match pattern"),
     ],
