@@ -577,6 +577,7 @@ async def _show(
             context["errors"] = {**context["errors"], **panel["errors"]}
             context["error_labels"] = {**context["error_labels"], **preview.SEND_LABELS}
             context["error_targets"] = {**context["error_targets"], **preview.SEND_TARGETS}
+            context["error_heading"] = "The test was not sent"
     return page(request, "editor.html", me=me, **context)
 
 
