@@ -264,3 +264,51 @@ def test_without_javascript_every_button_posts_the_draft_and_it_comes_back(
         assert [(s["action"], s["settings"]["url"]) for s in saved["steps"]] == [
             ("webhook.call", HOOK)
         ]
+
+
+def test_two_tabs_a_save_over_the_others_changes_asks_and_a_deleted_one_keeps_the_draft(
+    tmp_path: Path, browser: Browser, viewport: str
+) -> None:
+    with dashboard(tmp_path) as dash:
+        first = dash.page(browser, viewport)
+        first.goto(f"{dash.base}/workflows/new?action=webhook.call")
+        first.get_by_label("Name", exact=True).fill("Shared")
+        step(first, 1).get_by_label("URL").fill(HOOK)
+        first.get_by_role("button", name="Save workflow").click()
+        expect(first.get_by_role("status").first).to_contain_text("Saved “Shared”")
+        location = first.url
+        # The same person in a second tab renames it.
+        second = first.context.new_page()
+        second.goto(location)
+        second.get_by_label("Name", exact=True).fill("Renamed in the second tab")
+        second.get_by_role("button", name="Save workflow").click()
+        expect(second.get_by_role("status").first).to_contain_text("Saved “Renamed")
+
+        # The first tab's Save asks instead of silently undoing it.
+        first.get_by_label("Name", exact=True).fill("Renamed in the first tab")
+        first.get_by_role("button", name="Save workflow").click()
+        expect(first.get_by_role("alert")).to_contain_text("changed in another tab")
+        expect(first.get_by_role("link", name="Reload it (lose these edits)")).to_be_visible()
+        expect(first.get_by_label("Name", exact=True)).to_have_value("Renamed in the first tab")
+        check(first, "editor changed elsewhere")
+        assert [w["name"] for w in api_workflows(dash)] == ["Renamed in the second tab"]
+        first.get_by_role("button", name="Save anyway").click()
+        expect(first.get_by_role("status").first).to_contain_text("Saved “Renamed in the first")
+        assert [w["name"] for w in api_workflows(dash)] == ["Renamed in the first tab"]
+
+        # Deleted in the second tab: the first tab's Save keeps the draft to create it again.
+        second.goto(location)
+        second.once("dialog", lambda dialog: dialog.accept())
+        second.get_by_role("button", name="Delete workflow").click()
+        expect(second).to_have_url(f"{dash.base}/workflows")
+        first.get_by_label("Name", exact=True).fill("Brought back")
+        first.get_by_role("button", name="Save workflow").click()
+        expect(first.get_by_role("alert")).to_contain_text(
+            "This workflow was deleted. Save to create it again."
+        )
+        expect(first).to_have_url(re.compile(r"/workflows/new\?draft=[\w-]+$"))
+        check(first, "editor deleted elsewhere")
+        assert api_workflows(dash) == []
+        first.get_by_role("button", name="Save workflow").click()
+        expect(first.get_by_role("status").first).to_contain_text("Saved “Brought back”")
+        assert [w["name"] for w in api_workflows(dash)] == ["Brought back"]
