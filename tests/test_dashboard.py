@@ -8,7 +8,7 @@ import html as html_lib
 import re
 from collections.abc import Callable, Iterator
 from html.parser import HTMLParser
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import pytest
 from linktime import plugins, workflows
@@ -18,11 +18,12 @@ from linktime.api import create_app
 from linktime.dashboard import forms
 from linktime.dashboard.editor import step_summary
 from linktime.models import sample_event
-from linktime.storage import ApiKey, Integration, Workflow, WorkflowStep
+from linktime.storage import ApiKey, Draft, Integration, Workflow, WorkflowStep
 from linktime.templating import TemplateStr
 from litestar.testing import TestClient
 from pydantic import BaseModel, Field, SecretStr
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
 
 from .conftest import System
 
@@ -164,6 +165,22 @@ def open_dash(make_system: Callable[..., System]) -> Iterator[Callable[..., Dash
     yield open_
     for client in clients:
         client.__exit__(None, None, None)
+
+
+class SignedIn(NamedTuple):
+    system: System
+    account: NewAccount
+    dash: Dash
+
+
+@pytest.fixture
+def signed_in(make_system: Callable[..., System], open_dash: Any) -> SignedIn:
+    """A default system, a new account on it, and the dashboard signed in as that account."""
+    system = make_system()
+    account = system.account()
+    dash = open_dash(system)
+    dash.sign_in(account.api_key)
+    return SignedIn(system, account, dash)
 
 
 def webhook_step(url: str = "https://example.com/hook") -> dict[str, Any]:
@@ -506,13 +523,8 @@ def test_a_third_party_action_round_trips_through_its_form(
     assert "checked" in form.controls["steps.0.settings.urgent"]
 
 
-def test_save_errors_are_shown_next_to_their_field(
-    make_system: Callable[..., System], open_dash: Any
-) -> None:
-    system = make_system()
-    account = system.account()
-    dash = open_dash(system)
-    dash.sign_in(account.api_key)
+def test_save_errors_are_shown_next_to_their_field(signed_in: SignedIn) -> None:
+    system, account, dash = signed_in
     dash.get("/workflows/new")
     steps = [
         webhook_step("ftp://example.com/x"),
@@ -574,13 +586,8 @@ def test_save_errors_are_shown_next_to_their_field(
     assert "Before Meeting · 1 hour before the meeting starts" in listing
 
 
-def test_steps_are_added_moved_and_removed_without_saving(
-    make_system: Callable[..., System], open_dash: Any
-) -> None:
-    system = make_system()
-    account = system.account()
-    dash = open_dash(system)
-    dash.sign_in(account.api_key)
+def test_steps_are_added_moved_and_removed_without_saving(signed_in: SignedIn) -> None:
+    system, account, dash = signed_in
     dash.get("/workflows/new")
     form = editor_form("Chain", "booking.created", [webhook_step("https://a.example/1")])
     for n in range(2, 6):
@@ -619,13 +626,8 @@ def created_ids(system: System, account: NewAccount) -> list[str]:
     return [w.id for w in workflows.list_all(system.hub, account.id)]
 
 
-def test_a_new_workflows_draft_is_saved_once(
-    make_system: Callable[..., System], open_dash: Any
-) -> None:
-    system = make_system()
-    account = system.account()
-    dash = open_dash(system)
-    dash.sign_in(account.api_key)
+def test_a_new_workflows_draft_is_saved_once(signed_in: SignedIn) -> None:
+    system, account, dash = signed_in
     blank = Form(dash.get("/workflows/new?action=webhook.call").text).values()
     token = blank["draft"]
     assert len(token) >= 16
@@ -704,15 +706,10 @@ def test_every_editor_post_answers_with_a_redirect_to_a_page_showing_it(
     assert other.get(f"{location}?draft={draft.group(1)}").status_code == 404
 
 
-def test_a_save_over_changes_made_elsewhere_asks_first(
-    make_system: Callable[..., System], open_dash: Any
-) -> None:
-    system = make_system()
-    account = system.account()
+def test_a_save_over_changes_made_elsewhere_asks_first(signed_in: SignedIn) -> None:
+    system, account, dash = signed_in
     wf_id = system.workflow(account, [webhook_step()], name="Original")
     [secret] = signing_secrets(system, wf_id)
-    dash = open_dash(system)
-    dash.sign_in(account.api_key)
     location = f"/workflows/{wf_id}"
     mine = Form(dash.get(location).text).values()
     # Another tab renames it: this tab's Save asks, and stores nothing.
@@ -751,16 +748,18 @@ def test_a_save_over_changes_made_elsewhere_asks_first(
     assert shown == [new_secret]
 
 
-def test_a_save_after_the_workflow_was_deleted_keeps_the_draft(
-    make_system: Callable[..., System], open_dash: Any
-) -> None:
-    system = make_system()
-    account = system.account()
+def test_a_save_after_the_workflow_was_deleted_keeps_the_draft(signed_in: SignedIn) -> None:
+    system, account, dash = signed_in
     wf_id = system.workflow(account, [webhook_step()], name="Doomed")
-    dash = open_dash(system)
-    dash.sign_in(account.api_key)
     location = f"/workflows/{wf_id}"
+
+    def stored_drafts() -> int | None:
+        with Session(system.hub.db) as session:
+            return session.scalar(select(func.count()).select_from(Draft))
+
+    before = stored_drafts()
     form = Form(dash.get(location).text).values()
+    assert stored_drafts() == before  # opening the editor stores no draft
     dash.post(f"{location}/delete")
     answer = dash.post(location, {**form, "name": "Rescued"})
     assert answer.status_code == 303 and answer.headers["location"].startswith("/workflows/new?")
@@ -771,26 +770,16 @@ def test_a_save_after_the_workflow_was_deleted_keeps_the_draft(
     assert [w.name for w in workflows.list_all(system.hub, account.id)] == ["Rescued"]
 
 
-def test_a_new_email_step_starts_sent_to_the_invitee(
-    make_system: Callable[..., System], open_dash: Any
-) -> None:
-    system = make_system()
+def test_a_new_email_step_starts_sent_to_the_invitee(signed_in: SignedIn) -> None:
+    system, _, dash = signed_in
     if "email.send" not in system.hub.registry.actions:
         pytest.skip("the email plugin is not installed")
-    account = system.account()
-    dash = open_dash(system)
-    dash.sign_in(account.api_key)
     page = Form(dash.get("/workflows/new?action=email.send").text)
     assert "checked" in page.controls["steps.0.settings.to_invitee"]
 
 
-def test_offsets_are_entered_and_shown_in_minutes_hours_or_days(
-    make_system: Callable[..., System], open_dash: Any
-) -> None:
-    system = make_system()
-    account = system.account()
-    dash = open_dash(system)
-    dash.sign_in(account.api_key)
+def test_offsets_are_entered_and_shown_in_minutes_hours_or_days(signed_in: SignedIn) -> None:
+    system, account, dash = signed_in
     dash.get("/workflows/new")
     cases = [("2", "days", 2880, "2 days"), ("90", "minutes", 90, "90 minutes")]
     cases += [("120", "minutes", 120, "2 hours"), ("1", "hours", 60, "1 hour")]
@@ -814,14 +803,9 @@ def test_offsets_are_entered_and_shown_in_minutes_hours_or_days(
     assert field_error(response.text, "offset") == "Choose minutes, hours or days"
 
 
-def test_test_answers_with_the_draft_as_typed_and_stores_nothing(
-    make_system: Callable[..., System], open_dash: Any
-) -> None:
-    system = make_system()
-    account = system.account()
+def test_test_answers_with_the_draft_as_typed_and_stores_nothing(signed_in: SignedIn) -> None:
+    system, account, dash = signed_in
     wf_id = system.workflow(account, [webhook_step()], name="Stored", enabled=False)
-    dash = open_dash(system)
-    dash.sign_in(account.api_key)
     location = f"/workflows/{wf_id}"
     form = Form(dash.get(location).text).values()
     form.update(
@@ -976,13 +960,8 @@ def signing_secrets(system: System, wf_id: str) -> list[str]:
         return [system.hub.sealer.secrets(model, stored)["secret"] for stored in rows]
 
 
-def test_a_generated_secret_is_shown_once_and_kept_when_left_blank(
-    make_system: Callable[..., System], open_dash: Any
-) -> None:
-    system = make_system()
-    account = system.account()
-    dash = open_dash(system)
-    dash.sign_in(account.api_key)
+def test_a_generated_secret_is_shown_once_and_kept_when_left_blank(signed_in: SignedIn) -> None:
+    system, account, dash = signed_in
     dash.get("/workflows/new")
     response = dash.post("/workflows/new", editor_form("Hook", "booking.created", [webhook_step()]))
     location = response.headers["location"]
@@ -1015,10 +994,9 @@ def test_a_generated_secret_is_shown_once_and_kept_when_left_blank(
 
 
 def test_header_values_are_masked_in_the_editor_and_kept_when_saved_as_shown(
-    make_system: Callable[..., System], open_dash: Any
+    signed_in: SignedIn,
 ) -> None:
-    system = make_system()
-    account = system.account()
+    system, account, dash = signed_in
     wf_id = system.workflow(
         account,
         [
@@ -1031,8 +1009,6 @@ def test_header_values_are_masked_in_the_editor_and_kept_when_saved_as_shown(
             }
         ],
     )
-    dash = open_dash(system)
-    dash.sign_in(account.api_key)
     location = f"/workflows/{wf_id}"
     page = dash.get(location).text
     assert "s3cr3t-v4lue" not in page

@@ -343,6 +343,13 @@ def get(hub: Hub, account_id: str, workflow_id: str) -> WorkflowOut:
         return to_out(hub, _owned(session, account_id, workflow_id))
 
 
+def exists(hub: Hub, workflow_id: str) -> bool:
+    """Whether any account has workflow ``workflow_id`` (one not found for an account was
+    deleted, or is another account's)."""
+    with Session(hub.db) as session:
+        return session.get(Workflow, workflow_id) is not None
+
+
 def list_all(hub: Hub, account_id: str) -> list[WorkflowOut]:
     with Session(hub.db) as session:
         rows = session.scalars(

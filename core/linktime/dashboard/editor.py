@@ -616,12 +616,8 @@ async def edit_workflow(
             raise NotFound("This draft is not one of this workflow's.")
         state = replace(_from_kept(kept.form), draft=kept.id)
         return await _show(request, hub, me, state, wf, kept.outcome)
-    # Kept from the start: a save after the workflow was deleted elsewhere can tell it was
-    # this account's (another's answers 404) and keep the draft.
-    state = _state_of(hub, wf)
-    state.draft = await offload(
-        drafts.write, hub, me.account_id, drafts.new_token(), wf.id, _kept(state), {}
-    )
+    # A GET stores nothing: the draft is written by the first post that needs it.
+    state = replace(_state_of(hub, wf), draft=drafts.new_token())
     return await _show(request, hub, me, state, wf, {})
 
 
@@ -699,9 +695,9 @@ async def _editor_post(
         try:
             wf = await offload(workflows.get, hub, me.account_id, workflow_id)
         except NotFound:
-            if mine is None or mine.workflow_id != workflow_id:
-                raise
-            # Deleted in another tab: the draft stays, as a new workflow's.
+            if await offload(workflows.exists, hub, workflow_id):
+                raise  # another account's
+            # Deleted (in another tab, say): the draft stays, as a new workflow's.
             outcome = {"errors": [("workflow", DELETED)], "heading": "The workflow was not saved"}
     elif mine is not None and mine.workflow_id is None:
         created = await _already_created(hub, me, token)
