@@ -18,22 +18,11 @@ from linktime.testing import HttpReceiver
 from playwright.sync_api import Page, expect, sync_playwright
 from standardwebhooks import Webhook
 
+from .browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
 from .conftest import LOOPBACK
 from .procs import clean_env, serve_with_account, stop
 from .test_crash import wait_run
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "dashboard"
 NAME = "Push bookings to my CRM"
 
 
