@@ -16,9 +16,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from axe_playwright_python.sync_playwright import Axe
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
 from .procs import LINKTIME, Served, clean_env, serve_with_account, stop
 
@@ -68,6 +69,7 @@ class Dashboard:
     served: Served
     env: dict[str, str]
     cwd: Path
+    api: httpx.Client  # the account's API, signed with its key, as another tool would call it
 
     @property
     def base(self) -> str:
@@ -107,12 +109,14 @@ def dashboard(tmp_path: Path, *account_args: str, **env: str) -> Iterator[Dashbo
     ``account_args`` (default: "Acme" on the free plan). Its log is printed if the story fails."""
     environ = clean_env(**env)
     served = serve_with_account(environ, tmp_path, *(account_args or ("--name", "Acme")))
+    api = httpx.Client(base_url=served.base, headers={"Authorization": f"Bearer {served.key}"})
     try:
-        yield Dashboard(served, environ, tmp_path)
+        yield Dashboard(served, environ, tmp_path, api)
     except BaseException:
         print(served.log.read_text()[-4000:])
         raise
     finally:
+        api.close()
         stop([served.proc])
 
 
@@ -131,3 +135,14 @@ def check(page: Page, name: str) -> None:
         + ", ".join(str(n["target"]) for n in v["nodes"][:5])
         for v in bad
     )
+
+
+def step(page: Page, n: int) -> Locator:
+    """The editor's n-th step card (from 1) of the chain."""
+    return page.locator("#chain > li.step-item").nth(n - 1)
+
+
+def add_step(page: Page, title: str) -> None:
+    """Add an action to the editor's chain by its title ("Call Webhook")."""
+    page.get_by_label("Add an action").select_option(label=title)
+    page.get_by_role("button", name="Add action").click()

@@ -9,7 +9,6 @@ from __future__ import annotations
 from itertools import pairwise
 from pathlib import Path
 
-import httpx
 from linktime.models import sample_event
 from linktime.testing import HttpReceiver
 from playwright.sync_api import Browser, Page, expect
@@ -65,7 +64,7 @@ def test_every_page_is_usable_and_accessible(
     tmp_path: Path, browser: Browser, viewport: str, http_receiver: HttpReceiver
 ) -> None:
     with dashboard(tmp_path, LINKTIME_WEBHOOK_ALLOWED_NETWORKS=LOOPBACK) as dash:
-        api = httpx.Client(base_url=dash.base, headers={"Authorization": f"Bearer {dash.key}"})
+        api = dash.api
         hook = {"action": "webhook.call", "settings": {"url": f"{http_receiver.url}/hooks"}}
         created = api.post(
             "/v1/workflows",

@@ -10,29 +10,25 @@ import re
 from pathlib import Path
 from typing import Any
 
-import httpx
 from playwright.sync_api import Browser, Dialog, Page, expect
 
-from .browser import Dashboard, check, dashboard
+from .browser import Dashboard, add_step, check, dashboard, step
 
 HOOK = "https://hooks.example.com/bookings"
 
 
 def api_workflows(dash: Dashboard) -> list[dict[str, Any]]:
-    answer = httpx.get(f"{dash.base}/v1/workflows", headers={"Authorization": f"Bearer {dash.key}"})
+    answer = dash.api.get("/v1/workflows")
     assert answer.status_code == 200, answer.text
     body = answer.json()
     return list(body["items"] if isinstance(body, dict) else body)
 
 
-def step(page: Page, n: int) -> Any:
-    """The n-th step card (from 1) of the chain."""
-    return page.locator("#chain > li.step-item").nth(n - 1)
-
-
-def add_step(page: Page, title: str) -> None:
-    page.get_by_label("Add an action").select_option(label=title)
-    page.get_by_role("button", name="Add action").click()
+def new_webhook_draft(dash: Dashboard, page: Page, name: str) -> None:
+    """A new workflow's draft named ``name``, its one step a webhook to HOOK."""
+    page.goto(f"{dash.base}/workflows/new?action=webhook.call")
+    page.get_by_label("Name", exact=True).fill(name)
+    step(page, 1).get_by_label("URL").fill(HOOK)
 
 
 def test_a_draft_is_kept_through_test_toggle_and_step_edits(
@@ -172,9 +168,7 @@ def test_back_and_reload_after_save_create_nothing_twice(
 ) -> None:
     with dashboard(tmp_path) as dash:
         page = dash.page(browser, viewport)
-        page.goto(f"{dash.base}/workflows/new?action=webhook.call")
-        page.get_by_label("Name", exact=True).fill("Push to CRM")
-        step(page, 1).get_by_label("URL").fill(HOOK)
+        new_webhook_draft(dash, page, "Push to CRM")
         # Tested first: the page shown is the answer to a POST of the draft.
         page.get_by_role("button", name="Test", exact=True).click()
         expect(page.locator("#test-panel")).to_be_visible()
@@ -207,9 +201,7 @@ def test_back_and_reload_after_save_create_nothing_twice(
         assert len(api_workflows(dash)) == 1
 
         # A double click on Save of a new draft posts it once.
-        page.goto(f"{dash.base}/workflows/new?action=webhook.call")
-        page.get_by_label("Name", exact=True).fill("Push to ERP")
-        step(page, 1).get_by_label("URL").fill(HOOK)
+        new_webhook_draft(dash, page, "Push to ERP")
         page.get_by_role("button", name="Save workflow").dblclick()
         expect(page.get_by_role("status").first).to_contain_text("Saved “Push to ERP”")
         assert sorted(w["name"] for w in api_workflows(dash)) == ["Push to CRM", "Push to ERP"]
@@ -271,9 +263,7 @@ def test_two_tabs_a_save_over_the_others_changes_asks_and_a_deleted_one_keeps_th
 ) -> None:
     with dashboard(tmp_path) as dash:
         first = dash.page(browser, viewport)
-        first.goto(f"{dash.base}/workflows/new?action=webhook.call")
-        first.get_by_label("Name", exact=True).fill("Shared")
-        step(first, 1).get_by_label("URL").fill(HOOK)
+        new_webhook_draft(dash, first, "Shared")
         first.get_by_role("button", name="Save workflow").click()
         expect(first.get_by_role("status").first).to_contain_text("Saved “Shared”")
         location = first.url

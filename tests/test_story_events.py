@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import httpx
 from linktime.dashboard.events import PAGE_SIZE
 from linktime.models import sample_event
 from linktime.testing import HttpReceiver
@@ -29,13 +28,9 @@ STEPS = [{"action": "webhook.call", "settings": {"url": "http://127.0.0.1:9/hook
 
 def workflow(dash: Dashboard, **body: Any) -> str:
     body = {"trigger": "booking.created", "enabled": True, "steps": STEPS, **body}
-    answer = httpx.post(f"{dash.base}/v1/workflows", json=body, headers=auth(dash))
+    answer = dash.api.post("/v1/workflows", json=body)
     assert answer.status_code == 201, answer.text
     return str(answer.json()["id"])
-
-
-def auth(dash: Dashboard) -> dict[str, str]:
-    return {"Authorization": f"Bearer {dash.key}"}
 
 
 def send(dash: Dashboard, event_id: str, booking: dict[str, Any], **fields: Any) -> dict[str, str]:
@@ -45,7 +40,7 @@ def send(dash: Dashboard, event_id: str, booking: dict[str, Any], **fields: Any)
         mode="json"
     )
     body["booking"] = booking
-    answer = httpx.post(f"{dash.base}/v1/events", json=body, headers=auth(dash))
+    answer = dash.api.post("/v1/events", json=body)
     assert answer.status_code == 202, answer.text
     return {r["workflow_id"]: r["id"] for r in answer.json()["runs"]}
 
@@ -172,7 +167,7 @@ def test_a_bookings_timeline_shows_a_rescheduled_reminder_at_its_new_time(
             )
 
         delivery = send(dash, "evt_booked", booked(first))[tell_crm]
-        assert wait_run(dash.base, auth(dash), delivery)["status"] == "succeeded"
+        assert wait_run(dash.base, dict(dash.api.headers), delivery)["status"] == "succeeded"
         send(dash, "evt_moved", booked(moved), type="booking.rescheduled")
 
         page = dash.page(browser, viewport)

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import httpx
 from linktime.models import sample_event
 from linktime.testing import HttpReceiver, Reply
 from playwright.sync_api import Browser, Locator, expect
@@ -26,11 +25,7 @@ TITLE = "Intro call between Ada Lovelace and Grace Hopper"  # the sample booking
 def create(dash: Dashboard, name: str, step: dict[str, Any], **workflow: Any) -> str:
     """An enabled workflow made through the API, as another tool of the account would."""
     body = {"name": name, "trigger": "booking.created", "enabled": True, "steps": [step]}
-    r = httpx.post(
-        f"{dash.base}/v1/workflows",
-        json={**body, **workflow},
-        headers={"Authorization": f"Bearer {dash.key}"},
-    )
+    r = dash.api.post("/v1/workflows", json={**body, **workflow})
     assert r.status_code == 201, r.text
     wf_id: str = r.json()["id"]
     return wf_id
@@ -39,9 +34,7 @@ def create(dash: Dashboard, name: str, step: dict[str, Any], **workflow: Any) ->
 def wait_status(dash: Dashboard, run_id: str, status: str) -> dict[str, Any]:
     deadline = time.monotonic() + 30
     while True:
-        run: dict[str, Any] = httpx.get(
-            f"{dash.base}/v1/runs/{run_id}", headers={"Authorization": f"Bearer {dash.key}"}
-        ).json()
+        run: dict[str, Any] = dash.api.get(f"/v1/runs/{run_id}").json()
         if run["status"] == status:
             return run
         assert time.monotonic() < deadline, f"run {run_id} still {run['status']}"
@@ -89,9 +82,7 @@ def test_runs_read_in_words_in_the_chosen_timezone(
             "start": start.isoformat(),
             "end": (start + timedelta(minutes=30)).isoformat(),
         }
-        answer = httpx.post(
-            f"{dash.base}/v1/events", json=event, headers={"Authorization": f"Bearer {dash.key}"}
-        )
+        answer = dash.api.post("/v1/events", json=event)
         assert answer.status_code == 202, answer.text
         runs = {made[r["workflow_id"]]: r["id"] for r in answer.json()["runs"]}
         retrying = wait_status(dash, runs["crm"], "waiting")

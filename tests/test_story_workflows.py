@@ -37,7 +37,7 @@ def test_at_the_limit_the_toggle_says_why(
     tmp_path: Path, browser: Browser, viewport: str, http_receiver: HttpReceiver
 ) -> None:
     with dashboard(tmp_path, LINKTIME_WEBHOOK_ALLOWED_NETWORKS=LOOPBACK) as dash:
-        api = httpx.Client(base_url=dash.base, headers={"Authorization": f"Bearer {dash.key}"})
+        api = dash.api
         hook = {"action": "webhook.call", "settings": {"url": f"{http_receiver.url}/hooks"}}
         first = create(api, "Tell the CRM", hook, enable=True)
         create(api, "Tell billing", hook, enable=True)
@@ -92,7 +92,7 @@ def test_an_unconnected_slack_step_warns_and_links_to_the_slack_card(
     tmp_path: Path, browser: Browser, viewport: str
 ) -> None:
     with dashboard(tmp_path) as dash:
-        api = httpx.Client(base_url=dash.base, headers={"Authorization": f"Bearer {dash.key}"})
+        api = dash.api
         slack = {"action": "slack.post", "settings": {"channel": "#bookings", "text": "New!"}}
         workflow = create(api, "Tell the team", slack)
 
