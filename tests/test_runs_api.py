@@ -54,15 +54,12 @@ def auth(system: System) -> dict[str, str]:
     return {"Authorization": f"Bearer {system.account().api_key}"}
 
 
-def test_the_event_inspector_shows_each_run_as_it_is_now(
-    api: tuple[System, TestClient[Any], Clock],
-) -> None:
-    system, client, _ = api
-    h = auth(system)
+def make_workflows(client: TestClient[Any], h: dict[str, str]) -> None:
+    """A workflow run at booking (test.ok) and a reminder an hour before the meeting."""
     for body in (
-        {"name": "now", "trigger": "booking.created", "enabled": True, "steps": [OK]},
+        {"name": "Thank you", "trigger": "booking.created", "enabled": True, "steps": [OK]},
         {
-            "name": "reminder",
+            "name": "Reminder",
             "trigger": "meeting.before",
             "offset_minutes": 60,
             "enabled": True,
@@ -70,6 +67,14 @@ def test_the_event_inspector_shows_each_run_as_it_is_now(
         },
     ):
         assert client.post("/v1/workflows", json=body, headers=h).status_code == 201
+
+
+def test_the_event_inspector_shows_each_run_as_it_is_now(
+    api: tuple[System, TestClient[Any], Clock],
+) -> None:
+    system, client, _ = api
+    h = auth(system)
+    make_workflows(client, h)
     event = sample_event(id="evt_inspect").model_dump(mode="json")
     assert client.post("/v1/events", json=event, headers=h).status_code == 202
     received = client.get("/v1/events/evt_inspect", headers=h).json()

@@ -17,8 +17,8 @@ from litestar.testing import TestClient
 
 from .conftest import Clock, NoSettings, System, registry_with
 from .test_dashboard import Dash
+from .test_runs_api import auth, make_workflows
 
-OK = {"action": "test.ok", "settings": {}}
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 
 
@@ -44,28 +44,10 @@ def api(make_system: Callable[..., System]) -> Iterator[tuple[System, TestClient
         yield system, client, clock
 
 
-def auth(system: System) -> dict[str, str]:
-    return {"Authorization": f"Bearer {system.account().api_key}"}
-
-
 def post_event(client: TestClient[Any], h: dict[str, str], **overrides: Any) -> None:
     body = sample_event(**overrides).model_dump(mode="json")
     answer = client.post("/v1/events", json=body, headers=h)
     assert answer.status_code == 202, answer.text
-
-
-def make_workflows(client: TestClient[Any], h: dict[str, str]) -> None:
-    for body in (
-        {"name": "Thank you", "trigger": "booking.created", "enabled": True, "steps": [OK]},
-        {
-            "name": "Reminder",
-            "trigger": "meeting.before",
-            "offset_minutes": 60,
-            "enabled": True,
-            "steps": [OK],
-        },
-    ):
-        assert client.post("/v1/workflows", json=body, headers=h).status_code == 201
 
 
 def test_a_reminder_is_planned_and_moves_when_the_booking_is_rescheduled(
