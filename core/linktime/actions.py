@@ -193,6 +193,9 @@ class ActionType:
     # post somewhere that is no person (a channel, a URL), which the Test panel says before
     # sending.
     for_test: Callable[[Any], Any] | None = None
+    # Error codes of this action that mean the server's own settings are at fault, beside the
+    # ones every action shares (``errorcodes.OPERATOR_CODES``).
+    operator_codes: frozenset[str] = frozenset()
     # The longest one attempt may take, in seconds: the engine stops an attempt past it, and a
     # worker refuses to start when it is not below the step lease.
     timeout: float = DEFAULT_ACTION_TIMEOUT

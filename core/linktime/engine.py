@@ -768,7 +768,7 @@ class Hub:
             result.http_status if result.http_status is not None else "-",
             what,
         )
-        if is_operator_error(step.action, result.error_code):
+        if is_operator_error(self.registry.actions.get(step.action), result.error_code):
             # The server's settings, not the booking: the operator's detail, kept from the
             # account's users (the dashboard says "contact your administrator").
             log.warning("run %s step %s: %s", claim.run_id, step.id, result.error)

@@ -7,12 +7,13 @@ the administrator and shows none of the detail, which the engine logs for the op
 
 from __future__ import annotations
 
+from .actions import ActionType
+
 OPERATOR_CODES = frozenset(
     {"operator_settings", "no_from_address", "no_from_number", "agent_not_configured"}
 )
-# Codes that mean the same for one action only: the email relay and its login are the operator's.
-OPERATOR_CODES_OF = {"email.send": frozenset({"auth_failed", "tls_error"})}
 
 
-def is_operator_error(action: str, code: str | None) -> bool:
-    return code in OPERATOR_CODES or code in OPERATOR_CODES_OF.get(action, ())
+def is_operator_error(action: ActionType | None, code: str | None) -> bool:
+    """Whether ``code``, ending a step of ``action`` (None: not installed), is the operator's."""
+    return code in OPERATOR_CODES or (action is not None and code in action.operator_codes)

@@ -481,6 +481,8 @@ def register_actions(register: Callable[[ActionType], None]) -> None:
             check=check_email,
             preview=preview_email,
             for_test=to_the_booking,
+            # The relay and its login are the operator's to set up.
+            operator_codes=frozenset({"auth_failed", "tls_error"}),
             preview_kind="email",
             # The whole send, then the goodbye it may still wait for.
             timeout=operator_timeout(EmailOperatorSettings, extra=QUIT_TIMEOUT),

@@ -64,11 +64,11 @@ def problem(
     if code is None and error is None:
         return None
     channel = _channel(hub, action)
-    if is_operator_error(action, code):
+    found = hub.registry.actions.get(action)
+    if is_operator_error(found, code):
         return Problem(
             f"{channel.setup} is not set up on this server — contact your administrator."
         )
-    found = hub.registry.actions.get(action)
     integration = (found.integration if found else None) or "This integration"
     settings = f"{SETTINGS}#{found.integration}" if found and found.integration else SETTINGS
     if http_status is None and code and re.fullmatch(r"http_\d{3}", code):

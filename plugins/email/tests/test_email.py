@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 import linktime_email
 import pytest
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
-from linktime.actions import Outcome, Result
+from linktime.actions import ActionType, Outcome, Result
+from linktime.errorcodes import is_operator_error
 from linktime.models import BookingEvent, sample_event
 from linktime.runs import get_run
 from linktime.testing import RunAction
@@ -475,6 +476,10 @@ def test_wrong_password_retries_as_auth_failed(
     assert result.error is not None
     assert "LINKTIME_EMAIL_SMTP_USER" in result.error and "535" in result.error
     assert peer.delivered == []
+    # The relay's login is the operator's to fix: logged for them, not shown to the account.
+    registered: list[ActionType] = []
+    linktime_email.register_actions(registered.append)
+    assert is_operator_error(registered[0], result.error_code)
 
 
 def test_secrets_never_in_results_or_logs(
