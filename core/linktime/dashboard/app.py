@@ -23,7 +23,7 @@ from litestar.template.config import TemplateConfig
 from markupsafe import Markup
 from pydantic import ValidationError
 
-from .. import plans, workflows
+from .. import integrations, plans, workflows
 from ..accounts import known_timezone
 from ..engine import Hub
 from ..errors import FieldError, InputError, NotFound
@@ -194,6 +194,11 @@ def action_title(hub: Hub, name: str) -> str:
     return action.title if action else f"{name} (not installed)"
 
 
+def sentence(text: str) -> str:
+    """``text`` with its first letter capitalised (the stored notes are lowercase phrases)."""
+    return text[:1].upper() + text[1:]
+
+
 def for_people(message: str) -> str:
     """A validation message as a form shows it: a capitalised sentence without pydantic's
     "Value error, " (it says nothing to a person) and without a regex (a pattern's message
@@ -201,7 +206,7 @@ def for_people(message: str) -> str:
     message = message.removeprefix("Value error, ")
     if message.startswith("String should match pattern"):
         message = "This is not in the expected format"
-    return message[:1].upper() + message[1:]
+    return sentence(message)
 
 
 # pydantic's error types in a form's words; {…} from the error's context.
@@ -273,6 +278,11 @@ def place_errors(
         else:
             general.append(error)
     return placed, general
+
+
+def connected_integrations(hub: Hub, account_id: str) -> frozenset[str]:
+    """The names of the integrations the account has connected."""
+    return frozenset(i.name for i in integrations.list_all(hub, account_id) if i.connected)
 
 
 async def usage(hub: Hub, me: Me) -> plans.PlanUsage:

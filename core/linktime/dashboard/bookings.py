@@ -16,10 +16,10 @@ from litestar.response import Template
 from .. import activity
 from ..engine import Hub
 from ..offload import offload
-from .app import AnyRequest, Me, page
+from .app import AnyRequest, Me, page, sentence
 from .events import type_in_words
 from .runs import step_view
-from .wording import RUN_STATUS, sentence
+from .wording import RUN_STATUS
 
 # Why a reminder is due when it is, by the event it was last planned from.
 PLANNED_BY = {

@@ -26,7 +26,7 @@ from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Template
 from pydantic import BaseModel, ValidationError
 
-from .. import drafts, integrations, plans, workflows
+from .. import drafts, plans, workflows
 from ..actions import ActionType, TriggerType
 from ..engine import Hub
 from ..errors import FieldError, InputError, NotFound
@@ -39,6 +39,8 @@ from .app import (
     OFFSET_UNITS,
     AnyRequest,
     Me,
+    action_title,
+    connected_integrations,
     field_id,
     flash,
     offset_text,
@@ -239,7 +241,7 @@ def _draft_spec(hub: Hub, state: EditorState) -> WorkflowIn:
     steps: list[dict[str, Any]] = []
     for i, step in enumerate(state.steps):
         action = hub.registry.actions.get(step.action)
-        specs = forms.fields_of(action.settings) if action else []
+        specs = _specs(hub, step.action)
         # A secret left blank is left out: the core keeps the stored one or generates one.
         parsed = forms.parse(specs, step.values, f"steps.{i}.settings.")
         problems += parsed.errors
@@ -412,7 +414,7 @@ def _step_view(
     return {
         "index": i,
         "action": step.action,
-        "title": action.title if action else f"{step.action} (not installed)",
+        "title": action_title(hub, step.action),
         "description": action.description if action else "",
         "origin": "" if step.origin is None else str(step.origin),
         "fields": specs,
@@ -522,14 +524,10 @@ def _summary_links(steps: list[dict[str, Any]]) -> tuple[dict[str, str], dict[st
     return labels, targets
 
 
-def _connected(hub: Hub, account_id: str) -> frozenset[str]:
-    return frozenset(i.name for i in integrations.list_all(hub, account_id) if i.connected)
-
-
 async def _account(hub: Hub, me: Me, workflow: WorkflowOut | None) -> Standing:
     return Standing(
         await usage(hub, me),
-        await offload(_connected, hub, me.account_id),
+        await offload(connected_integrations, hub, me.account_id),
         workflow is not None and workflow.enabled,
     )
 

@@ -26,10 +26,11 @@ from .app import (
     Me,
     action_title,
     page,
+    sentence,
     trigger_text,
     usage,
 )
-from .wording import RUN_STATUS, sentence, trigger_words
+from .wording import RUN_STATUS, trigger_words
 
 PAGE_SIZE = 25
 # The channels this project ships, by the distribution an operator installs for each.
@@ -66,7 +67,7 @@ async def events_page(
         found = await offload(activity.list_events, hub, me.account_id, q, PAGE_SIZE, cursor)
     except InputError as exc:
         # The search box's own error under it; a page link only this page makes, said plainly.
-        errors = {f.field: f.message.capitalize() + "." for f in exc.fields}
+        errors = {f.field: sentence(f.message) + "." for f in exc.fields}
         if "cursor" in errors:
             errors["cursor"] = "That page link is not valid: start again from the newest events."
         found = activity.EventPage(items=[], next_cursor=None)

@@ -60,7 +60,7 @@ async def _integrations_page(
         general: list[FieldError] = []
         if item.name == failed:
             placed, general = place_errors(errors or [], {s.name for s in specs})
-            values = {**values, **{k: v for k, v in (raw or {}).items()}}
+            values = {**values, **(raw or {})}
             for s in specs:
                 if s.kind == "password":
                     values[s.name] = ""

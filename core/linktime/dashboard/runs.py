@@ -25,6 +25,7 @@ from .app import (
     flash,
     page,
     see_other,
+    sentence,
 )
 from .wording import (
     ATTEMPT_STATUS,
@@ -33,7 +34,6 @@ from .wording import (
     STEP_STATUS,
     Problem,
     problem,
-    sentence,
     trigger_words,
 )
 

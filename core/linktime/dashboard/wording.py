@@ -15,6 +15,7 @@ from http import HTTPStatus
 from ..engine import Hub
 from ..errorcodes import is_operator_error
 from ..statuses import RunStatus, StepStatus
+from .app import offset_text, sentence
 
 
 @dataclass(frozen=True)
@@ -42,11 +43,6 @@ class Problem:
     sentence: str
     detail: str | None = None
     fix: tuple[str, str] | None = None
-
-
-def sentence(text: str) -> str:
-    """``text`` with its first letter capitalised (the stored notes are lowercase phrases)."""
-    return text[:1].upper() + text[1:]
 
 
 def _channel(hub: Hub, action: str) -> Channel:
@@ -168,17 +164,6 @@ ATTEMPT_STATUS = {
 }
 
 
-def _amount(minutes: int) -> str:
-    count, unit = (
-        (minutes // 1440, "day")
-        if minutes % 1440 == 0
-        else (minutes // 60, "hour")
-        if minutes % 60 == 0
-        else (minutes, "minute")
-    )
-    return f"{count} {unit}{'' if count == 1 else 's'}"
-
-
 def trigger_words(hub: Hub, trigger: str, offset: int | None) -> str:
     """ "Booking created", "1 hour before the meeting", "30 minutes after the meeting"."""
     found = hub.registry.triggers.get(trigger)
@@ -191,4 +176,4 @@ def trigger_words(hub: Hub, trigger: str, offset: int | None) -> str:
         return sentence(f"{where} (the workflow was deleted)")
     if not offset:
         return "When the meeting starts" if found.direction < 0 else "When the meeting ends"
-    return f"{_amount(offset)} {where}"
+    return f"{offset_text(offset)} {where}"

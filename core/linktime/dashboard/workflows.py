@@ -9,7 +9,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath
 from litestar.response import Redirect, Template
 
-from .. import integrations, plans, workflows
+from .. import plans, workflows
 from ..actions import Template as WorkflowTemplate
 from ..engine import Hub
 from ..errors import InputError
@@ -19,6 +19,7 @@ from .app import (
     AnyRequest,
     Me,
     action_title,
+    connected_integrations,
     flash,
     page,
     safe_next,
@@ -30,7 +31,7 @@ from .app import (
 )
 
 
-def _missing_integrations(hub: Hub, steps: list[str], connected: set[str]) -> list[str]:
+def _missing_integrations(hub: Hub, steps: list[str], connected: frozenset[str]) -> list[str]:
     """The integrations ``steps`` (action names) need that are not connected, each once."""
     needed = [hub.registry.actions[a].integration for a in steps if a in hub.registry.actions]
     return list(dict.fromkeys(i for i in needed if i is not None and i not in connected))
@@ -58,8 +59,7 @@ async def workflows_page(
 ) -> Template:
     items = await offload(workflows.list_all, hub, me.account_id)
     plan = await usage(hub, me)
-    linked = await offload(integrations.list_all, hub, me.account_id)
-    connected = {i.name for i in linked if i.connected}
+    connected = await offload(connected_integrations, hub, me.account_id)
     rows = [
         {
             "id": w.id,
