@@ -95,12 +95,23 @@ def test_an_unconnected_slack_step_warns_and_links_to_the_slack_card(
         api = dash.api
         slack = {"action": "slack.post", "settings": {"channel": "#bookings", "text": "New!"}}
         workflow = create(api, "Tell the team", slack)
+        # Steps that need no connection: an incoming webhook, and an email (its integration
+        # only names the sender).
+        hook = "https://hooks.slack.com/services/T000/B000/XXXXXXXX"
+        by_hook = {"action": "slack.post", "settings": {"webhook_url": hook, "text": "New!"}}
+        email = {
+            "action": "email.send",
+            "settings": {"to_invitee": True, "subject": "Booked", "text": "See you."},
+        }
+        unwarned = [create(api, "Post by webhook", by_hook), create(api, "Confirm", email)]
 
         page = dash.page(browser, viewport)
         row = page.locator(f"#workflow-{workflow}")
         expect(row.locator(".missing-integration")).to_have_text(
             "Slack is not connected: the steps that use it will fail. Connect Slack"
         )
+        for other in unwarned:
+            expect(page.locator(f"#workflow-{other} .missing-integration")).to_have_count(0)
         check(page, "Workflows with Slack not connected")
 
         row.get_by_role("link", name="Connect Slack").click()

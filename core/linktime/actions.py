@@ -200,6 +200,12 @@ class ActionType:
     # worker refuses to start when it is not below the step lease.
     timeout: float = DEFAULT_ACTION_TIMEOUT
 
+    def needs_connection(self, settings: Any) -> bool:
+        """Whether a step with these settings cannot be sent before the account connects the
+        action's integration (``needs_integration``, read for these settings)."""
+        needs = self.needs_integration
+        return self.integration is not None and bool(needs(settings) if callable(needs) else needs)
+
     def validate(self) -> None:
         if not NAME_RE.match(self.name):
             raise ValueError(f"action name {self.name!r} must look like 'channel.verb'")

@@ -222,14 +222,9 @@ def _check(
     problems = [p for p in [_plan_problem(hub, account.plan, action)] if p]
     credentials, unreadable = _credentials(hub, action, account)
     ctx = replace(ctx, credentials=credentials)
-    needs = action.needs_integration
     if unreadable:
         problems.append(unreadable)
-    elif (
-        action.integration
-        and credentials is None
-        and (needs(ctx.settings) if callable(needs) else needs)
-    ):
+    elif action.integration and credentials is None and action.needs_connection(ctx.settings):
         problems.append(_not_connected(action.integration, "{title} is not connected."))
     if action.check is not None:
         problems += action.check(ctx)

@@ -348,11 +348,10 @@ def plans_with(hub: Hub, action: ActionType) -> str:
 def needs_connection(action: ActionType, values: dict[str, Raw]) -> bool:
     """Whether the step, as its form stands, cannot be sent before the action's integration is
     connected (the action says: always, never, or by its settings, read here unvalidated)."""
-    needs = action.needs_integration
-    if action.integration is None or not callable(needs):
-        return action.integration is not None and bool(needs)
+    if not callable(action.needs_integration):
+        return action.needs_connection(None)
     parsed = forms.parse(forms.fields_of(action.settings), values)
-    return bool(needs(action.settings.model_construct(**parsed.data)))
+    return action.needs_connection(action.settings.model_construct(**parsed.data))
 
 
 @dataclass(frozen=True)

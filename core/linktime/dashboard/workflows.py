@@ -14,7 +14,7 @@ from ..actions import Template as WorkflowTemplate
 from ..engine import Hub
 from ..errors import InputError
 from ..offload import offload
-from ..workflows import WorkflowOut
+from ..workflows import StepOut, WorkflowOut
 from .app import (
     AnyRequest,
     Me,
@@ -31,9 +31,15 @@ from .app import (
 )
 
 
-def _missing_integrations(hub: Hub, steps: list[str], connected: frozenset[str]) -> list[str]:
-    """The integrations ``steps`` (action names) need that are not connected, each once."""
-    needed = [hub.registry.actions[a].integration for a in steps if a in hub.registry.actions]
+def _missing_integrations(hub: Hub, steps: list[StepOut], connected: frozenset[str]) -> list[str]:
+    """The integrations ``steps`` cannot be sent without that are not connected, each once
+    (by each action's own rule: an email's sender name or a Slack incoming webhook needs none)."""
+    needed = [
+        action.integration
+        for s in steps
+        if (action := hub.registry.actions.get(s.action)) is not None
+        and action.needs_connection(action.settings.model_construct(**s.settings))
+    ]
     return list(dict.fromkeys(i for i in needed if i is not None and i not in connected))
 
 
@@ -68,7 +74,7 @@ async def workflows_page(
             "blocked": toggle_blocked(plan, w.enabled),
             "trigger": trigger_text(hub, w.trigger, w.offset_minutes),
             "actions": [action_title(hub, s.action) for s in w.steps],
-            "missing": _missing_integrations(hub, [s.action for s in w.steps], connected),
+            "missing": _missing_integrations(hub, w.steps, connected),
         }
         for w in items
     ]
