@@ -61,12 +61,22 @@ def first_including(tiers: Mapping[str, PlanConfig], actions: Iterable[ActionTyp
     return next((name for name, plan in tiers.items() if all(map(plan.allows, wanted))), None)
 
 
+def including(tiers: Mapping[str, PlanConfig], action: ActionType) -> list[str]:
+    """The names of the plans of ``tiers`` that allow ``action``, in the operator's order."""
+    return [name for name, plan in tiers.items() if plan.allows(action)]
+
+
 @dataclass(frozen=True)
 class PlanUsage:
     plan: str
     active: int
     limit: int | None
     allowed_actions: list[str]
+
+    @property
+    def at_limit(self) -> bool:
+        """No other workflow may be enabled: as many are active as the plan allows."""
+        return self.limit is not None and self.active >= self.limit
 
 
 def plan_of(conn: Connection, account_id: str) -> str:

@@ -13,6 +13,7 @@ from pydantic_core import PydanticCustomError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from . import plans
 from .actions import ActionContext, ActionType, Problem, WorkflowRef
 from .crypto import MASK, with_kept_secrets
 from .engine import Hub
@@ -160,7 +161,7 @@ def _masked(value: Any) -> Any:
 def _plan_problem(hub: Hub, plan_name: str, action: ActionType) -> Problem | None:
     if hub.settings.plan(plan_name).allows(action):
         return None
-    including = [name for name, plan in hub.settings.plans.items() if plan.allows(action)]
+    including = plans.including(hub.settings.plans, action)
     fix = (
         f"Upgrade to {' or '.join(name.capitalize() for name in including)} to use it."
         if including

@@ -7,7 +7,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromQuery
 from litestar.response import Redirect, Template
 
-from .. import accounts
+from .. import accounts, plans
 from ..engine import Hub
 from ..errors import FieldError, InputError
 from ..offload import offload
@@ -138,7 +138,6 @@ async def _account_page(
     errors: list[FieldError] | None = None,
 ) -> Template:
     plan = await usage(hub, me)
-    plans = hub.settings.plans.items()
     placed, general = place_errors(errors or [], FIELDS)
     zones = list(COMMON_ZONES)
     chosen = values["timezone"]
@@ -157,7 +156,10 @@ async def _account_page(
         allowed=sorted(action_title(hub, a) for a in plan.allowed_actions),
         # each with the plans that include it
         not_allowed=sorted(
-            (action_title(hub, name), [p.capitalize() for p, c in plans if c.allows(action)])
+            (
+                action_title(hub, name),
+                [p.capitalize() for p in plans.including(hub.settings.plans, action)],
+            )
             for name, action in hub.registry.actions.items()
             if name not in plan.allowed_actions
         ),

@@ -293,7 +293,7 @@ def toggle_blocked(plan: plans.PlanUsage, enabled: bool) -> str:
     """Why a workflow's toggle or the editor's Enabled switch cannot enable it (the plan's
     active-workflow limit is reached), shown beside it instead of letting it look clickable;
     "" when it can (an enabled workflow's never: switching it off is always allowed)."""
-    if enabled or plan.limit is None or plan.active < plan.limit:
+    if enabled or not plan.at_limit:
         return ""
     return (
         f"Your {plan.plan} plan allows {plan.limit} active "

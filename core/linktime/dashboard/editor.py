@@ -341,7 +341,7 @@ def _listed(names: list[str]) -> str:
 
 def plans_with(hub: Hub, action: ActionType) -> str:
     """Which plans include ``action``, in words."""
-    names = [name for name, plan in hub.settings.plans.items() if plan.allows(action)]
+    names = plans.including(hub.settings.plans, action)
     return f"on {_listed(names)}" if names else "on no plan"
 
 

@@ -136,7 +136,7 @@ def _why_off(hub: Hub, wf: WorkflowOut | None, plan: PlanUsage) -> Why:
         return Why(said)
     if wf.enabled:
         return Why(said + Markup(" It is on now, so the next event will run it."))
-    if plan.limit is not None and plan.active >= plan.limit:
+    if plan.at_limit:
         full = _sentence(
             " Your {} plan allows {} active workflows and all are on.",
             plan.plan,
