@@ -88,11 +88,9 @@ async def integrations_page(
     return await _integrations_page(request, hub, me)
 
 
-def _connect(hub: Hub, account_id: str, name: str, raw: dict[str, Raw]) -> None:
-    models = _credential_models(hub, name)
-    if not models:
-        raise NotFound(f"no integration {name!r}")
-    specs = _credential_specs(models)
+def _connect(
+    hub: Hub, account_id: str, name: str, specs: list[FieldSpec], raw: dict[str, Raw]
+) -> None:
     parsed = forms.parse(specs, raw)
     if parsed.errors:
         raise InputError(f"the {name} settings are not valid", parsed.errors)
@@ -107,10 +105,11 @@ async def connect_integration(
     models = _credential_models(hub, name)
     if not models:
         raise NotFound(f"no integration {name!r}")
+    specs = _credential_specs(models)
     form = await request.form()
-    raw = forms.read_raw(_credential_specs(models), {k: str(v) for k, v in form.items()}, "")
+    raw = forms.read_raw(specs, {k: str(v) for k, v in form.items()}, "")
     try:
-        await offload(_connect, hub, me.account_id, name, raw)
+        await offload(_connect, hub, me.account_id, name, specs, raw)
     except InputError as exc:
         return await _integrations_page(
             request,
