@@ -1,16 +1,34 @@
 """LinkTime Workflows: booking-triggered automation with pluggable channels."""
 
-from .actions import ActionContext, ActionType, Result, Template, TemplateStep, TriggerType
+from .actions import (
+    ActionContext,
+    ActionType,
+    Outcome,
+    Problem,
+    Result,
+    Template,
+    TemplateStep,
+    TriggerType,
+)
 from .hookspecs import hookimpl
+from .lifecycle import ProcessContext
 from .models import BookingEvent
+from .operator_settings import OperatorSettingError, plugin_settings
+from .templating import TemplateError
 
 __all__ = [
     "ActionContext",
     "ActionType",
     "BookingEvent",
+    "OperatorSettingError",
+    "Outcome",
+    "Problem",
+    "ProcessContext",
     "Result",
     "Template",
+    "TemplateError",
     "TemplateStep",
     "TriggerType",
     "hookimpl",
+    "plugin_settings",
 ]

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from . import templating
 from .models import BookingEvent
@@ -224,32 +224,6 @@ class ActionType:
         if self.preview_kind is not None and self.preview_kind not in PREVIEW_KINDS:
             kinds = ", ".join(PREVIEW_KINDS)
             raise ValueError(f"action {self.name}: preview_kind must be one of {kinds} or None")
-
-
-class OperatorSettingError(ValueError):
-    """A plugin's operator setting is invalid: the processes that run the system refuse to
-    start until it is fixed (``Registry.start_refusals``), rather than run without the plugin."""
-
-
-def operator_timeout(settings: type[BaseModel], extra: float = 0.0) -> float:
-    """An action's ``timeout`` from its plugin's operator settings class (read from the
-    environment): their ``timeout`` field, plus ``extra`` seconds an attempt may spend past it.
-    A timeout that is not a finite number of seconds above 0 raises ``OperatorSettingError``
-    naming its variable. While the other settings are invalid every attempt stops at once with
-    that error, so the field's default stands in."""
-    variable = f"{settings.model_config.get('env_prefix', '')}timeout".upper()
-    try:
-        timeout = settings().model_dump(include={"timeout"})["timeout"]
-    except ValidationError as exc:
-        problems = [e["msg"] for e in exc.errors() if e["loc"][:1] == ("timeout",)]
-        if problems:
-            raise OperatorSettingError(f"{variable} is not valid: {problems[0]}") from None
-        timeout = settings.model_fields["timeout"].default
-    if not (math.isfinite(timeout) and timeout > 0):
-        raise OperatorSettingError(
-            f"{variable} is {timeout!r}: give a finite number of seconds above 0"
-        )
-    return float(timeout) + extra
 
 
 @dataclass(frozen=True)

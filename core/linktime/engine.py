@@ -16,25 +16,30 @@ import json
 import logging
 import os
 import tempfile
-import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from dramatiq.asyncio import EventLoopThread
 from pydantic import BaseModel
 from sqlalchemy import Connection, case, or_, select, update
 
-from . import bookings, matching, plans, plugins
+from . import bookings, loop, matching, plans, plugins
 from . import statements as sql
-from .actions import ActionContext, ActionType, Outcome, Result, WorkflowRef
+from .actions import (
+    ActionContext,
+    ActionType,
+    Outcome,
+    Result,
+    WorkflowRef,
+)
 from .crypto import Sealer
 from .errorcodes import is_operator_error
 from .errors import InputError
 from .leases import Heartbeat
 from .models import BookingEvent
+from .operator_settings import OperatorSettingError
 from .settings import Settings
 from .statuses import STEP_OPEN, AttemptStatus, RunStatus, StepStatus
 from .storage import (
@@ -49,6 +54,7 @@ from .storage import (
     new_secret,
 )
 from .template_budget import TemplateBudgetError
+from .templating import TemplateError
 
 log = logging.getLogger(__name__)
 
@@ -63,25 +69,15 @@ def _iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
-_loop_thread: EventLoopThread | None = None
-_loop_lock = threading.Lock()
-
-
 def call_execute(action: ActionType, ctx: ActionContext) -> Result:
-    """Run a plain or async ``execute``. Coroutines share one event loop per process, so async
-    plugins can pool connections across the worker's threads; one that outlives the action's
-    ``timeout`` (by a tenth) is cancelled and the attempt ends as a retryable ``timeout``, as a
-    sync plugin's own deadline would end it."""
-    global _loop_thread
+    """Run a plain or async ``execute``. Coroutines share one event loop per process
+    (``linktime.loop``), so async plugins can pool connections across the worker's threads;
+    one that outlives the action's ``timeout`` (by a tenth) is cancelled and the attempt ends
+    as a retryable ``timeout``, as a sync plugin's own deadline would end it."""
     outcome = action.execute(ctx)
     if not inspect.isawaitable(outcome):
         return outcome
-    with _loop_lock:
-        if _loop_thread is None:
-            _loop_thread = EventLoopThread(log)
-            _loop_thread.daemon = True
-            _loop_thread.start(timeout=5)
-    return _loop_thread.run_coroutine(_awaited(outcome, action))
+    return loop.run(_awaited(outcome, action))
 
 
 # The engine's deadline for an attempt, in timeouts: a tenth past the action's own, so a
@@ -641,6 +637,15 @@ class Hub:
             result = call_execute(action, ctx)
         except TemplateBudgetError as exc:  # this template and booking would stop again
             return Result.fail(str(exc), error_code="template_budget")
+        except TemplateError as exc:  # checked on save, yet this booking breaks it: a retry
+            # would render the same
+            return Result.fail(
+                f"the message cannot be rendered for this booking: {exc}",
+                error_code="template_error",
+            )
+        except OperatorSettingError as exc:  # every step of the action is affected: retrying
+            # lets them resume once the operator fixes it
+            return Result.retry(str(exc), error_code="operator_settings")
         except Exception as exc:  # a plugin bug must not lose the step: retry it
             log.exception("action %s raised", action.name)
             return Result.retry(f"{type(exc).__name__}: {exc}", error_code="exception")

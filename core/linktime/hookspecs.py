@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
     from .actions import ActionType, Template, TriggerType
+    from .lifecycle import ProcessContext
 
 hookspec = pluggy.HookspecMarker("linktime")
 hookimpl = pluggy.HookimplMarker("linktime")
@@ -32,3 +33,16 @@ def register_actions(register: Callable[[ActionType], None]) -> None:
 @hookspec
 def register_templates(register: Callable[[Template], None]) -> None:
     """Offer ready-made workflows: call ``register(Template(...))`` once per template."""
+
+
+@hookspec
+def startup(context: ProcessContext) -> Awaitable[None] | None:
+    """A process that runs LinkTime is starting (an API, worker or scheduler process, or the
+    embedded server that is all three): open what the plugin keeps per process, e.g. a pool.
+    May be a coroutine, run on the loop async actions run on. An exception stops the start."""
+
+
+@hookspec
+def shutdown(context: ProcessContext) -> Awaitable[None] | None:
+    """That process is stopping: close what ``startup`` opened. May be a coroutine, as
+    ``startup``; an exception is logged and the other plugins still shut down."""

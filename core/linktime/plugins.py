@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from . import builtins, hookspecs
-from .actions import ActionType, OperatorSettingError, Template, TriggerType
+from .actions import ActionType, Template, TriggerType
+from .operator_settings import OperatorSettingError
 
 if TYPE_CHECKING:
     from .settings import Settings
@@ -131,6 +132,15 @@ class Registry:
     plugins: list[PluginInfo] = field(default_factory=list)
     broken: list[BrokenPlugin] = field(default_factory=list)
     conflicts: list[Conflict] = field(default_factory=list)
+    # The loaded plugins' hooks (broken plugins unregistered), for the per-process ones.
+    manager: pluggy.PluginManager | None = None
+
+    def hookimpls(self, hook: str) -> list[pluggy.HookImpl]:
+        """The loaded plugins' implementations of ``hook``, the built-ins first, then in load
+        order."""
+        if self.manager is None:
+            return []
+        return list(getattr(self.manager.hook, hook).get_hookimpls())
 
     def action(self, name: str) -> ActionType:
         try:
@@ -243,6 +253,11 @@ def load(
             _broken(registry, info.name, info.distribution, f"{type(exc).__name__}: {exc}")
             pm.unregister(module)
     _merge(registry, _with_known_triggers(registry, offers), prefer or {})
+    loaded = {f"{info.name}@{info.distribution}" for info in registry.plugins}
+    for name, _ in pm.list_name_plugin():
+        if name not in loaded:
+            pm.unregister(name=name)
+    registry.manager = pm
     return registry
 
 

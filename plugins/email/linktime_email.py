@@ -30,10 +30,10 @@ from linktime.actions import (
     Result,
     Template,
     TemplateStep,
-    operator_timeout,
 )
 from linktime.hookspecs import hookimpl
 from linktime.models import Booking, Person
+from linktime.operator_settings import operator_timeout
 from linktime.templating import TemplateError, TemplateStr
 from pydantic import (
     AfterValidator,
@@ -485,7 +485,7 @@ def register_actions(register: Callable[[ActionType], None]) -> None:
             operator_codes=frozenset({"auth_failed", "tls_error"}),
             preview_kind="email",
             # The whole send, then the goodbye it may still wait for.
-            timeout=operator_timeout(EmailOperatorSettings, extra=QUIT_TIMEOUT),
+            timeout=operator_timeout(ENV_PREFIX, EmailOperatorSettings, extra=QUIT_TIMEOUT),
             description="Email the invitee, the hosts or fixed addresses over the operator's SMTP.",
         )
     )

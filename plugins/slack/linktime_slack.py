@@ -35,9 +35,9 @@ from linktime.actions import (
     Result,
     Template,
     TemplateStep,
-    operator_timeout,
 )
 from linktime.hookspecs import hookimpl
+from linktime.operator_settings import operator_timeout
 from linktime.templating import TemplateError, TemplateStr
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -498,7 +498,7 @@ def register_actions(register: Callable[[ActionType], None]) -> None:
             check=check_slack,
             preview=preview_slack,
             preview_kind="slack",
-            timeout=operator_timeout(SlackOperatorSettings),
+            timeout=operator_timeout(ENV_PREFIX, SlackOperatorSettings),
             description="Post a message about the booking to a Slack channel or incoming webhook.",
         )
     )

@@ -28,9 +28,9 @@ from linktime.actions import (
     Result,
     Template,
     TemplateStep,
-    operator_timeout,
 )
 from linktime.hookspecs import hookimpl
+from linktime.operator_settings import operator_timeout
 from linktime.templating import TemplateError, TemplateStr
 from linktime_twilio import (
     API_BASE_ENV,
@@ -178,7 +178,7 @@ def register_actions(register: Callable[[ActionType], None]) -> None:
             preview=preview_sms,
             for_test=to_the_invitee,
             preview_kind="sms",
-            timeout=operator_timeout(SmsOperatorSettings),
+            timeout=operator_timeout(ENV_PREFIX, SmsOperatorSettings),
             description="Text the invitee, the host or a number through the account's Twilio.",
         )
     )

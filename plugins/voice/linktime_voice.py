@@ -26,8 +26,9 @@ from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from linktime.actions import ActionContext, ActionType, Problem, Result, operator_timeout
+from linktime.actions import ActionContext, ActionType, Problem, Result
 from linktime.hookspecs import hookimpl
+from linktime.operator_settings import operator_timeout
 from linktime.templating import TemplateError, TemplateStr
 from linktime_twilio import (
     API_BASE_ENV,
@@ -273,7 +274,7 @@ def register_actions(register: Callable[[ActionType], None]) -> None:
             preview=preview_call,
             for_test=to_the_invitee,
             preview_kind="voice",
-            timeout=operator_timeout(VoiceOperatorSettings),
+            timeout=operator_timeout(ENV_PREFIX, VoiceOperatorSettings),
             description="Call the invitee, the host or a number through the account's Twilio: "
             "speak a script, or connect the operator's AI voice agent.",
         )

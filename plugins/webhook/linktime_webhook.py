@@ -33,9 +33,10 @@ from typing import Annotated, Any
 
 import httpcore
 import httpx
-from linktime.actions import ActionContext, ActionType, Problem, Result, operator_timeout
+from linktime.actions import ActionContext, ActionType, Problem, Result
 from linktime.crypto import MASK
 from linktime.hookspecs import hookimpl
+from linktime.operator_settings import operator_timeout
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from standardwebhooks import Webhook
@@ -826,7 +827,7 @@ def register_actions(register: Callable[[ActionType], None]) -> None:
             preview_kind="webhook",
             check=check_webhook,
             capability="webhook",
-            timeout=operator_timeout(WebhookOperatorSettings),
+            timeout=operator_timeout(ENV_PREFIX, WebhookOperatorSettings),
             description="POST the booking event as signed JSON (Standard Webhooks) to a URL.",
         )
     )
