@@ -14,7 +14,7 @@ from .hookspecs import hookimpl
 from .lifecycle import ProcessContext
 from .models import BookingEvent
 from .operator_settings import OperatorSettingError, plugin_settings
-from .templating import TemplateError
+from .templating import TemplateError, TemplateStr
 
 __all__ = [
     "ActionContext",
@@ -28,6 +28,7 @@ __all__ = [
     "Template",
     "TemplateError",
     "TemplateStep",
+    "TemplateStr",
     "TriggerType",
     "hookimpl",
     "plugin_settings",

@@ -192,7 +192,13 @@ def show_plans() -> None:
     for action in sorted(registry.actions.values(), key=lambda a: a.name):
         allowed = [p.allows(action) for p in settings.plans.values()]
         marks = "".join(f"{'yes' if ok else '-':>12}" for ok in allowed)
-        flag = "   <- no plan allows it" if not any(allowed) else ""
+        # Only an action with a capability can be allowed nowhere: a new one is in no plan.
+        flag = (
+            f"   <- no plan allows it: add {action.capability!r} to a plan's capabilities"
+            " in linktime.toml"
+            if not any(allowed)
+            else ""
+        )
         click.echo(f"{action.name:<28}{marks}{flag}")
     for name in settings.disabled_plugins:
         click.echo(f"plugin {name} is disabled for everyone (disabled_plugins)")

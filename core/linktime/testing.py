@@ -1,9 +1,10 @@
 """Pytest fixtures for plugin authors (registered through the ``pytest11`` entry point).
 
 - ``booking_event``: a realistic ``BookingEvent``.
-- ``run_action``: run one installed action against an event, as the engine would, and get its
-  ``Result``.
-- ``linktime_hub``: a ``Hub`` on a fresh SQLite database.
+- ``run_action``: run one action (installed, by name, or an ``ActionType``) against an event,
+  as the engine would, and get its ``Result``.
+- ``linktime_hub``: a ``Hub`` on a fresh SQLite database that also saves workflows through the
+  API (``save``, ``refused``: see ``linktime.testing_hub``).
 - ``http_receiver``: a real HTTP server on loopback that records what it receives and answers
   as scripted, standing in for a webhook endpoint or a provider's API.
 
@@ -31,9 +32,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from .actions import Result
-    from .engine import Hub
+    from .actions import ActionType, Result
     from .models import BookingEvent
+    from .testing_hub import LinktimeHub
 
 
 @pytest.fixture
@@ -60,7 +61,7 @@ def event_with(**booking: Any) -> BookingEvent:
 
 
 def run_action(
-    action: str,
+    action: str | ActionType,
     settings: dict[str, Any],
     event: BookingEvent | None = None,
     *,
@@ -69,13 +70,14 @@ def run_action(
     credentials: dict[str, Any] | None = None,
     step_id: str = "stp_test",
 ) -> Result:
-    """Validate ``settings`` with the action's model and run one attempt against ``event``."""
+    """Validate ``settings`` with the action's model and run one attempt against ``event``.
+    ``action`` is an installed action's name, or an ``ActionType`` (installed or not)."""
     from . import plugins
     from .actions import ActionContext, WorkflowRef
     from .engine import call_execute
     from .models import sample_event
 
-    action_type = plugins.load().action(action)
+    action_type = plugins.load().action(action) if isinstance(action, str) else action
     event = event or sample_event()
     creds = None
     if action_type.credentials is not None and credentials is not None:
@@ -102,11 +104,11 @@ def run_action_fixture() -> RunAction:
 
 
 @pytest.fixture
-def linktime_hub(tmp_path: Path) -> Iterator[Hub]:
-    from .engine import Hub
+def linktime_hub(tmp_path: Path) -> Iterator[LinktimeHub]:
     from .settings import Settings
+    from .testing_hub import LinktimeHub
 
-    hub = Hub(Settings(data_dir=tmp_path, secret_key="test-secret"))
+    hub = LinktimeHub(Settings(data_dir=tmp_path, secret_key="test-secret"))
     hub.migrate()
     try:
         yield hub
