@@ -17,7 +17,6 @@ from .engine import Hub
 from .errors import InputError, NotFound, pydantic_fields
 from .storage import Account, ApiKey, new_id, new_secret
 
-PLANS = ("free", "pro", "business")
 KEY_PREFIX = "lt_"
 
 
@@ -34,8 +33,10 @@ class NewAccount:
 
 
 def create_account(hub: Hub, name: str, plan: str) -> NewAccount:
-    if plan not in PLANS:
-        raise ValueError(f"unknown plan {plan!r}; expected one of {', '.join(PLANS)}")
+    """A new account on ``plan``, one of the operator's plans (``Settings.plans``)."""
+    if plan not in hub.settings.plans:
+        known = ", ".join(hub.settings.plans)
+        raise ValueError(f"unknown plan {plan!r}; the operator's plans: {known}")
     now = hub.clock()
     account = Account(id=new_id("acc"), name=name, plan=plan, created_at=now)
     row, key = _new_key(account.id, now)

@@ -262,18 +262,69 @@ def accounts() -> None:
     """Accounts."""
 
 
+def _migrated_hub() -> Any:
+    hub = _hub()
+    if hub.settings.database_url is None:  # the embedded default migrates itself
+        hub.migrate()
+    return hub
+
+
 @accounts.command("create")
 @click.option("--name", default="default", show_default=True)
 @click.option(
-    "--plan", type=click.Choice(["free", "pro", "business"]), default="free", show_default=True
+    "--plan", default="free", show_default=True, help="One of the plans in `linktime plans`."
 )
 def create_account(name: str, plan: str) -> None:
     """Create an account and print its API key (shown this once)."""
     from .accounts import create_account as create
 
-    hub = _hub()
-    if hub.settings.database_url is None:  # the embedded default migrates itself
-        hub.migrate()
-    new = create(hub, name, plan)
+    try:
+        new = create(_migrated_hub(), name, plan)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(f"account {new.id} ({new.plan})", err=True)
     click.echo(new.api_key)
+
+
+def _of_limit(active: int, limit: int | None) -> str:
+    return f"{active}/{'unlimited' if limit is None else limit}"
+
+
+@accounts.command("list")
+def list_accounts() -> None:
+    """Every account: id, name, plan, active workflows against the plan's limit, created."""
+    from .admin import list_accounts as listed
+
+    rows = [
+        (a.id, a.name, a.plan, _of_limit(a.active, a.limit), f"{a.created_at:%Y-%m-%d %H:%M}")
+        for a in listed(_migrated_hub())
+    ]
+    header = ("ID", "NAME", "PLAN", "ACTIVE", "CREATED")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+@accounts.command("set-plan")
+@click.argument("account_id")
+@click.argument("plan")
+def set_plan(account_id: str, plan: str) -> None:
+    """Move an account to PLAN (any plan in `linktime plans`). A plan allowing fewer active
+    workflows keeps the oldest active and pauses the rest, named here."""
+    from .admin import set_plan as change
+    from .errors import InputError, NotFound
+
+    try:
+        done = change(_migrated_hub(), account_id, plan)
+    except InputError as exc:
+        raise click.ClickException(exc.message) from None
+    except NotFound as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(
+        f"{done.account_id}: {done.previous_plan} -> {done.plan}; "
+        f"active workflows {_of_limit(done.active, done.limit)}"
+    )
+    if done.paused:
+        click.echo(f"paused {len(done.paused)} (the newest beyond the {done.plan} plan's limit):")
+    for wf in done.paused:
+        click.echo(f"  {wf.id}  {wf.name}")

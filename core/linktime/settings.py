@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -60,6 +60,11 @@ class Settings(BaseSettings):
         False,
         description="PostgreSQL without Redis: `serve` is the database's only worker, so at "
         "start it takes back the runs it left under way (always so on SQLite)",
+    )
+    admin_token: SecretStr | None = Field(
+        None,
+        description="Bearer token of the operator API under /v1/admin; unset: that API is off "
+        "(every route answers 404)",
     )
     prefer_plugins: dict[str, str] = Field(
         default_factory=dict,

@@ -365,12 +365,19 @@ def set_enabled(hub: Hub, account_id: str, workflow_id: str, enabled: bool) -> W
             _enforce_plan(
                 hub, session, account_id, _spec_of(wf).model_copy(update={"enabled": True}), wf.id
             )
-        wf.enabled = enabled
-        wf.updated_at = hub.clock()
-        session.flush()
-        due_now = _replan(hub, session, wf)
+        due_now = switch(hub, session, wf, enabled)
     hub.enqueue(due_now)
     return to_out(hub, wf)
+
+
+def switch(hub: Hub, session: Session, wf: Workflow, enabled: bool) -> list[str]:
+    """Enable or disable ``wf`` within ``session``'s transaction (no plan check: the caller's);
+    its planned reminders follow (a disabled one's pending ones are cancelled). Returns the runs
+    due at once, for the caller to enqueue after commit."""
+    wf.enabled = enabled
+    wf.updated_at = hub.clock()
+    session.flush()
+    return _replan(hub, session, wf)
 
 
 def update(

@@ -40,6 +40,7 @@ from ..runs import EventInspection, RunOut, RunSummary
 from ..statuses import RunStatus
 from ..testruns import TestRunOut
 from ..workflows import TemplateOut, WorkflowIn, WorkflowOut
+from . import admin
 from .schemas import (
     ConflictOut,
     ErrorField,
@@ -528,6 +529,7 @@ def create_app(
         delete_integration,
         list_plugins,
         healthz,
+        *admin.handlers(hub),
     ]
     for handler in api_handlers:  # document the one error shape every route answers with
         handler.responses = {**ERROR_RESPONSES, **(handler.responses or {})}
@@ -548,7 +550,10 @@ def create_app(
             path="/schema",
             operation_id_creator=_operation_id,
             components=Components(
-                security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}
+                security_schemes={
+                    "bearer": SecurityScheme(type="http", scheme="bearer"),
+                    **admin.SECURITY_SCHEMES,
+                }
             ),
             security=[{"bearer": []}],
         ),
