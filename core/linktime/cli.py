@@ -7,11 +7,14 @@ import json
 import logging
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from . import plugins as plugin_loader
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 
 def _hub() -> Any:
@@ -76,8 +79,41 @@ def serve(host: str, port: int) -> None:
         shutdown += [scheduler.stop, lambda: worker.stop()]
     for broken in hub.registry.broken:
         click.echo(f"plugin {broken.name} is broken and was skipped: {broken.error}", err=True)
+    click.echo("\n".join(serve_banner(hub.settings, host, port)), err=True)
     app = create_app(hub, on_startup=startup, on_shutdown=shutdown)
     uvicorn.run(app, host=host, port=port, log_level="info")
+
+
+def _masked(url: str) -> str:
+    """A database or broker URL with its password replaced by ***."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "(a URL that does not parse; not shown, it may hold a password)"
+
+
+def serve_banner(settings: Settings, host: str, port: int) -> list[str]:
+    """What ``serve`` says once at start: where to look, what runs here, on what."""
+    shown = "localhost" if host in ("", "0.0.0.0", "::") else host
+    base = f"http://{f'[{shown}]' if ':' in shown else shown}:{port}"
+    roles = (
+        f"API, worker ({settings.worker_threads} threads), scheduler"
+        if not settings.redis_url
+        else "API only (steps run in `linktime worker`, reminders in `linktime scheduler`)"
+    )
+    admin = "on, /v1/admin" if settings.admin_token else "off (set LINKTIME_ADMIN_TOKEN)"
+    return [
+        "LinkTime Workflows",
+        f"  dashboard:  {base}/",
+        f"  API docs:   {base}/schema (Swagger UI: {base}/schema/swagger)",
+        f"  roles:      {roles}",
+        f"  database:   {_masked(settings.effective_database_url)}",
+        f"  broker:     {_masked(settings.redis_url) if settings.redis_url else 'in-process'}",
+        f"  admin API:  {admin}",
+    ]
 
 
 @main.command()

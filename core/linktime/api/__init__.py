@@ -40,7 +40,7 @@ from ..runs import EventInspection, RunOut, RunSummary
 from ..statuses import RunStatus
 from ..testruns import TestRunOut
 from ..workflows import TemplateOut, WorkflowIn, WorkflowOut
-from . import admin
+from . import admin, docs
 from .schemas import (
     ConflictOut,
     ErrorField,
@@ -535,7 +535,7 @@ def create_app(
         handler.responses = {**ERROR_RESPONSES, **(handler.responses or {})}
 
     return Litestar(
-        route_handlers=api_handlers,
+        route_handlers=[*api_handlers, docs.assets()],
         dependencies={"account_id": Provide(provide_account)},
         exception_handlers={
             InputError: _on_input_error,
@@ -556,6 +556,8 @@ def create_app(
                 }
             ),
             security=[{"bearer": []}],
+            render_plugins=docs.render_plugins(),
+            openapi_router=docs.router(),
         ),
         before_request=_before_request,
         on_startup=list(on_startup),
