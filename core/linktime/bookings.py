@@ -23,6 +23,7 @@ from sqlalchemy import ColumnElement, Connection, and_, bindparam, exists, selec
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
 
+from . import metrics
 from .actions import TriggerType
 from .models import Booking, BookingEvent
 from .statuses import RUN_PENDING, RunStatus, StepStatus
@@ -86,6 +87,13 @@ def _iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
+def due_time(trigger: TriggerType, offset_minutes: int, start: datetime, end: datetime) -> datetime:
+    """The moment a time trigger names for a booking (OverflowError beyond the calendar)."""
+    # In UTC: arithmetic on a zone-aware datetime is wall-clock, wrong across a DST change.
+    anchor = (start if trigger.anchor == "start" else end).astimezone(UTC)
+    return anchor + timedelta(minutes=trigger.direction * offset_minutes)
+
+
 def decide(
     trigger: TriggerType, offset_minutes: int, start: datetime, end: datetime, now: datetime
 ) -> tuple[datetime | None, str | None]:
@@ -93,10 +101,8 @@ def decide(
 
     A due time already past when planned fires at once if the meeting has not started (a
     booking made 10 minutes ahead still gets its 1-hour reminder); otherwise it is skipped."""
-    # In UTC: arithmetic on a zone-aware datetime is wall-clock, wrong across a DST change.
     try:
-        anchor = (start if trigger.anchor == "start" else end).astimezone(UTC)
-        due = anchor + timedelta(minutes=trigger.direction * offset_minutes)
+        due = due_time(trigger, offset_minutes, start, end)
     except OverflowError:
         # Events are refused outside models.EARLIEST..LATEST; a booking stored before that
         # check must not stop every other booking of the account from being planned.
@@ -201,6 +207,7 @@ def cancel(conn: Connection, where: ColumnElement[bool], reason: str, now: datet
             .returning(Run.id)
         )
     )
+    metrics.runs_finished(RunStatus.CANCELLED, len(run_ids))
     if run_ids:
         conn.execute(
             update(RunStep)
@@ -292,7 +299,7 @@ class Firing:
 
     status: RunStatus  # RUNNING: it fires; SCHEDULED: planned again for due_at; else it ends
     event_id: str  # the event it carries: the booking's latest when the booking has moved
-    due_at: datetime | None = None
+    due_at: datetime | None = None  # RUNNING: when it was due (how late it is: metrics)
     note: str | None = None
 
 
@@ -336,15 +343,20 @@ def on_claim(
     trigger = triggers.get(current.trigger)
     if trigger is None or trigger.kind != "time":
         return Firing(RunStatus.CANCELLED, event_id, note="the workflow was disabled or changed")
-    if current.start is None or (current.start, current.end) == (planned.start, planned.end):
+    if current.start is None:
         return Firing(RunStatus.RUNNING, event_id)
+    if (current.start, current.end) == (planned.start, planned.end):
+        planned_due = due_time(trigger, current.offset_minutes, current.start, current.end)
+        return Firing(RunStatus.RUNNING, event_id, planned_due)
     due, note = decide(trigger, current.offset_minutes, current.start, current.end, now)
     if due is None:
         return Firing(RunStatus.SKIPPED, current.event_id, note=f"the booking moved: {note}")
     if due > now:
         moved = f"the booking moved: planned again for {_iso(due)}"
         return Firing(RunStatus.SCHEDULED, current.event_id, due, moved)
-    return Firing(RunStatus.RUNNING, current.event_id, note=note and f"the booking moved: {note}")
+    return Firing(
+        RunStatus.RUNNING, current.event_id, due, note=note and f"the booking moved: {note}"
+    )
 
 
 def carry_latest(conn: Connection, run_id: str, token: str, firing: Firing) -> bool:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import click
 
+from . import logs
 from . import plugins as plugin_loader
 
 if TYPE_CHECKING:
@@ -37,13 +39,15 @@ def _refuse_unsafe_start(
 @click.option("-v", "--verbose", is_flag=True, help="Log at debug level.")
 def main(verbose: bool) -> None:
     """LinkTime Workflows: booking-triggered automation."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # One INFO line per outgoing request would cost more than the request's bookkeeping.
-    for chatty in ("alembic", "httpx", "httpcore"):
-        logging.getLogger(chatty).setLevel(logging.WARNING)
+    from .settings import Settings
+
+    settings = Settings()
+    logs.configure(settings.log_format, verbose=verbose)
+    if settings.metrics_dir is not None:
+        # Before prometheus_client is imported (it picks its mode then); worker processes
+        # inherit it. See linktime.metrics.
+        settings.metrics_dir.mkdir(parents=True, exist_ok=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(settings.metrics_dir.resolve())
 
 
 @main.command()
@@ -81,7 +85,8 @@ def serve(host: str, port: int) -> None:
         click.echo(f"plugin {broken.name} is broken and was skipped: {broken.error}", err=True)
     click.echo("\n".join(serve_banner(hub.settings, host, port)), err=True)
     app = create_app(hub, on_startup=startup, on_shutdown=shutdown)
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    # log_config=None: uvicorn's lines go through the handler main() set up (LOG_FORMAT).
+    uvicorn.run(app, host=host, port=port, log_level="info", log_config=None)
 
 
 def _masked(url: str) -> str:
@@ -162,7 +167,8 @@ def scheduler() -> None:
         )
     _refuse_unsafe_start(hub.registry)
     bind(hub, make_broker(hub))
-    click.echo("scheduler running", err=True)
+    # A log line, not an echo: with LINKTIME_LOG_FORMAT=json every line on stderr is JSON.
+    logging.getLogger("linktime.scheduler").info("scheduler running")
     with contextlib.suppress(KeyboardInterrupt):
         Scheduler(hub).run_forever()
 

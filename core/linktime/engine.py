@@ -25,7 +25,7 @@ from typing import Any
 from pydantic import BaseModel
 from sqlalchemy import Connection, case, or_, select, update
 
-from . import bookings, loop, matching, plans, plugins
+from . import bookings, logs, loop, matching, metrics, plans, plugins
 from . import statements as sql
 from .actions import (
     ActionContext,
@@ -77,7 +77,8 @@ def call_execute(action: ActionType, ctx: ActionContext) -> Result:
     outcome = action.execute(ctx)
     if not inspect.isawaitable(outcome):
         return outcome
-    return loop.run(_awaited(outcome, action))
+    # The plugins' loop runs the coroutine in its own context: carry the run's log ids there.
+    return loop.run(_awaited(outcome, action, logs.ids()))
 
 
 # The engine's deadline for an attempt, in timeouts: a tenth past the action's own, so a
@@ -86,7 +87,8 @@ def call_execute(action: ActionType, ctx: ActionContext) -> Result:
 _DEADLINE = 1.1
 
 
-async def _awaited(awaitable: Awaitable[Result], action: ActionType) -> Result:
+async def _awaited(awaitable: Awaitable[Result], action: ActionType, ids: dict[str, str]) -> Result:
+    logs.bind(**ids)
     try:
         async with asyncio.timeout(action.timeout * _DEADLINE) as deadline:
             return await awaitable
@@ -171,6 +173,8 @@ class Hub:
         self.heartbeat = Heartbeat(self.db, self.settings.step_lease_seconds)
         # Set by the broker binding (worker.bind); until then runs wait for the scheduler.
         self.enqueue: Callable[[list[str]], None] = lambda run_ids: None
+        # Also the broker binding's: how many messages wait in the broker (read by /metrics).
+        self.queue_length: Callable[[], int] | None = None
 
     def secret_key(self) -> str:
         if self.settings.secret_key:
@@ -218,6 +222,7 @@ class Hub:
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
         with self.db.begin() as conn:
             ingested = self._store_event(conn, account_id, event, payload, digest)
+        metrics.event_received(event.type, "replayed" if ingested.replayed else "accepted")
         self.enqueue(ingested.run_ids)
         return ingested
 
@@ -474,11 +479,15 @@ class Hub:
                         return
                     step = self._start(conn, claim)
                 # A step may outlast the lease: this process renews it until the run is let go.
-                with self.heartbeat.holding(run_id, claim.token):
+                with (
+                    self.heartbeat.holding(run_id, claim.token),
+                    logs.bound(run_id=run_id, account_id=claim.account_id, event_id=claim.event.id),
+                ):
                     while step is not None:
-                        result, started, duration_ms = self._attempt(claim, step)
-                        with conn.begin():
-                            step = self._record(conn, claim, step, result, started, duration_ms)
+                        with logs.bound(step_id=step.id):
+                            result, started, duration_ms = self._attempt(claim, step)
+                            with conn.begin():
+                                step = self._record(conn, claim, step, result, started, duration_ms)
             except LeaseLost:
                 log.warning("run %s: lease lost; another worker owns it now", run_id)
 
@@ -501,12 +510,20 @@ class Hub:
         else:
             context = conn.execute(sql.CONTEXT, {"b_event": row.event_id}).one()
             steps = self._steps(conn, run_id)
-        if not steps:  # a planned run firing: steps from the workflow as it is now
-            context = self._fire(conn, run_id, row, context, token)
-            if context is None:
+        # Nothing attempted yet: this claim starts the run, its first attempt follows (metrics).
+        since = row.created_at if all(s.attempts == 0 for s in steps) else None
+        reminder = not steps
+        if reminder:  # a planned run firing: steps from the workflow as it is now
+            fired = self._fire(conn, run_id, row, context, token)
+            if fired is None:
                 return None
+            context, due = fired
+            # Late is past the due time, or past the planning when that was later.
+            since = max(due or row.created_at, row.created_at)
             self._copy_steps(conn, {row.workflow_id: run_id})
             steps = self._steps(conn, run_id)
+        if since is not None:
+            metrics.first_attempt(row.trigger, self.clock() - since, reminder=reminder)
         needed = {
             a.integration
             for s in steps
@@ -538,10 +555,12 @@ class Hub:
     def _steps(self, conn: Connection, run_id: str) -> list[_Step]:
         return [_Step(**r._mapping) for r in conn.execute(sql.STEPS, {"b_run": run_id})]
 
-    def _fire(self, conn: Connection, run_id: str, run: Any, context: Any, token: str) -> Any:
+    def _fire(
+        self, conn: Connection, run_id: str, run: Any, context: Any, token: str
+    ) -> tuple[Any, datetime | None] | None:
         """Check a claimed planned run against the booking and the workflow as they are now:
-        it fires (returns the event context it carries), or it is planned again for the
-        booking's new time, or it ends (cancelled, skipped); then None."""
+        it fires (returns the event context it carries and its due time), or it is planned
+        again for the booking's new time, or it ends (cancelled, skipped); then None."""
         planned = BookingEvent.model_validate(context.payload).booking
         firing = bookings.on_claim(
             conn, run_id, run.event_id, planned, self.registry.triggers, self.clock()
@@ -555,10 +574,10 @@ class Hub:
             self._finish(conn, run_id, token, firing.status, firing.note)
             return None
         if firing.event_id == run.event_id:
-            return context
+            return context, firing.due_at
         if not bookings.carry_latest(conn, run_id, token, firing):
             raise LeaseLost(run_id)
-        return conn.execute(sql.CONTEXT, {"b_event": firing.event_id}).one()
+        return conn.execute(sql.CONTEXT, {"b_event": firing.event_id}).one(), firing.due_at
 
     def _start(self, conn: Connection, claim: _Claim) -> _Step | None:
         """Pick up where the run stands: the first unfinished step, now marked running."""
@@ -597,7 +616,10 @@ class Hub:
             if blocked is not None:
                 result = Result.fail(blocked, error_code=BLOCKED)
             else:
-                with self.heartbeat.attempting(claim.run_id, action.timeout * _DEADLINE):
+                with (
+                    self.heartbeat.attempting(claim.run_id, action.timeout * _DEADLINE),
+                    metrics.IN_PROGRESS.labels(action.name).track_inprogress(),
+                ):
                     result = self._execute(action, claim, step)
         return result, started, int((time.perf_counter() - t0) * 1000)
 
@@ -744,6 +766,9 @@ class Hub:
                 conn.execute(sql.START_NEXT, params)
             if skip_rest:
                 conn.execute(sql.SKIP_REST, params)
+        metrics.attempt_recorded(step.action, str(attempt["status"]), duration_ms / 1000)
+        if run.get("b_run_status") in (RunStatus.SUCCEEDED, RunStatus.FAILED):
+            metrics.runs_finished(run["b_run_status"])
         if run.get("b_run_status") in (RunStatus.WAITING, RunStatus.FAILED):
             self._log_setback(claim, step, result, next_at)
         return (
@@ -784,6 +809,7 @@ class Hub:
         params = {"b_token": token, "b_status": status, "b_note": note, "b_now": self.clock()}
         if conn.execute(sql.END_RUN, {"b_run": run_id, **params}).rowcount != 1:
             raise LeaseLost(run_id)
+        metrics.runs_finished(status)
 
     # -- scheduling ---------------------------------------------------------------------------
 

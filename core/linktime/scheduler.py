@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 
+from . import metrics
 from .engine import Hub
 
 log = logging.getLogger(__name__)
@@ -19,8 +20,9 @@ class Scheduler:
 
     def tick(self) -> int:
         """Enqueue what is due; returns how many runs were handed out."""
-        run_ids = self.hub.due_runs()
-        self.hub.enqueue(run_ids)
+        with metrics.TICK_SECONDS.time():
+            run_ids = self.hub.due_runs()
+            self.hub.enqueue(run_ids)
         return len(run_ids)
 
     def run_forever(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
@@ -65,6 +66,14 @@ class Settings(BaseSettings):
         None,
         description="Bearer token of the operator API under /v1/admin; unset: that API is off "
         "(every route answers 404)",
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="`json`: one JSON object per log line, with the run's ids"
+    )
+    metrics_dir: Path | None = Field(
+        None,
+        description="Prometheus multiprocess directory shared by the `linktime` processes of "
+        "one machine; `serve`'s /metrics adds them up. Unset: each process counts alone",
     )
     prefer_plugins: dict[str, str] = Field(
         default_factory=dict,

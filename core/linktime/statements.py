@@ -92,6 +92,7 @@ _CLAIMED = (
     Run.event_id,
     Run.booking_uid,
     Run.continue_when_blocked,
+    Run.created_at,
 )
 CONTEXT = (
     select(Event.payload, Account.plan)

@@ -7,13 +7,16 @@ Dramatiq's own retries only cover infrastructure errors (the database briefly un
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 
+from . import logs, metrics
 from .engine import Hub
+from .settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -51,18 +54,32 @@ def bind(hub: Hub, broker: dramatiq.Broker) -> dramatiq.Actor[[str], None]:
                 log.exception("could not enqueue run %s; the scheduler will re-send it", run_id)
 
     hub.enqueue = enqueue
+    hub.queue_length = functools.partial(queue_length, broker)
     return actor
+
+
+def queue_length(broker: dramatiq.Broker) -> int:
+    """Messages waiting for a worker (not those a worker has fetched): the queue's Redis list
+    (Dramatiq's ``<namespace>:<queue>``), or the in-process broker's queue."""
+    if isinstance(broker, RedisBroker):
+        return int(broker.client.llen(f"{broker.namespace}:{QUEUE}"))
+    return int(broker.queues[QUEUE].qsize())
 
 
 def setup() -> None:
     """Entry for ``dramatiq linktime.worker:setup``: one hub per worker process."""
-    hub = Hub()
+    # Dramatiq runs with --skip-logging: this process logs as the `linktime` command does.
+    settings = Settings()
+    logs.configure(settings.log_format)
+    hub = Hub(settings)
     if not hub.settings.redis_url:
         raise SystemExit(
             "linktime worker needs LINKTIME_REDIS_URL (the embedded default runs "
             "its worker inside `linktime serve`)"
         )
-    bind(hub, make_broker(hub))
+    broker = make_broker(hub)
+    broker.add_middleware(metrics.ProcessExit())
+    bind(hub, broker)
 
 
 def start_in_process(hub: Hub, broker: dramatiq.Broker, threads: int) -> dramatiq.Worker:

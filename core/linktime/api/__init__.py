@@ -41,6 +41,7 @@ from ..statuses import RunStatus
 from ..testruns import TestRunOut
 from ..workflows import TemplateOut, WorkflowIn, WorkflowOut
 from . import admin, docs
+from .metrics import MetricsPlugin
 from .schemas import (
     ConflictOut,
     ErrorField,
@@ -560,8 +561,11 @@ def create_app(
             openapi_router=docs.router(),
         ),
         before_request=_before_request,
+        # The process's logging is the command's (linktime.logs, LINKTIME_LOG_FORMAT), not
+        # Litestar's own root logger setup.
+        logging_config=None,
         on_startup=list(on_startup),
         on_shutdown=list(on_shutdown),
         # dashboard: the server-rendered pages under / (routes, session, CSRF, templates, static)
-        plugins=[DashboardPlugin(hub), _BodiesAsDeclared()],
+        plugins=[DashboardPlugin(hub), MetricsPlugin(hub), _BodiesAsDeclared()],
     )

@@ -1,0 +1,227 @@
+"""LINKTIME_LOG_FORMAT=json: one JSON object per line, with the ids of the run and step being
+processed, on the lines of the engine and of the plugins (sync and async) alike; and the real
+``linktime`` processes (API, two worker processes, scheduler) log only JSON while
+LINKTIME_METRICS_DIR makes ``serve``'s /metrics count what the other processes did."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from linktime import Result, logs, workflows
+from linktime.accounts import create_account
+from linktime.actions import ActionContext, ActionType
+from linktime.cli import serve_banner
+from linktime.engine import Hub
+from linktime.models import sample_event
+from linktime.runs import get_run
+from linktime.settings import Settings
+from linktime.testing import HttpReceiver, Reply
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import create_engine, text
+
+from .conftest import LOOPBACK, NoSettings, delete_namespace, fast_settings, registry_with
+from .procs import LINKTIME, clean_env, serve_with_account, start, stop
+from .test_delivery import SECRET
+
+plugin_log = logging.getLogger("acme.plugin")
+
+
+def announce(ctx: ActionContext) -> Result:
+    plugin_log.info("sync step of %s", ctx.workflow.name)
+    return Result.fail("the receiver said no", error_code="refused")
+
+
+async def greet(ctx: ActionContext) -> Result:
+    plugin_log.info("async step")
+    return Result.ok()
+
+
+@pytest.fixture
+def json_lines() -> Iterator[io.StringIO]:
+    """What the root logger writes, formatted as LINKTIME_LOG_FORMAT=json formats it."""
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(logs.formatter("json"))
+    handler.addFilter(logs.RunIds())
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    yield out
+    root.removeHandler(handler)
+    root.setLevel(level)
+
+
+def test_engine_and_plugin_lines_carry_the_run_and_step_ids(
+    tmp_path: Path, json_lines: io.StringIO
+) -> None:
+    registry = registry_with(
+        ActionType("test.greet", "Greet", NoSettings, greet),
+        ActionType("test.announce", "Announce", NoSettings, announce),
+    )
+    hub = Hub(fast_settings(data_dir=tmp_path), registry=registry)
+    hub.migrate()
+    try:
+        account = create_account(hub, "logs", "business")
+        spec = workflows.WorkflowIn(
+            name="welcome",
+            trigger="booking.created",
+            enabled=True,
+            steps=[{"action": "test.greet"}, {"action": "test.announce"}],
+        )
+        workflows.create(hub, account.id, spec)
+        run_id = hub.emit(sample_event(id="evt_logs"), account_id=account.id).run_ids[0]
+        hub.process_run(run_id)
+        plugin_log.info("after the run")
+        run = get_run(hub, account.id, run_id)
+    finally:
+        hub.close()
+    assert run.status == "failed"
+    first, second = (s.id for s in run.steps)
+
+    lines = [json.loads(line) for line in json_lines.getvalue().splitlines()]
+    ours = [line for line in lines if line["logger"] in ("acme.plugin", "linktime.engine")]
+    run_ids = {"run_id": run_id, "account_id": account.id, "event_id": "evt_logs"}
+    said = [(line["message"], {k: line.get(k) for k in (*run_ids, "step_id")}) for line in ours]
+    assert said == [
+        ("async step", {**run_ids, "step_id": first}),
+        ("sync step of welcome", {**run_ids, "step_id": second}),
+        (
+            f"run {run_id} step {second} account {account.id}: attempt 1 ended refused "
+            "(http -); run failed",
+            {**run_ids, "step_id": second},
+        ),
+        ("after the run", dict.fromkeys((*run_ids, "step_id"))),
+    ]
+    for line in ours:
+        assert line["level"] == "INFO"
+        assert line["time"].endswith("+00:00")
+
+
+def wait_status(base: str, headers: dict[str, str], run_id: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 30
+    while True:
+        run: dict[str, Any] = httpx.get(f"{base}/v1/runs/{run_id}", headers=headers).json()
+        if run["status"] in ("succeeded", "failed"):
+            return run
+        assert time.monotonic() < deadline, f"run still {run['status']}"
+        time.sleep(0.1)
+
+
+def samples(base: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    text = httpx.get(f"{base}/metrics").text
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def json_only(log: Path, skip: int = 0) -> list[dict[str, Any]]:
+    """Every line of a process's output (past the first ``skip``), each a JSON object, or the
+    test fails naming it."""
+    lines = log.read_text().splitlines()[skip:]
+    assert lines, f"{log.name} is empty"
+    parsed = []
+    for line in lines:
+        try:
+            parsed.append(json.loads(line))
+        except json.JSONDecodeError:
+            pytest.fail(f"{log.name}: not a JSON line: {line!r}")
+    return parsed
+
+
+def test_real_processes_log_json_and_serve_counts_the_workers_and_the_scheduler(
+    tmp_path: Path, pg_url: str, redis_url: str, http_receiver: HttpReceiver
+) -> None:
+    namespace = f"lt-logs-{uuid.uuid4().hex[:8]}"
+    env = clean_env(
+        LINKTIME_DATABASE_URL=pg_url,
+        LINKTIME_REDIS_URL=redis_url,
+        LINKTIME_BROKER_NAMESPACE=namespace,
+        LINKTIME_SECRET_KEY="logs-test",
+        LINKTIME_LOAD_PLUGINS="webhook",
+        LINKTIME_WEBHOOK_ALLOWED_NETWORKS=LOOPBACK,
+        LINKTIME_SCHEDULER_INTERVAL="0.1",
+        LINKTIME_LOG_FORMAT="json",
+        LINKTIME_METRICS_DIR=str(tmp_path / "metrics"),
+    )
+    http_receiver.script("/refuse", Reply(status=400, body="no"))
+    subprocess.run([LINKTIME, "db", "upgrade"], env=env, cwd=tmp_path, check=True)
+    served = serve_with_account(env, tmp_path, "--plan", "business")
+    scheduler_log, worker_log = tmp_path / "scheduler.log", tmp_path / "worker.log"
+    scheduler = start(["scheduler"], env, tmp_path, scheduler_log)
+    worker = start(["worker", "--processes", "2", "--threads", "2"], env, tmp_path, worker_log)
+    headers = {"Authorization": f"Bearer {served.key}"}
+    try:
+        steps = [
+            {"action": "webhook.call", "settings": {"url": f"{http_receiver.url}/{path}"}}
+            for path in ("ok", "refuse")
+        ]
+        for step in steps:
+            step["settings"]["secret"] = SECRET
+        created = httpx.post(
+            f"{served.base}/v1/workflows",
+            headers=headers,
+            json={"name": "two", "trigger": "booking.created", "enabled": True, "steps": steps},
+        )
+        assert created.status_code == 201, created.text
+        before = samples(served.base)
+        event = sample_event(id="evt_procs").model_dump(mode="json")
+        accepted = httpx.post(f"{served.base}/v1/events", headers=headers, json=event)
+        run = wait_status(served.base, headers, accepted.json()["runs"][0]["id"])
+        assert run["status"] == "failed"
+        after = samples(served.base)
+    finally:
+        stop([scheduler, worker, served.proc])
+        delete_namespace(redis_url, namespace)
+
+    def moved(name: str, **labels: str) -> float:
+        key = (name, frozenset(labels.items()))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    webhook = {"action": "webhook.call"}
+    # Counted by serve itself:
+    assert moved("linktime_events_received_total", type="booking.created", outcome="accepted") == 1
+    # ... by the worker processes, added up from the shared directory:
+    assert moved("linktime_step_attempts_total", **webhook, outcome="succeeded") == 1
+    assert moved("linktime_step_attempts_total", **webhook, outcome="failed") == 1
+    assert moved("linktime_step_attempt_duration_seconds_count", **webhook) == 2
+    assert moved("linktime_runs_started_total", trigger="booking.created") == 1
+    assert moved("linktime_runs_finished_total", status="failed") == 1
+    # ... and by the scheduler process.
+    assert moved("linktime_scheduler_tick_duration_seconds_count") > 0
+    assert ("linktime_broker_queue_messages", frozenset()) in after
+
+    db = create_engine(pg_url)
+    with db.connect() as conn:
+        owner = conn.scalar(text("SELECT account_id FROM runs WHERE id = :id"), {"id": run["id"]})
+        failing = conn.scalar(
+            text("SELECT id FROM run_steps WHERE run_id = :id AND position = 1"), {"id": run["id"]}
+        )
+    db.dispose()
+    for log in (scheduler_log, worker_log):
+        json_only(log)
+    # serve's own lines too (uvicorn's included), after the start banner written for a person.
+    banner = len(serve_banner(Settings(redis_url=redis_url), "127.0.0.1", served.port))
+    json_only(served.log, skip=banner)
+    said = [line for line in json_only(worker_log) if "run failed" in line["message"]]
+    assert len(said) == 1
+    assert said[0]["logger"] == "linktime.engine"
+    assert {k: said[0][k] for k in ("run_id", "step_id", "event_id")} == {
+        "run_id": run["id"],
+        "step_id": failing,
+        "event_id": "evt_procs",
+    }
+    assert said[0]["account_id"] == owner
+    assert any(line["message"] == "scheduler running" for line in json_only(scheduler_log))

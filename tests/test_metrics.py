@@ -1,0 +1,198 @@
+"""GET /metrics as a Prometheus user reads it: a scrape before and after one chain moves the
+counters by exactly what that chain did; reminders report their lateness; the Grafana
+dashboard names only metrics a real scrape has. Scrapes are parsed with prometheus_client's
+own text parser."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from linktime import metrics
+from linktime.api import create_app
+from linktime.engine import Hub
+from linktime.models import sample_event
+from linktime.settings import Settings
+from linktime.testing import HttpReceiver
+from linktime.worker import bind, make_broker
+from litestar.testing import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
+
+from .conftest import Clock, System
+from .test_delivery import SECRET
+from .test_reminders import event, remind
+
+DASHBOARD = Path(__file__).parent.parent / "deploy" / "grafana" / "linktime.json"
+STEPS = 3
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def parse(text: str) -> Samples:
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def scrape(client: TestClient[Any]) -> Samples:
+    response = client.get("/metrics")
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/plain; version=")
+    return parse(response.text)
+
+
+def moved(before: Samples, after: Samples, name: str, **labels: str) -> float:
+    key = (name, frozenset(labels.items()))
+    return after.get(key, 0.0) - before.get(key, 0.0)
+
+
+def test_a_scrape_after_one_chain_shows_exactly_that_chain(
+    running_api: tuple[System, TestClient[Any]], http_receiver: HttpReceiver
+) -> None:
+    system, client = running_api
+    account = system.account()
+    headers = {"Authorization": f"Bearer {account.api_key}"}
+    steps = [
+        {
+            "action": "webhook.call",
+            "settings": {"url": f"{http_receiver.url}/s{i}", "secret": SECRET},
+        }
+        for i in range(STEPS)
+    ]
+    system.workflow(account, steps)
+    body = sample_event(id="evt_metrics").model_dump(mode="json")
+
+    before = scrape(client)
+    answer = client.post("/v1/events", json=body, headers=headers)
+    assert answer.status_code == 202, answer.text
+    run = system.wait_run(account, answer.json()["runs"][0]["id"])
+    assert run.status == "succeeded"
+    # The same event again, the same id with another body, an unknown type, no key at all.
+    assert client.post("/v1/events", json=body, headers=headers).status_code == 202
+    changed = {**body, "booking": {**body["booking"], "title": "changed"}}
+    assert client.post("/v1/events", json=changed, headers=headers).status_code == 409
+    bogus = {**body, "id": "evt_bogus", "type": "booking.exploded"}
+    assert client.post("/v1/events", json=bogus, headers=headers).status_code == 422
+    assert client.post("/v1/events", json=body).status_code == 401
+    after = scrape(client)
+
+    created = {"type": "booking.created"}
+    assert (
+        moved(before, after, "linktime_events_received_total", **created, outcome="accepted") == 1
+    )
+    assert (
+        moved(before, after, "linktime_events_received_total", **created, outcome="replayed") == 1
+    )
+    assert (
+        moved(before, after, "linktime_events_received_total", **created, outcome="rejected") == 1
+    )
+    unknown = {"type": "unknown", "outcome": "rejected"}
+    assert moved(before, after, "linktime_events_received_total", **unknown) == 1
+    assert moved(before, after, "linktime_runs_started_total", trigger="booking.created") == 1
+    assert moved(before, after, "linktime_runs_finished_total", status="succeeded") == 1
+    assert moved(before, after, "linktime_runs_finished_total", status="failed") == 0
+    webhook = {"action": "webhook.call"}
+    assert moved(before, after, "linktime_step_attempts_total", **webhook, outcome="succeeded") == 3
+    assert moved(before, after, "linktime_step_attempts_total", **webhook, outcome="retrying") == 0
+    assert moved(before, after, "linktime_step_attempt_duration_seconds_count", **webhook) == 3
+    durations = moved(before, after, "linktime_step_attempt_duration_seconds_sum", **webhook)
+    assert 0 < durations < 10
+    assert moved(before, after, "linktime_event_to_first_step_seconds_count") == 1
+    assert moved(before, after, "linktime_reminder_lateness_seconds_count") == 0
+    assert after[("linktime_step_attempts_in_progress", frozenset(webhook.items()))] == 0
+    # The scheduler kept ticking meanwhile; the scrape-time gauges are there, and nothing waits.
+    assert moved(before, after, "linktime_scheduler_tick_duration_seconds_count") > 0
+    assert after[("linktime_runs_due", frozenset())] == 0
+    assert ("linktime_broker_queue_messages", frozenset()) in after
+
+
+def test_a_reminder_reports_how_late_it_fired_and_a_cancelled_one_ends_cancelled(
+    make_system: Callable[..., System], allow_loopback: None, http_receiver: HttpReceiver
+) -> None:
+    t0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    clock = Clock(t0)
+    system = make_system(clock=clock)
+    system.start()
+    account = system.account()
+    remind(system, account, http_receiver.url + "/remind")  # an hour before the meeting
+    start = t0 + timedelta(hours=2)
+    system.hub.emit(event("booking.created", 1, start), account_id=account.id)
+    system.hub.emit(event("booking.created", 2, start, uid="bk_2"), account_id=account.id)
+    before = parse(metrics.exposition(system.hub)[0].decode())
+    assert before[("linktime_runs_due", frozenset())] == 0  # planned, not yet due
+
+    system.hub.emit(event("booking.cancelled", 3, start, uid="bk_2"), account_id=account.id)
+    clock.advance(hours=1, seconds=30)  # the reminder of bk_1 is 30 s overdue
+    system.settle()
+    http_receiver.wait_for(1)
+    after = parse(metrics.exposition(system.hub)[0].decode())
+
+    assert moved(before, after, "linktime_reminder_lateness_seconds_count") == 1
+    assert moved(before, after, "linktime_reminder_lateness_seconds_sum") == 30
+    assert moved(before, after, "linktime_event_to_first_step_seconds_count") == 0
+    assert moved(before, after, "linktime_runs_started_total", trigger="meeting.before") == 1
+    assert moved(before, after, "linktime_runs_finished_total", status="succeeded") == 1
+    assert moved(before, after, "linktime_runs_finished_total", status="cancelled") == 1
+
+
+def test_metrics_take_the_admin_token_when_one_is_set_and_stay_out_of_the_schema(
+    tmp_path: Path,
+) -> None:
+    hub = Hub(Settings(data_dir=tmp_path, admin_token=SecretStr("operator-token")))
+    hub.migrate()
+    try:
+        with TestClient(create_app(hub)) as client:
+            refused = client.get("/metrics")
+            assert refused.status_code == 401
+            assert refused.json()["error"] == "unauthorized"
+            wrong = client.get("/metrics", headers={"Authorization": "Bearer lt_account_key"})
+            assert wrong.status_code == 401
+            ok = client.get("/metrics", headers={"Authorization": "Bearer operator-token"})
+            assert ok.status_code == 200
+            assert "linktime_events_received" in {
+                f.name for f in text_string_to_metric_families(ok.text)
+            }
+            assert "/metrics" not in client.get("/schema/openapi.json").json()["paths"]
+    finally:
+        hub.close()
+
+
+def dashboard_metric_names() -> set[str]:
+    """Every linktime_* series the dashboard's panels query."""
+    board = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"] for panel in board["panels"] for t in panel.get("targets", [])]
+    assert len(exprs) >= 10
+    return {name for expr in exprs for name in re.findall(r"\blinktime_[a-z_]+", expr)}
+
+
+def test_every_metric_the_grafana_dashboard_queries_is_in_a_real_scrape(tmp_path: Path) -> None:
+    hub = Hub(Settings(data_dir=tmp_path))
+    hub.migrate()
+    bind(hub, make_broker(hub))  # the in-process broker: its queue is measured
+    try:
+        with TestClient(create_app(hub)) as client:
+            text = client.get("/metrics").text
+    finally:
+        hub.close()
+    # The series a family exposes: counters end in _total, histograms in _bucket/_count/_sum.
+    suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"], "gauge": [""]}
+    exposed = {
+        family.name + suffix
+        for family in text_string_to_metric_families(text)
+        for suffix in suffixes.get(family.type, [""])
+    }
+    named = dashboard_metric_names()
+    assert named, "the dashboard queries no linktime metric"
+    assert named <= exposed, f"not in a scrape: {sorted(named - exposed)}"
+    # And the other way: every metric LinkTime exposes has a panel.
+    family = re.compile(r"_(total|bucket|count|sum|created)$")
+    ours = {family.sub("", name) for name in exposed if name.startswith("linktime_")}
+    shown = {family.sub("", name) for name in named}
+    assert ours <= shown, f"no panel for: {sorted(ours - shown)}"
