@@ -6,13 +6,15 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from . import logs
+from . import lifecycle, logs
 from . import plugins as plugin_loader
 
 if TYPE_CHECKING:
@@ -25,14 +27,40 @@ def _hub() -> Any:
     return Hub()
 
 
+@contextlib.contextmanager
+def _start_failure_as_error() -> Iterator[None]:
+    """A start the plugins stop (``lifecycle.StartFailed``) as the command's error message."""
+    try:
+        yield
+    except lifecycle.StartFailed as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 def _refuse_unsafe_start(
     registry: plugin_loader.Registry, step_lease_seconds: float | None = None
 ) -> None:
     """Stop here, naming every reason, when the installed plugins make starting unsafe (see
     ``Registry.start_refusals``; the lease only for processes that run steps)."""
-    refusals = registry.start_refusals(step_lease_seconds)
-    if refusals:
-        raise click.ClickException("cannot start:\n  " + "\n  ".join(refusals))
+    with _start_failure_as_error():
+        lifecycle.refuse_unsafe_start(registry, step_lease_seconds)
+
+
+def _start_plugins(
+    registry: plugin_loader.Registry, settings: Settings, *roles: lifecycle.Role
+) -> lifecycle.ProcessContext:
+    """Call the plugins' ``startup`` hooks for this process; one that raises stops the command,
+    naming the plugin. Returns the context their ``shutdown`` gets."""
+    context = lifecycle.ProcessContext(frozenset(roles), settings)
+    with _start_failure_as_error():
+        lifecycle.start(registry, context)
+    return context
+
+
+def _until_stopped() -> None:
+    """Wait for SIGINT (Ctrl-C) or SIGTERM (a process manager's clean stop)."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    with contextlib.suppress(KeyboardInterrupt):
+        threading.Event().wait()
 
 
 @click.group()
@@ -70,6 +98,9 @@ def serve(host: str, port: int) -> None:
         hub.migrate()
     broker = make_broker(hub)
     bind(hub, broker)
+    roles: tuple[lifecycle.Role, ...] = ("api", "worker", "scheduler") if embedded else ("api",)
+    # Before the in-process worker starts: no step runs without what the plugins open.
+    context = _start_plugins(hub.registry, hub.settings, *roles)
     startup: list[Callable[[], None]] = []
     shutdown: list[Callable[[], None]] = []
     if embedded:
@@ -81,6 +112,8 @@ def serve(host: str, port: int) -> None:
         scheduler.start()
         # Litestar passes the app to hooks that take arguments: wrap dramatiq's stop(timeout).
         shutdown += [scheduler.stop, lambda: worker.stop()]
+    # Last: once the in-process worker and scheduler have stopped, nothing uses what they close.
+    shutdown.append(lambda: lifecycle.stop(hub.registry, context))
     for broken in hub.registry.broken:
         click.echo(f"plugin {broken.name} is broken and was skipped: {broken.error}", err=True)
     click.echo("\n".join(serve_banner(hub.settings, host, port)), err=True)
@@ -167,10 +200,15 @@ def scheduler() -> None:
         )
     _refuse_unsafe_start(hub.registry)
     bind(hub, make_broker(hub))
+    context = _start_plugins(hub.registry, hub.settings, "scheduler")
+    # In its own thread, so a stop lets the tick under way finish.
+    sched = Scheduler(hub)
+    sched.start()
     # A log line, not an echo: with LINKTIME_LOG_FORMAT=json every line on stderr is JSON.
     logging.getLogger("linktime.scheduler").info("scheduler running")
-    with contextlib.suppress(KeyboardInterrupt):
-        Scheduler(hub).run_forever()
+    _until_stopped()
+    sched.stop()
+    lifecycle.stop(hub.registry, context)
 
 
 @main.command("plugins")

@@ -11,12 +11,18 @@ from typing import TYPE_CHECKING, Literal
 from . import loop
 
 if TYPE_CHECKING:
+    import pluggy
+
     from .plugins import Registry
     from .settings import Settings
 
 log = logging.getLogger(__name__)
 
 Role = Literal["api", "worker", "scheduler"]
+
+
+class StartFailed(Exception):
+    """This process must not start; the message says why, naming the plugins at fault."""
 
 
 @dataclass(frozen=True)
@@ -28,13 +34,35 @@ class ProcessContext:
     settings: Settings
 
 
+def _named(impl: pluggy.HookImpl) -> str:
+    # The loader registers each plugin as "<entry point>@<distribution>".
+    entry_point, _, distribution = impl.plugin_name.partition("@")
+    return f"{entry_point} ({distribution})" if distribution else entry_point
+
+
+def refuse_unsafe_start(registry: Registry, step_lease_seconds: float | None = None) -> None:
+    """Raise ``StartFailed`` naming every reason the installed plugins make starting unsafe
+    (``Registry.start_refusals``; the step lease only for a process that runs steps)."""
+    refusals = registry.start_refusals(step_lease_seconds)
+    if refusals:
+        raise StartFailed("cannot start:\n  " + "\n  ".join(refusals))
+
+
 def start(registry: Registry, context: ProcessContext) -> None:
     """Call every loaded plugin's ``startup``, the core's built-ins first; a coroutine is run
-    on the plugins' loop. An exception propagates: the process must not start half set up."""
+    on the plugins' loop. One that raises stops the start with ``StartFailed`` naming the
+    plugin: the process must not run half set up."""
     for impl in registry.hookimpls("startup"):
-        outcome = impl.function(context=context)
-        if inspect.isawaitable(outcome):
-            loop.run(outcome)
+        try:
+            outcome = impl.function(context=context)
+            if inspect.isawaitable(outcome):
+                loop.run(outcome)
+        except Exception as exc:
+            log.exception("plugin %s: startup failed", _named(impl))
+            raise StartFailed(
+                f"cannot start:\n  plugin {_named(impl)}: startup failed: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
 
 
 def stop(registry: Registry, context: ProcessContext) -> None:
@@ -46,4 +74,4 @@ def stop(registry: Registry, context: ProcessContext) -> None:
             if inspect.isawaitable(outcome):
                 loop.run(outcome)
         except Exception:
-            log.exception("plugin %s: shutdown failed", impl.plugin_name)
+            log.exception("plugin %s: shutdown failed", _named(impl))

@@ -14,8 +14,10 @@ import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 
-from . import logs, metrics
+from . import lifecycle, logs, metrics
 from .engine import Hub
+from .lifecycle import ProcessContext
+from .plugins import Registry
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -66,8 +68,22 @@ def queue_length(broker: dramatiq.Broker) -> int:
     return int(broker.queues[QUEUE].qsize())
 
 
+class PluginLifecycle(dramatiq.Middleware):
+    """Calls the plugins' ``shutdown`` hooks when this worker process stops, after its threads
+    have finished the messages they held (Dramatiq's ``after_worker_shutdown``)."""
+
+    def __init__(self, registry: Registry, context: ProcessContext) -> None:
+        self.registry = registry
+        self.context = context
+
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        lifecycle.stop(self.registry, self.context)
+
+
 def setup() -> None:
-    """Entry for ``dramatiq linktime.worker:setup``: one hub per worker process."""
+    """Entry for ``dramatiq linktime.worker:setup``: one hub per worker process, started as
+    ``linktime worker`` starts (the same refusals), with the plugins' ``startup`` called here
+    and their ``shutdown`` once the worker has stopped."""
     # Dramatiq runs with --skip-logging: this process logs as the `linktime` command does.
     settings = Settings()
     logs.configure(settings.log_format)
@@ -77,7 +93,15 @@ def setup() -> None:
             "linktime worker needs LINKTIME_REDIS_URL (the embedded default runs "
             "its worker inside `linktime serve`)"
         )
+    context = ProcessContext(frozenset({"worker"}), hub.settings)
+    try:
+        lifecycle.refuse_unsafe_start(hub.registry, hub.settings.step_lease_seconds)
+        lifecycle.start(hub.registry, context)
+    except lifecycle.StartFailed as exc:
+        # Dramatiq's process prints it and the main process stops every worker.
+        raise SystemExit(f"Error: {exc}") from None
     broker = make_broker(hub)
+    broker.add_middleware(PluginLifecycle(hub.registry, context))
     broker.add_middleware(metrics.ProcessExit())
     bind(hub, broker)
 
