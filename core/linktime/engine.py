@@ -87,6 +87,33 @@ def call_execute(action: ActionType, ctx: ActionContext) -> Result:
 _DEADLINE = 1.1
 
 
+def run_attempt(action: ActionType, ctx: ActionContext) -> Result:
+    """One attempt of ``action``: its ``execute``'s result, or what an exception it raised
+    means (``linktime.testing.run_action`` runs this too, so plugin tests see the same)."""
+    try:
+        result = call_execute(action, ctx)
+    except TemplateBudgetError as exc:  # this template and booking would stop again
+        return Result.fail(str(exc), error_code="template_budget")
+    except TemplateError as exc:  # checked on save, yet this booking breaks it: a retry
+        # would render the same
+        return Result.fail(
+            f"the message cannot be rendered for this booking: {exc}",
+            error_code="template_error",
+        )
+    except OperatorSettingError as exc:  # every step of the action is affected: retrying
+        # lets them resume once the operator fixes it
+        return Result.retry(str(exc), error_code="operator_settings")
+    except Exception as exc:  # a plugin bug must not lose the step: retry it
+        log.exception("action %s raised", action.name)
+        return Result.retry(f"{type(exc).__name__}: {exc}", error_code="exception")
+    if not isinstance(result, Result):
+        return Result.fail(
+            f"action {action.name} returned {type(result).__name__}, not a Result",
+            error_code="bad_result",
+        )
+    return result
+
+
 async def _awaited(awaitable: Awaitable[Result], action: ActionType, ids: dict[str, str]) -> Result:
     logs.bind(**ids)
     try:
@@ -655,28 +682,7 @@ class Hub:
             credentials=credentials,
             run_cache=claim.cache,
         )
-        try:
-            result = call_execute(action, ctx)
-        except TemplateBudgetError as exc:  # this template and booking would stop again
-            return Result.fail(str(exc), error_code="template_budget")
-        except TemplateError as exc:  # checked on save, yet this booking breaks it: a retry
-            # would render the same
-            return Result.fail(
-                f"the message cannot be rendered for this booking: {exc}",
-                error_code="template_error",
-            )
-        except OperatorSettingError as exc:  # every step of the action is affected: retrying
-            # lets them resume once the operator fixes it
-            return Result.retry(str(exc), error_code="operator_settings")
-        except Exception as exc:  # a plugin bug must not lose the step: retry it
-            log.exception("action %s raised", action.name)
-            return Result.retry(f"{type(exc).__name__}: {exc}", error_code="exception")
-        if not isinstance(result, Result):
-            return Result.fail(
-                f"action {action.name} returned {type(result).__name__}, not a Result",
-                error_code="bad_result",
-            )
-        return result
+        return run_attempt(action, ctx)
 
     def _record(
         self,

@@ -74,7 +74,7 @@ def run_action(
     ``action`` is an installed action's name, or an ``ActionType`` (installed or not)."""
     from . import plugins
     from .actions import ActionContext, WorkflowRef
-    from .engine import call_execute
+    from .engine import run_attempt
     from .models import sample_event
 
     action_type = plugins.load().action(action) if isinstance(action, str) else action
@@ -95,7 +95,7 @@ def run_action(
         settings=action_type.settings.model_validate(settings),
         credentials=creds,
     )
-    return call_execute(action_type, ctx)
+    return run_attempt(action_type, ctx)
 
 
 @pytest.fixture(name="run_action")

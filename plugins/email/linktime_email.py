@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import ssl
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -18,7 +17,6 @@ from email.errors import HeaderParseError
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
-from functools import lru_cache
 from typing import Annotated, Any, Literal
 
 import aiosmtplib
@@ -33,15 +31,14 @@ from linktime.actions import (
 )
 from linktime.hookspecs import hookimpl
 from linktime.models import Booking, Person
-from linktime.operator_settings import operator_timeout
-from linktime.templating import TemplateError, TemplateStr
+from linktime.operator_settings import OperatorSettingError, operator_timeout, plugin_settings
+from linktime.templating import TemplateStr
 from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     SecretStr,
-    ValidationError,
     field_validator,
     model_validator,
 )
@@ -155,22 +152,9 @@ class EmailOperatorSettings(BaseSettings):
 
 
 def operator_settings() -> EmailOperatorSettings:
-    """The current operator settings; re-read only when the environment changed."""
-    env = tuple(sorted((k, v) for k, v in os.environ.items() if k.upper().startswith(ENV_PREFIX)))
-    return _operator_settings_for(env)
-
-
-@lru_cache(maxsize=16)
-def _operator_settings_for(env: tuple[tuple[str, str], ...]) -> EmailOperatorSettings:
-    # ``env`` is only the cache key: the constructor reads that same environment itself.
-    return EmailOperatorSettings()
-
-
-def _settings_problems(exc: ValidationError) -> str:
-    def where(loc: tuple[int | str, ...]) -> str:
-        return f"{ENV_PREFIX}{'_'.join(map(str, loc)).upper()}: " if loc else ""
-
-    return "; ".join(f"{where(e['loc'])}{e['msg']}" for e in exc.errors())
+    """The operator's settings (``LINKTIME_EMAIL_*``); invalid ones raise
+    ``OperatorSettingError`` naming the variables."""
+    return plugin_settings(ENV_PREFIX, EmailOperatorSettings)
 
 
 # --- recipients and the message ------------------------------------------------------------------
@@ -259,7 +243,7 @@ def build_message(ctx: ActionContext, to: list[Address], from_address: str) -> E
 def _from_address() -> str | None:
     try:
         return operator_settings().from_address
-    except ValidationError:
+    except OperatorSettingError:
         return None
 
 
@@ -277,7 +261,7 @@ def check_email(ctx: ActionContext) -> list[Problem]:
     try:
         if operator_settings().from_address is None:
             problems.append(Problem.operator("Email sending is not set up on this server."))
-    except ValidationError:
+    except OperatorSettingError:
         problems.append(Problem.operator("Email sending is not set up correctly on this server."))
     to, left_out = resolve_recipients(ctx.settings, ctx.event.booking)
     if not to:
@@ -393,15 +377,9 @@ async def _quit(smtp: aiosmtplib.SMTP) -> None:
 
 
 async def send_email(ctx: ActionContext) -> Result:
-    """Send one attempt of an ``email.send`` step."""
-    try:
-        operator = operator_settings()
-    except ValidationError as exc:
-        # Every email is affected; retrying lets sending resume once the operator fixes it.
-        return Result.retry(
-            f"invalid {ENV_PREFIX}* operator settings: {_settings_problems(exc)}",
-            error_code="operator_settings",
-        )
+    """Send one attempt of an ``email.send`` step. Invalid operator settings and a template
+    this booking breaks raise: the engine retries the first, fails the second."""
+    operator = operator_settings()
     if operator.from_address is None:
         return Result.fail(
             f"no sender address: the operator must set {ENV_PREFIX}FROM_ADDRESS",
@@ -411,10 +389,7 @@ async def send_email(ctx: ActionContext) -> Result:
     if not to:
         why = "; ".join(left_out) or "nobody matched the chosen recipients"
         return Result.fail(f"no recipient for this booking: {why}", error_code="no_recipient")
-    try:
-        message = build_message(ctx, to, operator.from_address)
-    except TemplateError as exc:
-        return Result.fail(f"template: {exc}", error_code="template_error")
+    message = build_message(ctx, to, operator.from_address)
 
     password = operator.smtp_password.get_secret_value() if operator.smtp_password else None
     smtp = aiosmtplib.SMTP(

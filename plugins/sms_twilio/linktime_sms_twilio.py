@@ -16,9 +16,7 @@ answers become results) comes from the library ``linktime-twilio``, shared with
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
-from functools import lru_cache
 from typing import Any, ClassVar
 
 from linktime.actions import (
@@ -30,8 +28,8 @@ from linktime.actions import (
     TemplateStep,
 )
 from linktime.hookspecs import hookimpl
-from linktime.operator_settings import operator_timeout
-from linktime.templating import TemplateError, TemplateStr
+from linktime.operator_settings import operator_timeout, plugin_settings
+from linktime.templating import TemplateStr
 from linktime_twilio import (
     API_BASE_ENV,
     DEFAULT_COUNTRIES,
@@ -98,16 +96,9 @@ class SmsOperatorSettings(TwilioOperatorSettings):
 
 
 def operator_settings() -> SmsOperatorSettings:
-    """The current operator settings; re-read only when the environment changed."""
-    prefixes = (ENV_PREFIX, API_BASE_ENV)
-    env = tuple(sorted((k, v) for k, v in os.environ.items() if k.upper().startswith(prefixes)))
-    return _operator_settings_for(env)
-
-
-@lru_cache(maxsize=16)
-def _operator_settings_for(env: tuple[tuple[str, str], ...]) -> SmsOperatorSettings:
-    # ``env`` is only the cache key: the constructor reads that same environment itself.
-    return SmsOperatorSettings()
+    """The operator's settings (``LINKTIME_SMS_*`` and ``LINKTIME_TWILIO_API_BASE``); invalid
+    ones raise ``OperatorSettingError`` naming the variables."""
+    return plugin_settings(ENV_PREFIX, SmsOperatorSettings)
 
 
 class SmsStepSettings(RecipientSettings):
@@ -124,24 +115,17 @@ class SmsStepSettings(RecipientSettings):
 
 
 def send_sms(ctx: ActionContext) -> Result:
-    """Send one attempt of an ``sms.send`` step."""
+    """Send one attempt of an ``sms.send`` step. Invalid operator settings and a text this
+    booking breaks raise: the engine retries the first, fails the second."""
     credentials: TwilioCredentials | None = ctx.credentials
     if credentials is None:
         return Result.fail(NOT_CONNECTED, error_code="not_connected")
-    try:
-        operator = operator_settings()
-    except ValueError as exc:
-        # Every SMS is affected; retrying lets sends resume once the operator fixes it.
-        return Result.retry(
-            f"invalid {ENV_PREFIX}* operator settings: {exc}", error_code="operator_settings"
-        )
+    operator = operator_settings()
     try:
         to = recipient(ctx, operator.supported_countries)
-        body = ctx.render(ctx.settings.text)
     except NumberRefused as exc:
         return Result.fail(str(exc), error_code=exc.code)
-    except TemplateError as exc:
-        return Result.fail(f"the text cannot be rendered: {exc}", error_code="template_error")
+    body = ctx.render(ctx.settings.text)
     return call_twilio(
         credentials,
         operator,

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import phonenumbers
 import requests
 from linktime.actions import ActionContext, Problem, Result
+from linktime.operator_settings import OperatorSettingError
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -119,8 +120,10 @@ class TwilioCredentials(BaseModel):
 
 
 class TwilioOperatorSettings(BaseSettings):
-    """What both Twilio plugins read from the environment. Each subclass sets its env prefix
-    (``LINKTIME_SMS_``…) and ``user_agent``, the product token it adds to Twilio's User-Agent."""
+    """What both Twilio plugins read from the environment, each with
+    ``linktime.plugin_settings(its prefix, its subclass)`` (``LINKTIME_SMS_``…; the API base
+    is ``LINKTIME_TWILIO_API_BASE`` for both). A subclass sets ``user_agent``, the product token
+    it adds to Twilio's User-Agent."""
 
     user_agent: ClassVar[str | None] = None
 
@@ -224,10 +227,11 @@ def check_recipient(
     ctx: ActionContext, operator: Callable[[], TwilioOperatorSettings], what: str
 ) -> list[Problem]:
     """What would stop a text or call before Twilio is asked: the server's setup for ``what``
-    ("Text messages"), or a number this booking does not have or the server may not reach."""
+    ("Text messages"; ``operator`` reads it with ``linktime.plugin_settings``), or a number
+    this booking does not have or the server may not reach."""
     try:
         countries = operator().supported_countries
-    except ValueError:
+    except OperatorSettingError:
         return [Problem.operator(f"{what} are not set up correctly on this server.")]
     try:
         recipient(ctx, countries)

@@ -19,17 +19,15 @@ answers become results) comes from the library ``linktime-twilio``, shared with
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
-from functools import lru_cache
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from linktime.actions import ActionContext, ActionType, Problem, Result
 from linktime.hookspecs import hookimpl
-from linktime.operator_settings import operator_timeout
-from linktime.templating import TemplateError, TemplateStr
+from linktime.operator_settings import OperatorSettingError, operator_timeout, plugin_settings
+from linktime.templating import TemplateStr
 from linktime_twilio import (
     API_BASE_ENV,
     DEFAULT_COUNTRIES,
@@ -113,16 +111,9 @@ class VoiceOperatorSettings(TwilioOperatorSettings):
 
 
 def operator_settings() -> VoiceOperatorSettings:
-    """The current operator settings; re-read only when the environment changed."""
-    prefixes = (ENV_PREFIX, API_BASE_ENV)
-    env = tuple(sorted((k, v) for k, v in os.environ.items() if k.upper().startswith(prefixes)))
-    return _operator_settings_for(env)
-
-
-@lru_cache(maxsize=16)
-def _operator_settings_for(env: tuple[tuple[str, str], ...]) -> VoiceOperatorSettings:
-    # ``env`` is only the cache key: the constructor reads that same environment itself.
-    return VoiceOperatorSettings()
+    """The operator's settings (``LINKTIME_VOICE_*`` and ``LINKTIME_TWILIO_API_BASE``); invalid
+    ones raise ``OperatorSettingError`` naming the variables."""
+    return plugin_settings(ENV_PREFIX, VoiceOperatorSettings)
 
 
 class VoiceStepSettings(RecipientSettings):
@@ -204,13 +195,9 @@ def place_call(ctx: ActionContext) -> Result:
             "(a messaging service, short code or sender ID cannot place calls)",
             error_code="no_from_number",
         )
-    try:
-        operator = operator_settings()
-    except ValueError as exc:
-        # Every call is affected; retrying lets calls resume once the operator fixes it.
-        return Result.retry(
-            f"invalid {ENV_PREFIX}* operator settings: {exc}", error_code="operator_settings"
-        )
+    # Invalid operator settings and a script this booking breaks raise: the engine retries the
+    # first, fails the second.
+    operator = operator_settings()
     if ctx.settings.mode == "agent" and operator.agent_url is None:
         return Result.fail(
             "AI voice agent calls are not available: the operator has not set "
@@ -219,11 +206,9 @@ def place_call(ctx: ActionContext) -> Result:
         )
     try:
         to = recipient(ctx, operator.supported_countries)
-        twiml = build_twiml(ctx, operator.agent_url)
     except NumberRefused as exc:
         return Result.fail(str(exc), error_code=exc.code)
-    except TemplateError as exc:
-        return Result.fail(f"the script cannot be rendered: {exc}", error_code="template_error")
+    twiml = build_twiml(ctx, operator.agent_url)
     return call_twilio(
         credentials,
         operator,
@@ -245,7 +230,7 @@ def check_call(ctx: ActionContext) -> list[Problem]:
         )
     try:
         no_agent = ctx.settings.mode == "agent" and operator_settings().agent_url is None
-    except ValueError:
+    except OperatorSettingError:
         no_agent = False  # check_recipient said the setup is not valid
     if no_agent:
         problems.append(Problem.operator("AI voice agent calls are not set up on this server."))
