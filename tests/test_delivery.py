@@ -189,7 +189,8 @@ def test_retries_exhausted_fail_the_step(system: System, http_receiver: HttpRece
 def test_internal_targets_are_refused_unless_allowed(
     make_system: object, monkeypatch: pytest.MonkeyPatch, host: str, reason: str
 ) -> None:
-    monkeypatch.delenv("LINKTIME_WEBHOOK_ALLOWED_NETWORKS", raising=False)
+    for name in ("LINKTIME_HTTP_ALLOWED_NETWORKS", "LINKTIME_WEBHOOK_ALLOWED_NETWORKS"):
+        monkeypatch.delenv(name, raising=False)
     system = make_system()  # type: ignore[operator]
     system.start()
     acc = system.account()
@@ -201,7 +202,7 @@ def test_internal_targets_are_refused_unless_allowed(
     assert run.status == "failed" and step.status == "failed"
     attempt = step.attempt_log[0]
     assert attempt.error_code == "ssrf_refused"
-    assert reason in attempt.error and "LINKTIME_WEBHOOK_ALLOWED_NETWORKS" in attempt.error
+    assert reason in attempt.error and "LINKTIME_HTTP_ALLOWED_NETWORKS" in attempt.error
 
 
 def test_flushed_broker_loses_nothing(

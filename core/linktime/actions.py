@@ -7,12 +7,15 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
 from . import templating
 from .models import BookingEvent
+
+if TYPE_CHECKING:
+    import httpx
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
 # Seconds one attempt of an action may take when its plugin does not say: half the default
@@ -88,6 +91,40 @@ class Result:
             http_status=http_status,
             response_excerpt=response_excerpt,
         )
+
+    @classmethod
+    def from_response(cls, response: httpx.Response, *, excerpt_bytes: int = 1024) -> Result:
+        """What an HTTP answer comes to, with its status and the first ``excerpt_bytes`` of its
+        body: 2xx succeeds; 408, 425, 429 and 5xx retry (after the ``Retry-After`` the answer
+        gives, if any); a redirect fails, naming where it points (redirects are not followed:
+        the step's URL should be the final address); any other status fails."""
+        from .http import retry_after  # httpx is imported only by actions that make requests
+
+        status = response.status_code
+        excerpt = response.content[:excerpt_bytes].decode("utf-8", errors="replace") or None
+        if 200 <= status < 300:
+            return cls.ok(http_status=status, response_excerpt=excerpt)
+        try:
+            who = response.request.url.host
+        except RuntimeError:  # a response made without a request
+            who = "the server"
+        said = f"{who} answered {status} {response.reason_phrase}".rstrip()
+        code = f"http_{status}"
+        if status in (408, 425, 429) or 500 <= status < 600:
+            return cls.retry(
+                said,
+                error_code=code,
+                http_status=status,
+                retry_after=retry_after(response.headers.get("retry-after")),
+                response_excerpt=excerpt,
+            )
+        if 300 <= status < 400:
+            location = response.headers.get("location", "(no Location header)")[:500]
+            said += (
+                f", a redirect to {location}; redirects are not followed: "
+                "set the URL to the final address"
+            )
+        return cls.fail(said, error_code=code, http_status=status, response_excerpt=excerpt)
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from . import http
 from .actions import TriggerType
 from .hookspecs import hookimpl
+from .lifecycle import ProcessContext
 
 TRIGGERS = (
     TriggerType("booking.created", "Booking Created", "Fires when someone books a meeting"),
@@ -39,3 +41,9 @@ TRIGGERS = (
 def register_triggers(register: Callable[[TriggerType], None]) -> None:
     for trigger in TRIGGERS:
         register(trigger)
+
+
+@hookimpl
+def shutdown(context: ProcessContext) -> None:
+    """Close the pooled connections of ``linktime.http``."""
+    http.close()

@@ -60,14 +60,16 @@ def _reader(prefix: str, model: type[BaseModel]) -> tuple[type[BaseModel], tuple
 def _read(prefix: str, model: type[BaseModel], values: tuple[str | None, ...]) -> BaseModel:
     # ``values`` is only the cache key: the reader reads that same environment itself, and an
     # invalid setting raises, which is not cached (it is checked again on every call).
-    reader, _ = _reader(prefix, model)
+    reader, read = _reader(prefix, model)
     try:
         return reader()
     except ValidationError as exc:
         names = variables(prefix, model)
         problems: dict[str, str] = {}
         for error in exc.errors():
-            name = names.get(str(error["loc"][0]), prefix) if error["loc"] else prefix
+            # A field read through an alias is located by that alias, a variable name.
+            at = str(error["loc"][0]) if error["loc"] else ""
+            name = names.get(at) or (at.upper() if at.upper() in read else prefix)
             problems.setdefault(name, error["msg"])
         said = "; ".join(f"{name}: {problem}" for name, problem in problems.items())
         raise OperatorSettingError(f"invalid operator settings: {said}", problems) from None
