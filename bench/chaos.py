@@ -243,7 +243,7 @@ def one_round(opts: Options) -> Round:
                 LINKTIME_WEBHOOK_TIMEOUT=str(opts.lease / 2),
                 LINKTIME_REQUEUE_AFTER_SECONDS=str(opts.lease / 2),
                 LINKTIME_SCHEDULER_INTERVAL="0.2",
-                LINKTIME_WEBHOOK_ALLOWED_NETWORKS=LOOPBACK,
+                LINKTIME_HTTP_ALLOWED_NETWORKS=LOOPBACK,
             )
             subprocess.run(
                 [LINKTIME, "db", "upgrade"],

@@ -451,7 +451,7 @@ def run_linktime(args: argparse.Namespace, receiver: Receiver, work: Path) -> tu
                 LINKTIME_DATA_DIR=str(work / "procs"),
                 LINKTIME_CONFIG=str(work / "no-such-linktime.toml"),
                 LINKTIME_LOAD_PLUGINS="webhook",
-                LINKTIME_WEBHOOK_ALLOWED_NETWORKS=LOOPBACK,
+                LINKTIME_HTTP_ALLOWED_NETWORKS=LOOPBACK,
             )
             scheduler = procs.start("linktime-scheduler", [LINKTIME, "scheduler"], env)
             worker = procs.start(

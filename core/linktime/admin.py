@@ -7,10 +7,10 @@ from __future__ import annotations
 from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
-from . import plans, workflows
+from . import workflows
 from .engine import Hub
 from .errors import FieldError, InputError, NotFound
 from .storage import Account, Workflow
@@ -61,8 +61,9 @@ def _limit(hub: Hub, plan: str) -> int | None:
     return hub.settings.plan(plan).active_workflows
 
 
-def list_accounts(hub: Hub) -> list[AccountOut]:
-    """Every account, oldest first, with its active workflows against its plan's limit."""
+def _summaries(hub: Hub, *where: ColumnElement[bool]) -> list[AccountOut]:
+    """The accounts matching ``where`` (all without), oldest first, with their active
+    workflows against their plan's limit."""
     active = (
         select(Workflow.account_id, func.count().label("n"))
         .where(Workflow.enabled)
@@ -71,39 +72,34 @@ def list_accounts(hub: Hub) -> list[AccountOut]:
     )
     with hub.db.connect() as conn:
         rows = conn.execute(
-            select(Account.id, Account.name, Account.plan, Account.created_at, active.c.n)
+            select(
+                Account.id,
+                Account.name,
+                Account.plan,
+                Account.created_at,
+                func.coalesce(active.c.n, 0).label("active"),
+            )
             .outerjoin(active, active.c.account_id == Account.id)
+            .where(*where)
             .order_by(Account.created_at, Account.id)
         ).all()
-    return [
-        AccountOut(
-            id=r.id,
-            name=r.name,
-            plan=r.plan,
-            created_at=r.created_at,
-            active=r.n or 0,
-            limit=_limit(hub, r.plan),
-        )
-        for r in rows
-    ]
+    return [AccountOut(**r._asdict(), limit=_limit(hub, r.plan)) for r in rows]
+
+
+def list_accounts(hub: Hub) -> list[AccountOut]:
+    """Every account, oldest first, with its active workflows against its plan's limit."""
+    return _summaries(hub)
 
 
 def account_usage(hub: Hub, account_id: str) -> UsageOut:
     """One account: its plan, active workflows against the limit, and which installed actions
     the plan allows."""
-    with hub.db.connect() as conn:
-        account = conn.execute(select(Account).where(Account.id == account_id)).one_or_none()
-        if account is None:
-            raise NotFound(f"no account {account_id!r}")
-        active = plans.active_count(conn, account_id)
-    plan = hub.settings.plan(account.plan)
+    found = _summaries(hub, Account.id == account_id)
+    if not found:
+        raise NotFound(f"no account {account_id!r}")
+    plan = hub.settings.plan(found[0].plan)
     return UsageOut(
-        id=account.id,
-        name=account.name,
-        plan=account.plan,
-        created_at=account.created_at,
-        active=active,
-        limit=plan.active_workflows,
+        **found[0].model_dump(),
         actions=[
             Allowance(action=a.name, capability=a.capability, allowed=plan.allows(a))
             for a in sorted(hub.registry.actions.values(), key=lambda a: a.name)

@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from linktime import http
 from linktime.testing import TestCertificates, test_certificates
 
 LOOPBACK = "127.0.0.0/8,::1/128"
@@ -153,13 +154,27 @@ def tls_receiver(make_receiver: Callable[..., Receiver], test_ca: TestCertificat
 @pytest.fixture(autouse=True)
 def clean_operator_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Start every test from the defaults, whatever the shell exports."""
-    for name in ("LINKTIME_WEBHOOK_ALLOWED_NETWORKS", "LINKTIME_WEBHOOK_TIMEOUT"):
+    for name in (
+        "LINKTIME_HTTP_ALLOWED_NETWORKS",
+        "LINKTIME_WEBHOOK_ALLOWED_NETWORKS",
+        "LINKTIME_WEBHOOK_TIMEOUT",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture
 def allow_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LINKTIME_WEBHOOK_ALLOWED_NETWORKS", LOOPBACK)
+    monkeypatch.setenv("LINKTIME_HTTP_ALLOWED_NETWORKS", LOOPBACK)
+
+
+@pytest.fixture
+def fresh_clients() -> Iterator[None]:
+    """linktime.http's clients made anew, with the TLS settings of this test, and closed after."""
+    http.close()
+    try:
+        yield
+    finally:
+        http.close()
 
 
 @pytest.fixture
@@ -169,17 +184,6 @@ def closed_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
     return port
-
-
-@pytest.fixture
-def no_connections(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fail the test if the action gets as far as its HTTP client."""
-    import linktime_webhook
-
-    def forbidden() -> None:
-        raise AssertionError("the webhook action tried to connect")
-
-    monkeypatch.setattr(linktime_webhook, "_client", forbidden)
 
 
 @pytest.fixture

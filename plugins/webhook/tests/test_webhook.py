@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import urllib.parse
 from datetime import UTC, datetime
@@ -10,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import linktime_webhook
 import pytest
-from linktime import plugins
+from linktime import http, plugins
 from linktime.actions import Outcome
 from linktime.models import BookingEvent, sample_event
 from linktime.testing import RunAction
@@ -142,7 +141,7 @@ def test_connects_to_the_vetted_address_with_the_original_host(
     assert receiver.requests[0].headers["host"] == f"hooks.example:{receiver.port}"
 
 
-@pytest.mark.usefixtures("allow_loopback")
+@pytest.mark.usefixtures("allow_loopback", "fresh_clients")
 def test_https_pins_the_ip_but_keeps_each_server_name(
     run_action: RunAction,
     tls_receiver: Receiver,
@@ -152,8 +151,7 @@ def test_https_pins_the_ip_but_keeps_each_server_name(
 ) -> None:
     fake_dns["hooks.example"] = fake_dns["other.example"] = ["127.0.0.1"]
     monkeypatch.setenv("SSL_CERT_FILE", str(test_ca.ca_file))
-    # Fresh per-thread clients, whose TLS context trusts the test CA.
-    monkeypatch.setattr(linktime_webhook, "_clients", linktime_webhook._ClientsPerThread())
+    http.close()  # clients made anew trust the test CA
 
     names = ["hooks.example", "other.example", "hooks.example"]
     for name in names:
@@ -165,7 +163,7 @@ def test_https_pins_the_ip_but_keeps_each_server_name(
     assert seen == [(name, f"{name}:{tls_receiver.port}") for name in names]
 
 
-@pytest.mark.usefixtures("allow_loopback")
+@pytest.mark.usefixtures("allow_loopback", "fresh_clients")
 def test_https_certificate_is_checked_against_the_host_name(
     run_action: RunAction,
     tls_receiver: Receiver,
@@ -175,7 +173,7 @@ def test_https_certificate_is_checked_against_the_host_name(
 ) -> None:
     fake_dns["wrong.example"] = ["127.0.0.1"]
     monkeypatch.setenv("SSL_CERT_FILE", str(test_ca.ca_file))
-    monkeypatch.setattr(linktime_webhook, "_clients", linktime_webhook._ClientsPerThread())
+    http.close()
 
     result = run_action("webhook.call", settings(tls_receiver.url(host="wrong.example")))
     assert (result.outcome, result.error_code) == (Outcome.RETRY, "connection_error")
@@ -210,16 +208,6 @@ def test_429_retry_after_seconds(run_action: RunAction, receiver: Receiver) -> N
     result = run_action("webhook.call", settings(receiver.url()))
     assert result.outcome is Outcome.RETRY
     assert (result.error_code, result.http_status, result.retry_after) == ("http_429", 429, 7)
-
-
-def test_retry_after_http_date() -> None:
-    now = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
-    parse = linktime_webhook.parse_retry_after
-    assert parse("Tue, 24 Nov 2026 10:01:30 GMT", now) == 90
-    assert parse("Tue, 24 Nov 2026 09:00:00 GMT", now) == 0
-    assert parse("soon", now) is None
-    assert parse(None, now) is None
-    assert parse("²", now) is None and parse("٣", now) is None  # digits to isdigit, not float
 
 
 @pytest.mark.usefixtures("allow_loopback")
@@ -275,7 +263,7 @@ def test_connection_refused_retries(run_action: RunAction, closed_port: int) -> 
 def test_errors_never_carry_the_secret(
     run_action: RunAction, receiver: Receiver, closed_port: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("LINKTIME_WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8")
+    monkeypatch.setenv("LINKTIME_HTTP_ALLOWED_NETWORKS", "127.0.0.0/8")
     receiver.reply(500, b"boom")
     receiver.reply(302)
     urls = [receiver.url(), receiver.url(), f"http://127.0.0.1:{closed_port}/", "http://[::1]/"]
@@ -363,92 +351,21 @@ def test_a_secret_the_answer_breaks_off_and_short_header_values_are_masked(
 # --- SSRF guard ----------------------------------------------------------------------------------
 
 
-@pytest.mark.usefixtures("no_connections")
-@pytest.mark.parametrize(
-    ("host", "ip", "kind"),
-    [
-        ("127.0.0.1", "127.0.0.1", "loopback"),
-        ("[::1]", "::1", "loopback"),
-        ("localhost", None, "loopback"),
-        ("10.0.0.1", "10.0.0.1", "private"),
-        ("169.254.169.254", "169.254.169.254", "link-local"),
-        ("100.64.0.1", "100.64.0.1", "CGNAT"),
-        ("224.0.0.1", "224.0.0.1", "multicast"),
-        ("[::ffff:127.0.0.1]", "::ffff:127.0.0.1", "loopback"),
-        ("[fe80::1]", "fe80::1", "link-local"),
-        ("0.0.0.0", "0.0.0.0", "unspecified"),
-        ("[fc00::1]", "fc00::1", "private"),
-        ("[ff02::1]", "ff02::1", "multicast"),
-        # A trailing dot (a fully qualified name) is the same address, refused the same way.
-        ("127.0.0.1.", "127.0.0.1", "loopback"),
-        ("127.0.0.1..", "127.0.0.1", "loopback"),
-        ("127.1.", "127.0.0.1", "loopback"),
-        ("localhost.", None, "loopback"),
-        ("10.0.0.1.", "10.0.0.1", "private"),
-        ("169.254.169.254.", "169.254.169.254", "link-local"),
-        ("2130706433.", "127.0.0.1", "loopback"),
-    ],
-)
-def test_ssrf_refused_before_connecting(
-    run_action: RunAction, host: str, ip: str | None, kind: str
-) -> None:
-    result = run_action("webhook.call", settings(f"http://{host}:8080/hook"))
-    assert (result.outcome, result.error_code) == (Outcome.FAILED, "ssrf_refused")
-    assert result.error is not None
-    assert kind in result.error
-    assert "LINKTIME_WEBHOOK_ALLOWED_NETWORKS" in result.error
-    if ip:
-        assert ip in result.error
-
-
 def test_ssrf_loopback_receiver_gets_nothing_by_default(
     run_action: RunAction, receiver: Receiver
 ) -> None:
     result = run_action("webhook.call", settings(receiver.url()))
-    assert result.error_code == "ssrf_refused"
+    assert (result.outcome, result.error_code) == (Outcome.FAILED, "ssrf_refused")
+    assert result.error is not None and "LINKTIME_HTTP_ALLOWED_NETWORKS" in result.error
     assert receiver.requests == []
 
 
-@pytest.mark.usefixtures("no_connections")
-def test_ssrf_any_bad_answer_refuses(
-    run_action: RunAction, fake_dns: dict[str, list[str]], monkeypatch: pytest.MonkeyPatch
+def test_the_older_allow_list_variable_still_works(
+    run_action: RunAction, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("LINKTIME_WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8")
-    fake_dns["rebind.example"] = ["93.184.216.34", "10.1.2.3"]
-    result = run_action("webhook.call", settings("https://rebind.example/hook"))
-    assert result.error_code == "ssrf_refused"
-    assert result.error == (
-        "refused: rebind.example resolves to 10.1.2.3, a private address "
-        "(allow it with LINKTIME_WEBHOOK_ALLOWED_NETWORKS)"
-    )
-
-
-@pytest.mark.parametrize(
-    ("ip", "allowed", "refused"),
-    [
-        ("127.0.0.1", "127.0.0.0/8,::1/128", False),
-        ("::1", "127.0.0.0/8,::1/128", False),
-        ("::ffff:127.0.0.1", "127.0.0.0/8", False),
-        ("10.0.0.1", "127.0.0.0/8", True),
-        ("2002:a00:1::", "", True),  # 6to4 wrapping 10.0.0.1
-        ("64:ff9b::a9fe:a9fe", "", True),  # NAT64 wrapping 169.254.169.254
-        ("198.18.0.1", "", True),
-        ("240.0.0.1", "", True),
-        ("8.8.8.8", "", False),
-        ("2606:4700:4700::1111", "", False),
-    ],
-)
-def test_check_address(
-    ip: str, allowed: str, refused: bool, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("LINKTIME_WEBHOOK_ALLOWED_NETWORKS", allowed)
-    networks = linktime_webhook.operator_settings().allowed_networks
-    address = ipaddress.ip_address(ip)
-    if refused:
-        with pytest.raises(linktime_webhook.Refused):
-            linktime_webhook.check_address(ip, address, networks)
-    else:
-        linktime_webhook.check_address(ip, address, networks)
+    assert run_action("webhook.call", settings(receiver.url())).outcome is Outcome.SUCCEEDED
+    assert len(receiver.requests) == 1
 
 
 # --- settings ------------------------------------------------------------------------------------
@@ -519,14 +436,9 @@ def test_a_header_value_httpx_cannot_send_is_refused_naming_the_header(value: st
 
 
 def test_operator_settings_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LINKTIME_WEBHOOK_ALLOWED_NETWORKS", " 10.0.0.0/8 , fd00::/8 ")
     monkeypatch.setenv("LINKTIME_WEBHOOK_TIMEOUT", "2.5")
-    operator = linktime_webhook.operator_settings()
-    assert [str(n) for n in operator.allowed_networks] == ["10.0.0.0/8", "fd00::/8"]
-    assert operator.timeout == 2.5
-    monkeypatch.delenv("LINKTIME_WEBHOOK_ALLOWED_NETWORKS")
+    assert linktime_webhook.operator_settings().timeout == 2.5
     monkeypatch.delenv("LINKTIME_WEBHOOK_TIMEOUT")
-    assert linktime_webhook.operator_settings().allowed_networks == ()
     assert linktime_webhook.operator_settings().timeout == 15
 
 
@@ -551,7 +463,7 @@ def test_bad_operator_settings_retry(
     result = run_action("webhook.call", settings("https://hooks.example.com/"))
     assert (result.outcome, result.error_code) == (Outcome.RETRY, "operator_settings")
     assert result.error is not None
-    assert "10.0.0.1/8" in result.error
+    assert "10.0.0.1/8 has host bits set" in result.error
 
 
 def test_registered_through_the_entry_point() -> None:
@@ -565,90 +477,7 @@ def test_registered_through_the_entry_point() -> None:
     assert "webhook" in {p.name for p in registry.plugins}
 
 
-# --- sync delivery: per-thread clients, resolution, the deadline, payload bytes -------------------
-
-
-def test_one_pooled_client_per_thread() -> None:
-    import threading
-
-    mine = linktime_webhook._client()
-    assert linktime_webhook._client() is mine
-    others: list[object] = []
-    thread = threading.Thread(target=lambda: others.append(linktime_webhook._client()))
-    thread.start()
-    thread.join()
-    assert others
-    assert others[0] is not mine
-
-
-def test_ip_literal_is_not_resolved(monkeypatch: pytest.MonkeyPatch) -> None:
-    import socket
-
-    def no_dns(*args: object, **kwargs: object) -> None:
-        raise AssertionError("an IP literal went to the resolver")
-
-    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
-    loopback = (ipaddress.ip_network("127.0.0.0/8"),)
-    vetted = linktime_webhook.resolve_vetted("127.0.0.1", 80, loopback)
-    assert vetted == ipaddress.ip_address("127.0.0.1")
-    with pytest.raises(linktime_webhook.Refused, match=r"10\.0\.0\.1 is a private address"):
-        linktime_webhook.resolve_vetted("10.0.0.1", 80, loopback)
-
-
-DRIPS = 40  # bytes of a dripped answer, one every 50 ms: complete after 2 s at the soonest
-
-
-@pytest.mark.usefixtures("allow_loopback")
-@pytest.mark.parametrize(
-    ("head", "tail"),
-    [
-        # a header 40 bytes long, then the end of the headers
-        (b"HTTP/1.1 200 OK\r\nX-Drip: ", b"\r\nContent-Length: 0\r\n\r\n"),
-        # a body of 40 bytes
-        (b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % DRIPS, b""),
-    ],
-    ids=["headers", "body"],
-)
-def test_a_dripping_receiver_is_cut_off_at_the_deadline(
-    run_action: RunAction, monkeypatch: pytest.MonkeyPatch, head: bytes, tail: bytes
-) -> None:
-    """Each byte arrives well within a per-read timeout, and the whole answer, a 200, is
-    complete after 2 s: four times the 0.5 s deadline, and later still on a busy machine. A
-    delivery held to the deadline gives up first; one that is not gets the 200."""
-    import socket
-    import threading
-    import time
-
-    listener = socket.create_server(("127.0.0.1", 0))
-    stop = threading.Event()
-
-    def drip() -> None:
-        conn, _ = listener.accept()
-        with conn:
-            conn.recv(65536)
-            try:
-                conn.sendall(head)
-                for _ in range(DRIPS):
-                    if stop.is_set():
-                        return
-                    conn.sendall(b"x")
-                    time.sleep(0.05)
-                conn.sendall(tail)
-            except OSError:  # the client hung up
-                return
-
-    thread = threading.Thread(target=drip, daemon=True)
-    thread.start()
-    monkeypatch.setenv("LINKTIME_WEBHOOK_TIMEOUT", "0.5")
-    try:
-        result = run_action(
-            "webhook.call", settings(f"http://127.0.0.1:{listener.getsockname()[1]}/")
-        )
-    finally:
-        stop.set()
-        listener.close()
-        thread.join(5)
-    assert (result.outcome, result.error_code) == (Outcome.RETRY, "timeout")
+# --- payload bytes and signature ----------------------------------------------------------------
 
 
 def test_payload_bytes_are_the_compact_json_of_the_documented_body() -> None:
@@ -696,30 +525,3 @@ def test_signature_matches_the_reference_library(monkeypatch: pytest.MonkeyPatch
         "webhook-timestamp": "1790000000",
         "webhook-signature": Webhook(SECRET).sign("msg_ü", moment, payload.decode()),
     }
-
-
-@pytest.mark.usefixtures("allow_loopback")
-def test_cookies_are_neither_kept_nor_sent(run_action: RunAction, receiver: Receiver) -> None:
-    receiver.reply(200, headers={"Set-Cookie": "session=tenant-a; Path=/"})
-    run_action("webhook.call", settings(receiver.url()))
-    run_action("webhook.call", settings(receiver.url()))
-    assert [r.headers.get("cookie") for r in receiver.requests] == [None, None]
-
-
-@pytest.mark.parametrize(
-    ("host", "addresses"),
-    [
-        ("localhost", ["127.0.0.1", "::1"]),
-        ("hooks.LOCALHOST.", ["127.0.0.1", "::1"]),
-        ("2130706433", ["127.0.0.1"]),
-        ("0x7f.1", ["127.0.0.1"]),
-        ("10.1", ["10.0.0.1"]),
-        ("::1", ["::1"]),
-        ("hooks.example.com", []),  # a name: resolved when sending
-    ],
-)
-def test_readiness_knows_the_addresses_a_host_is_without_a_resolver(
-    host: str, addresses: list[str]
-) -> None:
-    found = linktime_webhook._addresses_without_resolver(host)
-    assert found == [ipaddress.ip_address(a) for a in addresses]
