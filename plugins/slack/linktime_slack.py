@@ -1,8 +1,9 @@
 """LinkTime action ``slack.post``: post a booking notification to Slack.
 
 Either to a channel with the account's bot token (``chat.postMessage``, the ``slack``
-integration), or to an incoming-webhook URL given in the step. Both go through slack-sdk's async
-clients, with its built-in retry handlers off: the engine schedules retries (honouring Slack's
+integration, through slack-sdk's async client with its retry handlers off), or to an
+incoming-webhook URL given in the step (through ``linktime.http``: its address guard, no
+redirects, the event loop's pooled client). The engine schedules retries (honouring Slack's
 ``Retry-After``) as due times in the database instead of sleeping in a worker.
 
 Operator settings (environment, prefix ``LINKTIME_SLACK_``) are read on every post: ``API_BASE``,
@@ -18,16 +19,16 @@ import contextlib
 import html
 import json
 import logging
-import os
 import re
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from functools import lru_cache
 from typing import Annotated, Any
 from urllib.parse import unquote, urlsplit
 
 import aiohttp
+import httpx
+from linktime import http
 from linktime.actions import (
     ActionContext,
     ActionType,
@@ -37,14 +38,13 @@ from linktime.actions import (
     TemplateStep,
 )
 from linktime.hookspecs import hookimpl
-from linktime.operator_settings import operator_timeout
-from linktime.templating import TemplateError, TemplateStr
+from linktime.operator_settings import OperatorSettingError, operator_timeout, plugin_settings
+from linktime.templating import TemplateStr
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
-from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 __version__ = "0.1.0"
 
@@ -113,10 +113,8 @@ def _http_url(value: str, what: str) -> str:
     return value
 
 
-class SlackOperatorSettings(BaseSettings):
+class SlackOperatorSettings(BaseModel):
     """Operator-wide settings from the environment (``LINKTIME_SLACK_*``)."""
-
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX)
 
     api_base: str = Field(
         default=AsyncWebClient.BASE_URL, description="Slack Web API base URL (tests: loopback)"
@@ -141,15 +139,8 @@ class SlackOperatorSettings(BaseSettings):
 
 
 def operator_settings() -> SlackOperatorSettings:
-    """The current operator settings; re-read only when the environment changed."""
-    env = tuple(sorted((k, v) for k, v in os.environ.items() if k.upper().startswith(ENV_PREFIX)))
-    return _operator_settings_for(env)
-
-
-@lru_cache(maxsize=16)
-def _operator_settings_for(env: tuple[tuple[str, str], ...]) -> SlackOperatorSettings:
-    # ``env`` is only the cache key: the constructor reads that same environment itself.
-    return SlackOperatorSettings()
+    """The current operator settings (re-read when their variables change)."""
+    return plugin_settings(ENV_PREFIX, SlackOperatorSettings)
 
 
 def is_under(url: str, base: str) -> bool:
@@ -310,14 +301,6 @@ def _close_sessions() -> None:
                 asyncio.run_coroutine_threadsafe(session.close(), loop).result(timeout=2)
 
 
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from Slack's ``Retry-After`` (always delay-seconds), else None."""
-    # ASCII: "²" is a digit to isdigit, not to float.
-    if value is None or not (value.isascii() and value.strip().isdigit()):
-        return None
-    return float(value.strip())
-
-
 def _redact(text: str, secrets: tuple[str, ...]) -> str:
     for secret in secrets:
         # A trivial path like "/" is no secret, and masking it would mangle the message.
@@ -374,24 +357,29 @@ async def _post_to_channel(
         return _answer_result(
             answer.status_code,
             data.get("error"),
-            parse_retry_after(answer.headers.get("Retry-After")),
+            http.retry_after(answer.headers.get("Retry-After")),
             excerpt,
         )
     # chat.postMessage answers with the channel id, even when given a name.
     return Result.ok(external_id=f"{response['channel']}/{response['ts']}", http_status=200)
 
 
-async def _post_to_webhook(url: str, text: str, blocks: list[dict[str, Any]]) -> Result:
-    client = AsyncWebhookClient(url, session=_session(), logger=_sdk_log, retry_handlers=[])
-    response = await client.send(text=text, blocks=blocks, unfurl_links=False, unfurl_media=False)
-    body = (response.body or "").strip()
+async def _post_to_webhook(
+    url: str, text: str, blocks: list[dict[str, Any]], timeout: float
+) -> Result:
+    message = {"text": text, "blocks": blocks, "unfurl_links": False, "unfurl_media": False}
+    try:
+        response = await http.arequest("POST", url, json=message, timeout=timeout)
+    except http.Refused as exc:
+        return Result.fail(str(exc), error_code="ssrf_refused")
+    body = response.text.strip()
     if response.status_code == 200:
         return Result.ok(http_status=200, response_excerpt=body[:EXCERPT_CHARS])
     # Incoming webhooks answer errors as a bare code: 404 no_service, 410 channel_is_archived...
     return _answer_result(
         response.status_code,
         body if _SLUG_RE.match(body) else None,
-        parse_retry_after(response.headers.get("Retry-After")),
+        http.retry_after(response.headers.get("Retry-After")),
         body[:EXCERPT_CHARS],
     )
 
@@ -402,21 +390,10 @@ async def post_message(ctx: ActionContext) -> Result:
     credentials: SlackCredentials | None = ctx.credentials
     if settings.channel is not None and credentials is None:
         return Result.fail(NOT_CONNECTED, error_code="not_connected")
-    try:
-        operator = operator_settings()
-    except ValueError as exc:
-        # Every Slack post is affected; retrying lets them resume once the operator fixes it.
-        return Result.retry(
-            f"invalid {ENV_PREFIX}* operator settings: {exc}", error_code="operator_settings"
-        )
-    try:
-        text, blocks = build_message(ctx)
-    except TemplateError as exc:
-        # Checked against sample bookings on save, yet this booking's data breaks it: a retry
-        # would render the same.
-        return Result.fail(
-            f"the message cannot be rendered for this booking: {exc}", error_code="template_error"
-        )
+    # Invalid operator settings and a template this booking breaks raise: the engine turns
+    # them into a retry ``operator_settings`` and a failure ``template_error``.
+    operator = operator_settings()
+    text, blocks = build_message(ctx)
     posting: Awaitable[Result]
     if settings.channel is not None and credentials is not None:
         token = credentials.bot_token.get_secret_value()
@@ -429,15 +406,15 @@ async def post_message(ctx: ActionContext) -> Result:
         # The path is what makes an incoming-webhook URL secret.
         secrets = (url, urlsplit(url).path)
         destination = urlsplit(url).netloc
-        posting = _post_to_webhook(url, text, blocks)
+        posting = _post_to_webhook(url, text, blocks, operator.timeout)
     try:
         async with asyncio.timeout(operator.timeout):
             result = await posting
-    except TimeoutError:
+    except (TimeoutError, httpx.TimeoutException):
         return Result.retry(
             f"no answer from {destination} within {operator.timeout:g}s", error_code="timeout"
         )
-    except aiohttp.ClientError as exc:
+    except (aiohttp.ClientError, httpx.TransportError) as exc:
         said = _redact(f"{type(exc).__name__}: {exc}", secrets)
         return Result.retry(
             f"connection to {destination} failed: {said}", error_code="connection_error"
@@ -457,7 +434,7 @@ def check_slack(ctx: ActionContext) -> list[Problem]:
     """What would stop every post, whatever the step: the server's Slack setup."""
     try:
         operator_settings()
-    except ValueError:
+    except OperatorSettingError:
         return [Problem.operator("Posting to Slack is not set up correctly on this server.")]
     return []
 

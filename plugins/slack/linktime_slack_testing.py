@@ -106,4 +106,6 @@ def slack(http_receiver: HttpReceiver, monkeypatch: pytest.MonkeyPatch) -> FakeS
         "LINKTIME_SLACK_ALLOWED_WEBHOOK_BASES",
         f"https://hooks.slack.com/,{http_receiver.url}/services/",
     )
+    # Incoming webhooks go through linktime.http, whose guard refuses loopback unless allowed.
+    monkeypatch.setenv("LINKTIME_HTTP_ALLOWED_NETWORKS", "127.0.0.0/8")
     return fake

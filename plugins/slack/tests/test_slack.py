@@ -642,8 +642,3 @@ def test_registered_through_the_entry_point() -> None:
     assert action.settings is linktime_slack.SlackStepSettings
     assert action.credentials is linktime_slack.SlackCredentials
     assert "slack" in {p.name for p in registry.plugins}
-
-
-def test_retry_after_takes_ascii_digits_only() -> None:
-    assert linktime_slack.parse_retry_after(" 30 ") == 30.0
-    assert linktime_slack.parse_retry_after("²") is None  # a digit to str.isdigit, not to float
