@@ -16,14 +16,13 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import phonenumbers
 import requests
 from linktime.actions import ActionContext, Problem, Result
+from linktime.http import retry_after
 from linktime.operator_settings import OperatorSettingError
 from pydantic import (
     BaseModel,
@@ -276,18 +275,8 @@ class TwilioHttp(TwilioHttpClient):  # type: ignore[misc]
         return self.last
 
 
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delay-seconds or HTTP-date), else None."""
-    if not value or not value.strip():
-        return None
-    if value.isascii() and value.strip().isdigit():  # "²" is a digit to isdigit, not to float
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    when = when if when.tzinfo else when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+# The core's parser, under the name linktime-sms-twilio and linktime-voice export.
+parse_retry_after = retry_after
 
 
 def _twilio_failure(exc: TwilioRestException | TwilioServiceException, http: TwilioHttp) -> Result:
@@ -311,7 +300,7 @@ def _twilio_failure(exc: TwilioRestException | TwilioServiceException, http: Twi
             error,
             error_code=error_code,
             http_status=status,
-            retry_after=parse_retry_after(http.last.headers.get("Retry-After")),
+            retry_after=retry_after(http.last.headers.get("Retry-After")),
             response_excerpt=excerpt,
         )
     return Result.fail(error, error_code=error_code, http_status=status, response_excerpt=excerpt)
