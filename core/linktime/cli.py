@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -282,6 +283,35 @@ def show_plans() -> None:
         click.echo(f"{action.name:<28}{marks}{flag}")
     for name in settings.disabled_plugins:
         click.echo(f"plugin {name} is disabled for everyone (disabled_plugins)")
+
+
+@main.group("plugin")
+def plugin_group() -> None:
+    """Writing a plugin."""
+
+
+@plugin_group.command("new")
+@click.argument("name")
+@click.option(
+    "--directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to write the package (default: ./linktime-NAME); must not exist yet.",
+)
+def new_plugin(name: str, directory: Path | None) -> None:
+    """Write a working plugin package: one action, NAME.post, that POSTs a booking message
+    through linktime.http; its pyproject.toml, a README with its settings, and a test."""
+    from . import plugin_template
+
+    try:
+        names = plugin_template.check_name(name)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="NAME") from None
+    target = directory or Path(names.distribution)
+    if target.exists():
+        raise click.ClickException(f"{target} already exists: choose another --directory")
+    for path in plugin_template.write(names, target):
+        click.echo(f"wrote {path}")
+    click.echo(f"next: cd {target} && pip install -e '.[test]' && pytest")
 
 
 @main.group("workflows")

@@ -221,7 +221,14 @@ class HttpReceiver:
 
 
 @pytest.fixture
-def http_receiver() -> Iterator[HttpReceiver]:
+def http_receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[HttpReceiver]:
+    """A receiver that ``linktime.http`` may reach: for this test the operator's allow-list
+    (``LINKTIME_HTTP_ALLOWED_NETWORKS``, or its older name) also lets 127.0.0.1 through; the
+    rest of loopback (``http://127.0.0.2/``) is still refused."""
+    from . import http
+
+    allowed = [str(network) for network in http.settings().allowed_networks]
+    monkeypatch.setenv(http.ALLOWED_NETWORKS_ENV, ",".join([*allowed, "127.0.0.1/32"]))
     receiver = HttpReceiver()
     try:
         yield receiver
