@@ -1,18 +1,23 @@
 """GET /metrics as a Prometheus user reads it: a scrape before and after one chain moves the
 counters by exactly what that chain did; reminders report their lateness; the Grafana
-dashboard names only metrics a real scrape has. Scrapes are parsed with prometheus_client's
-own text parser."""
+dashboard names only metrics a real scrape has; a worker and a scheduler without `serve` serve
+their own (LINKTIME_METRICS_PORT; LINKTIME_METRICS_DIR is in test_json_logs). Scrapes are parsed
+with prometheus_client's own text parser."""
 
 from __future__ import annotations
 
 import json
 import re
+import time
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from linktime import metrics
+import httpx
+from linktime import metrics, workflows
+from linktime.accounts import create_account
 from linktime.api import create_app
 from linktime.engine import Hub
 from linktime.models import sample_event
@@ -23,13 +28,16 @@ from litestar.testing import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
-from .conftest import Clock, System
-from .test_delivery import SECRET
+from .conftest import LOOPBACK, Clock, System, delete_namespace, fast_settings
+from .procs import clean_env, free_port, start, stop, wait_http
+from .test_crash import STEPS, chain
 from .test_reminders import event, remind
 
 DASHBOARD = Path(__file__).parent.parent / "deploy" / "grafana" / "linktime.json"
-STEPS = 3
 
+EVENTS = "linktime_events_received_total"
+ATTEMPTS = "linktime_step_attempts_total"
+SUCCEEDED = {"action": "webhook.call", "outcome": "succeeded"}
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
@@ -48,9 +56,12 @@ def scrape(client: TestClient[Any]) -> Samples:
     return parse(response.text)
 
 
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
 def moved(before: Samples, after: Samples, name: str, **labels: str) -> float:
-    key = (name, frozenset(labels.items()))
-    return after.get(key, 0.0) - before.get(key, 0.0)
+    return value(after, name, **labels) - value(before, name, **labels)
 
 
 def test_a_scrape_after_one_chain_shows_exactly_that_chain(
@@ -59,14 +70,7 @@ def test_a_scrape_after_one_chain_shows_exactly_that_chain(
     system, client = running_api
     account = system.account()
     headers = {"Authorization": f"Bearer {account.api_key}"}
-    steps = [
-        {
-            "action": "webhook.call",
-            "settings": {"url": f"{http_receiver.url}/s{i}", "secret": SECRET},
-        }
-        for i in range(STEPS)
-    ]
-    system.workflow(account, steps)
+    system.workflow(account, chain(http_receiver.url))
     body = sample_event(id="evt_metrics").model_dump(mode="json")
 
     before = scrape(client)
@@ -83,25 +87,16 @@ def test_a_scrape_after_one_chain_shows_exactly_that_chain(
     assert client.post("/v1/events", json=body).status_code == 401
     after = scrape(client)
 
-    created = {"type": "booking.created"}
-    assert (
-        moved(before, after, "linktime_events_received_total", **created, outcome="accepted") == 1
-    )
-    assert (
-        moved(before, after, "linktime_events_received_total", **created, outcome="replayed") == 1
-    )
-    assert (
-        moved(before, after, "linktime_events_received_total", **created, outcome="rejected") == 1
-    )
-    unknown = {"type": "unknown", "outcome": "rejected"}
-    assert moved(before, after, "linktime_events_received_total", **unknown) == 1
+    for outcome in ("accepted", "replayed", "rejected"):
+        assert moved(before, after, EVENTS, type="booking.created", outcome=outcome) == 1
+    assert moved(before, after, EVENTS, type="unknown", outcome="rejected") == 1
     assert moved(before, after, "linktime_runs_started_total", trigger="booking.created") == 1
     assert moved(before, after, "linktime_runs_finished_total", status="succeeded") == 1
     assert moved(before, after, "linktime_runs_finished_total", status="failed") == 0
     webhook = {"action": "webhook.call"}
-    assert moved(before, after, "linktime_step_attempts_total", **webhook, outcome="succeeded") == 3
-    assert moved(before, after, "linktime_step_attempts_total", **webhook, outcome="retrying") == 0
-    assert moved(before, after, "linktime_step_attempt_duration_seconds_count", **webhook) == 3
+    assert moved(before, after, ATTEMPTS, **SUCCEEDED) == STEPS
+    assert moved(before, after, ATTEMPTS, **webhook, outcome="retrying") == 0
+    assert moved(before, after, "linktime_step_attempt_duration_seconds_count", **webhook) == STEPS
     durations = moved(before, after, "linktime_step_attempt_duration_seconds_sum", **webhook)
     assert 0 < durations < 10
     assert moved(before, after, "linktime_event_to_first_step_seconds_count") == 1
@@ -196,3 +191,63 @@ def test_every_metric_the_grafana_dashboard_queries_is_in_a_real_scrape(tmp_path
     ours = {family.sub("", name) for name in exposed if name.startswith("linktime_")}
     shown = {family.sub("", name) for name in named}
     assert ours <= shown, f"no panel for: {sorted(ours - shown)}"
+
+
+def test_a_worker_and_a_scheduler_without_serve_each_serve_their_own_metrics_port(
+    tmp_path: Path, pg_url: str, redis_url: str, http_receiver: HttpReceiver
+) -> None:
+    """LINKTIME_METRICS_PORT, no LINKTIME_METRICS_DIR: `linktime worker` adds up its two
+    processes on its port, `linktime scheduler` counts its ticks on its own."""
+    namespace = f"lt-port-{uuid.uuid4().hex[:8]}"
+    env = clean_env(
+        LINKTIME_DATABASE_URL=pg_url,
+        LINKTIME_REDIS_URL=redis_url,
+        LINKTIME_BROKER_NAMESPACE=namespace,
+        LINKTIME_SECRET_KEY="port-test",
+        LINKTIME_LOAD_PLUGINS="webhook",
+        LINKTIME_WEBHOOK_ALLOWED_NETWORKS=LOOPBACK,
+        LINKTIME_SCHEDULER_INTERVAL="0.1",
+    )
+    hub = Hub(fast_settings(data_dir=tmp_path, database_url=pg_url, secret_key="port-test"))
+    hub.migrate()
+    account = create_account(hub, "ports", "business")
+    steps = chain(http_receiver.url)
+    spec = workflows.WorkflowIn(name="chain", trigger="booking.created", enabled=True, steps=steps)
+    workflows.create(hub, account.id, spec)
+    worker_port, scheduler_port = free_port(), free_port()
+    log = tmp_path / "procs.log"
+    worker = start(
+        ["worker", "--processes", "2", "--threads", "2"],
+        {**env, "LINKTIME_METRICS_PORT": str(worker_port)},
+        tmp_path,
+        log,
+    )
+    scheduler = start(
+        ["scheduler"], {**env, "LINKTIME_METRICS_PORT": str(scheduler_port)}, tmp_path, log
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{worker_port}/metrics")
+        wait_http(f"http://127.0.0.1:{scheduler_port}/metrics")
+        # This hub has no broker: the scheduler hands the runs out.
+        for i in range(2):
+            hub.emit(sample_event(id=f"evt_port_{i}"), account_id=account.id)
+        http_receiver.wait_for(2 * STEPS, timeout=30)
+        deadline = time.monotonic() + 10
+        while True:  # the last attempt is counted once it is recorded, just after its request
+            counted = parse(httpx.get(f"http://127.0.0.1:{worker_port}/metrics").text)
+            if value(counted, ATTEMPTS, **SUCCEEDED) == 2 * STEPS or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        ticks = parse(httpx.get(f"http://127.0.0.1:{scheduler_port}/metrics").text)
+    finally:
+        stop([worker, scheduler])
+        hub.close()
+        delete_namespace(redis_url, namespace)
+
+    assert value(counted, ATTEMPTS, **SUCCEEDED) == 2 * STEPS, log.read_text()[-3000:]
+    assert value(counted, "linktime_runs_finished_total", status="succeeded") == 2
+    assert value(counted, "linktime_runs_started_total", trigger="booking.created") == 2
+    assert value(ticks, "linktime_scheduler_tick_duration_seconds_count") > 0
+    # Each process counts only its own work.
+    assert value(ticks, ATTEMPTS, **SUCCEEDED) == 0
+    assert value(counted, "linktime_scheduler_tick_duration_seconds_count") == 0

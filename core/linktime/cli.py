@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -72,11 +73,15 @@ def main(verbose: bool) -> None:
 
     settings = Settings()
     logs.configure(settings.log_format, verbose=verbose)
-    if settings.metrics_dir is not None:
+    metrics_dir = settings.metrics_dir
+    if metrics_dir is None and settings.metrics_port is not None:
+        # A worker's processes add up through a directory: this command's own, then.
+        metrics_dir = Path(tempfile.mkdtemp(prefix="linktime-metrics-"))
+    if metrics_dir is not None:
         # Before prometheus_client is imported (it picks its mode then); worker processes
         # inherit it. See linktime.metrics.
-        settings.metrics_dir.mkdir(parents=True, exist_ok=True)
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(settings.metrics_dir.resolve())
+        metrics_dir.mkdir(parents=True, exist_ok=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir.resolve())
 
 
 @main.command()
@@ -155,6 +160,14 @@ def serve_banner(settings: Settings, host: str, port: int) -> list[str]:
     ]
 
 
+def _serve_metrics(settings: Settings) -> None:
+    """``LINKTIME_METRICS_PORT``: this command's own /metrics (its processes added up)."""
+    if settings.metrics_port is not None:
+        from . import metrics
+
+        metrics.serve_port(settings.metrics_port)
+
+
 @main.command()
 @click.option("--processes", "-p", default=1, show_default=True, type=int)
 @click.option("--threads", "-t", default=None, type=int, help="[default: LINKTIME_WORKER_THREADS]")
@@ -184,6 +197,7 @@ def worker(processes: int, threads: int | None) -> None:
             "--skip-logging",
         ]
     )
+    _serve_metrics(settings)
     sys.exit(dramatiq_main(args))
 
 
@@ -205,6 +219,7 @@ def scheduler() -> None:
     # In its own thread, so a stop lets the tick under way finish.
     sched = Scheduler(hub)
     sched.start()
+    _serve_metrics(hub.settings)
     # A log line, not an echo: with LINKTIME_LOG_FORMAT=json every line on stderr is JSON.
     logging.getLogger("linktime.scheduler").info("scheduler running")
     _until_stopped()

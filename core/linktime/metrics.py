@@ -28,6 +28,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     multiprocess,
+    start_http_server,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
@@ -175,18 +176,31 @@ class _ThisProcess(Collector):
         return REGISTRY.collect()
 
 
-def exposition(hub: Hub, accept: str = "") -> tuple[bytes, str]:
-    """A scrape's body and content type, in the format the scraper's ``Accept`` asks for
-    (Prometheus text, or OpenMetrics): every process's counters (multiprocess mode) or this
-    process's, plus the scrape-time gauges of ``hub``."""
+def _counted() -> CollectorRegistry:
+    """Every process's counters (multiprocess mode), or this process's."""
     registry = CollectorRegistry()
     if MULTIPROCESS_ENV in os.environ:
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     else:
         registry.register(_ThisProcess())
+    return registry
+
+
+def exposition(hub: Hub, accept: str = "") -> tuple[bytes, str]:
+    """A scrape's body and content type, in the format the scraper's ``Accept`` asks for
+    (Prometheus text, or OpenMetrics): the counters, plus the scrape-time gauges of ``hub``."""
+    registry = _counted()
     registry.register(_DueAndQueued(hub))
     encode, content_type = choose_encoder(accept)
     return encode(registry), content_type
+
+
+def serve_port(port: int) -> None:
+    """Serve the counters on ``port`` (prometheus_client's own server, in a thread): a worker
+    or a scheduler on a machine without ``linktime serve``. The gauges read at scrape time are
+    ``serve``'s only: they are the same from anywhere."""
+    start_http_server(port, registry=_counted())
+    log.info("metrics on port %d (/metrics)", port)
 
 
 class ProcessExit(dramatiq.Middleware):

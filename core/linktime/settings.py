@@ -75,6 +75,13 @@ class Settings(BaseSettings):
         description="Prometheus multiprocess directory shared by the `linktime` processes of "
         "one machine; `serve`'s /metrics adds them up. Unset: each process counts alone",
     )
+    metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="`linktime worker` and `linktime scheduler` serve their own /metrics on this "
+        "port (a worker's processes added up), for machines without `serve`",
+    )
     prefer_plugins: dict[str, str] = Field(
         default_factory=dict,
         description="For a name (action, trigger, template) two plugins claim: the distribution "
