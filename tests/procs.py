@@ -28,6 +28,23 @@ def clean_env(**values: str) -> dict[str, str]:
     return env
 
 
+def services_env(pg_url: str, redis_url: str, namespace: str, **values: str) -> dict[str, str]:
+    """The environment of ``linktime`` processes over PostgreSQL and Redis (in a broker
+    namespace of the test's own), with the webhook channel alone, allowed to reach loopback
+    receivers, and a quick scheduler; ``values`` add to it."""
+    from .conftest import LOOPBACK  # conftest imports this module (through browser.py)
+
+    return clean_env(
+        LINKTIME_DATABASE_URL=pg_url,
+        LINKTIME_REDIS_URL=redis_url,
+        LINKTIME_BROKER_NAMESPACE=namespace,
+        LINKTIME_LOAD_PLUGINS="webhook",
+        LINKTIME_WEBHOOK_ALLOWED_NETWORKS=LOOPBACK,
+        LINKTIME_SCHEDULER_INTERVAL="0.1",
+        **values,
+    )
+
+
 def start(args: list[str], env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
     # Its own session, so a kill -9 reaches every process it forked.
     return subprocess.Popen(

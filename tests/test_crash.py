@@ -22,6 +22,7 @@ from .procs import (
     drain,
     kill9,
     serve_with_account,
+    services_env,
     start,
     step_states,
     stop,
@@ -43,18 +44,15 @@ def test_kill_9_of_a_worker_mid_chain(
     tmp_path: Path, pg_url: str, redis_url: str, http_receiver: HttpReceiver
 ) -> None:
     namespace = f"lt-crash-{uuid.uuid4().hex[:8]}"
-    env = clean_env(
-        LINKTIME_DATABASE_URL=pg_url,
-        LINKTIME_REDIS_URL=redis_url,
-        LINKTIME_BROKER_NAMESPACE=namespace,
+    env = services_env(
+        pg_url,
+        redis_url,
+        namespace,
         LINKTIME_SECRET_KEY="crash-test",
         LINKTIME_STEP_LEASE_SECONDS="3",
         # Every installed action's timeout must be below the lease, or the worker refuses to start.
-        LINKTIME_LOAD_PLUGINS="webhook",
         LINKTIME_WEBHOOK_TIMEOUT="2",
         LINKTIME_REQUEUE_AFTER_SECONDS="1",
-        LINKTIME_SCHEDULER_INTERVAL="0.1",
-        LINKTIME_WEBHOOK_ALLOWED_NETWORKS=LOOPBACK,
     )
     settings = Settings(
         data_dir=tmp_path,

@@ -9,7 +9,6 @@ import io
 import json
 import logging
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,12 +25,12 @@ from linktime.models import sample_event
 from linktime.runs import get_run
 from linktime.settings import Settings
 from linktime.testing import HttpReceiver, Reply
-from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
 
-from .conftest import LOOPBACK, NoSettings, delete_namespace, fast_settings, registry_with
-from .procs import LINKTIME, clean_env, serve_with_account, start, stop
-from .test_delivery import SECRET
+from .conftest import NoSettings, delete_namespace, fast_settings, registry_with
+from .procs import LINKTIME, serve_with_account, services_env, start, stop
+from .test_crash import chain, wait_run
+from .test_metrics import ATTEMPTS, EVENTS, moved, parse
 
 plugin_log = logging.getLogger("acme.plugin")
 
@@ -108,25 +107,6 @@ def test_engine_and_plugin_lines_carry_the_run_and_step_ids(
         assert line["time"].endswith("+00:00")
 
 
-def wait_status(base: str, headers: dict[str, str], run_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 30
-    while True:
-        run: dict[str, Any] = httpx.get(f"{base}/v1/runs/{run_id}", headers=headers).json()
-        if run["status"] in ("succeeded", "failed"):
-            return run
-        assert time.monotonic() < deadline, f"run still {run['status']}"
-        time.sleep(0.1)
-
-
-def samples(base: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    text = httpx.get(f"{base}/metrics").text
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
 def json_only(log: Path, skip: int = 0) -> list[dict[str, Any]]:
     """Every line of a process's output (past the first ``skip``), each a JSON object, or the
     test fails naming it."""
@@ -145,18 +125,15 @@ def test_real_processes_log_json_and_serve_counts_the_workers_and_the_scheduler(
     tmp_path: Path, pg_url: str, redis_url: str, http_receiver: HttpReceiver
 ) -> None:
     namespace = f"lt-logs-{uuid.uuid4().hex[:8]}"
-    env = clean_env(
-        LINKTIME_DATABASE_URL=pg_url,
-        LINKTIME_REDIS_URL=redis_url,
-        LINKTIME_BROKER_NAMESPACE=namespace,
+    env = services_env(
+        pg_url,
+        redis_url,
+        namespace,
         LINKTIME_SECRET_KEY="logs-test",
-        LINKTIME_LOAD_PLUGINS="webhook",
-        LINKTIME_WEBHOOK_ALLOWED_NETWORKS=LOOPBACK,
-        LINKTIME_SCHEDULER_INTERVAL="0.1",
         LINKTIME_LOG_FORMAT="json",
         LINKTIME_METRICS_DIR=str(tmp_path / "metrics"),
     )
-    http_receiver.script("/refuse", Reply(status=400, body="no"))
+    http_receiver.script("/s1", Reply(status=400, body="no"))  # the second step fails
     subprocess.run([LINKTIME, "db", "upgrade"], env=env, cwd=tmp_path, check=True)
     served = serve_with_account(env, tmp_path, "--plan", "business")
     scheduler_log, worker_log = tmp_path / "scheduler.log", tmp_path / "worker.log"
@@ -164,43 +141,34 @@ def test_real_processes_log_json_and_serve_counts_the_workers_and_the_scheduler(
     worker = start(["worker", "--processes", "2", "--threads", "2"], env, tmp_path, worker_log)
     headers = {"Authorization": f"Bearer {served.key}"}
     try:
-        steps = [
-            {"action": "webhook.call", "settings": {"url": f"{http_receiver.url}/{path}"}}
-            for path in ("ok", "refuse")
-        ]
-        for step in steps:
-            step["settings"]["secret"] = SECRET
+        steps = chain(http_receiver.url)[:2]
         created = httpx.post(
             f"{served.base}/v1/workflows",
             headers=headers,
             json={"name": "two", "trigger": "booking.created", "enabled": True, "steps": steps},
         )
         assert created.status_code == 201, created.text
-        before = samples(served.base)
+        before = parse(httpx.get(f"{served.base}/metrics").text)
         event = sample_event(id="evt_procs").model_dump(mode="json")
         accepted = httpx.post(f"{served.base}/v1/events", headers=headers, json=event)
-        run = wait_status(served.base, headers, accepted.json()["runs"][0]["id"])
+        run = wait_run(served.base, headers, accepted.json()["runs"][0]["id"])
         assert run["status"] == "failed"
-        after = samples(served.base)
+        after = parse(httpx.get(f"{served.base}/metrics").text)
     finally:
         stop([scheduler, worker, served.proc])
         delete_namespace(redis_url, namespace)
 
-    def moved(name: str, **labels: str) -> float:
-        key = (name, frozenset(labels.items()))
-        return after.get(key, 0.0) - before.get(key, 0.0)
-
     webhook = {"action": "webhook.call"}
     # Counted by serve itself:
-    assert moved("linktime_events_received_total", type="booking.created", outcome="accepted") == 1
+    assert moved(before, after, EVENTS, type="booking.created", outcome="accepted") == 1
     # ... by the worker processes, added up from the shared directory:
-    assert moved("linktime_step_attempts_total", **webhook, outcome="succeeded") == 1
-    assert moved("linktime_step_attempts_total", **webhook, outcome="failed") == 1
-    assert moved("linktime_step_attempt_duration_seconds_count", **webhook) == 2
-    assert moved("linktime_runs_started_total", trigger="booking.created") == 1
-    assert moved("linktime_runs_finished_total", status="failed") == 1
+    assert moved(before, after, ATTEMPTS, **webhook, outcome="succeeded") == 1
+    assert moved(before, after, ATTEMPTS, **webhook, outcome="failed") == 1
+    assert moved(before, after, "linktime_step_attempt_duration_seconds_count", **webhook) == 2
+    assert moved(before, after, "linktime_runs_started_total", trigger="booking.created") == 1
+    assert moved(before, after, "linktime_runs_finished_total", status="failed") == 1
     # ... and by the scheduler process.
-    assert moved("linktime_scheduler_tick_duration_seconds_count") > 0
+    assert moved(before, after, "linktime_scheduler_tick_duration_seconds_count") > 0
     assert ("linktime_broker_queue_messages", frozenset()) in after
 
     db = create_engine(pg_url)

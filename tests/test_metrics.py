@@ -28,8 +28,8 @@ from litestar.testing import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
-from .conftest import LOOPBACK, Clock, System, delete_namespace, fast_settings
-from .procs import clean_env, free_port, start, stop, wait_http
+from .conftest import Clock, System, delete_namespace, fast_settings
+from .procs import free_port, services_env, start, stop, wait_http
 from .test_crash import STEPS, chain
 from .test_reminders import event, remind
 
@@ -199,15 +199,7 @@ def test_a_worker_and_a_scheduler_without_serve_each_serve_their_own_metrics_por
     """LINKTIME_METRICS_PORT, no LINKTIME_METRICS_DIR: `linktime worker` adds up its two
     processes on its port, `linktime scheduler` counts its ticks on its own."""
     namespace = f"lt-port-{uuid.uuid4().hex[:8]}"
-    env = clean_env(
-        LINKTIME_DATABASE_URL=pg_url,
-        LINKTIME_REDIS_URL=redis_url,
-        LINKTIME_BROKER_NAMESPACE=namespace,
-        LINKTIME_SECRET_KEY="port-test",
-        LINKTIME_LOAD_PLUGINS="webhook",
-        LINKTIME_WEBHOOK_ALLOWED_NETWORKS=LOOPBACK,
-        LINKTIME_SCHEDULER_INTERVAL="0.1",
-    )
+    env = services_env(pg_url, redis_url, namespace, LINKTIME_SECRET_KEY="port-test")
     hub = Hub(fast_settings(data_dir=tmp_path, database_url=pg_url, secret_key="port-test"))
     hub.migrate()
     account = create_account(hub, "ports", "business")
