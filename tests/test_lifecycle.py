@@ -48,7 +48,9 @@ opened = {}
 
 
 def note(event, context):
-    threads = sorted(f"{type(t).__name__}:{t.name}" for t in threading.enumerate())
+    threads = sorted(
+        f"{type(t).__module__}.{type(t).__name__}:{t.name}" for t in threading.enumerate()
+    )
     record = {"event": event, "pid": os.getpid(), "roles": sorted(context.roles),
               "threads": threads}
     with open(os.environ["LIFE_LOG"], "a") as log:
@@ -88,7 +90,11 @@ def register_actions(register):
     register(ActionType("life.ping", "Ping the pool", NoSettings, ping))
 """
 
-IN_PROCESS_THREADS = ("WorkerThread:", "ConsumerThread:", "Thread:linktime-scheduler")
+IN_PROCESS_THREADS = (
+    "dramatiq.worker.WorkerThread:",
+    "dramatiq.worker.ConsumerThread:",
+    "threading.Thread:linktime-scheduler",
+)
 
 
 @dataclass(frozen=True)
