@@ -18,6 +18,7 @@ import pytest
 from linktime import ActionContext, ActionType, Outcome, Result, plugin_template
 from linktime.testing import Received, Reply, run_action
 from linktime.testing_hub import LinktimeHub
+from pydantic import BaseModel
 
 from .procs import LINKTIME, clean_env
 from .test_plugin_new import install_and_test
@@ -145,3 +146,47 @@ def test_a_new_capability_is_in_no_plan_until_the_operator_adds_it(tmp_path: Pat
         '[plans.free]\ncapabilities = ["email"]\n[plans.team]\ncapabilities = ["email", "chat"]\n',
     )
     assert rows["chat.post"] == ["-", "yes"]
+
+
+class NoteSettings(BaseModel):
+    text: str  # not a TemplateStr: nothing checks it before execute renders it
+
+
+def note(ctx: ActionContext) -> Result:
+    return Result.ok(ctx.render(ctx.settings.text))
+
+
+def test_run_action_runs_an_action_that_is_not_installed() -> None:
+    action = ActionType("draft.note", "Note", NoteSettings, note)
+    assert run_action(action, {"text": "{{ invitee.name }}"}).external_id == "Grace Hopper"
+    # As the engine records it: a TemplateError from ctx.render fails the step ...
+    failed = run_action(action, {"text": "{{ invitee.shoe_size }}"})
+    assert (failed.outcome, failed.error_code) == (Outcome.FAILED, "template_error")
+
+    # ... and a positional argument where the guide marks keyword-only ones is a TypeError,
+    # retried like any exception: what running the action in a test shows before production.
+    def positional(ctx: ActionContext) -> Result:
+        return Result.retry("busy", "http_503")  # type: ignore[call-arg]
+
+    retried = run_action(ActionType("draft.busy", "Busy", NoteSettings, positional), {"text": ""})
+    assert (retried.outcome, retried.error_code) == (Outcome.RETRY, "exception")
+    assert "TypeError" in (retried.error or "")
+
+
+def test_linktime_hub_saves_through_the_api_and_gives_refusals_by_field(
+    linktime_hub: LinktimeHub,
+) -> None:
+    webhook = {"action": "webhook.call", "settings": {"url": "https://crm.example.com/hook"}}
+    saved = linktime_hub.save({"trigger": "booking.created", "steps": [webhook]})
+    assert saved["id"].startswith("wf_") and saved["name"] == "Test workflow"
+    assert saved["steps"][0]["settings"]["secret"] == "********"
+
+    voice = {"action": "voice.call", "settings": {"mode": "agent", "to": "host"}}
+    refused = linktime_hub.refused(
+        {"trigger": "booking.created", "steps": [voice]}, plan="free", status=403
+    )
+    assert refused == {
+        "steps.0.action": "the free plan does not include voice.call (capability voice)"
+    }
+    with pytest.raises(AssertionError, match="expected a 422 refusal; the save answered 201"):
+        linktime_hub.refused({"trigger": "booking.created", "steps": [webhook]})
