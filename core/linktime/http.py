@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import logging
 import socket
@@ -612,6 +613,17 @@ def close() -> None:
 # --- requests and results ------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)
+def _parsed_once(url: str) -> httpx.URL:
+    return httpx.URL(url)
+
+
+def _parsed(url: str | httpx.URL) -> httpx.URL:
+    """``url`` parsed, once per URL (an action calls the same few URLs again and again, and
+    parsing one costs more than the rest of building its request)."""
+    return _parsed_once(url) if isinstance(url, str) else url
+
+
 def request(
     method: str, url: str | httpx.URL, *, timeout: float | None = None, **httpx_kwargs: Any
 ) -> httpx.Response:
@@ -623,7 +635,7 @@ def request(
     that does not resolve is an ``httpx.ConnectError`` saying so)."""
     total = settings().timeout if timeout is None else timeout
     with _deadline_of(total):
-        return client().request(method, url, timeout=total, **httpx_kwargs)
+        return client().request(method, _parsed(url), timeout=total, **httpx_kwargs)
 
 
 async def arequest(
@@ -632,7 +644,7 @@ async def arequest(
     """``request`` on the running loop's async client."""
     total = settings().timeout if timeout is None else timeout
     with _deadline_of(total):
-        return await async_client().request(method, url, timeout=total, **httpx_kwargs)
+        return await async_client().request(method, _parsed(url), timeout=total, **httpx_kwargs)
 
 
 def _failure(exc: Exception, url: str | httpx.URL, timeout: float | None) -> Result:

@@ -17,6 +17,7 @@ import hmac
 import json
 import re
 import secrets
+import sys
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -290,7 +291,7 @@ def _deliver(ctx: ActionContext) -> Result:
         settings.url,
         timeout=operator_settings().timeout,
         # All that was read: secrets are masked before the excerpt is cut (see _redacted).
-        excerpt_bytes=http.settings().max_response_bytes,
+        excerpt_bytes=sys.maxsize,
         content=payload,
         headers=_request_headers(settings, ctx.idempotency_key, payload),
     )
