@@ -170,6 +170,11 @@ def test_real_processes_log_json_and_serve_counts_the_workers_and_the_scheduler(
     # ... and by the scheduler process.
     assert moved(before, after, "linktime_scheduler_tick_duration_seconds_count") > 0
     assert ("linktime_broker_queue_messages", frozenset()) in after
+    assert after[("linktime_step_attempts_in_progress", frozenset(webhook.items()))] == 0
+    # The worker processes, stopped, took their in-progress gauges with them; counters stay.
+    metrics_dir = tmp_path / "metrics"
+    assert list(metrics_dir.glob("gauge_livesum_*.db")) == []
+    assert list(metrics_dir.glob("counter_*.db"))
 
     db = create_engine(pg_url)
     with db.connect() as conn:

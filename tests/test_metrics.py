@@ -159,6 +159,21 @@ def test_metrics_take_the_admin_token_when_one_is_set_and_stay_out_of_the_schema
         hub.close()
 
 
+def test_a_scrape_without_the_database_still_answers_with_the_counters(tmp_path: Path) -> None:
+    """The scrape-time gauges need the database; when it does not answer they are left out
+    (and logged), the rest is served: never a 500 that would hide every other metric."""
+    nowhere = "postgresql+psycopg://linktime@127.0.0.1:1/linktime?connect_timeout=2"
+    hub = Hub(Settings(data_dir=tmp_path, database_url=nowhere))
+    try:
+        with TestClient(create_app(hub)) as client:
+            scraped = scrape(client)
+    finally:
+        hub.close()
+    names = {name for name, _ in scraped}
+    assert "linktime_runs_due" not in names
+    assert "process_cpu_seconds_total" in names
+
+
 def dashboard_metric_names() -> set[str]:
     """Every linktime_* series the dashboard's panels query."""
     board = json.loads(DASHBOARD.read_text())
