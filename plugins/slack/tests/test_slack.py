@@ -642,3 +642,15 @@ def test_registered_through_the_entry_point() -> None:
     assert action.settings is linktime_slack.SlackStepSettings
     assert action.credentials is linktime_slack.SlackCredentials
     assert "slack" in {p.name for p in registry.plugins}
+
+
+def test_an_incoming_webhook_on_an_address_the_server_does_not_call_is_refused(
+    run_action: RunAction, slack: FakeSlack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The webhook base allows the loopback stand-in; linktime.http's guard still refuses it.
+    monkeypatch.delenv("LINKTIME_HTTP_ALLOWED_NETWORKS")
+    result = run_action("slack.post", {"webhook_url": slack.webhook_url(), "text": "hi"})
+    assert (result.outcome, result.error_code) == (Outcome.FAILED, "ssrf_refused")
+    assert result.error is not None and "LINKTIME_HTTP_ALLOWED_NETWORKS" in result.error
+    assert "Zx9s3cr3t" not in result.error
+    assert slack.receiver.requests == []
