@@ -121,11 +121,24 @@ def serve(host: str, port: int) -> None:
     # Last: once the in-process worker and scheduler have stopped, nothing uses what they close.
     shutdown.append(lambda: lifecycle.stop(hub.registry, context))
     for broken in hub.registry.broken:
-        click.echo(f"plugin {broken.name} is broken and was skipped: {broken.error}", err=True)
-    click.echo("\n".join(serve_banner(hub.settings, host, port)), err=True)
+        _tell(
+            hub.settings,
+            f"plugin {broken.name} is broken and was skipped: {broken.error}",
+            logging.WARNING,
+        )
+    _tell(hub.settings, "\n".join(serve_banner(hub.settings, host, port)))
     app = create_app(hub, on_startup=startup, on_shutdown=shutdown)
     # log_config=None: uvicorn's lines go through the handler main() set up (LOG_FORMAT).
     uvicorn.run(app, host=host, port=port, log_level="info", log_config=None)
+
+
+def _tell(settings: Settings, text: str, level: int = logging.INFO) -> None:
+    """Say ``text`` at start to the person at the terminal; with LINKTIME_LOG_FORMAT=json as
+    one log record instead, so that every line on stderr stays JSON."""
+    if settings.log_format == "json":
+        logging.getLogger("linktime.serve").log(level, text)
+    else:
+        click.echo(text, err=True)
 
 
 def _masked(url: str) -> str:
