@@ -555,3 +555,16 @@ def test_the_core_shutdown_closes_every_pool(http_receiver: HttpReceiver, tmp_pa
     lifecycle.stop(plugins.load(""), context)
     assert sync_client.is_closed and async_client.is_closed
     assert http.call("GET", f"{http_receiver.url}/again").outcome is Outcome.SUCCEEDED
+
+
+@pytest.mark.usefixtures("allow_loopback")
+def test_close_from_a_coroutine_closes_its_own_loop_s_client(http_receiver: HttpReceiver) -> None:
+    async def close_inside() -> httpx.AsyncClient:
+        await http.acall("GET", f"{http_receiver.url}/a")
+        client = http.async_client()
+        http.close()
+        await asyncio.sleep(0)  # the close runs as a task of this loop
+        await asyncio.sleep(0)
+        return client
+
+    assert asyncio.run(asyncio.wait_for(close_inside(), 5)).is_closed

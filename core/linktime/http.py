@@ -545,6 +545,7 @@ _ssl_context: ssl.SSLContext | None = None
 _local = threading.local()
 _sync_clients: list[httpx.Client] = []
 _async_clients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
+_closing: set[asyncio.Task[None]] = set()
 
 
 def _shared_ssl_context() -> ssl.SSLContext:
@@ -602,12 +603,21 @@ def close() -> None:
         _ssl_context = None
     for sync_client in sync_clients:
         sync_client.close()
+    try:
+        current = asyncio.get_running_loop()
+    except RuntimeError:
+        current = None
     for loop, async_client_ in async_clients:
-        if not loop.is_running():
-            continue  # nothing can run its close any more; its sockets go with it
-        closing = asyncio.run_coroutine_threadsafe(async_client_.aclose(), loop)
-        with contextlib.suppress(Exception):
-            closing.result(timeout=5)
+        if loop is current:
+            # Called from a coroutine on that loop: waiting here would block the close itself.
+            task = loop.create_task(async_client_.aclose())
+            _closing.add(task)  # asyncio keeps only a weak reference to a task
+            task.add_done_callback(_closing.discard)
+        elif loop.is_running():
+            closing = asyncio.run_coroutine_threadsafe(async_client_.aclose(), loop)
+            with contextlib.suppress(Exception):
+                closing.result(timeout=5)
+        # else nothing can run its close any more; its sockets go with the loop
 
 
 # --- requests and results ------------------------------------------------------------------------
