@@ -1,6 +1,6 @@
-"""Each plugin README's table of operator settings says what its model reads: exactly the
-variables ``linktime.operator_settings.variables(prefix, Model)`` gives, each with the model's
-default, so the docs cannot drift from the code."""
+"""Each plugin README's table of operator settings (and the core README's of ``linktime.http``)
+says what its model reads: exactly the variables ``linktime.operator_settings.variables(prefix,
+Model)`` gives, each with the model's default, so the docs cannot drift from the code."""
 
 from __future__ import annotations
 
@@ -14,12 +14,14 @@ import linktime_sms_twilio
 import linktime_voice
 import linktime_webhook
 import pytest
+from linktime import http
 from linktime.operator_settings import variables
 from pydantic import BaseModel
 
 ROOT = Path(__file__).resolve().parents[1]
 
 CASES = [
+    ("README.md", http.ENV_PREFIX, http.HttpSettings),
     ("plugins/email/README.md", linktime_email.ENV_PREFIX, linktime_email.EmailOperatorSettings),
     ("plugins/slack/README.md", linktime_slack.ENV_PREFIX, linktime_slack.SlackOperatorSettings),
     (
