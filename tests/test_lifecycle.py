@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -362,3 +363,22 @@ def test_shutdown_runs_in_reverse_and_one_failing_stops_none_of_the_others(
     assert order == ["startup first", "startup second", "shutdown second", "shutdown first"]
     failed = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert failed == ["plugin first (first-dist): shutdown failed"]
+
+
+def test_a_failing_startup_shuts_down_only_the_plugins_already_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "order"
+    failing = RECORDER.replace('note("startup {name}")', 'raise RuntimeError("no pool")')
+    for name, source in (("first", RECORDER), ("second", failing), ("third", RECORDER)):
+        code = source.format(name=name, log=str(log))
+        install_distribution(tmp_path, f"{name}-dist", f"{name}_mod", code, name)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = plugins.load("first,second,third")
+    context = lifecycle.ProcessContext(frozenset({"worker"}), Settings(secret_key="k"))
+    with pytest.raises(
+        lifecycle.StartFailed, match=re.escape("plugin second (second-dist): startup failed")
+    ):
+        lifecycle.start(registry, context)
+    # "first" started and is closed again; "second" failed and "third" never started.
+    assert log.read_text().splitlines() == ["startup first", "shutdown first"]

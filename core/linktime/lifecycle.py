@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+from collections.abc import Set
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -51,24 +52,30 @@ def refuse_unsafe_start(registry: Registry, step_lease_seconds: float | None = N
 def start(registry: Registry, context: ProcessContext) -> None:
     """Call every loaded plugin's ``startup``, the core's built-ins first; a coroutine is run
     on the plugins' loop. One that raises stops the start with ``StartFailed`` naming the
-    plugin: the process must not run half set up."""
-    for impl in registry.hookimpls("startup"):
+    plugin, after the plugins already started are shut down: the process must not run half
+    set up, nor leave what they opened behind."""
+    impls = registry.hookimpls("startup")
+    for done, impl in enumerate(impls):
         try:
             outcome = impl.function(context=context)
             if inspect.isawaitable(outcome):
                 loop.run(outcome)
         except Exception as exc:
             log.exception("plugin %s: startup failed", _named(impl))
+            stop(registry, context, skip={i.plugin_name for i in impls[done:]})
             raise StartFailed(
                 f"cannot start:\n  plugin {_named(impl)}: startup failed: "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
 
 
-def stop(registry: Registry, context: ProcessContext) -> None:
-    """Call every loaded plugin's ``shutdown``, in the reverse order of ``start``; one that
-    raises is logged and the others still run."""
+def stop(registry: Registry, context: ProcessContext, skip: Set[str] = frozenset()) -> None:
+    """Call every loaded plugin's ``shutdown`` but those ``skip`` names (plugins whose
+    ``startup`` never ran), in the reverse order of ``start``; one that raises is logged and
+    the others still run."""
     for impl in reversed(registry.hookimpls("shutdown")):
+        if impl.plugin_name in skip:
+            continue
         try:
             outcome = impl.function(context=context)
             if inspect.isawaitable(outcome):
