@@ -54,7 +54,7 @@ def redis_url() -> str:
 
 @pytest.fixture
 def allow_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LINKTIME_WEBHOOK_ALLOWED_NETWORKS", LOOPBACK)
+    monkeypatch.setenv("LINKTIME_HTTP_ALLOWED_NETWORKS", LOOPBACK)
 
 
 def fast_settings(**overrides: Any) -> Settings:

@@ -39,7 +39,7 @@ def services_env(pg_url: str, redis_url: str, namespace: str, **values: str) -> 
         LINKTIME_REDIS_URL=redis_url,
         LINKTIME_BROKER_NAMESPACE=namespace,
         LINKTIME_LOAD_PLUGINS="webhook",
-        LINKTIME_WEBHOOK_ALLOWED_NETWORKS=LOOPBACK,
+        LINKTIME_HTTP_ALLOWED_NETWORKS=LOOPBACK,
         LINKTIME_SCHEDULER_INTERVAL="0.1",
         **values,
     )

@@ -107,7 +107,7 @@ def test_embedded_default_end_to_end_and_restart(
 ) -> None:
     """`linktime serve` with no services configured: SQLite, in-process broker and worker."""
     # One worker thread: runs execute in the order their messages were sent (see the marker).
-    env = clean_env(LINKTIME_WEBHOOK_ALLOWED_NETWORKS=LOOPBACK, LINKTIME_WORKER_THREADS="1")
+    env = clean_env(LINKTIME_HTTP_ALLOWED_NETWORKS=LOOPBACK, LINKTIME_WORKER_THREADS="1")
     served = serve_with_account(env, tmp_path, "--plan", "free")
     serve, port, base, log = served.proc, served.port, served.base, served.log
     restarted = None

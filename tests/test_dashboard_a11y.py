@@ -63,7 +63,7 @@ def error_summary_leads(page: Page, name: str) -> None:
 def test_every_page_is_usable_and_accessible(
     tmp_path: Path, browser: Browser, viewport: str, http_receiver: HttpReceiver
 ) -> None:
-    with dashboard(tmp_path, LINKTIME_WEBHOOK_ALLOWED_NETWORKS=LOOPBACK) as dash:
+    with dashboard(tmp_path, LINKTIME_HTTP_ALLOWED_NETWORKS=LOOPBACK) as dash:
         api = dash.api
         hook = {"action": "webhook.call", "settings": {"url": f"{http_receiver.url}/hooks"}}
         created = api.post(

@@ -38,7 +38,7 @@ def test_five_steps_in_a_browser_then_a_delivery(
         "(apt-get install -y chromium)"
     )
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    env = clean_env(LINKTIME_WEBHOOK_ALLOWED_NETWORKS=LOOPBACK)
+    env = clean_env(LINKTIME_HTTP_ALLOWED_NETWORKS=LOOPBACK)
     served = serve_with_account(env, tmp_path, "--name", "Acme", "--plan", "free")
     try:
         with sync_playwright() as playwright:

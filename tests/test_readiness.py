@@ -326,7 +326,7 @@ def test_a_webhook_to_a_private_address_is_not_ready_unless_the_server_allows_it
     draft = workflows.WorkflowIn.model_validate(
         {"name": "w", "trigger": "booking.created", "steps": [hook]}
     )
-    monkeypatch.delenv("LINKTIME_WEBHOOK_ALLOWED_NETWORKS", raising=False)
+    monkeypatch.delenv("LINKTIME_HTTP_ALLOWED_NETWORKS", raising=False)
 
     [step] = testruns.dry_run_draft(linktime_hub, account.id, draft).steps
 
@@ -334,7 +334,7 @@ def test_a_webhook_to_a_private_address_is_not_ready_unless_the_server_allows_it
     assert [p.message for p in step.problems] == [
         "127.0.0.1 is a private address: this server does not call it."
     ]
-    monkeypatch.setenv("LINKTIME_WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8")
+    monkeypatch.setenv("LINKTIME_HTTP_ALLOWED_NETWORKS", "127.0.0.0/8")
     [step] = testruns.dry_run_draft(linktime_hub, account.id, draft).steps
     assert (step.ready, step.problems) == (True, [])
 
@@ -374,7 +374,7 @@ def test_an_email_to_an_invitee_without_an_address_is_not_ready(
 def test_a_webhook_to_localhost_or_a_numeric_form_of_an_address_is_not_ready(
     linktime_hub: Hub, monkeypatch: pytest.MonkeyPatch, url: str
 ) -> None:
-    monkeypatch.delenv("LINKTIME_WEBHOOK_ALLOWED_NETWORKS", raising=False)
+    monkeypatch.delenv("LINKTIME_HTTP_ALLOWED_NETWORKS", raising=False)
     account = create_account(linktime_hub, "a", "free")
     hook = {"action": "webhook.call", "settings": {"url": url}}
     draft = workflows.WorkflowIn.model_validate(

@@ -131,7 +131,7 @@ def test_serve_on_a_shared_postgresql_leaves_live_leases_alone(
     env = clean_env(
         LINKTIME_DATABASE_URL=pg_url,
         LINKTIME_SECRET_KEY="k",
-        LINKTIME_WEBHOOK_ALLOWED_NETWORKS=LOOPBACK,
+        LINKTIME_HTTP_ALLOWED_NETWORKS=LOOPBACK,
         LINKTIME_LOAD_PLUGINS="webhook",
     )
     shared = serve_with_account(env, tmp_path)

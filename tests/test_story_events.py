@@ -60,7 +60,7 @@ def open_events(page: Page) -> None:
 def test_a_workflow_that_did_not_fire_is_found_by_invitee_email(
     tmp_path: Path, browser: Browser, viewport: str
 ) -> None:
-    with dashboard(tmp_path, LINKTIME_WEBHOOK_ALLOWED_NETWORKS=LOOPBACK) as dash:
+    with dashboard(tmp_path, LINKTIME_HTTP_ALLOWED_NETWORKS=LOOPBACK) as dash:
         follow_up = workflow(dash, name="Intro call follow-up", event_types=["intro-call"])
         workflow(dash, name="Slack ping", enabled=False)
         workflow(dash, name="Sorry to see you go", trigger="booking.cancelled")
@@ -152,7 +152,7 @@ def test_a_workflow_that_did_not_fire_is_found_by_invitee_email(
 def test_a_bookings_timeline_shows_a_rescheduled_reminder_at_its_new_time(
     tmp_path: Path, browser: Browser, viewport: str, http_receiver: HttpReceiver
 ) -> None:
-    with dashboard(tmp_path, LINKTIME_WEBHOOK_ALLOWED_NETWORKS=LOOPBACK) as dash:
+    with dashboard(tmp_path, LINKTIME_HTTP_ALLOWED_NETWORKS=LOOPBACK) as dash:
         workflow(dash, name="Reminder", trigger="meeting.before", offset_minutes=60)
         crm = [{"action": "webhook.call", "settings": {"url": f"{http_receiver.url}/crm"}}]
         tell_crm = workflow(dash, name="Tell the CRM", steps=crm)

@@ -58,7 +58,7 @@ def test_runs_read_in_words_in_the_chosen_timezone(
 ) -> None:
     http_receiver.default = Reply(503, "busy")
     with dashboard(
-        tmp_path, LINKTIME_WEBHOOK_ALLOWED_NETWORKS=LOOPBACK, LINKTIME_RETRY_SCHEDULE="[3600]"
+        tmp_path, LINKTIME_HTTP_ALLOWED_NETWORKS=LOOPBACK, LINKTIME_RETRY_SCHEDULE="[3600]"
     ) as dash:
         hook = {"action": "webhook.call", "settings": {"url": f"{http_receiver.url}/crm"}}
         mail = {

@@ -36,7 +36,7 @@ def create(api: httpx.Client, name: str, step: dict[str, Any], enable: bool = Fa
 def test_at_the_limit_the_toggle_says_why(
     tmp_path: Path, browser: Browser, viewport: str, http_receiver: HttpReceiver
 ) -> None:
-    with dashboard(tmp_path, LINKTIME_WEBHOOK_ALLOWED_NETWORKS=LOOPBACK) as dash:
+    with dashboard(tmp_path, LINKTIME_HTTP_ALLOWED_NETWORKS=LOOPBACK) as dash:
         api = dash.api
         hook = {"action": "webhook.call", "settings": {"url": f"{http_receiver.url}/hooks"}}
         first = create(api, "Tell the CRM", hook, enable=True)
