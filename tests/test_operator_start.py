@@ -83,6 +83,21 @@ def test_banner_masks_passwords_and_names_the_other_processes() -> None:
     ]
 
 
+def test_banner_masks_secrets_given_in_the_query_string() -> None:
+    settings = Settings(
+        database_url="postgresql+psycopg://linktime@db.internal/linktime"
+        "?password=q-pw&sslmode=require&sslpassword=q-sslpw",
+        redis_url="redis://redis.internal:6379/0?password=q-redis-pw",
+    )
+    said = "\n".join(serve_banner(settings, "127.0.0.1", 8000))
+    assert "q-pw" not in said and "q-sslpw" not in said and "q-redis-pw" not in said
+    assert (
+        "  database:   postgresql+psycopg://linktime@db.internal/linktime"
+        "?password=***&sslmode=require&sslpassword=***"
+    ) in said
+    assert "  broker:     redis://redis.internal:6379/0?password=***" in said
+
+
 @pytest.fixture
 def docs_client(tmp_path: Path) -> Iterator[TestClient[Any]]:
     hub = Hub(Settings(data_dir=tmp_path, secret_key="test-secret-key"))

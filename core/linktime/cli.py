@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -13,6 +14,7 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import click
 
@@ -141,15 +143,27 @@ def _tell(settings: Settings, text: str, level: int = logging.INFO) -> None:
         click.echo(text, err=True)
 
 
+# Query parameters that carry a secret (psycopg's password, sslpassword, passfile; redis-py's
+# password; tokens and the like of other drivers): their values are masked too.
+_SECRET_PARAMETER = re.compile(r"pass|secret|token|credential|auth|key", re.IGNORECASE)
+
+
 def _masked(url: str) -> str:
-    """A database or broker URL with its password replaced by ***."""
+    """A database or broker URL with its password, and the values of query parameters that
+    carry secrets, replaced by ***."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        rendered = make_url(url).render_as_string(hide_password=True)
     except ArgumentError:
         return "(a URL that does not parse; not shown, it may hold a password)"
+    parts = urlsplit(rendered)
+    query = [
+        (name, "***" if _SECRET_PARAMETER.search(name) else value)
+        for name, value in parse_qsl(parts.query, keep_blank_values=True)
+    ]
+    return urlunsplit(parts._replace(query=urlencode(query, safe="*")))
 
 
 def serve_banner(settings: Settings, host: str, port: int) -> list[str]:
