@@ -166,6 +166,29 @@ def test_admin_api_is_off_without_a_token(running_api: tuple[System, TestClient[
         assert "LINKTIME_ADMIN_TOKEN" in r.json()["message"]
 
 
+@pytest.mark.parametrize("path", ["/v1/admin/accounts", "/metrics"])
+def test_both_operator_routes_refuse_an_empty_bearer(
+    admin_api: tuple[System, TestClient[Any]], path: str
+) -> None:
+    _, client = admin_api
+    for header in ("Bearer ", "Bearer", "bearer   ", f"Basic {TOKEN}"):
+        assert client.get(path, headers={"Authorization": header}).status_code == 401, header
+    assert client.get(path, headers=OPERATOR).status_code == 200
+
+
+def test_an_empty_admin_token_is_no_token_on_both_operator_routes(
+    make_system: Callable[..., System],
+) -> None:
+    """LINKTIME_ADMIN_TOKEN= (blank) is unset: the admin API is off and /metrics is open, as
+    without the variable."""
+    system = make_system(admin_token="  ")
+    assert system.hub.settings.admin_token is None
+    with TestClient(create_app(system.hub)) as client:
+        empty = {"Authorization": "Bearer "}
+        assert client.get("/v1/admin/accounts", headers=empty).status_code == 404
+        assert client.get("/metrics").status_code == 200
+
+
 def test_bad_plan_changes_are_named(
     admin_api: tuple[System, TestClient[Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:

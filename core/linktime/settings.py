@@ -92,6 +92,12 @@ class Settings(BaseSettings):
         """An unknown plan (removed from the operator file) allows nothing."""
         return self.plans.get(name) or PlanConfig(active_workflows=0)
 
+    @field_validator("admin_token")
+    @classmethod
+    def _empty_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
+        # LINKTIME_ADMIN_TOKEN= (blank) must not turn on a token anyone matches by sending none.
+        return value if value is not None and value.get_secret_value().strip() else None
+
     @field_validator("retry_schedule")
     @classmethod
     def _non_negative(cls, value: list[float]) -> list[float]:

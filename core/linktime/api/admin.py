@@ -14,6 +14,7 @@ from litestar.handlers import BaseRouteHandler, HTTPRouteHandler
 from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import SecurityScheme
 from litestar.params import FromPath, JSONBody
+from pydantic import SecretStr
 
 from .. import admin
 from ..engine import Hub
@@ -37,18 +38,25 @@ _RESPONSES = {
 }
 
 
+def require_operator(connection: ASGIConnection[Any, Any, Any, Any], token: SecretStr) -> None:
+    """A 401 unless the request carries the operator's ``token`` (``Authorization: Bearer``):
+    the one check of /v1/admin and /metrics. Settings never hold an empty token (unset)."""
+    scheme, _, given = connection.headers.get("authorization", "").partition(" ")
+    # compare_digest: how long the comparison takes says nothing of the token
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        given.strip().encode(), token.get_secret_value().encode()
+    ):
+        raise NotAuthorizedException(
+            "missing or wrong admin token (Authorization: Bearer <LINKTIME_ADMIN_TOKEN>)"
+        )
+
+
 def handlers(hub: Hub) -> list[HTTPRouteHandler]:
     def operator_only(connection: ASGIConnection[Any, Any, Any, Any], _h: BaseRouteHandler) -> None:
-        configured = hub.settings.admin_token
-        expected = configured.get_secret_value().encode() if configured else b""
-        if not expected:
+        token = hub.settings.admin_token
+        if token is None:
             raise NotFoundException("the admin API is off: the operator sets LINKTIME_ADMIN_TOKEN")
-        scheme, _, given = connection.headers.get("authorization", "").partition(" ")
-        # compare_digest: how long the comparison takes says nothing of the token
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
-            raise NotAuthorizedException(
-                "missing or wrong admin token (Authorization: Bearer <LINKTIME_ADMIN_TOKEN>)"
-            )
+        require_operator(connection, token)
 
     operator: dict[str, Any] = {
         "guards": [operator_only],

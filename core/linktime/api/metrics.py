@@ -8,12 +8,11 @@ Also counts the events ``POST /v1/events`` refuses (``rejected``): those never r
 
 from __future__ import annotations
 
-import hmac
 from typing import Any
 
 from litestar import Request, Response, get
 from litestar.config.app import AppConfig
-from litestar.exceptions import HTTPException, NotAuthorizedException
+from litestar.exceptions import HTTPException
 from litestar.plugins import InitPlugin
 from litestar.types import Scope
 from litestar.utils.scope.state import ScopeState
@@ -23,6 +22,7 @@ from ..engine import Hub
 from ..errors import InputError
 from ..models import EVENT_TYPES
 from ..offload import offload
+from .admin import require_operator
 
 EVENTS_PATH = "/v1/events"
 
@@ -38,17 +38,8 @@ class MetricsPlugin(InitPlugin):
 
         @get("/metrics", include_in_schema=False)
         async def scrape(request: Request[Any, Any, Any]) -> Response[bytes]:
-            token = hub.settings.admin_token
-            if token is not None:
-                scheme, _, given = request.headers.get("authorization", "").partition(" ")
-                expected = token.get_secret_value().encode()
-                if scheme.lower() != "bearer" or not hmac.compare_digest(
-                    given.strip().encode(), expected
-                ):
-                    raise NotAuthorizedException(
-                        "/metrics takes the admin token (Authorization: Bearer "
-                        "<LINKTIME_ADMIN_TOKEN>)"
-                    )
+            if hub.settings.admin_token is not None:
+                require_operator(request, hub.settings.admin_token)
             # The scrape-time gauges query the database: off the event loop.
             accept = request.headers.get("accept", "")
             body, content_type = await offload(metrics.exposition, hub, accept)
