@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from linktime import metrics, workflows
 from linktime.accounts import create_account
 from linktime.api import create_app
@@ -212,7 +213,8 @@ def test_a_worker_and_a_scheduler_without_serve_each_serve_their_own_metrics_por
     tmp_path: Path, pg_url: str, redis_url: str, http_receiver: HttpReceiver
 ) -> None:
     """LINKTIME_METRICS_PORT, no LINKTIME_METRICS_DIR: `linktime worker` adds up its two
-    processes on its port, `linktime scheduler` counts its ticks on its own."""
+    processes on its port, `linktime scheduler` counts its ticks on its own. The port takes no
+    token: by default it listens on loopback only, LINKTIME_METRICS_HOST opens it."""
     namespace = f"lt-port-{uuid.uuid4().hex[:8]}"
     env = services_env(pg_url, redis_url, namespace, LINKTIME_SECRET_KEY="port-test")
     hub = Hub(fast_settings(data_dir=tmp_path, database_url=pg_url, secret_key="port-test"))
@@ -230,11 +232,18 @@ def test_a_worker_and_a_scheduler_without_serve_each_serve_their_own_metrics_por
         log,
     )
     scheduler = start(
-        ["scheduler"], {**env, "LINKTIME_METRICS_PORT": str(scheduler_port)}, tmp_path, log
+        ["scheduler"],
+        {**env, "LINKTIME_METRICS_PORT": str(scheduler_port), "LINKTIME_METRICS_HOST": "0.0.0.0"},
+        tmp_path,
+        log,
     )
     try:
         wait_http(f"http://127.0.0.1:{worker_port}/metrics")
         wait_http(f"http://127.0.0.1:{scheduler_port}/metrics")
+        # 127.0.0.2 is this machine too, but not the address 127.0.0.1 listens on.
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"http://127.0.0.2:{worker_port}/metrics")
+        assert httpx.get(f"http://127.0.0.2:{scheduler_port}/metrics").status_code == 200
         # This hub has no broker: the scheduler hands the runs out.
         for i in range(2):
             hub.emit(sample_event(id=f"evt_port_{i}"), account_id=account.id)

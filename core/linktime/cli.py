@@ -192,7 +192,7 @@ def _serve_metrics(settings: Settings) -> None:
     if settings.metrics_port is not None:
         from . import metrics
 
-        metrics.serve_port(settings.metrics_port)
+        metrics.serve_port(settings.metrics_port, settings.metrics_host)
 
 
 @main.command()

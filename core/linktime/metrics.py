@@ -195,12 +195,12 @@ def exposition(hub: Hub, accept: str = "") -> tuple[bytes, str]:
     return encode(registry), content_type
 
 
-def serve_port(port: int) -> None:
-    """Serve the counters on ``port`` (prometheus_client's own server, in a thread): a worker
-    or a scheduler on a machine without ``linktime serve``. The gauges read at scrape time are
-    ``serve``'s only: they are the same from anywhere."""
-    start_http_server(port, registry=_counted())
-    log.info("metrics on port %d (/metrics)", port)
+def serve_port(port: int, host: str) -> None:
+    """Serve the counters on ``host``:``port`` (prometheus_client's own server, in a thread,
+    with no token): a worker or a scheduler on a machine without ``linktime serve``. The gauges
+    read at scrape time are ``serve``'s only: they are the same from anywhere."""
+    start_http_server(port, addr=host, registry=_counted())
+    log.info("metrics on %s port %d (/metrics)", host, port)
 
 
 class ProcessExit(dramatiq.Middleware):

@@ -82,6 +82,11 @@ class Settings(BaseSettings):
         description="`linktime worker` and `linktime scheduler` serve their own /metrics on this "
         "port (a worker's processes added up), for machines without `serve`",
     )
+    metrics_host: str = Field(
+        "127.0.0.1",
+        description="The address LINKTIME_METRICS_PORT listens on; it takes no token, so only "
+        "loopback unless the operator sets another (0.0.0.0: every interface)",
+    )
     prefer_plugins: dict[str, str] = Field(
         default_factory=dict,
         description="For a name (action, trigger, template) two plugins claim: the distribution "
