@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 import uuid
 from collections.abc import Callable
@@ -30,7 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from .conftest import Clock, System, delete_namespace, fast_settings
-from .procs import free_port, services_env, start, stop, wait_http
+from .procs import LINKTIME, clean_env, free_port, services_env, start, stop, wait_http
 from .test_crash import STEPS, chain
 from .test_reminders import event, remind
 
@@ -225,9 +226,11 @@ def test_a_worker_and_a_scheduler_without_serve_each_serve_their_own_metrics_por
     workflows.create(hub, account.id, spec)
     worker_port, scheduler_port = free_port(), free_port()
     log = tmp_path / "procs.log"
+    temp = tmp_path / "temp"  # where the worker's own metrics directory goes, and then leaves
+    temp.mkdir()
     worker = start(
         ["worker", "--processes", "2", "--threads", "2"],
-        {**env, "LINKTIME_METRICS_PORT": str(worker_port)},
+        {**env, "LINKTIME_METRICS_PORT": str(worker_port), "TMPDIR": str(temp)},
         tmp_path,
         log,
     )
@@ -255,10 +258,13 @@ def test_a_worker_and_a_scheduler_without_serve_each_serve_their_own_metrics_por
                 break
             time.sleep(0.1)
         ticks = parse(httpx.get(f"http://127.0.0.1:{scheduler_port}/metrics").text)
+        made = [p.name for p in temp.iterdir()]
+        assert len(made) == 1 and made[0].startswith("linktime-metrics-"), made
     finally:
         stop([worker, scheduler])
         hub.close()
         delete_namespace(redis_url, namespace)
+    assert list(temp.iterdir()) == [], "the worker left its metrics directory behind"
 
     assert value(counted, ATTEMPTS, **SUCCEEDED) == 2 * STEPS, log.read_text()[-3000:]
     assert value(counted, "linktime_runs_finished_total", status="succeeded") == 2
@@ -267,3 +273,16 @@ def test_a_worker_and_a_scheduler_without_serve_each_serve_their_own_metrics_por
     # Each process counts only its own work.
     assert value(ticks, ATTEMPTS, **SUCCEEDED) == 0
     assert value(counted, "linktime_scheduler_tick_duration_seconds_count") == 0
+
+
+def test_metrics_port_makes_no_directory_for_commands_that_serve_no_metrics(
+    tmp_path: Path,
+) -> None:
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    env = clean_env(
+        LINKTIME_METRICS_PORT=str(free_port()), LINKTIME_LOAD_PLUGINS="", TMPDIR=str(temp)
+    )
+    done = subprocess.run([LINKTIME, "plans"], env=env, cwd=tmp_path, capture_output=True)
+    assert done.returncode == 0, done.stderr
+    assert list(temp.iterdir()) == []

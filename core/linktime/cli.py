@@ -69,16 +69,23 @@ def _until_stopped() -> None:
 
 @click.group()
 @click.option("-v", "--verbose", is_flag=True, help="Log at debug level.")
-def main(verbose: bool) -> None:
+@click.pass_context
+def main(ctx: click.Context, verbose: bool) -> None:
     """LinkTime Workflows: booking-triggered automation."""
     from .settings import Settings
 
     settings = Settings()
     logs.configure(settings.log_format, verbose=verbose)
     metrics_dir = settings.metrics_dir
-    if metrics_dir is None and settings.metrics_port is not None:
-        # A worker's processes add up through a directory: this command's own, then.
-        metrics_dir = Path(tempfile.mkdtemp(prefix="linktime-metrics-"))
+    if (
+        metrics_dir is None
+        and settings.metrics_port is not None
+        and ctx.invoked_subcommand == "worker"
+    ):
+        # A worker's processes add up on its port through a directory: its own, removed when
+        # the command ends (the scheduler is one process: it counts in memory).
+        made = tempfile.TemporaryDirectory(prefix="linktime-metrics-")
+        metrics_dir = Path(ctx.with_resource(made))
     if metrics_dir is not None:
         # Before prometheus_client is imported (it picks its mode then); worker processes
         # inherit it. See linktime.metrics.
