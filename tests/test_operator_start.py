@@ -14,9 +14,10 @@ from typing import Any
 
 import httpx
 import pytest
+from click.testing import CliRunner
 from linktime.api import create_app
 from linktime.api.docs import ASSETS, CONTENT_SECURITY_POLICY
-from linktime.cli import serve_banner
+from linktime.cli import main, serve_banner
 from linktime.engine import Hub
 from linktime.settings import Settings
 from litestar.testing import TestClient
@@ -96,6 +97,27 @@ def test_banner_masks_secrets_given_in_the_query_string() -> None:
         "?password=***&sslmode=require&sslpassword=***"
     ) in said
     assert "  broker:     redis://redis.internal:6379/0?password=***" in said
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "said"),
+    [
+        ("LINKTIME_METRICS_PORT", "99999", "less than or equal to 65535"),
+        ("LINKTIME_LOG_FORMAT", "xml", "'text' or 'json'"),
+    ],
+)
+def test_an_invalid_setting_is_one_line_naming_the_variable(
+    variable: str, value: str, said: str
+) -> None:
+    for args in (["plans"], ["plans", "--help"]):
+        result = CliRunner().invoke(main, args, env={variable: value})
+        assert result.exit_code == 1, result.output
+        assert result.output == f"Error: invalid setting: {variable}: Input should be {said}\n"
+
+
+def test_log_format_takes_any_case() -> None:
+    assert Settings(log_format="JSON").log_format == "json"
+    assert Settings(log_format="Text").log_format == "text"
 
 
 @pytest.fixture

@@ -22,6 +22,8 @@ from . import lifecycle, logs
 from . import plugins as plugin_loader
 
 if TYPE_CHECKING:
+    from pydantic import ValidationError
+
     from .settings import Settings
 
 
@@ -72,9 +74,14 @@ def _until_stopped() -> None:
 @click.pass_context
 def main(ctx: click.Context, verbose: bool) -> None:
     """LinkTime Workflows: booking-triggered automation."""
+    from pydantic import ValidationError
+
     from .settings import Settings
 
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        raise click.ClickException(_settings_problems(exc)) from None
     logs.configure(settings.log_format, verbose=verbose)
     metrics_dir = settings.metrics_dir
     if (
@@ -91,6 +98,21 @@ def main(ctx: click.Context, verbose: bool) -> None:
         # inherit it. See linktime.metrics.
         metrics_dir.mkdir(parents=True, exist_ok=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir.resolve())
+
+
+def _settings_problems(exc: ValidationError) -> str:
+    """Each invalid setting on one line: the variable (or linktime.toml key) and what is
+    wrong, never the value (it may be a secret)."""
+    said = []
+    for error in exc.errors():
+        path = ".".join(str(part) for part in error["loc"])
+        variable = f"LINKTIME_{str(error['loc'][0]).upper()}"
+        if variable in os.environ:
+            where = variable if len(error["loc"]) == 1 else f"{variable} ({path})"
+        else:
+            where = f"{path} in {os.environ.get('LINKTIME_CONFIG', 'linktime.toml')}"
+        said.append(f"{where}: {error['msg']}")
+    return "invalid setting: " + "; ".join(said)
 
 
 @main.command()

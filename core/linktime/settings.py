@@ -103,6 +103,11 @@ class Settings(BaseSettings):
         # LINKTIME_ADMIN_TOKEN= (blank) must not turn on a token anyone matches by sending none.
         return value if value is not None and value.get_secret_value().strip() else None
 
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _any_case(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
     @field_validator("retry_schedule")
     @classmethod
     def _non_negative(cls, value: list[float]) -> list[float]:
