@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from linktime.accounts import NewAccount
+from linktime.accounts import NewAccount, create_account
 from linktime.actions import ActionType, Result
 from linktime.admin import set_plan
 from linktime.api import create_app
@@ -137,6 +137,31 @@ def test_accounts_list_shows_plan_and_usage(
         (free.id, "free", 1, 3),
         (business.id, "business", 0, None),
     ]
+
+
+def test_names_an_account_controls_reach_the_terminal_escaped(
+    admin_api: tuple[System, TestClient[Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ANSI escape or a newline in a name cannot recolour the operator's terminal or forge
+    a line of `linktime accounts` output."""
+    system, _ = admin_api
+    forged = "shop\x1b[2K\rpaused 0\nacc_fake: business -> business"
+    acc = create_account(system.hub, forged, "pro")
+    for i in range(3):  # free keeps three
+        system.workflow(acc, [HOOK], name=f"keep {i}")
+    paused = system.workflow(acc, [HOOK], name=forged)
+
+    listed = cli(system, monkeypatch, "accounts", "list")
+    moved = cli(system, monkeypatch, "accounts", "set-plan", acc.id, "free")
+
+    shown = "shop\\x1b[2K\\rpaused 0\\nacc_fake: business -> business"
+    for out in (listed, moved):
+        assert out.exit_code == 0, out.output
+        assert "\x1b" not in out.output and "\r" not in out.output
+    assert len(listed.output.splitlines()) == 2
+    assert listed.output.splitlines()[1].split("  ")[1] == shown
+    assert moved.output.splitlines()[-1] == f"  {paused}  {shown}"
+    assert len(moved.output.splitlines()) == 3
 
 
 def test_admin_api_takes_only_the_operator_token(

@@ -467,6 +467,13 @@ def create_account(name: str, plan: str) -> None:
     click.echo(new.api_key)
 
 
+def _shown(text: str) -> str:
+    """Text an account controls (its name, its workflows' names) as the operator's terminal
+    should show it: control characters escaped (``\\x1b``, ``\\n``), so that none can recolour,
+    move the cursor or forge a line."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
 def _of_limit(active: int, limit: int | None) -> str:
     return f"{active}/{'unlimited' if limit is None else limit}"
 
@@ -477,7 +484,13 @@ def list_accounts() -> None:
     from .admin import list_accounts as listed
 
     rows = [
-        (a.id, a.name, a.plan, _of_limit(a.active, a.limit), f"{a.created_at:%Y-%m-%d %H:%M}")
+        (
+            a.id,
+            _shown(a.name),
+            _shown(a.plan),
+            _of_limit(a.active, a.limit),
+            f"{a.created_at:%Y-%m-%d %H:%M}",
+        )
         for a in listed(_migrated_hub())
     ]
     header = ("ID", "NAME", "PLAN", "ACTIVE", "CREATED")
@@ -502,10 +515,12 @@ def set_plan(account_id: str, plan: str) -> None:
     except NotFound as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(
-        f"{done.account_id}: {done.previous_plan} -> {done.plan}; "
+        f"{_shown(done.account_id)}: {_shown(done.previous_plan)} -> {_shown(done.plan)}; "
         f"active workflows {_of_limit(done.active, done.limit)}"
     )
     if done.paused:
-        click.echo(f"paused {len(done.paused)} (the newest beyond the {done.plan} plan's limit):")
+        click.echo(
+            f"paused {len(done.paused)} (the newest beyond the {_shown(done.plan)} plan's limit):"
+        )
     for wf in done.paused:
-        click.echo(f"  {wf.id}  {wf.name}")
+        click.echo(f"  {wf.id}  {_shown(wf.name)}")
