@@ -237,9 +237,19 @@ def test_bad_plan_changes_are_named(
     assert (r.status_code, r.json()["error"]) == (404, "not_found")
     assert client.get("/v1/admin/accounts/acc_nope", headers=OPERATOR).status_code == 404
 
+    # A huge name is refused by its length, and never echoed whole.
+    r = client.put(url, json={"plan": "a" * 3_000_000}, headers=OPERATOR)
+    assert r.status_code == 422
+    assert r.json()["fields"] == [
+        {"field": "plan", "message": "String should have at most 64 characters"}
+    ]
     out = cli(system, monkeypatch, "accounts", "set-plan", acc.id, "gold")
     assert out.exit_code == 1
     assert "unknown plan 'gold'; the operator's plans: free, pro, business" in out.output
+    out = cli(system, monkeypatch, "accounts", "set-plan", acc.id, "a" * 100_000)
+    assert out.exit_code == 1
+    assert f"unknown plan '{'a' * 64}'…; the operator's plans" in out.output
+    assert len(out.output) < 200
     out = cli(system, monkeypatch, "accounts", "set-plan", "acc_nope", "free")
     assert (out.exit_code, out.output.strip()) == (1, "Error: no account 'acc_nope'")
     assert client.get(f"/v1/admin/accounts/{acc.id}", headers=OPERATOR).json()["plan"] == "pro"

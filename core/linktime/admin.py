@@ -15,6 +15,9 @@ from .engine import Hub
 from .errors import FieldError, InputError, NotFound
 from .storage import Account, Workflow
 
+# Longer than any plan name an operator writes; what a request may send as one.
+PLAN_NAME_MAX = 64
+
 
 class AccountOut(BaseModel):
     id: str
@@ -37,7 +40,11 @@ class UsageOut(AccountOut):
 
 class PlanIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
-    plan: str = Field(description="A plan of the operator's settings, e.g. pro")
+    plan: str = Field(
+        min_length=1,
+        max_length=PLAN_NAME_MAX,
+        description="A plan of the operator's settings, e.g. pro",
+    )
 
 
 class PausedWorkflow(BaseModel):
@@ -114,7 +121,9 @@ def set_plan(hub: Hub, account_id: str, plan: str) -> PlanChange:
     nothing more: the engine reads the plan again for every step."""
     if plan not in hub.settings.plans:
         known = ", ".join(hub.settings.plans)
-        message = f"unknown plan {plan!r}; the operator's plans: {known}"
+        # A prefix: whatever length was sent, the answer stays short.
+        shown = repr(plan[:PLAN_NAME_MAX]) + ("…" if len(plan) > PLAN_NAME_MAX else "")
+        message = f"unknown plan {shown}; the operator's plans: {known}"
         raise InputError(message, [FieldError("plan", message)])
     with Session(hub.db, expire_on_commit=False) as session, session.begin():
         # Locked as enabling a workflow locks it: no enable slips in between count and pause.
