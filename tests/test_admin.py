@@ -4,6 +4,7 @@ the new limit (their pending reminders cancelled); an upgrade applies from the n
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,10 +16,10 @@ from linktime.actions import ActionType, Result
 from linktime.admin import set_plan
 from linktime.api import create_app
 from linktime.cli import main
-from linktime.storage import Run
+from linktime.storage import Account, Run
 from linktime.testing import event_with
 from litestar.testing import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from .conftest import NoSettings, System, registry_with
 
@@ -137,6 +138,34 @@ def test_accounts_list_shows_plan_and_usage(
         (free.id, "free", 1, 3),
         (business.id, "business", 0, None),
     ]
+
+
+def test_an_account_on_a_plan_no_longer_defined_says_so(
+    admin_api: tuple[System, TestClient[Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its plan was removed from linktime.toml: it allows nothing, and the listing says why
+    rather than showing a bare 0 limit."""
+    system, client = admin_api
+    defined, gone = system.account("pro"), system.account("pro")
+    with system.hub.db.begin() as conn:
+        conn.execute(update(Account).where(Account.id == gone.id).values(plan="gold"))
+
+    out = cli(system, monkeypatch, "accounts", "list")
+
+    assert out.exit_code == 0, out.output
+    rows = [re.split(r"\s{2,}", row)[:4] for row in out.output.splitlines()[1:]]
+    assert rows == [
+        [defined.id, "test", "pro", "0/10"],
+        [gone.id, "test", "gold (not defined: allows nothing)", "0/0"],
+    ]
+    api = client.get("/v1/admin/accounts", headers=OPERATOR).json()
+    assert [(a["plan"], a["plan_defined"], a["limit"]) for a in api] == [
+        ("pro", True, 10),
+        ("gold", False, 0),
+    ]
+    usage = client.get(f"/v1/admin/accounts/{gone.id}", headers=OPERATOR).json()
+    assert usage["plan_defined"] is False
+    assert not any(a["allowed"] for a in usage["actions"])
 
 
 def test_names_an_account_controls_reach_the_terminal_escaped(

@@ -26,6 +26,10 @@ class AccountOut(BaseModel):
     created_at: datetime
     active: int = Field(description="Enabled workflows")
     limit: int | None = Field(description="Active workflows the plan allows; null: unlimited")
+    plan_defined: bool = Field(
+        description="false: the plan is not in the operator's settings (removed from "
+        "linktime.toml?), so it allows nothing: no active workflow, no action"
+    )
 
 
 class Allowance(BaseModel):
@@ -90,7 +94,12 @@ def _summaries(hub: Hub, *where: ColumnElement[bool]) -> list[AccountOut]:
             .where(*where)
             .order_by(Account.created_at, Account.id)
         ).all()
-    return [AccountOut(**r._asdict(), limit=_limit(hub, r.plan)) for r in rows]
+    return [
+        AccountOut(
+            **r._asdict(), limit=_limit(hub, r.plan), plan_defined=r.plan in hub.settings.plans
+        )
+        for r in rows
+    ]
 
 
 def list_accounts(hub: Hub) -> list[AccountOut]:

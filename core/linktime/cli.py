@@ -487,7 +487,7 @@ def list_accounts() -> None:
         (
             a.id,
             _shown(a.name),
-            _shown(a.plan),
+            _shown(a.plan) + ("" if a.plan_defined else " (not defined: allows nothing)"),
             _of_limit(a.active, a.limit),
             f"{a.created_at:%Y-%m-%d %H:%M}",
         )
