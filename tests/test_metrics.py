@@ -18,12 +18,13 @@ from typing import Any
 
 import httpx
 import pytest
-from linktime import metrics, workflows
+from linktime import bookings, metrics, workflows
 from linktime.accounts import create_account
 from linktime.api import create_app
 from linktime.engine import Hub
 from linktime.models import sample_event
 from linktime.settings import Settings
+from linktime.storage import Run
 from linktime.testing import HttpReceiver
 from linktime.worker import bind, make_broker
 from litestar.testing import TestClient
@@ -137,6 +138,32 @@ def test_a_reminder_reports_how_late_it_fired_and_a_cancelled_one_ends_cancelled
     assert moved(before, after, "linktime_runs_started_total", trigger="meeting.before") == 1
     assert moved(before, after, "linktime_runs_finished_total", status="succeeded") == 1
     assert moved(before, after, "linktime_runs_finished_total", status="cancelled") == 1
+
+
+def test_a_cancel_counts_once_its_transaction_commits_never_when_it_rolls_back(
+    make_system: Callable[..., System],
+) -> None:
+    """A transaction that rolls back (say its connection dropped; the caller tries again)
+    cancelled nothing: only the try that commits counts."""
+    system = make_system()
+    account = system.account()
+    remind(system, account, "https://hooks.example.com/remind")
+    start = datetime.now(UTC) + timedelta(days=30)
+    system.hub.emit(event("booking.created", 1, start), account_id=account.id)
+    planned = Run.account_id == account.id
+
+    def cancelled() -> float:
+        scraped = parse(metrics.exposition(system.hub)[0].decode())
+        return value(scraped, "linktime_runs_finished_total", status="cancelled")
+
+    before = cancelled()
+    with pytest.raises(ConnectionAbortedError), system.hub.db.begin() as conn:
+        bookings.cancel(conn, planned, "cancelled by the test", system.hub.clock())
+        raise ConnectionAbortedError  # the transaction fails after the cancel
+    assert cancelled() == before
+    with system.hub.db.begin() as conn:
+        bookings.cancel(conn, planned, "cancelled by the test", system.hub.clock())
+    assert cancelled() == before + 1
 
 
 def test_metrics_take_the_admin_token_when_one_is_set_and_stay_out_of_the_schema(

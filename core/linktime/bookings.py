@@ -207,7 +207,7 @@ def cancel(conn: Connection, where: ColumnElement[bool], reason: str, now: datet
             .returning(Run.id)
         )
     )
-    metrics.runs_finished(RunStatus.CANCELLED, len(run_ids))
+    metrics.after_commit(conn, metrics.runs_finished, RunStatus.CANCELLED, len(run_ids))
     if run_ids:
         conn.execute(
             update(RunStep)

@@ -550,7 +550,9 @@ class Hub:
             self._copy_steps(conn, {row.workflow_id: run_id})
             steps = self._steps(conn, run_id)
         if since is not None:
-            metrics.first_attempt(row.trigger, self.clock() - since, reminder=reminder)
+            metrics.after_commit(
+                conn, metrics.first_attempt, row.trigger, self.clock() - since, reminder=reminder
+            )
         needed = {
             a.integration
             for s in steps
@@ -772,9 +774,11 @@ class Hub:
                 conn.execute(sql.START_NEXT, params)
             if skip_rest:
                 conn.execute(sql.SKIP_REST, params)
-        metrics.attempt_recorded(step.action, str(attempt["status"]), duration_ms / 1000)
+        metrics.after_commit(
+            conn, metrics.attempt_recorded, step.action, str(attempt["status"]), duration_ms / 1000
+        )
         if run.get("b_run_status") in (RunStatus.SUCCEEDED, RunStatus.FAILED):
-            metrics.runs_finished(run["b_run_status"])
+            metrics.after_commit(conn, metrics.runs_finished, run["b_run_status"])
         if run.get("b_run_status") in (RunStatus.WAITING, RunStatus.FAILED):
             self._log_setback(claim, step, result, next_at)
         return (
@@ -815,7 +819,7 @@ class Hub:
         params = {"b_token": token, "b_status": status, "b_note": note, "b_now": self.clock()}
         if conn.execute(sql.END_RUN, {"b_run": run_id, **params}).rowcount != 1:
             raise LeaseLost(run_id)
-        metrics.runs_finished(status)
+        metrics.after_commit(conn, metrics.runs_finished, status)
 
     # -- scheduling ---------------------------------------------------------------------------
 

@@ -18,7 +18,8 @@ import logging
 import os
 from collections.abc import Callable, Iterable
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from functools import partial
+from typing import TYPE_CHECKING, ParamSpec
 
 import dramatiq
 from prometheus_client import (
@@ -33,7 +34,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
-from sqlalchemy import func, or_, select
+from sqlalchemy import Connection, Engine, event, func, or_, select
 
 from . import statements as sql
 from .statuses import RunStatus
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from .engine import Hub
 
 log = logging.getLogger(__name__)
+_P = ParamSpec("_P")
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -101,6 +103,38 @@ TICK_SECONDS = Histogram(
 
 # An event type outside the installed triggers is not a label value: anyone can send one.
 UNKNOWN_TYPE = "unknown"
+
+
+# conn.info key: the counts waiting for the transaction under way on that connection to commit.
+_PENDING = "linktime.metrics.after_commit"
+
+
+def after_commit(
+    conn: Connection, count: Callable[_P, None], *args: _P.args, **kwargs: _P.kwargs
+) -> None:
+    """``count(*args, **kwargs)`` once ``conn``'s transaction commits, never if it rolls back:
+    what a rolled-back transaction did (a cancel, a claim) did not happen, and its retry counts
+    it. In autocommit (each statement commits itself) or outside a transaction: now. Counted
+    just before the COMMIT is sent (SQLAlchemy's ``commit`` event): a COMMIT that fails after
+    every statement succeeded is the one case still counted."""
+    autocommit = conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
+    if autocommit or not conn.in_transaction():
+        count(*args, **kwargs)
+    else:
+        conn.info.setdefault(_PENDING, []).append(partial(count, *args, **kwargs))
+
+
+def _count_pending(conn: Connection) -> None:
+    for count in conn.info.pop(_PENDING, ()):
+        count()
+
+
+def _drop_pending(conn: Connection) -> None:
+    conn.info.pop(_PENDING, None)
+
+
+event.listen(Engine, "commit", _count_pending)
+event.listen(Engine, "rollback", _drop_pending)
 
 
 def event_received(event_type: str, outcome: str) -> None:
