@@ -97,6 +97,10 @@ def test_banner_masks_secrets_given_in_the_query_string() -> None:
         "?password=***&sslmode=require&sslpassword=***"
     ) in said
     assert "  broker:     redis://redis.internal:6379/0?password=***" in said
+    absolute = Settings(database_url="sqlite:////var/lib/linktime/linktime.db")
+    assert "  database:   sqlite:////var/lib/linktime/linktime.db" in serve_banner(
+        absolute, "127.0.0.1", 8000
+    )
 
 
 @pytest.mark.parametrize(

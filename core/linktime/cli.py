@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode
 
 import click
 
@@ -187,12 +187,13 @@ def _masked(url: str) -> str:
         rendered = make_url(url).render_as_string(hide_password=True)
     except ArgumentError:
         return "(a URL that does not parse; not shown, it may hold a password)"
-    parts = urlsplit(rendered)
-    query = [
+    # Split by hand: urlunsplit would turn sqlite:////abs/path into sqlite://abs/path.
+    head, asks, query = rendered.partition("?")
+    masked = [
         (name, "***" if _SECRET_PARAMETER.search(name) else value)
-        for name, value in parse_qsl(parts.query, keep_blank_values=True)
+        for name, value in parse_qsl(query, keep_blank_values=True)
     ]
-    return urlunsplit(parts._replace(query=urlencode(query, safe="*")))
+    return head + asks + urlencode(masked, safe="*")
 
 
 def serve_banner(settings: Settings, host: str, port: int) -> list[str]:
