@@ -372,7 +372,8 @@ def test_a_failing_startup_shuts_down_only_the_plugins_already_started(
     failing = RECORDER.replace('note("startup {name}")', 'raise RuntimeError("no pool")')
     for name, source in (("first", RECORDER), ("second", failing), ("third", RECORDER)):
         code = source.format(name=name, log=str(log))
-        install_distribution(tmp_path, f"{name}-dist", f"{name}_mod", code, name)
+        # Module names of their own: the test above imported first_mod and second_mod.
+        install_distribution(tmp_path, f"{name}-dist", f"{name}_failing_mod", code, name)
     monkeypatch.syspath_prepend(str(tmp_path))
     registry = plugins.load("first,second,third")
     context = lifecycle.ProcessContext(frozenset({"worker"}), Settings(secret_key="k"))
