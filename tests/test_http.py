@@ -4,10 +4,12 @@ pooling, the total deadline, no redirects, no cookies, and Result.from_response.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import ipaddress
 import socket
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -388,6 +390,68 @@ def test_only_max_response_bytes_of_a_body_are_read(
     assert http.request("GET", url).content == b"y" * 1000
     assert run(http.arequest("GET", url)).content == b"y" * 1000
     assert http.call("GET", url, excerpt_bytes=5000).response_excerpt == "y" * 1000
+
+
+def gzipped(data: bytes) -> bytes:
+    return gzip.compress(data, compresslevel=9)
+
+
+def deflated(data: bytes) -> bytes:
+    return zlib.compress(data, 9)
+
+
+BOMB = b"\0" * (100 << 20)  # 100 MiB of zeros: about 100 KiB gzipped once, 300 bytes twice
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize(
+    ("coding", "body"),
+    [
+        ("gzip", gzipped(BOMB)),
+        ("gzip, gzip", gzipped(gzipped(BOMB))),
+        ("deflate", deflated(BOMB)),
+        ("deflate, gzip", gzipped(deflated(BOMB))),
+    ],
+)
+def test_an_encoded_body_is_capped_once_decoded(
+    mode: str,
+    coding: str,
+    body: bytes,
+    http_receiver: HttpReceiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A compression bomb sent although the request asked for no encoding: what the caller
+    gets is decoded, and at most the cap."""
+    monkeypatch.setenv("LINKTIME_HTTP_MAX_RESPONSE_BYTES", "70000")
+    http_receiver.default = Reply(200, body, {"Content-Encoding": coding})
+    url = f"{http_receiver.url}/bomb"
+    response = http.request("GET", url) if mode == "sync" else run(http.arequest("GET", url))
+    assert len(response.content) == 70000
+    assert not response.content.strip(b"\0")
+    assert "content-encoding" not in response.headers
+    assert http_receiver.requests[0].headers["accept-encoding"] == "identity"
+
+
+def test_a_small_encoded_body_is_decoded_whole(http_receiver: HttpReceiver) -> None:
+    http_receiver.default = Reply(200, gzipped(b"hello"), {"Content-Encoding": "gzip"})
+    result = http.call("GET", f"{http_receiver.url}/small", headers={"Accept-Encoding": "gzip"})
+    assert result.response_excerpt == "hello"
+    assert http_receiver.requests[0].headers["accept-encoding"] == "gzip"
+
+
+def test_a_body_in_a_coding_not_decoded_is_not_read(http_receiver: HttpReceiver) -> None:
+    http_receiver.default = Reply(200, b"\x8b\x01\x80binary", {"Content-Encoding": "br"})
+    result = run(http.acall("GET", f"{http_receiver.url}/br"))
+    assert result.response_excerpt == (
+        "(the answer's body is br-encoded, which linktime.http does not decode: not read)"
+    )
+
+
+def test_a_corrupt_encoded_body_says_so(http_receiver: HttpReceiver) -> None:
+    http_receiver.default = Reply(200, b"not gzip at all", {"Content-Encoding": "gzip"})
+    result = http.call("GET", f"{http_receiver.url}/corrupt")
+    assert result.error_code == "connection_error"
+    assert result.error is not None and "the answer's gzip body is corrupt" in result.error
 
 
 def test_a_name_that_does_not_resolve_retries_as_dns_error() -> None:

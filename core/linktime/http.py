@@ -28,6 +28,7 @@ import socket
 import ssl
 import threading
 import time
+import zlib
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -423,20 +424,99 @@ def _core_request(request: httpx.Request) -> httpcore.Request:
     )
 
 
-class _Body(httpx.SyncByteStream):
-    """A response body cut at ``limit`` bytes (what the client reads, whatever it is sent)."""
+# Decoded a step at a time: what one raw chunk inflates to is never held whole.
+_INFLATE_STEP = 65536
+# Content codings decoded here, with bounded memory: zlib reads a gzip or a zlib header.
+_ZLIB_CODINGS = frozenset({"gzip", "x-gzip", "deflate"})
 
-    def __init__(self, stream: Iterable[bytes], limit: int) -> None:
+
+def _inflate(data: bytes, layers: list[Any], coding: str) -> Iterator[bytes]:
+    """``data`` through each zlib layer in turn, in pieces of at most ``_INFLATE_STEP`` bytes
+    (a layer keeps the input it has not decoded yet until its consumer asks for more)."""
+    if not layers:
+        yield data
+        return
+    first, rest = layers[0], layers[1:]
+    while not first.eof:
+        try:
+            out = first.decompress(data, _INFLATE_STEP)
+        except zlib.error as exc:
+            raise httpcore.RemoteProtocolError(f"the answer's {coding} body is corrupt") from exc
+        data = first.unconsumed_tail
+        if out:
+            yield from _inflate(out, rest, coding)
+        if not data and len(out) < _INFLATE_STEP:
+            return
+
+
+class _Reader:
+    """Turns a response's raw body into at most ``limit`` decoded bytes: the cap is on what
+    the caller gets, not on what crossed the wire (a 300-byte gzip answer can inflate to
+    gigabytes). gzip and deflate, stacked or not, are decoded here a bounded step at a time;
+    a body in another coding (br, zstd...) is not read, and a note saying so stands for it."""
+
+    def __init__(self, headers: list[tuple[bytes, bytes]], limit: int) -> None:
+        codings = [
+            c.strip().lower()
+            for name, value in headers
+            if name.lower() == b"content-encoding"
+            for c in value.decode("latin-1").split(",")
+        ]
+        codings = [c for c in codings if c and c != "identity"]
+        self.encoded = bool(codings)
+        self.note: bytes | None = None
+        unknown = [c for c in codings if c not in _ZLIB_CODINGS]
+        if unknown:
+            self.note = (
+                f"(the answer's body is {', '.join(codings)}-encoded, which linktime.http "
+                "does not decode: not read)"
+            ).encode()
+        # The last coding applied is the first one undone.
+        self._layers = [zlib.decompressobj(32 + zlib.MAX_WBITS) for _ in codings]
+        self._coding = ", ".join(codings)
+        self._left = limit
+        self._raw_left = limit
+
+    @property
+    def done(self) -> bool:
+        return self._left <= 0 or self._raw_left <= 0 or bool(self._layers and self._layers[0].eof)
+
+    def read(self, raw: bytes) -> Iterator[bytes]:
+        """The decoded pieces of one raw chunk, cut where the cap is reached."""
+        raw = raw[: self._raw_left]
+        self._raw_left -= len(raw)
+        for piece in _inflate(raw, self._layers, self._coding):
+            yield piece[: self._left]
+            self._left -= len(piece)
+            if self._left <= 0:
+                return
+
+    def headers(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        """The answer's headers for the body as the caller gets it: once decoded (or replaced
+        by a note), neither its coding nor its wire length applies, and httpx must not decode
+        it again."""
+        if not self.encoded:
+            return headers
+        dropped = (b"content-encoding", b"content-length")
+        return [(name, value) for name, value in headers if name.lower() not in dropped]
+
+
+class _Body(httpx.SyncByteStream):
+    """A response body, decoded and cut at the size cap (what the client reads, whatever it
+    is sent)."""
+
+    def __init__(self, stream: Iterable[bytes], reader: _Reader) -> None:
         self._stream = stream
-        self._limit = limit
+        self._reader = reader
 
     def __iter__(self) -> Iterator[bytes]:
-        left = self._limit
+        if self._reader.note is not None:
+            yield self._reader.note
+            return
         with _mapped():
             for chunk in self._stream:
-                yield chunk[:left]
-                left -= len(chunk)
-                if left <= 0:
+                yield from self._reader.read(chunk)
+                if self._reader.done:
                     return
 
     def close(self) -> None:
@@ -445,17 +525,19 @@ class _Body(httpx.SyncByteStream):
 
 
 class _AsyncBody(httpx.AsyncByteStream):
-    def __init__(self, stream: AsyncIterable[bytes], limit: int) -> None:
+    def __init__(self, stream: AsyncIterable[bytes], reader: _Reader) -> None:
         self._stream = stream
-        self._limit = limit
+        self._reader = reader
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        left = self._limit
+        if self._reader.note is not None:
+            yield self._reader.note
+            return
         with _mapped():
             async for chunk in self._stream:
-                yield chunk[:left]
-                left -= len(chunk)
-                if left <= 0:
+                for piece in self._reader.read(chunk):
+                    yield piece
+                if self._reader.done:
                     return
 
     async def aclose(self) -> None:
@@ -493,10 +575,11 @@ class _Transport(httpx.BaseTransport):
         with _mapped():
             answer = self._pool.handle_request(_core_request(request))
         assert isinstance(answer.stream, Iterable)
+        reader = _Reader(answer.headers, settings().max_response_bytes)
         return httpx.Response(
             status_code=answer.status,
-            headers=answer.headers,
-            stream=_Body(answer.stream, settings().max_response_bytes),
+            headers=reader.headers(answer.headers),
+            stream=_Body(answer.stream, reader),
             extensions=answer.extensions,
         )
 
@@ -514,10 +597,11 @@ class _AsyncTransport(httpx.AsyncBaseTransport):
         with _mapped():
             answer = await self._pool.handle_async_request(_core_request(request))
         assert isinstance(answer.stream, AsyncIterable)
+        reader = _Reader(answer.headers, settings().max_response_bytes)
         return httpx.Response(
             status_code=answer.status,
-            headers=answer.headers,
-            stream=_AsyncBody(answer.stream, settings().max_response_bytes),
+            headers=reader.headers(answer.headers),
+            stream=_AsyncBody(answer.stream, reader),
             extensions=answer.extensions,
         )
 
@@ -537,8 +621,13 @@ class _NoCookies(CookieJar):
 
 
 # No redirects (each hop would need vetting, and a receiver could send us anywhere), no proxy
-# or credentials from the environment.
-_CLIENT_OPTIONS: dict[str, Any] = {"follow_redirects": False, "trust_env": False}
+# or credentials from the environment. Bodies are asked for unencoded: the size cap is cheapest on
+# bytes that need no decoding (an encoded answer is still decoded within the cap).
+_CLIENT_OPTIONS: dict[str, Any] = {
+    "follow_redirects": False,
+    "trust_env": False,
+    "headers": {"Accept-Encoding": "identity"},
+}
 
 _lock = threading.Lock()
 _ssl_context: ssl.SSLContext | None = None

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import urllib.parse
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import httpx
 import linktime_webhook
 import pytest
 from linktime import http, plugins
@@ -190,6 +192,27 @@ def test_2xx_is_ok_with_excerpt(run_action: RunAction, receiver: Receiver) -> No
     assert result.outcome is Outcome.SUCCEEDED
     assert result.http_status == 202
     assert result.response_excerpt == "x" * 1024
+
+
+@pytest.mark.usefixtures("allow_loopback")
+def test_a_compression_bomb_answer_is_read_only_to_the_cap(
+    run_action: RunAction, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """300 bytes on the wire, 100 MiB once decoded twice: the step reads the cap's worth."""
+    bomb = gzip.compress(gzip.compress(b"\0" * (100 << 20), 9), 9)
+    receiver.reply(200, bomb, {"Content-Encoding": "gzip, gzip"})
+    read: list[httpx.Response] = []
+    real_request = http.request
+
+    def request(*args: Any, **kwargs: Any) -> httpx.Response:
+        read.append(real_request(*args, **kwargs))
+        return read[-1]
+
+    monkeypatch.setattr(http, "request", request)
+    result = run_action("webhook.call", settings(receiver.url()))
+    assert result.outcome is Outcome.SUCCEEDED
+    assert len(read[0].content) == http.settings().max_response_bytes
+    assert result.response_excerpt == "\0" * 1024
 
 
 @pytest.mark.usefixtures("allow_loopback")
