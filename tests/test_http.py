@@ -343,6 +343,36 @@ def test_a_dripping_server_is_cut_off_at_the_deadline(mode: str, head: bytes, ta
     assert time.monotonic() - started < 1.9
 
 
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_slow_resolver_is_cut_off_at_the_deadline(
+    mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lookup of slow.example would answer after 5 s; a request with a 1 s deadline gives
+    up long before (the lookup is let go at the end of the test)."""
+    real = socket.getaddrinfo
+    released = threading.Event()
+
+    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> list[Any]:
+        if host == "slow.example":
+            released.wait(5)
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    url = "http://slow.example/"
+    started = time.monotonic()
+    try:
+        result = (
+            http.call("GET", url, timeout=1)
+            if mode == "sync"
+            else run(http.acall("GET", url, timeout=1))
+        )
+        elapsed = time.monotonic() - started
+    finally:
+        released.set()
+    assert (result.outcome, result.error_code) == (Outcome.RETRY, "timeout")
+    assert elapsed < 4
+
+
 @pytest.mark.usefixtures("allow_loopback")
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_a_redirect_is_not_followed(mode: str, http_receiver: HttpReceiver) -> None:

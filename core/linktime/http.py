@@ -20,6 +20,7 @@ an ``httpcore.ConnectionPool``, under a small ``httpx`` transport of our own.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import functools
 import ipaddress
@@ -287,6 +288,11 @@ class _Stream(httpcore.NetworkStream):
         return self._stream.get_extra_info(info)
 
 
+# Lookups for new connections of the blocking clients (pooled connections need none), shared by
+# every thread of the process.
+_resolvers = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="linktime-resolve")
+
+
 class _Backend(httpcore.NetworkBackend):
     """httpcore's blocking sockets, connected only to vetted addresses, bounded by the
     deadline."""
@@ -302,9 +308,17 @@ class _Backend(httpcore.NetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.NetworkStream:
-        ip = _resolve_vetted(host, port)
-        # getaddrinfo cannot be interrupted: a resolver that took the whole budget still ends
-        # the request here, before connecting.
+        if _literal(host) is not None:
+            ip = _resolve_vetted(host, port)
+        else:
+            # getaddrinfo cannot be interrupted: it runs in the resolver pool, and waiting for
+            # it ends at the deadline (a stuck lookup finishes there on its own).
+            lookup = _resolvers.submit(_resolve_vetted, host, port)
+            try:
+                ip = lookup.result(_left(timeout, httpcore.ConnectTimeout))
+            except concurrent.futures.TimeoutError:
+                lookup.cancel()
+                raise httpcore.ConnectTimeout(f"resolving {host} took too long") from None
         budget = _left(timeout, httpcore.ConnectTimeout)
         return _Stream(self._backend.connect_tcp(ip, port, budget, local_address, socket_options))
 
