@@ -484,6 +484,24 @@ def test_a_corrupt_encoded_body_says_so(http_receiver: HttpReceiver) -> None:
     assert result.error is not None and "the answer's gzip body is corrupt" in result.error
 
 
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://0177.0.0.1:18099/x", "Invalid IPv4 address: '0177.0.0.1'"),
+        ("http://[::1/x", "Invalid port"),
+        ("ftp://example.com/", "unsupported protocol 'ftp://'"),
+        ("example.com/hook", "missing an 'http://' or 'https://' protocol"),
+    ],
+)
+def test_a_url_that_cannot_be_called_fails_as_invalid_url(
+    mode: str, url: str, problem: str
+) -> None:
+    result = http.call("GET", url) if mode == "sync" else run(http.acall("GET", url))
+    assert (result.outcome, result.error_code) == (Outcome.FAILED, "invalid_url")
+    assert result.error is not None and problem in result.error
+
+
 def test_a_name_that_does_not_resolve_retries_as_dns_error() -> None:
     result = http.call("GET", "http://no-such-host.invalid/")
     assert (result.outcome, result.error_code) == (Outcome.RETRY, "dns_error")

@@ -762,6 +762,10 @@ async def arequest(
 
 def _failure(exc: Exception, url: str | httpx.URL, timeout: float | None) -> Result:
     """What a request that got no answer comes to."""
+    if isinstance(exc, httpx.InvalidURL | httpx.UnsupportedProtocol):
+        # The URL itself is wrong (an octal address, no http(s) scheme...): trying again
+        # cannot help. Its text is left out: the URL may be a secret.
+        return Result.fail(f"the URL cannot be called: {exc}", error_code="invalid_url")
     target = httpx.URL(url)
     host = target.host
     if isinstance(exc, Refused):
@@ -789,12 +793,13 @@ def call(
     **httpx_kwargs: Any,
 ) -> Result:
     """``request``, every outcome as a ``Result``: an answer by ``Result.from_response`` (its
-    excerpt ``excerpt_bytes`` long at most); a refused target fails (``ssrf_refused``); a
+    excerpt ``excerpt_bytes`` long at most); a URL that cannot be called fails
+    (``invalid_url``); a refused target fails (``ssrf_refused``); a
     timeout, a name that does not resolve or a failed connection retries (``timeout``,
     ``dns_error``, ``connection_error``)."""
     try:
         response = request(method, url, timeout=timeout, **httpx_kwargs)
-    except (Refused, httpx.TransportError) as exc:
+    except (Refused, httpx.TransportError, httpx.InvalidURL) as exc:
         return _failure(exc, url, timeout)
     return Result.from_response(response, excerpt_bytes=excerpt_bytes)
 
@@ -810,7 +815,7 @@ async def acall(
     """``call`` on the running loop's async client."""
     try:
         response = await arequest(method, url, timeout=timeout, **httpx_kwargs)
-    except (Refused, httpx.TransportError) as exc:
+    except (Refused, httpx.TransportError, httpx.InvalidURL) as exc:
         return _failure(exc, url, timeout)
     return Result.from_response(response, excerpt_bytes=excerpt_bytes)
 
