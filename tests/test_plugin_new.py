@@ -1,16 +1,18 @@
 """`linktime plugin new NAME`: the package it writes installs and its own tests pass; it refuses
-a bad name or an existing directory, writing nothing."""
+a bad name, a name an installed plugin already has, or an existing directory, writing nothing."""
 
 from __future__ import annotations
 
 import re
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 
 from .procs import LINKTIME, clean_env
+from .test_plugins import install_distribution
 
 
 def install_and_test(package: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
@@ -32,9 +34,13 @@ def install_and_test(package: Path, tmp_path: Path) -> subprocess.CompletedProce
     )
 
 
-def new_plugin(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def new_plugin(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [LINKTIME, "plugin", "new", *args], cwd=cwd, env=clean_env(), capture_output=True, text=True
+        [LINKTIME, "plugin", "new", *args],
+        cwd=cwd,
+        env=clean_env(**env),
+        capture_output=True,
+        text=True,
     )
 
 
@@ -88,3 +94,46 @@ def test_an_existing_directory_is_refused_and_left_alone(tmp_path: Path) -> None
     made = new_plugin("teams", "--directory", str(elsewhere), cwd=tmp_path)
     assert made.returncode == 0, made.stderr
     assert (elsewhere / "linktime_teams.py").is_file()
+
+
+@pytest.mark.parametrize(
+    ("name", "holder"),
+    [
+        ("slack", "linktime-slack 0.1.0 (entry point 'slack')"),
+        ("webhook", "linktime-webhook 0.1.0 (entry point 'webhook')"),
+        ("email", "linktime-email 0.1.0 (entry point 'email')"),
+        ("sms_twilio", "linktime-sms-twilio 0.1.0 (entry point 'sms_twilio')"),
+        ("builtins", "linktime 0.1.0 (entry point 'linktime.builtins')"),
+        ("linktime", "linktime 0.1.0 (entry point 'linktime.builtins')"),
+    ],
+)
+def test_a_name_an_installed_plugin_has_is_refused(tmp_path: Path, name: str, holder: str) -> None:
+    """Installing the package would replace the plugin (pip uninstalls a distribution of the
+    same name) or leave two plugins answering to one name in prefer_plugins."""
+    made = new_plugin(name, cwd=tmp_path)
+    assert made.returncode == 2
+    said = " ".join(made.stderr.split())
+    assert f"Invalid value for NAME: {name!r} is taken: {holder} has the entry point name" in said
+    assert f"Choose another name, e.g. {name}_2" in said
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_name_whose_action_an_installed_plugin_registers_is_refused(tmp_path: Path) -> None:
+    source = textwrap.dedent(
+        """
+        from pydantic import BaseModel
+
+        from linktime.actions import ActionType, Result
+        from linktime.hookspecs import hookimpl
+
+        @hookimpl
+        def register_actions(register):
+            register(ActionType("chat.post", "Chat", BaseModel, lambda ctx: Result.ok()))
+        """
+    )
+    install_distribution(tmp_path / "site", "acme-chat", "acme_chat", source, "acme")
+    made = new_plugin("chat", cwd=tmp_path, PYTHONPATH=str(tmp_path / "site"))
+    assert made.returncode == 2
+    said = " ".join(made.stderr.split())
+    assert "'chat' is taken: acme-chat 0.3 (entry point 'acme') has the action 'chat.post'" in said
+    assert not (tmp_path / "linktime-chat").exists()

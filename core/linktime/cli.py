@@ -376,6 +376,7 @@ def new_plugin(name: str, directory: Path | None) -> None:
 
     try:
         names = plugin_template.check_name(name)
+        plugin_template.Installed.find().check_free(names)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="NAME") from None
     target = directory or Path(names.distribution)

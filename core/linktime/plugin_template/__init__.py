@@ -4,11 +4,15 @@ beside this module (``string.Template`` placeholders, in file names too)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
-from importlib import resources
+from importlib import metadata, resources
 from importlib.resources.abc import Traversable
+from itertools import count
 from pathlib import Path
 from string import Template
+
+from .. import plugins
 
 # The channel part of an action name ('channel.verb'), which is also the entry-point name and
 # the module's suffix, so it must be a Python identifier in lower case.
@@ -29,6 +33,10 @@ class Names:
     def distribution(self) -> str:
         return f"linktime-{self.name.replace('_', '-')}"
 
+    @property
+    def action(self) -> str:
+        return f"{self.name}.post"  # as linktime_$name.py.tmpl registers it
+
     def mapping(self) -> dict[str, str]:
         words = self.name.split("_")
         return {
@@ -48,6 +56,64 @@ def check_name(name: str) -> Names:
             "with a letter, at most 40 characters (e.g. teams, fax_machine)"
         )
     return Names(name)
+
+
+@dataclass(frozen=True)
+class Installed:
+    """The names installed plugins hold, each with the plugin holding it."""
+
+    # Entry-point and distribution names (PEP 503 normalized: prefer_plugins compares them so).
+    held: dict[str, plugins.Claimant]
+    actions: dict[str, list[plugins.Claimant]]
+
+    @classmethod
+    def find(cls) -> Installed:
+        eps = metadata.entry_points(group=plugins.GROUP)
+        core = plugins.Claimant(plugins.BUILTINS, "linktime", metadata.version("linktime"))
+        held = {plugins.normalized(n): core for n in (plugins.BUILTINS, "builtins", "linktime")}
+        for ep in eps:
+            dist = ep.dist.name if ep.dist else "?"
+            claimant = plugins.Claimant(ep.name, dist, ep.dist.version if ep.dist else "?")
+            for n in (ep.name, dist):
+                held.setdefault(plugins.normalized(n), claimant)
+        # Every installed plugin, whatever LINKTIME_LOAD_PLUGINS selects for this shell.
+        registry = plugins.load(",".join(ep.name for ep in eps))
+        actions: dict[str, list[plugins.Claimant]] = {}
+        for info in registry.plugins:
+            for action in info.actions:
+                actions.setdefault(action, []).append(info.claimant())
+        for conflict in registry.conflicts:  # a loser of a name has it in no plugin's list
+            if conflict.kind == "action":
+                actions.setdefault(conflict.name, []).extend(conflict.claimants)
+        return cls(held, actions)
+
+    def holders(self, names: Names) -> list[str]:
+        """Who already has a name ``names`` would install, each with what it has."""
+        clashes: dict[plugins.Claimant, list[str]] = {}
+        for what, name in (("entry point", names.name), ("distribution", names.distribution)):
+            if holder := self.held.get(plugins.normalized(name)):
+                clashes.setdefault(holder, []).append(f"the {what} name {name!r}")
+        for holder in dict.fromkeys(self.actions.get(names.action, [])):
+            clashes.setdefault(holder, []).append(f"the action {names.action!r}")
+        return [f"{holder} has {' and '.join(what)}" for holder, what in clashes.items()]
+
+    def check_free(self, names: Names) -> None:
+        """ValueError if an installed plugin has one of ``names``'s names (installing the new
+        package would replace or collide with it), naming it and a free name to use instead."""
+        holders = self.holders(names)
+        if holders:
+            free = next(n for n in _alternatives(names.name) if not self.holders(n))
+            raise ValueError(
+                f"{names.name!r} is taken: {'; '.join(holders)}, which installing the new "
+                f"package would replace or collide with. Choose another name, e.g. {free.name}"
+            )
+
+
+def _alternatives(name: str) -> Iterator[Names]:
+    """Valid names close to ``name``: ``name_2``, ``name_3``, …"""
+    for n in count(2):
+        suffix = f"_{n}"
+        yield Names(name[: 40 - len(suffix)] + suffix)
 
 
 def _templates(folder: Traversable, under: str = "") -> list[tuple[str, str]]:
