@@ -106,6 +106,8 @@ def test_business_to_free_pauses_all_but_the_three_oldest(
         made[3]: False,
         made[4]: False,
     }
+    reason = "Paused when the plan changed from business to free, which allows 3 active workflows"
+    assert [w["paused_reason"] for w in listed] == [None, None, None, reason, reason]
     assert runs_of(system, made[4]) == ["cancelled"]  # as disabling it by hand does
     usage = client.get(f"/v1/admin/accounts/{acc.id}", headers=OPERATOR).json()
     assert (usage["plan"], usage["active"], usage["limit"]) == ("free", 3, 3)
@@ -114,6 +116,18 @@ def test_business_to_free_pauses_all_but_the_three_oldest(
     # the account's own view agrees
     plan = client.get("/v1/plan", headers=auth(acc.api_key)).json()
     assert (plan["plan"], plan["active"], plan["limit"]) == ("free", 3, 3)
+
+    # room made within the limit, the user enables one again: its pause is over
+    client.post(f"/v1/workflows/{made[0]}/disable", headers=auth(acc.api_key))
+    enabled = client.post(f"/v1/workflows/{made[3]}/enable", headers=auth(acc.api_key))
+    assert enabled.status_code == 200, enabled.text
+    assert (enabled.json()["enabled"], enabled.json()["paused_reason"]) == (True, None)
+    assert (
+        client.get(f"/v1/workflows/{made[0]}", headers=auth(acc.api_key)).json()["paused_reason"]
+        is None
+    )  # disabled by its user: no plan to blame
+    still = client.get(f"/v1/workflows/{made[4]}", headers=auth(acc.api_key)).json()
+    assert still["paused_reason"] == reason
 
 
 def test_accounts_list_shows_plan_and_usage(

@@ -14,6 +14,7 @@ import pytest
 from linktime import plugins, workflows
 from linktime.accounts import NewAccount
 from linktime.actions import ActionType, Result
+from linktime.admin import set_plan
 from linktime.api import create_app
 from linktime.dashboard import forms
 from linktime.dashboard.editor import step_summary
@@ -1076,6 +1077,41 @@ def test_workflows_list_toggle_and_plan_limit(
     response = dash.post(f"/workflows/{ids[0]}/delete")
     assert response.status_code == 303
     assert len(workflows.list_all(system.hub, account.id)) == 3
+
+
+def test_a_workflow_paused_by_a_plan_change_says_why_until_enabled(
+    make_system: Callable[..., System], open_dash: Any
+) -> None:
+    system = make_system()
+    account = system.account("business")
+    ids = [system.workflow(account, [webhook_step()], name=f"Flow {i}") for i in range(4)]
+    set_plan(system.hub, account.id, "free")
+    dash = open_dash(system)
+    dash.sign_in(account.api_key)
+    reason = "Paused when the plan changed from business to free, which allows 3 active workflows"
+
+    def row(page: str, workflow_id: str) -> str:
+        found = re.search(
+            rf'<li class="card workflow" id="workflow-{workflow_id}">.*?</li>', page, re.S
+        )
+        assert found, f"no row for {workflow_id}"
+        return found.group(0)
+
+    page = dash.get("/workflows").text
+    paused = row(page, ids[3])
+    assert f'<p class="help paused-reason" id="paused-{ids[3]}">{reason}</p>' in paused
+    # the switch (held at the limit) is described by why it is off and why it cannot go on
+    assert f'aria-describedby="paused-{ids[3]} blocked-{ids[3]}"' in paused
+    assert all("paused-reason" not in row(page, i) for i in ids[:3])
+    editor = dash.get(f"/workflows/{ids[3]}").text
+    assert f'<p class="help paused-reason" id="enabled-paused">{reason}</p>' in editor
+    assert 'aria-describedby="enabled-help enabled-paused"' in editor
+
+    dash.post(f"/workflows/{ids[0]}/toggle", {"enabled": "false"})
+    dash.post(f"/workflows/{ids[3]}/toggle", {"enabled": "true"})
+    page = dash.get("/workflows").text
+    assert 'class="switch on"' in row(page, ids[3])
+    assert reason not in page and reason not in dash.get(f"/workflows/{ids[3]}").text
 
 
 def test_create_from_a_template(make_system: Callable[..., System], open_dash: Any) -> None:

@@ -147,8 +147,13 @@ def set_plan(hub: Hub, account_id: str, plan: str) -> PlanChange:
             .order_by(Workflow.created_at, Workflow.id)
         ).all()
         over = active[limit:] if limit is not None else []
+        reason = (
+            f"Paused when the plan changed from {previous} to {plan}, which allows {limit} "
+            f"active workflow{'' if limit == 1 else 's'}"
+        )
         for wf in over:
-            workflows.switch(hub, session, wf, False)  # a disabled one has nothing due
+            # a disabled one has nothing due
+            workflows.switch(hub, session, wf, False, paused_reason=reason)
     return PlanChange(
         account_id=account_id,
         previous_plan=previous,

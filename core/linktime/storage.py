@@ -122,6 +122,8 @@ class Workflow(Base):
     # event-type slugs or ids the workflow is limited to; empty: all
     event_types: Mapped[list[str]] = mapped_column(JSONType, default=list)
     continue_when_blocked: Mapped[bool] = mapped_column(Boolean, default=False)
+    # why the operator's plan change switched it off, for its user; enabling clears it
+    paused_reason: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     steps: Mapped[list[WorkflowStep]] = relationship(

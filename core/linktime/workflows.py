@@ -76,6 +76,11 @@ class WorkflowOut(BaseModel):
     enabled: bool
     event_types: list[str]
     continue_when_blocked: bool
+    paused_reason: str | None = Field(
+        default=None,
+        description="Why the workflow was switched off when its account's plan changed; "
+        "null when it was not, and again once it is enabled",
+    )
     created_at: datetime
     updated_at: datetime
     steps: list[StepOut]
@@ -279,6 +284,7 @@ def to_out(hub: Hub, wf: Workflow) -> WorkflowOut:
         enabled=wf.enabled,
         event_types=wf.event_types,
         continue_when_blocked=wf.continue_when_blocked,
+        paused_reason=wf.paused_reason,
         created_at=wf.created_at,
         updated_at=wf.updated_at,
         steps=steps,
@@ -370,11 +376,17 @@ def set_enabled(hub: Hub, account_id: str, workflow_id: str, enabled: bool) -> W
     return to_out(hub, wf)
 
 
-def switch(hub: Hub, session: Session, wf: Workflow, enabled: bool) -> list[str]:
+def switch(
+    hub: Hub, session: Session, wf: Workflow, enabled: bool, paused_reason: str | None = None
+) -> list[str]:
     """Enable or disable ``wf`` within ``session``'s transaction (no plan check: the caller's);
-    its planned reminders follow (a disabled one's pending ones are cancelled). Returns the runs
-    due at once, for the caller to enqueue after commit."""
+    its planned reminders follow (a disabled one's pending ones are cancelled). Enabling clears
+    why it was paused; disabling records ``paused_reason`` when given (a user's own disable keeps
+    the reason of an earlier pause). Returns the runs due at once, for the caller to enqueue
+    after commit."""
     wf.enabled = enabled
+    if enabled or paused_reason is not None:
+        wf.paused_reason = paused_reason
     wf.updated_at = hub.clock()
     session.flush()
     return _replan(hub, session, wf)
@@ -395,6 +407,8 @@ def update(
         session.flush()  # old positions go before new ones arrive
         wf.name, wf.trigger, wf.offset_minutes = spec.name, spec.trigger, spec.offset_minutes
         wf.enabled, wf.updated_at = spec.enabled, hub.clock()
+        if wf.enabled:
+            wf.paused_reason = None  # saved enabled: the pause is over
         wf.event_types, wf.continue_when_blocked = spec.event_types, spec.continue_when_blocked
         wf.steps.extend(_steps(spec, saving))
         session.flush()

@@ -71,6 +71,7 @@ async def workflows_page(
             "id": w.id,
             "name": w.name,
             "enabled": w.enabled,
+            "paused_reason": w.paused_reason,
             "blocked": toggle_blocked(plan, w.enabled),
             "trigger": trigger_text(hub, w.trigger, w.offset_minutes),
             "actions": [action_title(hub, s.action) for s in w.steps],
