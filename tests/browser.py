@@ -79,16 +79,20 @@ class Dashboard:
     def key(self) -> str:
         return self.served.key
 
-    def account(self, *args: str) -> str:
-        """Another account on the same server (``linktime accounts create *args``): its key."""
+    def cli(self, *args: str) -> str:
+        """What ``linktime *args`` prints, run as the operator of this server."""
         return subprocess.run(
-            [LINKTIME, "accounts", "create", *args],
+            [LINKTIME, *args],
             env=self.env,
             cwd=self.cwd,
             capture_output=True,
             text=True,
             check=True,
-        ).stdout.strip()
+        ).stdout
+
+    def account(self, *args: str) -> str:
+        """Another account on the same server (``linktime accounts create *args``): its key."""
+        return self.cli("accounts", "create", *args).strip()
 
     def page(self, browser: Browser, viewport: str, key: str | None = None) -> Page:
         """A new browser context at ``viewport``, signed in with ``key`` (default: ``self.key``),

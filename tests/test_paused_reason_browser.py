@@ -5,13 +5,11 @@ under its row in the workflows list and next to the editor's Enabled switch, acc
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
 
 from playwright.sync_api import Browser, expect
 
 from .browser import check, dashboard
-from .procs import LINKTIME
 
 REASON = "Paused when the plan changed from business to free, which allows 3 active workflows"
 # A screen reader hears it with the switch, among what else describes the switch there
@@ -29,22 +27,8 @@ def test_the_user_sees_why_a_plan_change_paused_a_workflow(
             created = dash.api.post("/v1/workflows", json={**spec, "steps": [hook]})
             assert created.status_code == 201, created.text
             made.append(created.json()["id"])
-        listed = subprocess.run(
-            [LINKTIME, "accounts", "list"],
-            env=dash.env,
-            cwd=dash.cwd,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.splitlines()
-        account = listed[1].split()[0]
-        subprocess.run(
-            [LINKTIME, "accounts", "set-plan", account, "free"],
-            env=dash.env,
-            cwd=dash.cwd,
-            capture_output=True,
-            check=True,
-        )
+        account = dash.cli("accounts", "list").splitlines()[1].split()[0]
+        dash.cli("accounts", "set-plan", account, "free")
 
         page = dash.page(browser, viewport)
         paused = page.locator(f"#workflow-{made[3]}")
