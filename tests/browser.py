@@ -90,10 +90,6 @@ class Dashboard:
             check=True,
         ).stdout
 
-    def account(self, *args: str) -> str:
-        """Another account on the same server (``linktime accounts create *args``): its key."""
-        return self.cli("accounts", "create", *args).strip()
-
     def page(self, browser: Browser, viewport: str, key: str | None = None) -> Page:
         """A new browser context at ``viewport``, signed in with ``key`` (default: ``self.key``),
         on the Workflows page. Its timezone is Europe/Berlin, so times shown differ from UTC."""
