@@ -129,6 +129,17 @@ def test_business_to_free_pauses_all_but_the_three_oldest(
     still = client.get(f"/v1/workflows/{made[4]}", headers=auth(acc.api_key)).json()
     assert still["paused_reason"] == reason
 
+    # saved enabled (PUT), the other paused one's pause is over too
+    client.post(f"/v1/workflows/{made[1]}/disable", headers=auth(acc.api_key))
+    spec = {"name": "reminder", "trigger": "meeting.before", "offset_minutes": 60}
+    saved = client.put(
+        f"/v1/workflows/{made[4]}",
+        json={**spec, "enabled": True, "steps": [HOOK]},
+        headers=auth(acc.api_key),
+    )
+    assert saved.status_code == 200, saved.text
+    assert (saved.json()["enabled"], saved.json()["paused_reason"]) == (True, None)
+
 
 def test_accounts_list_shows_plan_and_usage(
     admin_api: tuple[System, TestClient[Any]], monkeypatch: pytest.MonkeyPatch
