@@ -11,7 +11,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
 
@@ -580,6 +580,28 @@ def test_retry_after_takes_seconds_or_an_http_date() -> None:
     assert http.retry_after("soon", now) is None
     assert http.retry_after(None, now) is None
     assert http.retry_after("²", now) is None and http.retry_after("٣", now) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("7", 7.0),
+        (" 120 ", 120.0),
+        ("", None),
+        (None, None),
+        ("soon", None),
+        ("-5", None),
+        ("²", None),
+    ],
+)
+def test_retry_after_in_seconds(value: str | None, seconds: float | None) -> None:
+    assert http.retry_after(value) == seconds
+
+
+def test_retry_after_as_an_http_date() -> None:
+    later = http.retry_after(format_datetime(datetime.now(UTC) + timedelta(seconds=90), True))
+    assert later is not None and 85 <= later <= 90
+    assert http.retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
 
 
 # --- URL and check_url ---------------------------------------------------------------------------

@@ -275,10 +275,6 @@ class TwilioHttp(TwilioHttpClient):  # type: ignore[misc]
         return self.last
 
 
-# The core's parser, under the name linktime-sms-twilio and linktime-voice export.
-parse_retry_after = retry_after
-
-
 def _twilio_failure(exc: TwilioRestException | TwilioServiceException, http: TwilioHttp) -> Result:
     status: int = exc.status
     if isinstance(exc, TwilioRestException):

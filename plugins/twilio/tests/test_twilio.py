@@ -8,8 +8,6 @@ import re
 import socket
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
 from typing import Any, ClassVar
 
 import linktime_twilio
@@ -24,7 +22,6 @@ from linktime_twilio import (
     TwilioOperatorSettings,
     call_twilio,
     e164,
-    parse_retry_after,
     to_the_invitee,
 )
 from linktime_twilio_testing import FROM, FakeTwilio, twilio_error
@@ -225,28 +222,6 @@ def test_a_slow_twilio_is_retried(twilio: FakeTwilio, credentials: dict[str, str
     result = send(credentials, "calls", timeout=0.3)
     assert (result.outcome, result.error_code) == (Outcome.RETRY, "timeout")
     assert result.error == "no answer from Twilio within 0.3s"
-
-
-@pytest.mark.parametrize(
-    ("value", "seconds"),
-    [
-        ("7", 7.0),
-        (" 120 ", 120.0),
-        ("", None),
-        (None, None),
-        ("soon", None),
-        ("-5", None),
-        ("²", None),
-    ],
-)
-def test_retry_after_in_seconds(value: str | None, seconds: float | None) -> None:
-    assert parse_retry_after(value) == seconds
-
-
-def test_retry_after_as_an_http_date() -> None:
-    later = parse_retry_after(format_datetime(datetime.now(UTC) + timedelta(seconds=90), True))
-    assert later is not None and 85 <= later <= 90
-    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
 
 
 # --- numbers and countries -----------------------------------------------------------------------
