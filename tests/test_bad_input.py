@@ -165,7 +165,10 @@ def test_a_booking_stored_beyond_the_planners_years_blocks_no_planning(
     wf = created.json()["id"]
     assert client.post(f"/v1/workflows/{wf}/disable", headers=headers(key)).status_code == 200
     assert client.post(f"/v1/workflows/{wf}/enable", headers=headers(key)).status_code == 200
-    r = client.post("/v1/events", json=sample_event().model_dump(mode="json"), headers=headers(key))
+    # A meeting still ahead whatever today's date (the sample's is fixed).
+    near = sample_event().model_dump(mode="json")
+    near["booking"].update(start="2099-03-01T15:00:00Z", end="2099-03-01T15:30:00Z")
+    r = client.post("/v1/events", json=near, headers=headers(key))
     assert r.status_code == 202, r.text
     listed = client.get("/v1/runs", headers=headers(key)).json()
     assert [r["status"] for r in listed if r["booking_uid"] == "bk_sample"] == ["scheduled"]
