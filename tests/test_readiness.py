@@ -11,7 +11,7 @@ from linktime import integrations, testruns, workflows
 from linktime.accounts import create_account, get_preferences
 from linktime.api import create_app
 from linktime.crypto import MASK
-from linktime.dashboard.preview import SmsCount, sms_count
+from linktime.segments import SmsCount, sms_count
 from linktime.engine import Hub
 from linktime.models import BookingEvent
 from linktime.storage import Run

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel
 
 from . import templating
+from .errors import FieldError
 from .models import BookingEvent
 
 if TYPE_CHECKING:
@@ -27,6 +28,11 @@ class Outcome(StrEnum):
     SUCCEEDED = "succeeded"
     RETRY = "retry"
     FAILED = "failed"
+    # Not sent, and that is no failure: the recipient opted out; the run goes on.
+    OPTED_OUT = "opted_out"
+    # Not sent because of the account's plan (an action it lacks, credits used up): the step
+    # ends blocked_by_plan; the run goes on only if the workflow says so.
+    BLOCKED = "blocked"
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,12 @@ class Result:
     http_status: int | None = None
     retry_after: float | None = None
     response_excerpt: str | None = None
+    # For a success: how far the message got, when the plugin knows more than "accepted"
+    # (a webhook answered 2xx: "delivered"). One of ``statuses.DeliveryStatus``.
+    delivery_status: str | None = None
+    # For an opt-out the provider reported (Twilio's 21610): the address to add to the
+    # account's suppression list, in the same transaction as the attempt.
+    suppress: str | None = None
 
     @classmethod
     def ok(
@@ -48,13 +60,41 @@ class Result:
         *,
         http_status: int | None = None,
         response_excerpt: str | None = None,
+        delivery_status: str | None = None,
     ) -> Result:
         return cls(
             Outcome.SUCCEEDED,
             external_id=external_id,
             http_status=http_status,
             response_excerpt=response_excerpt,
+            delivery_status=delivery_status,
         )
+
+    @classmethod
+    def opted_out(
+        cls,
+        reason: str,
+        *,
+        error_code: str = "opted_out",
+        suppress: str | None = None,
+        http_status: int | None = None,
+        response_excerpt: str | None = None,
+    ) -> Result:
+        """Not sent: the recipient opted out (``ctx.services.opted_out`` said so, or the
+        provider did: pass the address as ``suppress`` to add it to the list)."""
+        return cls(
+            Outcome.OPTED_OUT,
+            error=reason,
+            error_code=error_code,
+            suppress=suppress,
+            http_status=http_status,
+            response_excerpt=response_excerpt,
+        )
+
+    @classmethod
+    def blocked(cls, error: str, *, error_code: str) -> Result:
+        """Not sent because of the account's plan, e.g. ``sms_credits_exhausted``."""
+        return cls(Outcome.BLOCKED, error=error, error_code=error_code)
 
     @classmethod
     def retry(
@@ -133,6 +173,43 @@ class WorkflowRef:
     name: str
 
 
+class AccountServices:
+    """What the core offers one attempt beyond its settings: the account's suppression list,
+    its plan's credits, the URLs a provider calls back. This base is what a context without a
+    database has (``linktime.testing.run_action`` without a hub): nobody opted out, credits
+    unlimited, no public URL."""
+
+    def opted_out(self, address: str) -> str | None:
+        """Why ``address`` (an E.164 number or an email address) is on the account's
+        suppression list, as a sentence, or None when it is not."""
+        return None
+
+    def take_credits(self, kind: str, amount: int) -> bool:
+        """Take ``amount`` of the plan's monthly ``kind`` credits (``"sms"``: one a segment) for
+        this step: once per step, however often it is attempted (a retry takes nothing more),
+        and given back if the step ends without sending. False when too few are left."""
+        return True
+
+    def callback_url(self, name: str) -> str | None:
+        """Where the provider reports on this message: ``{LINKTIME_PUBLIC_URL}/v1/callbacks/
+        {name}/{account key}`` for the callback ``name`` a plugin registers; None when the
+        operator has not set ``LINKTIME_PUBLIC_URL`` (then ask for no callbacks)."""
+        return None
+
+    def unsubscribe_url(self, address: str) -> str | None:
+        """The one-click unsubscribe URL (RFC 8058) that adds ``address`` to the account's
+        suppression list; None without ``LINKTIME_PUBLIC_URL``."""
+        return None
+
+    def booking_sequence(self) -> int:
+        """How many times the booking had changed (rescheduled, cancelled) up to this event:
+        a calendar invite's SEQUENCE."""
+        return 0
+
+
+NO_SERVICES = AccountServices()
+
+
 @dataclass(frozen=True)
 class ActionContext:
     """Everything one attempt of one step may use."""
@@ -152,6 +229,7 @@ class ActionContext:
     # Shared by the steps of this run while one worker executes them: for what a plugin derives
     # from the run alone (its event, trigger, workflow), built once instead of at every step.
     run_cache: dict[str, Any] = field(default_factory=dict)
+    services: AccountServices = NO_SERVICES
 
     def render(self, source: str, *, html: bool = False) -> str:
         """Render a message template against this event (sandboxed; ``html`` autoescapes).
@@ -236,6 +314,21 @@ class ActionType:
     # The longest one attempt may take, in seconds: the engine stops an attempt past it, and a
     # worker refuses to start when it is not below the step lease.
     timeout: float = DEFAULT_ACTION_TIMEOUT
+    # The endpoint a step with these settings delivers to (a webhook's URL), or None: the core
+    # keeps each endpoint's health like Svix: a 410 answer disables it at once, failing every
+    # attempt for ``endpoints.DISABLE_AFTER`` disables it, and a disabled endpoint's steps fail
+    # with ``endpoint_disabled`` unsent until the account re-enables it.
+    endpoint: Callable[[Any], str | None] | None = None
+    # Checks the account's integration settings with the provider when they are connected
+    # (``PUT /v1/integrations/{name}``): the credentials model's instance in, what is wrong
+    # out as ``errors.FieldError``s naming the field (``auth_token``: "Twilio refused this
+    # auth token"); none when they work. Only the first action of the integration that has
+    # one is asked.
+    verify_credentials: Callable[[Any], list[FieldError]] | None = None
+    # A step's settings with a new signing secret, the old one still valid until the moment
+    # given (``POST /v1/workflows/{id}/steps/{position}/rotate-secret``): (settings, until) ->
+    # settings. None: the action has no secret to rotate.
+    rotate_secret: Callable[[Any, Any], Any] | None = None
 
     def needs_connection(self, settings: Any) -> bool:
         """Whether a step with these settings cannot be sent before the account connects the

@@ -306,7 +306,7 @@ def list_plugins(as_json: bool) -> None:
         return
     for p in registry.plugins:
         click.echo(f"{p.name}  ({p.distribution} {p.version})")
-        for kind in ("triggers", "actions", "templates"):
+        for kind in plugin_loader.KINDS:
             names = getattr(p, kind)
             if names:
                 click.echo(f"  {kind}: {', '.join(names)}")

@@ -25,7 +25,18 @@ from typing import Any
 from pydantic import BaseModel
 from sqlalchemy import Connection, case, or_, select, update
 
-from . import bookings, logs, loop, matching, metrics, plans, plugins
+from . import (
+    bookings,
+    credits,
+    endpoints,
+    logs,
+    loop,
+    matching,
+    metrics,
+    plans,
+    plugins,
+    suppressions,
+)
 from . import statements as sql
 from .actions import (
     ActionContext,
@@ -40,8 +51,9 @@ from .errors import InputError
 from .leases import Heartbeat
 from .models import BookingEvent
 from .operator_settings import OperatorSettingError
+from .services import StepServices
 from .settings import Settings
-from .statuses import STEP_OPEN, AttemptStatus, RunStatus, StepStatus
+from .statuses import STEP_OPEN, AttemptStatus, DeliveryStatus, RunStatus, StepStatus
 from .storage import (
     Event,
     Integration,
@@ -131,6 +143,27 @@ async def _awaited(awaitable: Awaitable[Result], action: ActionType, ids: dict[s
 # A step the account's plan does not allow (checked when it runs): logged, never executed.
 # Its error code is the step status it leaves.
 BLOCKED = StepStatus.BLOCKED_BY_PLAN
+
+
+@dataclass(frozen=True)
+class _Attempted:
+    """One attempt as it is recorded: its result, when it started, how long it took, and the
+    endpoint it went to (``ActionType.endpoint``)."""
+
+    result: Result
+    started: datetime
+    duration_ms: int
+    endpoint_id: str | None = None
+
+
+def _delivery(result: Result) -> str | None:
+    """The delivery status an attempt starts with: ``accepted`` (or what the plugin knew) for a
+    message sent, ``opted_out`` for one that was not because of it, else none."""
+    if result.outcome is Outcome.OPTED_OUT:
+        return DeliveryStatus.OPTED_OUT
+    if result.outcome is Outcome.SUCCEEDED:
+        return result.delivery_status or DeliveryStatus.ACCEPTED
+    return None
 
 
 class LeaseLost(Exception):
@@ -512,9 +545,9 @@ class Hub:
                 ):
                     while step is not None:
                         with logs.bound(step_id=step.id):
-                            result, started, duration_ms = self._attempt(claim, step)
+                            attempted = self._attempt(claim, step)
                             with conn.begin():
-                                step = self._record(conn, claim, step, result, started, duration_ms)
+                                step = self._record(conn, claim, step, attempted)
             except LeaseLost:
                 log.warning("run %s: lease lost; another worker owns it now", run_id)
 
@@ -625,14 +658,14 @@ class Hub:
                 step.attempts,
             )
             lost = Result.retry("the worker was lost during this attempt", error_code="worker_lost")
-            return self._record(conn, claim, step, lost, self.clock(), 0)
+            return self._record(conn, claim, step, _Attempted(lost, self.clock(), 0))
         if step.id != claim.started:
             fenced = {"b_run": claim.run_id, "b_token": claim.token}
             if conn.execute(sql.START_STEP, {**fenced, "b_step": step.id}).rowcount != 1:
                 raise LeaseLost(claim.run_id)
         return replace(step, status=StepStatus.RUNNING, attempts=step.attempts + 1)
 
-    def _attempt(self, claim: _Claim, step: _Step) -> tuple[Result, datetime, int]:
+    def _attempt(self, claim: _Claim, step: _Step) -> _Attempted:
         started = self.clock()
         t0 = time.perf_counter()
         try:
@@ -643,22 +676,41 @@ class Hub:
             # The plan is checked again here: the account may have been downgraded since.
             blocked = plans.why_not(claim.plan, self.settings.plan(claim.plan), action)
             if blocked is not None:
-                result = Result.fail(blocked, error_code=BLOCKED)
+                result = Result.blocked(blocked, error_code=BLOCKED)
             else:
                 with (
                     self.heartbeat.attempting(claim.run_id, action.timeout * _DEADLINE),
                     metrics.IN_PROGRESS.labels(action.name).track_inprogress(),
                 ):
-                    result = self._execute(action, claim, step)
-        return result, started, int((time.perf_counter() - t0) * 1000)
+                    return self._execute(action, claim, step, started, t0)
+        return _Attempted(result, started, int((time.perf_counter() - t0) * 1000))
 
-    def _execute(self, action: ActionType, claim: _Claim, step: _Step) -> Result:
+    def _execute(
+        self, action: ActionType, claim: _Claim, step: _Step, started: datetime, t0: float
+    ) -> _Attempted:
+        """Open the step's settings and credentials and run one attempt, unless its endpoint
+        is disabled; keep the endpoint's health."""
         try:
             settings: BaseModel = self.sealer.open(action.settings, step.settings)
         except ValueError as exc:
-            return Result.fail(
+            failed = Result.fail(
                 f"step settings are no longer valid: {exc}", error_code="bad_settings"
             )
+            return _Attempted(failed, started, int((time.perf_counter() - t0) * 1000))
+        url = action.endpoint(settings) if action.endpoint is not None else None
+        endpoint = (
+            endpoints.ensure(self.db, claim.account_id, action.name, url, started) if url else None
+        )
+        refused = endpoint.refusal() if endpoint is not None else None
+        result = refused or self._attempt_with(action, claim, step, settings)
+        duration_ms = int((time.perf_counter() - t0) * 1000)
+        if endpoint is not None:
+            endpoints.observe(self.db, endpoint, result, self.clock())
+        return _Attempted(result, started, duration_ms, endpoint.id if endpoint else None)
+
+    def _attempt_with(
+        self, action: ActionType, claim: _Claim, step: _Step, settings: BaseModel
+    ) -> Result:
         credentials = None
         stored = claim.integrations.get(action.integration or "")
         if action.credentials is not None and stored is not None:
@@ -683,6 +735,14 @@ class Hub:
             settings=settings,
             credentials=credentials,
             run_cache=claim.cache,
+            services=StepServices(
+                self,
+                account_id=claim.account_id,
+                plan=claim.plan,
+                step_id=step.id,
+                booking_uid=claim.event.booking.uid,
+                occurred_at=claim.event.occurred_at,
+            ),
         )
         return run_attempt(action, ctx)
 
@@ -691,24 +751,30 @@ class Hub:
         conn: Connection,
         claim: _Claim,
         step: _Step,
-        result: Result,
-        started: datetime,
-        duration_ms: int,
+        attempted: _Attempted,
     ) -> _Step | None:
         """Log the attempt and move the run on. Returns the next step to execute, if any.
 
         The run's row is written first, fenced by the lease token: a worker that lost its lease
         raises LeaseLost here, before anything else is written."""
+        result, started, duration_ms = attempted.result, attempted.started, attempted.duration_ms
         now = self.clock()
         schedule = self.settings.retry_schedule
         retry = result.outcome is Outcome.RETRY and step.attempts <= len(schedule)
         following = next((s for s in claim.steps if s.position > step.position), None)
-        blocked = result.error_code == BLOCKED
-        go_on = result.outcome is Outcome.SUCCEEDED or (blocked and claim.continue_when_blocked)
+        blocked = result.outcome is Outcome.BLOCKED or result.error_code == BLOCKED
+        opted_out = result.outcome is Outcome.OPTED_OUT
+        go_on = (
+            result.outcome is Outcome.SUCCEEDED
+            or opted_out
+            or (blocked and claim.continue_when_blocked)
+        )
         # The run row after this attempt: still ours (the lease renewed), or let go of.
         next_at = None
         if go_on:
-            step_status = BLOCKED if blocked else StepStatus.SUCCEEDED
+            step_status = (
+                BLOCKED if blocked else StepStatus.OPTED_OUT if opted_out else StepStatus.SUCCEEDED
+            )
             if following is not None:
                 run: dict[str, Any] = {"b_lease": self.settings.step_lease_seconds}
             else:
@@ -738,7 +804,21 @@ class Hub:
             "response_excerpt": excerpt[: self.settings.response_excerpt_bytes]
             if excerpt
             else None,
+            "delivery_status": _delivery(result),
+            "delivery_updated_at": now if _delivery(result) else None,
+            "endpoint_id": attempted.endpoint_id,
         }
+        if step_status not in (StepStatus.SUCCEEDED, StepStatus.PENDING):
+            credits.refund(conn, step.id)  # not sent: what the step took is given back
+        if result.suppress is not None:
+            suppressions.add(
+                conn,
+                claim.account_id,
+                result.suppress,
+                result.error or "the provider reported an opt-out",
+                suppressions.PROVIDER,
+                now,
+            )
         nxt = following if go_on else None
         skip_rest = run.get("b_run_status") == RunStatus.FAILED
         params = {

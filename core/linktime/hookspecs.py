@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from .actions import ActionType, Template, TriggerType
+    from .callbacks import Callback
     from .lifecycle import ProcessContext
 
 hookspec = pluggy.HookspecMarker("linktime")
@@ -33,6 +34,13 @@ def register_actions(register: Callable[[ActionType], None]) -> None:
 @hookspec
 def register_templates(register: Callable[[Template], None]) -> None:
     """Offer ready-made workflows: call ``register(Template(...))`` once per template."""
+
+
+@hookspec
+def register_callbacks(register: Callable[[Callback], None]) -> None:
+    """Offer endpoints a provider calls back (delivery reports, inbound replies): call
+    ``register(Callback(...))`` once per callback; each is served at
+    ``POST /v1/callbacks/{name}/{account key}``."""
 
 
 @hookspec

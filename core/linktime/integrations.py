@@ -65,12 +65,21 @@ def connect(hub: Hub, account_id: str, name: str, data: dict[str, Any]) -> Integ
     if problems:
         raise InputError(f"the {name} settings are not valid", problems)
     secrets: set[str] = set()
-    for model in models.values():
+    checked: dict[str, BaseModel] = {}
+    for action, model in models.items():
         try:
-            validate_input(model, data)
+            checked[action] = validate_input(model, data)
         except ValidationError as exc:
             raise InputError(f"the {name} settings are not valid", pydantic_fields(exc)) from None
         secrets |= set(secret_fields(model))
+    verifier = next(
+        (a for a in map(hub.registry.actions.__getitem__, checked) if a.verify_credentials), None
+    )
+    if verifier is not None and verifier.verify_credentials is not None:
+        # The provider is asked before anything is stored: settings it refuses are not kept.
+        refused = verifier.verify_credentials(checked[verifier.name])
+        if refused:
+            raise InputError(f"the {name} settings were refused", refused)
     stored = hub.sealer.seal_fields(data, secrets)
     now = hub.clock()
     values = {"account_id": account_id, "name": name, "settings": stored, "updated_at": now}

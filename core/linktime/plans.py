@@ -5,6 +5,7 @@ Defaults are the product's table; an operator overrides them in ``linktime.toml`
     [plans.free]
     active_workflows = 3
     capabilities = ["email", "slack", "webhook", "sms"]   # SMS on free, say
+    sms_credits = 100                                      # a month; omit: the default
 
 An action is allowed when its capability is listed (``"*"`` allows all) or its name is listed
 under ``actions``; an action that declares no capability is allowed on every plan.
@@ -31,6 +32,13 @@ class PlanConfig(BaseModel):
     active_workflows: int | None = Field(None, ge=0, description="None: unlimited")
     capabilities: list[str] = Field(default_factory=list)
     actions: list[str] = Field(default_factory=list)
+    # Text messages a month, one credit a segment (credits.py); None: unlimited.
+    sms_credits: int | None = Field(0, ge=0, description="SMS segments a month; None: unlimited")
+
+    def credits(self, kind: str) -> int | None:
+        """The monthly allowance of ``kind`` credits (None: unlimited; a kind the plan does
+        not meter is unlimited)."""
+        return self.sms_credits if kind == "sms" else None
 
     def allows(self, action: ActionType) -> bool:
         if action.capability is None or "*" in self.capabilities:
@@ -40,9 +48,15 @@ class PlanConfig(BaseModel):
 
 BASIC = ["email", "slack", "webhook"]
 DEFAULT_PLANS = {
-    "free": PlanConfig(active_workflows=3, capabilities=BASIC),
-    "pro": PlanConfig(active_workflows=10, capabilities=[*BASIC, "sms"]),
-    "business": PlanConfig(active_workflows=None, capabilities=[*BASIC, "sms", "voice"]),
+    "free": PlanConfig(active_workflows=3, capabilities=BASIC, sms_credits=0),
+    "pro": PlanConfig(
+        active_workflows=10, capabilities=[*BASIC, "sms", "whatsapp"], sms_credits=500
+    ),
+    "business": PlanConfig(
+        active_workflows=None,
+        capabilities=[*BASIC, "sms", "whatsapp", "voice"],
+        sms_credits=5000,
+    ),
 }
 
 

@@ -22,6 +22,7 @@ import pluggy
 
 from . import builtins, hookspecs
 from .actions import ActionType, Template, TriggerType
+from .callbacks import Callback
 from .operator_settings import OperatorSettingError
 
 if TYPE_CHECKING:
@@ -31,9 +32,9 @@ log = logging.getLogger(__name__)
 
 GROUP = "linktime"
 BUILTINS = "linktime.builtins"
-KINDS = ("triggers", "actions", "templates")
+KINDS = ("triggers", "actions", "templates", "callbacks")
 
-# What one plugin registers, by kind ("triggers", "actions", "templates") then name.
+# What one plugin registers, by kind ("triggers", "actions", "templates", "callbacks") then name.
 Offer = dict[str, dict[str, Any]]
 
 
@@ -51,6 +52,7 @@ class PluginInfo:
     actions: list[str] = field(default_factory=list)
     triggers: list[str] = field(default_factory=list)
     templates: list[str] = field(default_factory=list)
+    callbacks: list[str] = field(default_factory=list)
 
     def claimant(self) -> Claimant:
         return Claimant(self.name, self.distribution, self.version)
@@ -129,6 +131,7 @@ class Registry:
     triggers: dict[str, TriggerType] = field(default_factory=dict)
     actions: dict[str, ActionType] = field(default_factory=dict)
     templates: dict[str, Template] = field(default_factory=dict)
+    callbacks: dict[str, Callback] = field(default_factory=dict)
     plugins: list[PluginInfo] = field(default_factory=list)
     broken: list[BrokenPlugin] = field(default_factory=list)
     conflicts: list[Conflict] = field(default_factory=list)
@@ -274,7 +277,7 @@ def _collect(pm: pluggy.PluginManager, module: ModuleType) -> Offer:
     found: Offer = {kind: {} for kind in KINDS}
 
     def collector(kind: str, cls: type) -> Callable[[Any], None]:
-        def register(item: TriggerType | ActionType | Template) -> None:
+        def register(item: TriggerType | ActionType | Template | Callback) -> None:
             if not isinstance(item, cls):
                 raise TypeError(f"register_{kind} expects {cls.__name__}, got {item!r}")
             item.validate()
@@ -284,7 +287,12 @@ def _collect(pm: pluggy.PluginManager, module: ModuleType) -> Offer:
 
         return register
 
-    hooks = (("triggers", TriggerType), ("actions", ActionType), ("templates", Template))
+    hooks = (
+        ("triggers", TriggerType),
+        ("actions", ActionType),
+        ("templates", Template),
+        ("callbacks", Callback),
+    )
     for kind, cls in hooks:
         for impl in getattr(pm.hook, f"register_{kind}").get_hookimpls():
             if impl.plugin is module:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
@@ -87,6 +88,12 @@ class Settings(BaseSettings):
         description="The address LINKTIME_METRICS_PORT listens on; it takes no token, so only "
         "loopback unless the operator sets another (0.0.0.0: every interface)",
     )
+    public_url: str | None = Field(
+        None,
+        description="The address the world reaches this server at, e.g. https://hub.example.com: "
+        "the base of the URLs handed to providers (delivery callbacks, unsubscribe links). "
+        "Unset: no callbacks are asked for and delivery stays `accepted`",
+    )
     prefer_plugins: dict[str, str] = Field(
         default_factory=dict,
         description="For a name (action, trigger, template) two plugins claim: the distribution "
@@ -102,6 +109,16 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
         # LINKTIME_ADMIN_TOKEN= (blank) must not turn on a token anyone matches by sending none.
         return value if value is not None and value.get_secret_value().strip() else None
+
+    @field_validator("public_url")
+    @classmethod
+    def _base_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
+            raise ValueError(f"expected an http(s) URL like https://hub.example.com, got {value!r}")
+        return value.strip().rstrip("/")
 
     @field_validator("log_format", mode="before")
     @classmethod

@@ -273,6 +273,9 @@ _ATTEMPT_COLUMNS: dict[str, Any] = {
     "error": Text(),
     "external_id": String(),
     "response_excerpt": Text(),
+    "delivery_status": String(),
+    "delivery_updated_at": UTCDateTime(),
+    "endpoint_id": String(),
 }
 
 

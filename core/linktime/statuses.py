@@ -28,6 +28,7 @@ class StepStatus(StrEnum):
     FAILED = "failed"
     SKIPPED = "skipped"  # an earlier step failed, or the run was cancelled
     BLOCKED_BY_PLAN = "blocked_by_plan"
+    OPTED_OUT = "opted_out"  # its recipient is on the account's suppression list: not sent
 
 
 class AttemptStatus(StrEnum):
@@ -35,6 +36,32 @@ class AttemptStatus(StrEnum):
     RETRYING = "retrying"  # failed, another attempt is scheduled
     FAILED = "failed"
     BLOCKED_BY_PLAN = "blocked_by_plan"
+    OPTED_OUT = "opted_out"
+
+
+class DeliveryStatus(StrEnum):
+    """What became of a message after its provider took it: set when the attempt succeeds
+    (``accepted``, or what the plugin knew then) and moved on by the provider's callbacks."""
+
+    ACCEPTED = "accepted"  # the provider took it; nothing heard since
+    SENT = "sent"  # handed to the carrier (or the call is ringing)
+    DELIVERED = "delivered"
+    UNDELIVERED = "undelivered"
+    FAILED = "failed"
+    OPTED_OUT = "opted_out"  # not sent: the recipient opted out
+
+
+# How far along a delivery is: a callback never moves an attempt back to a lower rank, and the
+# final ones (rank 2) are not replaced by one another, so late or repeated callbacks change
+# nothing.
+DELIVERY_RANK = {
+    DeliveryStatus.ACCEPTED: 0,
+    DeliveryStatus.SENT: 1,
+    DeliveryStatus.DELIVERED: 2,
+    DeliveryStatus.UNDELIVERED: 2,
+    DeliveryStatus.FAILED: 2,
+    DeliveryStatus.OPTED_OUT: 2,
+}
 
 
 # Runs that have not started and will: what a reschedule moves and a cancellation cancels.

@@ -339,7 +339,24 @@ class RunStep(Base):
 
 class Attempt(Base):
     __tablename__ = "attempts"
-    __table_args__ = (UniqueConstraint("step_id", "number"),)
+    __table_args__ = (
+        UniqueConstraint("step_id", "number"),
+        # A provider's callback finds its message by the id the provider gave it.
+        Index(
+            "ix_attempts_external",
+            "external_id",
+            postgresql_where=text("external_id IS NOT NULL"),
+            sqlite_where=text("external_id IS NOT NULL"),
+        ),
+        # An endpoint's recent deliveries and success rate (Settings → Webhooks).
+        Index(
+            "ix_attempts_endpoint",
+            "endpoint_id",
+            "started_at",
+            postgresql_where=text("endpoint_id IS NOT NULL"),
+            sqlite_where=text("endpoint_id IS NOT NULL"),
+        ),
+    )
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     step_id: Mapped[str] = mapped_column(ForeignKey("run_steps.id", ondelete="CASCADE"))
     number: Mapped[int]
@@ -351,6 +368,73 @@ class Attempt(Base):
     error: Mapped[str | None] = mapped_column(Text)
     external_id: Mapped[str | None] = mapped_column(String(200))
     response_excerpt: Mapped[str | None] = mapped_column(Text)
+    # What became of the message (statuses.DeliveryStatus), kept up by provider callbacks after
+    # the step finished, with the provider's error code and words for a message that failed.
+    delivery_status: Mapped[str | None] = mapped_column(String(20))
+    delivery_updated_at: Mapped[datetime | None]
+    delivery_error_code: Mapped[str | None] = mapped_column(String(100))
+    delivery_error: Mapped[str | None] = mapped_column(Text)
+    endpoint_id: Mapped[str | None] = mapped_column(String(40))
+
+
+class Suppression(Base):
+    """An address the account may no longer send to, on every channel: an E.164 number (SMS
+    STOP, Twilio's 21610) or a casefolded email address (one-click unsubscribe)."""
+
+    __tablename__ = "suppressions"
+    account_id: Mapped[str] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    address: Mapped[str] = mapped_column(String(320), primary_key=True)
+    reason: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(40))  # suppressions.SOURCES
+    created_at: Mapped[datetime]
+
+
+class CreditUsage(Base):
+    """How many of its plan's monthly credits of one kind (``sms``) an account used in a month
+    (``period``, "2026-12", UTC)."""
+
+    __tablename__ = "credit_usage"
+    account_id: Mapped[str] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    period: Mapped[str] = mapped_column(String(7), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20), primary_key=True)
+    used: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class CreditCharge(Base):
+    """The credits one step took: at most one charge a step, so a retry takes nothing more."""
+
+    __tablename__ = "credit_charges"
+    step_id: Mapped[str] = mapped_column(
+        ForeignKey("run_steps.id", ondelete="CASCADE"), primary_key=True
+    )
+    account_id: Mapped[str] = mapped_column(String(40))
+    period: Mapped[str] = mapped_column(String(7))
+    kind: Mapped[str] = mapped_column(String(20))
+    amount: Mapped[int]
+    created_at: Mapped[datetime]
+
+
+class Endpoint(Base):
+    """One address an action delivers to (a webhook URL) for one account, and its health."""
+
+    __tablename__ = "endpoints"
+    __table_args__ = (UniqueConstraint("account_id", "action", "url_hash"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    action: Mapped[str] = mapped_column(String(100))
+    url: Mapped[str] = mapped_column(Text)
+    url_hash: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(20))  # endpoints.ACTIVE or endpoints.DISABLED
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+    disabled_at: Mapped[datetime | None]
+    # Since when every attempt failed (None: the last one succeeded, or none was made).
+    failing_since: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
 
 
 _IGNORING: dict[tuple[str, str], Any] = {}

@@ -1,0 +1,121 @@
+"""``ActionContext.services`` backed by a hub's database and settings, and the signed keys in
+the URLs handed out with messages: a callback URL's account key, an unsubscribe token."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from sqlalchemy import func, select
+
+from . import credits, suppressions
+from .actions import AccountServices
+from .storage import Event
+
+if TYPE_CHECKING:
+    from .engine import Hub
+
+# Booking events that make a calendar invite's SEQUENCE go up.
+CHANGES = ("booking.rescheduled", "booking.cancelled")
+
+
+def _mac(secret: str, purpose: str, value: str) -> str:
+    key = hashlib.sha256(f"linktime:{purpose}:{secret}".encode()).digest()
+    digest = hmac.new(key, value.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest[:18]).decode()
+
+
+def account_key(secret: str, account_id: str) -> str:
+    """The path segment that says whose a callback is: the account id and a MAC of it (no API
+    key, nothing to guess from)."""
+    return f"{account_id}.{_mac(secret, 'callback', account_id)}"
+
+
+def account_of_key(secret: str, key: str) -> str | None:
+    """The account a callback key was made for, or None for a key that was not made here."""
+    account_id, _, mac = key.rpartition(".")
+    if not account_id or not hmac.compare_digest(mac, _mac(secret, "callback", account_id)):
+        return None
+    return account_id
+
+
+def unsubscribe_token(secret: str, account_id: str, address: str) -> str:
+    """A token naming the account and the (normalized) address it unsubscribes, MAC'd."""
+    value = f"{account_id}\n{suppressions.normalize(address)}"
+    encoded = base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
+    return f"{encoded}.{_mac(secret, 'unsubscribe', value)}"
+
+
+def read_unsubscribe_token(secret: str, token: str) -> tuple[str, str] | None:
+    """(account id, address) of a token ``unsubscribe_token`` made, or None."""
+    encoded, _, mac = token.partition(".")
+    try:
+        value = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
+    except ValueError:
+        return None
+    account_id, sep, address = value.partition("\n")
+    if not sep or not hmac.compare_digest(mac, _mac(secret, "unsubscribe", value)):
+        return None
+    return account_id, address
+
+
+class StepServices(AccountServices):
+    """The services of one step of one run (or of a test run)."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        *,
+        account_id: str,
+        plan: str,
+        step_id: str,
+        booking_uid: str,
+        occurred_at: datetime,
+    ) -> None:
+        self.hub = hub
+        self.account_id = account_id
+        self.plan = plan
+        self.step_id = step_id
+        self.booking_uid = booking_uid
+        self.occurred_at = occurred_at
+
+    def opted_out(self, address: str) -> str | None:
+        with self.hub.db.connect() as conn:
+            entry = suppressions.lookup(conn, self.account_id, address)
+        if entry is None:
+            return None
+        return f"{entry.address} is on the suppression list: {entry.reason}"
+
+    def take_credits(self, kind: str, amount: int) -> bool:
+        plan = self.hub.settings.plan(self.plan)
+        return credits.take(
+            self.hub.db, self.account_id, plan, self.step_id, kind, amount, self.hub.clock()
+        )
+
+    def _public(self, path: str) -> str | None:
+        base = self.hub.settings.public_url
+        return None if base is None else f"{base.rstrip('/')}{path}"
+
+    def callback_url(self, name: str) -> str | None:
+        key = account_key(self.hub.secret_key(), self.account_id)
+        return self._public(f"/v1/callbacks/{name}/{key}")
+
+    def unsubscribe_url(self, address: str) -> str | None:
+        token = unsubscribe_token(self.hub.secret_key(), self.account_id, address)
+        return self._public(f"/v1/unsubscribe/{token}")
+
+    def booking_sequence(self) -> int:
+        with self.hub.db.connect() as conn:
+            count = conn.scalar(
+                select(func.count()).where(
+                    Event.account_id == self.account_id,
+                    Event.booking_uid == self.booking_uid,
+                    Event.type.in_(CHANGES),
+                    Event.occurred_at <= self.occurred_at,
+                    ~Event.event_id.startswith("test_"),
+                )
+            )
+        return int(count or 0)
