@@ -29,6 +29,7 @@ from linktime.actions import (
 )
 from linktime.hookspecs import hookimpl
 from linktime.operator_settings import operator_timeout, plugin_settings
+from linktime.segments import sms_count
 from linktime.templating import TemplateStr
 from linktime_twilio import (
     API_BASE_ENV,
@@ -54,6 +55,8 @@ from pydantic_settings import SettingsConfigDict
 __version__ = "0.1.0"
 
 ACTION = "sms.send"
+CREDITS = "sms"
+CREDITS_EXHAUSTED = "sms_credits_exhausted"
 ENV_PREFIX = "LINKTIME_SMS_"
 USER_AGENT = f"linktime-sms-twilio/{__version__}"
 
@@ -124,6 +127,15 @@ def send_sms(ctx: ActionContext) -> Result:
     except NumberRefused as exc:
         return Result.fail(str(exc), error_code=exc.code)
     body = ctx.render(ctx.settings.text)
+    segments = sms_count(body).segments
+    # Taken once for the step before Twilio is asked (a retry takes none; a step that ends
+    # unsent gives them back): two workers racing for the last credits cannot both send.
+    if not ctx.services.take_credits(CREDITS, segments):
+        return Result.blocked(
+            f"the account's SMS credits for this month are used up: this text needs {segments} "
+            f"(one a segment). Credits renew on the 1st; a bigger plan has more",
+            error_code=CREDITS_EXHAUSTED,
+        )
     return call_twilio(
         credentials,
         operator,

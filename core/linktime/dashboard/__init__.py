@@ -5,7 +5,8 @@ Mounted by :func:`linktime.api.create_app` through :class:`DashboardPlugin`: the
 ``/`` in one router with its own session middleware, CSRF guard and HTML error pages, so the
 bearer-key API under ``/v1`` is untouched by either. Each page area is a module of this package
 (``account``, ``workflows``, ``editor``, ``preview``, ``runs``, ``events``, ``bookings``,
-``integrations``) that lists its route handlers in ``HANDLERS``; ``app`` holds what they share.
+``integrations``, ``webhooks``, ``suppressions``) that lists its route handlers in
+``HANDLERS``; ``app`` holds what they share.
 """
 
 from __future__ import annotations
@@ -20,7 +21,18 @@ from litestar.static_files import create_static_files_router
 
 from ..engine import Hub
 from ..errors import InputError, NotFound
-from . import account, bookings, editor, events, integrations, preview, runs, workflows
+from . import (
+    account,
+    bookings,
+    editor,
+    events,
+    integrations,
+    preview,
+    runs,
+    suppressions,
+    webhooks,
+    workflows,
+)
 from .app import (
     HERE,
     on_http,
@@ -33,7 +45,18 @@ from .app import (
 )
 from .session import SignInRequired, check_csrf, session_config
 
-PAGES = (account, workflows, editor, preview, runs, events, bookings, integrations)
+PAGES = (
+    account,
+    workflows,
+    editor,
+    preview,
+    runs,
+    events,
+    bookings,
+    integrations,
+    webhooks,
+    suppressions,
+)
 
 
 class DashboardPlugin(InitPlugin):
