@@ -7,6 +7,11 @@ headers and keeps their secrets out of results. Operator setting (environment):
 
 ``call_webhook`` is a plain function: the engine runs it in the Dramatiq worker thread, which
 sends on its own pooled client (no event loop, no hand-off between threads).
+
+Like Svix: the step's URL is its endpoint (``ActionType.endpoint``: the core disables it on a
+``410 Gone`` or after 5 days of failures), a secret is rotated with the old one still signing
+for 24 hours, and a receiver may stop the retries of one message by answering
+``webhook-delivery: abort-message``.
 """
 
 from __future__ import annotations
@@ -20,17 +25,27 @@ import secrets
 import sys
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import httpx
 from linktime import http
-from linktime.actions import ActionContext, ActionType, Problem, Result
+from linktime.actions import ActionContext, ActionType, Outcome, Problem, Result
 from linktime.crypto import MASK
 from linktime.hookspecs import hookimpl
 from linktime.operator_settings import operator_timeout, plugin_settings
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import EmptyWebhookSecretError
 
@@ -42,6 +57,11 @@ ENV_PREFIX = "LINKTIME_WEBHOOK_"
 USER_AGENT = f"LinkTime-Webhooks/{__version__}"
 EXCERPT_BYTES = 1024
 SECRET_PREFIX = "whsec_"
+# Svix's delivery control: a receiver answering with this header (and value) stops the retries
+# of the message just sent; it changes nothing for an answer that would not be retried.
+DELIVERY_HEADER = "webhook-delivery"
+ABORT_MESSAGE = "abort-message"
+ABORTED_CODE = "aborted_by_receiver"
 
 _TOKEN_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _HEADER_VALUE_RE = re.compile(r"[\t\x20-\x7e]*\Z")
@@ -86,9 +106,23 @@ class WebhookStepSettings(BaseModel):
         "LinkTime's own; the values are stored encrypted and shown masked",
     )
 
-    @field_validator("secret")
+    # Set by "Rotate secret": the secret before it, which also signs deliveries until
+    # ``previous_secret_until`` so receivers can switch over.
+    previous_secret: SecretStr | None = Field(
+        default=None,
+        description="The secret before the last rotation: deliveries are signed with it too "
+        "until the time below",
+    )
+    previous_secret_until: AwareDatetime | None = Field(
+        default=None,
+        description="Until when the previous secret also signs deliveries (set by Rotate secret)",
+    )
+
+    @field_validator("secret", "previous_secret")
     @classmethod
-    def _standard_secret(cls, value: SecretStr) -> SecretStr:
+    def _standard_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
         raw = value.get_secret_value()
         if not raw.startswith(SECRET_PREFIX):
             raise ValueError(f"secret must start with {SECRET_PREFIX!r}")
@@ -104,6 +138,21 @@ class WebhookStepSettings(BaseModel):
                 f"secret must be {SECRET_PREFIX!r} followed by non-empty base64"
             ) from None
         return value
+
+    @model_validator(mode="after")
+    def _rotation_window(self) -> WebhookStepSettings:
+        # A previous secret without an end would sign for ever: it ends with its window.
+        if self.previous_secret_until is None:
+            self.previous_secret = None
+        return self
+
+    def signing_secrets(self, at: datetime) -> list[SecretStr]:
+        """The secrets a delivery sent at ``at`` is signed with: the current one, and the
+        previous one while its rotation window lasts."""
+        until = self.previous_secret_until
+        if self.previous_secret is not None and until is not None and at < until:
+            return [self.secret, self.previous_secret]
+        return [self.secret]
 
     @field_validator("headers")
     @classmethod
@@ -179,17 +228,27 @@ def _signing_key(secret: str) -> bytes:
     return base64.b64decode(secret.removeprefix(SECRET_PREFIX) + "==")
 
 
-def signed_headers(secret: SecretStr, msg_id: str, payload: bytes) -> dict[str, str]:
-    """Standard Webhooks headers for ``payload``, timestamped now."""
+def signed_headers(
+    secret: SecretStr | list[SecretStr], msg_id: str, payload: bytes, at: float | None = None
+) -> dict[str, str]:
+    """Standard Webhooks headers for ``payload``, timestamped ``at`` (Unix seconds; default
+    now), with one ``v1,`` signature per secret, space-separated as the spec allows (a
+    rotation's window signs with the new and the old secret)."""
     # Whole seconds: the signature covers the timestamp exactly as the header carries it.
-    timestamp = str(int(time.time()))
+    timestamp = str(int(time.time() if at is None else at))
     # v1: base64 HMAC-SHA256 of "<id>.<timestamp>.<body>", on the body bytes as sent.
     signed = b"%s.%s.%s" % (msg_id.encode("utf-8"), timestamp.encode("ascii"), payload)
-    digest = hmac.new(_signing_key(secret.get_secret_value()), signed, hashlib.sha256).digest()
+    signatures = [
+        "v1,"
+        + base64.b64encode(
+            hmac.new(_signing_key(s.get_secret_value()), signed, hashlib.sha256).digest()
+        ).decode("ascii")
+        for s in (secret if isinstance(secret, list) else [secret])
+    ]
     return {
         "webhook-id": msg_id,
         "webhook-timestamp": timestamp,
-        "webhook-signature": "v1," + base64.b64encode(digest).decode("ascii"),
+        "webhook-signature": " ".join(signatures),
     }
 
 
@@ -214,7 +273,10 @@ def _headers_sent(
 
 
 def _request_headers(settings: WebhookStepSettings, msg_id: str, payload: bytes) -> dict[str, str]:
-    signed = signed_headers(settings.secret, msg_id, payload)
+    # The window is judged at the moment the signatures carry (webhook-timestamp).
+    now = time.time()
+    secrets = settings.signing_secrets(datetime.fromtimestamp(now, UTC))
+    signed = signed_headers(secrets, msg_id, payload, now)
     return {
         name: value.get_secret_value() if isinstance(value, SecretStr) else value
         for name, value in _headers_sent(settings, signed).items()
@@ -233,7 +295,8 @@ def _redacted(result: Result, settings: WebhookStepSettings) -> Result:
     off at the excerpt's end is masked too."""
     secrets = {
         form
-        for s in (settings.secret, *settings.headers.values())
+        for s in (settings.secret, settings.previous_secret, *settings.headers.values())
+        if s is not None
         for form in _echoed_forms(s.get_secret_value())
     }
     # Longest first: a short value inside a longer one must not break the longer one's mask.
@@ -283,10 +346,23 @@ def call_webhook(ctx: ActionContext) -> Result:
     return replace(result, external_id=ctx.idempotency_key)
 
 
+class _Answer(httpx.Auth):
+    """Keeps the headers of the answer (``http.call`` gives a Result): an auth flow is httpx's
+    per-request hook that sees the response."""
+
+    def __init__(self) -> None:
+        self.headers = httpx.Headers()
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        response = yield request
+        self.headers = response.headers
+
+
 def _deliver(ctx: ActionContext) -> Result:
     settings: WebhookStepSettings = ctx.settings
     payload = _body_of_run(ctx)
-    return http.call(
+    answer = _Answer()
+    result = http.call(
         "POST",
         settings.url,
         timeout=operator_settings().timeout,
@@ -294,7 +370,21 @@ def _deliver(ctx: ActionContext) -> Result:
         excerpt_bytes=sys.maxsize,
         content=payload,
         headers=_request_headers(settings, ctx.idempotency_key, payload),
+        auth=answer,
     )
+    if result.outcome is Outcome.SUCCEEDED:
+        # A 2xx from the endpoint itself: the message reached its receiver.
+        return replace(result, delivery_status="delivered")
+    aborted = answer.headers.get(DELIVERY_HEADER, "").strip().lower() == ABORT_MESSAGE
+    if result.outcome is Outcome.RETRY and aborted:
+        return Result.fail(
+            f"{result.error}; the receiver asked not to retry this message "
+            f"({DELIVERY_HEADER}: {ABORT_MESSAGE})",
+            error_code=ABORTED_CODE,
+            http_status=result.http_status,
+            response_excerpt=result.response_excerpt,
+        )
+    return result
 
 
 def preview_webhook(ctx: ActionContext) -> dict[str, Any]:
@@ -320,6 +410,22 @@ def check_webhook(ctx: ActionContext) -> list[Problem]:
     return http.check_url(ctx.settings.url)
 
 
+def rotate_secret(settings: WebhookStepSettings, until: datetime) -> WebhookStepSettings:
+    """``settings`` with a newly generated secret; the current one keeps signing (beside the
+    new one) until ``until``. Rotating again within a window ends the older one's."""
+    return settings.model_copy(
+        update={
+            "secret": generate_secret(),
+            "previous_secret": settings.secret,
+            "previous_secret_until": until,
+        }
+    )
+
+
+def endpoint_of(settings: WebhookStepSettings) -> str:
+    return str(settings.url)
+
+
 @hookimpl
 def register_actions(register: Callable[[ActionType], None]) -> None:
     register(
@@ -334,5 +440,7 @@ def register_actions(register: Callable[[ActionType], None]) -> None:
             capability="webhook",
             timeout=operator_timeout(ENV_PREFIX, WebhookOperatorSettings),
             description="POST the booking event as signed JSON (Standard Webhooks) to a URL.",
+            endpoint=endpoint_of,
+            rotate_secret=rotate_secret,
         )
     )
