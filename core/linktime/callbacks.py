@@ -15,6 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from .suppressions import SMS_STOP
+
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
 
 
@@ -55,6 +57,9 @@ class CallbackAnswer:
     # each with the reason shown beside it; and to take off it (an SMS "START").
     suppress: Mapping[str, str] = field(default_factory=dict)
     unsuppress: list[str] = field(default_factory=list)
+    # Why ``suppress``'s addresses go on the list (``suppressions.SOURCES``): a reply STOP, or
+    # ``suppressions.PROVIDER`` when the provider reported the opt-out (Twilio's 21610).
+    suppress_source: str = SMS_STOP
     # What the provider gets back (Twilio expects TwiML for an inbound message).
     body: str = ""
     media_type: str = "text/plain"

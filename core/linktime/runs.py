@@ -16,7 +16,14 @@ from sqlalchemy.sql.elements import Label
 
 from .engine import Hub
 from .errors import FieldError, InputError, NotFound
-from .statuses import RUN_UNFINISHED, STEP_STOPPED, AttemptStatus, RunStatus, StepStatus
+from .statuses import (
+    RUN_UNFINISHED,
+    STEP_STOPPED,
+    AttemptStatus,
+    DeliveryStatus,
+    RunStatus,
+    StepStatus,
+)
 from .storage import Attempt, Event, Run, RunStep, Workflow, booking_field, is_id, new_id
 
 
@@ -30,6 +37,15 @@ class AttemptOut(BaseModel):
     error: str | None
     external_id: str | None
     response_excerpt: str | None
+    delivery_status: DeliveryStatus | None = Field(
+        description="What became of the message: accepted (the provider took it), sent, "
+        "delivered, undelivered, failed (as the provider's callbacks reported), opted_out "
+        "(not sent: the recipient is on the suppression list); none for an attempt that sent "
+        "nothing"
+    )
+    delivery_updated_at: datetime | None
+    delivery_error_code: str | None = Field(description="The provider's code, e.g. 30003")
+    delivery_error: str | None
 
     @classmethod
     def of(cls, a: Attempt) -> AttemptOut:

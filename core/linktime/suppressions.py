@@ -4,10 +4,13 @@ address that unsubscribed gets no email. Steps to a suppressed address end ``opt
 
 from __future__ import annotations
 
+import base64
 import re
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Connection, delete, select
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import Connection, Row, and_, delete, or_, select
 
 from .errors import FieldError, InputError
 from .storage import Suppression, insert_ignoring
@@ -46,15 +49,20 @@ def _refused(message: str) -> InputError:
     return InputError("the address is not valid", [FieldError("address", message)])
 
 
+_COLUMNS = tuple(Suppression.__table__.columns)
+
+
 def lookup(conn: Connection, account_id: str, address: str) -> Suppression | None:
     """The list's entry for ``address`` (normalized here), or None."""
     try:
         key = normalize(address)
     except InputError:
         return None
-    return conn.scalar(
-        select(Suppression).where(Suppression.account_id == account_id, Suppression.address == key)
-    )
+    # A Connection (not a Session) gives rows, not objects: the entry is built from its row.
+    row = conn.execute(
+        select(*_COLUMNS).where(Suppression.account_id == account_id, Suppression.address == key)
+    ).first()
+    return None if row is None else Suppression(**row._mapping)
 
 
 def add(
@@ -83,3 +91,111 @@ def remove(conn: Connection, account_id: str, address: str) -> bool:
         )
     )
     return deleted.rowcount > 0
+
+
+# -- the read model: the list as the API and the dashboard show it --------------------------------
+
+MAX_QUERY = 320
+MAX_LIMIT = 200
+MAX_REASON = 500
+
+
+class SuppressionOut(BaseModel):
+    address: str = Field(description="E.164 phone number or email address (lower case)")
+    reason: str
+    source: str = Field(
+        description="sms_stop: the number replied STOP; provider: the provider reported an "
+        "opt-out; unsubscribe: the email's unsubscribe link; manual: added by the account"
+    )
+    created_at: datetime
+
+
+class SuppressionPage(BaseModel):
+    items: list[SuppressionOut]
+    next_cursor: str | None = Field(description="Pass as cursor for the next (older) page")
+
+
+class SuppressionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    address: str = Field(max_length=MAX_QUERY, description="A phone number (+1…) or email")
+    reason: str | None = Field(None, max_length=MAX_REASON)
+
+
+def _cursor(entry: Row[Any]) -> str:
+    value = f"{entry.created_at.isoformat()}\n{entry.address}"
+    return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
+
+
+def _read_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        value = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        moment, _, address = value.partition("\n")
+        at = datetime.fromisoformat(moment)
+        if at.tzinfo is None:
+            raise ValueError(moment)
+        return at, address
+    except ValueError:
+        raise InputError(
+            "the page is not valid",
+            [FieldError("cursor", "give the next_cursor of the previous page")],
+        ) from None
+
+
+def page(
+    conn: Connection,
+    account_id: str,
+    q: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> SuppressionPage:
+    """The account's list, newest first; ``q`` keeps the addresses that contain it (in any
+    case)."""
+    q = (q or "").strip() or None
+    errors = []
+    if q is not None and len(q) > MAX_QUERY:
+        errors.append(FieldError("q", f"give at most {MAX_QUERY} characters"))
+    if not 1 <= limit <= MAX_LIMIT:
+        errors.append(FieldError("limit", f"give a number from 1 to {MAX_LIMIT}"))
+    if errors:
+        raise InputError("the search is not valid", errors)
+    query = (
+        select(*_COLUMNS)
+        .where(Suppression.account_id == account_id)
+        .order_by(Suppression.created_at.desc(), Suppression.address.desc())
+        .limit(limit + 1)
+    )
+    if q is not None:
+        query = query.where(Suppression.address.contains(q.casefold(), autoescape=True))
+    if cursor is not None:
+        at, address = _read_cursor(cursor)
+        query = query.where(
+            or_(
+                Suppression.created_at < at,
+                and_(Suppression.created_at == at, Suppression.address < address),
+            )
+        )
+    rows = conn.execute(query).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return SuppressionPage(
+        items=[SuppressionOut.model_validate(r, from_attributes=True) for r in rows],
+        next_cursor=_cursor(rows[-1]) if more else None,
+    )
+
+
+def entry(conn: Connection, account_id: str, address: str) -> SuppressionOut | None:
+    found = lookup(conn, account_id, address)
+    return None if found is None else SuppressionOut.model_validate(found, from_attributes=True)
+
+
+def add_manual(
+    conn: Connection, account_id: str, data: SuppressionIn, now: datetime
+) -> tuple[SuppressionOut, bool]:
+    """Add an address by hand: the entry, and whether it was new (an address already on the
+    list keeps its first entry)."""
+    reason = (data.reason or "").strip() or "added by the account"
+    added = add(conn, account_id, data.address, reason, MANUAL, now)
+    found = entry(conn, account_id, data.address)
+    assert found is not None  # just added, or already there
+    return found, added
