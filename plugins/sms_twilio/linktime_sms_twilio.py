@@ -44,9 +44,12 @@ from linktime_twilio import (
     TwilioOperatorSettings,
     call_twilio,
     check_recipient,
+    credentials_verifier,
     e164,
+    opted_out,
     recipient,
     recipient_shown,
+    status_callback,
     to_the_invitee,
 )
 from pydantic import Field
@@ -126,6 +129,10 @@ def send_sms(ctx: ActionContext) -> Result:
         to = recipient(ctx, operator.supported_countries)
     except NumberRefused as exc:
         return Result.fail(str(exc), error_code=exc.code)
+    # A number that replied STOP is not texted (nor charged a credit): Twilio is not asked.
+    refused = opted_out(ctx, to)
+    if refused is not None:
+        return refused
     body = ctx.render(ctx.settings.text)
     segments = sms_count(body).segments
     # Taken once for the step before Twilio is asked (a retry takes none; a step that ends
@@ -136,6 +143,8 @@ def send_sms(ctx: ActionContext) -> Result:
             f"(one a segment). Credits renew on the 1st; a bigger plan has more",
             error_code=CREDITS_EXHAUSTED,
         )
+    callback = status_callback(ctx)
+    reports = {} if callback is None else {"status_callback": callback}
     return call_twilio(
         credentials,
         operator,
@@ -144,7 +153,9 @@ def send_sms(ctx: ActionContext) -> Result:
             body=body,
             from_=credentials.from_number,
             messaging_service_sid=credentials.messaging_service_sid,
+            **reports,
         ),
+        to=to,
     )
 
 
@@ -173,6 +184,7 @@ def register_actions(register: Callable[[ActionType], None]) -> None:
             for_test=to_the_invitee,
             preview_kind="sms",
             timeout=operator_timeout(ENV_PREFIX, SmsOperatorSettings),
+            verify_credentials=credentials_verifier(operator_settings),
             description="Text the invitee, the host or a number through the account's Twilio.",
         )
     )

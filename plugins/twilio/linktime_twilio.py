@@ -1,27 +1,51 @@
-"""Twilio plumbing shared by LinkTime's Twilio channels, ``linktime-sms-twilio`` (``sms.send``)
-and ``linktime-voice`` (``voice.call``).
+"""Twilio plumbing shared by LinkTime's Twilio channels, ``linktime-sms-twilio`` (``sms.send``),
+``linktime-voice`` (``voice.call``) and ``linktime-whatsapp`` (``whatsapp.send``).
 
-A library, not a channel: it declares no ``linktime`` entry point and registers no action. It
-holds what both channels need the same way: the account's ``twilio`` integration
-(``TwilioCredentials``), phone numbers in E.164 checked against a list of countries (``e164``,
-``RecipientSettings``, ``recipient``), the operator settings both read
-(``TwilioOperatorSettings``, with ``LINKTIME_TWILIO_API_BASE``), Twilio's client on a pooled
-per-thread session that can be redirected to another base URL (``TwilioHttp``), and Twilio's
-answers mapped to LinkTime results (``call_twilio``). ``linktime_twilio_testing``, shipped
-alongside, is a stand-in Twilio for tests.
+It registers no action; it is a plugin only for Twilio's callbacks (``register_callbacks``):
+status reports of every message and call, and inbound messages (STOP, START), at
+``POST /v1/callbacks/twilio/{account key}``. It holds what the channels need the same way: the
+account's ``twilio`` integration (``TwilioCredentials``), phone numbers in E.164 checked
+against a list of countries (``e164``, ``RecipientSettings``, ``recipient``), the operator
+settings all read (``TwilioOperatorSettings``, with ``LINKTIME_TWILIO_API_BASE``), Twilio's
+client on a pooled per-thread session that can be redirected to another base URL
+(``TwilioHttp``), and Twilio's answers mapped to LinkTime results (``call_twilio``).
+``linktime_twilio_testing``, shipped alongside, is a stand-in Twilio for tests.
+
+Names a channel uses (stable):
+
+- ``CALLBACK`` (``"twilio"``): the callback's name; ``status_callback(ctx)`` the URL to hand
+  Twilio as ``status_callback`` on a create, None when the operator set no
+  ``LINKTIME_PUBLIC_URL`` (then pass none).
+- ``opted_out(ctx, number)``: the ``Result.opted_out`` for a number on the account's
+  suppression list, None when it may be sent to; ask before Twilio.
+- ``call_twilio(credentials, operator, create, recipient=number)``: Twilio's 21610
+  ("unsubscribed recipient") becomes ``Result.opted_out(..., suppress=recipient)``.
+- ``verify_credentials(credentials, operator)`` and ``credentials_verifier(operator_settings)``
+  (an ``ActionType.verify_credentials``): the integration checked with Twilio at connect.
+- ``handle_callback(request)``: the callback itself; ``delivery_update(form)`` and
+  ``ERROR_WORDS`` map Twilio's MessageStatus/CallStatus and ErrorCode.
 """
 
 from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import phonenumbers
 import requests
 from linktime.actions import ActionContext, Problem, Result
+from linktime.callbacks import (
+    Callback,
+    CallbackAnswer,
+    CallbackRefused,
+    CallbackRequest,
+    DeliveryUpdate,
+)
+from linktime.errors import FieldError
+from linktime.hookspecs import hookimpl
 from linktime.http import retry_after
 from linktime.operator_settings import OperatorSettingError
 from pydantic import (
@@ -40,11 +64,13 @@ from twilio.base.exceptions import (  # type: ignore[import-untyped]
 )
 from twilio.http.http_client import TwilioHttpClient  # type: ignore[import-untyped]
 from twilio.http.response import Response  # type: ignore[import-untyped]
+from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
 from twilio.rest import Client  # type: ignore[import-untyped]
 
 __version__ = "0.1.0"
 
 INTEGRATION = "twilio"
+CALLBACK = "twilio"
 NOT_CONNECTED = "Twilio is not connected: connect it in Settings."
 API_BASE_ENV = "LINKTIME_TWILIO_API_BASE"
 DEFAULT_COUNTRIES = frozenset({"US", "CA", "GB", "IE", "DE", "FR", "ES", "IT", "NL", "AU", "NZ"})
@@ -275,7 +301,12 @@ class TwilioHttp(TwilioHttpClient):  # type: ignore[misc]
         return self.last
 
 
-def _twilio_failure(exc: TwilioRestException | TwilioServiceException, http: TwilioHttp) -> Result:
+UNSUBSCRIBED = 21610
+
+
+def _twilio_failure(
+    exc: TwilioRestException | TwilioServiceException, http: TwilioHttp, to: str | None
+) -> Result:
     status: int = exc.status
     if isinstance(exc, TwilioRestException):
         # The SDK puts "Unable to create record: " before Twilio's own message.
@@ -291,6 +322,16 @@ def _twilio_failure(exc: TwilioRestException | TwilioServiceException, http: Twi
     if status == 401:
         error = f"Twilio authentication failed: check the account SID and auth token. {error}"
     excerpt = http.last.text[:EXCERPT_CHARS] or None
+    if code == UNSUBSCRIBED and to is not None:
+        # The number replied STOP to this Twilio sender: Twilio will send it nothing until it
+        # replies START, so it goes on the account's list and later steps skip it.
+        return Result.opted_out(
+            f"{to} has unsubscribed (replied STOP) from this Twilio account's messages. {error}",
+            error_code=error_code,
+            suppress=to,
+            http_status=status,
+            response_excerpt=excerpt,
+        )
     if status == 429 or status >= 500:
         return Result.retry(
             error,
@@ -302,12 +343,10 @@ def _twilio_failure(exc: TwilioRestException | TwilioServiceException, http: Twi
     return Result.fail(error, error_code=error_code, http_status=status, response_excerpt=excerpt)
 
 
-def call_twilio(
-    credentials: TwilioCredentials,
-    operator: TwilioOperatorSettings,
-    create: Callable[[Any], Any],
-) -> Result:
-    """Run ``create(client)`` (one Twilio create call) and map what came back to a Result."""
+def client_for(
+    credentials: TwilioCredentials, operator: TwilioOperatorSettings
+) -> tuple[Client, TwilioHttp]:
+    """Twilio's official client for this integration, on a ``TwilioHttp``."""
     http = TwilioHttp(operator.twilio_api_base, operator.timeout)
     client = Client(
         credentials.account_sid,
@@ -315,10 +354,24 @@ def call_twilio(
         http_client=http,
         user_agent_extensions=[operator.user_agent] if operator.user_agent else None,
     )
+    return client, http
+
+
+def call_twilio(
+    credentials: TwilioCredentials,
+    operator: TwilioOperatorSettings,
+    create: Callable[[Any], Any],
+    *,
+    to: str | None = None,
+) -> Result:
+    """Run ``create(client)`` (one Twilio create call) and map what came back to a Result;
+    with the recipient ``to``, Twilio's 21610 (unsubscribed) is an opt-out that adds it to the
+    account's suppression list."""
+    client, http = client_for(credentials, operator)
     try:
         created = create(client)
     except (TwilioRestException, TwilioServiceException) as exc:
-        return _twilio_failure(exc, http)
+        return _twilio_failure(exc, http, to)
     except requests.Timeout:
         return Result.retry(
             f"no answer from Twilio within {operator.timeout:g}s", error_code="timeout"
@@ -332,4 +385,236 @@ def call_twilio(
         str(created.sid),
         http_status=http.last.status_code,
         response_excerpt=http.last.text[:EXCERPT_CHARS],
+    )
+
+
+# --- before sending ------------------------------------------------------------------------------
+
+
+def status_callback(ctx: ActionContext) -> str | None:
+    """Where Twilio reports on this message or call (``status_callback=``), or None when the
+    operator has not set ``LINKTIME_PUBLIC_URL``: then ask for no reports."""
+    return ctx.services.callback_url(CALLBACK)
+
+
+def opted_out(ctx: ActionContext, number: str) -> Result | None:
+    """The result of a step to ``number`` when it is on the account's suppression list (not
+    sent, and Twilio not asked); None when it may be sent to."""
+    reason = ctx.services.opted_out(number)
+    return None if reason is None else Result.opted_out(reason)
+
+
+# --- the settings, checked with Twilio at connect ------------------------------------------------
+
+
+def _twilio_status(exc: TwilioRestException | TwilioServiceException) -> int:
+    return int(exc.status)
+
+
+def verify_credentials(
+    credentials: TwilioCredentials, operator: TwilioOperatorSettings
+) -> list[FieldError]:
+    """What Twilio (or the operator's countries) refuses in these settings, field by field: the
+    account SID and auth token (fetching the account), a from_number in E.164 the account does
+    not own or in a country this server does not serve, a messaging service it does not have.
+    Empty when they work."""
+    refused: list[FieldError] = []
+    sender = credentials.from_number
+    number = sender if sender and sender.startswith("+") else None
+    if number is not None:
+        try:
+            e164(number, operator.supported_countries)
+        except NumberRefused as exc:
+            refused.append(FieldError("from_number", f"{str(exc)[:1].upper()}{str(exc)[1:]}."))
+            number = None
+    client, _ = client_for(credentials, operator)
+    sid = credentials.account_sid
+    try:
+        client.api.v2010.accounts(sid).fetch()
+    except (TwilioRestException, TwilioServiceException) as exc:
+        if _twilio_status(exc) == 401:
+            said = (
+                "Twilio refused this account SID and auth token: copy both from the Twilio "
+                "console (the auth token may have been changed there)."
+            )
+            return [*refused, FieldError("auth_token", said)]
+        if _twilio_status(exc) == 404:
+            said = f"Twilio has no account {sid}: check the account SID on the Twilio console."
+            return [*refused, FieldError("account_sid", said)]
+        return [*refused, _unchecked(f"Twilio answered {_twilio_status(exc)}")]
+    except requests.RequestException as exc:
+        return [*refused, _unreachable(exc, operator)]
+    try:
+        if number is not None and not client.api.v2010.accounts(sid).incoming_phone_numbers.list(
+            phone_number=number, limit=1
+        ):
+            said = (
+                f"{number} is not one of this Twilio account's phone numbers: use a number "
+                "listed under Phone Numbers on the Twilio console."
+            )
+            refused.append(FieldError("from_number", said))
+        service = credentials.messaging_service_sid
+        if service is not None:
+            try:
+                client.messaging.v1.services(service).fetch()
+            except (TwilioRestException, TwilioServiceException) as exc:
+                if _twilio_status(exc) != 404:
+                    raise
+                said = f"This Twilio account has no messaging service {service}."
+                refused.append(FieldError("messaging_service_sid", said))
+    except (TwilioRestException, TwilioServiceException) as exc:
+        refused.append(_unchecked(f"Twilio answered {_twilio_status(exc)}"))
+    except requests.RequestException as exc:
+        refused.append(_unreachable(exc, operator))
+    return refused
+
+
+def _unchecked(why: str) -> FieldError:
+    return FieldError("account_sid", f"These settings could not be checked: {why}. Try again.")
+
+
+def _unreachable(exc: requests.RequestException, operator: TwilioOperatorSettings) -> FieldError:
+    if isinstance(exc, requests.Timeout):
+        return _unchecked(f"Twilio did not answer within {operator.timeout:g}s")
+    return _unchecked("Twilio could not be reached")
+
+
+def credentials_verifier(
+    operator_settings: Callable[[], TwilioOperatorSettings],
+) -> Callable[[Any], list[FieldError]]:
+    """A channel's ``ActionType.verify_credentials``: ``verify_credentials`` with its operator
+    settings (``operator_settings`` reads them; not valid: nothing can be checked)."""
+
+    def verify(credentials: Any) -> list[FieldError]:
+        try:
+            operator = operator_settings()
+        except OperatorSettingError:
+            said = "Twilio is not set up correctly on this server: contact your administrator."
+            return [FieldError("account_sid", said)]
+        return verify_credentials(credentials, operator)
+
+    return verify
+
+
+# --- what Twilio tells us afterwards ---------------------------------------------------------
+
+# MessageStatus and CallStatus as delivery statuses; others (an inbound message's "received")
+# say nothing about a message sent.
+MESSAGE_STATUSES = {
+    "queued": "accepted",
+    "accepted": "accepted",
+    "scheduled": "accepted",
+    "sending": "sent",
+    "sent": "sent",
+    "delivered": "delivered",
+    "read": "delivered",
+    "undelivered": "undelivered",
+    "failed": "failed",
+    "canceled": "failed",
+}
+CALL_STATUSES = {
+    "queued": "accepted",
+    "initiated": "accepted",
+    "ringing": "sent",
+    "in-progress": "sent",
+    "completed": "delivered",
+    "busy": "undelivered",
+    "no-answer": "undelivered",
+    "failed": "failed",
+    "canceled": "failed",
+}
+# Twilio's error codes of a message or call that was not delivered, in words
+# (https://www.twilio.com/docs/api/errors).
+ERROR_WORDS = {
+    "21610": "the recipient has unsubscribed (replied STOP)",
+    "30001": "Twilio's queue for this sender overflowed",
+    "30002": "the Twilio account is suspended",
+    "30003": "unreachable handset (switched off or out of coverage)",
+    "30004": "message blocked (by the recipient or their carrier)",
+    "30005": "unknown number (it does not exist or is no longer in service)",
+    "30006": "landline or unreachable carrier",
+    "30007": "carrier filtered the message as spam or unregistered traffic",
+    "30008": "unknown error at the carrier",
+    "30009": "a segment of the message went missing",
+    "30010": "the message price exceeds the account's maximum price",
+    "30034": "the sender number is not registered for A2P 10DLC",
+    "63016": "outside WhatsApp's 24-hour window: an approved template is needed",
+    "63024": "not a WhatsApp user",
+}
+STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"})
+START_WORDS = frozenset({"START", "YES", "UNSTOP"})
+EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
+
+
+def delivery_update(form: Mapping[str, str]) -> DeliveryUpdate | None:
+    """A status callback's form as a delivery update of the message (MessageSid) or call
+    (CallSid) it is about; None for a status that says nothing about delivery."""
+    if form.get("CallSid") and form.get("CallStatus"):
+        sid, status = form["CallSid"], CALL_STATUSES.get(form["CallStatus"])
+    else:
+        sid = form.get("MessageSid") or form.get("SmsSid") or ""
+        status = MESSAGE_STATUSES.get(form.get("MessageStatus") or "")
+    if not sid or status is None:
+        return None
+    code = form.get("ErrorCode") or None
+    if code is None or status in ("accepted", "sent", "delivered"):
+        return DeliveryUpdate(sid, status)
+    words = ERROR_WORDS.get(code, "see Twilio's error list")
+    error = f"Twilio error {code}: {words} (https://www.twilio.com/docs/errors/{code})"
+    return DeliveryUpdate(sid, status, error_code=f"twilio_{code}", error=error)
+
+
+def _opt_out(form: Mapping[str, str]) -> CallbackAnswer:
+    """An inbound message: STOP and its synonyms suppress the sender, START lifts it (Twilio's
+    Advanced Opt-Out names its own keywords in ``OptOutType``)."""
+    number = (form.get("From") or "").removeprefix("whatsapp:")
+    kind = (form.get("OptOutType") or "").strip().upper()
+    word = (form.get("Body") or "").strip().upper()
+    answer = CallbackAnswer(body=EMPTY_TWIML, media_type="text/xml")
+    if not number:
+        return answer
+    if kind == "STOP" or (not kind and word in STOP_WORDS):
+        said = f"replied {word or kind} by text message"
+        return CallbackAnswer(suppress={number: said}, body=answer.body, media_type="text/xml")
+    if kind == "START" or (not kind and word in START_WORDS):
+        return CallbackAnswer(unsuppress=[number], body=answer.body, media_type="text/xml")
+    return answer
+
+
+def handle_callback(request: CallbackRequest) -> CallbackAnswer:
+    """Twilio's request for one account, checked with its auth token: a status callback
+    becomes a delivery update, an inbound message an opt-out or opt-in."""
+    credentials: TwilioCredentials | None = request.credentials
+    if credentials is None:
+        raise CallbackRefused("Twilio is not connected for this account")
+    signature = request.headers.get("x-twilio-signature", "")
+    validator = RequestValidator(credentials.auth_token.get_secret_value())
+    if not signature or not validator.validate(request.url, dict(request.form), signature):
+        raise CallbackRefused("X-Twilio-Signature does not match the account's auth token")
+    form = request.form
+    status = form.get("MessageStatus") or form.get("SmsStatus")
+    if form.get("CallStatus") or (status and status not in ("received", "receiving")):
+        update = delivery_update(form)
+        to = (form.get("To") or "").removeprefix("whatsapp:")
+        if update and update.error_code == f"twilio_{UNSUBSCRIBED}" and to:
+            # A message a messaging service queued, refused later: as when Twilio answers 21610.
+            stop = {to: "Twilio refused to send to it: it has unsubscribed (error 21610)"}
+            return CallbackAnswer(updates=[update], suppress=stop)
+        return CallbackAnswer(updates=[update] if update else [])
+    if "Body" in form or form.get("OptOutType"):
+        return _opt_out(form)
+    return CallbackAnswer()
+
+
+@hookimpl
+def register_callbacks(register: Callable[[Callback], None]) -> None:
+    register(
+        Callback(
+            name=CALLBACK,
+            integration=INTEGRATION,
+            credentials=TwilioCredentials,
+            handle=handle_callback,
+            description="Twilio's status callbacks of messages and calls, and inbound "
+            "messages (STOP, START)",
+        )
     )

@@ -41,9 +41,12 @@ from linktime_twilio import (
     TwilioOperatorSettings,
     call_twilio,
     check_recipient,
+    credentials_verifier,
     e164,
+    opted_out,
     recipient,
     recipient_shown,
+    status_callback,
     to_the_invitee,
 )
 from pydantic import Field, ValidationInfo, field_validator
@@ -54,6 +57,8 @@ __version__ = "0.1.0"
 
 ACTION = "voice.call"
 ENV_PREFIX = "LINKTIME_VOICE_"
+# The call progress Twilio reports to the status callback (``completed`` alone without them).
+CALL_EVENTS = ["initiated", "ringing", "answered", "completed"]
 USER_AGENT = f"linktime-voice/{__version__}"
 
 # The shared Twilio names stay importable from here, as before they moved to linktime-twilio.
@@ -206,11 +211,20 @@ def place_call(ctx: ActionContext) -> Result:
         to = recipient(ctx, operator.supported_countries)
     except NumberRefused as exc:
         return Result.fail(str(exc), error_code=exc.code)
+    # A number that replied STOP is not called either: Twilio is not asked.
+    refused = opted_out(ctx, to)
+    if refused is not None:
+        return refused
     twiml = build_twiml(ctx, operator.agent_url)
+    callback = status_callback(ctx)
+    reports: dict[str, Any] = {}
+    if callback is not None:
+        reports = {"status_callback": callback, "status_callback_event": CALL_EVENTS}
     return call_twilio(
         credentials,
         operator,
-        lambda client: client.calls.create(to=to, from_=caller, twiml=twiml),
+        lambda client: client.calls.create(to=to, from_=caller, twiml=twiml, **reports),
+        to=to,
     )
 
 
@@ -258,6 +272,7 @@ def register_actions(register: Callable[[ActionType], None]) -> None:
             for_test=to_the_invitee,
             preview_kind="voice",
             timeout=operator_timeout(ENV_PREFIX, VoiceOperatorSettings),
+            verify_credentials=credentials_verifier(operator_settings),
             description="Call the invitee, the host or a number through the account's Twilio: "
             "speak a script, or connect the operator's AI voice agent.",
         )
