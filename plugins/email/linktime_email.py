@@ -4,14 +4,22 @@ Operator settings (environment, prefix ``LINKTIME_EMAIL_``) are read on every se
 relay (``SMTP_HOST``, ``SMTP_PORT``, ``SMTP_SECURITY``, ``SMTP_USER``, ``SMTP_PASSWORD``), the
 envelope and From address (``FROM_ADDRESS``) and ``TIMEOUT`` (seconds for one whole send).
 Accounts may connect the ``email`` integration for a sender name and a Reply-To address.
+
+A step may attach a calendar invite (iTIP over email: METHOD:REQUEST, or CANCEL from a
+cancellation workflow, with one UID per booking and SEQUENCE counting its changes), and a
+follow-up step carries RFC 8058 one-click unsubscribe headers. Recipients on the account's
+suppression list are never sent to.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import re
 import ssl
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.errors import HeaderParseError
 from email.headerregistry import Address
@@ -20,8 +28,10 @@ from email.utils import format_datetime
 from typing import Annotated, Any, Literal
 
 import aiosmtplib
+import icalendar
 from email_validator import EmailNotValidError, validate_email
 from linktime.actions import (
+    NO_SERVICES,
     ActionContext,
     ActionType,
     Problem,
@@ -29,6 +39,7 @@ from linktime.actions import (
     Template,
     TemplateStep,
 )
+from linktime.errors import FieldError
 from linktime.hookspecs import hookimpl
 from linktime.models import Booking, Person
 from linktime.operator_settings import OperatorSettingError, operator_timeout, plugin_settings
@@ -88,6 +99,18 @@ class EmailStepSettings(BaseModel):
     html: TemplateStr | None = Field(
         default=None, max_length=100_000, description="HTML body (values are HTML-escaped)"
     )
+    calendar_invite: bool = Field(
+        default=False,
+        title="Attach a calendar invite",
+        description="The booking as an invite the recipient's calendar adds (Gmail, Outlook, "
+        "Apple); a rescheduling updates it, a cancellation workflow removes it",
+    )
+    follow_up: bool = Field(
+        default=False,
+        title="Follow-up (not about the booking itself): recipients can unsubscribe",
+        description="For surveys and thank-yous: a one-click unsubscribe link; who uses it gets "
+        "no more messages from this account",
+    )
 
     @model_validator(mode="after")
     def _some_recipient(self) -> EmailStepSettings:
@@ -114,6 +137,39 @@ class EmailCredentials(BaseModel):
         if not value.isprintable():
             raise ValueError("The from name must be one line, without control characters")
         return value.strip() or None
+
+
+# A display name that carries an address ("support@bank.example", "Acme <ceo@acme.example>")
+# makes many clients show that address instead of the real sender: display-name spoofing.
+_ADDRESS_IN_NAME = re.compile(r"[^\s<>@]+@[^\s<>@]+|[<>]")
+
+
+def verify_credentials(credentials: EmailCredentials) -> list[FieldError]:
+    """Checks at connect, beyond the form of each field, that need the server's settings or
+    must not make an already stored integration unreadable (a validator would)."""
+    refused = []
+    if credentials.from_name and _ADDRESS_IN_NAME.search(credentials.from_name):
+        refused.append(
+            FieldError(
+                "from_name",
+                "The from name must be a name, not an address: mail clients would show it "
+                "instead of the real sender",
+            )
+        )
+    from_address = _from_address()
+    if (
+        credentials.reply_to
+        and from_address
+        and credentials.reply_to.lower() == from_address.lower()
+    ):
+        refused.append(
+            FieldError(
+                "reply_to",
+                "This is the server's sending address; replies would not reach you. Give your "
+                "own inbox, or leave it empty",
+            )
+        )
+    return refused
 
 
 class EmailOperatorSettings(BaseSettings):
@@ -199,10 +255,14 @@ def resolve_recipients(
     return found, left_out
 
 
-def message_id(idempotency_key: str, from_address: str) -> str:
-    """Stable across the retries of one step, so recipients' mail systems can de-duplicate."""
+def message_id(idempotency_key: str, from_address: str, recipient: str | None = None) -> str:
+    """Stable across the retries of one step, so recipients' mail systems can de-duplicate; a
+    follow-up sent one message per recipient names the recipient (by a digest) in each."""
     domain = validate_email(from_address, check_deliverability=False).ascii_domain
-    return f"<{idempotency_key}@{domain}>"
+    if recipient is None:
+        return f"<{idempotency_key}@{domain}>"
+    digest = hashlib.sha256(recipient.lower().encode()).hexdigest()[:12]
+    return f"<{idempotency_key}.{digest}@{domain}>"
 
 
 def _sender(ctx: ActionContext, from_address: str) -> Address:
@@ -217,10 +277,129 @@ def _rendered(ctx: ActionContext) -> tuple[str, str, str | None]:
     return _one_line(ctx.render(settings.subject)), ctx.render(settings.text), html
 
 
-def build_message(ctx: ActionContext, to: list[Address], from_address: str) -> EmailMessage:
-    """The message as sent; raises ``TemplateError`` if a template cannot render this booking."""
+# --- the calendar invite (iTIP over email: RFC 5546, RFC 6047) -----------------------------------
+
+CANCELLING = "booking.cancelled"
+PRODID = "-//LinkTime//Workflows//EN"
+
+
+def invite_method(ctx: ActionContext) -> str:
+    """CANCEL from a cancellation (the event or the workflow's trigger), else REQUEST."""
+    return "CANCEL" if CANCELLING in (ctx.event.type, ctx.trigger) else "REQUEST"
+
+
+def invite_uid(booking: Booking) -> str:
+    """One UID per booking: the scheduler's own (Cal.com sends ``iCalUID``), so our invite
+    updates the event the scheduler's invite already put in the calendar; else the booking's."""
+    extra = booking.model_extra or {}
+    for key in ("iCalUID", "ical_uid"):
+        value = extra.get(key)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return f"{booking.uid}@linktime"
+
+
+def _mailto(person: Person | Address, **params: str) -> icalendar.vCalAddress:
+    if isinstance(person, Address):
+        name, addr = person.display_name, person.addr_spec
+    else:
+        name, addr = person.name, person.email or ""
+    address = icalendar.vCalAddress(f"mailto:{addr}")
+    if name:
+        address.params["CN"] = _one_line(name)
+    address.params.update(params)
+    return address
+
+
+def _attendees(booking: Booking) -> list[Person]:
+    """The invitees (the booker first) and the co-hosts, each once, those with an address."""
+    people = [booking.invitee, *booking.invitees, *booking.hosts]
+    seen = {booking.host.email.lower()} if booking.host and booking.host.email else set()
+    found = []
+    for person in people:
+        if person is not None and person.email and person.email.lower() not in seen:
+            seen.add(person.email.lower())
+            found.append(person)
+    return found
+
+
+def _description(booking: Booking) -> str:
+    lines = [booking.notes or ""]
+    for label, url in (
+        ("Join", booking.meeting_url),
+        ("Reschedule", booking.reschedule_url),
+        ("Cancel", booking.cancel_url),
+    ):
+        if url:
+            lines.append(f"{label}: {url}")
+    return "\n".join(line for line in lines if line)
+
+
+def build_invite(ctx: ActionContext, organizer: Address) -> tuple[str, bytes]:
+    """The booking as an iCalendar object: its METHOD and its bytes. ``organizer`` stands in
+    when the booking's host has no address (iTIP requires an ORGANIZER)."""
+    booking = ctx.event.booking
+    method = invite_method(ctx)
+    cancelled = method == "CANCEL"
+    event = icalendar.Event()
+    event.add("uid", invite_uid(booking))
+    # The core counts the booking's reschedules and cancellations up to this event: clients
+    # apply a REQUEST or CANCEL only over an older SEQUENCE.
+    event.add("sequence", ctx.services.booking_sequence())
+    event.add("dtstamp", datetime.now(UTC))
+    event.add("dtstart", booking.start.astimezone(UTC))
+    event.add("dtend", booking.end.astimezone(UTC))
+    title = booking.title or (booking.event_type.title if booking.event_type else None)
+    event.add("summary", _one_line(title or "Booking"))
+    if booking.location or booking.meeting_url:
+        event.add("location", booking.location or booking.meeting_url)
+    if booking.meeting_url:
+        event.add("url", booking.meeting_url)
+    description = _description(booking)
+    if description:
+        event.add("description", description)
+    event.add("status", "CANCELLED" if cancelled else "CONFIRMED")
+    host = booking.host
+    event.add("organizer", _mailto(host if host and host.email else organizer))
+    rsvp = "FALSE" if cancelled else "TRUE"
+    for person in _attendees(booking):
+        attendee = _mailto(person, ROLE="REQ-PARTICIPANT", PARTSTAT="NEEDS-ACTION", RSVP=rsvp)
+        event.add("attendee", attendee, encode=False)
+    calendar = icalendar.Calendar()
+    calendar.add("prodid", PRODID)
+    calendar.add("version", "2.0")
+    calendar.add("method", method)
+    calendar.add_component(event)
+    return method, calendar.to_ical()
+
+
+# --- the messages --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One message and the recipients it goes to."""
+
+    message: EmailMessage
+    to: list[Address]
+
+    @property
+    def recipients(self) -> list[str]:
+        return _addresses(self.to)
+
+
+def _message(
+    ctx: ActionContext,
+    to: list[Address],
+    from_address: str,
+    body: tuple[str, str, str | None],
+    invite: tuple[str, bytes] | None,
+    *,
+    msg_id: str,
+    unsubscribe: str | None = None,
+) -> EmailMessage:
     credentials: EmailCredentials = ctx.credentials or EmailCredentials()
-    subject, text, html = _rendered(ctx)
+    subject, text, html = body
     message = EmailMessage()
     message["Subject"] = subject
     message["From"] = _sender(ctx, from_address)
@@ -228,13 +407,49 @@ def build_message(ctx: ActionContext, to: list[Address], from_address: str) -> E
     if credentials.reply_to:
         message["Reply-To"] = credentials.reply_to
     message["Date"] = format_datetime(datetime.now(UTC))
-    message["Message-ID"] = message_id(ctx.idempotency_key, from_address)
+    message["Message-ID"] = msg_id
     # RFC 3834: vacation responders and the like must not answer.
     message["Auto-Submitted"] = "auto-generated"
+    if unsubscribe is not None:
+        # RFC 8058: a POST to this URL unsubscribes at once (Gmail's and Yahoo's button).
+        message["List-Unsubscribe"] = f"<{unsubscribe}>"
+        message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     message.set_content(text)
     if html is not None:
         message.add_alternative(html, subtype="html")
+    if invite is not None:
+        method, ics = invite
+        # As Google Calendar and Outlook send invites: the calendar as the last alternative
+        # (clients that show invites read it there), and again as invite.ics for the others.
+        message.add_alternative(
+            ics.decode(), subtype="calendar", charset="utf-8", params={"method": method}
+        )
+        message.add_attachment(ics, maintype="application", subtype="ics", filename="invite.ics")
     return message
+
+
+def build_messages(ctx: ActionContext, to: list[Address], from_address: str) -> list[Outgoing]:
+    """The messages as sent: one, or for a follow-up one per recipient, each with that
+    recipient's own unsubscribe link. Raises ``TemplateError`` if a template cannot render
+    this booking."""
+    settings: EmailStepSettings = ctx.settings
+    body = _rendered(ctx)
+    invite = build_invite(ctx, _sender(ctx, from_address)) if settings.calendar_invite else None
+
+    def one(group: list[Address], unsubscribe: str | None, recipient: str | None) -> Outgoing:
+        msg_id = message_id(ctx.idempotency_key, from_address, recipient)
+        message = _message(
+            ctx, group, from_address, body, invite, msg_id=msg_id, unsubscribe=unsubscribe
+        )
+        return Outgoing(message, group)
+
+    links = [ctx.services.unsubscribe_url(a.addr_spec) for a in to] if settings.follow_up else []
+    if not any(links):
+        return [one(to, None, None)]  # not a follow-up, or unsubscribing is not set up
+    if len(to) == 1:
+        return [one(to, links[0], None)]
+    # The link names its recipient, so each recipient gets a message of their own.
+    return [one([a], link, a.addr_spec) for a, link in zip(to, links, strict=True)]
 
 
 # --- Test before you enable ---------------------------------------------------------------------
@@ -255,6 +470,10 @@ def to_the_booking(settings: EmailStepSettings) -> EmailStepSettings:
     return settings.model_copy(update={"addresses": [], "to_invitee": True})
 
 
+def _unsubscribable(ctx: ActionContext, address: Address) -> bool:
+    return ctx.services.unsubscribe_url(address.addr_spec) is not None
+
+
 def check_email(ctx: ActionContext) -> list[Problem]:
     """What would stop this step's email: the server's sender setup, or nobody to send to."""
     problems = []
@@ -264,6 +483,15 @@ def check_email(ctx: ActionContext) -> list[Problem]:
     except OperatorSettingError:
         problems.append(Problem.operator("Email sending is not set up correctly on this server."))
     to, left_out = resolve_recipients(ctx.settings, ctx.event.booking)
+    # Only a context with the account's services can tell (the base has no public URL).
+    knows = ctx.services is not NO_SERVICES
+    if ctx.settings.follow_up and knows and to and not _unsubscribable(ctx, to[0]):
+        problems.append(
+            Problem.operator(
+                "This follow-up would go without an unsubscribe link: unsubscribing is "
+                "not set up on this server."
+            )
+        )
     if not to:
         why = "; ".join(left_out) or "no recipient is chosen"
         problems.append(
@@ -376,6 +604,20 @@ async def _quit(smtp: aiosmtplib.SMTP) -> None:
 # --- the action ----------------------------------------------------------------------------------
 
 
+def _not_opted_out(ctx: ActionContext, to: list[Address]) -> tuple[list[Address], list[str]]:
+    """The recipients not on the account's suppression list, and why the others are left
+    out. Every email step checks, transactional ones too: the list is the recipient's "no"."""
+    kept: list[Address] = []
+    opted_out: list[str] = []
+    for address in to:
+        reason = ctx.services.opted_out(address.addr_spec)
+        if reason is None:
+            kept.append(address)
+        else:
+            opted_out.append(reason)
+    return kept, opted_out
+
+
 async def send_email(ctx: ActionContext) -> Result:
     """Send one attempt of an ``email.send`` step. Invalid operator settings and a template
     this booking breaks raise: the engine retries the first, fails the second."""
@@ -386,10 +628,15 @@ async def send_email(ctx: ActionContext) -> Result:
             error_code="no_from_address",
         )
     to, left_out = resolve_recipients(ctx.settings, ctx.event.booking)
+    to, opted_out = _not_opted_out(ctx, to)
+    if not to and opted_out:
+        # Nothing is sent and nothing fails: the run goes on (SMTP is not contacted).
+        return Result.opted_out("; ".join(opted_out))
     if not to:
         why = "; ".join(left_out) or "nobody matched the chosen recipients"
         return Result.fail(f"no recipient for this booking: {why}", error_code="no_recipient")
-    message = build_message(ctx, to, operator.from_address)
+    left_out += opted_out
+    outgoing = build_messages(ctx, to, operator.from_address)
 
     password = operator.smtp_password.get_secret_value() if operator.smtp_password else None
     smtp = aiosmtplib.SMTP(
@@ -400,15 +647,19 @@ async def send_email(ctx: ActionContext) -> Result:
         timeout=operator.timeout,
     )
     log.debug(
-        "email %s: sending to %d recipient(s) via %s (%s)",
+        "email %s: sending %d message(s) to %d recipient(s) via %s (%s)",
         ctx.idempotency_key,
+        len(outgoing),
         len(to),
         operator.server,
         operator.smtp_security,
     )
+    reached: list[str] = []  # recipients the relay accepted a message for
+    replies: list[tuple[str, str]] = []  # (Message-ID, the relay's answer) per message taken
+    refusals: list[aiosmtplib.SMTPRecipientRefused] = []
     stage = "connect"
     try:
-        # One deadline for the whole send: connect, TLS, login, envelope and data.
+        # One deadline for the whole send: connect, TLS, login, envelopes and data.
         async with asyncio.timeout(operator.timeout):
             await smtp.connect()
             if operator.smtp_security == "starttls":
@@ -418,26 +669,51 @@ async def send_email(ctx: ActionContext) -> Result:
                 stage = "login"
                 await smtp.login(operator.smtp_user, password)
             stage = "send"
-            refused, reply = await smtp.send_message(
-                message, sender=operator.from_address, recipients=[a.addr_spec for a in to]
-            )
+            for out in outgoing:
+                try:
+                    refused, reply = await smtp.send_message(
+                        out.message, sender=operator.from_address, recipients=out.recipients
+                    )
+                except aiosmtplib.SMTPRecipientsRefused as exc:
+                    refusals += exc.recipients
+                    continue
+                replies.append((out.message["Message-ID"], reply))
+                reached += [a for a in out.recipients if a not in refused]
+                refusals += [
+                    aiosmtplib.SMTPRecipientRefused(r.code, r.message, addr)
+                    for addr, r in refused.items()
+                ]
     except (TimeoutError, OSError, aiosmtplib.SMTPException) as exc:
         smtp.close()
-        return _failure(stage, exc, operator)
-    await _quit(smtp)
+        if not replies:
+            return _failure(stage, exc, operator)
+        # Some messages went: a retry would send those again, so report the rest instead.
+        broke_off = _failure(stage, exc, operator).error
+    else:
+        broke_off = None
+        await _quit(smtp)
+    if not replies:
+        return _all_refused(refusals, operator.server)
 
-    not_sent = [f"{addr} refused: {_reply(r.code, r.message)}" for addr, r in refused.items()]
+    not_sent = [f"{r.recipient} refused: {_reply(r.code, r.message)}" for r in refusals]
+    answered = set(reached) | {r.recipient for r in refusals}
+    not_sent += [f"{a}: {broke_off}" for a in _addresses(to) if a not in answered]
     not_sent += left_out
+    summary = " ".join(replies[-1][1].split())
+    if len(outgoing) > 1:
+        summary = f"one message per recipient (each with its own unsubscribe link); {summary}"
     if not_sent:
         # Sent to the others: a retry would send them the message again, so report, don't retry.
         log.warning("email %s: not sent to everyone: %s", ctx.idempotency_key, not_sent)
-    summary = " ".join(reply.split())
-    if not_sent:
         summary = (
-            f"sent to {len(to) - len(refused)} of {len(to) + len(left_out)} recipients; "
+            f"sent to {len(reached)} of {len(to) + len(left_out)} recipients; "
             f"not sent to: {'; '.join(not_sent)}; server said: {summary}"
         )
-    return Result.ok(external_id=message["Message-ID"], response_excerpt=summary[:EXCERPT_CHARS])
+    return Result.ok(external_id=replies[0][0], response_excerpt=summary[:EXCERPT_CHARS])
+
+
+def _addresses(to: list[Address]) -> list[str]:
+    return [address.addr_spec for address in to]
 
 
 @hookimpl
@@ -454,6 +730,7 @@ def register_actions(register: Callable[[ActionType], None]) -> None:
             # The integration only names the sender; the server's address sends.
             needs_integration=False,
             check=check_email,
+            verify_credentials=verify_credentials,
             preview=preview_email,
             for_test=to_the_booking,
             # The relay and its login are the operator's to set up.

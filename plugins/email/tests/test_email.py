@@ -32,29 +32,6 @@ SMTP_USER = "relay-user"
 SMTP_PASSWORD = "s3cr3t-Relay-Pa55word"  # the no-secret test greps for this
 
 
-@pytest.fixture
-def relay_env(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
-    """Point the operator settings at a loopback port: ``relay_env(peer.port, smtp_user=…)``."""
-
-    def point(port: int, **extra: str) -> None:
-        monkeypatch.setenv("LINKTIME_EMAIL_SMTP_HOST", "127.0.0.1")
-        monkeypatch.setenv("LINKTIME_EMAIL_SMTP_PORT", str(port))
-        monkeypatch.setenv("LINKTIME_EMAIL_FROM_ADDRESS", FROM)
-        monkeypatch.setenv("LINKTIME_EMAIL_TIMEOUT", "5")
-        for name, value in extra.items():
-            monkeypatch.setenv(f"LINKTIME_EMAIL_{name.upper()}", value)
-
-    return point
-
-
-@pytest.fixture
-def peer(make_peer: Callable[..., SmtpPeer], relay_env: Callable[..., None]) -> SmtpPeer:
-    """A plain SMTP server, with the operator settings pointing at it."""
-    server = make_peer()
-    relay_env(server.port)
-    return server
-
-
 def authenticator(
     server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
 ) -> AuthResult:
