@@ -48,6 +48,7 @@ from linktime.errors import FieldError
 from linktime.hookspecs import hookimpl
 from linktime.http import retry_after
 from linktime.operator_settings import OperatorSettingError
+from linktime.suppressions import PROVIDER
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -574,7 +575,7 @@ def _opt_out(form: Mapping[str, str]) -> CallbackAnswer:
     if not number:
         return answer
     if kind == "STOP" or (not kind and word in STOP_WORDS):
-        said = f"replied {word or kind} by text message"
+        said = f"replied {(word or kind)[:40]} by text message"
         return CallbackAnswer(suppress={number: said}, body=answer.body, media_type="text/xml")
     if kind == "START" or (not kind and word in START_WORDS):
         return CallbackAnswer(unsuppress=[number], body=answer.body, media_type="text/xml")
@@ -587,7 +588,9 @@ def handle_callback(request: CallbackRequest) -> CallbackAnswer:
     credentials: TwilioCredentials | None = request.credentials
     if credentials is None:
         raise CallbackRefused("Twilio is not connected for this account")
-    signature = request.headers.get("x-twilio-signature", "")
+    signature = next(
+        (v for k, v in request.headers.items() if k.lower() == "x-twilio-signature"), ""
+    )
     validator = RequestValidator(credentials.auth_token.get_secret_value())
     if not signature or not validator.validate(request.url, dict(request.form), signature):
         raise CallbackRefused("X-Twilio-Signature does not match the account's auth token")
@@ -599,7 +602,7 @@ def handle_callback(request: CallbackRequest) -> CallbackAnswer:
         if update and update.error_code == f"twilio_{UNSUBSCRIBED}" and to:
             # A message a messaging service queued, refused later: as when Twilio answers 21610.
             stop = {to: "Twilio refused to send to it: it has unsubscribed (error 21610)"}
-            return CallbackAnswer(updates=[update], suppress=stop)
+            return CallbackAnswer(updates=[update], suppress=stop, suppress_source=PROVIDER)
         return CallbackAnswer(updates=[update] if update else [])
     if "Body" in form or form.get("OptOutType"):
         return _opt_out(form)
