@@ -27,6 +27,7 @@ from litestar.testing import TestClient
 from pydantic import BaseModel, SecretStr
 
 from .conftest import NoSettings, System, registry_with
+from .test_dashboard import Dash
 
 PUBLIC = "https://hub.example.com"
 SECRET = "signing-secret-of-the-account"
@@ -163,6 +164,12 @@ def test_statuses_move_forward_only_and_forgeries_change_nothing(
     delivered = attempt(client, acc, run_id)
     assert delivered["delivery_status"] == "delivered"
     assert delivered["delivery_updated_at"] is not None
+    dash = Dash(client)
+    dash.sign_in(acc.api_key)
+    assert (
+        'step-delivery" title="What the provider reported">Delivered<'
+        in dash.get(f"/runs/{run_id}").text
+    )
 
     # Replayed, late, or a different final word: nothing changes, not even the time.
     for status in ("delivered", "sent", "accepted", "undelivered"):
@@ -192,6 +199,16 @@ def test_an_undelivered_message_keeps_the_providers_code(
         "30003",
         "unreachable handset",
     )
+
+    # The run page and the booking's timeline say so, in words and in the API.
+    dash = Dash(client)
+    dash.sign_in(acc.api_key)
+    shown = dash.get(f"/runs/{run_id}").text
+    assert "Undelivered: 30003 unreachable handset" in shown
+    timeline = client.get("/v1/bookings/bk_sample/timeline", headers=auth(acc)).json()
+    [run] = [e["run"] for e in timeline["entries"] if e["kind"] == "run"]
+    assert run["steps"][0]["attempt_log"][0]["delivery_status"] == "undelivered"
+    assert "Undelivered: 30003 unreachable handset" in dash.get("/bookings/bk_sample").text
 
 
 def test_another_accounts_message_and_unknown_urls(

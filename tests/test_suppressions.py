@@ -94,6 +94,11 @@ def test_a_suppressed_recipient_is_not_sent_to_and_the_run_goes_on(
     first = shown["steps"][0]["attempt_log"][0]
     assert first["status"] == "opted_out" and first["delivery_status"] == "opted_out"
     assert first["error"] == f"{PHONE} is on the suppression list: asked"
+    dash = Dash(client)
+    dash.sign_in(acc.api_key)
+    page = dash.get(f"/runs/{run.id}").text
+    assert "Opted out" in page and "Not sent: the recipient is on this account" in page
+    assert 'href="/settings/opt-outs">See the opt-outs' in page
 
 
 def test_an_opt_out_the_provider_reports_goes_on_the_list(

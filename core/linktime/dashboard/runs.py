@@ -16,7 +16,7 @@ from ..engine import Hub
 from ..errors import InputError
 from ..offload import offload
 from ..runs import AttemptOut, RunOut, RunSummary, StepOut
-from ..statuses import RunStatus
+from ..statuses import DeliveryStatus, RunStatus
 from ..storage import new_id
 from .app import (
     AnyRequest,
@@ -33,6 +33,7 @@ from .wording import (
     RUN_STATUS_CHOICE,
     STEP_STATUS,
     Problem,
+    delivery_words,
     problem,
     trigger_words,
 )
@@ -65,6 +66,7 @@ class AttemptView:
     attempt: AttemptOut
     status: str
     problem: Problem | None
+    delivery: str | None  # "Delivered", "Undelivered: 30003 unreachable handset"
 
 
 @dataclass(frozen=True)
@@ -73,17 +75,29 @@ class StepView:
     title: str
     status: str  # "Retrying at" when step.next_attempt_at is set
     attempts: list[AttemptView]
+    # What became of the message the step sent (its last attempt's), beside the step's status;
+    # None when it sent nothing, or when the status says it already ("Opted out").
+    delivery: str | None
+    delivery_status: str | None
+
+
+def _delivery(a: AttemptOut) -> str | None:
+    return delivery_words(a.delivery_status, a.delivery_error_code, a.delivery_error)
 
 
 def step_view(hub: Hub, step: StepOut) -> StepView:
     def said(a: AttemptOut) -> Problem | None:
         return problem(hub, step.action, a.error_code, a.error, a.http_status)
 
+    last = step.attempt_log[-1] if step.attempt_log else None
+    shown = last is not None and last.delivery_status not in (None, DeliveryStatus.OPTED_OUT)
     return StepView(
         step,
         action_title(hub, step.action),
         "Retrying at" if step.next_attempt_at else STEP_STATUS[step.status],
-        [AttemptView(a, ATTEMPT_STATUS[a.status], said(a)) for a in step.attempt_log],
+        [AttemptView(a, ATTEMPT_STATUS[a.status], said(a), _delivery(a)) for a in step.attempt_log],
+        _delivery(last) if last is not None and shown else None,
+        last.delivery_status if last is not None and shown else None,
     )
 
 

@@ -14,7 +14,7 @@ from http import HTTPStatus
 
 from ..engine import Hub
 from ..errorcodes import is_operator_error
-from ..statuses import RunStatus, StepStatus
+from ..statuses import DeliveryStatus, RunStatus, StepStatus
 from .app import offset_text, sentence
 
 
@@ -33,6 +33,7 @@ CHANNELS = {
 }
 
 SETTINGS = "/settings/integrations"
+OPT_OUTS = "/settings/opt-outs"
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,8 @@ def problem(
     elif code == "bad_credentials":
         said = f"The {integration} settings saved for this account are no longer valid."
         fix = ("Update them in Settings", settings)
+    elif code == "opted_out":
+        fix = ("See the opt-outs", OPT_OUTS)
     elif code == StepStatus.BLOCKED_BY_PLAN:
         said = "The account's plan did not include this action when it ran."
         fix = ("See what your plan includes", "/account")
@@ -105,6 +108,7 @@ def _said(channel: Channel, code: str, http_status: int | None) -> str:
         "slack_ratelimited": "Slack asked to slow down.",
         "not_supported": f"{peer} does not support this message (for example, an address with "
         "non-Latin letters).",
+        "opted_out": "Not sent: the recipient is on this account's opt-out list.",
     }
     if code in fixed:
         return fixed[code]
@@ -155,13 +159,34 @@ STEP_STATUS = {
     StepStatus.FAILED: "Failed",
     StepStatus.SKIPPED: "Not run",
     StepStatus.BLOCKED_BY_PLAN: "Not on the plan",
+    StepStatus.OPTED_OUT: "Opted out",
 }
 ATTEMPT_STATUS = {
     "succeeded": "Succeeded",
     "retrying": "Failed, tried again",
     "failed": "Failed",
     "blocked_by_plan": "Not on the plan",
+    "opted_out": "Not sent: opted out",
 }
+# What became of a message once its provider took it (the provider's callbacks tell).
+DELIVERY_STATUS: dict[str, str] = {
+    DeliveryStatus.ACCEPTED: "Accepted by the provider",
+    DeliveryStatus.SENT: "Sent",
+    DeliveryStatus.DELIVERED: "Delivered",
+    DeliveryStatus.UNDELIVERED: "Undelivered",
+    DeliveryStatus.FAILED: "Delivery failed",
+    DeliveryStatus.OPTED_OUT: "Opted out",
+}
+
+
+def delivery_words(status: str | None, code: str | None, error: str | None) -> str | None:
+    """ "Delivered", "Undelivered: 30003 unreachable handset", or None for an attempt that
+    sent nothing."""
+    if status is None:
+        return None
+    said = DELIVERY_STATUS.get(status, status)  # StrEnum keys find a stored string
+    why = " ".join(part for part in (code, error) if part)
+    return f"{said}: {why}" if why and status != DeliveryStatus.OPTED_OUT else said
 
 
 def trigger_words(hub: Hub, trigger: str, offset: int | None) -> str:
