@@ -9,16 +9,38 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine, select, update
+from pydantic import BaseModel, Field
+from sqlalchemy import Connection, Engine, case, func, select, update
 
 from .actions import Outcome, Result
-from .storage import Endpoint, insert_ignoring, new_id
+from .errors import FieldError, InputError, NotFound
+from .models import EVENT_TYPES, sample_event
+from .statuses import AttemptStatus
+from .storage import (
+    Attempt,
+    Endpoint,
+    Run,
+    RunStep,
+    Workflow,
+    WorkflowStep,
+    insert_ignoring,
+    new_id,
+)
+
+if TYPE_CHECKING:
+    from .engine import Hub
 
 ACTIVE = "active"
 DISABLED = "disabled"
 DISABLE_AFTER = timedelta(days=5)
 DISABLED_CODE = "endpoint_disabled"
+# How long a rotated-out signing secret keeps signing beside the new one (as Svix).
+ROTATION_WINDOW = timedelta(hours=24)
+# The window of an endpoint's success rate, and how many recent deliveries its page lists.
+RATE_WINDOW = timedelta(hours=24)
+RECENT = 20
 
 
 def url_hash(url: str) -> str:
@@ -132,3 +154,224 @@ def enable(conn: Connection, account_id: str, endpoint_id: str, now: datetime) -
         )
     )
     return changed.rowcount == 1
+
+
+# --- read models (GET /v1/endpoints, Settings → Webhooks) --------------------------------------
+
+
+class StepUse(BaseModel):
+    """A workflow step that delivers to an endpoint."""
+
+    workflow_id: str
+    workflow_name: str
+    position: int = Field(description="The step's position in its workflow, from 0")
+    enabled: bool = Field(description="Whether the workflow is enabled")
+
+
+class DeliveryOut(BaseModel):
+    """One attempt to deliver to an endpoint."""
+
+    at: datetime = Field(description="When the attempt started")
+    status: str = Field(description="The attempt's status: succeeded, retrying, failed…")
+    http_status: int | None = Field(description="The endpoint's HTTP answer; null if none")
+    error_code: str | None
+    error: str | None
+    run_id: str
+    test: bool = Field(description="Whether the run was a test (Send example, Test panel)")
+
+
+class EndpointOut(BaseModel):
+    id: str
+    url: str
+    action: str
+    state: str = Field(description="active, or disabled (no step is sent until re-enabled)")
+    disabled_reason: str | None
+    disabled_at: datetime | None
+    failing_since: datetime | None = Field(
+        description="Since when every delivery failed; disabled after 5 days of it"
+    )
+    success_rate: float | None = Field(
+        description="Share of the deliveries in the last 24 hours that succeeded (0 to 1); "
+        "null when there were none"
+    )
+    deliveries_24h: int = Field(description="Deliveries made in the last 24 hours")
+    used_by: list[StepUse] = Field(description="The workflow steps that deliver here")
+
+
+class EndpointDetail(EndpointOut):
+    deliveries: list[DeliveryOut] = Field(description=f"The {RECENT} latest, newest first")
+
+
+def _uses(conn: Connection, account_id: str) -> dict[tuple[str, str], list[StepUse]]:
+    """Steps of the account's workflows by (action, url): the URL is stored in clear (only
+    secrets are sealed)."""
+    rows = conn.execute(
+        select(
+            WorkflowStep.action,
+            WorkflowStep.settings,
+            Workflow.id,
+            Workflow.name,
+            WorkflowStep.position,
+            Workflow.enabled,
+        )
+        .join(Workflow, Workflow.id == WorkflowStep.workflow_id)
+        .where(Workflow.account_id == account_id)
+        .order_by(Workflow.created_at, WorkflowStep.position)
+    )
+    uses: dict[tuple[str, str], list[StepUse]] = {}
+    for action, settings, wf_id, wf_name, position, enabled in rows:
+        url = settings.get("url") if isinstance(settings, dict) else None
+        if isinstance(url, str):
+            uses.setdefault((action, url), []).append(
+                StepUse(
+                    workflow_id=wf_id, workflow_name=wf_name, position=position, enabled=enabled
+                )
+            )
+    return uses
+
+
+def _rates(conn: Connection, ids: list[str], since: datetime) -> dict[str, tuple[int, int]]:
+    """(deliveries, succeeded) per endpoint since ``since``; refusals of a disabled endpoint
+    sent nothing and do not count."""
+    if not ids:
+        return {}
+    ok = func.sum(case((Attempt.status == AttemptStatus.SUCCEEDED, 1), else_=0))
+    rows = conn.execute(
+        select(Attempt.endpoint_id, func.count(), ok)
+        .where(
+            Attempt.endpoint_id.in_(ids),
+            Attempt.started_at >= since,
+            (Attempt.error_code.is_(None)) | (Attempt.error_code != DISABLED_CODE),
+        )
+        .group_by(Attempt.endpoint_id)
+    )
+    return {row[0]: (int(row[1]), int(row[2] or 0)) for row in rows}
+
+
+def _out(row: Any, rate: tuple[int, int], uses: list[StepUse]) -> EndpointOut:
+    total, ok = rate
+    return EndpointOut(
+        id=row.id,
+        url=row.url,
+        action=row.action,
+        state=row.state,
+        disabled_reason=row.disabled_reason,
+        disabled_at=row.disabled_at,
+        failing_since=row.failing_since,
+        success_rate=round(ok / total, 4) if total else None,
+        deliveries_24h=total,
+        used_by=uses,
+    )
+
+
+def _rows(conn: Connection, account_id: str, endpoint_id: str | None = None) -> list[Any]:
+    query = select(Endpoint.__table__).where(Endpoint.account_id == account_id)
+    if endpoint_id is not None:
+        query = query.where(Endpoint.id == endpoint_id)
+    return list(conn.execute(query.order_by(Endpoint.created_at.desc(), Endpoint.id)))
+
+
+def list_endpoints(db: Engine, account_id: str, now: datetime) -> list[EndpointOut]:
+    """Every endpoint of the account (each known from its first delivery), newest first."""
+    with db.connect() as conn:
+        rows = _rows(conn, account_id)
+        rates = _rates(conn, [r.id for r in rows], now - RATE_WINDOW)
+        uses = _uses(conn, account_id)
+    return [_out(r, rates.get(r.id, (0, 0)), uses.get((r.action, r.url), [])) for r in rows]
+
+
+def get_endpoint(db: Engine, account_id: str, endpoint_id: str, now: datetime) -> EndpointDetail:
+    """One endpoint of the account with its latest deliveries; another account's is NotFound."""
+    with db.connect() as conn:
+        rows = _rows(conn, account_id, endpoint_id)
+        if not rows:
+            raise NotFound(f"no endpoint {endpoint_id!r}")
+        [row] = rows
+        rate = _rates(conn, [row.id], now - RATE_WINDOW).get(row.id, (0, 0))
+        uses = _uses(conn, account_id).get((row.action, row.url), [])
+        deliveries = [
+            DeliveryOut(
+                at=at,
+                status=status,
+                http_status=http_status,
+                error_code=error_code,
+                error=error,
+                run_id=run_id,
+                test=test,
+            )
+            for at, status, http_status, error_code, error, run_id, test in conn.execute(
+                select(
+                    Attempt.started_at,
+                    Attempt.status,
+                    Attempt.http_status,
+                    Attempt.error_code,
+                    Attempt.error,
+                    RunStep.run_id,
+                    Run.test,
+                )
+                .join(RunStep, RunStep.id == Attempt.step_id)
+                .join(Run, Run.id == RunStep.run_id)
+                .where(Attempt.endpoint_id == row.id, Run.account_id == account_id)
+                .order_by(Attempt.started_at.desc(), Attempt.id.desc())
+                .limit(RECENT)
+            )
+        ]
+    return EndpointDetail(**_out(row, rate, uses).model_dump(), deliveries=deliveries)
+
+
+def disabled_by_workflow(db: Engine, account_id: str) -> dict[str, list[tuple[int, Any]]]:
+    """The account's disabled endpoints by the workflows whose steps deliver to them: for each
+    workflow id, (step position, endpoint row) pairs. The workflows list and the editor mark
+    them."""
+    with db.connect() as conn:
+        disabled = [r for r in _rows(conn, account_id) if r.state == DISABLED]
+        uses = _uses(conn, account_id) if disabled else {}
+    marked: dict[str, list[tuple[int, Any]]] = {}
+    for row in disabled:
+        for use in uses.get((row.action, row.url), []):
+            marked.setdefault(use.workflow_id, []).append((use.position, row))
+    return marked
+
+
+def reenable(hub: Hub, account_id: str, endpoint_id: str) -> EndpointDetail:
+    """Re-enable one of the account's endpoints: its steps are sent again."""
+    with hub.db.begin() as conn:
+        if not enable(conn, account_id, endpoint_id, hub.clock()):
+            raise NotFound(f"no endpoint {endpoint_id!r}")
+    return get_endpoint(hub.db, account_id, endpoint_id, hub.clock())
+
+
+# --- Send example --------------------------------------------------------------------------------
+
+
+class ExampleSent(BaseModel):
+    run_id: str = Field(description="The test run that delivers it: see GET /v1/runs/{id}")
+    event_id: str = Field(description="The example event's id, test_…: the body says so too")
+
+
+def send_example(hub: Hub, account_id: str, workflow_id: str, position: int) -> ExampleSent:
+    """A signed example delivery of the sample booking to the endpoint of one step, as a test
+    run of that step alone (the run log shows it as a test; its event id starts ``test_``)."""
+    with hub.db.connect() as conn:
+        found = conn.execute(
+            select(Workflow.name, Workflow.trigger, WorkflowStep.action, WorkflowStep.settings)
+            .join(WorkflowStep, WorkflowStep.workflow_id == Workflow.id)
+            .where(
+                Workflow.id == workflow_id,
+                Workflow.account_id == account_id,
+                WorkflowStep.position == position,
+            )
+        ).first()
+    if found is None:
+        raise NotFound(f"no workflow {workflow_id!r} with a step at position {position}")
+    name, trigger, action_name, settings = found
+    action = hub.registry.actions.get(action_name)
+    if action is None or action.endpoint is None:
+        message = f"a {action_name} step has no endpoint to send an example to"
+        raise InputError(message, [FieldError("position", message)], 409, "no_endpoint")
+    event_id = f"test_{new_id('example')}"
+    event = sample_event(trigger if trigger in EVENT_TYPES else "booking.created", id=event_id)
+    run_id = hub.start_test_run(
+        account_id, workflow_id, name, trigger, event, steps=[(action_name, settings)]
+    )
+    return ExampleSent(run_id=run_id, event_id=event_id)

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from . import bookings, drafts, plans
+from . import bookings, drafts, endpoints, plans
 from .crypto import masked, revealed, secret_fields, with_kept_secrets
 from .engine import Hub
 from .errors import FieldError, InputError, NotFound, pydantic_fields
@@ -415,6 +415,60 @@ def update(
         due_now = _replan(hub, session, wf)
     hub.enqueue(due_now)
     return to_out(hub, wf), saving.generated
+
+
+class RotatedSecret(BaseModel):
+    """A step's new signing secret (shown this once) and until when the old one still signs."""
+
+    workflow_id: str
+    position: int
+    field: str = Field(description="The settings field that holds the secret")
+    secret: str = Field(description="The new secret: shown this once, stored encrypted")
+    previous_valid_until: datetime = Field(
+        description="Until then deliveries carry a signature with the old secret too"
+    )
+
+
+def rotate_secret(
+    hub: Hub, account_id: str, workflow_id: str, position: int, until: datetime | None = None
+) -> RotatedSecret:
+    """Give the step at ``position`` a new signing secret (``ActionType.rotate_secret``), the
+    old one kept signing until ``until`` (default: ``endpoints.ROTATION_WINDOW`` from now);
+    stored sealed like any save. A 409 for a step whose action has no secret to rotate."""
+    until = until or hub.clock() + endpoints.ROTATION_WINDOW
+    with Session(hub.db, expire_on_commit=False) as session, session.begin():
+        # Locked: two rotations at once must not both start from the same old secret.
+        wf = session.get(Workflow, workflow_id, with_for_update=True)
+        if wf is None or wf.account_id != account_id:
+            raise NotFound(f"no workflow {workflow_id!r}")
+        step = next((s for s in wf.steps if s.position == position), None)
+        if step is None:
+            raise NotFound(f"workflow {workflow_id!r} has no step at position {position}")
+        action = hub.registry.actions.get(step.action)
+        if action is None or action.rotate_secret is None:
+            message = f"a {step.action} step has no signing secret to rotate"
+            raise InputError(message, [FieldError("position", message)], 409, "nothing_to_rotate")
+        opened = hub.sealer.open(action.settings, step.settings)
+        before = revealed(opened)
+        # Validated as a save validates, then sealed as a save seals.
+        settings = validate_input(action.settings, revealed(action.rotate_secret(opened, until)))
+        after = revealed(settings)
+        [(name, secret)] = [
+            (name, value)
+            for name in secret_fields(action.settings)
+            if isinstance(value := after.get(name), str)
+            and value != before.get(name)
+            and value not in before.values()
+        ]
+        step.settings = hub.sealer.seal(action.settings, settings)
+        wf.updated_at = hub.clock()
+    return RotatedSecret(
+        workflow_id=workflow_id,
+        position=position,
+        field=name,
+        secret=secret,
+        previous_valid_until=until,
+    )
 
 
 def delete(hub: Hub, account_id: str, workflow_id: str) -> None:
