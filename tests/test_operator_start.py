@@ -81,6 +81,7 @@ def test_banner_masks_passwords_and_names_the_other_processes() -> None:
         "  database:   postgresql+psycopg://linktime:***@db.internal:5432/linktime",
         "  broker:     redis://:***@redis.internal:6379/0",
         "  admin API:  on, /v1/admin",
+        '  callbacks:  off (set LINKTIME_PUBLIC_URL): delivery statuses stay "accepted"',
     ]
 
 

@@ -196,6 +196,10 @@ def _masked(url: str) -> str:
     return head + asks + urlencode(masked, safe="*")
 
 
+# Without LINKTIME_PUBLIC_URL no provider is asked to report back.
+CALLBACKS_OFF = 'off (set LINKTIME_PUBLIC_URL): delivery statuses stay "accepted"'
+
+
 def serve_banner(settings: Settings, host: str, port: int) -> list[str]:
     """What ``serve`` says once at start: where to look, what runs here, on what."""
     shown = "localhost" if host in ("", "0.0.0.0", "::") else host
@@ -206,6 +210,9 @@ def serve_banner(settings: Settings, host: str, port: int) -> list[str]:
         else "API only (steps run in `linktime worker`, reminders in `linktime scheduler`)"
     )
     admin = "on, /v1/admin" if settings.admin_token else "off (set LINKTIME_ADMIN_TOKEN)"
+    callbacks = (
+        f"on, {settings.public_url}/v1/callbacks/…" if settings.public_url else CALLBACKS_OFF
+    )
     return [
         "LinkTime Workflows",
         f"  dashboard:  {base}/",
@@ -214,6 +221,7 @@ def serve_banner(settings: Settings, host: str, port: int) -> list[str]:
         f"  database:   {_masked(settings.effective_database_url)}",
         f"  broker:     {_masked(settings.redis_url) if settings.redis_url else 'in-process'}",
         f"  admin API:  {admin}",
+        f"  callbacks:  {callbacks}",
     ]
 
 
@@ -325,6 +333,8 @@ def list_plugins(as_json: bool) -> None:
         click.echo(f"BROKEN {b.name}  ({b.distribution}): {b.error}")
     for c in registry.conflicts:
         click.echo(f"{'CONFLICT' if c.chosen is None else 'settled'}: {c.describe()}")
+    if registry.callbacks and not settings.public_url:
+        click.echo(f"delivery callbacks: {CALLBACKS_OFF}")
 
 
 @main.command("plans")
