@@ -185,7 +185,7 @@ def test_settings_webhooks_shows_state_rate_and_deliveries(
     setup: Setup, http_receiver: HttpReceiver
 ) -> None:
     url = http_receiver.url + "/page"
-    setup.webhook_workflow(url)
+    wf = setup.webhook_workflow(url)
     http_receiver.script("/page", Reply(410))
     failed = setup.run()
     dash = Dash(setup.client)
@@ -195,10 +195,26 @@ def test_settings_webhooks_shows_state_rate_and_deliveries(
     assert "0% of 1" in html
     assert f'href="/runs/{failed.id}"' in html and ">410<" in html
     endpoint = setup.endpoint(url)
-    answer = dash.post(f"/settings/webhooks/{endpoint['id']}/enable")
-    assert answer.status_code == 303
+    # The workflows list and the editor say so, the editor with a Re-enable button.
+    listed = dash.get("/workflows").text
+    assert "Step 1's webhook endpoint" in listed and f"#{endpoint['id']}" in listed
+    editor = dash.get(f"/workflows/{wf}").text
+    assert f'formaction="/settings/webhooks/{endpoint["id"]}/enable' in editor
+    assert f'formaction="/workflows/{wf}/steps/0/rotate-secret"' in editor
+    assert f'formaction="/workflows/{wf}/steps/0/example"' in editor
+
+    answer = dash.post(f"/settings/webhooks/{endpoint['id']}/enable?back=/workflows/{wf}")
+    assert (answer.status_code, answer.headers["location"]) == (303, f"/workflows/{wf}")
     html = dash.get("/settings/webhooks").text
     assert "Active" in html and "Re-enable" not in html
+    assert "disabled-endpoint" not in dash.get("/workflows").text
+
+    # Rotate secret shows the new one once, in the page it returns to.
+    answer = dash.post(f"/workflows/{wf}/steps/0/rotate-secret")
+    assert answer.status_code == 303
+    shown = dash.get(answer.headers["location"]).text
+    assert "has a new signing secret: whsec_" in shown
+    assert "has a new signing secret" not in dash.get(f"/workflows/{wf}").text
 
 
 def test_another_account_s_endpoints_and_steps_are_404(

@@ -26,7 +26,7 @@ from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Template
 from pydantic import BaseModel, ValidationError
 
-from .. import drafts, plans, workflows
+from .. import drafts, endpoints, plans, workflows
 from ..actions import ActionType, TriggerType
 from ..engine import Hub
 from ..errors import FieldError, InputError, NotFound
@@ -543,6 +543,32 @@ def _editor_url(workflow_id: str | None) -> str:
     return f"/workflows/{workflow_id}" if workflow_id else "/workflows/new"
 
 
+async def _endpoint_tools(
+    hub: Hub, me: Me, state: EditorState, wf: WorkflowOut | None
+) -> dict[int, dict[str, Any]]:
+    """For each step (by index) of a saved workflow that edits a stored step delivering to an
+    endpoint: its stored position, whether it has a secret to rotate, and its endpoint if
+    disabled (Settings → Webhooks' buttons, on the step)."""
+    if wf is None:
+        return {}
+    disabled = dict(
+        (await offload(endpoints.disabled_by_workflow, hub.db, me.account_id)).get(wf.id, [])
+    )
+    stored = {s.id: s for s in wf.steps}
+    tools: dict[int, dict[str, Any]] = {}
+    for i, step in enumerate(state.steps):
+        saved = stored.get(step.origin or "")
+        action = hub.registry.actions.get(step.action)
+        if saved is None or action is None or action.endpoint is None:
+            continue
+        tools[i] = {
+            "position": saved.position,
+            "rotate": action.rotate_secret is not None,
+            "disabled": disabled.get(saved.position),
+        }
+    return tools
+
+
 async def _show(
     request: AnyRequest,
     hub: Hub,
@@ -556,6 +582,7 @@ async def _show(
     errors = [FieldError(f, m) for f, m in outcome.get("errors", [])]
     context = _editor_context(hub, state, wf, errors, await _account(hub, me, wf))
     context["conflict"] = outcome.get("notice") == "changed"
+    context["endpoint_tools"] = await _endpoint_tools(hub, me, state, wf)
     if outcome:
         context.update(unsaved=True, error_heading=outcome.get("heading", "There is a problem"))
     test = outcome.get("test")

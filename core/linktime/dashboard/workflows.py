@@ -9,7 +9,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath
 from litestar.response import Redirect, Template
 
-from .. import plans, workflows
+from .. import endpoints, plans, workflows
 from ..actions import Template as WorkflowTemplate
 from ..engine import Hub
 from ..errors import InputError
@@ -66,6 +66,7 @@ async def workflows_page(
     items = await offload(workflows.list_all, hub, me.account_id)
     plan = await usage(hub, me)
     connected = await offload(connected_integrations, hub, me.account_id)
+    disabled = await offload(endpoints.disabled_by_workflow, hub.db, me.account_id)
     rows = [
         {
             "id": w.id,
@@ -76,6 +77,7 @@ async def workflows_page(
             "trigger": trigger_text(hub, w.trigger, w.offset_minutes),
             "actions": [action_title(hub, s.action) for s in w.steps],
             "missing": _missing_integrations(hub, w.steps, connected),
+            "disabled_endpoints": disabled.get(w.id, []),
         }
         for w in items
     ]
