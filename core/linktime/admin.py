@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
-from . import workflows
+from . import credits, workflows
 from .engine import Hub
 from .errors import FieldError, InputError, NotFound
 from .storage import Account, Workflow
@@ -40,6 +40,7 @@ class Allowance(BaseModel):
 
 class UsageOut(AccountOut):
     actions: list[Allowance] = Field(description="Installed actions: whether the plan allows each")
+    sms_credits: credits.CreditsOut = Field(description="This month's SMS credits")
 
 
 class PlanIn(BaseModel):
@@ -120,6 +121,7 @@ def account_usage(hub: Hub, account_id: str) -> UsageOut:
             Allowance(action=a.name, capability=a.capability, allowed=plan.allows(a))
             for a in sorted(hub.registry.actions.values(), key=lambda a: a.name)
         ],
+        sms_credits=credits.sms_usage(hub, account_id).out(),
     )
 
 

@@ -346,12 +346,13 @@ def show_plans() -> None:
     registry = plugin_loader.configured(settings)
     names = list(settings.plans)
     click.echo(f"{'':<28}" + "".join(f"{n:>12}" for n in names))
-    limits = [
-        "unlimited" if p.active_workflows is None else str(p.active_workflows)
-        for p in settings.plans.values()
-    ]
-    click.echo(f"{'active workflows':<28}" + "".join(f"{v:>12}" for v in limits))
-    click.echo(f"{'actions per workflow':<28}" + "".join(f"{5:>12}" for _ in names))
+    for label, values in (
+        ("active workflows", [p.active_workflows for p in settings.plans.values()]),
+        ("actions per workflow", [5 for _ in names]),
+        ("sms credits a month", [p.sms_credits for p in settings.plans.values()]),
+    ):
+        shown = ["unlimited" if v is None else str(v) for v in values]
+        click.echo(f"{label:<28}" + "".join(f"{v:>12}" for v in shown))
     for action in sorted(registry.actions.values(), key=lambda a: a.name):
         allowed = [p.allows(action) for p in settings.plans.values()]
         marks = "".join(f"{'yes' if ok else '-':>12}" for ok in allowed)

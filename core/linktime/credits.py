@@ -6,14 +6,29 @@ without sending gives them back."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
+from typing import TYPE_CHECKING
 
+from pydantic import BaseModel, Field
 from sqlalchemy import Connection, Engine, delete, insert, select, update
 
-from .plans import PlanConfig
+from .plans import PlanConfig, plan_of
 from .storage import CreditCharge, CreditUsage, insert_ignoring
 
+if TYPE_CHECKING:
+    from .actions import ActionType
+    from .engine import Hub
+
 SMS = "sms"
+NOTHING = PlanConfig(active_workflows=0, sms_credits=0)
+# The capabilities whose steps take credits of the same name (sms.send: one a segment).
+KINDS = (SMS,)
+
+
+def kind_of(action: ActionType | None) -> str | None:
+    """The credits a step of ``action`` takes, if any."""
+    capability = action.capability if action is not None else None
+    return capability if capability in KINDS else None
 
 
 def period_of(moment: datetime) -> str:
@@ -99,6 +114,35 @@ class Credits:
     def left(self) -> int | None:
         return None if self.allowance is None else max(self.allowance - self.used, 0)
 
+    @property
+    def renews_on(self) -> date:
+        """The first day of the next month (UTC), when ``used`` starts again from 0."""
+        year, month = map(int, self.period.split("-"))
+        return date(year + month // 12, month % 12 + 1, 1)
+
+    def enough_for(self, amount: int) -> bool:
+        """Whether ``amount`` more may be taken this month."""
+        return self.left is None or self.left >= amount
+
+    def out(self) -> CreditsOut:
+        return CreditsOut(
+            used=self.used,
+            allowance=self.allowance,
+            left=self.left,
+            period=self.period,
+            renews_on=self.renews_on,
+        )
+
+
+class CreditsOut(BaseModel):
+    """A month's credits as the API shows them."""
+
+    used: int = Field(description="Credits taken this month (one an SMS segment)")
+    allowance: int | None = Field(description="The plan's credits a month; null: unlimited")
+    left: int | None = Field(description="Credits left this month; null: unlimited")
+    period: str = Field(description="The month counted, UTC, e.g. 2026-12")
+    renews_on: date = Field(description="When the month's count starts again (UTC)")
+
 
 def usage(conn: Connection, account_id: str, plan: PlanConfig, now: datetime) -> Credits:
     """The account's SMS credits this month: used, allowed, left."""
@@ -111,3 +155,11 @@ def usage(conn: Connection, account_id: str, plan: PlanConfig, now: datetime) ->
         )
     )
     return Credits(SMS, period, int(used or 0), plan.credits(SMS))
+
+
+def sms_usage(hub: Hub, account_id: str) -> Credits:
+    """The account's SMS credits this month by the hub's clock and its plan settings."""
+    with hub.db.connect() as conn:
+        # A plan gone from the operator's settings allows nothing: no credits either.
+        plan = hub.settings.plans.get(plan_of(conn, account_id)) or NOTHING
+        return usage(conn, account_id, plan, hub.clock())

@@ -5,7 +5,11 @@ Defaults are the product's table; an operator overrides them in ``linktime.toml`
     [plans.free]
     active_workflows = 3
     capabilities = ["email", "slack", "webhook", "sms"]   # SMS on free, say
-    sms_credits = 100                                      # a month; omit: the default
+    sms_credits = 100                                      # segments a month
+
+A ``[plans.NAME]`` table replaces that default plan whole: what it omits is unlimited
+(``active_workflows``, ``sms_credits``) or not included (``capabilities``, ``actions``), so a
+plan written before SMS credits existed keeps sending as it did.
 
 An action is allowed when its capability is listed (``"*"`` allows all) or its name is listed
 under ``actions``; an action that declares no capability is allowed on every plan.
@@ -33,7 +37,9 @@ class PlanConfig(BaseModel):
     capabilities: list[str] = Field(default_factory=list)
     actions: list[str] = Field(default_factory=list)
     # Text messages a month, one credit a segment (credits.py); None: unlimited.
-    sms_credits: int | None = Field(0, ge=0, description="SMS segments a month; None: unlimited")
+    sms_credits: int | None = Field(
+        None, ge=0, description="SMS segments a month; None (omitted): unlimited"
+    )
 
     def credits(self, kind: str) -> int | None:
         """The monthly allowance of ``kind`` credits (None: unlimited; a kind the plan does

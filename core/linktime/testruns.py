@@ -13,7 +13,7 @@ from pydantic_core import PydanticCustomError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from . import plans
+from . import credits, plans
 from .actions import ActionContext, ActionType, Problem, WorkflowRef
 from .crypto import MASK, with_kept_secrets
 from .engine import Hub
@@ -172,6 +172,30 @@ def _plan_problem(hub: Hub, plan_name: str, action: ActionType) -> Problem | Non
     )
 
 
+def _credits_problem(hub: Hub, plan_name: str, action: ActionType) -> Problem | None:
+    """A step that takes credits its plan has none of would end blocked by plan every time."""
+    kind = credits.kind_of(action)
+    plan = hub.settings.plan(plan_name)
+    if kind is None or not plan.allows(action) or plan.credits(kind) != 0:
+        return None
+    having = [
+        name.capitalize()
+        for name, p in hub.settings.plans.items()
+        if p.allows(action) and p.credits(kind) != 0
+    ]
+    fix = (
+        f"Move to a plan with SMS credits: {' or '.join(having)}."
+        if having
+        else "No plan on this server includes SMS credits; remove the step."
+    )
+    return Problem(
+        f"Your {plan_name.capitalize()} plan includes no SMS credits, so this step would end "
+        "blocked by plan.",
+        fix,
+        "/account#plan",
+    )
+
+
 def _not_connected(integration: str, message: str) -> Problem:
     title = integration.capitalize()
     return Problem(
@@ -220,7 +244,8 @@ def _check(
 ) -> tuple[ActionContext, list[Problem]]:
     """Everything that would stop this step from being sent: the plan, the integration, and
     what the plugin's own ``check`` finds. Returns the context with the credentials in it."""
-    problems = [p for p in [_plan_problem(hub, account.plan, action)] if p]
+    found = [_plan_problem(hub, account.plan, action), _credits_problem(hub, account.plan, action)]
+    problems = [p for p in found if p]
     credentials, unreadable = _credentials(hub, action, account)
     ctx = replace(ctx, credentials=credentials)
     if unreadable:

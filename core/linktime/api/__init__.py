@@ -28,7 +28,7 @@ from litestar.types.internal_types import PathParameterDefinition
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from sqlalchemy import text
 
-from .. import accounts, activity, integrations, runs, testruns, workflows
+from .. import accounts, activity, credits, integrations, runs, testruns, workflows
 from ..accounts import authenticate
 from ..dashboard import DashboardPlugin
 from ..engine import Hub
@@ -429,10 +429,11 @@ def create_app(
     ) -> EventInspection:
         return await offload(runs.inspect_event, hub, account_id, event_id)
 
-    @get("/v1/plan", summary="The account's plan: active workflows against the limit")
+    @get("/v1/plan", summary="The account's plan: active workflows and SMS credits used")
     async def get_plan(account_id: NamedDependency[str]) -> PlanOut:
         usage = await offload(workflows.plan_usage, hub, account_id)
-        return PlanOut(**vars(usage))
+        sms = await offload(credits.sms_usage, hub, account_id)
+        return PlanOut(**vars(usage), sms_credits=sms.out())
 
     @get("/v1/api-keys", summary="The account's API keys (never the keys themselves)")
     async def list_keys(account_id: NamedDependency[str]) -> list[accounts.KeyOut]:

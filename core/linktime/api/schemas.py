@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from ..credits import CreditsOut
 from ..models import BookingEvent
 from ..testruns import TestRecipients
 from ..workflows import GeneratedSecret, WorkflowOut
@@ -56,6 +57,7 @@ class PlanOut(BaseModel):
     active: int
     limit: int | None
     allowed_actions: list[str]
+    sms_credits: CreditsOut = Field(description="This month's SMS credits (one a segment)")
 
 
 class ConflictOut(BaseModel):

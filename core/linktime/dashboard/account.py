@@ -7,11 +7,12 @@ from litestar.di import NamedDependency
 from litestar.params import FromQuery
 from litestar.response import Redirect, Template
 
-from .. import accounts, plans
+from .. import accounts, credits, plans
 from ..engine import Hub
 from ..errors import FieldError, InputError
 from ..offload import offload
 from ..testruns import phone_digits, recipient_errors
+from . import credit_words
 from .app import (
     AnyRequest,
     Me,
@@ -138,6 +139,7 @@ async def _account_page(
     errors: list[FieldError] | None = None,
 ) -> Template:
     plan = await usage(hub, me)
+    sms = await offload(credits.sms_usage, hub, me.account_id)
     placed, general = place_errors(errors or [], FIELDS)
     zones = list(COMMON_ZONES)
     chosen = values["timezone"]
@@ -153,6 +155,7 @@ async def _account_page(
         general=[e.message for e in general],
         zones=zones,
         plan=plan,
+        sms_credits=credit_words.month_text(sms),
         allowed=sorted(action_title(hub, a) for a in plan.allowed_actions),
         # each with the plans that include it
         not_allowed=sorted(

@@ -17,13 +17,14 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Template
 
-from .. import accounts, activity, testruns, workflows
+from .. import accounts, activity, credits, testruns, workflows
 from ..engine import Hub
 from ..errors import FieldError, InputError, NotFound
 from ..models import BookingEvent, sample_event
 from ..offload import offload
 from ..segments import sms_count
 from ..workflows import WorkflowIn
+from . import credit_words
 from .app import AnyRequest, Me, page, see_other, trigger_text
 from .forms import label_for
 
@@ -130,14 +131,22 @@ async def _panel(
     the send button's ``url`` (its form's action) and ``op``, None when the workflow is not
     saved; ``choices``: the account's recent bookings to test with (value, words)."""
     prefs = await offload(accounts.get_preferences, hub, me.account_id)
+    month: credits.Credits | None = None
     steps = []
     for s in out.steps:
         text = s.output.get("text") if s.kind == "sms" else None
         body = s.output.get("html") if s.kind == "email" else None
+        count = sms_count(text) if isinstance(text, str) else None
+        cost = None
+        if count is not None and credits.kind_of(hub.registry.actions.get(s.action)):
+            if month is None:  # read once, for the first SMS step
+                month = await offload(credits.sms_usage, hub, me.account_id)
+            cost = credit_words.send_cost(month, count.segments)
         steps.append(
             {
                 "step": s,
-                "sms": sms_count(text) if isinstance(text, str) else None,
+                "sms": count,
+                "cost": cost,
                 "document": email_document(body, s.output["subject"])
                 if isinstance(body, str)
                 else None,
