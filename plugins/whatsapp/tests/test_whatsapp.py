@@ -11,11 +11,13 @@ import pytest
 from linktime import integrations, suppressions, workflows
 from linktime.accounts import create_account
 from linktime.actions import Outcome
+from linktime.api import create_app
 from linktime.models import sample_event
 from linktime.runs import RunOut, get_run
 from linktime.services import account_key
 from linktime.storage import Account
 from linktime.testing import RunAction
+from litestar.testing import TestClient
 from sqlalchemy import update
 
 from .conftest import PUBLIC_URL
@@ -223,6 +225,31 @@ def test_status_callbacks_are_asked_for_when_the_server_has_a_public_url(
     key = account_key(public_hub.secret_key(), account_id)
     assert sent.status_callback == f"{PUBLIC_URL}/v1/callbacks/twilio/{key}"
     assert step.attempt_log[0].delivery_status == "accepted"
+
+
+def test_a_freeform_message_twilio_could_not_deliver_outside_the_window_shows_why(
+    public_hub: LinktimeHub, twilio: WhatsAppTwilio, credentials: dict[str, str]
+) -> None:
+    """Twilio often accepts the message and reports 63016 later, in its status callback: the
+    attempt then says it was not delivered, and why."""
+    account_id = setup(public_hub, credentials, message())
+    run = book(public_hub, account_id)
+    [sent] = twilio.sent
+    assert sent.status_callback is not None
+    path = sent.status_callback.removeprefix(PUBLIC_URL)
+
+    with TestClient(create_app(public_hub)) as client:
+        for status in ("sent", "undelivered"):
+            params = twilio.report_params(sent.sid, status, 63016 if status != "sent" else None)
+            signature = twilio.sign(sent.status_callback, params)
+            answer = client.post(path, data=params, headers={"X-Twilio-Signature": signature})
+            assert answer.status_code == 200, answer.text
+
+    [step] = get_run(public_hub, account_id, run.id).steps
+    [attempt] = step.attempt_log
+    assert step.status == "succeeded"  # Twilio took it: the step was sent
+    assert (attempt.delivery_status, attempt.delivery_error_code) == ("undelivered", "twilio_63016")
+    assert attempt.delivery_error is not None and "approved template" in attempt.delivery_error
 
 
 def test_whatsapp_needs_a_plan_with_it(
