@@ -191,7 +191,10 @@ def _validate(
         except ValueError as exc:
             # The secret key changed: the stored secrets are lost; a step giving every secret
             # anew is saved, any other would silently lose or regenerate one.
-            if not all(name in step.settings for name in secret_fields(action.settings)):
+            # (A secret stored empty, e.g. no rotated-out webhook secret, has nothing to lose.)
+            assert stored is not None  # only stored secrets are decrypted
+            lost = [n for n in secret_fields(action.settings) if stored.settings.get(n) is not None]
+            if not all(name in step.settings for name in lost):
                 problems.append(FieldError(where, str(exc)))
                 continue
             kept = None
