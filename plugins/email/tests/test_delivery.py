@@ -212,6 +212,27 @@ def test_follow_up_has_a_one_click_link_per_recipient_transactional_has_none(
     assert "one message per recipient" in result.steps[1].attempt_log[0].response_excerpt
 
 
+def test_follow_up_one_recipient_refused_is_reported_not_retried(
+    hub: LinktimeHub, peer: SmtpPeer
+) -> None:
+    account = accounts.create_account(hub, "Acme", "business")
+    workflow(
+        hub, account.id, "booking.created", email(to_invitee=True, to_hosts=True, follow_up=True)
+    )
+    peer.answer_rcpt(ADA, "550 5.1.1 no such user")
+    result = run(hub, account.id, sample_event())
+
+    # Grace has hers: retrying would send it again.
+    [step] = result.steps
+    assert step.status == "succeeded"
+    assert [d.rcpt_tos for d in peer.delivered] == [[GRACE]]
+    excerpt = step.attempt_log[0].response_excerpt
+    assert excerpt is not None
+    assert excerpt.startswith(
+        f"sent to 1 of 2 recipients; not sent to: {ADA} refused: 550 5.1.1 no such user;"
+    )
+
+
 def test_follow_up_without_a_public_url_has_no_link(
     run_action: RunAction, peer: SmtpPeer, linktime_hub: LinktimeHub
 ) -> None:
