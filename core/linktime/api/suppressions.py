@@ -7,6 +7,7 @@ from typing import Annotated
 from litestar import Response, delete, get, post
 from litestar.di import NamedDependency
 from litestar.handlers import HTTPRouteHandler
+from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from .. import suppressions
@@ -56,6 +57,9 @@ def handlers(hub: Hub) -> list[HTTPRouteHandler]:
         summary="Add an address to the suppression list",
         description="201 with the new entry; an address already on the list answers 200 with "
         "its existing entry, unchanged.",
+        responses={
+            200: ResponseSpec(data_container=SuppressionOut, description="Already on the list")
+        },
     )
     async def add_suppression(
         data: JSONBody[SuppressionIn], account_id: NamedDependency[str]
