@@ -424,7 +424,13 @@ def _message(
         message.add_alternative(
             ics.decode(), subtype="calendar", charset="utf-8", params={"method": method}
         )
-        message.add_attachment(ics, maintype="application", subtype="ics", filename="invite.ics")
+        message.add_attachment(
+            ics,
+            maintype="application",
+            subtype="ics",
+            filename="invite.ics",
+            params={"name": "invite.ics"},
+        )
     return message
 
 
