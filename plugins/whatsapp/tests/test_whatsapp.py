@@ -8,7 +8,7 @@ from urllib.parse import parse_qs
 
 import linktime_whatsapp
 import pytest
-from linktime import integrations, suppressions, workflows
+from linktime import integrations, suppressions, testruns, workflows
 from linktime.accounts import create_account
 from linktime.actions import Outcome
 from linktime.api import create_app
@@ -160,8 +160,9 @@ def test_twilio_21610_is_an_opt_out_that_suppresses_the_number(
 # --- through the core ----------------------------------------------------------------------------
 
 
-def setup(hub: Hub, credentials: dict[str, str], *steps: dict[str, Any]) -> str:
-    """A pro account with Twilio connected and an enabled workflow of these WhatsApp steps."""
+def setup(hub: Hub, credentials: dict[str, str], *steps: dict[str, Any]) -> tuple[str, str]:
+    """A pro account with Twilio connected and an enabled workflow of these WhatsApp steps:
+    their ids."""
     account = create_account(hub, "Acme", "pro")
     shown = integrations.connect(hub, account.id, "twilio", credentials)
     assert "whatsapp.send" in shown.actions
@@ -171,8 +172,8 @@ def setup(hub: Hub, credentials: dict[str, str], *steps: dict[str, Any]) -> str:
         enabled=True,
         steps=[workflows.StepIn(action="whatsapp.send", settings=s) for s in steps],
     )
-    workflows.create(hub, account.id, spec)
-    return account.id
+    workflow, _ = workflows.create(hub, account.id, spec)
+    return account.id, workflow.id
 
 
 def book(hub: Hub, account_id: str) -> RunOut:
@@ -185,7 +186,7 @@ def book(hub: Hub, account_id: str) -> RunOut:
 def test_an_opted_out_number_gets_nothing_and_the_run_goes_on(
     linktime_hub: Hub, twilio: WhatsAppTwilio, credentials: dict[str, str]
 ) -> None:
-    account_id = setup(linktime_hub, credentials, message(), message(to="host"))
+    account_id, _ = setup(linktime_hub, credentials, message(), message(to="host"))
     with linktime_hub.db.begin() as conn:
         suppressions.add(
             conn, account_id, INVITEE, "replied STOP", suppressions.SMS_STOP, linktime_hub.clock()
@@ -202,7 +203,7 @@ def test_an_opted_out_number_gets_nothing_and_the_run_goes_on(
 def test_twilio_21610_puts_the_number_on_the_suppression_list(
     linktime_hub: Hub, twilio: WhatsAppTwilio, credentials: dict[str, str]
 ) -> None:
-    account_id = setup(linktime_hub, credentials, message())
+    account_id, _ = setup(linktime_hub, credentials, message())
     twilio.unsubscribed.add(INVITEE)
 
     [step] = book(linktime_hub, account_id).steps
@@ -216,7 +217,7 @@ def test_twilio_21610_puts_the_number_on_the_suppression_list(
 def test_status_callbacks_are_asked_for_when_the_server_has_a_public_url(
     public_hub: LinktimeHub, twilio: WhatsAppTwilio, credentials: dict[str, str]
 ) -> None:
-    account_id = setup(public_hub, credentials, message(content_sid=TEMPLATE))
+    account_id, _ = setup(public_hub, credentials, message(content_sid=TEMPLATE))
 
     [step] = book(public_hub, account_id).steps
 
@@ -232,7 +233,7 @@ def test_a_freeform_message_twilio_could_not_deliver_outside_the_window_shows_wh
 ) -> None:
     """Twilio often accepts the message and reports 63016 later, in its status callback: the
     attempt then says it was not delivered, and why."""
-    account_id = setup(public_hub, credentials, message())
+    account_id, _ = setup(public_hub, credentials, message())
     run = book(public_hub, account_id)
     [sent] = twilio.sent
     assert sent.status_callback is not None
@@ -260,7 +261,7 @@ def test_whatsapp_needs_a_plan_with_it(
         {"trigger": "booking.created", "steps": [step]}, plan="free", status=403
     ) == {"steps.0.action": "the free plan does not include whatsapp.send (capability whatsapp)"}
     # A pro account downgraded to free: its step is blocked at run time, Twilio not asked.
-    account_id = setup(linktime_hub, credentials, message())
+    account_id, _ = setup(linktime_hub, credentials, message())
     with linktime_hub.db.begin() as conn:
         conn.execute(update(Account).where(Account.id == account_id).values(plan="free"))
 
@@ -273,41 +274,34 @@ def test_whatsapp_needs_a_plan_with_it(
 # --- settings ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("settings", "field", "message_part"),
-    [
-        (
-            {},
-            "steps.0.settings",
-            "set text (a freeform message), content_sid (a template), or both",
-        ),
-        ({"content_sid": "HX123"}, "steps.0.settings.content_sid", "should match pattern"),
-        (
-            {"text": "Hi", "content_variables": {"1": "x"}},
-            "steps.0.settings",
-            "content_variables need the content_sid of their template",
-        ),
-        (
-            {"content_sid": TEMPLATE, "content_variables": {"1": "{{ shoe_size }}"}},
-            "steps.0.settings.content_variables.1",
-            "unknown field 'shoe_size'",
-        ),
-        (
-            {"content_sid": TEMPLATE, "content_variables": {"first name": "x"}},
-            "steps.0.settings.content_variables.first name.[key]",
-            "should match pattern",
-        ),
-        ({"text": "{{ nope }}"}, "steps.0.settings.text", "unknown field 'nope'"),
-    ],
-    ids=["no-message", "bad-sid", "variables-without-template", "unknown-field", "bad-key", "text"],
-)
-def test_bad_settings_are_refused_on_save(
-    linktime_hub: LinktimeHub, settings: dict[str, Any], field: str, message_part: str
-) -> None:
-    step = {"action": "whatsapp.send", "settings": settings}
-    refused = linktime_hub.refused({"trigger": "booking.created", "steps": [step]})
-    assert list(refused) == [field]
-    assert message_part in refused[field]
+# Each bad step of one workflow, and the refusal the API answers for it.
+REFUSED = [
+    ({}, "steps.0.settings", "set text (a freeform message), content_sid (a template), or both"),
+    ({"content_sid": "HX123"}, "steps.1.settings.content_sid", "should match pattern"),
+    (
+        {"text": "Hi", "content_variables": {"1": "x"}},
+        "steps.2.settings",
+        "content_variables need the content_sid of their template",
+    ),
+    (
+        {"content_sid": TEMPLATE, "content_variables": {"1": "{{ shoe_size }}"}},
+        "steps.3.settings.content_variables.1",
+        "unknown field 'shoe_size'",
+    ),
+    (
+        {"content_sid": TEMPLATE, "content_variables": {"first name": "x"}},
+        "steps.4.settings.content_variables.first name.[key]",
+        "should match pattern",
+    ),
+]
+
+
+def test_bad_settings_are_refused_on_save_each_named(linktime_hub: LinktimeHub) -> None:
+    steps = [{"action": "whatsapp.send", "settings": settings} for settings, _, _ in REFUSED]
+    refused = linktime_hub.refused({"trigger": "booking.created", "steps": steps})
+    assert sorted(refused) == sorted(field for _, field, _ in REFUSED)
+    for _, field, said in REFUSED:
+        assert said in refused[field], (field, refused[field])
 
 
 def test_a_live_test_messages_the_invitee_instead_of_a_listed_number() -> None:
@@ -330,3 +324,25 @@ def test_the_supported_countries_are_the_operators(
     assert (result.outcome, result.error_code) == (Outcome.FAILED, "unsupported_country")
     assert result.error == f"{HOST} is a US number; this service sends only to GB"
     assert twilio.receiver.requests == []
+
+
+def test_the_dry_run_shows_the_chat_bubble_and_a_missing_whatsapp_sender(
+    linktime_hub: Hub, twilio: WhatsAppTwilio, credentials: dict[str, str]
+) -> None:
+    template = {"content_sid": TEMPLATE, "content_variables": VARIABLES}
+    account_id, workflow_id = setup(linktime_hub, credentials, template, message(to="host"))
+
+    first, second = testruns.dry_run(linktime_hub, account_id, workflow_id).steps
+
+    assert (first.kind, first.ready, second.ready) == ("sms", True, True)
+    assert first.output == {
+        "to": f"whatsapp:{INVITEE}",
+        "text": f"Approved template {TEMPLATE} with {{{{1}}}} = Grace, "
+        "{{2}} = Tuesday, December 1, 2026 10:00 AM EST",
+    }
+    assert second.output == {"to": f"whatsapp:{HOST}", "text": RENDERED}
+    # An alphanumeric sender ID sends SMS, not WhatsApp: the dry run says so before any send.
+    integrations.connect(linktime_hub, account_id, "twilio", {**credentials, "from_number": "Acme"})
+    [problem] = testruns.dry_run(linktime_hub, account_id, workflow_id).steps[0].problems
+    assert problem.message == "Twilio has no WhatsApp sender."
+    assert twilio.sent == []
