@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from litestar import get, post
 from litestar.di import NamedDependency
 from litestar.handlers import HTTPRouteHandler
-from litestar.params import FromPath
+from litestar.params import FromPath, Parameter
 
 from .. import endpoints, workflows
 from ..endpoints import EndpointDetail, EndpointOut, ExampleSent
 from ..engine import Hub
 from ..offload import offload
 from ..workflows import RotatedSecret
+
+# A step's position in its workflow: bounded, so a huge number is a 400, not a database error.
+Position = Annotated[int, Parameter(ge=0, le=1000, description="The step's position, from 0")]
 
 
 def handlers(hub: Hub) -> list[HTTPRouteHandler]:
@@ -47,7 +52,7 @@ def handlers(hub: Hub) -> list[HTTPRouteHandler]:
         "`nothing_to_rotate` for a step whose action has no signing secret.",
     )
     async def rotate_secret(
-        workflow_id: FromPath[str], position: FromPath[int], account_id: NamedDependency[str]
+        workflow_id: FromPath[str], position: Position, account_id: NamedDependency[str]
     ) -> RotatedSecret:
         return await offload(workflows.rotate_secret, hub, account_id, workflow_id, position)
 
@@ -60,7 +65,7 @@ def handlers(hub: Hub) -> list[HTTPRouteHandler]:
         "delivers to no endpoint.",
     )
     async def send_example(
-        workflow_id: FromPath[str], position: FromPath[int], account_id: NamedDependency[str]
+        workflow_id: FromPath[str], position: Position, account_id: NamedDependency[str]
     ) -> ExampleSent:
         return await offload(endpoints.send_example, hub, account_id, workflow_id, position)
 
