@@ -112,10 +112,12 @@ class WebhookStepSettings(BaseModel):
         default=None,
         description="The secret before the last rotation: deliveries are signed with it too "
         "until the time below",
+        json_schema_extra={"hidden": True},
     )
     previous_secret_until: AwareDatetime | None = Field(
         default=None,
         description="Until when the previous secret also signs deliveries (set by Rotate secret)",
+        json_schema_extra={"hidden": True},
     )
 
     @field_validator("secret", "previous_secret")

@@ -58,6 +58,9 @@ class FieldSpec:
     template: bool = False
     generated: bool = False  # a secret generated when left blank
     default: Raw = ""
+    # Kept by the form but not shown: set by an action of its own (a rotated-out secret), the
+    # plugin marks it with ``Field(json_schema_extra={"hidden": True})``.
+    hidden: bool = False
 
 
 def label_for(name: str) -> str:
@@ -170,6 +173,8 @@ def field_spec(name: str, info: FieldInfo) -> FieldSpec:
         template=template,
         generated=kind == "password" and info.default_factory is not None,
         default=default,
+        hidden=isinstance(info.json_schema_extra, dict)
+        and info.json_schema_extra.get("hidden") is True,
     )
 
 
