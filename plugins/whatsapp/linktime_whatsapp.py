@@ -142,8 +142,7 @@ def content(ctx: ActionContext) -> dict[str, str]:
     the freeform text rendered."""
     settings: WhatsAppStepSettings = ctx.settings
     if settings.content_sid is None:
-        assert settings.text is not None  # the settings model requires one of them
-        return {"body": ctx.render(settings.text)}
+        return {"body": ctx.render(settings.text or "")}  # the model requires one of them
     fields = {"content_sid": settings.content_sid}
     if settings.content_variables:
         values = {key: ctx.render(value) for key, value in settings.content_variables.items()}
@@ -151,15 +150,24 @@ def content(ctx: ActionContext) -> dict[str, str]:
     return fields
 
 
-def outside_window(result: Result) -> Result:
-    """Twilio's 63016 as what the user must do about it."""
+def outside_window(result: Result, template: str | None) -> Result:
+    """Twilio's 63016 as what the user must do about it: name a template, or (when it came
+    with one) use one WhatsApp approved for starting conversations."""
     if result.error_code != f"twilio_{OUTSIDE_WINDOW}":
         return result
-    error = (
-        "WhatsApp refused a freeform message: the recipient has not written to you in the last "
-        "24 hours, so only an approved template may start the conversation. Name an approved "
-        "content template (content_sid, HX…) in this step. " + (result.error or "")
-    ).strip()
+    if template is None:
+        advice = (
+            "WhatsApp refused a freeform message: the recipient has not written to you in the "
+            "last 24 hours, so only an approved template may start the conversation. Name an "
+            "approved content template (content_sid, HX…) in this step."
+        )
+    else:
+        advice = (
+            f"WhatsApp refused the template {template} outside the 24-hour window: it is not "
+            "approved for starting a conversation. Check its WhatsApp approval in Twilio's "
+            "Content Template Builder, or name another template."
+        )
+    error = f"{advice} {result.error or ''}".strip()
     return dataclasses.replace(result, error=error, error_code=OUTSIDE_WINDOW_CODE)
 
 
@@ -190,7 +198,7 @@ def send_whatsapp(ctx: ActionContext) -> Result:
         lambda client: client.messages.create(to=PREFIX + to, **sent_from, **message, **reports),
         to=to,
     )
-    return outside_window(result)
+    return outside_window(result, ctx.settings.content_sid)
 
 
 def check_whatsapp(ctx: ActionContext) -> list[Problem]:

@@ -147,6 +147,16 @@ def test_freeform_outside_the_24_hour_window_fails_asking_for_a_template(
     assert "error 63016" in result.error and result.http_status == 400
 
 
+def test_a_template_refused_outside_the_window_is_named(
+    run_action: RunAction, twilio: WhatsAppTwilio, credentials: dict[str, str]
+) -> None:
+    twilio.fail_next(twilio.error(400, 63016, "Outside messaging window."))
+    result = run_action("whatsapp.send", {"content_sid": TEMPLATE}, credentials=credentials)
+    assert (result.outcome, result.error_code) == (Outcome.FAILED, "whatsapp_outside_window")
+    assert result.error is not None
+    assert result.error.startswith(f"WhatsApp refused the template {TEMPLATE} outside the 24-hour")
+
+
 def test_twilio_21610_is_an_opt_out_that_suppresses_the_number(
     run_action: RunAction, twilio: WhatsAppTwilio, credentials: dict[str, str]
 ) -> None:
