@@ -107,7 +107,7 @@ def test_410_disables_at_once_and_re_enable_resumes(
     setup: Setup, http_receiver: HttpReceiver
 ) -> None:
     url = http_receiver.url + "/gone"
-    setup.webhook_workflow(url)
+    wf = setup.webhook_workflow(url)
     http_receiver.script("/gone", Reply(410, "gone"))
     first = setup.run()
     assert (first.status, first.steps[0].error_code) == ("failed", "http_410")
@@ -122,15 +122,21 @@ def test_410_disables_at_once_and_re_enable_resumes(
     assert (second.status, step.error_code) == ("failed", "endpoint_disabled")
     assert step.attempt_log[0].http_status is None
     assert [r.path for r in http_receiver.requests] == ["/gone"]
+    # Send example still goes to a disabled endpoint: how the user sees it works again. It
+    # re-enables nothing.
+    example = setup.api("POST", f"/v1/workflows/{wf}/steps/0/example").json()
+    assert setup.system.wait_run(setup.account, example["run_id"]).status == "succeeded"
+    assert [r.path for r in http_receiver.wait_for(2)] == ["/gone", "/gone"]
+    assert setup.endpoint(url)["state"] == "disabled"
 
     answer = setup.api("POST", f"/v1/endpoints/{endpoint['id']}/enable")
     assert answer.status_code == 200 and answer.json()["state"] == "active"
     assert setup.run().status == "succeeded"
-    assert [r.path for r in http_receiver.wait_for(2)] == ["/gone", "/gone"]
+    assert [r.path for r in http_receiver.wait_for(3)] == ["/gone"] * 3
     after = setup.endpoint(url)
     assert after["state"] == "active"
-    assert [d["http_status"] for d in after["deliveries"]] == [200, None, 410]
-    assert after["success_rate"] == 0.5  # the refusal sent nothing and does not count
+    assert [d["http_status"] for d in after["deliveries"]] == [200, 200, None, 410]
+    assert after["success_rate"] == 0.6667  # the refusal sent nothing and does not count
 
 
 def test_five_days_of_failures_disable(setup: Setup, http_receiver: HttpReceiver) -> None:

@@ -210,6 +210,7 @@ class _Claim:
     steps: list[_Step]
     integrations: dict[str, dict[str, Any]]
     continue_when_blocked: bool
+    test: bool = False
     started: str | None = None  # the step the claim itself started (PostgreSQL)
     cache: dict[str, Any] = field(default_factory=dict)  # ActionContext.run_cache
 
@@ -611,6 +612,7 @@ class Hub:
             steps=steps,
             integrations={i.name: i.settings for i in integrations},
             continue_when_blocked=row.continue_when_blocked,
+            test=row.test,
             started=started,
         )
 
@@ -701,7 +703,8 @@ class Hub:
         endpoint = (
             endpoints.ensure(self.db, claim.account_id, action.name, url, started) if url else None
         )
-        refused = endpoint.refusal() if endpoint is not None else None
+        # A test run (Send example) still goes: it is how a user sees the endpoint works again.
+        refused = endpoint.refusal() if endpoint is not None and not claim.test else None
         result = refused or self._attempt_with(action, claim, step, settings)
         duration_ms = int((time.perf_counter() - t0) * 1000)
         if endpoint is not None:
@@ -734,6 +737,7 @@ class Hub:
             attempt=step.attempts,
             settings=settings,
             credentials=credentials,
+            test=claim.test,
             run_cache=claim.cache,
             services=StepServices(
                 self,

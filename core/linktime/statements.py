@@ -93,6 +93,7 @@ _CLAIMED = (
     Run.booking_uid,
     Run.continue_when_blocked,
     Run.created_at,
+    Run.test,
 )
 CONTEXT = (
     select(Event.payload, Account.plan)
