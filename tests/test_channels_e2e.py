@@ -280,7 +280,11 @@ def test_no_secret_in_logs_api_answers_or_stored_attempts(
     # An account with a wrong Twilio token and a revoked Slack token, while the relay login has
     # gone stale and the webhook receiver refuses: one workflow per channel, so each fails.
     bad = system.account("business")
+    # The Twilio token was right when connected (Twilio checks it then), and has since been
+    # changed on Twilio's console.
+    peers.twilio.auth_token = WRONG_TWILIO_TOKEN
     connect_all(system, bad, twilio_token=WRONG_TWILIO_TOKEN, slack_token=WRONG_SLACK_TOKEN)
+    peers.twilio.auth_token = AUTH_TOKEN
     refused = {"url": f"{http_receiver.url}/refuses", "secret": WRONG_WEBHOOK_SECRET}
     for step in [*STEPS, {**webhook, "settings": refused}]:
         system.workflow(bad, [step], name=f"Only {step['action']}")

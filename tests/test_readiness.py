@@ -11,12 +11,13 @@ from linktime import integrations, testruns, workflows
 from linktime.accounts import create_account, get_preferences
 from linktime.api import create_app
 from linktime.crypto import MASK
-from linktime.segments import SmsCount, sms_count
 from linktime.engine import Hub
 from linktime.models import BookingEvent
+from linktime.segments import SmsCount, sms_count
 from linktime.storage import Run
 from linktime.testing import event_with
 from linktime_email_testing import SmtpPeer
+from linktime_twilio_testing import FakeTwilio, credentials, twilio
 from litestar.testing import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -24,17 +25,15 @@ from sqlalchemy.orm import Session
 from .conftest import System
 from .test_dashboard import Dash
 
+# The stand-in Twilio: connecting Twilio checks the credentials with it.
+__all__ = ["credentials", "twilio"]
+
 SLACK = {"action": "slack.post", "settings": {"channel": "#bookings", "text": "New booking"}}
 EMAIL = {
     "action": "email.send",
     "settings": {"to_invitee": True, "subject": "See you", "text": "Hi {{ attendee_name }}"},
 }
 SMS = {"action": "sms.send", "settings": {"to": "invitee", "text": "See you {{ event_time }}"}}
-TWILIO = {
-    "account_sid": "AC" + "0" * 32,
-    "auth_token": "twilio-token",
-    "from_number": "+14155550199",
-}
 
 
 @pytest.fixture
@@ -113,11 +112,11 @@ def test_email_without_the_servers_from_address_is_not_ready_and_names_no_variab
 
 
 def test_sms_to_an_invitee_without_a_phone_is_not_ready(
-    running_api: tuple[System, TestClient[Any]],
+    running_api: tuple[System, TestClient[Any]], twilio: FakeTwilio, credentials: dict[str, str]
 ) -> None:
     system, client = running_api
     account = system.account("pro")
-    integrations.connect(system.hub, account.id, "twilio", TWILIO)
+    integrations.connect(system.hub, account.id, "twilio", credentials)
     no_phone = event_with(invitee={"phone": None}).model_dump(mode="json")
 
     [step] = dry_run(client, account.api_key, [SMS], event=no_phone)
@@ -136,11 +135,11 @@ def test_sms_to_an_invitee_without_a_phone_is_not_ready(
 
 
 def test_a_step_the_plan_does_not_include_is_not_ready_and_says_which_plans_do(
-    running_api: tuple[System, TestClient[Any]],
+    running_api: tuple[System, TestClient[Any]], twilio: FakeTwilio, credentials: dict[str, str]
 ) -> None:
     system, client = running_api
     account = system.account("pro")
-    integrations.connect(system.hub, account.id, "twilio", TWILIO)
+    integrations.connect(system.hub, account.id, "twilio", credentials)
     wf_id = system.workflow(account, [SMS], enabled=False)
     [step] = dry_run_of(client, account.api_key, wf_id)
     assert step["ready"] is True
@@ -412,10 +411,10 @@ def test_the_webhook_preview_lists_every_header_that_is_sent(linktime_hub: Hub) 
 
 
 def test_the_sample_chooser_offers_recent_bookings_and_readiness_reads_the_one_chosen(
-    system: System,
+    system: System, twilio: FakeTwilio, credentials: dict[str, str]
 ) -> None:
     account = system.account("business")
-    integrations.connect(system.hub, account.id, "twilio", TWILIO)
+    integrations.connect(system.hub, account.id, "twilio", credentials)
     wf_id = system.workflow(account, [SMS], enabled=False)
     no_phone = event_with(invitee={"phone": None})
     data = no_phone.model_dump(mode="json")
