@@ -13,6 +13,7 @@ import linktime_slack
 import linktime_sms_twilio
 import linktime_voice
 import linktime_webhook
+import linktime_whatsapp
 import pytest
 from linktime import http
 from linktime.operator_settings import variables
@@ -34,6 +35,11 @@ CASES = [
         "plugins/webhook/README.md",
         linktime_webhook.ENV_PREFIX,
         linktime_webhook.WebhookOperatorSettings,
+    ),
+    (
+        "plugins/whatsapp/README.md",
+        linktime_whatsapp.ENV_PREFIX,
+        linktime_whatsapp.WhatsAppOperatorSettings,
     ),
 ]
 

@@ -271,6 +271,7 @@ def test_an_action_declares_a_positive_timeout() -> None:
         ("email", "LINKTIME_EMAIL_TIMEOUT", "email.send", 7.0 + 2.0),  # + the QUIT wait
         ("sms_twilio", "LINKTIME_SMS_TIMEOUT", "sms.send", 7.0),
         ("voice", "LINKTIME_VOICE_TIMEOUT", "voice.call", 7.0),
+        ("whatsapp", "LINKTIME_WHATSAPP_TIMEOUT", "whatsapp.send", 7.0),
         ("slack", "LINKTIME_SLACK_TIMEOUT", "slack.post", 7.0),
     ],
 )
