@@ -111,6 +111,27 @@ def test_email_without_the_servers_from_address_is_not_ready_and_names_no_variab
     assert (step["ready"], step["output"]["from"]) == (True, "bookings@example.com")
 
 
+def test_a_follow_up_email_is_ready_only_where_it_can_carry_an_unsubscribe_link(
+    running_api: tuple[System, TestClient[Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    system, client = running_api
+    monkeypatch.setenv("LINKTIME_EMAIL_FROM_ADDRESS", "bookings@example.com")
+    key = system.account("free").api_key
+    follow_up = {**EMAIL, "settings": {**EMAIL["settings"], "follow_up": True}}
+    system.hub.settings.public_url = None
+
+    [step] = dry_run(client, key, [follow_up])
+
+    assert step["ready"] is False
+    assert [p["message"] for p in step["problems"]] == [
+        "This follow-up would go without an unsubscribe link: unsubscribing is not set up on "
+        "this server."
+    ]
+    system.hub.settings.public_url = "https://hub.example.com"
+    [step] = dry_run(client, key, [follow_up])
+    assert (step["ready"], step["problems"]) == (True, [])
+
+
 def test_sms_to_an_invitee_without_a_phone_is_not_ready(
     running_api: tuple[System, TestClient[Any]], twilio: FakeTwilio, credentials: dict[str, str]
 ) -> None:

@@ -119,3 +119,10 @@ class StepServices(AccountServices):
                 )
             )
         return int(count or 0)
+
+
+class DryRunServices(StepServices):
+    """A dry run's: it sends nothing, so it takes no credits; the rest reads as a send would."""
+
+    def take_credits(self, kind: str, amount: int) -> bool:
+        return True

@@ -20,6 +20,7 @@ from .engine import Hub
 from .errors import FieldError, InputError, NotFound, pydantic_fields
 from .inputs import validate_input
 from .models import EVENT_TYPES, BookingEvent, sample_event
+from .services import DryRunServices
 from .storage import Account, Integration, Workflow, WorkflowStep
 from .template_budget import TemplateBudgetError
 from .templating import TemplateError, is_template
@@ -293,8 +294,22 @@ def _not_installed(position: int, action: str) -> StepPreview:
 
 
 def _context(
-    event: BookingEvent, trigger: str, workflow: WorkflowRef, account_id: str, plan: str, i: int
+    hub: Hub,
+    event: BookingEvent,
+    trigger: str,
+    workflow: WorkflowRef,
+    account_id: str,
+    plan: str,
+    i: int,
 ) -> ActionContext:
+    services = DryRunServices(
+        hub,
+        account_id=account_id,
+        plan=plan,
+        step_id=f"stp_dry{i}",
+        booking_uid=event.booking.uid,
+        occurred_at=event.occurred_at,
+    )
     return ActionContext(
         event=event,
         trigger=trigger,
@@ -307,6 +322,7 @@ def _context(
         attempt=1,
         settings=None,
         test=True,
+        services=services,
     )
 
 
@@ -325,7 +341,7 @@ def dry_run(
             if action is None:
                 out.steps.append(_not_installed(step.position, step.action))
                 continue
-            ctx = _context(event, wf.trigger, ref, account_id, account.plan, step.position)
+            ctx = _context(hub, event, wf.trigger, ref, account_id, account.plan, step.position)
             try:
                 settings = hub.sealer.open(action.settings, step.settings)
             except ValueError as exc:
@@ -392,7 +408,7 @@ def dry_run_draft(
                 StepPreview(position=i, action=action.name, title=action.title, error=str(exc))
             )
             continue
-        ctx = _context(event, spec.trigger, ref, account_id, account.plan, i)
+        ctx = _context(hub, event, spec.trigger, ref, account_id, account.plan, i)
         out.steps.append(preview(hub, action, settings, account, ctx))
     return out
 
