@@ -162,7 +162,7 @@ def test_at_zero_credits_the_step_is_blocked_and_twilio_is_not_asked(
         step = run.steps[0]
         assert (step.status, step.error_code) == ("blocked_by_plan", "sms_credits_exhausted")
         assert step.error is not None
-        assert "SMS credits for this month are used up" in step.error
+        assert "no SMS credits are left this month" in step.error
         assert "this text needs 1" in step.error
     # Later steps run only when the workflow continues when blocked.
     assert [s.status for s in stopped.steps] == ["blocked_by_plan", "skipped"]

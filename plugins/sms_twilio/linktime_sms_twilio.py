@@ -139,8 +139,8 @@ def send_sms(ctx: ActionContext) -> Result:
     # unsent gives them back): two workers racing for the last credits cannot both send.
     if not ctx.services.take_credits(CREDITS, segments):
         return Result.blocked(
-            f"the account's SMS credits for this month are used up: this text needs {segments} "
-            f"(one a segment). Credits renew on the 1st; a bigger plan has more",
+            f"no SMS credits are left this month on the account's plan: this text needs "
+            f"{segments} (one a segment). Credits renew on the 1st; a bigger plan has more",
             error_code=CREDITS_EXHAUSTED,
         )
     callback = status_callback(ctx)
