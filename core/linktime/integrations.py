@@ -6,16 +6,27 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from . import services
 from .crypto import masked, secret_fields, with_kept_secrets
 from .engine import Hub
 from .errors import InputError, NotFound, pydantic_fields
 from .inputs import validate_input
 from .storage import Integration
+
+
+class CallbackOut(BaseModel):
+    """Where the provider of an integration calls back for this account (a plugin's
+    ``Callback``): the URL to enter in the provider's console, when the server has a public
+    address."""
+
+    name: str
+    url: str | None = Field(description="None: the server has no LINKTIME_PUBLIC_URL")
+    description: str
 
 
 class IntegrationOut(BaseModel):
@@ -24,6 +35,7 @@ class IntegrationOut(BaseModel):
     actions: list[str]
     settings: dict[str, Any] | None = None
     updated_at: datetime | None = None
+    callbacks: list[CallbackOut] = Field(default_factory=list)
 
 
 def _models(hub: Hub, name: str) -> dict[str, type[BaseModel]]:
@@ -113,7 +125,18 @@ def get(hub: Hub, account_id: str, name: str) -> IntegrationOut:
                 Integration.account_id == account_id, Integration.name == name
             )
         ).first()
-    out = IntegrationOut(name=name, connected=row is not None, actions=sorted(models))
+    callbacks = [
+        CallbackOut(
+            name=c.name,
+            url=services.callback_url(hub, account_id, c.name),
+            description=c.description,
+        )
+        for c in hub.registry.callbacks.values()
+        if c.integration == name
+    ]
+    out = IntegrationOut(
+        name=name, connected=row is not None, actions=sorted(models), callbacks=callbacks
+    )
     if row is not None:
         shown = row.settings
         for model in models.values():

@@ -62,6 +62,14 @@ def read_unsubscribe_token(secret: str, token: str) -> tuple[str, str] | None:
     return account_id, address
 
 
+def callback_url(hub: Hub, account_id: str, name: str) -> str | None:
+    """The account's URL of the callback ``name``; None without ``LINKTIME_PUBLIC_URL``."""
+    base = hub.settings.public_url
+    if base is None:
+        return None
+    return f"{base.rstrip('/')}/v1/callbacks/{name}/{account_key(hub.secret_key(), account_id)}"
+
+
 class StepServices(AccountServices):
     """The services of one step of one run (or of a test run)."""
 
@@ -100,8 +108,7 @@ class StepServices(AccountServices):
         return None if base is None else f"{base.rstrip('/')}{path}"
 
     def callback_url(self, name: str) -> str | None:
-        key = account_key(self.hub.secret_key(), self.account_id)
-        return self._public(f"/v1/callbacks/{name}/{key}")
+        return callback_url(self.hub, self.account_id, name)
 
     def unsubscribe_url(self, address: str) -> str | None:
         token = unsubscribe_token(self.hub.secret_key(), self.account_id, address)

@@ -617,7 +617,9 @@ def register_callbacks(register: Callable[[Callback], None]) -> None:
             integration=INTEGRATION,
             credentials=TwilioCredentials,
             handle=handle_callback,
-            description="Twilio's status callbacks of messages and calls, and inbound "
-            "messages (STOP, START)",
+            description="Twilio reports here whether each text, call and WhatsApp message "
+            "was delivered (asked for with every send). For STOP and START replies to reach "
+            "your opt-out list directly, set this URL as your Twilio number's \"A message comes "
+            "in\" webhook (HTTP POST) in the Twilio console.",
         )
     )

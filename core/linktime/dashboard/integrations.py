@@ -76,6 +76,7 @@ async def _integrations_page(
                 "errors": placed,
                 "labels": {s.name: s.label for s in specs},
                 "general_errors": general,
+                "callbacks": item.callbacks,
             }
         )
     return page(request, "integrations.html", me=me, status=status, cards=cards)
