@@ -113,6 +113,8 @@ def test_every_page_is_usable_and_accessible(
         assert answer.status_code == 202, answer.text
         (run,) = answer.json()["runs"]
         assert wait_run(dash.base, dict(api.headers), run["id"])["status"] == "succeeded"
+        opted_out = api.post("/v1/suppressions", json={"address": "+14155550123"})
+        assert opted_out.status_code == 201, opted_out.text
 
         for name, path in [
             ("Delivery log", "/runs"),
@@ -122,6 +124,8 @@ def test_every_page_is_usable_and_accessible(
             ("Event", "/events/evt_a11y"),
             ("Booking", f"/bookings/{event['booking']['uid']}"),
             ("Settings", "/settings/integrations"),
+            ("Webhooks", "/settings/webhooks"),
+            ("Opt-outs", "/settings/opt-outs"),
             ("Account", "/account"),
         ]:
             go(page, f"{dash.base}{path}", name)
