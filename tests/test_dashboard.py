@@ -441,7 +441,9 @@ def test_a_form_for_every_installed_action(
         assert action.title in page.text
         form = Form(page.text)
         assert form.controls["steps.0.action"]["value"] == name
-        for field in action.settings.model_fields:
+        for field, info in action.settings.model_fields.items():
+            if forms.field_spec(field, info).hidden:
+                continue  # set by an action of its own (below)
             assert f"steps.0.settings.{field}" in form.controls, (name, field)
             form.kind(f"steps.0.settings.{field}")  # labelled
 
@@ -451,6 +453,10 @@ def test_a_form_for_every_installed_action(
     assert webhook.controls["steps.0.settings.secret"]["placeholder"] == "generated if left blank"
     assert webhook.kind("steps.0.settings.headers") == "textarea"
     assert webhook.labels["steps-0-settings-url"] == "URL"
+    # Rotate secret's fields ride along unseen: the rotated-out secret not at all (left out, the
+    # stored one is kept), its end as a hidden value.
+    assert "steps.0.settings.previous_secret" not in webhook.controls
+    assert webhook.controls["steps.0.settings.previous_secret_until"]["type"] == "hidden"
 
     fax = Form(dash.get("/workflows/new?action=fax.send").text)
     expected = {
