@@ -203,6 +203,25 @@ def test_credits_come_back_when_twilio_refuses(texting: Callable[..., Texting]) 
         assert conn.scalars(select(CreditCharge.step_id)).all() == []
 
 
+def test_a_step_waiting_to_retry_gives_its_credits_back_when_its_run_is_cancelled(
+    texting: Callable[..., Texting],
+) -> None:
+    t = texting()
+    wf = t.workflow(SHORT, LONG)
+    t.twilio.fail_next(t.twilio.error(500, 20500, "Internal Server Error"))  # the first text
+    [run_id] = t.emit()
+    t.hub.process_run(run_id)
+    assert [s.status for s in get_run(t.hub, t.account.id, run_id).steps] == ["pending"] * 2
+    assert t.used().used == 1
+
+    # Deleting the workflow cancels its pending runs (as a cancelled booking does reminders).
+    workflows.delete(t.hub, t.account.id, wf)
+
+    run = get_run(t.hub, t.account.id, run_id)
+    assert (run.status, [s.status for s in run.steps]) == ("cancelled", ["skipped"] * 2)
+    assert t.used().used == 0 and t.twilio.sent == []
+
+
 def test_each_text_costs_its_segments(texting: Callable[..., Texting]) -> None:
     t = texting()
     t.workflow(SHORT, LONG, "🙂" * 40)

@@ -23,7 +23,7 @@ from sqlalchemy import ColumnElement, Connection, and_, bindparam, exists, selec
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
 
-from . import metrics
+from . import credits, metrics
 from .actions import TriggerType
 from .models import Booking, BookingEvent
 from .statuses import RUN_PENDING, RunStatus, StepStatus
@@ -209,11 +209,14 @@ def cancel(conn: Connection, where: ColumnElement[bool], reason: str, now: datet
     )
     metrics.after_commit(conn, metrics.runs_finished, RunStatus.CANCELLED, len(run_ids))
     if run_ids:
-        conn.execute(
+        skipped = conn.scalars(
             update(RunStep)
             .where(RunStep.run_id.in_(run_ids), RunStep.status == StepStatus.PENDING)
             .values(status=StepStatus.SKIPPED, finished_at=now)
-        )
+            .returning(RunStep.id)
+        ).all()
+        # A step waiting for its retry keeps what it took until then: unsent, it gives it back.
+        credits.refund(conn, *skipped)
 
 
 def cancel_for_booking(

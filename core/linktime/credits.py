@@ -81,26 +81,27 @@ def take(
     return True
 
 
-def refund(conn: Connection, step_id: str) -> None:
-    """Give back what ``step_id`` took, if anything: it ended without sending."""
+def refund(conn: Connection, *step_ids: str) -> None:
+    """Give back what the ``step_ids`` took, if anything: they ended without sending."""
+    if not step_ids:
+        return
     charged = conn.execute(
         delete(CreditCharge)
-        .where(CreditCharge.step_id == step_id)
+        .where(CreditCharge.step_id.in_(step_ids))
         .returning(
             CreditCharge.account_id, CreditCharge.period, CreditCharge.kind, CreditCharge.amount
         )
-    ).first()
-    if charged is None:
-        return
-    conn.execute(
-        update(CreditUsage)
-        .where(
-            CreditUsage.account_id == charged.account_id,
-            CreditUsage.period == charged.period,
-            CreditUsage.kind == charged.kind,
+    ).all()
+    for charge in charged:
+        conn.execute(
+            update(CreditUsage)
+            .where(
+                CreditUsage.account_id == charge.account_id,
+                CreditUsage.period == charge.period,
+                CreditUsage.kind == charge.kind,
+            )
+            .values(used=CreditUsage.used - charge.amount)
         )
-        .values(used=CreditUsage.used - charged.amount)
-    )
 
 
 @dataclass(frozen=True)
