@@ -103,6 +103,38 @@ def test_rotation_signs_with_both_secrets_for_24_hours_then_the_new_one(
         Webhook(new).verify(second.body, second.headers)
 
 
+def test_a_retry_and_a_replay_after_rotation_are_signed_with_the_new_secret(
+    setup: Setup, http_receiver: HttpReceiver
+) -> None:
+    url = http_receiver.url + "/flaky"
+    answers = iter([Reply(400, "no"), Reply(500, "down"), Reply(200, "ok"), Reply(200, "ok")])
+    http_receiver.handler = lambda _: next(answers)
+    wf = setup.webhook_workflow(url)
+    failed = setup.run()  # 400: failed, to be replayed after the rotation
+    assert failed.status == "failed"
+    setup.events += 1
+    event = sample_event(id="evt_rotate_retry")
+    [run_id] = setup.system.hub.emit(event, account_id=setup.account.id).run_ids
+    http_receiver.wait_for(2)
+    setup.system.settle()
+    new = setup.api("POST", f"/v1/workflows/{wf}/steps/0/rotate-secret").json()["secret"]
+
+    setup.clock.advance(seconds=6)  # the retry is due
+    setup.system.settle()
+    [_, first, retry] = http_receiver.wait_for(3)
+    assert len(_signatures(first.headers)) == 1
+    assert len(_signatures(retry.headers)) == 2  # as every delivery in the window
+    Webhook(new).verify(retry.body, retry.headers)
+    Webhook(OLD).verify(retry.body, retry.headers)
+    assert setup.system.wait_run(setup.account, run_id).status == "succeeded"
+
+    replay = setup.api("POST", f"/v1/runs/{failed.id}/replay").json()
+    assert setup.system.wait_run(setup.account, replay["id"]).status == "succeeded"
+    replayed = http_receiver.wait_for(4)[3]
+    assert len(_signatures(replayed.headers)) == 2
+    Webhook(new).verify(replayed.body, replayed.headers)
+
+
 def test_410_disables_at_once_and_re_enable_resumes(
     setup: Setup, http_receiver: HttpReceiver
 ) -> None:

@@ -24,7 +24,18 @@ from .statuses import (
     RunStatus,
     StepStatus,
 )
-from .storage import Attempt, Event, Run, RunStep, Workflow, booking_field, is_id, new_id
+from .storage import (
+    Attempt,
+    Event,
+    Run,
+    RunStep,
+    Workflow,
+    WorkflowStep,
+    booking_field,
+    is_id,
+    new_id,
+)
+from .workflows import with_current_secrets
 
 
 class AttemptOut(BaseModel):
@@ -333,6 +344,16 @@ def _replay(conn: Connection, hub: Hub, account_id: str, run_id: str, key: str |
         .order_by(RunStep.position)
     ).all()
     first = next(s.position for s in steps if s.status in STEP_STOPPED)
+    # Secrets are the workflow's as they are now: a replay after "Rotate secret" never signs
+    # with only the secret the account replaced.
+    current = {
+        w.position: w
+        for w in conn.execute(
+            select(WorkflowStep.position, WorkflowStep.action, WorkflowStep.settings).where(
+                WorkflowStep.workflow_id == run.workflow_id
+            )
+        )
+    }
     new_run = new_id("run")
     values: dict[str, Any] = {
         c: getattr(run, c)
@@ -369,7 +390,9 @@ def _replay(conn: Connection, hub: Hub, account_id: str, run_id: str, key: str |
                 "run_id": new_run,
                 "position": s.position - first,
                 "action": s.action,
-                "settings": s.settings,
+                "settings": with_current_secrets(hub, s.action, s.settings, now_step.settings)
+                if (now_step := current.get(s.position)) is not None and now_step.action == s.action
+                else s.settings,
                 "status": StepStatus.PENDING,
                 "attempts": 0,
             }

@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import select
+from sqlalchemy import update as update_rows
 from sqlalchemy.orm import Session
 
 from . import bookings, drafts, endpoints, plans
@@ -17,7 +18,8 @@ from .crypto import masked, revealed, secret_fields, with_kept_secrets
 from .engine import Hub
 from .errors import FieldError, InputError, NotFound, pydantic_fields
 from .inputs import validate_input
-from .storage import Account, Run, Workflow, WorkflowStep, new_id
+from .statuses import RUN_UNFINISHED, STEP_OPEN
+from .storage import Account, Run, RunStep, Workflow, WorkflowStep, new_id
 from .templating import checks_of_one_save
 
 MAX_STEPS = 5
@@ -465,6 +467,25 @@ def rotate_secret(
         ]
         step.settings = hub.sealer.seal(action.settings, settings)
         wf.updated_at = hub.clock()
+        # Runs under way copied the step when they started: their next attempts sign as a
+        # new delivery would, with both secrets.
+        conn = session.connection()
+        copies = conn.execute(
+            select(RunStep.id, RunStep.settings)
+            .join(Run, Run.id == RunStep.run_id)
+            .where(
+                Run.workflow_id == wf.id,
+                Run.status.in_(RUN_UNFINISHED),
+                RunStep.position == position,
+                RunStep.action == step.action,
+                RunStep.status.in_(STEP_OPEN),
+            )
+        ).all()
+        for copy in copies:
+            refreshed = with_current_secrets(hub, step.action, copy.settings, step.settings)
+            conn.execute(
+                update_rows(RunStep).where(RunStep.id == copy.id).values(settings=refreshed)
+            )
     return RotatedSecret(
         workflow_id=workflow_id,
         position=position,
@@ -472,6 +493,34 @@ def rotate_secret(
         secret=secret,
         previous_valid_until=until,
     )
+
+
+def with_current_secrets(
+    hub: Hub, action_name: str, copy: dict[str, Any], current: dict[str, Any]
+) -> dict[str, Any]:
+    """A run's copy of a step's stored settings with the workflow step's ``current`` secrets,
+    and the fields only an action of its own sets (hidden from the form: a rotated-out secret
+    and its end), when the action rotates secrets and both go to the same endpoint: a retry or
+    a replay after "Rotate secret" is signed as a new delivery would be, never with a secret
+    the account replaced only."""
+    action = hub.registry.actions.get(action_name)
+    if action is None or action.rotate_secret is None:
+        return copy
+    try:
+        copied = hub.sealer.open(action.settings, copy)
+        now = hub.sealer.open(action.settings, current)
+    except ValueError:  # no longer valid: the engine reports it when it runs
+        return copy
+    if action.endpoint is not None and action.endpoint(copied) != action.endpoint(now):
+        return copy
+    fields = action.settings.model_fields
+    managed = set(secret_fields(action.settings)) | {
+        name
+        for name, info in fields.items()
+        if isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get("hidden")
+    }
+    merged = copied.model_copy(update={name: getattr(now, name) for name in managed})
+    return hub.sealer.seal(action.settings, merged)
 
 
 def delete(hub: Hub, account_id: str, workflow_id: str) -> None:
