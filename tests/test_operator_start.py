@@ -56,6 +56,7 @@ def test_serve_says_once_where_things_are_and_what_runs(served: Served, tmp_path
         "database": f"sqlite:///{(tmp_path / 'data' / 'linktime.db').resolve()}",
         "broker": "in-process",
         "admin API": "off (set LINKTIME_ADMIN_TOKEN)",
+        "callbacks": 'off (set LINKTIME_PUBLIC_URL): delivery statuses stay "accepted"',
     }
     # what it points to is there
     for url in (f"{base}/login", f"{base}/schema", f"{base}/schema/swagger"):
