@@ -121,6 +121,32 @@ def test_an_invalid_setting_is_one_line_naming_the_variable(
         assert result.output == f"Error: invalid setting: {variable}: Input should be {said}\n"
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        "ftp://hub.example.com",
+        "https://hub.example.com#top",
+        "https://hub.example.com?x=1",
+        "https://hub.example.com?",
+        "https://user:secret@hub.example.com",
+        "http://hub example.com",
+        "https://",
+    ],
+)
+def test_a_public_url_providers_could_not_call_back_is_refused(value: str) -> None:
+    result = CliRunner().invoke(main, ["plans"], env={"LINKTIME_PUBLIC_URL": value})
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("Error: invalid setting: LINKTIME_PUBLIC_URL: ")
+    assert "secret" not in result.output  # a password in it is not repeated
+
+
+def test_a_public_url_is_kept_without_its_trailing_slash() -> None:
+    assert Settings(public_url=" https://hub.example.com/base/ ").public_url == (
+        "https://hub.example.com/base"
+    )
+    assert Settings(public_url="").public_url is None
+
+
 def test_log_format_takes_any_case() -> None:
     assert Settings(log_format="JSON").log_format == "json"
     assert Settings(log_format="Text").log_format == "text"

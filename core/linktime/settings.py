@@ -115,10 +115,24 @@ class Settings(BaseSettings):
     def _base_url(cls, value: str | None) -> str | None:
         if value is None or not value.strip():
             return None
-        parts = urlsplit(value.strip())
-        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
-            raise ValueError(f"expected an http(s) URL like https://hub.example.com, got {value!r}")
-        return value.strip().rstrip("/")
+        value = value.strip()
+        parts = urlsplit(value)
+        # Providers append a path to it and sign what they call: no query, fragment or
+        # credentials (they would be printed in the start banner), nothing a URL cannot hold.
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or any(c.isspace() for c in value)
+            or "?" in value
+            or "#" in value
+            or parts.username is not None
+            or parts.password is not None
+        ):
+            raise ValueError(
+                "expected the server's base URL like https://hub.example.com (http or https, a "
+                f"host, an optional port and path; no query or fragment), got {value!r}"
+            )
+        return value.rstrip("/")
 
     @field_validator("log_format", mode="before")
     @classmethod
