@@ -119,14 +119,14 @@ class Settings(BaseSettings):
         parts = urlsplit(value)
         # Providers append a path to it and sign what they call: no query, fragment or
         # credentials (they would be printed in the start banner), nothing a URL cannot hold.
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("must not carry a user or password (it is handed to providers)")
         if (
             parts.scheme not in ("http", "https")
             or not parts.hostname
             or any(c.isspace() for c in value)
             or "?" in value
             or "#" in value
-            or parts.username is not None
-            or parts.password is not None
         ):
             raise ValueError(
                 "expected the server's base URL like https://hub.example.com (http or https, a "
