@@ -10,7 +10,7 @@ from html import unescape
 from typing import Any
 
 import pytest
-from linktime import services
+from linktime import services, suppressions
 from linktime.accounts import NewAccount
 from linktime.actions import ActionContext, ActionType, Result
 from linktime.api import create_app
@@ -240,3 +240,27 @@ def test_opt_outs_page_adds_and_removes(hub_api: tuple[System, TestClient[Any]])
     assert PHONE not in [e["address"] for e in listed(client, acc)]
     found = dash.get("/settings/opt-outs", params={"q": "sam"})
     assert "sam@example.com" in found.text and "pat@example.com" not in found.text
+
+
+def test_addresses_are_kept_as_channels_send_to_them(
+    hub_api: tuple[System, TestClient[Any]],
+) -> None:
+    """A number written the way people write it is the number sms.send dials; a search finds
+    it written either way; two mailboxes that differ only by ß and ss stay two."""
+    system, client = hub_api
+    acc = system.account()
+    for written, kept in (
+        ("+44 (0)20 7946 0958", "+442079460958"),
+        ("whatsapp:+1 415-555-0177", "+14155550177"),
+        ("Straße@Example.com", "straße@example.com"),
+    ):
+        added = client.post("/v1/suppressions", json={"address": written}, headers=auth(acc))
+        assert (added.status_code, added.json()["address"]) == (201, kept), written
+    with system.hub.db.connect() as conn:
+        assert suppressions.lookup(conn, acc.id, "+442079460958") is not None
+        assert suppressions.lookup(conn, acc.id, "strasse@example.com") is None
+
+    for q in ("415 555", "+1 415-555-01", "0177", "STRASSE", "straße"):
+        found = client.get("/v1/suppressions", params={"q": q}, headers=auth(acc)).json()
+        expected = [] if q == "STRASSE" else [q]
+        assert len(found["items"]) == len(expected), (q, found)

@@ -9,6 +9,7 @@ import re
 from datetime import datetime
 from typing import Any
 
+import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Connection, Row, and_, delete, or_, select
 
@@ -22,27 +23,32 @@ UNSUBSCRIBE = "unsubscribe"  # the email's one-click unsubscribe
 MANUAL = "manual"  # added by the account's user
 SOURCES = (SMS_STOP, PROVIDER, UNSUBSCRIBE, MANUAL)
 
-_PHONE_RE = re.compile(r"^\+[1-9][0-9]{6,14}$")
 _SEPARATORS_RE = re.compile(r"[\s().-]")
+_PHONE_QUERY_RE = re.compile(r"^\+?[0-9\s().-]+$")
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 def normalize(address: str) -> str:
-    """The form the list keeps an address in: an email address casefolded, a phone number in
-    E.164 without the channel's prefix (``whatsapp:+1…`` is ``+1…``). Raises ``InputError``
-    for anything else."""
+    """The form the list keeps an address in: an email address in lower case, a phone number in
+    E.164 as channels dial it (``+44 (0)20 7946 0958`` is ``+442079460958``; ``whatsapp:+1…`` is
+    ``+1…``). Raises ``InputError`` for anything else."""
     value = address.strip()
     if "@" in value:
         if len(value) > 320 or not _EMAIL_RE.match(value):
             raise _refused(f"{address!r} is not an email address")
-        return value.casefold()
-    number = _SEPARATORS_RE.sub("", value.removeprefix("whatsapp:").removeprefix("tel:"))
-    if not _PHONE_RE.match(number):
+        # lower(), not casefold(): "Straße" and "strasse" are two mailboxes.
+        return value.lower()
+    raw = value.removeprefix("whatsapp:").removeprefix("tel:")
+    try:
+        number = phonenumbers.parse(raw, None) if raw.startswith("+") and len(raw) <= 40 else None
+    except phonenumbers.NumberParseException:
+        number = None
+    if number is None or not phonenumbers.is_possible_number(number):
         raise _refused(
             f"{address!r} is neither an email address nor a phone number in international "
             "format (e.g. +14155550123)"
         )
-    return number
+    return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
 
 
 def _refused(message: str) -> InputError:
@@ -166,7 +172,9 @@ def page(
         .limit(limit + 1)
     )
     if q is not None:
-        query = query.where(Suppression.address.contains(q.casefold(), autoescape=True))
+        # A number is searched for as it is kept: written with spaces or dashes too.
+        wanted = _SEPARATORS_RE.sub("", q) if _PHONE_QUERY_RE.match(q) else q.lower()
+        query = query.where(Suppression.address.contains(wanted, autoescape=True))
     if cursor is not None:
         at, address = _read_cursor(cursor)
         query = query.where(
