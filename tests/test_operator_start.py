@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,6 +62,23 @@ def test_serve_says_once_where_things_are_and_what_runs(served: Served, tmp_path
     # what it points to is there
     for url in (f"{base}/login", f"{base}/schema", f"{base}/schema/swagger"):
         assert httpx.get(url).status_code == 200, url
+
+
+def test_the_access_log_keeps_no_unsubscribe_token_or_callback_key(served: Served) -> None:
+    """Whoever reads the logs could unsubscribe an address or post as a provider with them."""
+    token, key = "TOKENnotForLogs123", "acc_x.KEYnotForLogs456"
+    httpx.get(f"{served.base}/v1/unsubscribe/{token}")
+    httpx.post(f"{served.base}/v1/unsubscribe/{token}", data={"List-Unsubscribe": "One-Click"})
+    httpx.post(f"{served.base}/v1/callbacks/twilio/{key}", data={"a": "b"})
+    httpx.get(f"{served.base}/healthz?after=them")  # its line comes after theirs
+    deadline = time.monotonic() + 10
+    while "/healthz?after=them" not in served.log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    log = served.log.read_text()
+    assert "/healthz?after=them" in log
+    assert '"GET /v1/unsubscribe/… HTTP/1.1" 404' in log
+    assert '"POST /v1/callbacks/twilio/… HTTP/1.1" 404' in log
+    assert "notForLogs" not in log
 
 
 def test_banner_masks_passwords_and_names_the_other_processes() -> None:

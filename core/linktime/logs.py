@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
+import re
 from collections.abc import Iterator
 from typing import Literal
 
@@ -55,6 +56,27 @@ class RunIds(logging.Filter):
         return True
 
 
+# The last segment of these paths is a capability (an unsubscribe token, an account's callback
+# key): whoever reads it in a log could use it. Access logs and error lines show "…" instead.
+_CAPABILITY_RE = re.compile(r"(/v1/(?:unsubscribe|callbacks/[^/?#\s\"]+)/)[^/?#\s\"]+")
+
+
+def redact(text: str) -> str:
+    """``text`` with the tokens of unsubscribe and callback paths replaced by "…"."""
+    return _CAPABILITY_RE.sub(r"\1…", text)
+
+
+class Redact(logging.Filter):
+    """Takes the capabilities out of every line (uvicorn's access log names each path)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
 def formatter(log_format: LogFormat) -> logging.Formatter:
     if log_format == "text":
         return logging.Formatter(TEXT_FORMAT)
@@ -78,6 +100,7 @@ def configure(log_format: LogFormat, *, verbose: bool = False) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(formatter(log_format))
     handler.addFilter(RunIds())
+    handler.addFilter(Redact())
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO, handlers=[handler], force=True
     )

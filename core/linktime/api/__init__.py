@@ -28,7 +28,7 @@ from litestar.types.internal_types import PathParameterDefinition
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from sqlalchemy import text
 
-from .. import accounts, activity, credits, integrations, runs, testruns, workflows
+from .. import accounts, activity, credits, integrations, logs, runs, testruns, workflows
 from ..accounts import authenticate
 from ..dashboard import DashboardPlugin
 from ..engine import Hub
@@ -111,7 +111,8 @@ def _on_http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
 
 def _on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     # A bug, not bad input: logged in full here, and the caller learns nothing of the internals.
-    log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    path = logs.redact(request.url.path)
+    log.error("unexpected error on %s %s", request.method, path, exc_info=exc)
     return _error(500, "internal_error", "something went wrong on our side; it has been logged")
 
 
