@@ -58,10 +58,13 @@ def handle(request: CallbackRequest) -> CallbackAnswer:
     form = request.form
     if "Body" in form:  # an inbound reply
         word = form["Body"].strip().upper()
+        receipt = form.get("MessageSid")
         if word == "STOP":
-            return CallbackAnswer(suppress={form["From"]: "replied STOP"}, body="<Response/>")
+            return CallbackAnswer(
+                suppress={form["From"]: "replied STOP"}, body="<Response/>", receipt=receipt
+            )
         if word == "START":
-            return CallbackAnswer(unsuppress=[form["From"]], body="<Response/>")
+            return CallbackAnswer(unsuppress=[form["From"]], body="<Response/>", receipt=receipt)
         return CallbackAnswer()
     update = DeliveryUpdate(
         form["MessageSid"], form["MessageStatus"], form.get("ErrorCode"), form.get("ErrorText")
@@ -260,6 +263,27 @@ def test_stop_and_start_replies_edit_the_suppression_list(
 
     forged = provider.post({"From": PHONE, "Body": "STOP"}, secret="guess")
     assert forged.status_code == 403
+    assert client.get("/v1/suppressions", headers=auth(acc)).json()["items"] == []
+
+
+def test_a_reply_delivered_again_does_not_undo_a_later_one(
+    hub_api: tuple[System, TestClient[Any]],
+) -> None:
+    """A START redelivered (or replayed by whoever captured it) after a STOP is the same
+    message: the number stays opted out."""
+    system, client = hub_api
+    acc = system.account()
+    CALLBACK_URLS.clear()
+    sent_run(system, client, acc, "evt_replay")
+    provider = Provider(client, CALLBACK_URLS[0])
+    start = {"MessageSid": "SM_start", "From": PHONE, "Body": "START"}
+
+    for fields in (start, {"MessageSid": "SM_stop", "From": PHONE, "Body": "STOP"}, start):
+        assert provider.post(fields).status_code == 200
+    [entry] = client.get("/v1/suppressions", headers=auth(acc)).json()["items"]
+    assert entry["address"] == PHONE
+    # A new START, another message, does lift it.
+    assert provider.post({**start, "MessageSid": "SM_start_2"}).status_code == 200
     assert client.get("/v1/suppressions", headers=auth(acc)).json()["items"] == []
 
 

@@ -60,6 +60,10 @@ class CallbackAnswer:
     # Why ``suppress``'s addresses go on the list (``suppressions.SOURCES``): a reply STOP, or
     # ``suppressions.PROVIDER`` when the provider reported the opt-out (Twilio's 21610).
     suppress_source: str = SMS_STOP
+    # The provider's id of this report (an inbound message's SID; a status report's SID and
+    # status): its opt-outs and opt-ins are applied once, so a report delivered again, or
+    # replayed by whoever captured it, cannot undo a later STOP or START.
+    receipt: str | None = None
     # What the provider gets back (Twilio expects TwiML for an inbound message).
     body: str = ""
     media_type: str = "text/plain"

@@ -21,7 +21,7 @@ from .callbacks import CallbackAnswer, CallbackRefused, CallbackRequest, Deliver
 from .engine import Hub
 from .errors import FieldError, InputError, NotFound
 from .statuses import DELIVERY_RANK, DeliveryStatus
-from .storage import Account, Attempt, Integration, Run, RunStep
+from .storage import Account, Attempt, CallbackReceipt, Integration, Run, RunStep, insert_ignoring
 
 log = logging.getLogger(__name__)
 
@@ -110,11 +110,23 @@ def store(hub: Hub, account_id: str, answer: CallbackAnswer) -> int:
     with hub.db.begin() as conn:
         for item in answer.updates:
             changed += _apply(conn, account_id, item, now)
+        if (suppress or unsuppress) and not _first_time(conn, account_id, answer.receipt, now):
+            log.info("callback for %s: a report seen before; the opt-out list is kept", account_id)
+            return changed
         for address, reason in suppress.items():
             suppressions.add(conn, account_id, address, reason, answer.suppress_source, now)
         for address in unsuppress:
             suppressions.remove(conn, account_id, address)
     return changed
+
+
+def _first_time(conn: Connection, account_id: str, receipt: str | None, now: datetime) -> bool:
+    """Whether this report (by its receipt) changes the list for the first time; a report
+    without a receipt always does."""
+    if receipt is None:
+        return True
+    row = {"account_id": account_id, "receipt": receipt[:200], "received_at": now}
+    return insert_ignoring(conn, CallbackReceipt, row)
 
 
 def _valid(addresses: dict[str, str]) -> dict[str, str]:

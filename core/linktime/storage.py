@@ -391,6 +391,18 @@ class Suppression(Base):
     created_at: Mapped[datetime]
 
 
+class CallbackReceipt(Base):
+    """A provider report whose opt-outs or opt-ins were applied (``CallbackAnswer.receipt``):
+    the same report again changes nothing. Kept only for reports that change the list."""
+
+    __tablename__ = "callback_receipts"
+    account_id: Mapped[str] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    receipt: Mapped[str] = mapped_column(String(200), primary_key=True)
+    received_at: Mapped[datetime]
+
+
 class CreditUsage(Base):
     """How many of its plan's monthly credits of one kind (``sms``) an account used in a month
     (``period``, "2026-12", UTC)."""

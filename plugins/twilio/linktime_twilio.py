@@ -31,6 +31,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 from urllib.parse import urlsplit
 
@@ -574,11 +575,13 @@ def _opt_out(form: Mapping[str, str]) -> CallbackAnswer:
     answer = CallbackAnswer(body=EMPTY_TWIML, media_type="text/xml")
     if not number:
         return answer
+    # Twilio's id of the inbound message: a redelivered or replayed STOP/START counts once.
+    receipt = form.get("MessageSid") or form.get("SmsSid")
     if kind == "STOP" or (not kind and word in STOP_WORDS):
         said = f"replied {(word or kind)[:40]} by text message"
-        return CallbackAnswer(suppress={number: said}, body=answer.body, media_type="text/xml")
+        return replace(answer, suppress={number: said}, receipt=receipt)
     if kind == "START" or (not kind and word in START_WORDS):
-        return CallbackAnswer(unsuppress=[number], body=answer.body, media_type="text/xml")
+        return replace(answer, unsuppress=[number], receipt=receipt)
     return answer
 
 
@@ -602,7 +605,12 @@ def handle_callback(request: CallbackRequest) -> CallbackAnswer:
         if update and update.error_code == f"twilio_{UNSUBSCRIBED}" and to:
             # A message a messaging service queued, refused later: as when Twilio answers 21610.
             stop = {to: "Twilio refused to send to it: it has unsubscribed (error 21610)"}
-            return CallbackAnswer(updates=[update], suppress=stop, suppress_source=PROVIDER)
+            return CallbackAnswer(
+                updates=[update],
+                suppress=stop,
+                suppress_source=PROVIDER,
+                receipt=f"{update.external_id}:{update.status}",
+            )
         return CallbackAnswer(updates=[update] if update else [])
     if "Body" in form or form.get("OptOutType"):
         return _opt_out(form)
@@ -620,6 +628,6 @@ def register_callbacks(register: Callable[[Callback], None]) -> None:
             description="Twilio reports here whether each text, call and WhatsApp message "
             "was delivered (asked for with every send). For STOP and START replies to reach "
             "your opt-out list directly, set this URL as your Twilio number's \"A message comes "
-            "in\" webhook (HTTP POST) in the Twilio console.",
+            'in" webhook (HTTP POST) in the Twilio console.',
         )
     )

@@ -145,6 +145,7 @@ def test_a_later_21610_report_puts_the_number_on_the_list(
         )
     ]
     assert list(answer.suppress) == [TO] and answer.suppress_source == PROVIDER
+    assert answer.receipt == f"{sid}:failed"  # the same report again changes the list no more
 
 
 def test_a_forged_or_missing_signature_or_no_integration_is_refused(
@@ -186,6 +187,7 @@ def test_stop_and_its_synonyms_suppress_the_sender(
     assert dict(answer.suppress) == {TO: f"replied {body.strip().upper()} by text message"}
     assert answer.suppress_source == SMS_STOP
     assert (answer.body, answer.media_type, answer.updates) == (EMPTY_TWIML, "text/xml", [])
+    assert answer.receipt == "SM" + "1" * 32  # the message's id: counted once
 
 
 @pytest.mark.parametrize("body", ["START", " yes ", "unstop"])
@@ -194,7 +196,7 @@ def test_start_takes_the_sender_off_the_list(
 ) -> None:
     answer = inbound(twilio, credentials, From=f"whatsapp:{TO}", Body=body)
     assert (answer.unsuppress, dict(answer.suppress)) == ([TO], {})
-    assert answer.body == EMPTY_TWIML
+    assert answer.body == EMPTY_TWIML and answer.receipt == "SM" + "1" * 32
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
-"""delivery truth: delivery status on attempts, suppression list, SMS credits, endpoint health
+"""delivery truth: delivery status on attempts, suppression list (and the reports applied to
+it), SMS credits, endpoint health
 
 Revision ID: 0011
 Revises: 0010
@@ -61,6 +62,12 @@ def upgrade() -> None:
         sa.Column("created_at", UTCDateTime(), nullable=False),
     )
     op.create_table(
+        "callback_receipts",
+        _account(),
+        sa.Column("receipt", sa.String(200), primary_key=True),
+        sa.Column("received_at", UTCDateTime(), nullable=False),
+    )
+    op.create_table(
         "credit_usage",
         _account(),
         sa.Column("period", sa.String(7), primary_key=True),
@@ -104,7 +111,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("endpoints", "credit_charges", "credit_usage", "suppressions"):
+    tables = ("endpoints", "credit_charges", "credit_usage", "callback_receipts", "suppressions")
+    for table in tables:
         op.drop_table(table)
     op.drop_index("ix_attempts_endpoint", "attempts")
     op.drop_index("ix_attempts_external", "attempts")
