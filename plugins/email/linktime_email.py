@@ -299,11 +299,22 @@ def invite_uid(booking: Booking) -> str:
     return f"{booking.uid}@linktime"
 
 
+def _valid_address(raw: str | None) -> str | None:
+    """``raw`` as an email address, or None when it is not one: what a booker typed stays out
+    of the invite rather than breaking it."""
+    if not raw:
+        return None
+    try:
+        return _email_address(raw)
+    except ValueError:
+        return None
+
+
 def _mailto(person: Person | Address, **params: str) -> icalendar.vCalAddress:
     if isinstance(person, Address):
         name, addr = person.display_name, person.addr_spec
     else:
-        name, addr = person.name, person.email or ""
+        name, addr = person.name, _valid_address(person.email) or ""
     address = icalendar.vCalAddress(f"mailto:{addr}")
     if name:
         address.params["CN"] = _one_line(name)
@@ -312,13 +323,15 @@ def _mailto(person: Person | Address, **params: str) -> icalendar.vCalAddress:
 
 
 def _attendees(booking: Booking) -> list[Person]:
-    """The invitees (the booker first) and the co-hosts, each once, those with an address."""
+    """The invitees (the booker first) and the co-hosts, each once, those with a valid address."""
     people = [booking.invitee, *booking.invitees, *booking.hosts]
-    seen = {booking.host.email.lower()} if booking.host and booking.host.email else set()
+    host = _valid_address(booking.host.email) if booking.host else None
+    seen = {host.lower()} if host else set()
     found = []
     for person in people:
-        if person is not None and person.email and person.email.lower() not in seen:
-            seen.add(person.email.lower())
+        address = _valid_address(person.email) if person is not None else None
+        if person is not None and address and address.lower() not in seen:
+            seen.add(address.lower())
             found.append(person)
     return found
 
@@ -360,7 +373,7 @@ def build_invite(ctx: ActionContext, organizer: Address) -> tuple[str, bytes]:
         event.add("description", description)
     event.add("status", "CANCELLED" if cancelled else "CONFIRMED")
     host = booking.host
-    event.add("organizer", _mailto(host if host and host.email else organizer))
+    event.add("organizer", _mailto(host if host and _valid_address(host.email) else organizer))
     rsvp = "FALSE" if cancelled else "TRUE"
     for person in _attendees(booking):
         attendee = _mailto(person, ROLE="REQ-PARTICIPANT", PARTSTAT="NEEDS-ACTION", RSVP=rsvp)

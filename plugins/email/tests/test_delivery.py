@@ -168,6 +168,27 @@ def test_invite_as_mail_clients_expect_it(run_action: RunAction, peer: SmtpPeer)
     assert int(vevent(attached)["SEQUENCE"]) == 0
 
 
+@pytest.mark.parametrize(
+    "odd", ["guest@example.com\r\nX-Injected: 1", "not an address", 'x@y.com" ; ROLE=CHAIR']
+)
+def test_a_co_invitee_without_a_valid_address_is_left_out_of_the_invite(
+    run_action: RunAction, peer: SmtpPeer, odd: str
+) -> None:
+    """What a booker typed for a guest neither breaks the invite nor goes into it."""
+    event = event_with(
+        invitees=[{"name": "Co", "email": odd}, {"name": "Bo", "email": "bo@example.com"}]
+    )
+    result = run_action(
+        "email.send", email(to_invitee=True, calendar_invite=True)["settings"], event
+    )
+
+    assert result.outcome is Outcome.SUCCEEDED, result.error
+    _, calendar = invite(peer.delivered[0].message)
+    attendees = vevent(calendar).get("ATTENDEE")
+    addresses = [str(a) for a in (attendees if isinstance(attendees, list) else [attendees])]
+    assert addresses == [f"mailto:{event.booking.invitee.email}", "mailto:bo@example.com"]
+
+
 def test_no_invite_unless_asked(run_action: RunAction, peer: SmtpPeer) -> None:
     run_action("email.send", email(to_invitee=True)["settings"])
     msg = peer.delivered[0].message
