@@ -39,12 +39,16 @@ def test_a_draft_is_kept_through_test_toggle_and_step_edits(
         page.get_by_role("link", name="Create workflow").first.click()
         expect(page.get_by_role("heading", name="Create workflow")).to_be_visible()
 
-        # A free account: actions its plan allows come first; SMS and voice last, marked with
-        # the plans that include them, and not the default choice.
+        # A free account: actions its plan allows come first; SMS, WhatsApp and voice last,
+        # marked with the plans that include them, and not the default choice.
         add = page.get_by_label("Add an action")
         options = add.locator("option").all_inner_texts()
-        assert options[-2:] == ["Send SMS — on Pro and Business", "AI Voice Call — on Business"]
-        assert "—" not in "".join(options[:-2])
+        assert sorted(options[-3:]) == [
+            "AI Voice Call — on Business",
+            "Send SMS — on Pro and Business",
+            "Send WhatsApp message — on Pro and Business",
+        ]
+        assert "—" not in "".join(options[:-3])
         assert add.evaluate("s => s.options[s.selectedIndex].text") == options[0]
         check(page, "editor new")
 
