@@ -272,6 +272,17 @@ def test_another_account_s_endpoints_and_steps_are_404(
     ):
         assert setup.api(method, path, other).status_code == 404, path
     assert setup.api("POST", f"/v1/workflows/{wf}/steps/3/rotate-secret").status_code == 404
+    # A position no workflow has is refused before the database sees it, on the API and pages.
+    huge = 2**63
+    for position in (huge, -1):
+        answer = setup.api("POST", f"/v1/workflows/{wf}/steps/{position}/rotate-secret")
+        assert answer.status_code == 422, answer.text
+        assert [f["field"] for f in answer.json()["fields"]] == ["position"]
+    dash = Dash(setup.client)
+    dash.sign_in(setup.account.api_key)
+    dash.get(f"/workflows/{wf}")
+    refused = dash.post(f"/workflows/{wf}/steps/{huge}/example", {})
+    assert refused.status_code == 422 and "position" in refused.text
     assert endpoint["used_by"] == [
         {"workflow_id": wf, "workflow_name": "test workflow", "position": 0, "enabled": True}
     ]

@@ -9,8 +9,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
+from litestar.params import Parameter
 from pydantic import BaseModel, Field
 from sqlalchemy import Connection, Engine, case, func, select, update
 
@@ -31,6 +32,9 @@ from .storage import (
 
 if TYPE_CHECKING:
     from .engine import Hub
+
+# A step's position in a route: bounded, so a huge number is a 400, not a database error.
+Position = Annotated[int, Parameter(ge=0, le=1000, description="The step's position, from 0")]
 
 ACTIVE = "active"
 DISABLED = "disabled"

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from litestar import get, post
 from litestar.di import NamedDependency
 from litestar.handlers import HTTPRouteHandler
-from litestar.params import FromPath, Parameter
+from litestar.params import FromPath
 
 from .. import endpoints, workflows
-from ..endpoints import EndpointDetail, EndpointOut, ExampleSent
+from ..endpoints import EndpointDetail, EndpointOut, ExampleSent, Position
 from ..engine import Hub
 from ..offload import offload
 from ..workflows import RotatedSecret
-
-# A step's position in its workflow: bounded, so a huge number is a 400, not a database error.
-Position = Annotated[int, Parameter(ge=0, le=1000, description="The step's position, from 0")]
 
 
 def handlers(hub: Hub) -> list[HTTPRouteHandler]:

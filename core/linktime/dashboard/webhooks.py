@@ -10,6 +10,7 @@ from litestar.params import FromPath
 from litestar.response import Redirect, Template
 
 from .. import endpoints, workflows
+from ..endpoints import Position
 from ..engine import Hub
 from ..errors import InputError
 from ..offload import offload
@@ -58,7 +59,7 @@ async def rotate_secret(
     hub: NamedDependency[Hub],
     me: NamedDependency[Me],
     workflow_id: FromPath[str],
-    position: FromPath[int],
+    position: Position,
 ) -> Redirect:
     try:
         rotated = await offload(workflows.rotate_secret, hub, me.account_id, workflow_id, position)
@@ -81,7 +82,7 @@ async def send_example(
     hub: NamedDependency[Hub],
     me: NamedDependency[Me],
     workflow_id: FromPath[str],
-    position: FromPath[int],
+    position: Position,
 ) -> Redirect:
     try:
         sent = await offload(endpoints.send_example, hub, me.account_id, workflow_id, position)
