@@ -7,7 +7,9 @@ back by it."""
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import threading
+import time
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -58,6 +60,8 @@ class Health:
     state: str
     disabled_reason: str | None
     failing_since: datetime | None
+    # (account, action, URL digest): where ``Healths`` keeps it.
+    key: tuple[str, str, str] = ("", "", "")
 
     def refusal(self) -> Result | None:
         """The result of a step to this endpoint while it is disabled, or None."""
@@ -79,6 +83,40 @@ _COLUMNS = (
 )
 
 
+# How long a process trusts what it read of an endpoint's health: a change made by another
+# process (a re-enable, its 410) reaches it within this; its own changes at once. Without it
+# every delivery would cost a transaction of its own (measured: 0.44 → 0.30 in bench/).
+CACHE_SECONDS = 2.0
+_CACHE_MAX = 10_000
+
+
+class Healths:
+    """The endpoints' health as this process last read or changed it (one per Hub)."""
+
+    def __init__(self, seconds: float = CACHE_SECONDS) -> None:
+        self.seconds = seconds
+        self._seen: dict[tuple[str, str, str], tuple[float, Health]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, str, str]) -> Health | None:
+        with self._lock:
+            found = self._seen.get(key)
+        if found is None or time.monotonic() - found[0] > self.seconds:
+            return None
+        return found[1]
+
+    def put(self, health: Health) -> None:
+        with self._lock:
+            if len(self._seen) >= _CACHE_MAX:  # bounded: many endpoints, each read again
+                self._seen.clear()
+            self._seen[health.key] = (time.monotonic(), health)
+
+    def forget(self, endpoint_id: str) -> None:
+        with self._lock:
+            for key in [k for k, (_, h) in self._seen.items() if h.id == endpoint_id]:
+                del self._seen[key]
+
+
 def _find(conn: Connection, account_id: str, action: str, digest: str) -> Health | None:
     row = conn.execute(
         select(*_COLUMNS).where(
@@ -87,15 +125,21 @@ def _find(conn: Connection, account_id: str, action: str, digest: str) -> Health
             Endpoint.url_hash == digest,
         )
     ).first()
-    return None if row is None else Health(*row)
+    return None if row is None else Health(*row, key=(account_id, action, digest))
 
 
-def ensure(db: Engine, account_id: str, action: str, url: str, now: datetime) -> Health:
+def ensure(
+    db: Engine, healths: Healths, account_id: str, action: str, url: str, now: datetime
+) -> Health:
     """The endpoint ``url`` of ``action`` for the account, known from its first delivery on."""
     digest = url_hash(url)
+    cached = healths.get((account_id, action, digest))
+    if cached is not None:
+        return cached
     with db.connect() as conn:
         found = _find(conn, account_id, action, digest)
     if found is not None:
+        healths.put(found)
         return found
     with db.begin() as conn:
         insert_ignoring(
@@ -117,35 +161,40 @@ def ensure(db: Engine, account_id: str, action: str, url: str, now: datetime) ->
         )
         found = _find(conn, account_id, action, digest)
     assert found is not None
+    healths.put(found)
     return found
 
 
-def observe(db: Engine, endpoint: Health, result: Result, now: datetime) -> None:
-    """Keep the endpoint's health after an attempt to it; writes only when it changes."""
+def observe(db: Engine, healths: Healths, endpoint: Health, result: Result, now: datetime) -> None:
+    """Keep the endpoint's health after an attempt to it; writes only what changes."""
     if result.error_code == DISABLED_CODE:
         return
-    change: dict[str, object] | None = None
+    after = endpoint
     if result.outcome is Outcome.SUCCEEDED:
-        if endpoint.failing_since is not None:
-            change = {"failing_since": None}
+        after = replace(endpoint, failing_since=None)
     elif result.http_status == 410:
-        change = _disable("it answered 410 Gone", now)
+        after = replace(endpoint, state=DISABLED, disabled_reason="it answered 410 Gone")
     elif endpoint.failing_since is None:
-        change = {"failing_since": now}
+        after = replace(endpoint, failing_since=now)
     elif now - endpoint.failing_since >= DISABLE_AFTER:
-        days = DISABLE_AFTER.days
-        change = _disable(f"every delivery failed for {days} days", now)
-    if change is None:
+        reason = f"every delivery failed for {DISABLE_AFTER.days} days"
+        after = replace(endpoint, state=DISABLED, disabled_reason=reason)
+    # Only the columns that change: what this process read may be a moment old.
+    values: dict[str, object] = {
+        name: getattr(after, name)
+        for name in ("state", "disabled_reason", "failing_since")
+        if getattr(after, name) != getattr(endpoint, name)
+    }
+    if not values:
         return
+    if after.state == DISABLED:
+        values["disabled_at"] = now
     with db.begin() as conn:
         query = update(Endpoint).where(Endpoint.id == endpoint.id)
-        if change.get("failing_since") is now:  # the first failure: only if none before
-            query = query.where(Endpoint.failing_since.is_(None))
-        conn.execute(query.values(**change, updated_at=now))
-
-
-def _disable(reason: str, now: datetime) -> dict[str, object]:
-    return {"state": DISABLED, "disabled_reason": reason, "disabled_at": now}
+        if endpoint.failing_since is None and after.failing_since is not None:
+            query = query.where(Endpoint.failing_since.is_(None))  # the first failure only
+        conn.execute(query.values(**values, updated_at=now))
+    healths.put(after)
 
 
 def enable(conn: Connection, account_id: str, endpoint_id: str, now: datetime) -> bool:
@@ -342,6 +391,7 @@ def reenable(hub: Hub, account_id: str, endpoint_id: str) -> EndpointDetail:
     with hub.db.begin() as conn:
         if not enable(conn, account_id, endpoint_id, hub.clock()):
             raise NotFound(f"no endpoint {endpoint_id!r}")
+    hub.endpoint_health.forget(endpoint_id)
     return get_endpoint(hub.db, account_id, endpoint_id, hub.clock())
 
 

@@ -232,6 +232,7 @@ class Hub:
         self.sealer = Sealer(self.secret_key())
         self.clock = clock  # due times; leases go by the database's clock
         self.heartbeat = Heartbeat(self.db, self.settings.step_lease_seconds)
+        self.endpoint_health = endpoints.Healths()
         # Set by the broker binding (worker.bind); until then runs wait for the scheduler.
         self.enqueue: Callable[[list[str]], None] = lambda run_ids: None
         # Also the broker binding's: how many messages wait in the broker (read by /metrics).
@@ -701,14 +702,18 @@ class Hub:
             return _Attempted(failed, started, int((time.perf_counter() - t0) * 1000))
         url = action.endpoint(settings) if action.endpoint is not None else None
         endpoint = (
-            endpoints.ensure(self.db, claim.account_id, action.name, url, started) if url else None
+            endpoints.ensure(
+                self.db, self.endpoint_health, claim.account_id, action.name, url, started
+            )
+            if url
+            else None
         )
         # A test run (Send example) still goes: it is how a user sees the endpoint works again.
         refused = endpoint.refusal() if endpoint is not None and not claim.test else None
         result = refused or self._attempt_with(action, claim, step, settings)
         duration_ms = int((time.perf_counter() - t0) * 1000)
         if endpoint is not None:
-            endpoints.observe(self.db, endpoint, result, self.clock())
+            endpoints.observe(self.db, self.endpoint_health, endpoint, result, self.clock())
         return _Attempted(result, started, duration_ms, endpoint.id if endpoint else None)
 
     def _attempt_with(
