@@ -14,14 +14,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, exists, select, update
+from sqlalchemy import Connection, exists, select, text, update
 
 from . import services, suppressions
 from .callbacks import CallbackAnswer, CallbackRefused, CallbackRequest, DeliveryUpdate
 from .engine import Hub
 from .errors import FieldError, InputError, NotFound
 from .statuses import DELIVERY_RANK, DeliveryStatus
-from .storage import Account, Attempt, CallbackReceipt, Integration, Run, RunStep, insert_ignoring
+from .storage import (
+    AWAITING_REPORT,
+    Account,
+    Attempt,
+    CallbackReceipt,
+    Integration,
+    Run,
+    RunStep,
+    insert_ignoring,
+)
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +169,7 @@ def _apply(conn: Connection, account_id: str, item: DeliveryUpdate, now: datetim
         update(Attempt)
         .where(
             Attempt.external_id == item.external_id,
+            text(AWAITING_REPORT),  # as the partial index says it, so that it is used
             Attempt.delivery_status.in_(lower),
             theirs,
         )

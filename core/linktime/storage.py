@@ -337,16 +337,21 @@ class RunStep(Base):
     attempt_log: Mapped[list[Attempt]] = relationship(order_by="Attempt.number", lazy="selectin")
 
 
+# Attempts whose delivery a provider may still report on (the ranks below final).
+AWAITING_REPORT = "delivery_status IN ('accepted', 'sent')"
+
+
 class Attempt(Base):
     __tablename__ = "attempts"
     __table_args__ = (
         UniqueConstraint("step_id", "number"),
-        # A provider's callback finds its message by the id the provider gave it.
+        # A provider's callback finds its message by the id the provider gave it, among those
+        # still awaiting a report: a message delivered at once (a webhook) costs no entry.
         Index(
             "ix_attempts_external",
             "external_id",
-            postgresql_where=text("external_id IS NOT NULL"),
-            sqlite_where=text("external_id IS NOT NULL"),
+            postgresql_where=text(AWAITING_REPORT),
+            sqlite_where=text(AWAITING_REPORT),
         ),
         # An endpoint's recent deliveries and success rate (Settings → Webhooks).
         Index(

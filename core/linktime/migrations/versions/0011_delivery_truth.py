@@ -39,12 +39,13 @@ def upgrade() -> None:
     # Plain ADD COLUMNs (see 0006): attempts before it have no delivery status.
     for column in _ATTEMPT_COLUMNS:
         op.add_column("attempts", column)
+    awaiting = sa.text("delivery_status IN ('accepted', 'sent')")  # storage.AWAITING_REPORT
     op.create_index(
         "ix_attempts_external",
         "attempts",
         ["external_id"],
-        postgresql_where=sa.text("external_id IS NOT NULL"),
-        sqlite_where=sa.text("external_id IS NOT NULL"),
+        postgresql_where=awaiting,
+        sqlite_where=awaiting,
     )
     op.create_index(
         "ix_attempts_endpoint",
