@@ -39,6 +39,7 @@ from linktime.actions import (
 )
 from linktime.hookspecs import hookimpl
 from linktime.operator_settings import OperatorSettingError, operator_timeout, plugin_settings
+from linktime.statuses import DeliveryStatus
 from linktime.templating import TemplateStr
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
@@ -360,8 +361,13 @@ async def _post_to_channel(
             http.retry_after(answer.headers.get("Retry-After")),
             excerpt,
         )
-    # chat.postMessage answers with the channel id, even when given a name.
-    return Result.ok(external_id=f"{response['channel']}/{response['ts']}", http_status=200)
+    # chat.postMessage answers with the channel id, even when given a name. Posted is delivered:
+    # the message is in the channel.
+    return Result.ok(
+        external_id=f"{response['channel']}/{response['ts']}",
+        http_status=200,
+        delivery_status=DeliveryStatus.DELIVERED,
+    )
 
 
 async def _post_to_webhook(
@@ -374,7 +380,11 @@ async def _post_to_webhook(
         return Result.fail(str(exc), error_code="ssrf_refused")
     body = response.text.strip()
     if response.status_code == 200:
-        return Result.ok(http_status=200, response_excerpt=body[:EXCERPT_CHARS])
+        return Result.ok(
+            http_status=200,
+            response_excerpt=body[:EXCERPT_CHARS],
+            delivery_status=DeliveryStatus.DELIVERED,
+        )
     # Incoming webhooks answer errors as a bare code: 404 no_service, 410 channel_is_archived...
     return _answer_result(
         response.status_code,

@@ -54,6 +54,7 @@ def test_posts_the_message_to_the_channel(
 
     assert result.outcome is Outcome.SUCCEEDED, result.error
     assert (result.external_id, result.http_status) == ("C0SALES01/1764601201.000100", 200)
+    assert result.delivery_status == "delivered"  # posted: it is in the channel
     [request] = slack.receiver.requests
     assert (request.method, request.path) == ("POST", "/api/chat.postMessage")
     assert request.headers["authorization"] == f"Bearer {slack.token}"
@@ -289,6 +290,7 @@ def test_posts_to_the_incoming_webhook(run_action: RunAction, slack: FakeSlack) 
 
     assert result.outcome is Outcome.SUCCEEDED, result.error
     assert (result.external_id, result.http_status, result.response_excerpt) == (None, 200, "ok")
+    assert result.delivery_status == "delivered"
     [request] = slack.receiver.requests
     assert request.path == "/services/T0001/B0001/Zx9s3cr3tWebhookPart"
     assert "authorization" not in request.headers
