@@ -255,9 +255,9 @@ class EndpointDetail(EndpointOut):
     deliveries: list[DeliveryOut] = Field(description=f"The {RECENT} latest, newest first")
 
 
-def _uses(conn: Connection, account_id: str) -> dict[tuple[str, str], list[StepUse]]:
-    """Steps of the account's workflows by (action, url): the URL is stored in clear (only
-    secrets are sealed)."""
+def _uses(hub: Hub, conn: Connection, account_id: str) -> dict[tuple[str, str], list[StepUse]]:
+    """Steps of the account's workflows by (action, endpoint), the endpoint as the engine
+    finds it: the action's own ``endpoint`` of the step's settings."""
     rows = conn.execute(
         select(
             WorkflowStep.action,
@@ -272,10 +272,16 @@ def _uses(conn: Connection, account_id: str) -> dict[tuple[str, str], list[StepU
         .order_by(Workflow.created_at, WorkflowStep.position)
     )
     uses: dict[tuple[str, str], list[StepUse]] = {}
-    for action, settings, wf_id, wf_name, position, enabled in rows:
-        url = settings.get("url") if isinstance(settings, dict) else None
-        if isinstance(url, str):
-            uses.setdefault((action, url), []).append(
+    for action_name, settings, wf_id, wf_name, position, enabled in rows:
+        action = hub.registry.actions.get(action_name)
+        if action is None or action.endpoint is None:
+            continue
+        try:
+            url = action.endpoint(hub.sealer.open(action.settings, settings))
+        except ValueError:  # no longer valid: the engine reports it when the step runs
+            continue
+        if url:
+            uses.setdefault((action_name, url), []).append(
                 StepUse(
                     workflow_id=wf_id, workflow_name=wf_name, position=position, enabled=enabled
                 )
@@ -301,6 +307,38 @@ def _rates(conn: Connection, ids: list[str], since: datetime) -> dict[str, tuple
     return {row[0]: (int(row[1]), int(row[2] or 0)) for row in rows}
 
 
+def _deliveries(conn: Connection, account_id: str, endpoint_id: str) -> list[DeliveryOut]:
+    """The endpoint's ``RECENT`` latest attempts, newest first."""
+    rows = conn.execute(
+        select(
+            Attempt.started_at,
+            Attempt.status,
+            Attempt.http_status,
+            Attempt.error_code,
+            Attempt.error,
+            RunStep.run_id,
+            Run.test,
+        )
+        .join(RunStep, RunStep.id == Attempt.step_id)
+        .join(Run, Run.id == RunStep.run_id)
+        .where(Attempt.endpoint_id == endpoint_id, Run.account_id == account_id)
+        .order_by(Attempt.started_at.desc(), Attempt.id.desc())
+        .limit(RECENT)
+    )
+    return [
+        DeliveryOut(
+            at=at,
+            status=status,
+            http_status=http_status,
+            error_code=error_code,
+            error=error,
+            run_id=run_id,
+            test=test,
+        )
+        for at, status, http_status, error_code, error, run_id, test in rows
+    ]
+
+
 def _out(row: Any, rate: tuple[int, int], uses: list[StepUse]) -> EndpointOut:
     total, ok = rate
     return EndpointOut(
@@ -324,61 +362,52 @@ def _rows(conn: Connection, account_id: str, endpoint_id: str | None = None) -> 
     return list(conn.execute(query.order_by(Endpoint.created_at.desc(), Endpoint.id)))
 
 
-def list_endpoints(db: Engine, account_id: str, now: datetime) -> list[EndpointOut]:
-    """Every endpoint of the account (each known from its first delivery), newest first."""
-    with db.connect() as conn:
-        rows = _rows(conn, account_id)
-        rates = _rates(conn, [r.id for r in rows], now - RATE_WINDOW)
-        uses = _uses(conn, account_id)
-    return [_out(r, rates.get(r.id, (0, 0)), uses.get((r.action, r.url), [])) for r in rows]
-
-
-def get_endpoint(db: Engine, account_id: str, endpoint_id: str, now: datetime) -> EndpointDetail:
-    """One endpoint of the account with its latest deliveries; another account's is NotFound."""
-    with db.connect() as conn:
+def _endpoints(
+    hub: Hub, account_id: str, endpoint_id: str | None, detailed: bool
+) -> list[EndpointDetail]:
+    """The account's endpoints (or the one ``endpoint_id``), their 24-hour rates and the steps
+    using them read once for all, and with ``detailed`` their latest deliveries."""
+    with hub.db.connect() as conn:
         rows = _rows(conn, account_id, endpoint_id)
-        if not rows:
-            raise NotFound(f"no endpoint {endpoint_id!r}")
-        [row] = rows
-        rate = _rates(conn, [row.id], now - RATE_WINDOW).get(row.id, (0, 0))
-        uses = _uses(conn, account_id).get((row.action, row.url), [])
-        deliveries = [
-            DeliveryOut(
-                at=at,
-                status=status,
-                http_status=http_status,
-                error_code=error_code,
-                error=error,
-                run_id=run_id,
-                test=test,
+        rates = _rates(conn, [r.id for r in rows], hub.clock() - RATE_WINDOW)
+        uses = _uses(hub, conn, account_id) if rows else {}
+        return [
+            EndpointDetail(
+                **_out(r, rates.get(r.id, (0, 0)), uses.get((r.action, r.url), [])).model_dump(),
+                deliveries=_deliveries(conn, account_id, r.id) if detailed else [],
             )
-            for at, status, http_status, error_code, error, run_id, test in conn.execute(
-                select(
-                    Attempt.started_at,
-                    Attempt.status,
-                    Attempt.http_status,
-                    Attempt.error_code,
-                    Attempt.error,
-                    RunStep.run_id,
-                    Run.test,
-                )
-                .join(RunStep, RunStep.id == Attempt.step_id)
-                .join(Run, Run.id == RunStep.run_id)
-                .where(Attempt.endpoint_id == row.id, Run.account_id == account_id)
-                .order_by(Attempt.started_at.desc(), Attempt.id.desc())
-                .limit(RECENT)
-            )
+            for r in rows
         ]
-    return EndpointDetail(**_out(row, rate, uses).model_dump(), deliveries=deliveries)
 
 
-def disabled_by_workflow(db: Engine, account_id: str) -> dict[str, list[tuple[int, Any]]]:
+def list_endpoints(hub: Hub, account_id: str) -> list[EndpointOut]:
+    """Every endpoint of the account (each known from its first delivery), newest first."""
+    return [
+        EndpointOut(**e.model_dump(exclude={"deliveries"}))
+        for e in _endpoints(hub, account_id, None, detailed=False)
+    ]
+
+
+def list_detailed(hub: Hub, account_id: str) -> list[EndpointDetail]:
+    """Every endpoint of the account with its latest deliveries (Settings → Webhooks)."""
+    return _endpoints(hub, account_id, None, detailed=True)
+
+
+def get_endpoint(hub: Hub, account_id: str, endpoint_id: str) -> EndpointDetail:
+    """One endpoint of the account with its latest deliveries; another account's is NotFound."""
+    found = _endpoints(hub, account_id, endpoint_id, detailed=True)
+    if not found:
+        raise NotFound(f"no endpoint {endpoint_id!r}")
+    return found[0]
+
+
+def disabled_by_workflow(hub: Hub, account_id: str) -> dict[str, list[tuple[int, Any]]]:
     """The account's disabled endpoints by the workflows whose steps deliver to them: for each
     workflow id, (step position, endpoint row) pairs. The workflows list and the editor mark
     them."""
-    with db.connect() as conn:
+    with hub.db.connect() as conn:
         disabled = [r for r in _rows(conn, account_id) if r.state == DISABLED]
-        uses = _uses(conn, account_id) if disabled else {}
+        uses = _uses(hub, conn, account_id) if disabled else {}
     marked: dict[str, list[tuple[int, Any]]] = {}
     for row in disabled:
         for use in uses.get((row.action, row.url), []):
@@ -392,7 +421,7 @@ def reenable(hub: Hub, account_id: str, endpoint_id: str) -> EndpointDetail:
         if not enable(conn, account_id, endpoint_id, hub.clock()):
             raise NotFound(f"no endpoint {endpoint_id!r}")
     hub.endpoint_health.forget(endpoint_id)
-    return get_endpoint(hub.db, account_id, endpoint_id, hub.clock())
+    return get_endpoint(hub, account_id, endpoint_id)
 
 
 # --- Send example --------------------------------------------------------------------------------

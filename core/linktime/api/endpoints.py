@@ -20,13 +20,13 @@ def handlers(hub: Hub) -> list[HTTPRouteHandler]:
         summary="Every webhook endpoint of the account, its state and 24-hour success rate",
     )
     async def list_endpoints(account_id: NamedDependency[str]) -> list[EndpointOut]:
-        return await offload(endpoints.list_endpoints, hub.db, account_id, hub.clock())
+        return await offload(endpoints.list_endpoints, hub, account_id)
 
     @get("/v1/endpoints/{endpoint_id:str}", summary="One endpoint with its recent deliveries")
     async def get_endpoint(
         endpoint_id: FromPath[str], account_id: NamedDependency[str]
     ) -> EndpointDetail:
-        return await offload(endpoints.get_endpoint, hub.db, account_id, endpoint_id, hub.clock())
+        return await offload(endpoints.get_endpoint, hub, account_id, endpoint_id)
 
     @post(
         "/v1/endpoints/{endpoint_id:str}/enable",

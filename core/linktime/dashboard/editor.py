@@ -552,7 +552,7 @@ async def _endpoint_tools(
     if wf is None:
         return {}
     disabled = dict(
-        (await offload(endpoints.disabled_by_workflow, hub.db, me.account_id)).get(wf.id, [])
+        (await offload(endpoints.disabled_by_workflow, hub, me.account_id)).get(wf.id, [])
     )
     stored = {s.id: s for s in wf.steps}
     tools: dict[int, dict[str, Any]] = {}

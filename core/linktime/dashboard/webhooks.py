@@ -19,19 +19,11 @@ from .app import AnyRequest, Me, flash, page, see_other
 PAGE = "/settings/webhooks"
 
 
-def _details(hub: Hub, account_id: str) -> list[endpoints.EndpointDetail]:
-    now = hub.clock()
-    return [
-        endpoints.get_endpoint(hub.db, account_id, e.id, now)
-        for e in endpoints.list_endpoints(hub.db, account_id, now)
-    ]
-
-
 @get(PAGE)
 async def webhooks_page(
     request: AnyRequest, hub: NamedDependency[Hub], me: NamedDependency[Me]
 ) -> Template:
-    found = await offload(_details, hub, me.account_id)
+    found = await offload(endpoints.list_detailed, hub, me.account_id)
     return page(request, "webhooks.html", me=me, endpoints=found)
 
 

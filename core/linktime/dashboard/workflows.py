@@ -66,7 +66,7 @@ async def workflows_page(
     items = await offload(workflows.list_all, hub, me.account_id)
     plan = await usage(hub, me)
     connected = await offload(connected_integrations, hub, me.account_id)
-    disabled = await offload(endpoints.disabled_by_workflow, hub.db, me.account_id)
+    disabled = await offload(endpoints.disabled_by_workflow, hub, me.account_id)
     rows = [
         {
             "id": w.id,
