@@ -62,12 +62,15 @@ def read_unsubscribe_token(secret: str, token: str) -> tuple[str, str] | None:
     return account_id, address
 
 
+def _public(hub: Hub, path: str) -> str | None:
+    """``path`` under ``LINKTIME_PUBLIC_URL``; None without it."""
+    base = hub.settings.public_url
+    return None if base is None else f"{base.rstrip('/')}{path}"
+
+
 def callback_url(hub: Hub, account_id: str, name: str) -> str | None:
     """The account's URL of the callback ``name``; None without ``LINKTIME_PUBLIC_URL``."""
-    base = hub.settings.public_url
-    if base is None:
-        return None
-    return f"{base.rstrip('/')}/v1/callbacks/{name}/{account_key(hub.secret_key(), account_id)}"
+    return _public(hub, f"/v1/callbacks/{name}/{account_key(hub.secret_key(), account_id)}")
 
 
 class StepServices(AccountServices):
@@ -103,16 +106,12 @@ class StepServices(AccountServices):
             self.hub.db, self.account_id, plan, self.step_id, kind, amount, self.hub.clock()
         )
 
-    def _public(self, path: str) -> str | None:
-        base = self.hub.settings.public_url
-        return None if base is None else f"{base.rstrip('/')}{path}"
-
     def callback_url(self, name: str) -> str | None:
         return callback_url(self.hub, self.account_id, name)
 
     def unsubscribe_url(self, address: str) -> str | None:
         token = unsubscribe_token(self.hub.secret_key(), self.account_id, address)
-        return self._public(f"/v1/unsubscribe/{token}")
+        return _public(self.hub, f"/v1/unsubscribe/{token}")
 
     def booking_sequence(self) -> int:
         with self.hub.db.connect() as conn:
