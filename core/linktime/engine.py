@@ -229,7 +229,10 @@ class Hub:
         self.registry = registry or plugins.configured(self.settings)
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.db = make_engine(self.settings.effective_database_url)
-        self.sealer = Sealer(self.secret_key())
+        # Read once: every seal, session, callback key and unsubscribe link uses it, so it
+        # must not change under a running process anyway.
+        self._secret_key = self._load_secret_key()
+        self.sealer = Sealer(self._secret_key)
         self.clock = clock  # due times; leases go by the database's clock
         self.heartbeat = Heartbeat(self.db, self.settings.step_lease_seconds)
         self.endpoint_health = endpoints.Healths()
@@ -239,6 +242,9 @@ class Hub:
         self.queue_length: Callable[[], int] | None = None
 
     def secret_key(self) -> str:
+        return self._secret_key
+
+    def _load_secret_key(self) -> str:
         if self.settings.secret_key:
             return self.settings.secret_key
         path = self.settings.data_dir / "secret.key"
@@ -799,6 +805,7 @@ class Hub:
             step_status = BLOCKED if blocked else StepStatus.FAILED
             run = {"b_run_status": RunStatus.FAILED, "b_due": None, "b_note": None}
         excerpt = result.response_excerpt
+        delivery = _delivery(result)
         attempt = {
             "id": new_id("att"),
             "step_id": step.id,
@@ -813,8 +820,8 @@ class Hub:
             "response_excerpt": excerpt[: self.settings.response_excerpt_bytes]
             if excerpt
             else None,
-            "delivery_status": _delivery(result),
-            "delivery_updated_at": now if _delivery(result) else None,
+            "delivery_status": delivery,
+            "delivery_updated_at": now if delivery else None,
             "endpoint_id": attempted.endpoint_id,
         }
         if step_status not in (StepStatus.SUCCEEDED, StepStatus.PENDING):
