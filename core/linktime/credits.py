@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     from .engine import Hub
 
 SMS = "sms"
-NOTHING = PlanConfig(active_workflows=0, sms_credits=0)
 # The capabilities whose steps take credits of the same name (sms.send: one a segment).
 KINDS = (SMS,)
 
@@ -161,6 +160,5 @@ def usage(conn: Connection, account_id: str, plan: PlanConfig, now: datetime) ->
 def sms_usage(hub: Hub, account_id: str) -> Credits:
     """The account's SMS credits this month by the hub's clock and its plan settings."""
     with hub.db.connect() as conn:
-        # A plan gone from the operator's settings allows nothing: no credits either.
-        plan = hub.settings.plans.get(plan_of(conn, account_id)) or NOTHING
+        plan = hub.settings.plan(plan_of(conn, account_id))
         return usage(conn, account_id, plan, hub.clock())

@@ -101,8 +101,9 @@ class Settings(BaseSettings):
     )
 
     def plan(self, name: str) -> PlanConfig:
-        """An unknown plan (removed from the operator file) allows nothing."""
-        return self.plans.get(name) or PlanConfig(active_workflows=0)
+        """An unknown plan (removed from the operator file) allows nothing: no workflow, no
+        action that needs a capability, no credits."""
+        return self.plans.get(name) or PlanConfig(active_workflows=0, sms_credits=0)
 
     @field_validator("admin_token")
     @classmethod
