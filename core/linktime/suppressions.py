@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import re
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field
@@ -15,6 +15,9 @@ from sqlalchemy import Connection, Row, and_, delete, or_, select
 
 from .errors import FieldError, InputError
 from .storage import Suppression, insert_ignoring
+
+if TYPE_CHECKING:
+    from .engine import Hub
 
 # Why an address is on the list, as stored in ``source``.
 SMS_STOP = "sms_stop"  # the number replied STOP (or STOPALL, UNSUBSCRIBE, …)
@@ -149,7 +152,7 @@ def _read_cursor(cursor: str) -> tuple[datetime, str]:
 
 
 def page(
-    conn: Connection,
+    hub: Hub,
     account_id: str,
     q: str | None = None,
     limit: int = 50,
@@ -183,7 +186,8 @@ def page(
                 and_(Suppression.created_at == at, Suppression.address < address),
             )
         )
-    rows = conn.execute(query).all()
+    with hub.db.connect() as conn:
+        rows = conn.execute(query).all()
     more = len(rows) > limit
     rows = rows[:limit]
     return SuppressionPage(
@@ -197,13 +201,18 @@ def entry(conn: Connection, account_id: str, address: str) -> SuppressionOut | N
     return None if found is None else SuppressionOut.model_validate(found, from_attributes=True)
 
 
-def add_manual(
-    conn: Connection, account_id: str, data: SuppressionIn, now: datetime
-) -> tuple[SuppressionOut, bool]:
+def add_manual(hub: Hub, account_id: str, data: SuppressionIn) -> tuple[SuppressionOut, bool]:
     """Add an address by hand: the entry, and whether it was new (an address already on the
     list keeps its first entry)."""
     reason = (data.reason or "").strip() or "added by the account"
-    added = add(conn, account_id, data.address, reason, MANUAL, now)
-    found = entry(conn, account_id, data.address)
+    with hub.db.begin() as conn:
+        added = add(conn, account_id, data.address, reason, MANUAL, hub.clock())
+        found = entry(conn, account_id, data.address)
     assert found is not None  # just added, or already there
     return found, added
+
+
+def remove_manual(hub: Hub, account_id: str, address: str) -> bool:
+    """Take an address off the list by hand; whether it was on it."""
+    with hub.db.begin() as conn:
+        return remove(conn, account_id, address)

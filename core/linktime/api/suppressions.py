@@ -17,22 +17,9 @@ from ..offload import offload
 from ..suppressions import SuppressionIn, SuppressionOut, SuppressionPage
 
 
-def _add(hub: Hub, account_id: str, data: SuppressionIn) -> tuple[SuppressionOut, bool]:
-    with hub.db.begin() as conn:
-        return suppressions.add_manual(conn, account_id, data, hub.clock())
-
-
 def _remove(hub: Hub, account_id: str, address: str) -> None:
-    with hub.db.begin() as conn:
-        if not suppressions.remove(conn, account_id, address):
-            raise NotFound(f"{address!r} is not on the suppression list")
-
-
-def _page(
-    hub: Hub, account_id: str, q: str | None, limit: int, cursor: str | None
-) -> SuppressionPage:
-    with hub.db.connect() as conn:
-        return suppressions.page(conn, account_id, q, limit, cursor)
+    if not suppressions.remove_manual(hub, account_id, address):
+        raise NotFound(f"{address!r} is not on the suppression list")
 
 
 def handlers(hub: Hub) -> list[HTTPRouteHandler]:
@@ -50,7 +37,7 @@ def handlers(hub: Hub) -> list[HTTPRouteHandler]:
         limit: Annotated[int, QueryParameter(ge=1, le=suppressions.MAX_LIMIT)] = 50,
         cursor: FromQuery[str | None] = None,
     ) -> SuppressionPage:
-        return await offload(_page, hub, account_id, q, limit, cursor)
+        return await offload(suppressions.page, hub, account_id, q, limit, cursor)
 
     @post(
         "/v1/suppressions",
@@ -64,7 +51,7 @@ def handlers(hub: Hub) -> list[HTTPRouteHandler]:
     async def add_suppression(
         data: JSONBody[SuppressionIn], account_id: NamedDependency[str]
     ) -> Response[SuppressionOut]:
-        found, added = await offload(_add, hub, account_id, data)
+        found, added = await offload(suppressions.add_manual, hub, account_id, data)
         return Response(found, status_code=201 if added else 200)
 
     @delete(

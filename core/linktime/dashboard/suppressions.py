@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from litestar import get, post
 from litestar.di import NamedDependency
 from litestar.params import FromQuery
@@ -29,11 +27,6 @@ SOURCE_WORDS = {
 _LABELS = {"address": "Phone number or email address", "reason": "Reason (optional)"}
 
 
-def _page(hub: Hub, account_id: str, q: str | None, cursor: str | None) -> Any:
-    with hub.db.connect() as conn:
-        return suppressions.page(conn, account_id, q, PAGE_SIZE, cursor)
-
-
 async def _opt_outs(
     request: AnyRequest,
     hub: Hub,
@@ -47,7 +40,7 @@ async def _opt_outs(
 ) -> Template:
     page_error = None
     try:
-        found = await offload(_page, hub, me.account_id, q, cursor)
+        found = await offload(suppressions.page, hub, me.account_id, q, PAGE_SIZE, cursor)
         items: list[SuppressionOut] = found.items
         older = found.next_cursor
     except InputError:
@@ -82,16 +75,6 @@ async def opt_outs_page(
     return await _opt_outs(request, hub, me, q=q, cursor=cursor)
 
 
-def _add(hub: Hub, account_id: str, data: SuppressionIn) -> tuple[SuppressionOut, bool]:
-    with hub.db.begin() as conn:
-        return suppressions.add_manual(conn, account_id, data, hub.clock())
-
-
-def _remove(hub: Hub, account_id: str, address: str) -> bool:
-    with hub.db.begin() as conn:
-        return suppressions.remove(conn, account_id, address)
-
-
 @post(PATH)
 async def add_opt_out(
     request: AnyRequest, hub: NamedDependency[Hub], me: NamedDependency[Me]
@@ -103,7 +86,7 @@ async def add_opt_out(
         return await _opt_outs(request, hub, me, raw=raw, errors=required, status=422)
     try:
         data = SuppressionIn(address=raw["address"], reason=raw["reason"] or None)
-        entry, added = await offload(_add, hub, me.account_id, data)
+        entry, added = await offload(suppressions.add_manual, hub, me.account_id, data)
     except ValidationError as exc:
         errors = people_errors(exc)
         return await _opt_outs(request, hub, me, raw=raw, errors=errors, status=422)
@@ -123,7 +106,7 @@ async def remove_opt_out(
 ) -> Redirect:
     address = str((await request.form()).get("address", ""))
     try:
-        removed = await offload(_remove, hub, me.account_id, address)
+        removed = await offload(suppressions.remove_manual, hub, me.account_id, address)
     except InputError:
         removed = False
     if removed:
