@@ -46,10 +46,10 @@ from linktime_twilio import (
     check_recipient,
     credentials_verifier,
     e164,
-    opted_out,
+    reachable,
     recipient,
     recipient_shown,
-    status_callback,
+    report_args,
     to_the_invitee,
 )
 from pydantic import Field
@@ -125,14 +125,10 @@ def send_sms(ctx: ActionContext) -> Result:
     if credentials is None:
         return Result.fail(NOT_CONNECTED, error_code="not_connected")
     operator = operator_settings()
-    try:
-        to = recipient(ctx, operator.supported_countries)
-    except NumberRefused as exc:
-        return Result.fail(str(exc), error_code=exc.code)
     # A number that replied STOP is not texted (nor charged a credit): Twilio is not asked.
-    refused = opted_out(ctx, to)
-    if refused is not None:
-        return refused
+    to = reachable(ctx, operator.supported_countries)
+    if isinstance(to, Result):
+        return to
     body = ctx.render(ctx.settings.text)
     segments = sms_count(body).segments
     # Taken once for the step before Twilio is asked (a retry takes none; a step that ends
@@ -143,8 +139,6 @@ def send_sms(ctx: ActionContext) -> Result:
             f"{segments} (one a segment). Credits renew on the 1st; a bigger plan has more",
             error_code=CREDITS_EXHAUSTED,
         )
-    callback = status_callback(ctx)
-    reports = {} if callback is None else {"status_callback": callback}
     return call_twilio(
         credentials,
         operator,
@@ -153,7 +147,7 @@ def send_sms(ctx: ActionContext) -> Result:
             body=body,
             from_=credentials.from_number,
             messaging_service_sid=credentials.messaging_service_sid,
-            **reports,
+            **report_args(ctx),
         ),
         to=to,
     )

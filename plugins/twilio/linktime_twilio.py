@@ -13,13 +13,13 @@ client on a pooled per-thread session that can be redirected to another base URL
 
 Names a channel uses (stable):
 
-- ``CALLBACK`` (``"twilio"``): the callback's name; ``status_callback(ctx)`` the URL to hand
-  Twilio as ``status_callback`` on a create, None when the operator set no
-  ``LINKTIME_PUBLIC_URL`` (then pass none).
-- ``opted_out(ctx, number)``: the ``Result.opted_out`` for a number on the account's
-  suppression list, None when it may be sent to; ask before Twilio.
-- ``call_twilio(credentials, operator, create, recipient=number)``: Twilio's 21610
-  ("unsubscribed recipient") becomes ``Result.opted_out(..., suppress=recipient)``.
+- ``CALLBACK`` (``"twilio"``): the callback's name; ``report_args(ctx, **extra)`` the
+  arguments of a create that ask Twilio to report there (``status_callback`` and ``extra``),
+  none when the operator set no ``LINKTIME_PUBLIC_URL``.
+- ``reachable(ctx, countries)``: the E.164 number a step goes to, or the ``Result`` that ends
+  it unsent (a number refused, or on the account's suppression list); ask before Twilio.
+- ``call_twilio(credentials, operator, create, to=number)``: Twilio's 21610
+  ("unsubscribed recipient") becomes ``Result.opted_out(..., suppress=number)``.
 - ``verify_credentials(credentials, operator)`` and ``credentials_verifier(operator_settings)``
   (an ``ActionType.verify_credentials``): the integration checked with Twilio at connect.
 - ``handle_callback(request)``: the callback itself; ``delivery_update(form)`` and
@@ -393,17 +393,24 @@ def call_twilio(
 # --- before sending ------------------------------------------------------------------------------
 
 
-def status_callback(ctx: ActionContext) -> str | None:
-    """Where Twilio reports on this message or call (``status_callback=``), or None when the
-    operator has not set ``LINKTIME_PUBLIC_URL``: then ask for no reports."""
-    return ctx.services.callback_url(CALLBACK)
+def report_args(ctx: ActionContext, **extra: Any) -> dict[str, Any]:
+    """The arguments of a create that ask Twilio to report on the message or call
+    (``status_callback`` and ``extra``), or none when the operator has not set
+    ``LINKTIME_PUBLIC_URL``."""
+    url = ctx.services.callback_url(CALLBACK)
+    return {} if url is None else {"status_callback": url, **extra}
 
 
-def opted_out(ctx: ActionContext, number: str) -> Result | None:
-    """The result of a step to ``number`` when it is on the account's suppression list (not
-    sent, and Twilio not asked); None when it may be sent to."""
+def reachable(ctx: ActionContext, countries: frozenset[str]) -> str | Result:
+    """The E.164 number this step goes to, or the result that ends it without asking Twilio: a
+    number refused (none on the booking, invalid, outside ``countries``), or one on the
+    account's suppression list (one list for every channel)."""
+    try:
+        number = recipient(ctx, countries)
+    except NumberRefused as exc:
+        return Result.fail(str(exc), error_code=exc.code)
     reason = ctx.services.opted_out(number)
-    return None if reason is None else Result.opted_out(reason)
+    return number if reason is None else Result.opted_out(reason)
 
 
 # --- the settings, checked with Twilio at connect ------------------------------------------------

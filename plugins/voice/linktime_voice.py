@@ -43,10 +43,10 @@ from linktime_twilio import (
     check_recipient,
     credentials_verifier,
     e164,
-    opted_out,
+    reachable,
     recipient,
     recipient_shown,
-    status_callback,
+    report_args,
     to_the_invitee,
 )
 from pydantic import Field, ValidationInfo, field_validator
@@ -207,19 +207,12 @@ def place_call(ctx: ActionContext) -> Result:
             f"{ENV_PREFIX}AGENT_URL",
             error_code="agent_not_configured",
         )
-    try:
-        to = recipient(ctx, operator.supported_countries)
-    except NumberRefused as exc:
-        return Result.fail(str(exc), error_code=exc.code)
     # A number that replied STOP is not called either: Twilio is not asked.
-    refused = opted_out(ctx, to)
-    if refused is not None:
-        return refused
+    to = reachable(ctx, operator.supported_countries)
+    if isinstance(to, Result):
+        return to
     twiml = build_twiml(ctx, operator.agent_url)
-    callback = status_callback(ctx)
-    reports: dict[str, Any] = {}
-    if callback is not None:
-        reports = {"status_callback": callback, "status_callback_event": CALL_EVENTS}
+    reports = report_args(ctx, status_callback_event=CALL_EVENTS)
     return call_twilio(
         credentials,
         operator,

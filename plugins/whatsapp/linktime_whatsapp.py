@@ -33,17 +33,15 @@ from linktime.templating import TemplateStr
 from linktime_twilio import (
     INTEGRATION,
     NOT_CONNECTED,
-    NumberRefused,
     RecipientSettings,
     TwilioCredentials,
     TwilioOperatorSettings,
     call_twilio,
     check_recipient,
     credentials_verifier,
-    opted_out,
-    recipient,
+    reachable,
     recipient_shown,
-    status_callback,
+    report_args,
     to_the_invitee,
 )
 from pydantic import Field, StringConstraints, model_validator
@@ -178,20 +176,15 @@ def send_whatsapp(ctx: ActionContext) -> Result:
     if credentials is None:
         return Result.fail(NOT_CONNECTED, error_code="not_connected")
     operator = operator_settings()
-    try:
-        to = recipient(ctx, operator.supported_countries)
-    except NumberRefused as exc:
-        return Result.fail(str(exc), error_code=exc.code)
     # One suppression list across channels: a number that replied STOP gets no WhatsApp either.
-    refused = opted_out(ctx, to)
-    if refused is not None:
-        return refused
+    to = reachable(ctx, operator.supported_countries)
+    if isinstance(to, Result):
+        return to
     sent_from = sender(credentials)
     if not sent_from:
         return Result.fail(NO_SENDER, error_code=NO_WHATSAPP_SENDER)
     message = content(ctx)
-    callback = status_callback(ctx)
-    reports = {} if callback is None else {"status_callback": callback}
+    reports = report_args(ctx)
     result = call_twilio(
         credentials,
         operator,
