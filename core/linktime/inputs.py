@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -17,3 +18,11 @@ M = TypeVar("M", bound=BaseModel)
 def validate_input(model: type[M], data: Mapping[str, Any]) -> M:
     """``data`` (JSON values only) as ``model``; raises pydantic's ValidationError."""
     return model.model_validate_json(json.dumps(data), strict=True)
+
+
+def is_hidden(info: FieldInfo) -> bool:
+    """Whether a settings field is set by an action of its own (a rotated-out secret), never
+    typed: a plugin marks it ``Field(json_schema_extra={"hidden": True})``. Forms keep it
+    unseen; runs under way take it from the workflow with the secrets."""
+    extra = info.json_schema_extra
+    return isinstance(extra, dict) and extra.get("hidden") is True

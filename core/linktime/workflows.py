@@ -17,7 +17,7 @@ from . import bookings, drafts, endpoints, plans
 from .crypto import masked, revealed, secret_fields, with_kept_secrets
 from .engine import Hub
 from .errors import FieldError, InputError, NotFound, pydantic_fields
-from .inputs import validate_input
+from .inputs import is_hidden, validate_input
 from .statuses import RUN_UNFINISHED, STEP_OPEN
 from .storage import Account, Run, RunStep, Workflow, WorkflowStep, new_id
 from .templating import checks_of_one_save
@@ -513,11 +513,8 @@ def with_current_secrets(
         return copy
     if action.endpoint is not None and action.endpoint(copied) != action.endpoint(now):
         return copy
-    fields = action.settings.model_fields
     managed = set(secret_fields(action.settings)) | {
-        name
-        for name, info in fields.items()
-        if isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get("hidden")
+        name for name, info in action.settings.model_fields.items() if is_hidden(info)
     }
     merged = copied.model_copy(update={name: getattr(now, name) for name in managed})
     return hub.sealer.seal(action.settings, merged)

@@ -27,6 +27,7 @@ from pydantic_core import PydanticUndefined
 
 from ..crypto import MASK
 from ..errors import FieldError
+from ..inputs import is_hidden
 from ..templating import check_template
 
 Kind = Literal[
@@ -173,8 +174,7 @@ def field_spec(name: str, info: FieldInfo) -> FieldSpec:
         template=template,
         generated=kind == "password" and info.default_factory is not None,
         default=default,
-        hidden=isinstance(info.json_schema_extra, dict)
-        and info.json_schema_extra.get("hidden") is True,
+        hidden=is_hidden(info),
     )
 
 
