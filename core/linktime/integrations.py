@@ -84,14 +84,15 @@ def connect(hub: Hub, account_id: str, name: str, data: dict[str, Any]) -> Integ
         except ValidationError as exc:
             raise InputError(f"the {name} settings are not valid", pydantic_fields(exc)) from None
         secrets |= set(secret_fields(model))
-    verifier = next(
-        (a for a in map(hub.registry.actions.__getitem__, checked) if a.verify_credentials), None
-    )
-    if verifier is not None and verifier.verify_credentials is not None:
-        # The provider is asked before anything is stored: settings it refuses are not kept.
-        refused = verifier.verify_credentials(checked[verifier.name])
-        if refused:
-            raise InputError(f"the {name} settings were refused", refused)
+    # The provider is asked (by the first action that can ask it) before anything is stored:
+    # settings it refuses are not kept.
+    for action, credentials in checked.items():
+        verify = hub.registry.actions[action].verify_credentials
+        if verify is not None:
+            refused = verify(credentials)
+            if refused:
+                raise InputError(f"the {name} settings were refused", refused)
+            break
     stored = hub.sealer.seal_fields(data, secrets)
     now = hub.clock()
     values = {"account_id": account_id, "name": name, "settings": stored, "updated_at": now}
