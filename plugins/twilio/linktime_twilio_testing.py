@@ -29,6 +29,12 @@ from xml.etree import ElementTree
 
 import pytest
 import requests
+from linktime import integrations, suppressions, workflows
+from linktime.accounts import create_account
+from linktime.engine import Hub
+from linktime.models import sample_event
+from linktime.runs import get_run
+from linktime.storage import Run
 from linktime.testing import HttpReceiver, Received, Reply
 from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
 
@@ -287,6 +293,30 @@ class FakeTwilio:
         params = {"MessageSid": sid, "SmsSid": sid, "SmsMessageSid": sid, "AccountSid": ACCOUNT_SID}
         params |= {"From": from_, "To": to, "Body": body, "NumMedia": "0", "SmsStatus": "received"}
         return self.post(url, {**params, "ApiVersion": "2010-04-01", **extra})
+
+
+def run_workflow(
+    hub: Hub,
+    credentials: dict[str, str],
+    steps: list[workflows.StepIn],
+    *,
+    plan: str,
+    stopped: str | None = None,
+) -> Run:
+    """Through the core: an account on ``plan`` with Twilio connected and an enabled workflow of
+    ``steps``, ``stopped`` (a number) on its opt-out list as a STOP reply puts it, then a
+    booking: its run, processed, with its steps and attempts."""
+    account = create_account(hub, "Acme", plan)
+    integrations.connect(hub, account.id, "twilio", credentials)
+    spec = workflows.WorkflowIn(name="Twilio", trigger="booking.created", enabled=True, steps=steps)
+    workflows.create(hub, account.id, spec)
+    if stopped is not None:
+        with hub.db.begin() as conn:
+            reason = "replied STOP"
+            suppressions.add(conn, account.id, stopped, reason, suppressions.SMS_STOP, hub.clock())
+    [run_id] = hub.emit(sample_event(), account_id=account.id).run_ids
+    hub.process_run(run_id)
+    return get_run(hub, account.id, run_id)
 
 
 def _json(status: int, body: dict[str, Any]) -> Reply:

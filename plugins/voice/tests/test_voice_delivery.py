@@ -6,15 +6,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from linktime import integrations, suppressions, workflows
-from linktime.accounts import create_account
-from linktime.models import sample_event
-from linktime.runs import get_run
+from linktime import workflows
 from linktime.services import account_key
+from linktime_twilio_testing import run_workflow
 
 if TYPE_CHECKING:
     from linktime.engine import Hub
-    from linktime.runs import RunOut
+    from linktime.storage import Run
     from linktime_twilio_testing import FakeTwilio
 
 PUBLIC = "https://hub.example.com"
@@ -25,17 +23,8 @@ STEPS = [
 ]
 
 
-def run(hub: Hub, credentials: dict[str, str], *, stopped: str | None = None) -> RunOut:
-    account = create_account(hub, "Acme", "business")
-    integrations.connect(hub, account.id, "twilio", credentials)
-    spec = workflows.WorkflowIn(name="Calls", trigger="booking.created", enabled=True, steps=STEPS)
-    workflows.create(hub, account.id, spec)
-    if stopped is not None:
-        with hub.db.begin() as conn:
-            suppressions.add(conn, account.id, stopped, "replied STOP", "sms_stop", hub.clock())
-    [run_id] = hub.emit(sample_event(), account_id=account.id).run_ids
-    hub.process_run(run_id)
-    return get_run(hub, account.id, run_id)
+def run(hub: Hub, credentials: dict[str, str], *, stopped: str | None = None) -> Run:
+    return run_workflow(hub, credentials, STEPS, plan="business", stopped=stopped)
 
 
 def test_each_call_asks_for_its_progress(
