@@ -275,6 +275,24 @@ def test_requests_reuse_one_pooled_connection(listen: Callable[..., Listener]) -
     assert (listener.requests, listener.connections) == (6, 2)  # the event loop's own pool
 
 
+@pytest.mark.usefixtures("allow_loopback")
+def test_a_plugin_reads_the_answer_itself(listen: Callable[..., Listener]) -> None:
+    """``answered`` makes the Result from the response (a header of it, say), sync and async;
+    failures that got no answer stay the core's."""
+    url = f"http://127.0.0.1:{listen().port}/"
+
+    def answered(response: httpx.Response) -> Result:
+        return Result.ok(external_id=f"answered {response.status_code}")
+
+    async def once() -> Result:
+        return await http.acall("POST", url, content=b"x", answered=answered)
+
+    assert http.call("POST", url, content=b"x", answered=answered).external_id == "answered 200"
+    assert run(once()).external_id == "answered 200"
+    refused = http.call("GET", "http://127.0.0.1:1/", answered=answered)
+    assert refused.outcome is Outcome.RETRY and refused.error_code == "connection_error"
+
+
 def test_each_thread_has_its_own_client() -> None:
     mine = http.client()
     assert http.client() is mine

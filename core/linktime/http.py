@@ -784,24 +784,34 @@ def _failure(exc: Exception, url: str | httpx.URL, timeout: float | None) -> Res
     )
 
 
+Answered = Callable[[httpx.Response], Result]
+
+
+def _answered(response: httpx.Response, excerpt_bytes: int, answered: Answered | None) -> Result:
+    if answered is not None:
+        return answered(response)
+    return Result.from_response(response, excerpt_bytes=excerpt_bytes)
+
+
 def call(
     method: str,
     url: str | httpx.URL,
     *,
     timeout: float | None = None,
     excerpt_bytes: int = 1024,
+    answered: Answered | None = None,
     **httpx_kwargs: Any,
 ) -> Result:
-    """``request``, every outcome as a ``Result``: an answer by ``Result.from_response`` (its
-    excerpt ``excerpt_bytes`` long at most); a URL that cannot be called fails
-    (``invalid_url``); a refused target fails (``ssrf_refused``); a
-    timeout, a name that does not resolve or a failed connection retries (``timeout``,
-    ``dns_error``, ``connection_error``)."""
+    """``request``, every outcome as a ``Result``: an answer by ``answered(response)`` (default:
+    ``Result.from_response``, its excerpt ``excerpt_bytes`` long at most), for a plugin that
+    reads more of it (a header); a URL that cannot be called fails (``invalid_url``); a refused
+    target fails (``ssrf_refused``); a timeout, a name that does not resolve or a failed
+    connection retries (``timeout``, ``dns_error``, ``connection_error``)."""
     try:
         response = request(method, url, timeout=timeout, **httpx_kwargs)
     except (Refused, httpx.TransportError, httpx.InvalidURL) as exc:
         return _failure(exc, url, timeout)
-    return Result.from_response(response, excerpt_bytes=excerpt_bytes)
+    return _answered(response, excerpt_bytes, answered)
 
 
 async def acall(
@@ -810,6 +820,7 @@ async def acall(
     *,
     timeout: float | None = None,
     excerpt_bytes: int = 1024,
+    answered: Answered | None = None,
     **httpx_kwargs: Any,
 ) -> Result:
     """``call`` on the running loop's async client."""
@@ -817,7 +828,7 @@ async def acall(
         response = await arequest(method, url, timeout=timeout, **httpx_kwargs)
     except (Refused, httpx.TransportError, httpx.InvalidURL) as exc:
         return _failure(exc, url, timeout)
-    return Result.from_response(response, excerpt_bytes=excerpt_bytes)
+    return _answered(response, excerpt_bytes, answered)
 
 
 def retry_after(value: str | None, now: datetime | None = None) -> float | None:

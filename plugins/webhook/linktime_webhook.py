@@ -25,7 +25,7 @@ import secrets
 import sys
 import time
 import urllib.parse
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -348,36 +348,14 @@ def call_webhook(ctx: ActionContext) -> Result:
     return replace(result, external_id=ctx.idempotency_key)
 
 
-class _Answer(httpx.Auth):
-    """Keeps the headers of the answer (``http.call`` gives a Result): an auth flow is httpx's
-    per-request hook that sees the response."""
-
-    def __init__(self) -> None:
-        self.headers = httpx.Headers()
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        response = yield request
-        self.headers = response.headers
-
-
-def _deliver(ctx: ActionContext) -> Result:
-    settings: WebhookStepSettings = ctx.settings
-    payload = _body_of_run(ctx)
-    answer = _Answer()
-    result = http.call(
-        "POST",
-        settings.url,
-        timeout=operator_settings().timeout,
-        # All that was read: secrets are masked before the excerpt is cut (see _redacted).
-        excerpt_bytes=sys.maxsize,
-        content=payload,
-        headers=_request_headers(settings, ctx.idempotency_key, payload),
-        auth=answer,
-    )
+def _answered(response: httpx.Response) -> Result:
+    """What the endpoint's answer comes to: a 2xx reached its receiver (``delivered``); a
+    retryable one with ``webhook-delivery: abort-message`` fails for good; the body kept whole
+    (secrets are masked before the excerpt is cut: see _redacted)."""
+    result = Result.from_response(response, excerpt_bytes=sys.maxsize)
     if result.outcome is Outcome.SUCCEEDED:
-        # A 2xx from the endpoint itself: the message reached its receiver.
         return replace(result, delivery_status="delivered")
-    aborted = answer.headers.get(DELIVERY_HEADER, "").strip().lower() == ABORT_MESSAGE
+    aborted = response.headers.get(DELIVERY_HEADER, "").strip().lower() == ABORT_MESSAGE
     if result.outcome is Outcome.RETRY and aborted:
         return Result.fail(
             f"{result.error}; the receiver asked not to retry this message "
@@ -387,6 +365,19 @@ def _deliver(ctx: ActionContext) -> Result:
             response_excerpt=result.response_excerpt,
         )
     return result
+
+
+def _deliver(ctx: ActionContext) -> Result:
+    settings: WebhookStepSettings = ctx.settings
+    payload = _body_of_run(ctx)
+    return http.call(
+        "POST",
+        settings.url,
+        timeout=operator_settings().timeout,
+        answered=_answered,
+        content=payload,
+        headers=_request_headers(settings, ctx.idempotency_key, payload),
+    )
 
 
 def preview_webhook(ctx: ActionContext) -> dict[str, Any]:
