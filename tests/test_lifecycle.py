@@ -39,7 +39,7 @@ DISTRIBUTION = "lifecycle-probe"
 # Each hook call appends a JSON line to $LIFE_LOG: the process, its roles and its threads
 # (the in-process worker's and scheduler's must not be running at either end).
 PROBE = """
-import asyncio, json, os, threading
+import asyncio, json, os, signal, threading
 
 import httpx
 from pydantic import BaseModel
@@ -67,6 +67,8 @@ async def startup(context):
     if os.environ.get("LIFE_TARGET"):
         await opened["client"].get("/opened")  # a pooled connection, on the startup loop
     note("startup", context)
+    if os.environ.get("LIFE_STOP_IN_STARTUP"):  # Ctrl-C while the process is starting
+        os.kill(os.getpid(), getattr(signal, os.environ["LIFE_STOP_IN_STARTUP"]))
 
 
 @hookimpl
@@ -262,6 +264,19 @@ def test_each_worker_process_starts_and_stops_the_plugins_once(
     assert len(pids) == 2 and worker.pid not in pids  # Dramatiq's worker processes, not main
     assert_started_and_stopped_once(calls, pids, ["worker"])
     assert all(running_in_process(c) == [] for c in calls if c["event"] == "shutdown")
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGINT"])
+def test_a_stop_asked_while_starting_still_shuts_the_plugins_down(
+    probe: Probe, tmp_path: Path, services: dict[str, str], how: str
+) -> None:
+    env = probe.env(**services, LIFE_STOP_IN_STARTUP=how)
+    scheduler = start(["scheduler"], env, tmp_path, tmp_path / "s")
+    try:
+        assert scheduler.wait(timeout=60) == 0, (tmp_path / "s").read_text()[-3000:]
+    finally:
+        stop([scheduler])
+    assert_started_and_stopped_once(probe.calls(), {scheduler.pid}, ["scheduler"])
 
 
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGINT"])

@@ -62,11 +62,19 @@ def _start_plugins(
     return context
 
 
-def _until_stopped() -> None:
-    """Wait for SIGINT (Ctrl-C) or SIGTERM (a process manager's clean stop)."""
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    with contextlib.suppress(KeyboardInterrupt):
-        threading.Event().wait()
+@contextlib.contextmanager
+def _running_until_stopped() -> Iterator[None]:
+    """Start what the block starts, then wait for SIGINT (Ctrl-C) or SIGTERM (a process
+    manager's clean stop). A stop asked during the start is taken once started, so the
+    caller's shutdown always follows its startup; a second one, during the shutdown, interrupts
+    it as before."""
+    stop = threading.Event()
+    for each in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(each, lambda _signum, _frame: stop.set())
+    yield
+    stop.wait()
+    for each in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(each, signal.default_int_handler)
 
 
 @click.group()
@@ -280,14 +288,14 @@ def scheduler() -> None:
         )
     _refuse_unsafe_start(hub.registry)
     bind(hub, make_broker(hub))
-    context = _start_plugins(hub.registry, hub.settings, "scheduler")
     # In its own thread, so a stop lets the tick under way finish.
     sched = Scheduler(hub)
-    sched.start()
-    _serve_metrics(hub.settings)
-    # A log line, not an echo: with LINKTIME_LOG_FORMAT=json every line on stderr is JSON.
-    logging.getLogger("linktime.scheduler").info("scheduler running")
-    _until_stopped()
+    with _running_until_stopped():
+        context = _start_plugins(hub.registry, hub.settings, "scheduler")
+        sched.start()
+        _serve_metrics(hub.settings)
+        # A log line, not an echo: with LINKTIME_LOG_FORMAT=json every line on stderr is JSON.
+        logging.getLogger("linktime.scheduler").info("scheduler running")
     sched.stop()
     lifecycle.stop(hub.registry, context)
 
