@@ -16,9 +16,10 @@ from linktime import activity
 from linktime.accounts import create_account
 from linktime.actions import ActionContext, ActionType, Result
 from linktime.bookings import Applied
+from linktime.conditions import Live
 from linktime.dashboard.events import Why, blocked_sentence, explain
 from linktime.engine import Hub
-from linktime.matching import Candidate, verdict
+from linktime.matching import Candidate, StepSpec, verdict
 from linktime.models import sample_event
 from linktime.plans import DEFAULT_PLANS, PlanUsage
 from linktime.runs import EventInspection
@@ -54,7 +55,8 @@ def candidate(**changes: Any) -> Candidate:
         "event_types": [],
         "continue_when_blocked": False,
         "created_at": NOW,
-        "steps": [("email.send", {})],
+        "conditions": [],
+        "steps": [StepSpec("email.send", {})],
         **changes,
     }
     return Candidate(**values)
@@ -75,8 +77,9 @@ def why(
     **event: Any,
 ) -> Why:
     sample = sample_event(event_type, **event)
-    applied = Applied(fresh, cancelled, sample.booking.start, sample.booking.end)
-    reason = verdict(wf, sample, applied, hub.registry, "free", DEFAULT_PLANS["free"], rank)
+    live = Live.of_event(sample)
+    applied = Applied(fresh, cancelled, sample.booking.start, sample.booking.end, live)
+    reason = verdict(wf, sample, applied, hub.registry, "free", DEFAULT_PLANS["free"], rank, NOW)
     assert reason is not None, "the case was meant not to run"
     now = WorkflowOut(
         id=wf.id,
@@ -156,7 +159,7 @@ def test_each_reason_is_a_sentence_with_its_fix(hub: Hub) -> None:
     limit = why(hub, candidate(), rank=3, usage=FREE_FULL)
     assert "plan allows <em>3</em> active workflows" in str(limit.sentence)
 
-    missing = why(hub, candidate(steps=[("voice.call", {})]))
+    missing = why(hub, candidate(steps=[StepSpec("voice.call", {})]))
     assert "install <em>linktime-voice</em>" in str(missing.sentence)
     unknown = why(hub, candidate(trigger="meeting.never"))
     assert "trigger is not installed" in str(unknown.sentence)

@@ -20,9 +20,10 @@ from linktime.actions import DEFAULT_ACTION_TIMEOUT, ActionType, Result
 from .conftest import NoSettings
 
 ROOT = Path(__file__).resolve().parents[1]
-SIX = [
+SEVEN = [
     "booking.cancelled",
     "booking.created",
+    "booking.no_show",
     "booking.rescheduled",
     "meeting.after",
     "meeting.before",
@@ -103,10 +104,12 @@ def fake_plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def test_builtins_register_the_six_triggers() -> None:
+def test_builtins_register_the_triggers_and_the_logic_steps() -> None:
     registry = plugins.load("")
-    assert sorted(registry.triggers) == SIX
-    assert registry.actions == {}
+    assert sorted(registry.triggers) == SEVEN
+    # The delay and filter steps come from the core's default plugin, as a channel's would.
+    assert sorted(registry.actions) == ["logic.delay", "logic.filter"]
+    assert all(a.logic for a in registry.actions.values())
     assert [p.name for p in registry.plugins] == ["linktime.builtins"]
     assert registry.triggers["meeting.before"].kind == "time"
 
@@ -132,7 +135,7 @@ def test_load_plugins_filter(fake_plugins: Path) -> None:
     only_good = plugins.load("good")
     assert [p.name for p in only_good.plugins] == ["linktime.builtins", "good"]
     assert only_good.broken == []
-    assert plugins.load("").actions == {}
+    assert sorted(plugins.load("").actions) == ["logic.delay", "logic.filter"]
 
 
 def test_cli_lists_plugins_and_broken_ones(fake_plugins: Path) -> None:
@@ -230,8 +233,9 @@ def test_the_core_installed_alone(tmp_path: Path) -> None:
         ).stdout
     )
     assert [p["name"] for p in listed["plugins"]] == ["linktime.builtins"]
-    assert sorted(listed["plugins"][0]["triggers"]) == SIX
-    assert listed["plugins"][0]["actions"] == [] and listed["broken"] == []
+    assert sorted(listed["plugins"][0]["triggers"]) == SEVEN
+    assert listed["plugins"][0]["actions"] == ["logic.delay", "logic.filter"]
+    assert listed["broken"] == []
 
     script = tmp_path / "core_alone.py"
     script.write_text(CORE_ALONE)
@@ -249,7 +253,8 @@ def test_the_core_installed_alone(tmp_path: Path) -> None:
     assert answer["body"]["fields"] == [
         {
             "field": "steps.0.action",
-            "message": "action 'webhook.call' is not installed; installed actions: none",
+            "message": "action 'webhook.call' is not installed; "
+            "installed actions: logic.delay, logic.filter",
         }
     ]
 

@@ -6,12 +6,14 @@ import math
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
 from . import templating
+from .conditions import Facts, Live
 from .errors import FieldError
 from .models import BookingEvent
 
@@ -33,6 +35,13 @@ class Outcome(StrEnum):
     # Not sent because of the account's plan (an action it lacks, credits used up): the step
     # ends blocked_by_plan; the run goes on only if the workflow says so.
     BLOCKED = "blocked"
+    # Logic steps (delay, filter, a step's `when`), which third parties may return too:
+    # park the run until a moment (a row with a due time, as a retry is; nothing sleeps)...
+    WAIT = "wait"
+    # ...end the run here, succeeded, with the reason...
+    STOP = "stop"
+    # ...or leave this step out (nothing sent) and go on.
+    SKIP = "skip"
 
 
 @dataclass(frozen=True)
@@ -52,6 +61,8 @@ class Result:
     # For an opt-out the provider reported (Twilio's 21610): the address to add to the
     # account's suppression list, in the same transaction as the attempt.
     suppress: str | None = None
+    # For a wait: the moment the step is taken up again (aware).
+    until: datetime | None = None
 
     @classmethod
     def ok(
@@ -95,6 +106,26 @@ class Result:
     def blocked(cls, error: str, *, error_code: str) -> Result:
         """Not sent because of the account's plan, e.g. ``sms_credits_exhausted``."""
         return cls(Outcome.BLOCKED, error=error, error_code=error_code)
+
+    @classmethod
+    def wait_until(cls, moment: datetime, reason: str) -> Result:
+        """Park the run until ``moment``: the engine stores it as the step's due time and lets
+        the run go; the scheduler hands it back then, as it does a retry, and this step's
+        ``execute`` is called again with ``ctx.waited_until`` set to it (return ``ok`` to go
+        on, or wait again). A moment already past goes on at once."""
+        if moment.tzinfo is None:
+            raise ValueError("wait_until needs an aware datetime")
+        return cls(Outcome.WAIT, error=reason, until=moment.astimezone(UTC))
+
+    @classmethod
+    def stop(cls, reason: str, *, error_code: str = "stopped") -> Result:
+        """End the run here, succeeded: the later steps are skipped, ``reason`` says why."""
+        return cls(Outcome.STOP, error=reason, error_code=error_code)
+
+    @classmethod
+    def skip(cls, reason: str, *, error_code: str = "condition_not_met") -> Result:
+        """Leave this step out, nothing sent, and go on with the next."""
+        return cls(Outcome.SKIP, error=reason, error_code=error_code)
 
     @classmethod
     def retry(
@@ -206,6 +237,15 @@ class AccountServices:
         a calendar invite's SEQUENCE."""
         return 0
 
+    def now(self) -> datetime:
+        """The hub's clock (tests move it): what a wait is measured from."""
+        return datetime.now(UTC)
+
+    def booking_now(self, event: BookingEvent) -> Live:
+        """The booking as it stands now (its status, time, paid, no-show), read again after
+        every wait; without a database (or for a test run), as ``event`` describes it."""
+        return Live.of_event(event)
+
 
 NO_SERVICES = AccountServices()
 
@@ -230,6 +270,14 @@ class ActionContext:
     # from the run alone (its event, trigger, workflow), built once instead of at every step.
     run_cache: dict[str, Any] = field(default_factory=dict)
     services: AccountServices = NO_SERVICES
+    # The moment a wait (``Result.wait_until``) parked this step until, when it is taken up
+    # again after one; None the first time the step is reached.
+    waited_until: datetime | None = None
+
+    def facts(self) -> Facts:
+        """What conditions are evaluated against: this event, the booking as it stands now
+        and the hub's clock."""
+        return Facts(self.event, self.services.booking_now(self.event), self.services.now())
 
     def render(self, source: str, *, html: bool = False) -> str:
         """Render a message template against this event (sandboxed; ``html`` autoescapes).
@@ -329,6 +377,9 @@ class ActionType:
     # given (``POST /v1/workflows/{id}/steps/{position}/rotate-secret``): (settings, until) ->
     # settings. None: the action has no secret to rotate.
     rotate_secret: Callable[[Any, Any], Any] | None = None
+    # A logic step (delay, filter): it sends nothing, needs no plan capability and does not
+    # count against the plan's actions per workflow.
+    logic: bool = False
 
     def needs_connection(self, settings: Any) -> bool:
         """Whether a step with these settings cannot be sent before the account connects the

@@ -15,7 +15,7 @@ checks it against the booking as it is then (``on_claim``), so a stale reminder 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,9 +25,12 @@ from sqlalchemy.orm import aliased
 
 from . import credits, metrics
 from .actions import TriggerType
+from .conditions import Live
 from .models import Booking, BookingEvent
 from .statuses import RUN_PENDING, RunStatus, StepStatus
 from .storage import Account, BookingState, Run, RunStep, Workflow, insert_ignoring, new_id
+
+CANCELLED_IN_DELAY = "the booking was cancelled during a delay"
 
 # A planned run no worker has taken (``unfired``) in one of these is its workflow's pending
 # reminder for its booking (storage.PENDING_REMINDER): what a reschedule moves. One a worker
@@ -45,14 +48,32 @@ class Applied:
     cancelled: bool  # the booking is cancelled (now or before)
     start: datetime
     end: datetime
+    live: Live  # the booking's state after the event: what workflow conditions see
+
+
+_STATE = (
+    BookingState.status,
+    BookingState.start,
+    BookingState.end,
+    BookingState.last_event_at,
+    BookingState.paid_at,
+    BookingState.no_show,
+    BookingState.event_id,
+)
+
+
+def _live(state: Any) -> Live:
+    return Live(state.status, state.start, state.end, state.paid_at is not None, state.no_show)
 
 
 def apply_event(conn: Connection, account_id: str, event: BookingEvent, event_pk: str) -> Applied:
     """Fold an event into the booking's state. A stale event (older than the state) changes
-    nothing; a cancelled booking stays cancelled whatever arrives after."""
+    nothing but a payment, which is a fact whenever it arrives; a cancelled booking stays
+    cancelled whatever arrives after."""
     b = event.booking
     cancelling = event.type == "booking.cancelled"
-    values = {
+    paying = event.type == "payment.received"
+    values: dict[str, Any] = {
         "account_id": account_id,
         "uid": b.uid,
         "status": "cancelled" if cancelling else b.status,
@@ -60,27 +81,47 @@ def apply_event(conn: Connection, account_id: str, event: BookingEvent, event_pk
         "end": b.end,
         "event_id": event_pk,
         "last_event_at": event.occurred_at,
+        "no_show": b.no_show,
     }
+    if paying:
+        values["paid_at"] = event.occurred_at
     if insert_ignoring(conn, BookingState, values):
-        return Applied(True, cancelling, b.start, b.end)
-    state = conn.execute(
-        select(
-            BookingState.status, BookingState.start, BookingState.end, BookingState.last_event_at
-        )
-        .where(BookingState.account_id == account_id, BookingState.uid == b.uid)
-        .with_for_update()
-    ).one()
+        live = Live(values["status"], b.start, b.end, paying, b.no_show)
+        return Applied(True, cancelling, b.start, b.end, live)
+    where = (BookingState.account_id == account_id, BookingState.uid == b.uid)
+    state = conn.execute(select(*_STATE).where(*where).with_for_update()).one()
+    paid_now = paying and state.paid_at is None
+    if paid_now:
+        conn.execute(update(BookingState).where(*where).values(paid_at=event.occurred_at))
+    live = _live(state)
+    if paid_now:
+        live = replace(live, paid=True)
     if state.status == "cancelled":
-        return Applied(False, True, state.start, state.end)
+        return Applied(False, True, state.start, state.end, live)
     if not cancelling and event.occurred_at < state.last_event_at:
-        return Applied(False, False, state.start, state.end)
+        return Applied(False, False, state.start, state.end, live)
     values["last_event_at"] = max(event.occurred_at, state.last_event_at)
-    conn.execute(
-        update(BookingState)
-        .where(BookingState.account_id == account_id, BookingState.uid == b.uid)
-        .values(**values)
-    )
-    return Applied(True, cancelling, b.start, b.end)
+    values.pop("paid_at", None)  # set above, once
+    conn.execute(update(BookingState).where(*where).values(**values))
+    live = Live(values["status"], b.start, b.end, live.paid, b.no_show)
+    return Applied(True, cancelling, b.start, b.end, live)
+
+
+@dataclass(frozen=True)
+class Now:
+    """A booking as it stands, and the last event applied to it."""
+
+    live: Live
+    event_id: str
+
+
+def now_standing(conn: Connection, account_id: str, uid: str) -> Now | None:
+    """The booking's current state; None for a booking no event has been stored about (a
+    test run's)."""
+    state = conn.execute(
+        select(*_STATE).where(BookingState.account_id == account_id, BookingState.uid == uid)
+    ).first()
+    return None if state is None else Now(_live(state), state.event_id)
 
 
 def _iso(moment: datetime) -> str:
@@ -211,7 +252,10 @@ def cancel(conn: Connection, where: ColumnElement[bool], reason: str, now: datet
     if run_ids:
         skipped = conn.scalars(
             update(RunStep)
-            .where(RunStep.run_id.in_(run_ids), RunStep.status == StepStatus.PENDING)
+            .where(
+                RunStep.run_id.in_(run_ids),
+                RunStep.status.in_((StepStatus.PENDING, StepStatus.WAITING)),
+            )
             .values(status=StepStatus.SKIPPED, finished_at=now)
             .returning(RunStep.id)
         ).all()
@@ -231,6 +275,40 @@ def cancel_for_booking(
         ),
         "the booking was cancelled",
         now,
+    )
+
+
+def _parked(account_id: str, uid: str) -> ColumnElement[bool]:
+    """Runs of the booking parked by a wait (a delay step) on their way."""
+    return and_(
+        Run.account_id == account_id,
+        Run.booking_uid == uid,
+        Run.test.is_(False),
+        exists().where(RunStep.run_id == Run.id, RunStep.status == StepStatus.WAITING),
+    )
+
+
+def cancel_parked(conn: Connection, account_id: str, uid: str, now: datetime) -> None:
+    """A booking was cancelled: its runs waiting in a delay send nothing more (but those a
+    cancellation started: their delay is theirs to keep)."""
+    cancel(
+        conn,
+        and_(_parked(account_id, uid), Run.trigger != "booking.cancelled"),
+        CANCELLED_IN_DELAY,
+        now,
+    )
+
+
+def wake_parked(conn: Connection, account_id: str, uid: str, resend_at: datetime) -> list[str]:
+    """A booking moved: its runs waiting in a delay are due now, so a delay anchored to the
+    meeting works out its new end (and parks again until then); the caller enqueues them."""
+    return list(
+        conn.scalars(
+            update(Run)
+            .where(_parked(account_id, uid), Run.status == RunStatus.WAITING)
+            .values(status=RunStatus.QUEUED, due_at=resend_at)
+            .returning(Run.id)
+        )
     )
 
 
@@ -304,6 +382,9 @@ class Firing:
     event_id: str  # the event it carries: the booking's latest when the booking has moved
     due_at: datetime | None = None  # RUNNING: when it was due (how late it is: metrics)
     note: str | None = None
+    # RUNNING: the workflow's conditions, to check against the booking as it stands (live).
+    conditions: list[dict[str, Any]] | None = None
+    live: Live | None = None
 
 
 _NOW_STANDING = (
@@ -311,10 +392,13 @@ _NOW_STANDING = (
         Workflow.enabled,
         Workflow.trigger,
         Workflow.offset_minutes,
+        Workflow.conditions,
         BookingState.status,
         BookingState.start,
         BookingState.end,
         BookingState.event_id,
+        BookingState.paid_at,
+        BookingState.no_show,
     )
     .select_from(Run)
     .outerjoin(Workflow, Workflow.id == Run.workflow_id)
@@ -347,19 +431,19 @@ def on_claim(
     if trigger is None or trigger.kind != "time":
         return Firing(RunStatus.CANCELLED, event_id, note="the workflow was disabled or changed")
     if current.start is None:
-        return Firing(RunStatus.RUNNING, event_id)
+        return Firing(RunStatus.RUNNING, event_id, conditions=current.conditions)
+    live = _live(current)
     if (current.start, current.end) == (planned.start, planned.end):
         planned_due = due_time(trigger, current.offset_minutes, current.start, current.end)
-        return Firing(RunStatus.RUNNING, event_id, planned_due)
+        return Firing(RunStatus.RUNNING, event_id, planned_due, None, current.conditions, live)
     due, note = decide(trigger, current.offset_minutes, current.start, current.end, now)
     if due is None:
         return Firing(RunStatus.SKIPPED, current.event_id, note=f"the booking moved: {note}")
     if due > now:
-        moved = f"the booking moved: planned again for {_iso(due)}"
-        return Firing(RunStatus.SCHEDULED, current.event_id, due, moved)
-    return Firing(
-        RunStatus.RUNNING, current.event_id, due, note=note and f"the booking moved: {note}"
-    )
+        again = f"the booking moved: planned again for {_iso(due)}"
+        return Firing(RunStatus.SCHEDULED, current.event_id, due, again)
+    moved = note and f"the booking moved: {note}"
+    return Firing(RunStatus.RUNNING, current.event_id, due, moved, current.conditions, live)
 
 
 def carry_latest(conn: Connection, run_id: str, token: str, firing: Firing) -> bool:

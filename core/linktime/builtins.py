@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from . import http
-from .actions import TriggerType
+from . import http, logic
+from .actions import ActionType, TriggerType
 from .hookspecs import hookimpl
 from .lifecycle import ProcessContext
 
@@ -17,6 +17,11 @@ TRIGGERS = (
     ),
     TriggerType(
         "payment.received", "Payment Received", "Fires when a paid booking payment completes"
+    ),
+    TriggerType(
+        "booking.no_show",
+        "Invitee No-Show",
+        "Fires when the booking is marked as a no-show (the invitee did not attend)",
     ),
     TriggerType(
         "meeting.before",
@@ -41,6 +46,12 @@ TRIGGERS = (
 def register_triggers(register: Callable[[TriggerType], None]) -> None:
     for trigger in TRIGGERS:
         register(trigger)
+
+
+@hookimpl
+def register_actions(register: Callable[[ActionType], None]) -> None:
+    for action in logic.ACTIONS:
+        register(action)
 
 
 @hookimpl

@@ -19,6 +19,7 @@ from sqlalchemy import Connection, Engine, case, func, select, update
 
 from .actions import Outcome, Result
 from .errors import FieldError, InputError, NotFound
+from .matching import StepSpec
 from .models import EVENT_TYPES, sample_event
 from .statuses import AttemptStatus
 from .storage import (
@@ -455,6 +456,6 @@ def send_example(hub: Hub, account_id: str, workflow_id: str, position: int) -> 
     event_id = f"test_{new_id('example')}"
     event = sample_event(trigger if trigger in EVENT_TYPES else "booking.created", id=event_id)
     run_id = hub.start_test_run(
-        account_id, workflow_id, name, trigger, event, steps=[(action_name, settings)]
+        account_id, workflow_id, name, trigger, event, steps=[StepSpec(action_name, settings)]
     )
     return ExampleSent(run_id=run_id, event_id=event_id)

@@ -27,6 +27,7 @@ from sqlalchemy import Connection, case, or_, select, update
 
 from . import (
     bookings,
+    conditions,
     credits,
     endpoints,
     logs,
@@ -184,8 +185,8 @@ class _Ref:
     id: str
     name: str
     continue_when_blocked: bool = False
-    # (action, sealed settings) to run instead of the workflow's stored steps: a draft's.
-    steps: list[tuple[str, dict[str, Any]]] | None = None
+    # The steps to run instead of the workflow's stored ones: a draft's.
+    steps: list[matching.StepSpec] | None = None
 
 
 @dataclass(frozen=True)
@@ -196,6 +197,31 @@ class _Step:
     settings: dict[str, Any]
     status: str
     attempts: int
+    wait_until: datetime | None = None
+    when: list[dict[str, Any]] | None = None
+    fallback: dict[str, Any] | None = None
+    fallback_at: int | None = None
+
+    @classmethod
+    def of(cls, row: Any) -> _Step:
+        values = dict(row)
+        moment = values.get("wait_until")
+        if isinstance(moment, str):  # PostgreSQL's json_agg gives it as text
+            parsed = datetime.fromisoformat(moment)
+            values["wait_until"] = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        return cls(**values)
+
+    @property
+    def on_fallback(self) -> bool:
+        return self.fallback_at is not None and self.fallback is not None
+
+    @property
+    def action_and_settings(self) -> tuple[str, dict[str, Any]]:
+        """What this attempt runs: the step's action, or its fallback once that took over."""
+        if self.on_fallback:
+            assert self.fallback is not None
+            return self.fallback["action"], self.fallback["settings"]
+        return self.action, self.settings
 
 
 @dataclass(frozen=True)
@@ -346,13 +372,25 @@ class Hub:
         # same time (bookings.replan_workflow) either sees this booking or is seen enabled here.
         plan_name, candidates = matching.candidates(conn, account_id)
         verdicts = matching.judge(
-            candidates, event, applied, self.registry, plan_name, self.settings.plan(plan_name)
+            candidates,
+            event,
+            applied,
+            self.registry,
+            plan_name,
+            self.settings.plan(plan_name),
+            now,
         )
         applies = [wf for wf, reason in verdicts if reason is None]
         planned: list[bookings.Planned] = []
+        woken: list[str] = []
         if event.type == "booking.cancelled":
             bookings.cancel_for_booking(conn, account_id, event.booking.uid, time_triggers, now)
+            bookings.cancel_parked(conn, account_id, event.booking.uid, now)
         elif event.type in matching.PLANNING_EVENTS:
+            if event.type == "booking.rescheduled" and applied.fresh:
+                woken = bookings.wake_parked(
+                    conn, account_id, event.booking.uid, self.resend_at(now)
+                )
             timed = [
                 bookings.TimeWorkflow(
                     w.id, w.name, self.registry.triggers[w.trigger], w.offset_minutes
@@ -409,7 +447,8 @@ class Hub:
         conn.execute(
             sql.EVENT_OUTCOME, {"b_id": event_pk, "b_answer": answer, "b_decisions": decisions}
         )
-        return Ingested(answer, replayed=False, run_ids=run_ids + bookings.due_now(planned, now))
+        due = run_ids + bookings.due_now(planned, now) + woken
+        return Ingested(answer, replayed=False, run_ids=due)
 
     def start_test_run(
         self,
@@ -418,7 +457,7 @@ class Hub:
         name: str,
         trigger: str,
         event: BookingEvent,
-        steps: list[tuple[str, dict[str, Any]]] | None = None,
+        steps: list[matching.StepSpec] | None = None,
     ) -> str:
         """A run of one workflow, now, marked as a test; it touches no booking state.
         ``steps``: the (action, sealed settings) it runs, when not the workflow's stored ones
@@ -500,7 +539,7 @@ class Hub:
         self,
         conn: Connection,
         runs_by_workflow: dict[str, str],
-        known: dict[str, list[tuple[str, dict[str, Any]]]] | None = None,
+        known: dict[str, list[matching.StepSpec]] | None = None,
     ) -> None:
         """Give runs their own copy of their workflow's steps, as the workflow stands now
         (``known``: the steps, when the caller has just read them)."""
@@ -508,23 +547,33 @@ class Hub:
         missing = [wf for wf in runs_by_workflow if wf not in steps]
         if missing:
             for s in conn.execute(
-                select(WorkflowStep.workflow_id, WorkflowStep.action, WorkflowStep.settings)
+                select(
+                    WorkflowStep.workflow_id,
+                    WorkflowStep.action,
+                    WorkflowStep.settings,
+                    WorkflowStep.when,
+                    WorkflowStep.fallback,
+                )
                 .where(WorkflowStep.workflow_id.in_(missing))
                 .order_by(WorkflowStep.workflow_id, WorkflowStep.position)
             ):
-                steps.setdefault(s.workflow_id, []).append((s.action, s.settings))
+                steps.setdefault(s.workflow_id, []).append(
+                    matching.StepSpec(s.action, s.settings, s.when, s.fallback)
+                )
         rows = [
             {
                 "id": new_id("stp"),
                 "run_id": run_id,
                 "position": position,
-                "action": action,
-                "settings": settings,
+                "action": spec.action,
+                "settings": spec.settings,
+                "when": spec.when,
+                "fallback": spec.fallback,
                 "status": StepStatus.PENDING,
                 "attempts": 0,
             }
             for wf, run_id in runs_by_workflow.items()
-            for position, (action, settings) in enumerate(steps.get(wf, []))
+            for position, spec in enumerate(steps.get(wf, []))
         ]
         if rows:
             conn.execute(sql.ADD_STEP, rows)
@@ -574,7 +623,7 @@ class Hub:
         if conn.dialect.name == "postgresql":
             context = row
             started = row.started
-            steps = [_Step(**s) for s in row.steps or ()]
+            steps = [_Step.of(s) for s in row.steps or ()]
         else:
             context = conn.execute(sql.CONTEXT, {"b_event": row.event_id}).one()
             steps = self._steps(conn, run_id)
@@ -590,6 +639,12 @@ class Hub:
             since = max(due or row.created_at, row.created_at)
             self._copy_steps(conn, {row.workflow_id: run_id})
             steps = self._steps(conn, run_id)
+        elif not row.test and any(s.status == StepStatus.WAITING for s in steps):
+            # Taken up after a wait: the booking as it is now, not as the wait began.
+            resumed = self._resume(conn, run_id, row, token)
+            if resumed is None:
+                return None
+            context = resumed or context
         if since is not None:
             metrics.after_commit(
                 conn, metrics.first_attempt, row.trigger, self.clock() - since, reminder=reminder
@@ -624,7 +679,7 @@ class Hub:
         )
 
     def _steps(self, conn: Connection, run_id: str) -> list[_Step]:
-        return [_Step(**r._mapping) for r in conn.execute(sql.STEPS, {"b_run": run_id})]
+        return [_Step.of(r._mapping) for r in conn.execute(sql.STEPS, {"b_run": run_id})]
 
     def _fire(
         self, conn: Connection, run_id: str, run: Any, context: Any, token: str
@@ -644,11 +699,40 @@ class Hub:
         if firing.status != RunStatus.RUNNING:
             self._finish(conn, run_id, token, firing.status, firing.note)
             return None
-        if firing.event_id == run.event_id:
-            return context, firing.due_at
-        if not bookings.carry_latest(conn, run_id, token, firing):
+        if firing.event_id != run.event_id:
+            if not bookings.carry_latest(conn, run_id, token, firing):
+                raise LeaseLost(run_id)
+            context = conn.execute(sql.CONTEXT, {"b_event": firing.event_id}).one()
+        if firing.conditions:
+            event = BookingEvent.model_validate(context.payload)
+            live = firing.live or conditions.Live.of_event(event)
+            facts = conditions.Facts(event, live, self.clock())
+            verdict = conditions.evaluate(conditions.parse(firing.conditions), facts)
+            if not verdict.held:
+                note = f"the workflow's conditions did not hold when it fired: {verdict.reason()}"
+                self._finish(conn, run_id, token, RunStatus.SKIPPED, note)
+                return None
+        return context, firing.due_at
+
+    def _resume(self, conn: Connection, run_id: str, run: Any, token: str) -> Any | None:
+        """A run taken up after a wait, against its booking as it stands: ended ``cancelled``
+        (None) when the booking was cancelled meanwhile (unless a cancellation started it);
+        else the event context to carry on with: the booking's latest when it changed
+        (False when it did not)."""
+        standing = bookings.now_standing(conn, run.account_id, run.booking_uid)
+        if standing is None:
+            return False
+        if standing.live.status == "cancelled" and run.trigger != "booking.cancelled":
+            self._finish(conn, run_id, token, RunStatus.CANCELLED, bookings.CANCELLED_IN_DELAY)
+            conn.execute(sql.SKIP_OPEN, {"b_run": run_id, "b_now": self.clock()})
+            return None
+        if standing.event_id == run.event_id:
+            return False
+        if not bookings.carry_latest(
+            conn, run_id, token, bookings.Firing(RunStatus.RUNNING, standing.event_id)
+        ):
             raise LeaseLost(run_id)
-        return conn.execute(sql.CONTEXT, {"b_event": firing.event_id}).one(), firing.due_at
+        return conn.execute(sql.CONTEXT, {"b_event": standing.event_id}).one()
 
     def _start(self, conn: Connection, claim: _Claim) -> _Step | None:
         """Pick up where the run stands: the first unfinished step, now marked running."""
@@ -677,11 +761,16 @@ class Hub:
     def _attempt(self, claim: _Claim, step: _Step) -> _Attempted:
         started = self.clock()
         t0 = time.perf_counter()
+        services = self._services(claim, step)
+        name, _ = step.action_and_settings
         try:
-            action = self.registry.action(step.action)
+            action = self.registry.action(name)
         except plugins.UnknownAction as exc:
             result = Result.fail(str(exc), error_code="action_not_installed")
         else:
+            skipped = None if step.on_fallback else self._unless(claim, step, services)
+            if skipped is not None:
+                return _Attempted(skipped, started, int((time.perf_counter() - t0) * 1000))
             # The plan is checked again here: the account may have been downgraded since.
             blocked = plans.why_not(claim.plan, self.settings.plan(claim.plan), action)
             if blocked is not None:
@@ -691,16 +780,43 @@ class Hub:
                     self.heartbeat.attempting(claim.run_id, action.timeout * _DEADLINE),
                     metrics.IN_PROGRESS.labels(action.name).track_inprogress(),
                 ):
-                    return self._execute(action, claim, step, started, t0)
+                    return self._execute(action, claim, step, services, started, t0)
         return _Attempted(result, started, int((time.perf_counter() - t0) * 1000))
 
+    def _services(self, claim: _Claim, step: _Step) -> StepServices:
+        return StepServices(
+            self,
+            account_id=claim.account_id,
+            plan=claim.plan,
+            step_id=step.id,
+            booking_uid=claim.event.booking.uid,
+            occurred_at=claim.event.occurred_at,
+            cache=claim.cache,
+        )
+
+    def _unless(self, claim: _Claim, step: _Step, services: StepServices) -> Result | None:
+        """A skip, when the step's ``when`` does not hold for the booking as it is now."""
+        if not step.when:
+            return None
+        facts = conditions.Facts(claim.event, services.booking_now(claim.event), services.now())
+        verdict = conditions.evaluate(conditions.parse(step.when), facts, prefix="when")
+        if verdict.held:
+            return None
+        return Result.skip(f"its conditions did not hold: {verdict.reason()}")
+
     def _execute(
-        self, action: ActionType, claim: _Claim, step: _Step, started: datetime, t0: float
+        self,
+        action: ActionType,
+        claim: _Claim,
+        step: _Step,
+        services: StepServices,
+        started: datetime,
+        t0: float,
     ) -> _Attempted:
         """Open the step's settings and credentials and run one attempt, unless its endpoint
         is disabled; keep the endpoint's health."""
         try:
-            settings: BaseModel = self.sealer.open(action.settings, step.settings)
+            settings: BaseModel = self.sealer.open(action.settings, step.action_and_settings[1])
         except ValueError as exc:
             failed = Result.fail(
                 f"step settings are no longer valid: {exc}", error_code="bad_settings"
@@ -716,14 +832,19 @@ class Hub:
         )
         # A test run (Send example) still goes: it is how a user sees the endpoint works again.
         refused = endpoint.refusal() if endpoint is not None and not claim.test else None
-        result = refused or self._attempt_with(action, claim, step, settings)
+        result = refused or self._attempt_with(action, claim, step, settings, services)
         duration_ms = int((time.perf_counter() - t0) * 1000)
         if endpoint is not None:
             endpoints.observe(self.db, self.endpoint_health, endpoint, result, self.clock())
         return _Attempted(result, started, duration_ms, endpoint.id if endpoint else None)
 
     def _attempt_with(
-        self, action: ActionType, claim: _Claim, step: _Step, settings: BaseModel
+        self,
+        action: ActionType,
+        claim: _Claim,
+        step: _Step,
+        settings: BaseModel,
+        services: StepServices,
     ) -> Result:
         credentials = None
         stored = claim.integrations.get(action.integration or "")
@@ -750,14 +871,8 @@ class Hub:
             credentials=credentials,
             test=claim.test,
             run_cache=claim.cache,
-            services=StepServices(
-                self,
-                account_id=claim.account_id,
-                plan=claim.plan,
-                step_id=step.id,
-                booking_uid=claim.event.booking.uid,
-                occurred_at=claim.event.occurred_at,
-            ),
+            services=services,
+            waited_until=step.wait_until,
         )
         return run_attempt(action, ctx)
 
@@ -774,31 +889,66 @@ class Hub:
         raises LeaseLost here, before anything else is written."""
         result, started, duration_ms = attempted.result, attempted.started, attempted.duration_ms
         now = self.clock()
+        if result.outcome is Outcome.WAIT and (result.until is None or result.until <= now):
+            result = Result.ok()  # a moment already past: go on at once
         schedule = self.settings.retry_schedule
-        retry = result.outcome is Outcome.RETRY and step.attempts <= len(schedule)
+        # A fallback's attempts have a retry schedule of their own.
+        tries = step.attempts - (step.fallback_at or 0)
+        retry = result.outcome is Outcome.RETRY and tries <= len(schedule)
         following = next((s for s in claim.steps if s.position > step.position), None)
         blocked = result.outcome is Outcome.BLOCKED or result.error_code == BLOCKED
         opted_out = result.outcome is Outcome.OPTED_OUT
+        skipped = result.outcome is Outcome.SKIP
         go_on = (
             result.outcome is Outcome.SUCCEEDED
             or opted_out
+            or skipped
             or (blocked and claim.continue_when_blocked)
+        )
+        # Failed for good, with a fallback not yet tried: the fallback takes over at once.
+        falls_back = (
+            not (go_on or retry or blocked)
+            and result.outcome in (Outcome.FAILED, Outcome.RETRY)
+            and step.fallback is not None
+            and step.fallback_at is None
         )
         # The run row after this attempt: still ours (the lease renewed), or let go of.
         next_at = None
+        attempt_status: str | None = None
         if go_on:
             step_status = (
-                BLOCKED if blocked else StepStatus.OPTED_OUT if opted_out else StepStatus.SUCCEEDED
+                BLOCKED
+                if blocked
+                else StepStatus.OPTED_OUT
+                if opted_out
+                else StepStatus.SKIPPED
+                if skipped
+                else StepStatus.SUCCEEDED
             )
             if following is not None:
                 run: dict[str, Any] = {"b_lease": self.settings.step_lease_seconds}
             else:
                 run = {"b_run_status": RunStatus.SUCCEEDED, "b_due": None, "b_note": None}
-        elif retry:
+        elif result.outcome is Outcome.WAIT:
+            step_status = StepStatus.WAITING
+            next_at = result.until
+            run = {"b_run_status": RunStatus.WAITING, "b_due": next_at, "b_note": None}
+        elif result.outcome is Outcome.STOP:
+            step_status = StepStatus.STOPPED
+            stopped = f"stopped at step {step.position + 1}: {result.error}"
+            run = {"b_run_status": RunStatus.SUCCEEDED, "b_due": None, "b_note": stopped}
+        elif retry or falls_back:
             step_status = StepStatus.PENDING
-            delay = schedule[step.attempts - 1]
-            if result.retry_after is not None:
-                delay = min(max(result.retry_after, 0.0), max(schedule))
+            if falls_back:
+                delay = 0.0
+                attempt_status = AttemptStatus.FAILED
+                # Given back: the fallback takes credits of its own (once, as any step).
+                credits.refund(conn, step.id)
+                metrics.after_commit(conn, self.enqueue, [claim.run_id])
+            else:
+                delay = schedule[tries - 1]
+                if result.retry_after is not None:
+                    delay = min(max(result.retry_after, 0.0), max(schedule))
             next_at = now + timedelta(seconds=delay)
             run = {"b_run_status": RunStatus.WAITING, "b_due": next_at, "b_note": None}
         else:
@@ -806,11 +956,16 @@ class Hub:
             run = {"b_run_status": RunStatus.FAILED, "b_due": None, "b_note": None}
         excerpt = result.response_excerpt
         delivery = _delivery(result)
+        if attempt_status is None:
+            attempt_status = {
+                StepStatus.PENDING: AttemptStatus.RETRYING,
+                StepStatus.WAITING: AttemptStatus.WAITING,
+            }.get(step_status, step_status)
         attempt = {
             "id": new_id("att"),
             "step_id": step.id,
             "number": step.attempts,
-            "status": AttemptStatus.RETRYING if step_status == StepStatus.PENDING else step_status,
+            "status": attempt_status,
             "started_at": started,
             "duration_ms": duration_ms,
             "http_status": result.http_status,
@@ -823,8 +978,9 @@ class Hub:
             "delivery_status": delivery,
             "delivery_updated_at": now if delivery else None,
             "endpoint_id": attempted.endpoint_id,
+            "action": step.action_and_settings[0] if step.on_fallback else None,
         }
-        if step_status not in (StepStatus.SUCCEEDED, StepStatus.PENDING):
+        if step_status not in (StepStatus.SUCCEEDED, StepStatus.PENDING, StepStatus.WAITING):
             credits.refund(conn, step.id)  # not sent: what the step took is given back
         if result.suppress is not None:
             suppressions.add(
@@ -836,7 +992,7 @@ class Hub:
                 now,
             )
         nxt = following if go_on else None
-        skip_rest = run.get("b_run_status") == RunStatus.FAILED
+        skip_rest = run.get("b_run_status") == RunStatus.FAILED or step_status == StepStatus.STOPPED
         params = {
             "b_run": claim.run_id,
             "b_token": claim.token,
@@ -848,8 +1004,10 @@ class Hub:
             "b_error": result.error,
             "b_error_code": result.error_code,
             "b_next_at": next_at,
-            # The step and, unless it waits for a retry, the run.
-            "b_finished": None if step_status == StepStatus.PENDING else now,
+            "b_fallback_at": step.attempts if falls_back else None,
+            "b_wait_until": next_at if step_status == StepStatus.WAITING else None,
+            # The step and, unless it waits for a retry or a moment, the run.
+            "b_finished": None if step_status in (StepStatus.PENDING, StepStatus.WAITING) else now,
             "b_position": step.position,
             "b_now": now,
         }
@@ -875,7 +1033,10 @@ class Hub:
         )
         if run.get("b_run_status") in (RunStatus.SUCCEEDED, RunStatus.FAILED):
             metrics.after_commit(conn, metrics.runs_finished, run["b_run_status"])
-        if run.get("b_run_status") in (RunStatus.WAITING, RunStatus.FAILED):
+        if (
+            step_status in (StepStatus.PENDING, StepStatus.FAILED)
+            or run.get("b_run_status") == RunStatus.FAILED
+        ):
             self._log_setback(claim, step, result, next_at)
         return (
             None

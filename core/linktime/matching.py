@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, bindparam, select
 
+from . import conditions
 from .bookings import Applied
 from .models import BookingEvent
 from .plans import PlanConfig
@@ -19,6 +20,16 @@ from .plugins import Registry
 from .storage import Account, Workflow, WorkflowStep
 
 PLANNING_EVENTS = ("booking.created", "booking.rescheduled")
+
+
+class StepSpec(NamedTuple):
+    """A workflow step as a run copies it: its action, stored (sealed) settings, ``when``
+    conditions and fallback ({"action", "settings"})."""
+
+    action: str
+    settings: dict[str, Any]
+    when: list[dict[str, Any]] | None = None
+    fallback: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -31,11 +42,15 @@ class Candidate:
     event_types: list[str]
     continue_when_blocked: bool
     created_at: datetime
-    steps: list[tuple[str, dict[str, Any]]]  # (action, stored settings), in order
+    conditions: list[dict[str, Any]]
+    steps: list[StepSpec]  # in order
 
     @property
     def actions(self) -> list[str]:
-        return [action for action, _ in self.steps]
+        """Every action its steps may run, fallbacks included."""
+        return [s.action for s in self.steps] + [
+            s.fallback["action"] for s in self.steps if s.fallback is not None
+        ]
 
 
 _WORKFLOW_COLUMNS = (
@@ -47,10 +62,18 @@ _WORKFLOW_COLUMNS = (
     Workflow.event_types,
     Workflow.continue_when_blocked,
     Workflow.created_at,
+    Workflow.conditions,
 )
 # One row per step (or per account, or workflow, without any), in the order workflows rank.
 _WORKFLOWS = (
-    select(Account.plan, *_WORKFLOW_COLUMNS, WorkflowStep.action, WorkflowStep.settings)
+    select(
+        Account.plan,
+        *_WORKFLOW_COLUMNS,
+        WorkflowStep.action,
+        WorkflowStep.settings,
+        WorkflowStep.when,
+        WorkflowStep.fallback,
+    )
     .select_from(Account)
     .outerjoin(Workflow, Workflow.account_id == Account.id)
     .outerjoin(WorkflowStep, WorkflowStep.workflow_id == Workflow.id)
@@ -73,7 +96,7 @@ def candidates(conn: Connection, account_id: str) -> tuple[str, list[Candidate]]
         if wf is None:
             wf = found[r.id] = Candidate(**{k: getattr(r, k) for k in _FIELDS}, steps=[])
         if r.action is not None:
-            wf.steps.append((r.action, r.settings))
+            wf.steps.append(StepSpec(r.action, r.settings, r.when, r.fallback))
     return rows[0].plan, list(found.values())
 
 
@@ -91,6 +114,7 @@ def verdict(
     plan_name: str,
     plan: PlanConfig,
     rank: int | None,
+    now: datetime,
 ) -> str | None:
     """None when the event applies to ``wf`` (it runs, or its reminder is planned); otherwise
     the reason it does not. ``rank`` is its place among the account's active workflows."""
@@ -121,6 +145,12 @@ def verdict(
         return "the booking is cancelled"
     if trigger.kind == "time" and not applied.fresh:
         return "the event is older than the booking's latest change: nothing re-planned"
+    # A reminder's conditions are checked when it fires, against the booking as it is then.
+    if wf.conditions and trigger.kind == "event":
+        facts = conditions.Facts(event, applied.live, now)
+        held = conditions.evaluate(conditions.parse(wf.conditions), facts)
+        if not held.held:
+            return f"its conditions did not hold: {held.reason()}"
     return None
 
 
@@ -131,8 +161,10 @@ def judge(
     registry: Registry,
     plan_name: str,
     plan: PlanConfig,
+    now: datetime,
 ) -> list[tuple[Candidate, str | None]]:
     ranks = {wf.id: i for i, wf in enumerate(w for w in wfs if w.enabled)}
     return [
-        (wf, verdict(wf, event, applied, registry, plan_name, plan, ranks.get(wf.id))) for wf in wfs
+        (wf, verdict(wf, event, applied, registry, plan_name, plan, ranks.get(wf.id), now))
+        for wf in wfs
     ]

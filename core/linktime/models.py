@@ -26,6 +26,7 @@ EVENT_TYPES = (
     "booking.cancelled",
     "booking.rescheduled",
     "payment.received",
+    "booking.no_show",
 )
 
 
@@ -92,6 +93,10 @@ class Payment(_Open):
     reference: str | None = Field(default=None, max_length=500)
 
 
+CustomKey = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,100}$")]
+CustomValue = Annotated[str, Field(max_length=2000)] | int | float | bool | None
+
+
 class Booking(_Open):
     uid: str = Field(min_length=1, max_length=200)
     title: str | None = Field(default=None, max_length=500)
@@ -113,6 +118,10 @@ class Booking(_Open):
     reschedule_reason: str | None = Field(default=None, max_length=2000)
     previous_start: Timestamp | None = None
     payment: Payment | None = None
+    # The invitee did not attend (a booking.no_show event says so; Cal.com's noShow).
+    no_show: bool = False
+    # Answers to the booking form's questions, usable in templates and conditions (custom.<key>).
+    custom_fields: dict[CustomKey, CustomValue] = Field(default_factory=dict, max_length=50)
 
     @model_validator(mode="after")
     def _end_after_start(self) -> Booking:
@@ -180,5 +189,7 @@ def sample_event(event_type: str = "booking.created", **overrides: Any) -> Booki
             "payment": {"amount": "50.00", "currency": "USD", "reference": "pi_sample"},
         },
     }
+    if event_type == "booking.no_show":
+        data["booking"]["no_show"] = True
     data.update(overrides)
     return BookingEvent.model_validate(data)

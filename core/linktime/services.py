@@ -7,12 +7,14 @@ import base64
 import hashlib
 import hmac
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 
-from . import credits, suppressions
+from . import bookings, credits, suppressions
 from .actions import AccountServices
+from .conditions import Live
+from .models import BookingEvent
 from .storage import Event
 
 if TYPE_CHECKING:
@@ -85,6 +87,7 @@ class StepServices(AccountServices):
         step_id: str,
         booking_uid: str,
         occurred_at: datetime,
+        cache: dict[str, Any] | None = None,
     ) -> None:
         self.hub = hub
         self.account_id = account_id
@@ -92,6 +95,9 @@ class StepServices(AccountServices):
         self.step_id = step_id
         self.booking_uid = booking_uid
         self.occurred_at = occurred_at
+        # Shared by the steps one claim of the run executes: the booking is read once per
+        # claim, and every wait ends a claim, so each step after a wait sees it anew.
+        self.cache = {} if cache is None else cache
 
     def opted_out(self, address: str) -> str | None:
         with self.hub.db.connect() as conn:
@@ -125,6 +131,20 @@ class StepServices(AccountServices):
                 )
             )
         return int(count or 0)
+
+    def now(self) -> datetime:
+        return self.hub.clock()
+
+    def booking_now(self, event: BookingEvent) -> Live:
+        live: Live | None = self.cache.get(_LIVE)
+        if live is None:
+            with self.hub.db.connect() as conn:
+                standing = bookings.now_standing(conn, self.account_id, self.booking_uid)
+            live = self.cache[_LIVE] = Live.of_event(event) if standing is None else standing.live
+        return live
+
+
+_LIVE = "linktime.booking_now"
 
 
 class DryRunServices(StepServices):

@@ -107,6 +107,10 @@ _STEP_FIELDS = (
     RunStep.settings,
     RunStep.status,
     RunStep.attempts,
+    RunStep.wait_until,
+    RunStep.when,
+    RunStep.fallback,
+    RunStep.fallback_at,
 )
 
 
@@ -124,7 +128,7 @@ def _claim_and_start() -> Any:
         select(RunStep.id)
         .where(
             RunStep.run_id == bindparam("b_run"),
-            or_(RunStep.status == StepStatus.PENDING, RunStep.status == StepStatus.RUNNING),
+            RunStep.status.in_(STEP_OPEN),
         )
         .order_by(RunStep.position)
         .limit(1)
@@ -134,7 +138,7 @@ def _claim_and_start() -> Any:
         update(RunStep)
         .where(
             RunStep.id == first_unfinished,
-            RunStep.status == StepStatus.PENDING,
+            RunStep.status.in_((StepStatus.PENDING, StepStatus.WAITING)),
             exists().select_from(claimed),
         )
         .values(status=StepStatus.RUNNING, attempts=RunStep.attempts + 1)
@@ -234,6 +238,9 @@ _CLOSE = {
     "error_code": bindparam("b_error_code", type_=String()),
     "next_attempt_at": bindparam("b_next_at", type_=UTCDateTime()),
     "finished_at": bindparam("b_finished", type_=UTCDateTime()),
+    # Set once, when the step's fallback takes over; kept after that.
+    "fallback_at": func.coalesce(bindparam("b_fallback_at", type_=Integer()), RunStep.fallback_at),
+    "wait_until": func.coalesce(bindparam("b_wait_until", type_=UTCDateTime()), RunStep.wait_until),
 }
 
 CLOSE_STEP = update(RunStep).where(RunStep.id == bindparam("b_step")).values(_CLOSE)
@@ -244,6 +251,13 @@ SKIP_REST = (
         RunStep.run_id == bindparam("b_run"),
         RunStep.position > bindparam("b_position", type_=Integer()),
     )
+    .values(status=StepStatus.SKIPPED, finished_at=_now)
+)
+
+# A run that ends before its steps do (its booking was cancelled during a delay).
+SKIP_OPEN = (
+    update(RunStep)
+    .where(RunStep.run_id == bindparam("b_run"), RunStep.status.in_(STEP_OPEN))
     .values(status=StepStatus.SKIPPED, finished_at=_now)
 )
 
@@ -277,6 +291,7 @@ _ATTEMPT_COLUMNS: dict[str, Any] = {
     "delivery_status": String(),
     "delivery_updated_at": UTCDateTime(),
     "endpoint_id": String(),
+    "action": String(),
 }
 
 

@@ -14,7 +14,7 @@ class RunStatus(StrEnum):
     SCHEDULED = "scheduled"  # a time trigger's run, waiting for its due time
     QUEUED = "queued"  # due now, handed (or about to be handed) to the broker
     RUNNING = "running"  # claimed by a worker under a lease
-    WAITING = "waiting"  # parked until a retry's due time
+    WAITING = "waiting"  # parked until a retry's due time, or a delay's end
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"  # the booking was cancelled before the run finished
@@ -29,6 +29,8 @@ class StepStatus(StrEnum):
     SKIPPED = "skipped"  # an earlier step failed, or the run was cancelled
     BLOCKED_BY_PLAN = "blocked_by_plan"
     OPTED_OUT = "opted_out"  # its recipient is on the account's suppression list: not sent
+    WAITING = "waiting"  # parked until a moment (a delay): the run goes on from here then
+    STOPPED = "stopped"  # a filter whose conditions did not hold: the run ends here, succeeded
 
 
 class AttemptStatus(StrEnum):
@@ -37,6 +39,9 @@ class AttemptStatus(StrEnum):
     FAILED = "failed"
     BLOCKED_BY_PLAN = "blocked_by_plan"
     OPTED_OUT = "opted_out"
+    WAITING = "waiting"  # the step waits until a moment (Result.wait_until)
+    STOPPED = "stopped"  # the step stopped the run (Result.stop)
+    SKIPPED = "skipped"  # the step's `when` did not hold: nothing was sent
 
 
 class DeliveryStatus(StrEnum):
@@ -70,6 +75,6 @@ RUN_PENDING = frozenset({RunStatus.SCHEDULED, RunStatus.QUEUED, RunStatus.WAITIN
 RUN_UNFINISHED = RUN_PENDING | {RunStatus.RUNNING}
 RUN_TERMINAL = frozenset(RunStatus) - RUN_UNFINISHED
 # Steps still to be executed (a running one is resumed after a lost worker).
-STEP_OPEN = frozenset({StepStatus.PENDING, StepStatus.RUNNING})
+STEP_OPEN = frozenset({StepStatus.PENDING, StepStatus.RUNNING, StepStatus.WAITING})
 # Steps a run stopped at: where a replay starts.
 STEP_STOPPED = frozenset({StepStatus.FAILED, StepStatus.BLOCKED_BY_PLAN})

@@ -122,6 +122,10 @@ class Workflow(Base):
     # event-type slugs or ids the workflow is limited to; empty: all
     event_types: Mapped[list[str]] = mapped_column(JSONType, default=list)
     continue_when_blocked: Mapped[bool] = mapped_column(Boolean, default=False)
+    # conditions.Node dicts: the booking must match them for the workflow to run
+    conditions: Mapped[list[dict[str, Any]]] = mapped_column(
+        JSONType, default=list, server_default=text("'[]'")
+    )
     # why the operator's plan change switched it off, for its user; enabling clears it
     paused_reason: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime]
@@ -139,6 +143,10 @@ class WorkflowStep(Base):
     position: Mapped[int]
     action: Mapped[str] = mapped_column(String(100))
     settings: Mapped[dict[str, Any]]
+    # conditions.Node dicts: the step runs only when they hold (else it is skipped)
+    when: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType, default=None)
+    # {"action", "settings" (sealed)}: sent instead when the step fails for good
+    fallback: Mapped[dict[str, Any] | None] = mapped_column(JSONType, default=None)
 
 
 class Integration(Base):
@@ -234,6 +242,10 @@ class BookingState(Base):
     end: Mapped[datetime]
     event_id: Mapped[str] = mapped_column(String(40))  # the last event applied
     last_event_at: Mapped[datetime]
+    # When a payment.received arrived for it (whatever its order among the other events).
+    paid_at: Mapped[datetime | None] = mapped_column(default=None)
+    # The invitee did not attend, as the latest event (booking.no_show) says.
+    no_show: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
 
 
 # A workflow's pending reminder for a booking: planned, not taken by a worker. There is at
@@ -329,7 +341,16 @@ class RunStep(Base):
     settings: Mapped[dict[str, Any]]
     status: Mapped[str] = mapped_column(String(20))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # A retry's time, or the moment a wait (Result.wait_until) parked the step until.
     next_attempt_at: Mapped[datetime | None]
+    when: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType, default=None)
+    fallback: Mapped[dict[str, Any] | None] = mapped_column(JSONType, default=None)
+    # The attempt number at which the step's action failed for good and its fallback took
+    # over: attempts after it run the fallback. None: the step's own action.
+    fallback_at: Mapped[int | None] = mapped_column(Integer, default=None)
+    # The moment a wait (Result.wait_until) parked the step until: kept through a lost worker's
+    # retry, so a delay taken up again never starts over.
+    wait_until: Mapped[datetime | None] = mapped_column(default=None)
     external_id: Mapped[str | None] = mapped_column(String(200))
     error_code: Mapped[str | None] = mapped_column(String(100))
     error: Mapped[str | None] = mapped_column(Text)
@@ -380,6 +401,8 @@ class Attempt(Base):
     delivery_error_code: Mapped[str | None] = mapped_column(String(100))
     delivery_error: Mapped[str | None] = mapped_column(Text)
     endpoint_id: Mapped[str | None] = mapped_column(String(40))
+    # The action this attempt ran when it is not the step's own: its fallback's.
+    action: Mapped[str | None] = mapped_column(String(100))
 
 
 class Suppression(Base):

@@ -13,12 +13,13 @@ from pydantic_core import PydanticCustomError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from . import credits, plans
+from . import conditions, credits, plans
 from .actions import ActionContext, ActionType, Problem, WorkflowRef
 from .crypto import MASK, with_kept_secrets
 from .engine import Hub
 from .errors import FieldError, InputError, NotFound, pydantic_fields
 from .inputs import validate_input
+from .matching import StepSpec
 from .models import EVENT_TYPES, BookingEvent, sample_event
 from .services import DryRunServices
 from .storage import Account, Integration, Workflow, WorkflowStep
@@ -421,13 +422,11 @@ def _reaching_the_tester(hub: Hub, action: ActionType, settings: BaseModel) -> d
     return hub.sealer.seal(action.settings, settings)
 
 
-def _live_steps(
-    hub: Hub, stored: list[WorkflowStep], draft: WorkflowIn | None
-) -> list[tuple[str, dict[str, Any]]]:
+def _live_steps(hub: Hub, stored: list[WorkflowStep], draft: WorkflowIn | None) -> list[StepSpec]:
     """The (action, sealed settings) a live test runs: the draft's (a secret it leaves out
     kept from the stored step it edits), else the saved steps. Raises InputError naming a
     draft step that cannot be sent as it is."""
-    steps: list[tuple[str, dict[str, Any]]] = []
+    steps: list[StepSpec] = []
     if draft is None:
         for saved in stored:
             action = hub.registry.actions.get(saved.action)
@@ -436,7 +435,7 @@ def _live_steps(
             except ValueError:
                 opened = None  # the run fails this step as a real run would, saying why
             sealed = _reaching_the_tester(hub, action, opened) if action and opened else None
-            steps.append((saved.action, sealed or saved.settings))
+            steps.append(StepSpec(saved.action, sealed or saved.settings, saved.when))
         return steps
     by_id = {s.id: s for s in stored}
     for i, step in enumerate(draft.steps):
@@ -452,7 +451,8 @@ def _live_steps(
             )
         except ValueError as exc:
             raise InputError("the draft cannot be sent", [FieldError(where, str(exc))]) from None
-        steps.append((step.action, _reaching_the_tester(hub, action, settings)))
+        when = conditions.to_json(step.when) if step.when else None
+        steps.append(StepSpec(step.action, _reaching_the_tester(hub, action, settings), when))
     return steps
 
 

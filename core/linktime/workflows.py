@@ -13,7 +13,9 @@ from sqlalchemy import select
 from sqlalchemy import update as update_rows
 from sqlalchemy.orm import Session
 
-from . import bookings, drafts, endpoints, plans
+from . import bookings, conditions, drafts, endpoints, plans
+from .actions import ActionType
+from .conditions import Conditions
 from .crypto import masked, revealed, secret_fields, with_kept_secrets
 from .engine import Hub
 from .errors import FieldError, InputError, NotFound, pydantic_fields
@@ -22,8 +24,15 @@ from .statuses import RUN_UNFINISHED, STEP_OPEN
 from .storage import Account, Run, RunStep, Workflow, WorkflowStep, new_id
 from .templating import checks_of_one_save
 
-MAX_STEPS = 5
+MAX_ACTIONS = 5  # steps that send (the plan's "actions per workflow")
+MAX_STEPS = 10  # with the logic steps (delay, filter), which do not count as actions
 MAX_OFFSET_MINUTES = 60 * 24 * 90  # a reminder up to 90 days before or after
+
+
+class FallbackIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    action: str = Field(description="An installed action that sends (not a logic step)")
+    settings: dict[str, Any] = Field(default_factory=dict)
 
 
 class StepIn(BaseModel):
@@ -35,8 +44,18 @@ class StepIn(BaseModel):
         "with the same action, whose secrets are kept only if it is the workflow's one step of "
         "that action and its other settings are unchanged (else a 422 naming this field)",
     )
-    action: str = Field(description="An installed action, e.g. webhook.call")
+    action: str = Field(description="An installed action, e.g. webhook.call, or logic.delay")
     settings: dict[str, Any] = Field(default_factory=dict)
+    when: Conditions | None = Field(
+        None,
+        description="The step runs only when these conditions hold for the booking as it is "
+        "when the step is reached; otherwise it is skipped and the run goes on",
+    )
+    fallback: FallbackIn | None = Field(
+        None,
+        description="Another action to send instead when this step fails for good (e.g. an "
+        "email when an SMS cannot be delivered); recorded as its own attempts",
+    )
 
 
 class WorkflowIn(BaseModel):
@@ -56,11 +75,22 @@ class WorkflowIn(BaseModel):
     continue_when_blocked: bool = Field(
         False, description="When the plan blocks a step at run time: go on (true) or stop"
     )
+    conditions: Conditions = Field(
+        default_factory=list,
+        description="The workflow runs only for bookings that match (GET /v1/conditions/fields "
+        "lists the fields); a reminder's are checked when it fires",
+    )
     steps: list[StepIn] = Field(
         min_length=1,
         max_length=MAX_STEPS,
-        description=f"Up to {MAX_STEPS} actions, run in order",
+        description=f"Run in order: up to {MAX_ACTIONS} actions, and with the logic steps "
+        f"(logic.delay, logic.filter) up to {MAX_STEPS} steps",
     )
+
+
+class FallbackOut(BaseModel):
+    action: str
+    settings: dict[str, Any]
 
 
 class StepOut(BaseModel):
@@ -68,6 +98,8 @@ class StepOut(BaseModel):
     position: int
     action: str
     settings: dict[str, Any]
+    when: list[dict[str, Any]] | None = None
+    fallback: FallbackOut | None = None
 
 
 class WorkflowOut(BaseModel):
@@ -78,6 +110,7 @@ class WorkflowOut(BaseModel):
     enabled: bool
     event_types: list[str]
     continue_when_blocked: bool
+    conditions: list[dict[str, Any]] = Field(default_factory=list)
     paused_reason: str | None = Field(
         default=None,
         description="Why the workflow was switched off when its account's plan changed; "
@@ -101,7 +134,7 @@ class _Saving:
     """What a save stores: each step's id (the stored one it edits, or new) and settings as
     stored (secrets sealed), and the secrets it generated."""
 
-    steps: list[tuple[str, dict[str, Any]]]
+    steps: list[tuple[str, dict[str, Any], dict[str, Any] | None]]  # id, sealed, fallback
     generated: list[GeneratedSecret]
 
 
@@ -175,56 +208,137 @@ def _validate(
         problems.append(
             FieldError("offset_minutes", f"{spec.trigger} fires when the event arrives; no offset")
         )
+    problems += _counted(hub, spec)
     saving = _Saving([], [])
     for i, (step, stored) in enumerate(zip(spec.steps, matched, strict=True)):
-        action = hub.registry.actions.get(step.action)
+        action = _installed(hub, step.action, f"steps.{i}.action", problems)
         if action is None:
-            installed = ", ".join(sorted(hub.registry.actions)) or "none"
-            problems.append(
-                FieldError(
-                    f"steps.{i}.action",
-                    f"action {step.action!r} is not installed; installed actions: {installed}",
-                )
-            )
             continue
         where = f"steps.{i}.settings"
-        try:
-            kept = hub.sealer.secrets(action.settings, stored.settings) if stored else None
-        except ValueError as exc:
-            # The secret key changed: the stored secrets are lost; a step giving every secret
-            # anew is saved, any other would silently lose or regenerate one.
-            # (A secret stored empty, e.g. no rotated-out webhook secret, has nothing to lose.)
-            assert stored is not None  # only stored secrets are decrypted
-            lost = [n for n in secret_fields(action.settings) if stored.settings.get(n) is not None]
-            if not all(name in step.settings for name in lost):
-                problems.append(FieldError(where, str(exc)))
-                continue
-            kept = None
-        given, masks = with_kept_secrets(action.settings, step.settings, kept, where)
-        problems += masks
-        try:
-            settings = validate_input(action.settings, given)
-        except ValidationError as exc:
-            problems += pydantic_fields(exc, where)
+        opened = _opened(hub, action, step.settings, stored.settings if stored else None, where)
+        problems += opened.problems
+        if opened.sealed is None:
             continue
-        clear = revealed(settings)
         saving.generated.extend(
-            GeneratedSecret(step=i, field=name, value=clear[name])
-            for name in secret_fields(action.settings)
-            if name not in given and isinstance(clear[name], str)
+            GeneratedSecret(step=i, field=name, value=value) for name, value in opened.generated
         )
-        sealed = hub.sealer.seal(action.settings, settings)
         if stored is not None and step.id is None:
-            unsafe = _unsafe_by_position(action.settings, step, given, sealed, stored, before)
+            unsafe = _unsafe_by_position(
+                action.settings, step, opened.given, opened.sealed, stored, before
+            )
             if unsafe:
                 problems.append(
                     FieldError(f"steps.{i}.id", f"send the step's id to keep its secrets: {unsafe}")
                 )
                 continue
-        saving.steps.append((stored.id if stored else new_id("wfs"), sealed))
+        fallback = _fallback(hub, i, step, stored, saving, problems)
+        saving.steps.append((stored.id if stored else new_id("wfs"), opened.sealed, fallback))
     if problems:
         raise InputError("the workflow is not valid", problems)
     return saving
+
+
+def _counted(hub: Hub, spec: WorkflowIn) -> list[FieldError]:
+    """At most MAX_ACTIONS steps that send; the logic steps come on top (MAX_STEPS in all)."""
+    sending = [
+        s for s in spec.steps if not getattr(hub.registry.actions.get(s.action), "logic", False)
+    ]
+    if len(sending) <= MAX_ACTIONS:
+        return []
+    message = (
+        f"at most {MAX_ACTIONS} actions per workflow, got {len(sending)} "
+        f"(delay and filter steps do not count; {MAX_STEPS} steps in all)"
+    )
+    return [FieldError("steps", message)]
+
+
+def _installed(hub: Hub, name: str, where: str, problems: list[FieldError]) -> ActionType | None:
+    action = hub.registry.actions.get(name)
+    if action is None:
+        installed = ", ".join(sorted(hub.registry.actions)) or "none"
+        problems.append(
+            FieldError(where, f"action {name!r} is not installed; installed actions: {installed}")
+        )
+    return action
+
+
+@dataclass(frozen=True)
+class _Opened:
+    """One step's (or fallback's) settings as a save stores them: ``sealed`` (None when they
+    are not valid: see ``problems``), the settings as given with the kept secrets filled in,
+    and the (field, value) of each secret generated."""
+
+    sealed: dict[str, Any] | None
+    given: dict[str, Any]
+    generated: list[tuple[str, str]]
+    problems: list[FieldError]
+
+
+def _opened(
+    hub: Hub,
+    action: ActionType,
+    settings: dict[str, Any],
+    stored: dict[str, Any] | None,
+    where: str,
+) -> _Opened:
+    """Validate and seal ``settings`` for ``action``, keeping the secrets of the ``stored``
+    settings it edits (None: new)."""
+    try:
+        kept = hub.sealer.secrets(action.settings, stored) if stored else None
+    except ValueError as exc:
+        # The secret key changed: the stored secrets are lost; a step giving every secret
+        # anew is saved, any other would silently lose or regenerate one.
+        # (A secret stored empty, e.g. no rotated-out webhook secret, has nothing to lose.)
+        assert stored is not None  # only stored secrets are decrypted
+        lost = [n for n in secret_fields(action.settings) if stored.get(n) is not None]
+        if not all(name in settings for name in lost):
+            return _Opened(None, settings, [], [FieldError(where, str(exc))])
+        kept = None
+    given, problems = with_kept_secrets(action.settings, settings, kept, where)
+    try:
+        valid = validate_input(action.settings, given)
+    except ValidationError as exc:
+        return _Opened(None, given, [], problems + pydantic_fields(exc, where))
+    clear = revealed(valid)
+    generated = [
+        (name, clear[name])
+        for name in secret_fields(action.settings)
+        if name not in given and isinstance(clear[name], str)
+    ]
+    return _Opened(hub.sealer.seal(action.settings, valid), given, generated, problems)
+
+
+def _fallback(
+    hub: Hub,
+    i: int,
+    step: StepIn,
+    stored: WorkflowStep | None,
+    saving: _Saving,
+    problems: list[FieldError],
+) -> dict[str, Any] | None:
+    """The step's fallback as stored ({"action", "settings" sealed}), keeping the secrets of
+    the stored step's fallback of the same action."""
+    if step.fallback is None:
+        return None
+    where = f"steps.{i}.fallback"
+    action = _installed(hub, step.fallback.action, f"{where}.action", problems)
+    if action is None:
+        return None
+    if action.logic or getattr(hub.registry.actions.get(step.action), "logic", False):
+        message = "a fallback sends in a step's place: neither it nor its step is a logic step"
+        problems.append(FieldError(f"{where}.action", message))
+        return None
+    before = stored.fallback if stored is not None else None
+    kept = before["settings"] if before and before.get("action") == action.name else None
+    opened = _opened(hub, action, step.fallback.settings, kept, f"{where}.settings")
+    problems += opened.problems
+    if opened.sealed is None:
+        return None
+    saving.generated.extend(
+        GeneratedSecret(step=i, field=f"fallback.{name}", value=value)
+        for name, value in opened.generated
+    )
+    return {"action": action.name, "settings": opened.sealed}
 
 
 def _enforce_plan(
@@ -236,15 +350,20 @@ def _enforce_plan(
     assert account is not None
     plan = hub.settings.plan(account.plan)
     problems = []
-    for i, step in enumerate(spec.steps):
-        action = hub.registry.actions.get(step.action)
+    named = [(f"steps.{i}.action", step.action) for i, step in enumerate(spec.steps)] + [
+        (f"steps.{i}.fallback.action", step.fallback.action)
+        for i, step in enumerate(spec.steps)
+        if step.fallback is not None
+    ]
+    for where, name in named:
+        action = hub.registry.actions.get(name)
         reason = (
-            f"action {step.action!r} is not installed"
+            f"action {name!r} is not installed"
             if action is None
             else plans.why_not(account.plan, plan, action)
         )
         if reason:
-            problems.append(FieldError(f"steps.{i}.action", reason))
+            problems.append(FieldError(where, reason))
     if problems:
         raise InputError("the plan does not allow this workflow", problems, 403, "plan_limit")
     if spec.enabled and plan.active_workflows is not None:
@@ -265,7 +384,13 @@ def _spec_of(wf: Workflow) -> WorkflowIn:
         enabled=wf.enabled,
         event_types=wf.event_types,
         continue_when_blocked=wf.continue_when_blocked,
-        steps=[StepIn(action=s.action) for s in wf.steps],
+        steps=[
+            StepIn(
+                action=s.action,
+                fallback=FallbackIn(action=s.fallback["action"]) if s.fallback else None,
+            )
+            for s in wf.steps
+        ],
     )
 
 
@@ -273,12 +398,21 @@ def to_out(hub: Hub, wf: Workflow) -> WorkflowOut:
     steps = []
     for s in wf.steps:
         action = hub.registry.actions.get(s.action)
+        fallback = None
+        if s.fallback is not None:
+            other = hub.registry.actions.get(s.fallback["action"])
+            fallback = FallbackOut(
+                action=s.fallback["action"],
+                settings=masked(other.settings if other else None, s.fallback["settings"]),
+            )
         steps.append(
             StepOut(
                 id=s.id,
                 position=s.position,
                 action=s.action,
                 settings=masked(action.settings if action else None, s.settings),
+                when=s.when,
+                fallback=fallback,
             )
         )
     return WorkflowOut(
@@ -289,6 +423,7 @@ def to_out(hub: Hub, wf: Workflow) -> WorkflowOut:
         enabled=wf.enabled,
         event_types=wf.event_types,
         continue_when_blocked=wf.continue_when_blocked,
+        conditions=wf.conditions,
         paused_reason=wf.paused_reason,
         created_at=wf.created_at,
         updated_at=wf.updated_at,
@@ -313,6 +448,7 @@ def create(
         enabled=spec.enabled,
         event_types=spec.event_types,
         continue_when_blocked=spec.continue_when_blocked,
+        conditions=conditions.to_json(spec.conditions),
         created_at=now,
         updated_at=now,
         steps=_steps(spec, saving),
@@ -330,8 +466,17 @@ def create(
 
 def _steps(spec: WorkflowIn, saving: _Saving) -> list[WorkflowStep]:
     return [
-        WorkflowStep(id=step_id, position=i, action=step.action, settings=sealed)
-        for i, (step, (step_id, sealed)) in enumerate(zip(spec.steps, saving.steps, strict=True))
+        WorkflowStep(
+            id=step_id,
+            position=i,
+            action=step.action,
+            settings=sealed,
+            when=conditions.to_json(step.when) if step.when else None,
+            fallback=fallback,
+        )
+        for i, (step, (step_id, sealed, fallback)) in enumerate(
+            zip(spec.steps, saving.steps, strict=True)
+        )
     ]
 
 
@@ -415,6 +560,7 @@ def update(
         if wf.enabled:
             wf.paused_reason = None  # saved enabled: the pause is over
         wf.event_types, wf.continue_when_blocked = spec.event_types, spec.continue_when_blocked
+        wf.conditions = conditions.to_json(spec.conditions)
         wf.steps.extend(_steps(spec, saving))
         session.flush()
         due_now = _replan(hub, session, wf)
