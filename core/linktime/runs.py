@@ -339,7 +339,14 @@ def _replay(conn: Connection, hub: Hub, account_id: str, run_id: str, key: str |
         )
     now = hub.clock()
     steps = conn.execute(
-        select(RunStep.position, RunStep.action, RunStep.settings, RunStep.status)
+        select(
+            RunStep.position,
+            RunStep.action,
+            RunStep.settings,
+            RunStep.status,
+            RunStep.when,
+            RunStep.fallback,
+        )
         .where(RunStep.run_id == run_id)
         .order_by(RunStep.position)
     ).all()
@@ -393,6 +400,8 @@ def _replay(conn: Connection, hub: Hub, account_id: str, run_id: str, key: str |
                 "settings": with_current_secrets(hub, s.action, s.settings, now_step.settings)
                 if (now_step := current.get(s.position)) is not None and now_step.action == s.action
                 else s.settings,
+                "when": s.when,
+                "fallback": s.fallback,
                 "status": StepStatus.PENDING,
                 "attempts": 0,
             }
