@@ -1,8 +1,10 @@
-"""The six ready-made workflows end to end: each template, made into a workflow and enabled on
-a business account with Twilio, Slack and email connected, runs on a running system (PostgreSQL,
-Redis, an in-process worker and the scheduler, with a clock the test moves) and delivers its
-rendered message to the loopback peers of ``test_channels_e2e``: the SMTP relay, the stand-in
-Twilio and the stand-in Slack."""
+"""The eight ready-made workflows end to end: each template, made into a workflow over the API
+and enabled on a business account with Twilio, Slack and email connected, runs on a running
+system (PostgreSQL, Redis, an in-process worker and the scheduler, with a clock the test moves)
+and delivers its rendered message to the loopback peers of ``test_channels_e2e``: the SMTP
+relay, the stand-in Twilio and the stand-in Slack. The two with logic steps (no-show follow-up,
+unpaid booking reminder) send only when the booking, as it stands when they get there, calls
+for it."""
 
 from __future__ import annotations
 
@@ -11,7 +13,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from linktime import workflows
 from linktime.accounts import NewAccount
 from linktime.api import create_app
 from linktime.models import BookingEvent
@@ -77,10 +78,21 @@ def account(running: System) -> NewAccount:
 
 
 def from_template(system: System, account: NewAccount, name: str) -> None:
-    """Create the workflow from the template (it starts disabled), then enable it."""
-    created, _ = workflows.create_from_template(system.hub, account.id, name)
-    assert not created.enabled
-    assert workflows.set_enabled(system.hub, account.id, created.id, True).enabled
+    """Over the API, as a user does: create the workflow from the template (it starts
+    disabled), see every step ready in a dry run, then enable it."""
+    headers = {"Authorization": f"Bearer {account.api_key}"}
+    with TestClient(create_app(system.hub)) as client:
+        created = client.post(f"/v1/templates/{name}/workflows", headers=headers)
+        assert created.status_code == 201, created.text
+        workflow = created.json()
+        assert not workflow["enabled"]
+        url = f"/v1/workflows/{workflow['id']}"
+        tried = client.post(f"{url}/test", json={"mode": "dry_run"}, headers=headers)
+        assert tried.status_code == 200, tried.text
+        assert [s["error"] for s in tried.json()["steps"]] == [None] * len(workflow["steps"])
+        enabled = client.post(f"{url}/enable", headers=headers)
+        assert enabled.status_code == 200, enabled.text
+        assert enabled.json()["enabled"]
 
 
 def happen(system: System, account: NewAccount, clock: Clock, *kinds: str) -> Run:
@@ -96,7 +108,7 @@ def happen(system: System, account: NewAccount, clock: Clock, *kinds: str) -> Ru
     return run
 
 
-def test_a_business_account_is_offered_the_six_templates(
+def test_a_business_account_is_offered_the_eight_templates(
     running: System, account: NewAccount
 ) -> None:
     with TestClient(create_app(running.hub)) as client:
@@ -110,6 +122,12 @@ def test_a_business_account_is_offered_the_six_templates(
         "post-meeting-survey": ("meeting.after", 30, ["email.send"]),
         "meeting-reminder": ("meeting.before", 60, ["sms.send"]),
         "team-notification": ("booking.created", 0, ["slack.post"]),
+        "no-show-follow-up": ("meeting.after", 30, ["logic.filter", "email.send"]),
+        "unpaid-booking-reminder": (
+            "booking.created",
+            0,
+            ["logic.delay", "logic.filter", "email.send"],
+        ),
     }
     assert set(running.hub.registry.templates) == set(offered)
 
@@ -238,10 +256,7 @@ def test_timed_template_delivers_at_its_due_time_and_not_before(
 ) -> None:
     from_template(running, account, template)
 
-    answer: dict[str, Any] = running.hub.emit(
-        event("booking.created", clock.now), account_id=account.id
-    ).answer
-    [planned] = answer["runs"]
+    planned = book(running, account, clock)
     assert planned["status"] == "scheduled"
     assert planned["due_at"] == due.isoformat().replace("+00:00", "Z")
 
@@ -255,3 +270,103 @@ def test_timed_template_delivers_at_its_due_time_and_not_before(
     assert run.status == "succeeded", [(s.action, s.status, s.error) for s in run.steps]
     [message] = outbox(peers)
     assert [line for line in says if line not in message] == [], message
+
+
+def book(system: System, account: NewAccount, clock: Clock) -> dict[str, Any]:
+    """The booking is made now: the one run it starts or plans, as the event's answer shows."""
+    answer = system.hub.emit(event("booking.created", clock.now), account_id=account.id).answer
+    [run] = answer["runs"]
+    assert isinstance(run, dict)
+    return run
+
+
+def statuses(run: Run) -> list[str]:
+    return [s.status for s in run.steps]
+
+
+def mailed(peers: Peers) -> list[tuple[list[str], str, str]]:
+    """What reached the SMTP relay: recipients, subject and text of each message."""
+    return [
+        (m.rcpt_tos, m.message["Subject"], m.message.get_content()) for m in peers.smtp.delivered
+    ]
+
+
+@pytest.mark.parametrize("no_show", [True, False], ids=["marked-a-no-show", "attended"])
+def test_no_show_follow_up_emails_only_an_invitee_marked_a_no_show(
+    running: System, account: NewAccount, clock: Clock, peers: Peers, no_show: bool
+) -> None:
+    from_template(running, account, "no-show-follow-up")
+    run_id = book(running, account, clock)["id"]
+    assert get_run(running.hub, account.id, run_id).due_at == END + timedelta(minutes=30)
+
+    clock.now = END + timedelta(minutes=5)
+    if no_show:  # the host marks it after the meeting; it starts no run of its own
+        assert (
+            running.hub.emit(event("booking.no_show", clock.now), account_id=account.id).run_ids
+            == []
+        )
+    clock.now = END + timedelta(minutes=30)
+    run = running.wait_run(account, run_id)
+
+    assert run.status == "succeeded", [(s.action, s.status, s.error) for s in run.steps]
+    if no_show:
+        assert statuses(run) == ["succeeded", "succeeded"]
+        [(to, subject, text)] = mailed(peers)
+        assert (to, subject) == (["katherine@example.com"], "Sorry we missed you at Orbit review")
+        says = [
+            "Hi Katherine,",
+            f"we missed you at Orbit review with Ada Lovelace on {DATE} at {TIME} ({ZONE}).",
+            f"Book it here: {RESCHEDULE_URL}",
+        ]
+        assert [line for line in says if line not in text] == [], text
+    else:
+        assert statuses(run) == ["stopped", "skipped"]
+        assert "booking.no_show" in (run.steps[0].error or "")
+        running.settle()  # the run ended without its email, and nothing else is due
+        assert mailed(peers) == []
+
+
+@pytest.mark.parametrize("paid", [False, True], ids=["unpaid", "paid-during-the-day"])
+def test_unpaid_booking_reminder_emails_a_day_later_unless_paid_by_then(
+    running: System, account: NewAccount, clock: Clock, peers: Peers, paid: bool
+) -> None:
+    from_template(running, account, "unpaid-booking-reminder")
+    due = clock.now + timedelta(hours=24)
+    run_id = book(running, account, clock)["id"]
+    running.settle()  # the run reached its delay and is parked there
+    parked = get_run(running.hub, account.id, run_id)
+    assert (parked.status, parked.due_at, statuses(parked)[0]) == ("waiting", due, "waiting")
+
+    if paid:
+        clock.advance(hours=3)
+        assert (
+            running.hub.emit(event("payment.received", clock.now), account_id=account.id).run_ids
+            == []
+        )
+    clock.now = due - timedelta(seconds=1)
+    running.settle()
+    assert get_run(running.hub, account.id, run_id).status == "waiting"
+    assert mailed(peers) == []
+
+    clock.now = due
+    run = running.wait_run(account, run_id)
+
+    assert run.status == "succeeded", [(s.action, s.status, s.error) for s in run.steps]
+    if paid:
+        assert statuses(run) == ["succeeded", "stopped", "skipped"]
+        assert "booking.paid" in (run.steps[1].error or "")
+        running.settle()
+        assert mailed(peers) == []
+    else:
+        assert statuses(run) == ["succeeded", "succeeded", "succeeded"]
+        [(to, subject, text)] = mailed(peers)
+        assert (to, subject) == (
+            ["katherine@example.com"],
+            "Complete your payment for Orbit review",
+        )
+        says = [
+            "Hi Katherine,",
+            f"your booking Orbit review with Ada Lovelace on {DATE} at {TIME} ({ZONE}) is not "
+            "paid yet. Please complete your payment to keep it.",
+        ]
+        assert [line for line in says if line not in text] == [], text

@@ -763,16 +763,31 @@ def register_actions(register: Callable[[ActionType], None]) -> None:
 
 
 def _email_template(
-    name: str, title: str, trigger: str, subject: str, text: str, offset_minutes: int = 0
+    name: str,
+    title: str,
+    trigger: str,
+    subject: str,
+    text: str,
+    offset_minutes: int = 0,
+    before: tuple[TemplateStep, ...] = (),
+    description: str | None = None,
 ) -> Template:
+    """A template ending in an email to the invitee, after the logic steps ``before``."""
+    email = TemplateStep(ACTION, {"to_invitee": True, "subject": subject, "text": text})
     return Template(
         name=name,
         title=title,
         trigger=trigger,
         offset_minutes=offset_minutes,
-        description=title,
-        steps=(TemplateStep(ACTION, {"to_invitee": True, "subject": subject, "text": text}),),
+        description=description or title,
+        steps=(*before, email),
     )
+
+
+def _only_if(field: str, value: bool) -> TemplateStep:
+    """A filter step: the run goes on only if the booking's ``field`` is ``value`` by then."""
+    condition = {"field": field, "op": "eq", "value": value}
+    return TemplateStep("logic.filter", {"conditions": [condition]})
 
 
 TEMPLATES = (
@@ -812,6 +827,38 @@ TEMPLATES = (
         "How did it go? Reply to this email with a rating from 1 to 5 and anything we could "
         "do better.\n",
         offset_minutes=30,
+    ),
+    _email_template(
+        "no-show-follow-up",
+        "No-show Follow-up",
+        "meeting.after",
+        "Sorry we missed you at {{ event_name }}",
+        "Hi {{ attendee_first_name }},\n\nwe missed you at {{ event_name }} with "
+        "{{ organizer_name }} on {{ event_date }} at {{ event_time }} ({{ timezone }}). "
+        "Would another time suit you?\n\n"
+        "{% if reschedule_url %}Book it here: {{ reschedule_url }}\n{% endif %}",
+        offset_minutes=30,
+        # Sent only if the booking was marked a no-show (booking.no_show) by then.
+        before=(_only_if("booking.no_show", True),),
+        description="30 minutes after the meeting, an email inviting an invitee marked a "
+        "no-show to book again",
+    ),
+    _email_template(
+        "unpaid-booking-reminder",
+        "Unpaid Booking Reminder",
+        "booking.created",
+        "Complete your payment for {{ event_name }}",
+        "Hi {{ attendee_first_name }},\n\nyour booking {{ event_name }} with "
+        "{{ organizer_name }} on {{ event_date }} at {{ event_time }} ({{ timezone }}) is not "
+        "paid yet. Please complete your payment to keep it.\n",
+        # A day to pay; the filter sees the booking as it is then (a payment.received since
+        # marks it paid and stops the run).
+        before=(
+            TemplateStep("logic.delay", {"amount": 24, "unit": "hours"}),
+            _only_if("booking.paid", False),
+        ),
+        description="A day after a booking, an email asking to complete the payment, unless "
+        "it was paid by then",
     ),
 )
 
