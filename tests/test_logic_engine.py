@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from linktime import statements as sql
 from linktime.accounts import NewAccount, create_account
 from linktime.actions import ActionType
 from linktime.engine import Hub
@@ -17,6 +18,7 @@ from linktime.models import sample_event
 from linktime.runs import get_run
 from linktime.storage import Run
 from linktime.workflows import WorkflowIn, create
+from sqlalchemy import update
 
 from .conftest import Clock, fast_settings, registry_with
 from .test_engine_paths import Script, scripted
@@ -197,3 +199,27 @@ def test_workflow_conditions_decide_whether_it_runs(hub: tuple[Hub, Clock]) -> N
         ),
     )
     assert h.emit(booking("booking.created", 0), account_id=account.id).run_ids == []
+
+
+def test_a_run_taken_up_after_its_booking_was_cancelled_ends_cancelled(
+    hub: tuple[Hub, Clock],
+) -> None:
+    """The cancellation missed it (a worker had just claimed it, then died): the booking is
+    read again when the run is taken up, and nothing more is sent."""
+    h, clock = hub
+    delay = {"action": "logic.delay", "settings": {"amount": 1, "unit": "hours"}}
+    account, run_id = start(h, [delay, ok()])
+    drive(h, clock, run_id)
+    with h.db.begin() as conn:  # claimed by a worker whose lease has run out
+        conn.execute(
+            update(Run)
+            .where(Run.id == run_id)
+            .values(status="running", lease_token="lease_gone", lease_until=sql.DB_NOW)
+        )
+    h.emit(booking("booking.cancelled", 5), account_id=account.id)
+    assert run_of(h, account, run_id).status == "running"  # cancel() leaves claimed runs alone
+    drive(h, clock, hours=2)
+    run = run_of(h, account, run_id)
+    assert run.status == "cancelled" and run.note == "the booking was cancelled during a delay"
+    assert [s.status for s in run.steps] == ["skipped", "skipped"]
+    assert run.steps[1].attempt_log == []

@@ -81,12 +81,13 @@ def apply_event(conn: Connection, account_id: str, event: BookingEvent, event_pk
         "end": b.end,
         "event_id": event_pk,
         "last_event_at": event.occurred_at,
-        "no_show": b.no_show,
+        # A booking.no_show event marks it whatever its body says.
+        "no_show": b.no_show or event.type == "booking.no_show",
     }
     if paying:
         values["paid_at"] = event.occurred_at
     if insert_ignoring(conn, BookingState, values):
-        live = Live(values["status"], b.start, b.end, paying, b.no_show)
+        live = Live(values["status"], b.start, b.end, paying, values["no_show"])
         return Applied(True, cancelling, b.start, b.end, live)
     where = (BookingState.account_id == account_id, BookingState.uid == b.uid)
     state = conn.execute(select(*_STATE).where(*where).with_for_update()).one()
@@ -103,7 +104,7 @@ def apply_event(conn: Connection, account_id: str, event: BookingEvent, event_pk
     values["last_event_at"] = max(event.occurred_at, state.last_event_at)
     values.pop("paid_at", None)  # set above, once
     conn.execute(update(BookingState).where(*where).values(**values))
-    live = Live(values["status"], b.start, b.end, live.paid, b.no_show)
+    live = Live(values["status"], b.start, b.end, live.paid, values["no_show"])
     return Applied(True, cancelling, b.start, b.end, live)
 
 
