@@ -40,7 +40,7 @@ from ..runs import EventInspection, RunOut, RunSummary
 from ..statuses import RunStatus
 from ..testruns import TestRunOut
 from ..workflows import TemplateOut, WorkflowIn, WorkflowOut
-from . import admin, callbacks, docs, endpoints, suppressions
+from . import admin, callbacks, conditions, docs, endpoints, suppressions
 from .metrics import MetricsPlugin
 from .schemas import (
     ConflictOut,
@@ -536,6 +536,7 @@ def create_app(
         *callbacks.handlers(hub),
         *suppressions.handlers(hub),
         *endpoints.handlers(hub),
+        *conditions.handlers(),
     ]
     for handler in api_handlers:  # document the one error shape every route answers with
         handler.responses = {**ERROR_RESPONSES, **(handler.responses or {})}
