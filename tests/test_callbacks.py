@@ -235,6 +235,7 @@ def test_another_accounts_message_and_unknown_urls(
         f"/v1/callbacks/signer/{key}x",  # a key not made here
         f"/v1/callbacks/signer/{theirs.id}.{key.split('.')[1]}",  # my MAC, their id
         f"/v1/callbacks/nope/{key}",  # no such callback
+        f"/v1/callbacks/signer/{key[:-1]}é",  # a MAC with a letter no MAC has
     ):
         missing = Provider(client, PUBLIC + path).post({"MessageSid": "x", "MessageStatus": "sent"})
         assert missing.status_code == 404, path

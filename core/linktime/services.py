@@ -30,6 +30,12 @@ def _mac(secret: str, purpose: str, value: str) -> str:
     return base64.urlsafe_b64encode(digest[:18]).decode()
 
 
+def _same(sent: str, expected: str) -> bool:
+    """A constant-time comparison of a MAC as sent (any text: compare_digest refuses non-ASCII
+    str) with the one expected."""
+    return hmac.compare_digest(sent.encode(), expected.encode())
+
+
 def account_key(secret: str, account_id: str) -> str:
     """The path segment that says whose a callback is: the account id and a MAC of it (no API
     key, nothing to guess from)."""
@@ -39,7 +45,7 @@ def account_key(secret: str, account_id: str) -> str:
 def account_of_key(secret: str, key: str) -> str | None:
     """The account a callback key was made for, or None for a key that was not made here."""
     account_id, _, mac = key.rpartition(".")
-    if not account_id or not hmac.compare_digest(mac, _mac(secret, "callback", account_id)):
+    if not account_id or not _same(mac, _mac(secret, "callback", account_id)):
         return None
     return account_id
 
@@ -59,7 +65,7 @@ def read_unsubscribe_token(secret: str, token: str) -> tuple[str, str] | None:
     except ValueError:
         return None
     account_id, sep, address = value.partition("\n")
-    if not sep or not hmac.compare_digest(mac, _mac(secret, "unsubscribe", value)):
+    if not sep or not _same(mac, _mac(secret, "unsubscribe", value)):
         return None
     return account_id, address
 
