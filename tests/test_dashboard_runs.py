@@ -59,7 +59,10 @@ def test_the_run_log_filters_by_every_status_skipped_too(
     page = dash.get("/runs?status=skipped").text
     assert status_of["skipped"] in page and status_of["queued"] not in page
     assert Form(page).controls["status"]["value"] == "skipped"
-    assert "No runs with the status “Waiting to retry”." in dash.get("/runs?status=waiting").text
+    assert (
+        "No runs with the status “Waiting (to retry, or after a delay)”."
+        in dash.get("/runs?status=waiting").text
+    )
 
 
 def test_the_replay_button_replays_once_however_often_it_is_pressed(

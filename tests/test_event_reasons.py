@@ -17,7 +17,7 @@ from linktime.accounts import create_account
 from linktime.actions import ActionContext, ActionType, Result
 from linktime.bookings import Applied
 from linktime.conditions import Live
-from linktime.dashboard.events import Why, blocked_sentence, explain
+from linktime.dashboard.events import Fix, Why, blocked_sentence, explain
 from linktime.engine import Hub
 from linktime.matching import Candidate, StepSpec, verdict
 from linktime.models import sample_event
@@ -171,6 +171,14 @@ def test_each_reason_is_a_sentence_with_its_fix(hub: Hub) -> None:
     assert "older than" in str(why(hub, reminder, fresh=False).sentence)
     gone = why(hub, candidate(), cancelled=True)
     assert str(gone.sentence) == "The booking had been cancelled before this event arrived."
+
+    # The condition that did not hold is named with the value it saw.
+    unpaid = why(hub, candidate(conditions=[{"field": "booking.paid", "op": "eq", "value": True}]))
+    assert str(unpaid.sentence) == (
+        "This workflow's conditions did not hold for this booking: "
+        "<em>booking.paid eq true did not hold: it was false</em>."
+    )
+    assert unpaid.fix == Fix("Edit the workflow's conditions", "/workflows/wf_1#conditions")
 
 
 def test_a_step_the_plan_blocked_names_the_plan_that_includes_it(hub: Hub) -> None:

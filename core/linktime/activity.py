@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from .engine import Hub
 from .errors import FieldError, InputError, NotFound
 from .models import Booking
-from .runs import BOOKING_COLUMNS, StepOut
+from .runs import BOOKING_COLUMNS, StepOut, at_step
 from .statuses import RunStatus, StepStatus
 from .storage import BookingState, Event, EventEmail, Run, RunStep, booking_field, is_id
 
@@ -243,15 +243,19 @@ class TimelineRun(BaseModel):
     planned_by_type: str | None
     created_at: datetime
     finished_at: datetime | None
+    at_step: int | None = Field(
+        description="The step it stands at (running, waiting for a delay or a retry) or ended "
+        "at (stopped by a filter, failed, blocked by the plan); see the step's status and error"
+    )
     steps: list[StepOut]
 
 
 class Entry(BaseModel):
     at: datetime
-    kind: Literal["event", "reminder", "run", "retry"] = Field(
+    kind: Literal["event", "reminder", "run", "retry", "wait"] = Field(
         description="event: received (placed at its occurred_at, or when it was received if "
         "that was earlier); reminder: planned, not fired yet; run: started, or ended without "
-        "starting; retry: a step's next attempt, due"
+        "starting; retry: a step's next attempt, due; wait: a delay's end, when the run resumes"
     )
     future: bool
     event: TimelineEvent | None = None
@@ -285,6 +289,7 @@ def _booking_out(uid: str, status: str, latest: Booking) -> BookingOut:
 def _run_entries(run: Run, by_pk: dict[str, TimelineEvent], now: datetime) -> list[Entry]:
     planned = run.unfired and run.status in (RunStatus.SCHEDULED, RunStatus.QUEUED)
     source = by_pk.get(run.event_id)
+    steps = [StepOut.of(s) for s in run.steps]
     out = TimelineRun(
         id=run.id,
         workflow_id=run.workflow_id,
@@ -297,25 +302,27 @@ def _run_entries(run: Run, by_pk: dict[str, TimelineEvent], now: datetime) -> li
         planned_by_type=source.type if source and run.unfired else None,
         created_at=run.created_at,
         finished_at=run.finished_at,
-        steps=[StepOut.of(s) for s in run.steps],
+        at_step=at_step(steps),
+        steps=steps,
     )
     if planned and run.due_at is not None:
         return [Entry(at=run.due_at, kind="reminder", future=run.due_at > now, run=out)]
     # Placed where it started: its first attempt; one that never started, where it ended.
     started = [a.started_at for s in out.steps for a in s.attempt_log]
     at = min(started) if started else (run.finished_at or run.created_at)
-    # A waiting run's step that is due to be tried again (a cancelled run keeps the time).
+    # A waiting run's step that is due to be tried again, or whose delay ends (a cancelled
+    # run keeps the time).
     retries = [
         Entry(
             at=s.next_attempt_at,
-            kind="retry",
+            kind="retry" if s.status == StepStatus.PENDING else "wait",
             future=s.next_attempt_at > now,
             run=out,
             step=s.position,
         )
         for s in out.steps
         if out.status == RunStatus.WAITING
-        and s.status == StepStatus.PENDING
+        and s.status in (StepStatus.PENDING, StepStatus.WAITING)
         and s.next_attempt_at is not None
     ]
     return [Entry(at=at, kind="run", future=at > now, run=out), *retries]

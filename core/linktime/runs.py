@@ -57,28 +57,65 @@ class AttemptOut(BaseModel):
     delivery_updated_at: datetime | None
     delivery_error_code: str | None = Field(description="The provider's code, e.g. 30003")
     delivery_error: str | None
+    action: str | None = Field(
+        None,
+        description="The action this attempt ran when it is not its step's own: the step's "
+        "fallback, which took over after the step failed for good; null for the step's action",
+    )
 
     @classmethod
     def of(cls, a: Attempt) -> AttemptOut:
         return cls.model_validate(a, from_attributes=True)
 
 
+class StepFallback(BaseModel):
+    """A step's fallback as the run copied it (its settings stay out, as the step's do)."""
+
+    action: str
+    taken_after: int | None = Field(
+        description="The attempt number at which the step failed for good and the fallback "
+        "took over (the attempts after it are the fallback's); null while it has not"
+    )
+
+
 class StepOut(BaseModel):
     position: int
     action: str
-    status: StepStatus
+    status: StepStatus = Field(
+        description="waiting: parked by a delay until wait_until; stopped: a filter ended the "
+        "run here (error says which condition failed and the value seen); skipped: its `when` "
+        "did not hold (error_code condition_not_met), a test run's delay (test_run), or an "
+        "earlier step ended the run (no error)"
+    )
     attempts: int
     next_attempt_at: datetime | None
     external_id: str | None
     error_code: str | None
-    error: str | None
+    error: str | None = Field(
+        description="What went wrong, or why the step waits, stopped or was skipped"
+    )
     finished_at: datetime | None
+    wait_until: datetime | None = Field(
+        None, description="When a waiting step (a delay) is taken up again and the run resumes"
+    )
+    when: list[dict[str, Any]] | None = Field(
+        None, description="The conditions the step runs only if they hold (as saved)"
+    )
+    fallback: StepFallback | None = Field(
+        None, description="The action sent instead if the step fails for good"
+    )
     attempt_log: list[AttemptOut]
 
     @classmethod
     def of(cls, s: RunStep) -> StepOut:
-        data: dict[str, Any] = {k: getattr(s, k) for k in cls.model_fields if k != "attempt_log"}
-        return cls(**data, attempt_log=[AttemptOut.of(a) for a in s.attempt_log])
+        copied = set(cls.model_fields) - {"attempt_log", "fallback"}
+        data: dict[str, Any] = {k: getattr(s, k) for k in copied}
+        fallback = (
+            StepFallback(action=s.fallback["action"], taken_after=s.fallback_at)
+            if s.fallback
+            else None
+        )
+        return cls(**data, fallback=fallback, attempt_log=[AttemptOut.of(a) for a in s.attempt_log])
 
 
 class RunOut(BaseModel):
@@ -90,12 +127,44 @@ class RunOut(BaseModel):
     replay_of: str | None = Field(description="The failed run this one replays")
     created_at: datetime
     finished_at: datetime | None
+    note: str | None = Field(
+        None,
+        description='How the run ended when its steps do not say it: "stopped at step 2: '
+        'booking.paid eq false did not hold: it was true", the booking cancelled during a '
+        "delay, the workflow's conditions not holding when a reminder fired",
+    )
+    at_step: int | None = Field(
+        None,
+        description="The position of the step the run stands at (running, waiting for a delay "
+        "or a retry) or ended at (stopped by a filter, failed, blocked by the plan); null when "
+        "it went through every step, or has not started",
+    )
     steps: list[StepOut]
 
     @classmethod
     def of(cls, r: Run) -> RunOut:
-        data: dict[str, Any] = {k: getattr(r, k) for k in cls.model_fields if k != "steps"}
-        return cls(**data, steps=[StepOut.of(s) for s in r.steps])
+        steps = [StepOut.of(s) for s in r.steps]
+        data: dict[str, Any] = {
+            k: getattr(r, k) for k in cls.model_fields if k not in ("steps", "at_step")
+        }
+        return cls(**data, at_step=at_step(steps), steps=steps)
+
+
+# Where a run stands or ended: a step in one of these, or one waiting to be retried.
+_STANDING = STEP_STOPPED | {StepStatus.RUNNING, StepStatus.WAITING, StepStatus.STOPPED}
+
+
+def at_step(steps: list[StepOut]) -> int | None:
+    """The position of the step a run stands at or ended at (RunOut.at_step)."""
+    return next(
+        (
+            s.position
+            for s in steps
+            if s.status in _STANDING
+            or (s.status == StepStatus.PENDING and s.next_attempt_at is not None)
+        ),
+        None,
+    )
 
 
 def get_run(hub: Hub, account_id: str, run_id: str) -> Run:
@@ -135,7 +204,8 @@ class RunSummary(BaseModel):
     invitee_email: str | None
     event_id: str = Field(description="The id of the event that started the run, as sent")
     due_at: datetime | None = Field(
-        description="When a scheduled run fires, or when a waiting run's step is retried"
+        description="When a scheduled run fires, or when a waiting run's step is retried or "
+        "its delay ends (the run resumes)"
     )
     note: str | None
     setback: Setback | None = Field(

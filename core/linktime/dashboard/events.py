@@ -33,6 +33,8 @@ from .app import (
 from .wording import RUN_STATUS, trigger_words
 
 PAGE_SIZE = 25
+# How matching.verdict begins the reason of a workflow whose conditions did not hold.
+CONDITIONS_FAILED = "its conditions did not hold: "
 # The channels this project ships, by the distribution an operator installs for each.
 DISTRIBUTIONS = {
     "email.send": "linktime-email",
@@ -243,6 +245,15 @@ def explain(
         )
     if reason == "the booking is cancelled":
         return Why(Markup("The booking had been cancelled before this event arrived."))
+    if reason.startswith(CONDITIONS_FAILED):
+        # "booking.paid eq false did not hold: it was true": the condition and the value seen
+        return Why(
+            _sentence(
+                "This workflow's conditions did not hold for this booking: {}.",
+                reason.removeprefix(CONDITIONS_FAILED),
+            ),
+            change("Edit the workflow's conditions", "conditions"),
+        )
     if reason.startswith("the event is older than"):
         return Why(
             Markup(

@@ -4,6 +4,7 @@ replaying a failed run."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from litestar import get, post
@@ -16,7 +17,7 @@ from ..engine import Hub
 from ..errors import InputError
 from ..offload import offload
 from ..runs import AttemptOut, RunOut, RunSummary, StepOut
-from ..statuses import DeliveryStatus, RunStatus
+from ..statuses import AttemptStatus, DeliveryStatus, RunStatus, StepStatus
 from ..storage import new_id
 from .app import (
     AnyRequest,
@@ -33,7 +34,9 @@ from .wording import (
     RUN_STATUS_CHOICE,
     STEP_STATUS,
     Problem,
+    conditions_words,
     delivery_words,
+    how_long,
     problem,
     trigger_words,
 )
@@ -52,10 +55,12 @@ class RunView:
 
 def run_view(hub: Hub, run: RunSummary) -> RunView:
     at = run.setback
+    # A waiting run with no step to retry is parked by a delay.
+    delayed = run.status == RunStatus.WAITING and at is None
     return RunView(
         run,
         trigger_words(hub, run.trigger, run.offset_minutes),
-        RUN_STATUS[run.status],
+        "Waiting until" if delayed else RUN_STATUS[run.status],
         sentence(run.note) if run.note else None,
         problem(hub, at.action, at.error_code, at.error, None) if at else None,
     )
@@ -73,12 +78,20 @@ class AttemptView:
 class StepView:
     step: StepOut
     title: str
-    status: str  # "Retrying at" when step.next_attempt_at is set
+    status: str  # "Retrying at" when retry_at is set
+    retry_at: datetime | None  # when a step that failed is tried again
     attempts: list[AttemptView]
     # What became of the message the step sent (its last attempt's), beside the step's status;
     # None when it sent nothing, or when the status says it already ("Opted out").
     delivery: str | None
     delivery_status: str | None
+    # The path the run took here, in words: "Stopped: booking.paid eq false did not hold: it
+    # was true", "Skipped: its conditions did not hold: …", "Fallback Send email sent after
+    # Send SMS failed (21211)"; a waiting step's is "Waiting until" step.wait_until and
+    # waiting_for ("in 3 days").
+    path: str | None
+    waiting_for: str | None
+    held: str | None  # "Its conditions held: …", for a step whose `when` let it run
 
 
 def _delivery(a: AttemptOut) -> str | None:
@@ -91,14 +104,48 @@ def step_view(hub: Hub, step: StepOut) -> StepView:
 
     last = step.attempt_log[-1] if step.attempt_log else None
     shown = last is not None and last.delivery_status not in (None, DeliveryStatus.OPTED_OUT)
+    retry_at = step.next_attempt_at if step.status == StepStatus.PENDING else None
+    waiting = step.wait_until if step.status == StepStatus.WAITING else None
+    ran = step.status not in (StepStatus.PENDING, StepStatus.SKIPPED) and step.attempt_log
     return StepView(
         step,
         action_title(hub, step.action),
-        "Retrying at" if step.next_attempt_at else STEP_STATUS[step.status],
+        "Retrying at" if retry_at else STEP_STATUS[step.status],
+        retry_at,
         [AttemptView(a, ATTEMPT_STATUS[a.status], said(a), _delivery(a)) for a in step.attempt_log],
         _delivery(last) if last is not None and shown else None,
         last.delivery_status if last is not None and shown else None,
+        _path(hub, step),
+        f"in {how_long(waiting - hub.clock())}" if waiting and waiting > hub.clock() else None,
+        f"Its conditions held: {conditions_words(step.when)}" if step.when and ran else None,
     )
+
+
+# What became of a fallback, by its last attempt's status.
+FALLBACK_DID = {
+    AttemptStatus.SUCCEEDED: "sent",
+    AttemptStatus.RETRYING: "is being retried",
+    AttemptStatus.FAILED: "failed too",
+    AttemptStatus.OPTED_OUT: "not sent (opted out)",
+    AttemptStatus.BLOCKED_BY_PLAN: "not sent (not on the plan)",
+}
+
+
+def _path(hub: Hub, step: StepOut) -> str | None:
+    """Why a step waits, stopped, was skipped, or sent its fallback (see StepView.path)."""
+    if step.status in (StepStatus.STOPPED, StepStatus.SKIPPED) and step.error:
+        said = "Stopped" if step.status == StepStatus.STOPPED else "Skipped"
+        return f"{said}: {step.error}"
+    if step.fallback is None or step.fallback.taken_after is None:
+        return None
+    failed = next(a for a in step.attempt_log if a.number == step.fallback.taken_after)
+    code = failed.error_code or ""
+    number = code.rpartition("_")[2]  # twilio_21211: the provider's number says the most
+    why = f" ({number if number.isdigit() else code})" if code else ""
+    taken = [a for a in step.attempt_log if a.action is not None]
+    did = FALLBACK_DID.get(taken[-1].status, "tried") if taken else "is about to be sent"
+    fallback, own = action_title(hub, step.fallback.action), action_title(hub, step.action)
+    return f"Fallback {fallback} {did} after {own} failed{why}"
 
 
 PAGE_SIZE = 50

@@ -8,9 +8,13 @@ cannot fix it, and the setting's name means nothing to them; the engine logs it 
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from dataclasses import dataclass
+from datetime import timedelta
 from http import HTTPStatus
+from typing import Any
 
 from ..engine import Hub
 from ..errorcodes import is_operator_error
@@ -150,7 +154,7 @@ RUN_STATUS = {
 RUN_STATUS_CHOICE = {
     **RUN_STATUS,
     RunStatus.SCHEDULED: "Scheduled",
-    RunStatus.WAITING: "Waiting to retry",
+    RunStatus.WAITING: "Waiting (to retry, or after a delay)",
 }
 STEP_STATUS = {
     StepStatus.PENDING: "Not started",
@@ -160,6 +164,8 @@ STEP_STATUS = {
     StepStatus.SKIPPED: "Not run",
     StepStatus.BLOCKED_BY_PLAN: "Not on the plan",
     StepStatus.OPTED_OUT: "Opted out",
+    StepStatus.WAITING: "Waiting",
+    StepStatus.STOPPED: "Stopped the run",
 }
 ATTEMPT_STATUS = {
     "succeeded": "Succeeded",
@@ -167,6 +173,9 @@ ATTEMPT_STATUS = {
     "failed": "Failed",
     "blocked_by_plan": "Not on the plan",
     "opted_out": "Not sent: opted out",
+    "waiting": "Waiting",
+    "stopped": "Stopped the run",
+    "skipped": "Skipped",
 }
 # What became of a message once its provider took it (the provider's callbacks tell).
 DELIVERY_STATUS: dict[str, str] = {
@@ -202,3 +211,29 @@ def trigger_words(hub: Hub, trigger: str, offset: int | None) -> str:
     if not offset:
         return "When the meeting starts" if found.direction < 0 else "When the meeting ends"
     return f"{offset_text(offset)} {where}"
+
+
+def conditions_words(nodes: list[dict[str, Any]]) -> str:
+    """Stored conditions as a line of text: ``booking.paid eq false; any of (host.name eq
+    "Ada"; guests.count gt 0)``."""
+    said = []
+    for node in nodes:
+        if "any" in node or "all" in node:
+            group = "any" if "any" in node else "all"
+            said.append(f"{group} of ({conditions_words(node[group])})")
+        elif node.get("op") == "exists":
+            said.append(f"{node['field']} {'exists' if node.get('value') else 'is missing'}")
+        else:
+            shown = json.dumps(node.get("value"), ensure_ascii=False)
+            said.append(f"{node['field']} {node['op']} {shown}")
+    return "; ".join(said)
+
+
+def how_long(span: timedelta) -> str:
+    """A span rounded to its largest unit: "3 days", "5 hours", "1 minute"."""
+    minutes = max(1, math.ceil(span.total_seconds() / 60))
+    for size in (60 * 24, 60):
+        if minutes >= size:
+            minutes = round(minutes / size) * size
+            break
+    return offset_text(minutes)
