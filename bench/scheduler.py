@@ -5,29 +5,48 @@ reminders fire, on PostgreSQL.
 
 Target: the 1M tick within 2x of the 10k tick (cost grows with what is due, not with what is
 pending), and fire lateness p99 under 1 s.
+
+    python bench/scheduler.py --parked 10000 [--due 100] [--rounds 5] [--ticks 30] [--sqlite]
+
+Parked runs (issue 14): N runs parked in a `logic.delay` by the engine itself, and the tick
+(Hub.due_runs, Scheduler.tick) with none, N with nothing due, and N with K due, each beside a
+database with nothing parked, in the same run. Target: ratio to that baseline <= 1.5 (parked
+runs cost nothing per tick beyond what is due) and the due query reads ix_runs_due only.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
+import signal
 import statistics
+import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+from dramatiq.brokers.stub import StubBroker
 from linktime import plugins, workflows
 from linktime.accounts import create_account
 from linktime.actions import ActionContext, ActionType, Result
 from linktime.engine import Hub
+from linktime.models import sample_event
 from linktime.scheduler import Scheduler
 from linktime.settings import Settings
+from linktime.statuses import RunStatus, StepStatus
+from linktime.storage import Run, RunStep
 from linktime.testing import scratch_database
 from linktime.worker import bind, make_broker, start_in_process
 from pydantic import BaseModel
-from sqlalchemy import text
+from sqlalchemy import Engine, event, func, select, text, update
 
 PG = os.environ.get("LINKTIME_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
@@ -46,7 +65,7 @@ def setup(hub: Hub) -> tuple[str, str]:
             trigger="meeting.before",
             offset_minutes=60,
             enabled=True,
-            steps=[{"action": "bench.fire"}],
+            steps=[workflows.StepIn(action="bench.fire")],
         ),
     )
     with hub.db.begin() as conn:
@@ -62,8 +81,6 @@ def setup(hub: Hub) -> tuple[str, str]:
 
 
 def _sample_payload() -> str:
-    from linktime.models import sample_event
-
     return sample_event().model_dump_json()
 
 
@@ -113,7 +130,7 @@ def measure_ticks(pending: int, due: int) -> tuple[float, float]:
         return statistics.median(times), times[int(len(times) * 0.99) - 1]
 
 
-def _settings(url: str, tmp: str) -> Settings:
+def _settings(url: str | None, tmp: str) -> Settings:
     return Settings(
         data_dir=Path(tmp),
         database_url=url,
@@ -158,7 +175,7 @@ def measure_lateness(pending: int, fire: int, spread: float) -> list[float]:
         with hub.db.connect() as conn:
             due_of.update(
                 conn.execute(text("SELECT id, due_at FROM runs WHERE id LIKE 'fire%'")).all()
-            )  # type: ignore[arg-type]
+            )
         broker = make_broker(hub)
         bind(hub, broker)
         worker = start_in_process(hub, broker, 8)
@@ -173,13 +190,277 @@ def measure_lateness(pending: int, fire: int, spread: float) -> list[float]:
     return sorted(late)
 
 
+# --- Parked runs (issue 14) ----------------------------------------------------------------
+
+PARK = timedelta(days=3)  # each parked run's delay: far from due while the bench runs
+PARKED_TARGET = 1.5  # ≈ 1: what parked runs may add to a tick, with room for a shared machine
+
+
+@dataclass
+class ParkedDatabase:
+    """One scratch database of the parked-runs bench: ``due`` are the runs a state makes due,
+    ``parked`` how many runs sit in their delay beside them (themselves included)."""
+
+    label: str
+    hub: Hub
+    scheduler: Scheduler
+    broker: StubBroker
+    due: list[str]
+    parked: int
+
+    def arrange(self, due: bool) -> None:
+        """Put the ``due`` runs where a state wants them before a tick (not timed): come due
+        (a delay that ended: waiting, due a second ago), back in their delay (waiting, due in
+        three days), or finished (no due time: nothing parked at all)."""
+        now = self.hub.clock()
+        if due:
+            values: dict[str, Any] = {
+                "status": RunStatus.WAITING,
+                "due_at": now - timedelta(seconds=1),
+            }
+        elif self.parked > len(self.due):
+            values = {"status": RunStatus.WAITING, "due_at": now + PARK}
+        else:
+            values = {"status": RunStatus.SUCCEEDED, "due_at": None}
+        with self.hub.db.begin() as conn:
+            conn.execute(update(Run).where(Run.id.in_(self.due)).values(**values))
+        self.broker.flush_all()
+
+
+def park(hub: Hub, count: int, threads: int, deadline: float) -> list[str]:
+    """Park ``count`` runs the engine's way: an enabled workflow [logic.delay 3 days,
+    bench.fire]; one booking.created event per booking starts a run, executed once so its
+    delay parks it. Checks the rows are what the engine leaves behind a delay."""
+    acc = create_account(hub, "bench", "business")
+    workflows.create(
+        hub,
+        acc.id,
+        workflows.WorkflowIn(
+            name="follow-up",
+            trigger="booking.created",
+            enabled=True,
+            steps=[
+                workflows.StepIn(
+                    action="logic.delay", settings={"amount": PARK.days, "unit": "days"}
+                ),
+                workflows.StepIn(action="bench.fire"),
+            ],
+        ),
+    )
+    booking = sample_event().booking.model_dump()
+
+    def one(n: int) -> str:
+        event = sample_event(id=f"ev_park_{n}", booking={**booking, "uid": f"bk_park_{n}"})
+        [run_id] = hub.emit(event, account_id=acc.id).run_ids
+        hub.process_run(run_id)
+        return run_id
+
+    pool = ThreadPoolExecutor(threads)
+    try:
+        futures = [pool.submit(one, n) for n in range(count)]
+        _, late = wait(futures, timeout=max(deadline - time.monotonic(), 0))
+        if late:
+            raise TimeoutError(f"parking {count} runs: {len(late)} not parked in time")
+        run_ids = [future.result() for future in futures]
+    finally:  # on a timeout, Ctrl-C or SIGTERM: only the runs being parked finish
+        pool.shutdown(cancel_futures=True)
+    with hub.db.begin() as conn:
+        later = hub.clock() + PARK - timedelta(hours=1)
+        runs = conn.execute(
+            select(func.count())
+            .select_from(Run)
+            .where(Run.status == RunStatus.WAITING, Run.due_at > later)
+        ).scalar_one()
+        steps = conn.execute(
+            select(func.count())
+            .select_from(RunStep)
+            .where(RunStep.status == StepStatus.WAITING, RunStep.action == "logic.delay")
+        ).scalar_one()
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("ANALYZE"))  # as autovacuum would after such a batch
+    assert runs == steps == count, f"parked {runs} runs and {steps} delay steps of {count}"
+    return run_ids
+
+
+def open_parked(
+    stack: ExitStack, label: str, sqlite: bool, parked: int, due: int, deadline: float
+) -> ParkedDatabase:
+    tmp = stack.enter_context(tempfile.TemporaryDirectory())
+    url = None if sqlite else stack.enter_context(scratch_database(PG, "lt_bench_"))
+    hub = Hub(_settings(url, tmp), registry=_registry(lambda ctx: Result.ok()))
+    stack.callback(hub.close)
+    hub.migrate()
+    # SQLite takes one writer at a time: parking from several threads only queues on its lock.
+    run_ids = park(hub, parked, 1 if sqlite else 4, deadline)
+    broker = StubBroker()  # the tick's messages go to memory: the send is measured, not Redis
+    bind(hub, broker)
+    return ParkedDatabase(label, hub, Scheduler(hub), broker, run_ids[:due], parked)
+
+
+def time_state(db: ParkedDatabase, due: bool, ticks: int) -> tuple[float, float]:
+    """Median seconds of Hub.due_runs and of Scheduler.tick in one state; every tick must
+    hand out exactly the runs that are due."""
+    want = len(db.due) if due else 0
+    medians = []
+    ticks_of: list[Callable[[], int]] = [lambda: len(db.hub.due_runs()), db.scheduler.tick]
+    for tick in ticks_of:
+        times = []
+        for n in range(ticks + 2):  # the first two warm the caches
+            db.arrange(due)
+            t0 = time.perf_counter()
+            handed = tick()
+            elapsed = time.perf_counter() - t0
+            assert handed == want, f"{db.label}: a tick handed out {handed}, {want} due"
+            if n >= 2:
+                times.append(elapsed)
+        medians.append(statistics.median(times))
+    return medians[0], medians[1]
+
+
+@contextmanager
+def recorded(engine: Engine) -> Iterator[list[tuple[str, Any]]]:
+    """The statements ``engine`` sends while the block runs."""
+    seen: list[tuple[str, Any]] = []
+
+    def record(conn: Any, cursor: Any, statement: str, parameters: Any, *rest: Any) -> None:
+        seen.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+# A list of bound parameters, shown as its first one: an IN of the 100 due ids is one line.
+PLACEHOLDERS = re.compile(r"(\?|%\(\w+\)s(?:::VARCHAR)?)(?:, (?:\?|%\(\w+\)s(?:::VARCHAR)?))+")
+
+
+def rows_examined(plan: list[str], index: str) -> int | None:
+    """Rows an EXPLAIN ANALYZE plan's scan of ``index`` read: those it returned plus those its
+    filter removed; None when no node scans that index."""
+    at = next((i for i, line in enumerate(plan) if f"using {index} " in line), None)
+    if at is None:
+        return None
+    returned = re.search(r"actual time=\S+ rows=(\d+)", plan[at])
+    count = int(returned.group(1)) if returned else 0
+    for line in plan[at + 1 :]:
+        if "->" in line or not line.startswith(" "):
+            break  # the next node: the scan's own details are over
+        removed = re.search(r"Rows Removed by Filter: (\d+)", line)
+        count += int(removed.group(1)) if removed else 0
+    return count
+
+
+def explain_tick(db: ParkedDatabase, due: bool) -> tuple[list[str], list[str], bool]:
+    """One Scheduler.tick's SQL, and the plan of its due query as the database ran it
+    (PostgreSQL: EXPLAIN ANALYZE, rolled back; SQLite: EXPLAIN QUERY PLAN). Also whether the
+    query read the partial index and examined only the rows that were due."""
+    db.arrange(due)
+    with recorded(db.hub.db) as seen:
+        db.scheduler.tick()
+    [(query, params)] = [(s, p) for s, p in seen if s.lstrip().upper().startswith("SELECT")]
+    db.arrange(due)
+    with db.hub.db.connect() as conn, conn.begin() as trans:
+        if conn.dialect.name == "postgresql":
+            rows = conn.exec_driver_sql(
+                "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + query, params
+            ).all()
+            plan = [r[0] for r in rows]
+            examined = rows_examined(plan, "ix_runs_due")
+            ok = examined == (len(db.due) if due else 0)
+            plan.append(f"rows examined through ix_runs_due: {examined}")
+        else:
+            rows = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + query, params).all()
+            plan = [r[-1] for r in rows]
+            ok = any("USING INDEX ix_runs_due" in line for line in plan)
+        trans.rollback()
+    return [PLACEHOLDERS.sub(r"\1, …", " ".join(s.split())) for s, _ in seen], plan, ok
+
+
+def measure_parked(
+    parked: int, due: int, rounds: int, ticks: int, sqlite: bool, timeout: float
+) -> bool:
+    kind = "SQLite" if sqlite else "PostgreSQL"
+    deadline = time.monotonic() + timeout
+    with ExitStack() as stack:
+        t0 = time.monotonic()
+        base = open_parked(stack, "nothing parked", sqlite, due, due, deadline)
+        many = open_parked(stack, f"{parked} parked", sqlite, parked, due, deadline)
+        print(
+            f"\n{kind}: parked {parked + due} runs through the engine in "
+            f"{time.monotonic() - t0:.0f} s (each in a {PARK.days}-day logic.delay: run and step "
+            f"waiting); {rounds} rounds x {ticks} ticks per state"
+        )
+        for db, due_now in ((many, False), (many, True)):
+            statements, plan, ok = explain_tick(db, due_now)
+            print(f"one Scheduler.tick, {db.label}, {len(db.due) if due_now else 0} due:")
+            for statement in statements:
+                print(f"  SQL  {statement}")
+            for line in plan:
+                print(f"  plan {line}")
+            claim = "reads ix_runs_due" + ("" if sqlite else ", examines only the due rows")
+            print(f"  the due query {claim}: {'yes' if ok else 'NO'}")
+            if not ok:
+                return False
+        states = [
+            (f"{parked} parked, nothing due", False),
+            (f"{parked} parked, {due} due", True),
+        ]
+        ratios: dict[tuple[str, str], list[float]] = {}
+        header = (
+            f"| {'state':<26} | {'due_runs ms':>11} | {'baseline':>8} | {'ratio':>5} "
+            f"| {'tick ms':>7} | {'baseline':>8} | {'ratio':>5} |"
+        )
+        for r in range(rounds):
+            print(f"round {r + 1}/{rounds} (baseline: the same state with nothing parked)")
+            print(header)
+            for label, due_now in states:
+                # The two databases take turns going first, so a drift in load hits both.
+                order = (base, many) if r % 2 == 0 else (many, base)
+                timed = {db.label: time_state(db, due_now, ticks) for db in order}
+                (b_hub, b_tick), (m_hub, m_tick) = timed[base.label], timed[many.label]
+                ratios.setdefault((label, "due_runs"), []).append(m_hub / b_hub)
+                ratios.setdefault((label, "tick"), []).append(m_tick / b_tick)
+                print(
+                    f"| {label:<26} | {m_hub * 1000:>11.2f} | {b_hub * 1000:>8.2f} "
+                    f"| {m_hub / b_hub:>5.2f} | {m_tick * 1000:>7.2f} | {b_tick * 1000:>8.2f} "
+                    f"| {m_tick / b_tick:>5.2f} |"
+                )
+    passed = True
+    for (label, what), values in ratios.items():
+        median = statistics.median(values)
+        passed &= median <= PARKED_TARGET
+        print(
+            f"{kind} {what}, {label}: ratio to nothing parked, median of "
+            f"{', '.join(f'{v:.2f}' for v in values)} = {median:.2f} "
+            f"(target <= {PARKED_TARGET}: {'PASS' if median <= PARKED_TARGET else 'FAIL'})"
+        )
+    return passed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--pending", default="10000,1000000")
     parser.add_argument("--due", type=int, default=100)
     parser.add_argument("--fire", type=int, default=2000)
     parser.add_argument("--spread", type=float, default=20.0)
+    parser.add_argument("--parked", type=int, help="measure N runs parked in delays instead")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--ticks", type=int, default=30)
+    parser.add_argument("--sqlite", action="store_true", help="with --parked: SQLite as well")
+    parser.add_argument("--timeout", type=float, default=900.0, help="bound on parking runs")
     args = parser.parse_args()
+    # SIGTERM unwinds like Ctrl-C, so the scratch databases and directories are removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if args.parked:
+        print(f"{os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f}")
+        passed = all(
+            measure_parked(args.parked, args.due, args.rounds, args.ticks, sqlite, args.timeout)
+            for sqlite in ([False, True] if args.sqlite else [False])
+        )
+        print(f"load average {os.getloadavg()[0]:.2f}; {'PASS' if passed else 'FAIL'}")
+        raise SystemExit(0 if passed else 1)
     sizes = [int(n) for n in args.pending.split(",")]
     print(f"PostgreSQL, {os.cpu_count()} cores; {args.due} due rows per tick")
     print(f"{'pending':>10} {'tick p50 ms':>12} {'tick p99 ms':>12}")
