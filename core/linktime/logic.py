@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from . import conditions
 from .actions import ActionContext, ActionType, Result
@@ -28,8 +28,8 @@ class DelaySettings(BaseModel):
     (``until`` start or end, ``offset_minutes`` before (negative) or after it)."""
 
     model_config = ConfigDict(extra="forbid")
-    amount: int | None = Field(None, ge=1, description="How long to wait, in `unit`s")
-    unit: Literal["minutes", "hours", "days"] = "minutes"
+    # In this order: ``amount``'s check reads the others (and names ``amount`` when the two
+    # ways are mixed or neither is given).
     until: Literal["start", "end"] | None = Field(
         None, description="Wait until the meeting's start or end (moves when it is rescheduled)"
     )
@@ -39,17 +39,24 @@ class DelaySettings(BaseModel):
         le=MAX_DELAY.days * 24 * 60,
         description="With `until`: minutes after (positive) or before (negative) that moment",
     )
+    unit: Literal["minutes", "hours", "days"] = "minutes"
+    amount: int | None = Field(
+        None, ge=1, validate_default=True, description="How long to wait, in `unit`s"
+    )
 
-    @model_validator(mode="after")
-    def _one_way(self) -> DelaySettings:
-        if (self.amount is None) == (self.until is None):
+    @field_validator("amount")
+    @classmethod
+    def _one_way(cls, amount: int | None, info: ValidationInfo) -> int | None:
+        until = info.data.get("until")
+        if (amount is None) == (until is None):
             raise ValueError("give either amount (with unit) or until (start or end)")
-        if self.amount is not None:
-            if self.offset_minutes:
+        if amount is not None:
+            if info.data.get("offset_minutes"):
                 raise ValueError("offset_minutes goes with until, not with amount")
-            if self.amount * _UNIT_MINUTES[self.unit] > MAX_DELAY.total_seconds() / 60:
+            unit = info.data.get("unit", "minutes")
+            if amount * _UNIT_MINUTES[unit] > MAX_DELAY.total_seconds() / 60:
                 raise ValueError(f"a delay is at most {MAX_DELAY.days} days")
-        return self
+        return amount
 
     def describe(self) -> str:
         if self.amount is not None:
