@@ -5,27 +5,30 @@ test in the run log and counted against no limit."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from . import conditions, credits, plans
+from . import bookings, conditions, credits, plans
 from .actions import ActionContext, ActionType, Problem, WorkflowRef
+from .conditions import Facts, Live, Node
 from .crypto import MASK, with_kept_secrets
 from .engine import Hub
 from .errors import FieldError, InputError, NotFound, pydantic_fields
 from .inputs import validate_input
+from .logic import DelaySettings, FilterSettings
 from .matching import StepSpec
 from .models import EVENT_TYPES, BookingEvent, sample_event
 from .services import DryRunServices
 from .storage import Account, Integration, Workflow, WorkflowStep
 from .template_budget import TemplateBudgetError
 from .templating import TemplateError, is_template
-from .workflows import StepIn, WorkflowIn
+from .workflows import FallbackIn, WorkflowIn
 
 
 class ProblemOut(BaseModel):
@@ -34,6 +37,9 @@ class ProblemOut(BaseModel):
     message: str
     fix: str
     link: str | None = None
+
+
+Outcome = Literal["runs", "waits", "goes_on", "stops", "skipped", "not_reached"]
 
 
 class StepPreview(BaseModel):
@@ -49,6 +55,11 @@ class StepPreview(BaseModel):
     # Would a live run send it? Never true while there is a problem or an error.
     ready: bool = False
     problems: list[ProblemOut] = Field(default_factory=list)
+    # The path a run would take for this booking: what happens at this step and why.
+    outcome: Outcome = "runs"
+    path: str = ""
+    # What the step sends instead if it fails for good (``path``: "If it fails: …").
+    fallback: StepPreview | None = None
 
 
 class TestRunOut(BaseModel):
@@ -327,20 +338,99 @@ def _context(
     )
 
 
+def facts_for(hub: Hub, account_id: str, event: BookingEvent, standing: bool) -> Facts:
+    """What a dry run's conditions see: one of the account's bookings (``standing``) as it
+    stands now, else the sample as its event describes it."""
+    now = None
+    if standing:
+        with hub.db.connect() as conn:
+            now = bookings.now_standing(conn, account_id, event.booking.uid)
+    return Facts(event, now.live if now else Live.of_event(event), hub.clock())
+
+
+@dataclass
+class _Path:
+    """The path a run would take, step after step: a filter that does not hold stops it."""
+
+    facts: Facts
+    stopped_at: int | None = None
+
+    def mark(self, step: StepPreview, settings: BaseModel | None, when: list[Node] | None) -> None:
+        """Say what happens at ``step`` (``settings``: its own, None when they are not valid)."""
+        if self.stopped_at is not None:
+            step.outcome = "not_reached"
+            step.path = f"Not reached: the run stops at step {self.stopped_at + 1}"
+        elif isinstance(settings, DelaySettings):
+            step.outcome = "waits"
+            step.path = f"Waits {settings.describe()} (a test send does not wait)"
+        elif isinstance(settings, FilterSettings):
+            where = f"steps.{step.position}.settings.conditions"
+            verdict = conditions.evaluate(settings.conditions, self.facts, where)
+            if verdict.held:
+                step.outcome, step.path = "goes_on", "Filter: goes on — every condition held"
+            else:
+                self.stopped_at = step.position
+                step.outcome, step.path = "stops", f"Filter: stops here: {verdict.reason()}"
+        elif when:
+            verdict = conditions.evaluate(when, self.facts, f"steps.{step.position}.when")
+            if verdict.held:
+                step.path = "Runs: its conditions held"
+            else:
+                step.outcome = "skipped"
+                step.path = f"Skipped: its conditions did not hold: {verdict.reason()}"
+        else:
+            step.path = "Runs"
+        if settings is not None and isinstance(settings, DelaySettings | FilterSettings):
+            step.output = {}  # the path says it
+
+
+def _fallback_preview(
+    hub: Hub,
+    account: _Account,
+    ctx: ActionContext,
+    name: str,
+    opened: Opener,
+) -> StepPreview:
+    """The dry run of a step's fallback (``opened``: its settings, or ValueError), its path
+    "If it fails: email.send to …"."""
+    action = hub.registry.actions.get(name)
+    if action is None:
+        step = _not_installed(ctx.position, name)
+    else:
+        try:
+            step = preview(hub, action, opened(action), account, ctx)
+        except ValueError as exc:
+            step = StepPreview(
+                position=ctx.position, action=name, title=action.title, error=str(exc)
+            )
+    to = step.output.get("to")
+    shown = ", ".join(map(str, to)) if isinstance(to, list) else str(to or "")
+    step.path = f"If it fails: {name}" + (f" to {shown}" if shown else "")
+    return step
+
+
 def dry_run(
-    hub: Hub, account_id: str, workflow_id: str, event: BookingEvent | None = None
+    hub: Hub,
+    account_id: str,
+    workflow_id: str,
+    event: BookingEvent | None = None,
+    *,
+    standing: bool = False,
 ) -> TestRunOut:
-    """The saved workflow's dry run."""
+    """The saved workflow's dry run, each step with the path a run would take for ``event``
+    (``standing``: one of the account's bookings, its conditions seen as it stands now)."""
     with Session(hub.db) as session:
         wf = _workflow(session, account_id, workflow_id)
         account = _Account.load(session, account_id)
         event = event or sample_for(wf.trigger)
         out = TestRunOut(workflow_id=wf.id, mode="dry_run", event=event.model_dump(mode="json"))
+        path = _Path(facts_for(hub, account_id, event, standing))
         ref = WorkflowRef(wf.id, wf.name)
         for step in wf.steps:
             action = hub.registry.actions.get(step.action)
             if action is None:
                 out.steps.append(_not_installed(step.position, step.action))
+                path.mark(out.steps[-1], None, None)
                 continue
             ctx = _context(hub, event, wf.trigger, ref, account_id, account.plan, step.position)
             try:
@@ -354,18 +444,34 @@ def dry_run(
                         error=f"the step's settings are no longer valid: {exc}",
                     )
                 )
+                path.mark(out.steps[-1], None, None)
                 continue
-            out.steps.append(preview(hub, action, settings, account, ctx))
+            shown = preview(hub, action, settings, account, ctx)
+            path.mark(shown, settings, conditions.parse(step.when) if step.when else None)
+            fallback = step.fallback
+            if fallback is not None:
+                shown.fallback = _fallback_preview(
+                    hub,
+                    account,
+                    ctx,
+                    fallback["action"],
+                    _sealed_opener(hub, fallback["settings"]),
+                )
+            out.steps.append(shown)
     return out
 
 
 def _draft_settings(
-    hub: Hub, action: ActionType, step: StepIn, stored: WorkflowStep | None, where: str
+    hub: Hub,
+    action: ActionType,
+    settings: dict[str, Any],
+    stored: dict[str, Any] | None,
+    where: str,
 ) -> BaseModel:
-    """A draft step's settings, a secret left out keeping the stored step's (raises
-    ValueError saying what is wrong)."""
-    kept = hub.sealer.secrets(action.settings, stored.settings) if stored else None
-    given, masks = with_kept_secrets(action.settings, step.settings, kept, where)
+    """A draft step's (or fallback's) ``settings``, a secret left out keeping the ``stored``
+    (sealed) ones' (raises ValueError saying what is wrong)."""
+    kept = hub.sealer.secrets(action.settings, stored) if stored else None
+    given, masks = with_kept_secrets(action.settings, settings, kept, where)
     if masks:
         raise ValueError(masks[0].message)
     try:
@@ -374,43 +480,87 @@ def _draft_settings(
         raise ValueError("; ".join(e.message for e in pydantic_fields(exc))) from None
 
 
+Opener = Callable[[ActionType], BaseModel]
+
+
+def _sealed_opener(hub: Hub, sealed: dict[str, Any]) -> Opener:
+    """Stored settings opened for the action they belong to (ValueError when unreadable)."""
+    return lambda action: hub.sealer.open(action.settings, sealed)
+
+
+def _draft_opener(
+    hub: Hub, settings: dict[str, Any], stored: dict[str, Any] | None, where: str
+) -> Opener:
+    """A draft's settings validated for the action they belong to (``_draft_settings``)."""
+    return lambda action: _draft_settings(hub, action, settings, stored, where)
+
+
+def _stored_of(stored: WorkflowStep | None, action: str) -> dict[str, Any] | None:
+    """The stored step's settings when it is of ``action`` (a draft step editing it)."""
+    return stored.settings if stored is not None and stored.action == action else None
+
+
+def _stored_fallback(stored: WorkflowStep | None, fallback: FallbackIn) -> dict[str, Any] | None:
+    """The stored step's fallback settings when the draft's fallback is the same action."""
+    before = stored.fallback if stored is not None else None
+    return before["settings"] if before and before["action"] == fallback.action else None
+
+
 def dry_run_draft(
     hub: Hub,
     account_id: str,
     spec: WorkflowIn,
     workflow_id: str | None = None,
     event: BookingEvent | None = None,
+    *,
+    standing: bool = False,
 ) -> TestRunOut:
     """The dry run of a workflow as edited, not saved. ``workflow_id``: the stored workflow it
-    edits, whose steps (matched by ``id``) keep their secrets where the draft leaves them out."""
+    edits, whose steps (matched by ``id``) keep their secrets where the draft leaves them out;
+    ``standing`` as for ``dry_run``."""
     with Session(hub.db) as session:
         before = _workflow(session, account_id, workflow_id).steps if workflow_id else []
         account = _Account.load(session, account_id)
     stored = {s.id: s for s in before}
     event = event or sample_for(spec.trigger)
     out = TestRunOut(workflow_id=workflow_id, mode="dry_run", event=event.model_dump(mode="json"))
+    path = _Path(facts_for(hub, account_id, event, standing))
     ref = WorkflowRef(workflow_id or "wf_draft", spec.name)
     for i, step in enumerate(spec.steps):
         action = hub.registry.actions.get(step.action)
         if action is None:
             out.steps.append(_not_installed(i, step.action))
+            path.mark(out.steps[-1], None, None)
             continue
         edits = stored.get(step.id) if step.id else None
         try:
             settings = _draft_settings(
-                hub,
-                action,
-                step,
-                edits if edits and edits.action == step.action else None,
-                f"steps.{i}.settings",
+                hub, action, step.settings, _stored_of(edits, step.action), f"steps.{i}.settings"
             )
         except ValueError as exc:
             out.steps.append(
                 StepPreview(position=i, action=action.name, title=action.title, error=str(exc))
             )
+            path.mark(out.steps[-1], None, step.when)
             continue
         ctx = _context(hub, event, spec.trigger, ref, account_id, account.plan, i)
-        out.steps.append(preview(hub, action, settings, account, ctx))
+        shown = preview(hub, action, settings, account, ctx)
+        path.mark(shown, settings, step.when)
+        fallback = step.fallback
+        if fallback is not None:
+            shown.fallback = _fallback_preview(
+                hub,
+                account,
+                ctx,
+                fallback.action,
+                _draft_opener(
+                    hub,
+                    fallback.settings,
+                    _stored_fallback(edits, fallback),
+                    f"steps.{i}.fallback.settings",
+                ),
+            )
+        out.steps.append(shown)
     return out
 
 
@@ -422,37 +572,71 @@ def _reaching_the_tester(hub: Hub, action: ActionType, settings: BaseModel) -> d
     return hub.sealer.seal(action.settings, settings)
 
 
+def _saved_for_tester(hub: Hub, name: str, sealed: dict[str, Any]) -> dict[str, Any]:
+    """A saved step's (or fallback's) sealed settings made to reach the tester; as stored when
+    they cannot be read (the run fails the step as a real run would, saying why)."""
+    action = hub.registry.actions.get(name)
+    try:
+        opened = hub.sealer.open(action.settings, sealed) if action else None
+    except ValueError:
+        opened = None
+    return _reaching_the_tester(hub, action, opened) if action and opened else sealed
+
+
+def _draft_for_tester(
+    hub: Hub, name: str, settings: dict[str, Any], stored: dict[str, Any] | None, where: str
+) -> dict[str, Any]:
+    """A draft step's (or fallback's) settings sealed to reach the tester (raises InputError
+    naming the step's field when it cannot be sent as it is)."""
+    action = hub.registry.actions.get(name)
+    if action is None:
+        missing = FieldError(
+            where.rpartition(".")[0] + ".action", "This kind of step is not installed."
+        )
+        raise InputError("the draft cannot be sent", [missing])
+    try:
+        opened = _draft_settings(hub, action, settings, stored, where)
+    except ValueError as exc:
+        raise InputError("the draft cannot be sent", [FieldError(where, str(exc))]) from None
+    return _reaching_the_tester(hub, action, opened)
+
+
 def _live_steps(hub: Hub, stored: list[WorkflowStep], draft: WorkflowIn | None) -> list[StepSpec]:
-    """The (action, sealed settings) a live test runs: the draft's (a secret it leaves out
-    kept from the stored step it edits), else the saved steps. Raises InputError naming a
-    draft step that cannot be sent as it is."""
+    """The steps a live test runs, with their ``when`` and fallback: the draft's (a secret it
+    leaves out kept from the stored step it edits), else the saved steps; every step's and
+    fallback's settings made to reach the tester. Raises InputError naming a draft step that
+    cannot be sent as it is."""
     steps: list[StepSpec] = []
     if draft is None:
         for saved in stored:
-            action = hub.registry.actions.get(saved.action)
-            try:
-                opened = hub.sealer.open(action.settings, saved.settings) if action else None
-            except ValueError:
-                opened = None  # the run fails this step as a real run would, saying why
-            sealed = _reaching_the_tester(hub, action, opened) if action and opened else None
-            steps.append(StepSpec(saved.action, sealed or saved.settings, saved.when))
+            fallback = saved.fallback
+            if fallback is not None:
+                name = fallback["action"]
+                fallback = {
+                    "action": name,
+                    "settings": _saved_for_tester(hub, name, fallback["settings"]),
+                }
+            sealed = _saved_for_tester(hub, saved.action, saved.settings)
+            steps.append(StepSpec(saved.action, sealed, saved.when, fallback))
         return steps
     by_id = {s.id: s for s in stored}
     for i, step in enumerate(draft.steps):
-        action = hub.registry.actions.get(step.action)
-        where = f"steps.{i}.settings"
-        if action is None:
-            missing = FieldError(f"steps.{i}.action", "This kind of step is not installed.")
-            raise InputError("the draft cannot be sent", [missing])
         edits = by_id.get(step.id) if step.id else None
-        try:
-            settings = _draft_settings(
-                hub, action, step, edits if edits and edits.action == step.action else None, where
+        sealed = _draft_for_tester(
+            hub, step.action, step.settings, _stored_of(edits, step.action), f"steps.{i}.settings"
+        )
+        fallback = None
+        if step.fallback is not None:
+            settings = _draft_for_tester(
+                hub,
+                step.fallback.action,
+                step.fallback.settings,
+                _stored_fallback(edits, step.fallback),
+                f"steps.{i}.fallback.settings",
             )
-        except ValueError as exc:
-            raise InputError("the draft cannot be sent", [FieldError(where, str(exc))]) from None
+            fallback = {"action": step.fallback.action, "settings": settings}
         when = conditions.to_json(step.when) if step.when else None
-        steps.append(StepSpec(step.action, _reaching_the_tester(hub, action, settings), when))
+        steps.append(StepSpec(step.action, sealed, when, fallback))
     return steps
 
 

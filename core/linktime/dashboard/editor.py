@@ -30,11 +30,12 @@ from .. import drafts, endpoints, plans, workflows
 from ..actions import ActionType, TriggerType
 from ..engine import Hub
 from ..errors import FieldError, InputError, NotFound
+from ..logic import DelaySettings
 from ..models import sample_event
 from ..offload import offload
 from ..templating import catalogue, checks_of_one_save
-from ..workflows import MAX_OFFSET_MINUTES, MAX_STEPS, WorkflowIn, WorkflowOut
-from . import forms, preview
+from ..workflows import MAX_ACTIONS, MAX_OFFSET_MINUTES, MAX_STEPS, WorkflowIn, WorkflowOut
+from . import conditions_form, forms, preview
 from .app import (
     OFFSET_UNITS,
     AnyRequest,
@@ -53,7 +54,20 @@ from .app import (
     toggle_blocked,
     usage,
 )
+from .conditions_form import CondState
 from .forms import FieldSpec, Raw
+
+DELAY = "logic.delay"
+FILTER = "logic.filter"
+
+
+@dataclass
+class FallbackState:
+    """An action step's "if it fails, send instead…": the action and its settings as typed."""
+
+    action: str
+    values: dict[str, Raw] = field(default_factory=dict)
+    secrets_set: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -62,6 +76,9 @@ class StepState:
     origin: str | None = None  # id of the stored step this one edits
     values: dict[str, Raw] = field(default_factory=dict)
     secrets_set: set[str] = field(default_factory=set)
+    when: CondState = field(default_factory=CondState)  # an action's "Only when…"
+    conditions: CondState = field(default_factory=CondState)  # a filter's
+    fallback: FallbackState | None = None
 
 
 @dataclass
@@ -73,6 +90,7 @@ class EditorState:
     enabled: bool = False
     event_types: str = ""
     continue_when_blocked: bool = False
+    conditions: CondState = field(default_factory=CondState)
     steps: list[StepState] = field(default_factory=list)
     draft: str = ""  # the draft's token (core drafts)
     version: str = ""  # the stored workflow's updated_at when the editor opened it
@@ -93,9 +111,58 @@ OPTION_SPECS = [
 ]
 
 
+# A delay as the page asks it: wait for an amount of a unit, or until minutes before or after
+# the meeting's start or end (DelaySettings' offset_minutes is signed: before is negative).
+DELAY_SPECS = [
+    FieldSpec("mode", "Wait", "select", True, choices=("for", "until"), default="for"),
+    FieldSpec("amount", "How long", "number", False, integer=True, default="1"),
+    FieldSpec(
+        "unit", "Unit", "select", True, choices=("minutes", "hours", "days"), default="hours"
+    ),
+    FieldSpec("minutes", "Minutes", "number", False, integer=True, default="0"),
+    FieldSpec(
+        "side", "Before or after", "select", True, choices=("before", "after"), default="before"
+    ),
+    FieldSpec("until", "The meeting's", "select", True, choices=("start", "end"), default="start"),
+]
+# Where DelaySettings' errors show on the page's inputs.
+DELAY_INPUTS = {"offset_minutes": "minutes"}
+
+
 def _specs(hub: Hub, action: str) -> list[FieldSpec]:
+    """The inputs of a step's settings form (a filter's are its conditions rows)."""
+    if action == DELAY:
+        return DELAY_SPECS
     found = hub.registry.actions.get(action)
-    return forms.fields_of(found.settings) if found else []
+    if found is None or action == FILTER:
+        return []
+    return forms.fields_of(found.settings)
+
+
+def _delay_values(settings: dict[str, Any]) -> dict[str, Raw]:
+    """Stored delay settings as the page's inputs."""
+    values = forms.defaults(DELAY_SPECS)
+    if settings.get("amount") is not None:
+        values.update(mode="for", amount=str(settings["amount"]), unit=str(settings["unit"]))
+    elif settings.get("until") is not None:
+        offset = int(settings.get("offset_minutes") or 0)
+        side = "before" if offset < 0 else "after"
+        values.update(mode="until", minutes=str(abs(offset)), side=side, until=settings["until"])
+    return values
+
+
+def _delay_settings(values: dict[str, Raw], prefix: str) -> tuple[dict[str, Any], list[FieldError]]:
+    """The delay's inputs as DelaySettings takes them, and what could not be read."""
+    if values.get("mode") == "until":
+        minutes = forms.whole_number(str(values.get("minutes") or "0").strip())
+        if minutes is None:
+            return {}, [FieldError(prefix + "minutes", "Enter a whole number of minutes")]
+        sign = -1 if values.get("side") == "before" else 1
+        return {"until": values.get("until"), "offset_minutes": sign * minutes}, []
+    amount = forms.whole_number(str(values.get("amount") or "").strip())
+    if amount is None:
+        return {}, [FieldError(prefix + "amount", "Enter a whole number")]
+    return {"amount": amount, "unit": values.get("unit")}, []
 
 
 # A new step reaches the invitee unless told otherwise (the API's default stays off: a model
@@ -108,14 +175,28 @@ def _new_step(hub: Hub, action: str) -> StepState:
     values = forms.defaults(specs)
     if any(s.name == NEW_STEP_TICKED and s.kind == "checkbox" for s in specs):
         values[NEW_STEP_TICKED] = True
-    return StepState(action=action, values=values)
+    step = StepState(action=action, values=values)
+    if action == FILTER:
+        step.conditions.rows.append(conditions_form.blank_row())
+    return step
+
+
+def _stored_step(hub: Hub, s: Any) -> StepState:
+    """A saved step (workflows.StepOut) as the editor shows it."""
+    values, secrets_set = forms.from_stored(_specs(hub, s.action), s.settings)
+    step = StepState(s.action, s.id, values, secrets_set, conditions_form.from_stored(s.when))
+    if s.action == DELAY:
+        step.values = _delay_values(s.settings)
+    elif s.action == FILTER:
+        step.conditions = conditions_form.from_stored(s.settings.get("conditions"))
+    if s.fallback is not None:
+        other, kept = forms.from_stored(_specs(hub, s.fallback.action), s.fallback.settings)
+        step.fallback = FallbackState(s.fallback.action, other, kept)
+    return step
 
 
 def _state_of(hub: Hub, wf: WorkflowOut) -> EditorState:
-    steps = []
-    for s in wf.steps:
-        values, secrets_set = forms.from_stored(_specs(hub, s.action), s.settings)
-        steps.append(StepState(s.action, s.id, values, secrets_set))
+    steps = [_stored_step(hub, s) for s in wf.steps]
     number, unit = split_offset(wf.offset_minutes)
     return EditorState(
         name=wf.name,
@@ -125,6 +206,7 @@ def _state_of(hub: Hub, wf: WorkflowOut) -> EditorState:
         enabled=wf.enabled,
         event_types=", ".join(wf.event_types),
         continue_when_blocked=wf.continue_when_blocked,
+        conditions=conditions_form.from_stored(wf.conditions),
         steps=steps,
         version=_version(wf),
     )
@@ -139,15 +221,31 @@ def _kept(state: EditorState) -> dict[str, Any]:
     kept = asdict(state)
     for step in kept["steps"]:
         step["secrets_set"] = sorted(step["secrets_set"])
+        if step["fallback"] is not None:
+            step["fallback"]["secrets_set"] = sorted(step["fallback"]["secrets_set"])
     return kept
 
 
 def _from_kept(kept: dict[str, Any]) -> EditorState:
-    steps = [
-        StepState(s["action"], s["origin"], s["values"], set(s["secrets_set"]))
-        for s in kept.get("steps", [])
-    ]
-    return EditorState(**{**kept, "steps": steps})
+    steps = []
+    for s in kept.get("steps", []):
+        other = s.get("fallback")
+        steps.append(
+            StepState(
+                s["action"],
+                s["origin"],
+                s["values"],
+                set(s["secrets_set"]),
+                CondState.from_kept(s.get("when")),
+                CondState.from_kept(s.get("conditions")),
+                None
+                if other is None
+                else FallbackState(other["action"], other["values"], set(other["secrets_set"])),
+            )
+        )
+    return EditorState(
+        **{**kept, "conditions": CondState.from_kept(kept.get("conditions")), "steps": steps}
+    )
 
 
 def _read_state(hub: Hub, form: FormMultiDict, stored: EditorState | None) -> EditorState:
@@ -160,6 +258,7 @@ def _read_state(hub: Hub, form: FormMultiDict, stored: EditorState | None) -> Ed
         enabled="enabled" in flat,
         event_types=flat.get("event_types", ""),
         continue_when_blocked="continue_when_blocked" in flat,
+        conditions=conditions_form.read(flat, "conditions"),
         draft=flat.get("draft", "")[:64],
         version=flat.get("version", "")[:64],
     )
@@ -174,8 +273,28 @@ def _read_state(hub: Hub, form: FormMultiDict, stored: EditorState | None) -> Ed
             origin = None
         values = forms.read_raw(_specs(hub, action), flat, f"steps.{i}.settings.")
         secrets_set = before.secrets_set if before is not None and origin is not None else set()
-        state.steps.append(StepState(action, origin, values, secrets_set))
+        step = StepState(action, origin, values, secrets_set)
+        step.when = conditions_form.read(flat, f"steps.{i}.when")
+        step.conditions = conditions_form.read(flat, f"steps.{i}.settings.conditions")
+        step.fallback = _read_fallback(hub, flat, i, before if origin is not None else None)
+        state.steps.append(step)
     return state
+
+
+def _read_fallback(
+    hub: Hub, flat: dict[str, str], i: int, before: StepState | None
+) -> FallbackState | None:
+    """Step ``i``'s fallback as posted: a fallback newly chosen starts from its defaults (its
+    form was not on the page yet); one kept from the stored step keeps its secrets."""
+    action = flat.get(f"steps.{i}.fallback.action", "")
+    if action not in hub.registry.actions:
+        return None
+    if flat.get(f"steps.{i}.fallback.shown") != action:
+        return FallbackState(action, forms.defaults(_specs(hub, action)))
+    values = forms.read_raw(_specs(hub, action), flat, f"steps.{i}.fallback.settings.")
+    stored = before.fallback if before is not None else None
+    kept = stored.secrets_set if stored is not None and stored.action == action else set()
+    return FallbackState(action, values, kept)
 
 
 @dataclass
@@ -240,15 +359,23 @@ def _draft_spec(hub: Hub, state: EditorState) -> WorkflowIn:
         problems.append(FieldError("steps", "Add at least one action"))
     steps: list[dict[str, Any]] = []
     for i, step in enumerate(state.steps):
-        action = hub.registry.actions.get(step.action)
-        specs = _specs(hub, step.action)
-        # A secret left blank is left out: the core keeps the stored one or generates one.
-        parsed = forms.parse(specs, step.values, f"steps.{i}.settings.")
+        where = f"steps.{i}"
+        parsed = _step_settings(hub, step, f"{where}.settings.")
         problems += parsed.errors
+        action = hub.registry.actions.get(step.action)
         if action is not None:
             kept = parsed.blank_secrets if step.origin is not None else set()
-            problems += _local_problems(action.settings, parsed, f"steps.{i}.settings", kept)
-        steps.append({"id": step.origin, "action": step.action, "settings": parsed.data})
+            problems += _local_problems(action.settings, parsed, f"{where}.settings", kept)
+        data: dict[str, Any] = {"id": step.origin, "action": step.action}
+        data["settings"] = parsed.data
+        if action is not None and not action.logic:
+            when, unread = conditions_form.to_data(step.when, f"{where}.when")
+            problems += unread
+            data["when"] = when or None
+            data["fallback"] = _fallback_data(hub, step, where, problems)
+        steps.append(data)
+    workflow_conditions, unread = conditions_form.to_data(state.conditions, "conditions")
+    problems += unread
     options = forms.parse(
         OPTION_SPECS,
         {"event_types": state.event_types, "continue_when_blocked": state.continue_when_blocked},
@@ -259,6 +386,7 @@ def _draft_spec(hub: Hub, state: EditorState) -> WorkflowIn:
         "offset_minutes": offset,
         "enabled": state.enabled,
         **options.data,
+        "conditions": workflow_conditions,
         "steps": steps,
     }
     try:
@@ -271,6 +399,36 @@ def _draft_spec(hub: Hub, state: EditorState) -> WorkflowIn:
     if problems:
         raise InputError("the workflow is not valid", problems)
     return spec
+
+
+def _step_settings(hub: Hub, step: StepState, prefix: str) -> forms.Parsed:
+    """A step's settings as the service takes them, from its form (a secret left blank is left
+    out: the core keeps the stored one or generates one), its delay inputs or its filter's
+    conditions rows."""
+    if step.action == DELAY:
+        data, errors = _delay_settings(step.values, prefix)
+        return forms.Parsed(data, errors)
+    if step.action == FILTER:
+        found, errors = conditions_form.to_data(step.conditions, prefix + "conditions")
+        return forms.Parsed({"conditions": found}, errors)
+    return forms.parse(_specs(hub, step.action), step.values, prefix)
+
+
+def _fallback_data(
+    hub: Hub, step: StepState, where: str, problems: list[FieldError]
+) -> dict[str, Any] | None:
+    """The step's fallback as the service takes it ({"action", "settings"}), what is wrong
+    with its form added to ``problems``."""
+    if step.fallback is None:
+        return None
+    other = hub.registry.actions.get(step.fallback.action)
+    prefix = f"{where}.fallback.settings"
+    parsed = forms.parse(_specs(hub, step.fallback.action), step.fallback.values, prefix + ".")
+    problems += parsed.errors
+    if other is not None:
+        kept = parsed.blank_secrets & step.fallback.secrets_set
+        problems += _local_problems(other.settings, parsed, prefix, kept)
+    return {"action": step.fallback.action, "settings": parsed.data}
 
 
 def _save(
@@ -401,7 +559,38 @@ def _icon(action_name: str, action: ActionType | None) -> str:
     """The icon's kind: the action's capability ("sms"), else its channel (the name's start)."""
     if action is not None and action.capability:
         return action.capability
+    if action is not None and action.logic:
+        return action_name.partition(".")[2]  # "delay", "filter"
     return action_name.partition(".")[0]
+
+
+def _logic_summary(step: StepState) -> str:
+    """A delay's or a filter's line: "Waits 24 hours", "Goes on only if 2 conditions hold"."""
+    if step.action == DELAY:
+        settings, _ = _delay_settings(step.values, "")
+        try:
+            return "Waits " + DelaySettings.model_validate(settings).describe()
+        except ValueError:
+            return "Waits (not set up yet)"
+    count = len(step.conditions.rows) if step.conditions.json is None else 0
+    how = "any of" if step.conditions.any else "all of"
+    words = f"{how} {count} conditions" if count != 1 else "its condition"
+    return f"Goes on only if {words} hold" if count else "Goes on only if its conditions hold"
+
+
+def _fallback_view(hub: Hub, i: int, step: StepState) -> dict[str, Any] | None:
+    """The fallback's settings form: its inputs, values and name prefix."""
+    if step.fallback is None:
+        return None
+    action = hub.registry.actions.get(step.fallback.action)
+    return {
+        "action": step.fallback.action,
+        "title": action.title if action else step.fallback.action,
+        "fields": _specs(hub, step.fallback.action),
+        "values": step.fallback.values,
+        "secrets_set": step.fallback.secrets_set,
+        "prefix": f"steps.{i}.fallback.settings.",
+    }
 
 
 def _step_view(
@@ -410,7 +599,20 @@ def _step_view(
     action = hub.registry.actions.get(step.action)
     specs = _specs(hub, step.action)
     failing = any(k == f"steps.{i}" or k.startswith(f"steps.{i}.") for k in errors)
+    logic = action is not None and action.logic
+    if logic:
+        summary = _logic_summary(step)
+    elif action is not None:
+        summary = step_summary(step.action, specs, step.values)
+        if step.when.rows or step.when.json is not None:
+            summary += " · only when its conditions hold"
+    else:
+        summary = "Not installed"
     return {
+        "logic": logic,
+        "when": conditions_form.view(step.when, f"steps.{i}.when"),
+        "conditions": conditions_form.view(step.conditions, f"steps.{i}.settings.conditions"),
+        "fallback": _fallback_view(hub, i, step),
         "index": i,
         "action": step.action,
         "title": action_title(hub, step.action),
@@ -420,9 +622,9 @@ def _step_view(
         "values": step.values,
         "secrets_set": step.secrets_set,
         "prefix": f"steps.{i}.settings.",
-        "summary": step_summary(step.action, specs, step.values) if action else "Not installed",
+        "summary": summary,
         "icon": _icon(step.action, action),
-        "warnings": _warnings(hub, account, action, step.values),
+        "warnings": [] if logic else _warnings(hub, account, action, step.values),
         "failing": failing,
         # Saved steps without a problem start folded to their summary; the rest want input.
         "open": failing or step.origin is None,
@@ -443,6 +645,22 @@ VARIABLES = [
 ]
 
 
+def _on_its_input(
+    state: EditorState, error: FieldError, lists: list[tuple[str, CondState]]
+) -> FieldError:
+    """The service's error moved to the input that shows it: a condition's row, a delay's
+    minutes."""
+    for prefix, listed in lists:
+        error = conditions_form.place(error, prefix, listed)
+    head, _, name = error.field.partition(".settings.")
+    index = forms.whole_number(head.removeprefix("steps."))
+    if index is not None and index < len(state.steps) and state.steps[index].action == DELAY:
+        shown = DELAY_INPUTS.get(name)
+        if shown:
+            return FieldError(f"{head}.settings.{shown}", error.message)
+    return error
+
+
 def _editor_context(
     hub: Hub,
     state: EditorState,
@@ -452,14 +670,26 @@ def _editor_context(
 ) -> dict[str, Any]:
     known = {"name", "trigger", "offset", "steps", "enabled"}
     known |= {s.name for s in OPTION_SPECS}
+    lists = [("conditions", state.conditions)]
     for i, step in enumerate(state.steps):
         known |= {f"steps.{i}", f"steps.{i}.action", f"steps.{i}.settings"}
         known |= {f"steps.{i}.settings.{s.name}" for s in _specs(hub, step.action)}
+        known |= {f"steps.{i}.fallback", f"steps.{i}.fallback.action"}
+        if step.fallback is not None:
+            where = f"steps.{i}.fallback.settings"
+            known |= {where} | {f"{where}.{s.name}" for s in _specs(hub, step.fallback.action)}
+        lists += [
+            (f"steps.{i}.when", step.when),
+            (f"steps.{i}.settings.conditions", step.conditions),
+        ]
+    for prefix, listed in lists:
+        known |= conditions_form.known(listed, prefix)
     # The offset is entered as a number and a unit: its errors go next to them.
     errors = [FieldError("offset", e.message) if e.field == "offset_minutes" else e for e in errors]
+    errors = [_on_its_input(state, e, lists) for e in errors]
     placed, general = place_errors(errors, known)
     steps = [_step_view(hub, account, i, step, placed) for i, step in enumerate(state.steps)]
-    labels, targets = _summary_links(steps)
+    labels, targets = _summary_links(steps, conditions_form.view(state.conditions, "conditions"))
     triggers: list[TriggerType] = list(hub.registry.triggers.values())
     allowed = set(account.usage.allowed_actions)
     # Actions the plan allows first, so the default choice is one that can be saved.
@@ -472,6 +702,7 @@ def _editor_context(
             "note": "" if a.name in allowed else plans_with(hub, a),
         }
         for a in installed
+        if not a.logic
     ]
     return {
         "state": state,
@@ -491,6 +722,12 @@ def _editor_context(
         "current_trigger": hub.registry.triggers.get(state.trigger),
         "offset_units": list(reversed(OFFSET_UNITS)),
         "actions": actions,
+        "logic_actions": [a for a in installed if a.logic],
+        "condition_fields": conditions_form.catalogue_view(),
+        "op_words": conditions_form.OP_WORDS,
+        "workflow_conditions": conditions_form.view(state.conditions, "conditions"),
+        "action_count": sum(1 for s in steps if not s["logic"]),
+        "max_actions": MAX_ACTIONS,
         "max_steps": MAX_STEPS,
         "name_spec": FieldSpec("name", "Name", "text", required=True),
         "option_specs": OPTION_SPECS,
@@ -501,7 +738,24 @@ def _editor_context(
     }
 
 
-def _summary_links(steps: list[dict[str, Any]]) -> tuple[dict[str, str], dict[str, str]]:
+def _condition_labels(listed: dict[str, Any], where: str, labels: dict[str, str]) -> None:
+    """The error summary's label for each input of a conditions list ("Step 2 · Only when ·
+    condition 1 · Operator")."""
+    prefix = listed["prefix"]
+    labels[prefix] = labels[f"{prefix}.json"] = where
+    for row in listed["rows"]:
+        for name, label in CONDITION_INPUTS.items():
+            labels[f"{prefix}.{row['index']}.{name}"] = (
+                f"{where} · condition {row['index'] + 1} · {label}"
+            )
+
+
+CONDITION_INPUTS = {"field": "Field", "key": "Custom field key", "op": "Operator", "value": "Value"}
+
+
+def _summary_links(
+    steps: list[dict[str, Any]], workflow_conditions: dict[str, Any]
+) -> tuple[dict[str, str], dict[str, str]]:
     """For the error summary: the label before each error, and the element a step-level
     error links to (its first field; the add-action choice for the list of steps)."""
     labels = {
@@ -520,6 +774,16 @@ def _summary_links(steps: list[dict[str, Any]]) -> tuple[dict[str, str], dict[st
             labels[key], targets[key] = f"Step {i + 1}", target
         for spec in step["fields"]:
             labels[prefix + spec.name] = f"Step {i + 1} · {spec.label}"
+        _condition_labels(step["when"], f"Step {i + 1} · Only when", labels)
+        _condition_labels(step["conditions"], f"Step {i + 1} · Filter", labels)
+        labels[f"steps.{i}.fallback"] = labels[f"steps.{i}.fallback.action"] = (
+            f"Step {i + 1} · If it fails"
+        )
+        targets[f"steps.{i}.fallback"] = field_id(f"steps.{i}.fallback.action")
+        fallback = step["fallback"]
+        for spec in fallback["fields"] if fallback else ():
+            labels[fallback["prefix"] + spec.name] = f"Step {i + 1} · If it fails · {spec.label}"
+    _condition_labels(workflow_conditions, "Only for bookings that match", labels)
     return labels, targets
 
 
@@ -660,15 +924,46 @@ def _plan_words(hub: Hub, state: EditorState, error: FieldError) -> FieldError:
     )
 
 
+def _add_step(hub: Hub, state: EditorState, name: str) -> list[FieldError]:
+    action = hub.registry.actions.get(name)
+    if action is None:
+        return [FieldError("steps", "Choose an action to add")]
+    if len(state.steps) >= MAX_STEPS:
+        return [FieldError("steps", f"A workflow has at most {MAX_STEPS} steps")]
+    actions = sum(1 for s in state.steps if s.action not in (DELAY, FILTER))
+    if not action.logic and actions >= MAX_ACTIONS:
+        message = f"A workflow has at most {MAX_ACTIONS} actions (delays and filters not counted)"
+        return [FieldError("steps", message)]
+    state.steps.append(_new_step(hub, name))
+    return []
+
+
+def _edit_conditions(state: EditorState, arg: str) -> list[FieldError]:
+    """Add or remove a conditions row (``arg`` "steps.1.when:add", "conditions:remove:0")."""
+    prefix, _, what = arg.partition(":")
+    lists = {"conditions": state.conditions}
+    for i, step in enumerate(state.steps):
+        lists[f"steps.{i}.when"] = step.when
+        lists[f"steps.{i}.settings.conditions"] = step.conditions
+    if prefix not in lists:
+        return [FieldError("steps", "That step is no longer in the workflow")]
+    conditions_form.edit(lists[prefix], what)
+    return []
+
+
 def _edit_steps(hub: Hub, state: EditorState, op: str, add_action: str) -> list[FieldError]:
-    """Add, move or remove a step of the draft (``op`` "add", "up:1", "down:0", "remove:2")."""
+    """Add, move or remove a step of the draft (``op`` "add", "add:logic.delay", "up:1",
+    "down:0", "remove:2"), add or remove a conditions row ("cond:steps.1.when:add"), or show
+    the fallback chosen ("fallback:1": read with the rest of the form)."""
     kind, _, arg = op.partition(":")
     if kind == "add":
-        if len(state.steps) >= MAX_STEPS:
-            return [FieldError("steps", f"A workflow has at most {MAX_STEPS} actions")]
-        if add_action not in hub.registry.actions:
-            return [FieldError("steps", "Choose an action to add")]
-        state.steps.append(_new_step(hub, add_action))
+        return _add_step(hub, state, arg or add_action)
+    if kind == "cond":
+        return _edit_conditions(state, arg)
+    index = forms.whole_number(arg)
+    if index is None or index >= len(state.steps):
+        return [FieldError("steps", "That step is no longer in the workflow")]
+    if kind == "fallback":
         return []
     index = forms.whole_number(arg)
     if index is None or index >= len(state.steps):
@@ -682,7 +977,7 @@ def _edit_steps(hub: Hub, state: EditorState, op: str, add_action: str) -> list[
     return []
 
 
-STEP_OPS = ("add", "up", "down", "remove")
+STEP_OPS = ("add", "up", "down", "remove", "cond", "fallback")
 OPS = (*STEP_OPS, "test", "send", "save")
 
 

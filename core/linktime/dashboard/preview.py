@@ -197,7 +197,15 @@ async def draft_panel(
     sending = None
     if send_draft and workflow_id is not None:
         sending = await send(hub, me, form, workflow_id, spec, event)
-    draft = await offload(testruns.dry_run_draft, hub, me.account_id, spec, workflow_id, event)
+    draft = await offload(
+        testruns.dry_run_draft,
+        hub,
+        me.account_id,
+        spec,
+        workflow_id,
+        event,
+        standing=_is_booking(chosen),
+    )
     # The editor's own form and its Test button's op.
     retest = {"form": "editor", "field": "test_event_type", "op": "test"}
     return await _panel(
@@ -216,6 +224,11 @@ async def draft_panel(
 
 def _event_types(hub: Hub) -> list[str]:
     return [t.name for t in hub.registry.triggers.values() if t.kind == "event"]
+
+
+def _is_booking(choice: str | None) -> bool:
+    """Whether the sample chosen is one of the account's bookings (seen as it stands now)."""
+    return choice is not None and choice.startswith(BOOKING_CHOICE)
 
 
 def _recent_bookings(hub: Hub, account_id: str) -> list[tuple[str, str]]:
@@ -262,7 +275,9 @@ async def _test_page(
     wf = await offload(workflows.get, hub, me.account_id, workflow_id)
     choices = await offload(_recent_bookings, hub, me.account_id)
     chosen, event = await offload(_sample, hub, me.account_id, choice or "", wf.trigger, choices)
-    out = await offload(testruns.dry_run, hub, me.account_id, workflow_id, event)
+    out = await offload(
+        testruns.dry_run, hub, me.account_id, workflow_id, event, standing=_is_booking(chosen)
+    )
     panel = await _panel(
         hub,
         me,

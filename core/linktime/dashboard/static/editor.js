@@ -71,7 +71,10 @@
         swaps.forEach(function (s) { value = value.replace(s[0], s[1]); });
         el.setAttribute(attr, value);
       });
-      if (el.name === "op") el.value = el.value.replace(/:\d+$/, ":" + to);
+      if (el.name !== "op") return;
+      // "up:1", "fallback:1": the step's index; "cond:steps.1.when:remove:0": its prefix.
+      if (/^(up|down|remove|fallback):\d+$/.test(el.value)) el.value = el.value.replace(/:\d+$/, ":" + to);
+      else el.value = el.value.replace(/^cond:steps\.\d+\./, "cond:steps." + to + ".");
     });
     card.querySelectorAll(".step-n").forEach(function (n) { n.textContent = String(to + 1); });
     card.dataset.index = String(to);
@@ -87,7 +90,14 @@
       if (down) down.disabled = i === all.length - 1;
     });
     if (count) count.textContent = String(all.length);
-    if (addCard) addCard.hidden = all.length >= maxSteps;
+    var actions = all.filter(function (card) { return card.dataset.logic !== "true"; }).length;
+    var actionCount = document.getElementById("action-count");
+    if (actionCount) actionCount.textContent = String(actions);
+    if (addCard) {
+      addCard.hidden = all.length >= maxSteps;
+      var addButton = addCard.querySelector("button[value='add']");
+      if (addButton) addButton.disabled = actions >= parseInt(addCard.dataset.maxActions || "5", 10);
+    }
     var none = document.getElementById("no-steps");
     if (none) none.hidden = all.length > 0;
   };
@@ -100,7 +110,8 @@
     var op = button.value.split(":");
     var card = button.closest("li.step-item");
     if (op[0] === "add") {
-      var template = document.querySelector("template.step-template[data-action='" + addSelect.value + "']");
+      var adding = button.value.slice(4) || addSelect.value; // "add:logic.delay", or the choice
+      var template = document.querySelector("template.step-template[data-action='" + adding + "']");
       if (!template || steps().length >= maxSteps) return; // the server says why
       event.preventDefault();
       var fresh = template.content.firstElementChild.cloneNode(true);
@@ -128,6 +139,60 @@
     }
     touch();
   });
+
+  // -- logic: a delay's two ways, a fallback's form, a condition's operators and value --------
+  form.addEventListener("change", function (event) {
+    var el = event.target;
+    if (el.classList.contains("delay-mode")) {
+      var card = el.closest("fieldset");
+      card.querySelector(".delay-for").hidden = el.value === "until";
+      card.querySelector(".delay-until").hidden = el.value !== "until";
+    } else if (el.classList.contains("fallback-action")) {
+      // Its settings form comes from the server: post the draft (kept whole) to show it.
+      var apply = el.closest(".fallback").querySelector(".fallback-apply");
+      if (apply) apply.click();
+    } else if (el.classList.contains("cond-field") || el.classList.contains("cond-op")) {
+      syncCondition(el.closest(".cond-row"), el.classList.contains("cond-field"));
+    }
+  });
+  var OP_WORDS = { eq: "is", ne: "is not", "in": "is one of", not_in: "is none of", contains: "contains",
+    starts_with: "starts with", exists: "is set", gt: "is more than", gte: "is at least",
+    lt: "is less than", lte: "is at most", before: "is before", after: "is after" };
+  // The operators of the field's type, and a value input that fits it.
+  var syncCondition = function (row, fieldChanged) {
+    var picked = row.querySelector(".cond-field");
+    var option = picked.options[picked.selectedIndex];
+    var type = option.dataset.type || "";
+    var opSelect = row.querySelector(".cond-op");
+    if (fieldChanged && option.dataset.ops) {
+      var keep = opSelect.value;
+      opSelect.innerHTML = "";
+      option.dataset.ops.split(" ").forEach(function (op) {
+        opSelect.add(new Option(OP_WORDS[op] + " (" + op + ")", op, false, op === keep));
+      });
+    }
+    row.querySelector(".cond-key").hidden = type !== "custom";
+    var op = opSelect.value;
+    var old = row.querySelector(".cond-value select, .cond-value input");
+    var control;
+    if (op === "exists" || type === "boolean") {
+      control = document.createElement("select");
+      ["true", "false"].forEach(function (v) { control.add(new Option(v, v, false, old.value === v)); });
+    } else {
+      control = document.createElement("input");
+      var numeric = op !== "in" && op !== "not_in" &&
+        (type === "number" || (type === "custom" && /^(gt|gte|lt|lte)$/.test(op)));
+      control.type = numeric ? "number" : "text";
+      if (numeric) control.step = "any";
+      control.placeholder = op === "in" || op === "not_in" ? "comma-separated values"
+        : type === "time" ? "2026-12-01T15:00:00Z" : "";
+      control.value = old.tagName === "SELECT" ? "" : old.value;
+    }
+    ["id", "name", "aria-describedby", "aria-invalid"].forEach(function (attr) {
+      if (old.hasAttribute(attr)) control.setAttribute(attr, old.getAttribute(attr));
+    });
+    old.replaceWith(control);
+  };
 
   // -- "send a test to me": Enter in its fields sends the test (the form's default is Save) --
   var sendPanel = document.getElementById("send-test-panel");
