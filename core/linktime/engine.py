@@ -307,23 +307,33 @@ class Hub:
 
     # -- events -------------------------------------------------------------------------------
 
-    def emit(self, event: BookingEvent | dict[str, Any], *, account_id: str) -> Ingested:
+    def emit(
+        self,
+        event: BookingEvent | dict[str, Any],
+        *,
+        account_id: str,
+        source: str | None = None,
+    ) -> Ingested:
         """Store an event once and start the runs it triggers. A replayed event id returns the
-        first answer and starts nothing."""
+        first answer and starts nothing. ``source``: the booking source it came through
+        (``sources.SourceType.name``); a provider's retry of a delivery is a replay even when
+        its translation differs now (it read a booking that has changed since)."""
         if not isinstance(event, BookingEvent):
             event = BookingEvent.model_validate(event)
         payload = event.model_dump(mode="json")
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
         with self.db.begin() as conn:
-            ingested = self._store_event(conn, account_id, event, payload, digest)
+            ingested = self._store_event(conn, account_id, event, payload, digest, source)
         metrics.event_received(event.type, "replayed" if ingested.replayed else "accepted")
         self.enqueue(ingested.run_ids)
         return ingested
 
-    def _replay(self, conn: Connection, account_id: str, event_id: str, digest: str) -> Ingested:
+    def _replay(
+        self, conn: Connection, account_id: str, event_id: str, digest: str, source: str | None
+    ) -> Ingested:
         """The answer given when the event was first received; it starts nothing."""
         row = conn.execute(sql.EVENT_ANSWER, {"b_account": account_id, "b_event": event_id}).one()
-        if row.payload_hash != digest:
+        if row.payload_hash != digest and source is None:
             raise InputError(
                 f"event id {event_id!r} was already received with a different body",
                 status=409,
@@ -338,6 +348,7 @@ class Hub:
         event: BookingEvent,
         payload: dict[str, Any],
         digest: str,
+        source: str | None = None,
     ) -> Ingested:
         """Store the event and, in the same transaction, the runs it starts or plans."""
         now = self.clock()
@@ -354,11 +365,12 @@ class Hub:
             "payload_hash": digest,
             "answer": {},
             "decisions": [],
+            "source": source,
         }
         if not insert_ignoring(conn, Event, event_row):
             # This event id was received before, or just now by a concurrent request (the
             # insert waited for it to commit): answer as then.
-            return self._replay(conn, account_id, event.id, digest)
+            return self._replay(conn, account_id, event.id, digest, source)
         emails = invitee_emails(payload["booking"])
         if emails:
             conn.execute(

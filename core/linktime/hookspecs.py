@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from .actions import ActionType, Template, TriggerType
     from .callbacks import Callback
     from .lifecycle import ProcessContext
+    from .sources import SourceType
 
 hookspec = pluggy.HookspecMarker("linktime")
 hookimpl = pluggy.HookimplMarker("linktime")
@@ -41,6 +42,13 @@ def register_callbacks(register: Callable[[Callback], None]) -> None:
     """Offer endpoints a provider calls back (delivery reports, inbound replies): call
     ``register(Callback(...))`` once per callback; each is served at
     ``POST /v1/callbacks/{name}/{account key}``."""
+
+
+@hookspec
+def register_sources(register: Callable[[SourceType], None]) -> None:
+    """Offer booking sources (Cal.com, Calendly, Stripe webhooks taken in directly): call
+    ``register(SourceType(...))`` once per source; an account connects one with
+    ``POST /v1/sources`` and the provider posts to ``/v1/sources/{id}/events``."""
 
 
 @hookspec

@@ -59,6 +59,12 @@ EVENTS = Counter(
     "Booking events received, by type and outcome (accepted, replayed, rejected)",
     ["type", "outcome"],
 )
+SOURCE_REQUESTS = Counter(
+    "linktime_source_requests",
+    "Requests providers made to source connections, by source and outcome (refused: a bad, "
+    "missing or stale signature; nothing of them is stored)",
+    ["source", "outcome"],
+)
 RUNS_STARTED = Counter(
     "linktime_runs_started", "Runs whose first step attempt began, by trigger", ["trigger"]
 )
@@ -139,6 +145,10 @@ event.listen(Engine, "rollback", _drop_pending)
 
 def event_received(event_type: str, outcome: str) -> None:
     EVENTS.labels(event_type, outcome).inc()
+
+
+def source_request(source: str, outcome: str) -> None:
+    SOURCE_REQUESTS.labels(source, outcome).inc()
 
 
 def runs_finished(status: str, count: int = 1) -> None:

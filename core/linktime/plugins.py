@@ -24,6 +24,7 @@ from . import builtins, hookspecs
 from .actions import ActionType, Template, TriggerType
 from .callbacks import Callback
 from .operator_settings import OperatorSettingError
+from .sources import SourceType
 
 if TYPE_CHECKING:
     from .settings import Settings
@@ -32,9 +33,9 @@ log = logging.getLogger(__name__)
 
 GROUP = "linktime"
 BUILTINS = "linktime.builtins"
-KINDS = ("triggers", "actions", "templates", "callbacks")
+KINDS = ("triggers", "actions", "templates", "callbacks", "sources")
 
-# What one plugin registers, by kind ("triggers", "actions", "templates", "callbacks") then name.
+# What one plugin registers, by kind (one of KINDS) then name.
 Offer = dict[str, dict[str, Any]]
 
 
@@ -53,6 +54,7 @@ class PluginInfo:
     triggers: list[str] = field(default_factory=list)
     templates: list[str] = field(default_factory=list)
     callbacks: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
 
     def claimant(self) -> Claimant:
         return Claimant(self.name, self.distribution, self.version)
@@ -132,6 +134,7 @@ class Registry:
     actions: dict[str, ActionType] = field(default_factory=dict)
     templates: dict[str, Template] = field(default_factory=dict)
     callbacks: dict[str, Callback] = field(default_factory=dict)
+    sources: dict[str, SourceType] = field(default_factory=dict)
     plugins: list[PluginInfo] = field(default_factory=list)
     broken: list[BrokenPlugin] = field(default_factory=list)
     conflicts: list[Conflict] = field(default_factory=list)
@@ -277,7 +280,7 @@ def _collect(pm: pluggy.PluginManager, module: ModuleType) -> Offer:
     found: Offer = {kind: {} for kind in KINDS}
 
     def collector(kind: str, cls: type) -> Callable[[Any], None]:
-        def register(item: TriggerType | ActionType | Template | Callback) -> None:
+        def register(item: TriggerType | ActionType | Template | Callback | SourceType) -> None:
             if not isinstance(item, cls):
                 raise TypeError(f"register_{kind} expects {cls.__name__}, got {item!r}")
             item.validate()
@@ -292,6 +295,7 @@ def _collect(pm: pluggy.PluginManager, module: ModuleType) -> Offer:
         ("actions", ActionType),
         ("templates", Template),
         ("callbacks", Callback),
+        ("sources", SourceType),
     )
     for kind, cls in hooks:
         for impl in getattr(pm.hook, f"register_{kind}").get_hookimpls():

@@ -506,6 +506,12 @@ class EventInspection(BaseModel):
     booking_uid: str
     occurred_at: datetime
     received_at: datetime
+    source: str | None = Field(
+        None, description="The booking source it came through (calcom, …); null: the API"
+    )
+    booking: dict[str, Any] = Field(
+        default_factory=dict, description="The booking as the event carried it"
+    )
     runs: list[EventRun]
     decisions: list[Decision]
 
@@ -546,6 +552,8 @@ def inspect_event(hub: Hub, account_id: str, event_id: str) -> EventInspection:
         booking_uid=row.booking_uid,
         occurred_at=row.occurred_at,
         received_at=row.received_at,
+        source=row.source,
+        booking=row.payload.get("booking", {}),
         runs=runs,
         decisions=[Decision.model_validate(d) for d in row.decisions],
     )

@@ -179,6 +179,8 @@ class Event(Base):
     payload: Mapped[dict[str, Any]]
     payload_hash: Mapped[str] = mapped_column(String(64))
     answer: Mapped[dict[str, Any]]  # what POST /v1/events answered; a replay answers the same
+    # The source connection's type it came through ("calcom"); None: the API (or Python).
+    source: Mapped[str | None] = mapped_column(String(100), default=None)
     # every workflow of the account, and whether and why it ran (the event inspector)
     decisions: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
 
@@ -516,3 +518,49 @@ def _serialize_sqlite_writers(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class SourceConnection(Base):
+    """An account's connection of a booking source (``sources.SourceType``): its settings, the
+    signing secret sealed. Its id is the unguessable part of its inbound URL."""
+
+    __tablename__ = "source_connections"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
+    type: Mapped[str] = mapped_column(String(100))
+    settings: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class SourceDelivery(Base):
+    """One verified request a provider made to a connection (a refused one is not kept), what
+    it came to and why: the connection's recent deliveries, the last ``inbound.KEEP``."""
+
+    __tablename__ = "source_deliveries"
+    __table_args__ = (Index("ix_source_deliveries_connection", "connection_id", "id"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    connection_id: Mapped[str] = mapped_column(
+        ForeignKey("source_connections.id", ondelete="CASCADE")
+    )
+    received_at: Mapped[datetime]
+    status: Mapped[str] = mapped_column(String(20))  # inbound.TRANSLATED, IGNORED, UNTRANSLATABLE
+    kind: Mapped[str | None] = mapped_column(String(200))  # the provider's event type
+    reason: Mapped[str | None] = mapped_column(Text)
+    # The booking events it became: [{"id", "type", "booking_uid", "replayed"}].
+    events: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+
+
+class SourceAlias(Base):
+    """A source's own id for a booking known under another uid (``sources.Lookup.remember``):
+    a Calendly invitee that replaced another on a reschedule keeps the first one's booking."""
+
+    __tablename__ = "source_aliases"
+    account_id: Mapped[str] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    source: Mapped[str] = mapped_column(String(100), primary_key=True)
+    key: Mapped[str] = mapped_column(String(500), primary_key=True)
+    booking_uid: Mapped[str] = mapped_column(String(200))

@@ -5,6 +5,9 @@
   as the engine would, and get its ``Result``.
 - ``linktime_hub``: a ``Hub`` on a fresh SQLite database that also saves workflows through the
   API (``save``, ``refused``: see ``linktime.testing_hub``).
+- ``linktime_server``: that hub served over HTTP on loopback (uvicorn), with an account: connect
+  a booking source and post a provider's payload to it signed as the provider signs it
+  (``connect``, ``post_signed``; see ``linktime.testing_hub.LinktimeServer``).
 - ``http_receiver``: a real HTTP server on loopback that records what it receives and answers
   as scripted, standing in for a webhook endpoint or a provider's API.
 
@@ -34,7 +37,7 @@ import pytest
 if TYPE_CHECKING:
     from .actions import ActionType, Result
     from .models import BookingEvent
-    from .testing_hub import LinktimeHub
+    from .testing_hub import LinktimeHub, LinktimeServer
 
 
 @pytest.fixture
@@ -114,6 +117,14 @@ def linktime_hub(tmp_path: Path) -> Iterator[LinktimeHub]:
         yield hub
     finally:
         hub.close()
+
+
+@pytest.fixture
+def linktime_server(linktime_hub: LinktimeHub) -> Iterator[LinktimeServer]:
+    from .testing_hub import serve
+
+    with serve(linktime_hub) as served:
+        yield served
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from ..runs import EventInspection, RunOut, RunSummary
 from ..statuses import RunStatus
 from ..testruns import TestRunOut
 from ..workflows import TemplateOut, WorkflowIn, WorkflowOut
-from . import admin, callbacks, conditions, docs, endpoints, suppressions
+from . import admin, callbacks, conditions, docs, endpoints, sources, suppressions
 from .metrics import MetricsPlugin
 from .schemas import (
     ConflictOut,
@@ -537,6 +537,7 @@ def create_app(
         *suppressions.handlers(hub),
         *endpoints.handlers(hub),
         *conditions.handlers(),
+        *sources.handlers(hub),
     ]
     for handler in api_handlers:  # document the one error shape every route answers with
         handler.responses = {**ERROR_RESPONSES, **(handler.responses or {})}
