@@ -159,3 +159,11 @@ def test_tojson_writes_the_event_as_its_json() -> None:
     }
     assert render("{{ booking.start|tojson }}", event) == '"2026-12-01T15:00:00Z"'
     assert check_template("{{ booking|tojson }}") == "{{ booking|tojson }}"
+
+
+def test_the_booking_forms_answers_render_and_a_missing_one_is_empty() -> None:
+    template = check_template("Company: {{ custom.company }}.")  # valid for every booking
+    answered = sample_event()
+    answered.booking.custom_fields = {"company": "Acme Inc"}
+    assert render(template, answered) == "Company: Acme Inc."
+    assert render(template, sample_event()) == "Company: ."

@@ -389,7 +389,17 @@ def variables(event: BookingEvent) -> dict[str, Any]:
         "cancellation_reason": b.cancellation_reason,
         "reschedule_reason": b.reschedule_reason,
         "payment_amount": f"{payment['amount']} {payment['currency']}" if b.payment else "",
+        "custom": Answers(b.custom_fields),
     }
+
+
+class Answers(dict[str, Any]):
+    """The booking form's answers (``booking.custom_fields``) as ``custom.<key>``: a question
+    this booking left unanswered renders as nothing, as Cal.com's answer variables do, so a
+    template naming one is valid for every booking."""
+
+    def __missing__(self, key: str) -> str:
+        return ""
 
 
 def catalogue(event: BookingEvent) -> list[tuple[str, Any]]:
