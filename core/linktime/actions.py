@@ -61,8 +61,10 @@ class Result:
     # For an opt-out the provider reported (Twilio's 21610): the address to add to the
     # account's suppression list, in the same transaction as the attempt.
     suppress: str | None = None
-    # For a wait: the moment the step is taken up again (aware).
+    # For a wait: the moment the step is taken up again (aware), and whether it is taken up
+    # earlier when the booking moves.
     until: datetime | None = None
+    follows_booking: bool = False
 
     @classmethod
     def ok(
@@ -108,14 +110,17 @@ class Result:
         return cls(Outcome.BLOCKED, error=error, error_code=error_code)
 
     @classmethod
-    def wait_until(cls, moment: datetime, reason: str) -> Result:
+    def wait_until(cls, moment: datetime, reason: str, *, follows_booking: bool = False) -> Result:
         """Park the run until ``moment``: the engine stores it as the step's due time and lets
         the run go; the scheduler hands it back then, as it does a retry, and this step's
         ``execute`` is called again with ``ctx.waited_until`` set to it (return ``ok`` to go
-        on, or wait again). A moment already past goes on at once."""
+        on, or wait again). A moment already past goes on at once. ``follows_booking``: the
+        moment comes from the booking's time, so ``execute`` is also called again, early, when
+        the booking is rescheduled (work it out again from ``ctx.services.booking_now``)."""
         if moment.tzinfo is None:
             raise ValueError("wait_until needs an aware datetime")
-        return cls(Outcome.WAIT, error=reason, until=moment.astimezone(UTC))
+        until = moment.astimezone(UTC)
+        return cls(Outcome.WAIT, error=reason, until=until, follows_booking=follows_booking)
 
     @classmethod
     def stop(cls, reason: str, *, error_code: str = "stopped") -> Result:
@@ -273,6 +278,8 @@ class ActionContext:
     # The moment a wait (``Result.wait_until``) parked this step until, when it is taken up
     # again after one; None the first time the step is reached.
     waited_until: datetime | None = None
+    # This attempt runs the step's fallback (its action failed for good).
+    fallback: bool = False
 
     def facts(self) -> Facts:
         """What conditions are evaluated against: this event, the booking as it stands now
@@ -288,7 +295,9 @@ class ActionContext:
     @property
     def idempotency_key(self) -> str:
         """Stable across every attempt of this step: receivers de-duplicate on it."""
-        return f"msg_{self.step_id.removeprefix('stp_')}"
+        key = f"msg_{self.step_id.removeprefix('stp_')}"
+        # A fallback is another message (to another channel, maybe the same receiver).
+        return f"{key}_fallback" if self.fallback else key
 
 
 Execute = Callable[[ActionContext], "Result | Awaitable[Result]"]

@@ -84,6 +84,9 @@ def apply_event(conn: Connection, account_id: str, event: BookingEvent, event_pk
         # A booking.no_show event marks it whatever its body says.
         "no_show": b.no_show or event.type == "booking.no_show",
     }
+    # Once marked, it stays marked (events after it, a payment, need not repeat it) until the
+    # booking moves to a new meeting.
+    keeps_no_show = event.type != "booking.rescheduled"
     if paying:
         values["paid_at"] = event.occurred_at
     if insert_ignoring(conn, BookingState, values):
@@ -91,17 +94,24 @@ def apply_event(conn: Connection, account_id: str, event: BookingEvent, event_pk
         return Applied(True, cancelling, b.start, b.end, live)
     where = (BookingState.account_id == account_id, BookingState.uid == b.uid)
     state = conn.execute(select(*_STATE).where(*where).with_for_update()).one()
-    paid_now = paying and state.paid_at is None
-    if paid_now:
-        conn.execute(update(BookingState).where(*where).values(paid_at=event.occurred_at))
+    # A payment and a no-show are facts whenever they arrive, even after a later change.
+    facts: dict[str, Any] = {}
+    if paying and state.paid_at is None:
+        facts["paid_at"] = event.occurred_at
+    if event.type == "booking.no_show" and not state.no_show:
+        facts["no_show"] = True
+    if facts:
+        conn.execute(update(BookingState).where(*where).values(**facts))
     live = _live(state)
-    if paid_now:
-        live = replace(live, paid=True)
+    live = replace(
+        live, paid=live.paid or "paid_at" in facts, no_show=live.no_show or "no_show" in facts
+    )
     if state.status == "cancelled":
         return Applied(False, True, state.start, state.end, live)
     if not cancelling and event.occurred_at < state.last_event_at:
         return Applied(False, False, state.start, state.end, live)
     values["last_event_at"] = max(event.occurred_at, state.last_event_at)
+    values["no_show"] = values["no_show"] or (live.no_show and keeps_no_show)
     values.pop("paid_at", None)  # set above, once
     conn.execute(update(BookingState).where(*where).values(**values))
     live = Live(values["status"], b.start, b.end, live.paid, values["no_show"])
@@ -279,34 +289,40 @@ def cancel_for_booking(
     )
 
 
-def _parked(account_id: str, uid: str) -> ColumnElement[bool]:
-    """Runs of the booking parked by a wait (a delay step) on their way."""
+def _parked(account_id: str, uid: str, step: ColumnElement[bool]) -> ColumnElement[bool]:
+    """Runs of the booking with a step matching ``step``, test runs aside."""
     return and_(
         Run.account_id == account_id,
         Run.booking_uid == uid,
         Run.test.is_(False),
-        exists().where(RunStep.run_id == Run.id, RunStep.status == StepStatus.WAITING),
+        exists().where(RunStep.run_id == Run.id, step),
     )
 
 
 def cancel_parked(conn: Connection, account_id: str, uid: str, now: datetime) -> None:
-    """A booking was cancelled: its runs waiting in a delay send nothing more (but those a
-    cancellation started: their delay is theirs to keep)."""
+    """A booking was cancelled: its runs that went through a wait (a delay step), and have
+    not finished, send nothing more, whether they still wait or wait for a retry of a later
+    step (but those a cancellation started: their delay is theirs to keep)."""
     cancel(
         conn,
-        and_(_parked(account_id, uid), Run.trigger != "booking.cancelled"),
+        and_(
+            _parked(account_id, uid, RunStep.wait_until.is_not(None)),
+            Run.trigger != "booking.cancelled",
+        ),
         CANCELLED_IN_DELAY,
         now,
     )
 
 
 def wake_parked(conn: Connection, account_id: str, uid: str, resend_at: datetime) -> list[str]:
-    """A booking moved: its runs waiting in a delay are due now, so a delay anchored to the
-    meeting works out its new end (and parks again until then); the caller enqueues them."""
+    """A booking moved: its runs waiting on a moment that follows the booking (a delay anchored
+    to the meeting) are due now, to work out the new moment (and park again until then); the
+    caller enqueues them."""
+    follows = and_(RunStep.status == StepStatus.WAITING, RunStep.wait_follows.is_(True))
     return list(
         conn.scalars(
             update(Run)
-            .where(_parked(account_id, uid), Run.status == RunStatus.WAITING)
+            .where(_parked(account_id, uid, follows), Run.status == RunStatus.WAITING)
             .values(status=RunStatus.QUEUED, due_at=resend_at)
             .returning(Run.id)
         )

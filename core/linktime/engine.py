@@ -52,7 +52,7 @@ from .errors import InputError
 from .leases import Heartbeat
 from .models import BookingEvent
 from .operator_settings import OperatorSettingError
-from .services import StepServices
+from .services import LIVE, StepServices
 from .settings import Settings
 from .statuses import STEP_OPEN, AttemptStatus, DeliveryStatus, RunStatus, StepStatus
 from .storage import (
@@ -198,6 +198,7 @@ class _Step:
     status: str
     attempts: int
     wait_until: datetime | None = None
+    retry_base: int = 0
     when: list[dict[str, Any]] | None = None
     fallback: dict[str, Any] | None = None
     fallback_at: int | None = None
@@ -237,6 +238,8 @@ class _Claim:
     integrations: dict[str, dict[str, Any]]
     continue_when_blocked: bool
     test: bool = False
+    # The run has been through a wait: the booking is read again before each of its steps.
+    after_wait: bool = False
     started: str | None = None  # the step the claim itself started (PostgreSQL)
     cache: dict[str, Any] = field(default_factory=dict)  # ActionContext.run_cache
 
@@ -612,7 +615,12 @@ class Hub:
                     self.heartbeat.holding(run_id, claim.token),
                     logs.bound(run_id=run_id, account_id=claim.account_id, event_id=claim.event.id),
                 ):
+                    first = step
                     while step is not None:
+                        if claim.after_wait and step is not first:
+                            with conn.begin():
+                                if self._cancelled_meanwhile(conn, claim):
+                                    return
                         with logs.bound(step_id=step.id):
                             attempted = self._attempt(claim, step)
                             with conn.begin():
@@ -651,7 +659,8 @@ class Hub:
             since = max(due or row.created_at, row.created_at)
             self._copy_steps(conn, {row.workflow_id: run_id})
             steps = self._steps(conn, run_id)
-        elif not row.test and any(s.status == StepStatus.WAITING for s in steps):
+        after_wait = not row.test and any(s.wait_until is not None for s in steps)
+        if after_wait and not reminder:
             # Taken up after a wait: the booking as it is now, not as the wait began.
             resumed = self._resume(conn, run_id, row, token)
             if resumed is None:
@@ -687,6 +696,7 @@ class Hub:
             integrations={i.name: i.settings for i in integrations},
             continue_when_blocked=row.continue_when_blocked,
             test=row.test,
+            after_wait=after_wait,
             started=started,
         )
 
@@ -735,8 +745,7 @@ class Hub:
         if standing is None:
             return False
         if standing.live.status == "cancelled" and run.trigger != "booking.cancelled":
-            self._finish(conn, run_id, token, RunStatus.CANCELLED, bookings.CANCELLED_IN_DELAY)
-            conn.execute(sql.SKIP_OPEN, {"b_run": run_id, "b_now": self.clock()})
+            self._end_cancelled(conn, run_id, token)
             return None
         if standing.event_id == run.event_id:
             return False
@@ -745,6 +754,24 @@ class Hub:
         ):
             raise LeaseLost(run_id)
         return conn.execute(sql.CONTEXT, {"b_event": standing.event_id}).one()
+
+    def _cancelled_meanwhile(self, conn: Connection, claim: _Claim) -> bool:
+        """Before a step of a run that has been through a wait: the booking read anew (by
+        the step's conditions too); True when it was cancelled meanwhile, the run then ended
+        ``cancelled`` with its other steps skipped."""
+        claim.cache.pop(LIVE, None)
+        standing = bookings.now_standing(conn, claim.account_id, claim.event.booking.uid)
+        if standing is None or claim.trigger == "booking.cancelled":
+            return False
+        if standing.live.status != "cancelled":
+            claim.cache[LIVE] = standing.live
+            return False
+        self._end_cancelled(conn, claim.run_id, claim.token)
+        return True
+
+    def _end_cancelled(self, conn: Connection, run_id: str, token: str) -> None:
+        self._finish(conn, run_id, token, RunStatus.CANCELLED, bookings.CANCELLED_IN_DELAY)
+        conn.execute(sql.SKIP_OPEN, {"b_run": run_id, "b_now": self.clock()})
 
     def _start(self, conn: Connection, claim: _Claim) -> _Step | None:
         """Pick up where the run stands: the first unfinished step, now marked running."""
@@ -885,6 +912,7 @@ class Hub:
             run_cache=claim.cache,
             services=services,
             waited_until=step.wait_until,
+            fallback=step.on_fallback,
         )
         return run_attempt(action, ctx)
 
@@ -905,7 +933,7 @@ class Hub:
             result = Result.ok()  # a moment already past: go on at once
         schedule = self.settings.retry_schedule
         # A fallback's attempts have a retry schedule of their own.
-        tries = step.attempts - (step.fallback_at or 0)
+        tries = step.attempts - step.retry_base
         retry = result.outcome is Outcome.RETRY and tries <= len(schedule)
         following = next((s for s in claim.steps if s.position > step.position), None)
         blocked = result.outcome is Outcome.BLOCKED or result.error_code == BLOCKED
@@ -1018,6 +1046,10 @@ class Hub:
             "b_next_at": next_at,
             "b_fallback_at": step.attempts if falls_back else None,
             "b_wait_until": next_at if step_status == StepStatus.WAITING else None,
+            "b_wait_follows": result.follows_booking if step_status == StepStatus.WAITING else None,
+            "b_retry_base": step.attempts
+            if falls_back or step_status == StepStatus.WAITING
+            else None,
             # The step and, unless it waits for a retry or a moment, the run.
             "b_finished": None if step_status in (StepStatus.PENDING, StepStatus.WAITING) else now,
             "b_position": step.position,

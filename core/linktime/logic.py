@@ -86,7 +86,8 @@ def _delay(ctx: ActionContext) -> Result:
         target = ctx.waited_until or now + amount
     if target <= now:
         return Result.ok()
-    return Result.wait_until(target, f"waiting until {_iso(target)} ({settings.describe()})")
+    waiting = f"waiting until {_iso(target)} ({settings.describe()})"
+    return Result.wait_until(target, waiting, follows_booking=settings.until is not None)
 
 
 class FilterSettings(BaseModel):

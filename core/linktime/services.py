@@ -142,15 +142,17 @@ class StepServices(AccountServices):
         return self.hub.clock()
 
     def booking_now(self, event: BookingEvent) -> Live:
-        live: Live | None = self.cache.get(_LIVE)
+        live: Live | None = self.cache.get(LIVE)
         if live is None:
             with self.hub.db.connect() as conn:
                 standing = bookings.now_standing(conn, self.account_id, self.booking_uid)
-            live = self.cache[_LIVE] = Live.of_event(event) if standing is None else standing.live
+            live = self.cache[LIVE] = Live.of_event(event) if standing is None else standing.live
         return live
 
 
-_LIVE = "linktime.booking_now"
+# Where a claim's steps keep the booking as read (``ActionContext.run_cache``): the engine
+# drops it before each step of a run that has been through a wait, so each reads it anew.
+LIVE = "linktime.booking_now"
 
 
 class DryRunServices(StepServices):

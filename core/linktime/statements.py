@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     Float,
     Integer,
     String,
@@ -108,6 +109,7 @@ _STEP_FIELDS = (
     RunStep.status,
     RunStep.attempts,
     RunStep.wait_until,
+    RunStep.retry_base,
     RunStep.when,
     RunStep.fallback,
     RunStep.fallback_at,
@@ -238,9 +240,14 @@ _CLOSE = {
     "error_code": bindparam("b_error_code", type_=String()),
     "next_attempt_at": bindparam("b_next_at", type_=UTCDateTime()),
     "finished_at": bindparam("b_finished", type_=UTCDateTime()),
-    # Set once, when the step's fallback takes over; kept after that.
+    # Each kept as it is unless given: fallback_at when the fallback takes over, the wait's
+    # fields when the step waits, retry_base at either.
     "fallback_at": func.coalesce(bindparam("b_fallback_at", type_=Integer()), RunStep.fallback_at),
     "wait_until": func.coalesce(bindparam("b_wait_until", type_=UTCDateTime()), RunStep.wait_until),
+    "wait_follows": func.coalesce(
+        bindparam("b_wait_follows", type_=Boolean()), RunStep.wait_follows
+    ),
+    "retry_base": func.coalesce(bindparam("b_retry_base", type_=Integer()), RunStep.retry_base),
 }
 
 CLOSE_STEP = update(RunStep).where(RunStep.id == bindparam("b_step")).values(_CLOSE)

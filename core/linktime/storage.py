@@ -353,6 +353,12 @@ class RunStep(Base):
     # The moment a wait (Result.wait_until) parked the step until: kept through a lost worker's
     # retry, so a delay taken up again never starts over.
     wait_until: Mapped[datetime | None] = mapped_column(default=None)
+    # That wait ends early when the booking moves (Result.wait_until(follows_booking=True)): a
+    # reschedule hands the step back to work its moment out again.
+    wait_follows: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    # Retries are counted from this attempt number: a wait, or the fallback taking over, starts
+    # the count again, so waking up never uses up the step's retries.
+    retry_base: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     external_id: Mapped[str | None] = mapped_column(String(200))
     error_code: Mapped[str | None] = mapped_column(String(100))
     error: Mapped[str | None] = mapped_column(Text)

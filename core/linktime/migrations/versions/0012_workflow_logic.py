@@ -32,6 +32,8 @@ def _columns() -> dict[str, tuple[sa.Column[object], ...]]:
             sa.Column("fallback", JSONType, nullable=True),
             sa.Column("fallback_at", sa.Integer(), nullable=True),
             sa.Column("wait_until", UTCDateTime(), nullable=True),
+            sa.Column("wait_follows", sa.Boolean(), nullable=False, server_default=sa.false()),
+            sa.Column("retry_base", sa.Integer(), nullable=False, server_default="0"),
         ),
         "attempts": (sa.Column("action", sa.String(100), nullable=True),),
         "bookings": (
