@@ -124,6 +124,7 @@ def test_every_page_is_usable_and_accessible(
             ("Event", "/events/evt_a11y"),
             ("Booking", f"/bookings/{event['booking']['uid']}"),
             ("Settings", "/settings/integrations"),
+            ("Sources", "/settings/sources"),
             ("Webhooks", "/settings/webhooks"),
             ("Opt-outs", "/settings/opt-outs"),
             ("Account", "/account"),

@@ -11,13 +11,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from linktime import plugins
+from linktime.accounts import create_account
 from linktime.models import BookingEvent
 from linktime.settings import Settings
 from linktime.sources import Inbound, Lookup, SourceRefused, SourceType, Translated, Untranslatable
+from linktime.storage import SourceDelivery
 from linktime.testing_hub import LinktimeHub, LinktimeServer, serve
 from pydantic import BaseModel, SecretStr
+from sqlalchemy import func, select
 
 HEADER = "X-Toy-Signature"
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -83,7 +87,7 @@ def booking(uid: str) -> dict[str, Any]:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[LinktimeServer]:
-    registry = plugins.load("")
+    registry = plugins.load("webhook")  # a channel, for a reminder workflow to plan
     registry.sources["toy"] = TOY
     hub = LinktimeHub(Settings(data_dir=tmp_path, secret_key="test-secret"))
     hub.registry = registry
@@ -141,3 +145,164 @@ def test_another_connections_secret_is_refused(server: LinktimeServer) -> None:
     forged = server.post_signed(mine, payload, secret=theirs["settings"]["signing_secret"])
     assert forged.status_code == 401
     assert server.http.get("/v1/events/toy:9").status_code == 404
+
+
+def deliveries(server: LinktimeServer, conn: dict[str, Any]) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = server.get(f"/v1/sources/{conn['id']}/deliveries")
+    return found
+
+
+def test_rotating_the_secret_refuses_the_old_one_at_once(server: LinktimeServer) -> None:
+    conn = server.connect("toy")
+    old = conn["settings"]["signing_secret"]
+    base = f"/v1/sources/{conn['id']}/rotate-secret"
+    # Every JSON body of the API is an object: an empty one is refused, naming it.
+    empty = server.http.post(base)
+    assert (empty.status_code, empty.json()["fields"][0]["field"]) == (422, "body")
+    rotated = server.http.post(base, json={})
+    assert rotated.status_code == 200, rotated.text
+    new = rotated.json()["settings"]["signing_secret"]
+    assert len(new) >= 32 and new != old
+    payload = {"id": "r1", "kind": "booked", "booking": booking("bk_r1")}
+    assert server.post_signed(conn, payload, secret=old).status_code == 401
+    assert server.post_signed(conn, payload, secret=new).status_code == 200
+
+    # A secret of the user's own (as a provider makes it) is taken and not echoed.
+    own = server.http.post(
+        f"/v1/sources/{conn['id']}/rotate-secret", json={"secret": "whsec_my-own-secret"}
+    )
+    assert own.status_code == 200, own.text
+    assert own.json()["settings"]["signing_secret"] == "********"
+    again = {"id": "r2", "kind": "booked", "booking": booking("bk_r2")}
+    assert server.post_signed(conn, again, secret=new).status_code == 401
+    assert server.post_signed(conn, again, secret="whsec_my-own-secret").status_code == 200
+
+
+def test_connections_are_listed_masked_and_deleted_with_their_deliveries(
+    server: LinktimeServer,
+) -> None:
+    own = server.connect("toy", signing_secret="my-own-secret-1")
+    assert own["settings"]["signing_secret"] == "********"  # given, so never shown back
+    made = server.connect("toy")
+    listed = server.get("/v1/sources")
+    assert [c["id"] for c in listed] == sorted([own["id"], made["id"]])
+    assert all(c["settings"] == {"signing_secret": "********"} for c in listed)
+    assert server.get(f"/v1/sources/{made['id']}")["title"] == "Toy"
+
+    payload = {"id": "d1", "kind": "booked", "booking": booking("bk_d1")}
+    assert server.post_signed(made, payload).status_code == 200
+    assert server.http.delete(f"/v1/sources/{made['id']}").status_code == 204
+    assert server.post_signed(made, payload).status_code == 404
+    assert server.http.get(f"/v1/sources/{made['id']}").status_code == 404
+    assert server.http.get(f"/v1/sources/{made['id']}/deliveries").status_code == 404
+    with server.hub.db.connect() as db:
+        kept = select(func.count()).where(SourceDelivery.connection_id == made["id"])
+        assert db.scalar(kept) == 0
+    assert [c["id"] for c in server.get("/v1/sources")] == [own["id"]]
+
+
+def test_another_accounts_connection_is_not_found_on_every_route(server: LinktimeServer) -> None:
+    conn = server.connect("toy")
+    key = create_account(server.hub, "Other", "business").api_key
+    base = f"/v1/sources/{conn['id']}"
+    with httpx.Client(
+        base_url=server.url, trust_env=False, headers={"Authorization": f"Bearer {key}"}
+    ) as other:
+        for method, path, *body in [
+            ("GET", base),
+            ("DELETE", base),
+            ("POST", f"{base}/rotate-secret", {}),
+            ("GET", f"{base}/deliveries"),
+            ("POST", f"{base}/sample"),
+        ]:
+            answer = other.request(method, path, json=body[0] if body else None)
+            assert answer.status_code == 404, (method, path, answer.text)
+        assert other.get("/v1/sources").json() == []
+    # Untouched: still there, its secret unchanged, nothing sampled.
+    payload = {"id": "o1", "kind": "booked", "booking": booking("bk_o1")}
+    assert server.post_signed(conn, payload).status_code == 200
+    assert len(deliveries(server, conn)) == 1
+
+
+def test_a_bad_connection_request_names_the_field(server: LinktimeServer) -> None:
+    unknown = server.http.post("/v1/sources", json={"type": "nope"})
+    assert unknown.status_code == 422
+    [problem] = unknown.json()["fields"]
+    assert problem["field"] == "type" and "toy" in problem["message"]
+    invalid = server.http.post(
+        "/v1/sources", json={"type": "toy", "settings": {"signing_secret": 12345}}
+    )
+    assert invalid.status_code == 422
+    assert [f["field"] for f in invalid.json()["fields"]] == ["settings.signing_secret"]
+    assert server.get("/v1/sources") == []
+
+
+def test_a_sample_goes_through_the_inbound_path(server: LinktimeServer) -> None:
+    conn = server.connect("toy")
+    sent = server.http.post(f"/v1/sources/{conn['id']}/sample")
+    assert sent.status_code == 200, sent.text
+    assert [e["id"] for e in sent.json()["events"]] == ["toy:sample-1"]
+    event = server.get("/v1/events/toy:sample-1")
+    assert (event["source"], event["booking"]["uid"]) == ("toy", "bk_sample")
+    [delivery] = deliveries(server, conn)
+    assert delivery["status"] == "translated"
+    assert delivery["events"][0]["booking_uid"] == "bk_sample"
+
+
+def test_oversized_and_non_json_bodies(server: LinktimeServer) -> None:
+    conn = server.connect("toy")
+    big = b"{" + b" " * server.hub.settings.max_event_bytes + b"}"
+    assert server.post_signed(conn, big).status_code == 413
+    assert deliveries(server, conn) == []
+
+    garbled = server.post_signed(conn, b"this is not JSON")
+    assert garbled.status_code == 422
+    assert [f["field"] for f in garbled.json()["fields"]] == ["body"]
+    [kept] = deliveries(server, conn)
+    assert kept["status"] == "untranslatable" and kept["reason"].startswith("body: not JSON")
+
+
+def test_only_the_last_50_deliveries_are_kept(server: LinktimeServer) -> None:
+    conn = server.connect("toy")
+    for n in range(55):
+        answer = server.post_signed(conn, {"id": f"p{n}", "kind": "ping", "event": f"ping-{n}"})
+        assert answer.status_code == 202
+    kinds = [d["kind"] for d in deliveries(server, conn)]
+    assert len(kinds) == 50
+    assert kinds[0] == "ping-54" and "ping-0" not in kinds
+    with server.hub.db.connect() as db:
+        kept = select(func.count()).where(SourceDelivery.connection_id == conn["id"])
+        assert db.scalar(kept) == 50  # dropped, not only hidden
+
+
+def test_a_source_and_the_api_fold_into_one_booking(server: LinktimeServer) -> None:
+    reminder = {
+        "name": "1 hour before",
+        "trigger": "meeting.before",
+        "offset_minutes": 60,
+        "enabled": True,
+        "steps": [{"action": "webhook.call", "settings": {"url": "https://example.com/remind"}}],
+    }
+    saved = server.http.post("/v1/workflows", json=reminder)
+    assert saved.status_code == 201, saved.text
+    conn = server.connect("toy")
+    made = server.post_signed(conn, {"id": "f1", "kind": "booked", "booking": booking("bk_f")})
+    assert made.status_code == 200, made.text
+
+    moved = {
+        **booking("bk_f"),
+        "start": "2026-12-10T17:00:00Z",
+        "end": "2026-12-10T17:30:00Z",
+    }
+    event = {"id": "api_f2", "type": "booking.rescheduled", "occurred_at": NOW.isoformat()}
+    answer = server.http.post("/v1/events", json={**event, "booking": moved})
+    assert answer.status_code == 202, answer.text
+
+    timeline = server.get("/v1/bookings/bk_f/timeline")
+    assert timeline["booking"]["start"] == "2026-12-10T17:00:00Z"
+    events = [(e["event"]["id"], e["event"]["source"]) for e in timeline["entries"] if e["event"]]
+    assert events == [("toy:f1", "toy"), ("api_f2", None)]
+    reminders = [e for e in timeline["entries"] if e["kind"] == "reminder"]
+    assert [(r["at"], r["run"]["planned_by"]) for r in reminders] == [
+        ("2026-12-10T16:00:00Z", "api_f2")
+    ]

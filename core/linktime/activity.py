@@ -229,6 +229,9 @@ class TimelineEvent(BaseModel):
     received_at: datetime
     start: datetime = Field(description="The booking's start this event carried")
     end: datetime
+    source: str | None = Field(
+        None, description="The booking source it came through (calcom, …); null: the API"
+    )
 
 
 class TimelineRun(BaseModel):
@@ -344,6 +347,7 @@ def timeline(hub: Hub, account_id: str, uid: str) -> Timeline:
                 Event.occurred_at,
                 Event.received_at,
                 Event.payload,
+                Event.source,
             ).where(
                 Event.account_id == account_id,
                 Event.booking_uid == uid,
@@ -363,6 +367,7 @@ def timeline(hub: Hub, account_id: str, uid: str) -> Timeline:
                 received_at=e.received_at,
                 start=e.payload["booking"]["start"],
                 end=e.payload["booking"]["end"],
+                source=e.source,
             )
             for e in events
         }

@@ -53,15 +53,13 @@ def handlers(hub: Hub) -> list[HTTPRouteHandler]:
         status_code=200,
         summary="Replace a connection's signing secret",
         description="The old secret stops working at once: set the new one at the provider "
-        "(it is shown this once).",
+        "(a generated one is shown this once). Send `{}` to have one generated; like every "
+        "JSON body of the API, it is an object.",
     )
     async def rotate_source_secret(
-        source_id: FromPath[str],
-        account_id: NamedDependency[str],
-        data: JSONBody[RotateIn | None] = None,
+        source_id: FromPath[str], account_id: NamedDependency[str], data: JSONBody[RotateIn]
     ) -> SourceOut:
-        secret = data.secret if data is not None else None
-        return await offload(inbound.rotate, hub, account_id, source_id, secret)
+        return await offload(inbound.rotate, hub, account_id, source_id, data.secret)
 
     @delete("/v1/sources/{source_id:str}", summary="Disconnect a booking source")
     async def delete_source(source_id: FromPath[str], account_id: NamedDependency[str]) -> None:

@@ -5,7 +5,7 @@ Mounted by :func:`linktime.api.create_app` through :class:`DashboardPlugin`: the
 ``/`` in one router with its own session middleware, CSRF guard and HTML error pages, so the
 bearer-key API under ``/v1`` is untouched by either. Each page area is a module of this package
 (``account``, ``workflows``, ``editor``, ``preview``, ``runs``, ``events``, ``bookings``,
-``integrations``, ``webhooks``, ``suppressions``) that lists its route handlers in
+``integrations``, ``sources``, ``webhooks``, ``suppressions``) that lists its route handlers in
 ``HANDLERS``; ``app`` holds what they share.
 """
 
@@ -29,6 +29,7 @@ from . import (
     integrations,
     preview,
     runs,
+    sources,
     suppressions,
     webhooks,
     workflows,
@@ -54,6 +55,7 @@ PAGES = (
     events,
     bookings,
     integrations,
+    sources,
     webhooks,
     suppressions,
 )

@@ -18,7 +18,7 @@ from ..engine import Hub
 from ..offload import offload
 from ..statuses import RUN_UNFINISHED, RunStatus
 from .app import AnyRequest, Me, page, sentence
-from .events import type_in_words
+from .events import type_in_words, via
 from .runs import StepView, step_view
 from .wording import RUN_STATUS
 
@@ -49,6 +49,7 @@ def _entry(hub: Hub, e: activity.Entry, zones: list[tuple[str, str]]) -> dict[st
         "event": e.event,
         "run": run,
         "title": type_in_words(hub, e.event.type) if e.event else run.workflow_name if run else "",
+        "via": via(hub, e.event.source) if e.event else None,
         # A retry's or a delay's step: its position, and its title ("Send email").
         "step": e.step,
         "retried": next((s.title for s in steps if s.step.position == e.step), None),

@@ -50,6 +50,15 @@ def type_in_words(hub: Hub, name: str) -> str:
     return trigger_words(hub, name, None)
 
 
+def via(hub: Hub, source: str | None) -> str:
+    """Where an event came from: "via Cal.com" (the source's title; its name when it is no
+    longer installed) or "via the API"."""
+    if source is None:
+        return "via the API"
+    found = hub.registry.sources.get(source)
+    return f"via {found.title if found else source}"
+
+
 def _found_first(people: list[activity.Invitee], q: str) -> list[activity.Invitee]:
     """A row's invitees, the one whose email was searched for first."""
     wanted = q.strip().casefold()
@@ -341,6 +350,7 @@ async def event_page(
         me=me,
         event=found,
         type_title=type_in_words(hub, found.type),
+        via=via(hub, found.source),
         booking=read.booking,
         ran=ran,
         not_run=not_run,

@@ -16,6 +16,27 @@ document.addEventListener("DOMContentLoaded", function () {
       });
     });
   }
+  // Copy buttons: the value stays selectable without JS; with it, one click copies it.
+  document.querySelectorAll("button[data-copy]").forEach(function (button) {
+    var input = document.getElementById(button.dataset.copy);
+    var status = document.getElementById(button.dataset.copy + "-copied");
+    if (!input) return;
+    button.hidden = false;
+    button.addEventListener("click", function () {
+      function said(copied) {
+        if (status) status.textContent = copied ? "Copied" : "Select the text and copy it";
+      }
+      input.select();
+      if (navigator.clipboard && window.isSecureContext) {
+        navigator.clipboard.writeText(input.value).then(
+          function () { said(true); },
+          function () { said(document.execCommand("copy")); }
+        );
+      } else {
+        said(document.execCommand("copy"));
+      }
+    });
+  });
   // Ask before destructive forms.
   document.querySelectorAll("form[data-confirm]").forEach(function (form) {
     form.addEventListener("submit", function (event) {
