@@ -105,6 +105,13 @@ INVALID: list[Any] = [
     ),
     (workflow(*[OK] * 6), "steps"),
     (workflow(*[OK] * 5, *[DELAY] * 6), "steps"),
+    # A number no condition compares with (a 500 once: math.isfinite overflowed).
+    (
+        workflow(OK, conditions=[{"field": "guests.count", "op": "gt", "value": 10**400}]),
+        "conditions.0.value",
+    ),
+    (workflow(with_(DELAY, when=UNPAID), OK), "steps.0.when"),
+    (workflow(with_(filter_on(*UNPAID), when=UNPAID), OK), "steps.0.when"),
 ]
 
 
@@ -128,6 +135,29 @@ def test_a_save_that_is_not_valid_names_the_field_and_stores_nothing(
 def _same_workflow(now: dict[str, Any], saved: dict[str, Any]) -> bool:
     """The workflow as GET shows it is the one saved (the save's answer adds its secrets)."""
     return now == {k: v for k, v in saved.items() if k != "generated_secrets"}
+
+
+def test_a_tree_of_conditions_too_big_is_refused_before_it_is_built(api: Api) -> None:
+    system, client, _ = api
+    leaf = {"field": "booking.paid", "op": "eq", "value": False}
+    bushy: Any = leaf
+    for _ in range(4):  # 20 children a level: 168,420 conditions, a few MB of JSON
+        bushy = {"any": [bushy] * 20}
+    body = workflow(OK, conditions=[bushy])
+    r = client.post("/v1/workflows", json=body, headers=auth(system.account().api_key))
+    assert r.status_code == 422
+    assert r.json()["fields"] == [
+        {"field": "conditions", "message": "at most 50 conditions and groups in all"}
+    ]
+
+
+def test_a_filters_conditions_read_back_as_saved(api: Api) -> None:
+    system, client, _ = api
+    h = auth(system.account().api_key)
+    body = workflow(filter_on(*UNPAID, {"any": UNPAID}), OK)
+    saved = client.post("/v1/workflows", json=body, headers=h).json()
+    got = client.get(f"/v1/workflows/{saved['id']}", headers=h).json()
+    assert got["steps"][0]["settings"]["conditions"] == [*UNPAID, {"any": UNPAID}]
 
 
 def test_five_actions_and_three_logic_steps_are_accepted(api: Api) -> None:

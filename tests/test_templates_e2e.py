@@ -35,8 +35,9 @@ RESCHEDULE_URL = "https://linktime.example.com/reschedule/bk_orbit"
 REASON = "The launch window moved"
 
 
-def event(kind: str, at: datetime) -> BookingEvent:
-    """The booking's ``kind`` event: a payment with payment.received, a reason when cancelled."""
+def event(kind: str, at: datetime, *, priced: bool = False) -> BookingEvent:
+    """The booking's ``kind`` event: a payment with payment.received (its price, to be paid,
+    when ``priced``), a reason when cancelled."""
     data = booking(f"evt_{kind}").model_dump(mode="json")
     data["booking"].update(
         uid="bk_orbit",
@@ -46,6 +47,8 @@ def event(kind: str, at: datetime) -> BookingEvent:
         cancellation_reason=REASON if kind == "booking.cancelled" else None,
         payment=None,
     )
+    if priced:
+        data["booking"]["payment"] = {"amount": "149.00", "currency": "EUR"}
     if kind == "payment.received":
         data["booking"]["payment"] = {
             "amount": "149.00",
@@ -272,9 +275,12 @@ def test_timed_template_delivers_at_its_due_time_and_not_before(
     assert [line for line in says if line not in message] == [], message
 
 
-def book(system: System, account: NewAccount, clock: Clock) -> dict[str, Any]:
+def book(
+    system: System, account: NewAccount, clock: Clock, *, priced: bool = False
+) -> dict[str, Any]:
     """The booking is made now: the one run it starts or plans, as the event's answer shows."""
-    answer = system.hub.emit(event("booking.created", clock.now), account_id=account.id).answer
+    made = event("booking.created", clock.now, priced=priced)
+    answer = system.hub.emit(made, account_id=account.id).answer
     [run] = answer["runs"]
     assert isinstance(run, dict)
     return run
@@ -326,13 +332,17 @@ def test_no_show_follow_up_emails_only_an_invitee_marked_a_no_show(
         assert mailed(peers) == []
 
 
-@pytest.mark.parametrize("paid", [False, True], ids=["unpaid", "paid-during-the-day"])
+@pytest.mark.parametrize(
+    ("priced", "paid"),
+    [(True, False), (True, True), (False, False)],
+    ids=["unpaid", "paid-during-the-day", "free"],
+)
 def test_unpaid_booking_reminder_emails_a_day_later_unless_paid_by_then(
-    running: System, account: NewAccount, clock: Clock, peers: Peers, paid: bool
+    running: System, account: NewAccount, clock: Clock, peers: Peers, priced: bool, paid: bool
 ) -> None:
     from_template(running, account, "unpaid-booking-reminder")
     due = clock.now + timedelta(hours=24)
-    run_id = book(running, account, clock)["id"]
+    run_id = book(running, account, clock, priced=priced)["id"]
     running.settle()  # the run reached its delay and is parked there
     parked = get_run(running.hub, account.id, run_id)
     assert (parked.status, parked.due_at, statuses(parked)[0]) == ("waiting", due, "waiting")
@@ -352,9 +362,9 @@ def test_unpaid_booking_reminder_emails_a_day_later_unless_paid_by_then(
     run = running.wait_run(account, run_id)
 
     assert run.status == "succeeded", [(s.action, s.status, s.error) for s in run.steps]
-    if paid:
+    if paid or not priced:  # paid meanwhile, or nothing to pay: the filter stops the run
         assert statuses(run) == ["succeeded", "stopped", "skipped"]
-        assert "booking.paid" in (run.steps[1].error or "")
+        assert ("booking.paid" if paid else "payment.amount") in (run.steps[1].error or "")
         running.settle()
         assert mailed(peers) == []
     else:

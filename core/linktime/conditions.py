@@ -20,12 +20,15 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     TypeAdapter,
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -236,11 +239,12 @@ def _problem(message: str) -> PydanticCustomError:
 
 
 def _number(value: Any) -> int | float:
+    # The bound first: math.isfinite overflows on an int of 309 digits or more.
     if (
         isinstance(value, bool)
         or not isinstance(value, int | float)
-        or not math.isfinite(value)
         or abs(value) > MAX_NUMBER
+        or not math.isfinite(value)
     ):
         raise _problem("expected a number from -1e15 to 1e15")
     return value
@@ -312,6 +316,14 @@ class Node(BaseModel):
     """One condition (``field``, ``op``, ``value``) or a group (``any`` or ``all``)."""
 
     model_config = ConfigDict(extra="forbid", strict=False)
+
+    @model_serializer(mode="wrap")
+    def _as_given(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A condition as JSON has no group keys, a group no condition keys: stored and read
+        back as it was given."""
+        dumped: dict[str, Any] = handler(self)
+        return {key: value for key, value in dumped.items() if value is not None}
+
     field: str | None = Field(default=None, description=f"A field; {_SEE_FIELDS}")
     op: str | None = Field(default=None, description="An operator of the field's type")
     value: Any = Field(default=None, description="What to compare with (`exists`: true)")
@@ -371,21 +383,38 @@ class Node(BaseModel):
         return check_value(kind, op, value)
 
 
-def _bounded(nodes: list[Node]) -> list[Node]:
-    count, deepest = 0, 0
+def _counted(raw: Any) -> Any:
+    """Count the conditions and groups of the JSON as given, before any is built: a tree too
+    big is refused at the cost of counting up to the limit, not of validating it all."""
+    if not isinstance(raw, list):
+        return raw  # pydantic refuses it
+    count, stack = 0, list(raw)
+    while stack:
+        node = stack.pop()
+        count += 1
+        if count > MAX_NODES:
+            raise _problem(f"at most {MAX_NODES} conditions and groups in all")
+        if isinstance(node, dict):
+            for key in ("any", "all"):
+                children = node.get(key)
+                if isinstance(children, list):
+                    stack.extend(children)
+    return raw
+
+
+def _shallow(nodes: list[Node]) -> list[Node]:
     stack = [(node, 1) for node in nodes]
     while stack:
         node, depth = stack.pop()
-        count, deepest = count + 1, max(deepest, depth)
+        if depth > MAX_DEPTH:
+            raise _problem(f"groups nest at most {MAX_DEPTH} levels deep")
         stack.extend((child, depth + 1) for child in node.any or node.all or ())
-    if count > MAX_NODES:
-        raise _problem(f"at most {MAX_NODES} conditions and groups in all (got {count})")
-    if deepest > MAX_DEPTH:
-        raise _problem(f"groups nest at most {MAX_DEPTH} levels deep")
     return nodes
 
 
-Conditions = Annotated[list[Node], Field(max_length=MAX_TOP), AfterValidator(_bounded)]
+Conditions = Annotated[
+    list[Node], Field(max_length=MAX_TOP), BeforeValidator(_counted), AfterValidator(_shallow)
+]
 _CONDITIONS: TypeAdapter[list[Node]] = TypeAdapter(Conditions)
 
 
@@ -396,7 +425,7 @@ def parse(raw: Any) -> list[Node]:
 
 def to_json(nodes: Sequence[Node]) -> list[dict[str, Any]]:
     """The conditions as JSON, for storing."""
-    return [node.model_dump(exclude_none=True) for node in nodes]
+    return [node.model_dump() for node in nodes]
 
 
 # --- evaluation ------------------------------------------------------------------------------

@@ -214,6 +214,9 @@ def _validate(
         action = _installed(hub, step.action, f"steps.{i}.action", problems)
         if action is None:
             continue
+        if action.logic and step.when is not None:
+            message = "a delay or filter step has no `when`: put the condition in a filter"
+            problems.append(FieldError(f"steps.{i}.when", message))
         where = f"steps.{i}.settings"
         opened = _opened(hub, action, step.settings, stored.settings if stored else None, where)
         problems += opened.problems

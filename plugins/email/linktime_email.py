@@ -784,10 +784,10 @@ def _email_template(
     )
 
 
-def _only_if(field: str, value: bool) -> TemplateStep:
-    """A filter step: the run goes on only if the booking's ``field`` is ``value`` by then."""
-    condition = {"field": field, "op": "eq", "value": value}
-    return TemplateStep("logic.filter", {"conditions": [condition]})
+def _only_if(*conditions: tuple[str, str, Any]) -> TemplateStep:
+    """A filter step: the run goes on only if every (field, op, value) holds by then."""
+    listed = [{"field": field, "op": op, "value": value} for field, op, value in conditions]
+    return TemplateStep("logic.filter", {"conditions": listed})
 
 
 TEMPLATES = (
@@ -839,7 +839,7 @@ TEMPLATES = (
         "{% if reschedule_url %}Book it here: {{ reschedule_url }}\n{% endif %}",
         offset_minutes=30,
         # Sent only if the booking was marked a no-show (booking.no_show) by then.
-        before=(_only_if("booking.no_show", True),),
+        before=(_only_if(("booking.no_show", "eq", True)),),
         description="30 minutes after the meeting, an email inviting an invitee marked a "
         "no-show to book again",
     ),
@@ -855,10 +855,11 @@ TEMPLATES = (
         # marks it paid and stops the run).
         before=(
             TemplateStep("logic.delay", {"amount": 24, "unit": "hours"}),
-            _only_if("booking.paid", False),
+            # Only bookings with a price: a free one is never "not paid yet".
+            _only_if(("payment.amount", "gt", 0), ("booking.paid", "eq", False)),
         ),
-        description="A day after a booking, an email asking to complete the payment, unless "
-        "it was paid by then",
+        description="A day after a booking with a price, an email asking to complete the "
+        "payment, unless it was paid by then",
     ),
 )
 
