@@ -66,7 +66,7 @@ def test_prefer_plugins_gives_the_name_to_the_chosen_distribution(
     assert registry.start_refusals() == []
     owners = {p.distribution: p.actions for p in registry.plugins}
     assert owners == {
-        "linktime": [],
+        "linktime": ["logic.delay", "logic.filter"],
         "linktime-webhook": ["webhook.call"],
         "webhook-turbo": ["hijack.extra"],
     }
