@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from pydantic import BaseModel
@@ -20,6 +21,25 @@ from pydantic import BaseModel
 from .models import Booking, BookingEvent
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
+
+# Amounts providers send in the currency's minor unit: the currencies whose minor unit is not a
+# hundredth, as Stripe counts them (https://docs.stripe.com/currencies#zero-decimal and
+# #three-decimal; ISK, HUF and TWD's "special cases" there are about what may be charged: the
+# API keeps them two-decimal). Cal.com's payments go through Stripe and count the same way.
+ZERO_DECIMAL = frozenset(
+    {"BIF", "CLP", "DJF", "GNF", "JPY", "KMF", "KRW", "MGA"}
+    | {"PYG", "RWF", "UGX", "VND", "VUV", "XAF", "XOF", "XPF"}
+)
+THREE_DECIMAL = frozenset({"BHD", "JOD", "KWD", "OMR", "TND"})
+
+
+def major_units(minor: int, currency: str) -> Decimal:
+    """An amount in minor units in the currency's major unit: 2198 USD → 21.98, 5000 JPY →
+    5000, 12340 KWD → 12.340."""
+    code = currency.upper()
+    places = 0 if code in ZERO_DECIMAL else 3 if code in THREE_DECIMAL else 2
+    return Decimal(minor).scaleb(-places)
+
 
 # How old a timestamped signature may be (replay protection): a provider's signature older than
 # this is refused, as Stripe's and Calendly's own libraries refuse it by default.

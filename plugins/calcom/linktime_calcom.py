@@ -33,6 +33,7 @@ from linktime.sources import (
     SourceType,
     Translated,
     Untranslatable,
+    major_units,
 )
 from pydantic import BaseModel, Field, SecretStr
 
@@ -42,26 +43,6 @@ HEADER = "X-Cal-Signature-256"
 # What Cal.com sends in the header when its webhook has no secret.
 UNSIGNED = "no-secret-provided"
 
-# Currencies whose minor unit is not a hundredth, as Stripe (Cal.com's payment app) counts them.
-_ZERO_DECIMAL = [
-    "BIF",
-    "CLP",
-    "DJF",
-    "GNF",
-    "JPY",
-    "KMF",
-    "KRW",
-    "MGA",
-    "PYG",
-    "RWF",
-    "UGX",
-    "VND",
-    "VUV",
-    "XAF",
-    "XOF",
-    "XPF",
-]
-_THREE_DECIMAL = ["BHD", "JOD", "KWD", "OMR", "TND"]
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 MAX_CUSTOM_FIELDS = 50
 MAX_TEXT = 2000
@@ -246,8 +227,7 @@ def _booking(body: dict[str, Any], uid: str, status: str) -> dict[str, Any]:
 def _amount(price: Any, currency: str) -> Decimal:
     if isinstance(price, bool) or not isinstance(price, int):
         raise Untranslatable("payload.price", "expected the amount in minor units (an integer)")
-    exponent = 0 if currency in _ZERO_DECIMAL else 3 if currency in _THREE_DECIMAL else 2
-    return Decimal(price).scaleb(-exponent)
+    return major_units(price, currency)
 
 
 def _event(

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 import stripe
@@ -33,21 +32,13 @@ from linktime.sources import (
     SourceType,
     Translated,
     Untranslatable,
+    major_units,
 )
 from pydantic import BaseModel, Field, SecretStr
 
 __version__ = "0.1.0"
 
 HEADER = "Stripe-Signature"
-
-# Stripe amounts are in the currency's minor unit; these are the exceptions to two decimals
-# (https://docs.stripe.com/currencies#zero-decimal, #three-decimal). ISK, HUF and TWD's "special
-# cases" there are about what may be charged: the API keeps them two-decimal (ISK 100 = 1 kr).
-ZERO_DECIMAL = frozenset(
-    {"BIF", "CLP", "DJF", "GNF", "JPY", "KMF", "KRW", "MGA"}
-    | {"PYG", "RWF", "UGX", "VND", "VUV", "XAF", "XOF", "XPF"}
-)
-THREE_DECIMAL = frozenset({"BHD", "JOD", "KWD", "OMR", "TND"})
 
 CHECKOUT_PAID = ("checkout.session.completed", "checkout.session.async_payment_succeeded")
 INTENT_PAID = "payment_intent.succeeded"
@@ -92,14 +83,6 @@ def sign(body: bytes, settings: StripeSettings, now: datetime) -> dict[str, str]
         body.decode(), settings.signing_secret.get_secret_value(), timestamp=int(now.timestamp())
     )
     return {HEADER: header}
-
-
-def major_units(minor: int, currency: str) -> Decimal:
-    """A Stripe amount (minor units) in the currency's major unit: 2198 USD → 21.98, 5000 JPY →
-    5000, 12340 KWD → 12.340."""
-    code = currency.upper()
-    places = 0 if code in ZERO_DECIMAL else 3 if code in THREE_DECIMAL else 2
-    return Decimal(minor).scaleb(-places)
 
 
 def _string(obj: dict[str, Any], key: str) -> str | None:

@@ -13,8 +13,9 @@ from typing import Any
 
 import httpx
 import pytest
+from linktime.sources import major_units
 from linktime.testing_hub import LinktimeServer
-from linktime_stripe import HEADER, major_units
+from linktime_stripe import HEADER
 
 FIXTURES = Path(__file__).parent / "fixtures"
 # An endpoint secret as Stripe's Dashboard shows it (the user pastes theirs in).
