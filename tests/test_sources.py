@@ -262,14 +262,17 @@ def test_oversized_and_non_json_bodies(server: LinktimeServer) -> None:
     assert kept["status"] == "untranslatable" and kept["reason"].startswith("body: not JSON")
 
 
-def test_only_the_last_50_deliveries_are_kept(server: LinktimeServer) -> None:
+def test_only_the_last_50_deliveries_are_kept_newest_first(
+    server: LinktimeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     conn = server.connect("toy")
+    # Every id made in one millisecond: the list still keeps the order they arrived in.
+    monkeypatch.setattr("linktime.storage.time.time", lambda: 1_790_000_000.0)
     for n in range(55):
         answer = server.post_signed(conn, {"id": f"p{n}", "kind": "ping", "event": f"ping-{n}"})
         assert answer.status_code == 202
     kinds = [d["kind"] for d in deliveries(server, conn)]
-    assert len(kinds) == 50
-    assert kinds[0] == "ping-54" and "ping-0" not in kinds
+    assert kinds == [f"ping-{n}" for n in range(54, 4, -1)]
     with server.hub.db.connect() as db:
         kept = select(func.count()).where(SourceDelivery.connection_id == conn["id"])
         assert db.scalar(kept) == 50  # dropped, not only hidden
@@ -306,3 +309,14 @@ def test_a_source_and_the_api_fold_into_one_booking(server: LinktimeServer) -> N
     assert [(r["at"], r["run"]["planned_by"]) for r in reminders] == [
         ("2026-12-10T16:00:00Z", "api_f2")
     ]
+
+
+def test_without_a_public_url_the_inbound_url_is_the_address_the_api_was_reached_at(
+    server: LinktimeServer,
+) -> None:
+    server.hub.settings.public_url = None
+    conn = server.connect("toy")
+    url = f"{server.url}/v1/sources/{conn['id']}/events"
+    assert conn["url"] == url
+    assert server.get(f"/v1/sources/{conn['id']}")["url"] == url
+    assert [c["url"] for c in server.get("/v1/sources")] == [url]

@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any, NoReturn
 
 from pydantic import BaseModel, Field, ValidationError
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from . import metrics
@@ -46,6 +46,7 @@ TRANSLATED = "translated"  # it became booking events
 IGNORED = "ignored"  # verified, nothing to ingest (the source said why)
 UNTRANSLATABLE = "untranslatable"  # 422: the reason names the field
 KEEP = 50  # recent deliveries kept per connection
+_NEWEST_FIRST = (SourceDelivery.seq.desc(), SourceDelivery.id.desc())
 
 
 class SourceIn(BaseModel):
@@ -87,6 +88,12 @@ def _url(hub: Hub, connection_id: str) -> str:
     return f"{base}{_path(connection_id)}"
 
 
+def absolute(url: str, base: str) -> str:
+    """A connection's inbound URL as the provider needs it: LINKTIME_PUBLIC_URL's, or under
+    ``base`` (the address the caller reached this server at) when the operator set none."""
+    return base.rstrip("/") + url if url.startswith("/") else url
+
+
 def _type(hub: Hub, name: str, where: str = "type") -> SourceType:
     source = hub.registry.sources.get(name)
     if source is None:
@@ -119,6 +126,11 @@ def _sealed(
     generated secret; the secret is generated when not given."""
     data = dict(given)
     if data.get(source.secret_field) in (None, ""):
+        if source.secret_from_provider:
+            where = f"settings.{source.secret_field}"
+            at = source.setup_url or "its webhook settings"
+            message = f"{source.title} makes this secret: copy it from {at}"
+            raise InputError("the source settings are not valid", [FieldError(where, message)])
         data[source.secret_field] = new_secret()
     try:
         settings = validate_input(source.settings, data)
@@ -196,7 +208,7 @@ def deliveries(hub: Hub, account_id: str, connection_id: str) -> list[DeliveryOu
         rows = session.scalars(
             select(SourceDelivery)
             .where(SourceDelivery.connection_id == connection_id)
-            .order_by(SourceDelivery.id.desc())
+            .order_by(*_NEWEST_FIRST)
             .limit(KEEP)
         )
         return [
@@ -276,11 +288,15 @@ def _keep(
     events: list[dict[str, Any]],
 ) -> None:
     """Add a delivery to the connection's list and drop those beyond the last ``KEEP``."""
+    mine = SourceDelivery.connection_id == connection_id
     with hub.db.begin() as conn:
         conn.execute(
             insert(SourceDelivery).values(
                 id=new_id("sdl"),
                 connection_id=connection_id,
+                seq=select(func.coalesce(func.max(SourceDelivery.seq), 0) + 1)
+                .where(mine)
+                .scalar_subquery(),
                 received_at=hub.clock(),
                 status=status,
                 kind=kind,
@@ -288,17 +304,9 @@ def _keep(
                 events=events,
             )
         )
-        kept = (
-            select(SourceDelivery.id)
-            .where(SourceDelivery.connection_id == connection_id)
-            .order_by(SourceDelivery.id.desc())
-            .limit(KEEP)
-        )
+        kept = select(SourceDelivery.id).where(mine).order_by(*_NEWEST_FIRST).limit(KEEP)
         conn.execute(
-            delete(SourceDelivery).where(
-                SourceDelivery.connection_id == connection_id,
-                SourceDelivery.id.not_in(kept.scalar_subquery()),
-            )
+            delete(SourceDelivery).where(mine, SourceDelivery.id.not_in(kept.scalar_subquery()))
         )
 
 

@@ -121,6 +121,9 @@ class SourceType:
     sign: Callable[[bytes, Any, datetime], dict[str, str]]
     sample: Callable[[datetime], dict[str, Any]]
     secret_field: str = "signing_secret"
+    # The provider makes the secret (Stripe's whsec_…): the account must give it, none is
+    # generated.
+    secret_from_provider: bool = False
     description: str = ""
     # Where the provider's webhook settings are (shown beside the inbound URL).
     setup_url: str | None = None

@@ -546,11 +546,14 @@ class SourceDelivery(Base):
     it came to and why: the connection's recent deliveries, the last ``inbound.KEEP``."""
 
     __tablename__ = "source_deliveries"
-    __table_args__ = (Index("ix_source_deliveries_connection", "connection_id", "id"),)
+    __table_args__ = (Index("ix_source_deliveries_connection", "connection_id", "seq"),)
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     connection_id: Mapped[str] = mapped_column(
         ForeignKey("source_connections.id", ondelete="CASCADE")
     )
+    # Its place among the connection's deliveries (ids made in one millisecond do not sort in
+    # the order they were made).
+    seq: Mapped[int] = mapped_column(Integer)
     received_at: Mapped[datetime]
     status: Mapped[str] = mapped_column(String(20))  # inbound.TRANSLATED, IGNORED, UNTRANSLATABLE
     kind: Mapped[str | None] = mapped_column(String(200))  # the provider's event type

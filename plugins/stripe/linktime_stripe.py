@@ -186,6 +186,7 @@ STRIPE = SourceType(
     translate=translate,
     sign=sign,
     sample=sample,
+    secret_from_provider=True,
     description="A paid Checkout Session or PaymentIntent whose metadata names a booking "
     "(booking_uid) becomes payment.received for that booking.",
     setup_url="https://dashboard.stripe.com/webhooks",

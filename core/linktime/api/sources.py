@@ -27,6 +27,10 @@ class RotateIn(BaseModel):
     )
 
 
+def _absolute(request: Request[Any, Any, Any], out: SourceOut) -> SourceOut:
+    return out.model_copy(update={"url": inbound.absolute(out.url, str(request.base_url))})
+
+
 def handlers(hub: Hub) -> list[HTTPRouteHandler]:
     @post(
         "/v1/sources",
@@ -36,17 +40,21 @@ def handlers(hub: Hub) -> list[HTTPRouteHandler]:
         "the webhook URL) and its signing secret, shown this once when generated.",
     )
     async def create_source(
-        data: JSONBody[SourceIn], account_id: NamedDependency[str]
+        request: Request[Any, Any, Any], data: JSONBody[SourceIn], account_id: NamedDependency[str]
     ) -> SourceOut:
-        return await offload(inbound.create, hub, account_id, data)
+        return _absolute(request, await offload(inbound.create, hub, account_id, data))
 
     @get("/v1/sources", summary="The account's source connections (secrets masked)")
-    async def list_sources(account_id: NamedDependency[str]) -> list[SourceOut]:
-        return await offload(inbound.list_all, hub, account_id)
+    async def list_sources(
+        request: Request[Any, Any, Any], account_id: NamedDependency[str]
+    ) -> list[SourceOut]:
+        return [_absolute(request, c) for c in await offload(inbound.list_all, hub, account_id)]
 
     @get("/v1/sources/{source_id:str}", summary="One source connection (secrets masked)")
-    async def get_source(source_id: FromPath[str], account_id: NamedDependency[str]) -> SourceOut:
-        return await offload(inbound.get, hub, account_id, source_id)
+    async def get_source(
+        request: Request[Any, Any, Any], source_id: FromPath[str], account_id: NamedDependency[str]
+    ) -> SourceOut:
+        return _absolute(request, await offload(inbound.get, hub, account_id, source_id))
 
     @post(
         "/v1/sources/{source_id:str}/rotate-secret",
@@ -57,9 +65,13 @@ def handlers(hub: Hub) -> list[HTTPRouteHandler]:
         "JSON body of the API, it is an object.",
     )
     async def rotate_source_secret(
-        source_id: FromPath[str], account_id: NamedDependency[str], data: JSONBody[RotateIn]
+        request: Request[Any, Any, Any],
+        source_id: FromPath[str],
+        account_id: NamedDependency[str],
+        data: JSONBody[RotateIn],
     ) -> SourceOut:
-        return await offload(inbound.rotate, hub, account_id, source_id, data.secret)
+        rotated = await offload(inbound.rotate, hub, account_id, source_id, data.secret)
+        return _absolute(request, rotated)
 
     @delete("/v1/sources/{source_id:str}", summary="Disconnect a booking source")
     async def delete_source(source_id: FromPath[str], account_id: NamedDependency[str]) -> None:

@@ -36,19 +36,19 @@ STATUS_WORDS = {
 
 
 def _specs(source: SourceType) -> list[FieldSpec]:
-    """The connection settings' inputs; the signing secret may be left blank (generated)."""
+    """The connection settings' inputs; the signing secret may be left blank (generated),
+    unless the provider makes it."""
+    generated = not source.secret_from_provider
     return [
-        replace(s, required=False, generated=True) if s.name == source.secret_field else s
+        replace(s, required=not generated, generated=generated)
+        if s.name == source.secret_field
+        else s
         for s in forms.fields_of(source.settings)
     ]
 
 
 def full_url(request: AnyRequest, url: str) -> str:
-    """The inbound URL as the provider needs it: LINKTIME_PUBLIC_URL's, or this request's own
-    base when the operator set none."""
-    if url.startswith("/"):
-        return str(request.base_url).rstrip("/") + url
-    return url
+    return inbound.absolute(url, str(request.base_url))
 
 
 async def _list_page(

@@ -244,9 +244,8 @@ def test_a_payment_without_its_amount_is_untranslatable_and_kept_with_the_reason
 
 
 def test_the_sample_is_signed_as_stripe_signs_it(linktime_server: LinktimeServer) -> None:
-    """ "Send a sample" with a generated secret: kept until the account has booking bk_sample,
-    then a payment for it."""
-    connection = linktime_server.connect("stripe")
+    """ "Send a sample": kept until the account has booking bk_sample, then a payment for it."""
+    connection = linktime_server.connect("stripe", signing_secret=SECRET)
     url = f"/v1/sources/{connection['id']}/sample"
 
     before = linktime_server.http.post(url)
@@ -258,3 +257,17 @@ def test_the_sample_is_signed_as_stripe_signs_it(linktime_server: LinktimeServer
     assert after.status_code == 200, after.text
     event = linktime_server.get("/v1/events/stripe:pi_3SampleLinkTime0000000001")
     assert event["booking"]["payment"]["amount"] == "50.00"
+
+
+def test_the_secret_must_be_the_one_stripe_made(linktime_server: LinktimeServer) -> None:
+    """Stripe makes the endpoint's secret: none is generated, and a rotation needs the new one."""
+    refused = linktime_server.http.post("/v1/sources", json={"type": "stripe", "settings": {}})
+    assert refused.status_code == 422
+    [problem] = refused.json()["fields"]
+    assert problem["field"] == "settings.signing_secret"
+    assert problem["message"].startswith("Stripe makes this secret: copy it from https://")
+    connection = linktime_server.connect("stripe", signing_secret=SECRET)
+    rotate = f"/v1/sources/{connection['id']}/rotate-secret"
+    assert linktime_server.http.post(rotate, json={}).status_code == 422
+    rotated = linktime_server.http.post(rotate, json={"secret": "whsec_rolled_by_stripe"})
+    assert rotated.status_code == 200 and rotated.json()["settings"]["signing_secret"] == "********"

@@ -48,13 +48,16 @@ def upgrade() -> None:
             sa.ForeignKey("source_connections.id", ondelete="CASCADE"),
             nullable=False,
         ),
+        sa.Column("seq", sa.Integer(), nullable=False),
         sa.Column("received_at", UTCDateTime(), nullable=False),
         sa.Column("status", sa.String(20), nullable=False),
         sa.Column("kind", sa.String(200), nullable=True),
         sa.Column("reason", sa.Text(), nullable=True),
         sa.Column("events", JSONType, nullable=False),
     )
-    op.create_index("ix_source_deliveries_connection", "source_deliveries", ["connection_id", "id"])
+    op.create_index(
+        "ix_source_deliveries_connection", "source_deliveries", ["connection_id", "seq"]
+    )
     op.create_table(
         "source_aliases",
         _account(primary_key=True),
