@@ -4,14 +4,16 @@ them; the service's errors placed beside the row's input; and the Test dry run's
 
 from __future__ import annotations
 
+import html
 import re
 from typing import Any
 
+import pytest
 from linktime import testruns, workflows
 from linktime.models import sample_event
 from linktime.workflows import WorkflowIn
 
-from .test_dashboard import SignedIn, field_error, open_dash, signed_in
+from .test_dashboard import Form, SignedIn, field_error, open_dash, signed_in
 
 FIXTURES = (open_dash, signed_in)  # the dashboard's, used by name below
 
@@ -144,6 +146,67 @@ def test_rows_and_a_fallback_are_added_without_js_and_saved(signed_in: SignedIn)
     assert 'name="steps.2.fallback.settings.url" value="https://example.com/unpaid"' in shown
 
 
+# Conditions saved through the API that rows would read back as other conditions: shown as
+# JSON instead, so that saving the workflow unchanged keeps them.
+AS_JSON: dict[str, list[dict[str, Any]]] = {
+    "comma_in_a_listed_value": [
+        {"field": "booking.location", "op": "in", "value": ["Berlin, Germany", "Paris"]}
+    ],
+    "number_for_a_custom_field": [{"field": "custom.company_size", "op": "eq", "value": 50}],
+    "numbers_listed_for_a_custom_field": [{"field": "custom.seats", "op": "in", "value": [1, 2]}],
+    "outer_spaces": [{"field": "booking.notes", "op": "contains", "value": " vip "}],
+    "in_an_any_group": [
+        {
+            "any": [
+                {"field": "invitee.email", "op": "contains", "value": "@example.com"},
+                {"field": "custom.plan", "op": "ne", "value": 7},
+            ]
+        }
+    ],
+}
+# And ones the rows show as they are.
+AS_ROWS: dict[str, list[dict[str, Any]]] = {
+    "time": [{"field": "booking.start", "op": "after", "value": "2026-12-01T15:00:00+01:00"}],
+    "not_set": [{"field": "invitee.phone", "op": "exists", "value": False}],
+    "large_amount": [{"field": "payment.amount", "op": "gte", "value": 1e15}],
+    "small_amount": [{"field": "payment.amount", "op": "gte", "value": 0.0001}],
+    "custom_text": [{"field": "custom.company_size", "op": "eq", "value": "50"}],
+    "custom_order": [{"field": "custom.company_size", "op": "gte", "value": 50}],
+}
+
+
+@pytest.mark.parametrize("name", [*AS_JSON, *AS_ROWS])
+def test_a_workflow_saved_unchanged_keeps_its_conditions(signed_in: SignedIn, name: str) -> None:
+    system, account, dash = signed_in
+    conds = AS_JSON.get(name) or AS_ROWS[name]
+    flt = {"action": "logic.filter", "settings": {"conditions": conds}}
+    email = {"action": "email.send", "settings": {**EMAIL, "to_invitee": True}, "when": conds}
+    wf_id = system.workflow(account, [flt, email], enabled=False, conditions=conds)
+    page = dash.get(f"/workflows/{wf_id}").text
+    for prefix in ("conditions", "steps.0.settings.conditions", "steps.1.when"):
+        assert (f'name="{prefix}.json"' in page) == (name in AS_JSON), prefix
+    assert "Saved" in dash.edit(f"/workflows/{wf_id}", Form(page).values() | {"op": "save"}).text
+    (saved,) = workflows.list_all(system.hub, account.id)
+    assert saved.conditions == conds
+    assert lean(saved.steps[0].settings["conditions"]) == conds
+    assert saved.steps[1].when == conds
+
+
+def test_logic_steps_offer_no_only_when(signed_in: SignedIn) -> None:
+    system, account, dash = signed_in
+    dash.get("/workflows/new")
+    page = dash.edit("/workflows/new", unpaid_reminder_form(op="test")).text
+    shown = Form(page).controls  # not the cards kept for editor.js to add (<template>)
+    assert "steps.2.when.0.field" in shown
+    assert not [n for n in shown if n.startswith(("steps.0.when.", "steps.1.when."))]
+    # A stray "Only when…" posted for a delay or a filter is not sent (the API refuses it).
+    stray = {"steps.1.when.0.field": "booking.paid", "steps.1.when.0.op": "eq"}
+    page = dash.edit("/workflows/new", unpaid_reminder_form(**stray)).text
+    assert "Saved “Unpaid booking reminder”" in page, page[-2000:]
+    (saved,) = workflows.list_all(system.hub, account.id)
+    assert saved.steps[1].when is None
+
+
 def _draft_token(page: str) -> str:
     found = re.search(r'name="draft" value="([^"]*)"', page)
     assert found
@@ -157,11 +220,16 @@ def _paths(out: testruns.TestRunOut) -> list[tuple[str, str]]:
     return [(s.outcome, s.path) for s in out.steps]
 
 
-def _unpaid(paid: bool, when: list[dict[str, Any]] | None = None) -> WorkflowIn:
+def _unpaid(
+    paid: bool,
+    when: list[dict[str, Any]] | None = None,
+    conditions: list[dict[str, Any]] | None = None,
+) -> WorkflowIn:
     email = {"action": "email.send", "settings": {**EMAIL, "to_invitee": True}, "when": when}
     return WorkflowIn(
         name="Unpaid booking reminder",
         trigger="booking.created",
+        conditions=conditions or [],
         steps=[
             {"action": "logic.delay", "settings": {"amount": 3, "unit": "days"}},
             {
@@ -233,3 +301,54 @@ def test_a_given_booking_is_seen_as_it_stands_now(signed_in: SignedIn) -> None:
         "stops",
         "Filter: stops here: booking.paid eq false did not hold: it was true",
     )
+
+
+NOT_GRACE = [{"field": "invitee.email", "op": "eq", "value": "ada@example.com"}]
+NOT_GRACE_SAID = (
+    "the workflow's conditions did not hold: "
+    'invitee.email eq "ada@example.com" did not hold: it was "grace@example.com"'
+)
+
+
+def test_the_dry_run_runs_no_step_when_the_workflows_conditions_do_not_hold(
+    signed_in: SignedIn,
+) -> None:
+    system, account, dash = signed_in
+    spec = _unpaid(paid=False, conditions=NOT_GRACE)
+    out = testruns.dry_run_draft(system.hub, account.id, spec)
+    assert not out.would_run
+    assert out.path == f"Would not run: {NOT_GRACE_SAID}"
+    assert _paths(out) == [("not_run", f"Not run: {NOT_GRACE_SAID}")] * 3
+    # The saved workflow's Test page says it above the steps.
+    email = {"action": "email.send", "settings": {**EMAIL, "to_invitee": True}}
+    wf_id = system.workflow(account, [email], conditions=NOT_GRACE)
+    page = html.unescape(dash.get(f"/workflows/{wf_id}/test").text)
+    assert f'id="test-run-path">Would not run: {NOT_GRACE_SAID}</p>' in page
+    assert f'path-not-run">Not run: {NOT_GRACE_SAID}</p>' in page
+
+
+def test_the_dry_run_says_a_reminder_checks_its_conditions_when_it_fires(
+    signed_in: SignedIn,
+) -> None:
+    system, account, _ = signed_in
+    email = {"action": "email.send", "settings": {**EMAIL, "to_invitee": True}}
+    fires = (
+        "the workflow's conditions are checked when the reminder fires, against the booking "
+        "as it is then; for this booking they"
+    )
+    for conds, would_run, said in (
+        ([{"field": "invitee.email", "op": "eq", "value": "grace@example.com"}], True, "hold"),
+        (
+            NOT_GRACE,
+            False,
+            'do not hold: invitee.email eq "ada@example.com" did not hold: '
+            'it was "grace@example.com"',
+        ),
+    ):
+        wf_id = system.workflow(
+            account, [email], trigger="meeting.before", offset_minutes=60, conditions=conds
+        )
+        out = testruns.dry_run(system.hub, account.id, wf_id)
+        assert out.would_run is would_run
+        assert out.path == ("Runs: " if would_run else "Would not run: ") + f"{fires} {said}"
+        assert _paths(out)[0][0] == ("runs" if would_run else "not_run")

@@ -39,7 +39,7 @@ class ProblemOut(BaseModel):
     link: str | None = None
 
 
-Outcome = Literal["runs", "waits", "goes_on", "stops", "skipped", "not_reached"]
+Outcome = Literal["runs", "waits", "goes_on", "stops", "skipped", "not_reached", "not_run"]
 
 
 class StepPreview(BaseModel):
@@ -68,6 +68,10 @@ class TestRunOut(BaseModel):
     event: dict[str, Any]
     steps: list[StepPreview] = Field(default_factory=list)
     run_id: str | None = None
+    # The workflow's own conditions for this booking, in words ("" when it has none), and
+    # whether a run would start at all (false when they do not hold).
+    path: str = ""
+    would_run: bool = True
 
 
 MAX_EMAIL = 320  # RFC 3696's longest address
@@ -350,14 +354,42 @@ def facts_for(hub: Hub, account_id: str, event: BookingEvent, standing: bool) ->
 
 @dataclass
 class _Path:
-    """The path a run would take, step after step: a filter that does not hold stops it."""
+    """The path a run would take, step after step: the workflow's own conditions that do not
+    hold start none, a filter that does not hold stops it."""
 
     facts: Facts
     stopped_at: int | None = None
+    not_run: str | None = None  # why no step runs: the workflow's conditions did not hold
+
+    def start(self, hub: Hub, out: TestRunOut, trigger: str, nodes: list[Node]) -> None:
+        """Say in ``out.path`` whether a run would start for this booking: ingest checks an
+        event trigger's conditions; a reminder checks them when it fires, against the booking
+        as it is then, so for one the dry run checks them against this booking and says so."""
+        if not nodes:
+            return
+        verdict = conditions.evaluate(nodes, self.facts, "conditions")
+        trigger_type = hub.registry.triggers.get(trigger)
+        said = "the workflow's conditions"
+        if trigger_type is not None and trigger_type.kind == "time":
+            said += (
+                " are checked when the reminder fires, against the booking as it is then;"
+                " for this booking they"
+            )
+            said += " hold" if verdict.held else f" do not hold: {verdict.reason()}"
+        else:
+            said += " hold" if verdict.held else f" did not hold: {verdict.reason()}"
+        if verdict.held:
+            out.path = f"Runs: {said}"
+            return
+        self.not_run = f"the workflow's conditions did not hold: {verdict.reason()}"
+        out.would_run = False
+        out.path = f"Would not run: {said}"
 
     def mark(self, step: StepPreview, settings: BaseModel | None, when: list[Node] | None) -> None:
         """Say what happens at ``step`` (``settings``: its own, None when they are not valid)."""
-        if self.stopped_at is not None:
+        if self.not_run is not None:
+            step.outcome, step.path = "not_run", f"Not run: {self.not_run}"
+        elif self.stopped_at is not None:
             step.outcome = "not_reached"
             step.path = f"Not reached: the run stops at step {self.stopped_at + 1}"
         elif isinstance(settings, DelaySettings):
@@ -425,6 +457,7 @@ def dry_run(
         event = event or sample_for(wf.trigger)
         out = TestRunOut(workflow_id=wf.id, mode="dry_run", event=event.model_dump(mode="json"))
         path = _Path(facts_for(hub, account_id, event, standing))
+        path.start(hub, out, wf.trigger, conditions.parse(wf.conditions or []))
         ref = WorkflowRef(wf.id, wf.name)
         for step in wf.steps:
             action = hub.registry.actions.get(step.action)
@@ -525,6 +558,7 @@ def dry_run_draft(
     event = event or sample_for(spec.trigger)
     out = TestRunOut(workflow_id=workflow_id, mode="dry_run", event=event.model_dump(mode="json"))
     path = _Path(facts_for(hub, account_id, event, standing))
+    path.start(hub, out, spec.trigger, spec.conditions)
     ref = WorkflowRef(workflow_id or "wf_draft", spec.name)
     for i, step in enumerate(spec.steps):
         action = hub.registry.actions.get(step.action)

@@ -1,7 +1,9 @@
 """Conditions as the workflow editor shows them: rows of field, operator and value pickers fed
 by the catalogue (``linktime.conditions.catalogue()``), all of them or any of them ("match
-any instead of all"). Conditions the rows cannot show (groups nested through the API) are
-edited as JSON, so a save from the editor never drops them.
+any instead of all"). Conditions the rows cannot show exactly (groups nested through the API,
+a comma inside a listed value, a value's outer spaces, a number compared with a custom field:
+whatever a row would read back as another condition) are edited as JSON, so a save from the
+editor never changes them.
 
 Each list lives under a prefix in the form and in the service's error paths (``conditions``,
 ``steps.1.when``, ``steps.2.settings.conditions``): a row's inputs are ``<prefix>.<j>.field``
@@ -71,6 +73,19 @@ def _row_of(node: Mapping[str, Any]) -> dict[str, str] | None:
     }
 
 
+def _same(a: Any, b: Any) -> bool:
+    """Equal as JSON: 50 is not "50", 50.0 nor true."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def _shown_exactly(node: Mapping[str, Any]) -> dict[str, str] | None:
+    """The stored condition as a row, when the row reads back as that very condition (as the
+    browser posts it back unchanged); None for a group or a condition a row would change."""
+    row = _row_of(node)
+    leaf = {name: node.get(name) for name in ("field", "op", "value")}
+    return row if row is not None and _same(_leaf(_as_typed(row)), leaf) else None
+
+
 def from_stored(stored: Sequence[Mapping[str, Any]] | None) -> CondState:
     """Stored conditions (JSON) as the editor shows them: a list of conditions, or one any
     group of them, as rows; anything else as JSON."""
@@ -79,10 +94,15 @@ def from_stored(stored: Sequence[Mapping[str, Any]] | None) -> CondState:
     any_of = len(nodes) == 1 and bool(nodes[0].get("any"))
     if any_of:
         leaves = list(nodes[0]["any"])
-    rows = [_row_of(n) for n in leaves]
+    rows = [_shown_exactly(n) for n in leaves]
     if all(r is not None for r in rows):
         return CondState([r for r in rows if r is not None], any_of)
     return CondState(json=json.dumps(nodes, indent=2))
+
+
+def _as_typed(row: Mapping[str, str]) -> dict[str, str]:
+    """A row's inputs as the form reads them (outer spaces are not part of what was meant)."""
+    return {name: row.get(name, "").strip() for name in ROW_INPUTS}
 
 
 def read(form: Mapping[str, str], prefix: str) -> CondState:
@@ -93,7 +113,7 @@ def read(form: Mapping[str, str], prefix: str) -> CondState:
     for j in range(MAX_ROWS * 2):
         if f"{prefix}.{j}.field" not in form:
             break
-        rows.append({name: form.get(f"{prefix}.{j}.{name}", "").strip() for name in ROW_INPUTS})
+        rows.append(_as_typed({name: form.get(f"{prefix}.{j}.{name}", "") for name in ROW_INPUTS}))
     return CondState(rows, f"{prefix}.any" in form)
 
 
@@ -125,6 +145,12 @@ def value_of(kind: conditions.Kind | None, op: str, text: str) -> Any:
     return _scalar(kind, op, text)
 
 
+def _leaf(row: Mapping[str, str]) -> dict[str, Any]:
+    """A row as the condition the service takes."""
+    name = conditions.CUSTOM + row["key"] if row["field"] == CUSTOM else row["field"]
+    return {"field": name, "op": row["op"], "value": value_of(_kind(row), row["op"], row["value"])}
+
+
 def _used(state: CondState) -> list[int]:
     """The rows that say something (a row left blank is left out)."""
     return [j for j, r in enumerate(state.rows) if r["field"] or r["value"]]
@@ -138,13 +164,7 @@ def to_data(state: CondState, prefix: str) -> tuple[list[Any], list[FieldError]]
         except ValueError as exc:
             return [], [FieldError(f"{prefix}.json", f"not valid JSON: {exc}")]
         return raw if isinstance(raw, list) else [raw], []
-    leaves = []
-    for j in _used(state):
-        row = state.rows[j]
-        name = conditions.CUSTOM + row["key"] if row["field"] == CUSTOM else row["field"]
-        leaves.append(
-            {"field": name, "op": row["op"], "value": value_of(_kind(row), row["op"], row["value"])}
-        )
+    leaves = [_leaf(state.rows[j]) for j in _used(state)]
     if state.any and leaves:
         return [{"any": leaves}], []
     return leaves, []

@@ -162,6 +162,8 @@ async def _panel(
         "steps": steps,
         "event": out.event,
         "ready": all(s.ready for s in out.steps),
+        "path": out.path,  # the workflow's own conditions for this booking
+        "would_run": out.would_run,
         "send": send,
         "form": form,
         "email": given.get("test_email") or "",
