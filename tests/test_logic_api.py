@@ -340,6 +340,9 @@ def test_a_delayed_run_says_when_it_resumes(
     timeline = page_text(dash, "/bookings/bk_1")
     assert "At step 1, Delay" in timeline
     assert "Step 1, Delay, ends its wait 4 Dec 2026, 09:00 UTC: the run resumes then" in timeline
+    [inspected] = client.get("/v1/events/ev_0", headers=h).json()["runs"]
+    assert inspected["delayed"] is True and inspected["due_at"] == "2026-12-04T09:00:00Z"
+    assert "Waiting until 4 Dec 2026, 09:00" in page_text(dash, "/events/ev_0")
 
     clock.now = resumes
     drive(system.hub, clock)

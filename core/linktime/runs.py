@@ -495,7 +495,10 @@ class EventRun(BaseModel):
     id: str
     workflow_id: str
     status: RunStatus
-    due_at: datetime | None = Field(description="When a scheduled run or a retry is due")
+    due_at: datetime | None = Field(
+        description="When a scheduled run, a retry or the end of a delay is due"
+    )
+    delayed: bool = Field(False, description="Waiting for the end of a delay, not for a retry")
     note: str | None
     finished_at: datetime | None
 
@@ -534,11 +537,19 @@ def inspect_event(hub: Hub, account_id: str, event_id: str) -> EventInspection:
                 ).where(Run.account_id == account_id, Run.id.in_(ids))
             )
         }
+        delayed = set(
+            conn.scalars(
+                select(RunStep.run_id).where(
+                    RunStep.run_id.in_(ids), RunStep.status == StepStatus.WAITING
+                )
+            )
+        )
     runs = [
         EventRun(
             id=r.id,
             workflow_id=r.workflow_id,
             status=r.status,
+            delayed=r.id in delayed,
             # due_at is also the scheduler's re-send time of a queued run: not a due time
             due_at=r.due_at if r.status in (RunStatus.SCHEDULED, RunStatus.WAITING) else None,
             note=r.note,

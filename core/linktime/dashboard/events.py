@@ -321,8 +321,10 @@ async def event_page(
         item: dict[str, Any] = {"workflow_id": d.workflow_id, "name": d.name, "exists": wf}
         if d.reason is None:
             run = item["run"] = by_id.get(d.run_id) if d.run_id else None
-            # As the run log says them: "Scheduled for" and "Retrying at" take run.due_at.
-            item["status"] = RUN_STATUS[run.status] if run else None
+            # As the run log says them: "Scheduled for", "Retrying at" and "Waiting until" take
+            # run.due_at.
+            status = RUN_STATUS[run.status] if run else None
+            item["status"] = "Waiting until" if run and run.delayed else status
             item["note"] = sentence(run.note) if run and run.note else None
             item["blocked"] = [
                 blocked_sentence(hub, plan.plan, b.action)
