@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 from linktime.actions import ActionContext, ActionType, Result
-from linktime.api import MAX_JSON_DEPTH, create_app
+from linktime.api import create_app
+from linktime.inputs import MAX_JSON_DEPTH
 from linktime.models import sample_event
 from linktime.storage import Event, Workflow
 from litestar.exceptions import LitestarDeprecationWarning

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -55,6 +57,16 @@ def translate(payload: dict[str, Any], lookup: Lookup) -> Translated:
     kind = payload.get("kind")
     if kind == "ping":
         return Translated(note="a ping: nothing to ingest")
+    if kind == "renamed":  # the provider's new uid of a booking it moved
+        lookup.remember(str(payload["new_uid"]), str(payload["uid"]))
+        return Translated(note="renamed")
+    if kind == "paid":  # a payment naming a booking by any uid it is known under
+        known = lookup.booking(str(payload["uid"]))
+        if known is None:
+            return Translated(note="no such booking")
+        paid = {**known.model_dump(mode="json"), "payment": {"amount": "5", "currency": "EUR"}}
+        event = {"id": f"toy:{payload['id']}", "type": "payment.received", "occurred_at": NOW}
+        return Translated([BookingEvent.model_validate({**event, "booking": paid})])
     if kind != "booked":
         raise Untranslatable("kind", f"unknown kind {kind!r}")
     booking = payload.get("booking")
@@ -76,6 +88,13 @@ def sample(now: datetime) -> dict[str, Any]:
 TOY = SourceType("toy", "Toy", ToySettings, verify, translate, sign, sample)
 
 
+def _nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
 def booking(uid: str) -> dict[str, Any]:
     return {
         "uid": uid,
@@ -89,6 +108,7 @@ def booking(uid: str) -> dict[str, Any]:
 def server(tmp_path: Path) -> Iterator[LinktimeServer]:
     registry = plugins.load("webhook")  # a channel, for a reminder workflow to plan
     registry.sources["toy"] = TOY
+    registry.sources["toy2"] = replace(TOY, name="toy2", title="Toy 2")
     hub = LinktimeHub(Settings(data_dir=tmp_path, secret_key="test-secret"))
     hub.registry = registry
     hub.clock = lambda: NOW
@@ -320,3 +340,35 @@ def test_without_a_public_url_the_inbound_url_is_the_address_the_api_was_reached
     assert conn["url"] == url
     assert server.get(f"/v1/sources/{conn['id']}")["url"] == url
     assert [c["url"] for c in server.get("/v1/sources")] == [url]
+
+
+def test_a_source_finds_a_booking_by_the_uid_another_source_renamed_it_to(
+    server: LinktimeServer,
+) -> None:
+    toy, toy2 = server.connect("toy"), server.connect("toy2")
+    made = server.post_signed(toy, {"id": "1", "kind": "booked", "booking": booking("bk_a")})
+    renamed = {"id": "2", "kind": "renamed", "uid": "bk_a", "new_uid": "bk_b"}
+    assert (made.status_code, server.post_signed(toy, renamed).status_code) == (200, 202)
+    paid = server.post_signed(toy2, {"id": "3", "kind": "paid", "uid": "bk_b"})
+    assert paid.status_code == 200, paid.text
+    assert server.get("/v1/events/toy:3")["booking_uid"] == "bk_a"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b"[" * 100_000, "body"),  # deeper than the JSON parser goes
+        (b'{"n": ' + b"9" * 5000 + b"}", "body"),  # more digits than Python reads
+        (json.dumps({"id": "x", "kind": "booked", "deep": _nested(80)}).encode(), "deep.a.a"),
+    ],
+    ids=["recursion", "huge-number", "too-deep"],
+)
+def test_a_signed_body_python_cannot_read_whole_is_a_422_kept(
+    server: LinktimeServer, body: bytes, field: str
+) -> None:
+    conn = server.connect("toy")
+    answer = server.post_signed(conn, body)
+    assert answer.status_code == 422, answer.text
+    assert [f["field"] for f in answer.json()["fields"]] == [field]
+    [kept] = deliveries(server, conn)
+    assert kept["status"] == "untranslatable"

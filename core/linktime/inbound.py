@@ -18,14 +18,14 @@ from datetime import datetime
 from typing import Any, NoReturn
 
 from pydantic import BaseModel, Field, ValidationError
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import Select, delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from . import metrics
 from .crypto import masked, revealed
 from .engine import Hub
 from .errors import FieldError, InputError, NotFound, pydantic_fields
-from .inputs import validate_input
+from .inputs import MAX_JSON_DEPTH, too_deep, validate_input
 from .models import Booking
 from .sources import Inbound, Lookup, SourceRefused, SourceType, Translated, Untranslatable
 from .storage import (
@@ -231,18 +231,30 @@ class _Lookup(Lookup):
         self.hub, self.account_id, self.source = hub, account_id, source
 
     def booking(self, uid: str) -> Booking | None:
+        """The booking ``uid`` names: known under it, or under the uid another source's alias
+        gives it (a Stripe payment naming Cal.com's new uid of a rescheduled booking)."""
         with self.hub.db.connect() as conn:
-            payload = conn.scalar(
-                select(Event.payload)
-                .where(
-                    Event.account_id == self.account_id,
-                    Event.booking_uid == uid,
-                    ~Event.event_id.startswith("test_"),
+            payload = conn.scalar(self._latest(uid))
+            if payload is None:
+                aliased = conn.scalar(
+                    select(SourceAlias.booking_uid)
+                    .where(SourceAlias.account_id == self.account_id, SourceAlias.key == uid[:500])
+                    .limit(1)
                 )
-                .order_by(Event.occurred_at.desc(), Event.id.desc())
-                .limit(1)
-            )
+                payload = conn.scalar(self._latest(aliased)) if aliased else None
         return None if payload is None else Booking.model_validate(payload["booking"])
+
+    def _latest(self, uid: str) -> Select[tuple[dict[str, Any]]]:
+        return (
+            select(Event.payload)
+            .where(
+                Event.account_id == self.account_id,
+                Event.booking_uid == uid,
+                ~Event.event_id.startswith("test_"),
+            )
+            .order_by(Event.occurred_at.desc(), Event.id.desc())
+            .limit(1)
+        )
 
     def alias(self, key: str) -> str | None:
         with self.hub.db.connect() as conn:
@@ -333,8 +345,15 @@ def receive(hub: Hub, connection_id: str, headers: Mapping[str, str], body: byte
         ) from None
     try:
         payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except RecursionError:
+        deep = f"nested deeper than {MAX_JSON_DEPTH} levels"
+        return _untranslatable(hub, connection_id, source.name, None, "body", deep)
+    except ValueError as exc:  # not UTF-8, not JSON, a number of thousands of digits
         return _untranslatable(hub, connection_id, source.name, None, "body", f"not JSON: {exc}")
+    where = too_deep(payload)
+    if where is not None:
+        deep = f"nested deeper than {MAX_JSON_DEPTH} levels"
+        return _untranslatable(hub, connection_id, source.name, _kind(payload), where, deep)
     kind = _kind(payload)
     if not isinstance(payload, dict):
         return _untranslatable(

@@ -6,7 +6,7 @@ a timestamp or a URL as a string."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -26,3 +26,28 @@ def is_hidden(info: FieldInfo) -> bool:
     unseen; runs under way take it from the workflow with the secrets."""
     extra = info.json_schema_extra
     return isinstance(extra, dict) and extra.get("hidden") is True
+
+
+# Deeper than any booking or workflow needs, far below what pydantic and the JSON encoders
+# handle (about 255 levels).
+MAX_JSON_DEPTH = 64
+_FIELD_PATH = 3  # how much of a too-deep value's path names the field
+
+
+def too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> str | None:
+    """Where ``value`` (decoded JSON) nests lists and objects deeper than ``limit``, as the
+    dotted path of the field that holds them, or None. A loop, not recursion: the depth is the
+    attacker's choice."""
+    stack: list[tuple[Any, int, tuple[str, ...]]] = [(value, 0, ())]
+    while stack:
+        item, depth, path = stack.pop()
+        if isinstance(item, dict):
+            children: Iterable[tuple[Any, Any]] = item.items()
+        elif isinstance(item, list):
+            children = enumerate(item)
+        else:
+            continue
+        if depth >= limit:
+            return ".".join(path[:_FIELD_PATH]) or "body"
+        stack.extend((v, depth + 1, (*path, str(k))) for k, v in children)
+    return None

@@ -87,7 +87,8 @@ class Lookup:
 
     def booking(self, uid: str) -> Booking | None:
         """The booking ``uid`` as the account's latest event about it describes it, from any
-        source; None when no event names it."""
+        source, its ``uid`` the one LinkTime knows it under (``uid`` may be another source's
+        alias of it, e.g. Cal.com's new uid of a rescheduled booking); None when none is."""
         return None
 
     def alias(self, key: str) -> str | None:

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -33,6 +33,7 @@ from ..accounts import authenticate
 from ..dashboard import DashboardPlugin
 from ..engine import Hub
 from ..errors import FieldError, InputError, NotFound, pydantic_fields
+from ..inputs import MAX_JSON_DEPTH, too_deep
 from ..integrations import IntegrationOut
 from ..models import BookingEvent, Timestamp
 from ..offload import offload
@@ -56,10 +57,6 @@ from .schemas import (
 
 log = logging.getLogger(__name__)
 
-# Deeper than any booking or workflow needs, far below what pydantic and the JSON encoders
-# handle (about 255 levels).
-MAX_JSON_DEPTH = 64
-_FIELD_PATH = 3  # how much of a too-deep value's path names the field
 
 ERROR_RESPONSES = {
     code: ResponseSpec(data_container=ErrorOut, description=text)
@@ -135,25 +132,6 @@ class _BodiesAsDeclared(PydanticInitPlugin):
     @classmethod
     def decoders(cls, validate_strict: bool = False) -> list[tuple[Callable[[Any], bool], Any]]:
         return [(_is_model, _validate_body), *super().decoders(validate_strict)]
-
-
-def too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> str | None:
-    """Where ``value`` (decoded JSON) nests lists and objects deeper than ``limit``, as the
-    dotted path of the field that holds them, or None. A loop, not recursion: the depth is the
-    attacker's choice."""
-    stack: list[tuple[Any, int, tuple[str, ...]]] = [(value, 0, ())]
-    while stack:
-        item, depth, path = stack.pop()
-        if isinstance(item, dict):
-            children: Iterable[tuple[Any, Any]] = item.items()
-        elif isinstance(item, list):
-            children = enumerate(item)
-        else:
-            continue
-        if depth >= limit:
-            return ".".join(path[:_FIELD_PATH]) or "body"
-        stack.extend((v, depth + 1, (*path, str(k))) for k, v in children)
-    return None
 
 
 async def _read_json(request: Request[Any, Any, Any]) -> None:
