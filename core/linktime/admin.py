@@ -110,7 +110,7 @@ def list_accounts(hub: Hub) -> list[AccountOut]:
 
 def account_usage(hub: Hub, account_id: str) -> UsageOut:
     """One account: its plan, active workflows against the limit, and which installed actions
-    the plan allows."""
+    the plan allows (the logic steps, which send nothing, are no plan's to allow)."""
     found = _summaries(hub, Account.id == account_id)
     if not found:
         raise NotFound(f"no account {account_id!r}")
@@ -120,6 +120,7 @@ def account_usage(hub: Hub, account_id: str) -> UsageOut:
         actions=[
             Allowance(action=a.name, capability=a.capability, allowed=plan.allows(a))
             for a in sorted(hub.registry.actions.values(), key=lambda a: a.name)
+            if not a.logic
         ],
         sms_credits=credits.sms_usage(hub, account_id).out(),
     )

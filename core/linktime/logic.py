@@ -17,6 +17,9 @@ from .conditions import Conditions
 # As far as a reminder may be planned from its meeting (workflows.MAX_OFFSET_MINUTES).
 MAX_DELAY = timedelta(days=90)
 _UNIT_MINUTES = {"minutes": 1, "hours": 60, "days": 60 * 24}
+# A logic step reads the booking at most: far below any step lease an operator may set (a
+# worker refuses to start with an action whose timeout is not below it).
+TIMEOUT = 2.0
 
 
 def _iso(moment: datetime) -> str:
@@ -126,6 +129,7 @@ ACTIONS = (
         execute=_delay,
         preview=_delay_preview,
         logic=True,
+        timeout=TIMEOUT,
     ),
     ActionType(
         name="logic.filter",
@@ -135,5 +139,6 @@ ACTIONS = (
         execute=_filter,
         preview=_filter_preview,
         logic=True,
+        timeout=TIMEOUT,
     ),
 )
