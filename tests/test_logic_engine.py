@@ -26,15 +26,23 @@ from .test_engine_paths import Script, scripted
 START = datetime(2026, 12, 10, 15, 0, tzinfo=UTC)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def hub(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Hub, Clock]]:
-    registry = registry_with(ActionType("test.scripted", "Scripted", Script, scripted))
+def hub_with(
+    request: pytest.FixtureRequest, tmp_path: Path, *actions: ActionType
+) -> Iterator[tuple[Hub, Clock]]:
+    """A hub on the database ``request.param`` names, with the scripted action and
+    ``actions``, on a clock the test moves."""
+    registry = registry_with(ActionType("test.scripted", "Scripted", Script, scripted), *actions)
     clock = Clock(datetime(2026, 12, 1, 9, 0, tzinfo=UTC))
     url = None if request.param == "sqlite" else request.getfixturevalue("pg_url")
     made = Hub(fast_settings(data_dir=tmp_path, database_url=url), registry=registry, clock=clock)
     made.migrate()
     yield made, clock
     made.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def hub(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Hub, Clock]]:
+    yield from hub_with(request, tmp_path)
 
 
 def ok(**extra: Any) -> dict[str, Any]:

@@ -22,9 +22,8 @@ from linktime.workflows import WorkflowIn, create
 from pydantic import BaseModel
 from sqlalchemy import select, update
 
-from .conftest import Clock, fast_settings, registry_with
-from .test_engine_paths import Script, scripted
-from .test_logic_engine import START, booking, drive, ok, run_of, start
+from .conftest import Clock
+from .test_logic_engine import START, booking, drive, hub_with, ok, run_of, start
 
 SENT: list[str] = []
 
@@ -53,17 +52,12 @@ def waits_until_moment(ctx: ActionContext) -> Result:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def xhub(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Hub, Clock]]:
-    registry = registry_with(
-        ActionType("test.scripted", "Scripted", Script, scripted),
+    yield from hub_with(
+        request,
+        tmp_path,
         ActionType("test.waits", "Waits", Note, waits_then_sends),
         ActionType("test.moment", "Moment", Note, waits_until_moment),
     )
-    clock = Clock(datetime(2026, 12, 1, 9, 0, tzinfo=UTC))
-    url = None if request.param == "sqlite" else request.getfixturevalue("pg_url")
-    made = Hub(fast_settings(data_dir=tmp_path, database_url=url), registry=registry, clock=clock)
-    made.migrate()
-    yield made, clock
-    made.close()
 
 
 def die_mid_attempt(h: Hub, run_id: str) -> None:
