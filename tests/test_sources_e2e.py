@@ -84,7 +84,7 @@ def test_a_stripe_payment_for_a_calcom_booking_starts_the_payment_confirmation_t
     assert run["workflow_id"] == workflow_id
 
     assert finished_run(served, run["id"])["status"] == "succeeded"
-    event = served.get(f"/v1/events/stripe:{intent['id']}")
+    event = served.get(f"/v1/events/payment:{intent['id']}")
     assert (event["type"], event["source"], event["booking_uid"]) == (
         "payment.received",
         "stripe",
@@ -96,3 +96,47 @@ def test_a_stripe_payment_for_a_calcom_booking_starts_the_payment_confirmation_t
     assert mail.message["Subject"] == f"Payment received for {booked['payload']['title']}"
     text = mail.message.get_content()
     assert f"your payment of 45.00 EUR (reference {intent['id']})" in text, text
+
+
+def test_one_payment_cal_com_and_stripe_both_report_starts_payment_confirmation_once(
+    served: LinktimeServer, peers: Peers
+) -> None:
+    """Cal.com's BOOKING_PAID and Stripe's payment_intent.succeeded for the same PaymentIntent
+    are one payment: the second report is a replay, one email goes out."""
+    workflow_id = enable_template(served, "Payment Confirmation")
+    calcom = served.connect("calcom")
+    stripe = served.connect("stripe", signing_secret=STRIPE_SECRET)
+    now = datetime.now(UTC)
+    booked = served.hub.registry.sources["calcom"].sample(now)
+    paid = {**booked, "triggerEvent": "BOOKING_PAID"}
+    intent_id = "pi_3QcalcomAndStripe0000001"
+    paid["payload"] = {
+        **booked["payload"],
+        "price": 4500,
+        "currency": "EUR",
+        "paymentId": 17,
+        "metadata": {**booked["payload"]["metadata"], "externalId": intent_id},
+    }
+    payment = served.hub.registry.sources["stripe"].sample(now)
+    intent = payment["data"]["object"]
+    intent.update(id=intent_id, amount=4500, amount_received=4500, currency="eur")
+    intent["metadata"] = {"booking_uid": booked["payload"]["uid"]}
+
+    assert served.post_signed(calcom, booked).status_code == 200
+    first = served.post_signed(calcom, paid)
+    assert first.status_code == 200, first.text
+    [reported] = first.json()["events"]
+    [run] = reported["runs"]
+    assert run["workflow_id"] == workflow_id
+    second = served.post_signed(stripe, payment, secret=STRIPE_SECRET)
+    assert second.status_code == 200, second.text
+    [replayed] = second.json()["events"]
+    assert replayed == reported  # the first answer, starting nothing new
+
+    assert finished_run(served, run["id"])["status"] == "succeeded"
+    event = served.get(f"/v1/events/payment:{intent_id}")
+    assert (event["source"], [r["id"] for r in event["runs"]]) == ("calcom", [run["id"]])
+    [delivery] = served.get(f"/v1/sources/{stripe['id']}/deliveries")
+    assert delivery["events"][0]["replayed"] is True
+    [mail] = peers.smtp.delivered
+    assert mail.rcpt_tos == ["grace@example.com"]

@@ -7,9 +7,13 @@ LinkTime keeps one booking, under the first uid: the new uid is remembered as an
 later events about it (a cancellation, a payment) land on the same booking and its reminders.
 
 Cal.com's signature carries no time, so a replayed delivery would verify for ever. The signed
-body carries one, ``createdAt`` (set when Cal.com sends it): a booking trigger whose
-``createdAt`` is more than five minutes from the hub's clock, either way, is refused, and
+body carries one, ``createdAt`` (set when Cal.com sends it): a delivery whose ``createdAt`` is
+more than five minutes from the hub's clock, either way, is refused, whatever its trigger, and
 within those minutes the same delivery is the same event id, an idempotent replay.
+
+A payment names the payment processor's id (Stripe's PaymentIntent, ``pi_…``) when Cal.com
+gives it: its event id is then ``payment:{pi_…}``, the one the ``stripe`` source gives the same
+payment, so "Payment Received" fires once whichever reports it.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -44,8 +49,18 @@ HEADER = "X-Cal-Signature-256"
 UNSIGNED = "no-secret-provided"
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+_CURRENCY = re.compile(r"[A-Za-z]{3}")
 MAX_CUSTOM_FIELDS = 50
 MAX_TEXT = 2000
+# The core's limits on a booking's uid and an event's id.
+MAX_UID = 200
+MAX_EVENT_ID = 200
+# Longer than any IANA zone name (the longest is about 30): a longer one is not a zone.
+MAX_TIMEZONE = 100
+# A payment's event id by its processor's id, the same from every source that reports it.
+PAYMENT_ID = "payment:{}"
+# The trigger Cal.com's "Ping test" sends, the one delivery that may come without createdAt.
+PING = "PING"
 
 
 class CalcomSettings(BaseModel):
@@ -85,20 +100,26 @@ def verify(request: Inbound, settings: CalcomSettings) -> None:
 
 
 def _fresh(request: Inbound) -> None:
-    """Refuse a booking delivery whose signed ``createdAt`` is not within MAX_SIGNATURE_AGE of
-    now. Other triggers are only acknowledged, and some (MEETING_STARTED) put the booking's own
-    creation time there, so they are not judged by it."""
+    """Refuse a delivery whose signed ``createdAt`` is not within MAX_SIGNATURE_AGE of now,
+    whatever its trigger: one LinkTime only acknowledges would otherwise be kept again at each
+    replay, for ever. Only Cal.com's ping test may come without it."""
     try:
         payload = json.loads(request.body)
-    except ValueError:
-        return  # not JSON: the core answers 422 for the body
-    if not isinstance(payload, dict) or payload.get("triggerEvent") not in _TRIGGERS:
+    except (ValueError, RecursionError):
+        return  # not JSON the core can read: it answers 422 for the body
+    if not isinstance(payload, dict):
+        return
+    if "createdAt" not in payload and payload.get("triggerEvent") == PING:
         return
     created = _moment(payload.get("createdAt"))
     if created is None:
         raise SourceRefused("no createdAt to tell how old the delivery is")
-    if abs(request.now - created) > MAX_SIGNATURE_AGE:
-        minutes = int(MAX_SIGNATURE_AGE.total_seconds() // 60)
+    minutes = int(MAX_SIGNATURE_AGE.total_seconds() // 60)
+    try:
+        stale = abs(request.now - created) > MAX_SIGNATURE_AGE
+    except OverflowError:  # at the edge of datetime's years: no time Cal.com sends
+        stale = True
+    if stale:
         raise SourceRefused(f"createdAt is more than {minutes} minutes from now: a replay")
 
 
@@ -106,34 +127,68 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
+def _object(data: dict[str, Any], key: str, path: str) -> dict[str, Any]:
+    """``data[key]``, an object; absent or null is an empty one."""
+    value = data.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise Untranslatable(f"{path}.{key}", "expected an object")
+    return value
 
 
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
+def _array(data: dict[str, Any], key: str, path: str) -> list[Any]:
+    value = data.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise Untranslatable(f"{path}.{key}", "expected a list")
+    return value
 
 
-def _text(value: Any, limit: int = MAX_TEXT) -> str | None:
-    return value[:limit] if isinstance(value, str) and value else None
-
-
-def _person(data: Any, phone: Any = None) -> dict[str, Any] | None:
-    if not isinstance(data, dict):
+def _text(
+    data: dict[str, Any], key: str, path: str, limit: int = MAX_TEXT, cut: bool = True
+) -> str | None:
+    """``data[key]``, a string or nothing: prose is cut to ``limit``; what a cut would make
+    wrong (an address, a link, a name of a thing) is refused beyond it (``cut=False``)."""
+    value = data.get(key)
+    if value is None or value == "":
         return None
+    if not isinstance(value, str):
+        raise Untranslatable(f"{path}.{key}", "expected a string")
+    if len(value) > limit and not cut:
+        raise Untranslatable(f"{path}.{key}", f"longer than {limit} characters")
+    return value[:limit]
+
+
+def _integer(data: dict[str, Any], key: str, path: str) -> int | None:
+    value = data.get(key)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise Untranslatable(f"{path}.{key}", "expected an integer")
+    return value
+
+
+def _person(data: Any, path: str, phone: str | None = None) -> dict[str, Any] | None:
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        raise Untranslatable(path, "expected a person (an object)")
+    email = _text(data, "email", path, 320, cut=False)
     person = {
-        "name": _text(data.get("name"), 200) or _text(data.get("email"), 200) or "",
-        "email": _text(data.get("email"), 320),
-        "phone": _text(data.get("phoneNumber") or phone, 40),
+        "name": _text(data, "name", path, 200) or (email or "")[:200],
+        "email": email,
+        "phone": _text(data, "phoneNumber", path, 40, cut=False) or phone,
     }
-    if isinstance(data.get("timeZone"), str):
-        person["timezone"] = data["timeZone"]
+    timezone = _text(data, "timeZone", path, MAX_TIMEZONE, cut=False)
+    if timezone is not None:
+        person["timezone"] = timezone
     return person
 
 
 def _answer(response: Any) -> Any:
     """A booking form answer as Cal.com sends it (``{"label", "value"}``) as one custom value:
-    lists joined, a location's option (an address, a phone number) or else its kind."""
+    lists joined, a location's option (an address, a phone number) or else its kind. Answers
+    of no shape a custom value takes are left out."""
     value = response.get("value") if isinstance(response, dict) else None
     if isinstance(value, dict):
         value = value.get("optionValue") or value.get("value")
@@ -141,28 +196,43 @@ def _answer(response: Any) -> Any:
         value = ", ".join(str(v) for v in value)
     if isinstance(value, str):
         return value[:MAX_TEXT] if value else None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     return value if isinstance(value, bool | int | float) else None
 
 
-def _custom_fields(responses: Any) -> dict[str, Any]:
+def _phone_answer(responses: dict[str, Any]) -> str | None:
+    """The attendee's phone from the ``attendeePhoneNumber`` answer."""
+    phone = _answer(responses.get("attendeePhoneNumber"))
+    if not isinstance(phone, str):
+        return None
+    if len(phone) > 40:
+        raise Untranslatable("payload.responses.attendeePhoneNumber", "longer than 40 characters")
+    return phone
+
+
+def _custom_fields(responses: dict[str, Any]) -> dict[str, Any]:
     fields: dict[str, Any] = {}
-    for key, response in _dict(responses).items():
-        safe = _UNSAFE.sub("_", str(key)).strip("_")[:100]
+    for key, response in responses.items():
+        safe = _UNSAFE.sub("_", key).strip("_")[:100]
         value = _answer(response)
         if safe and value is not None and len(fields) < MAX_CUSTOM_FIELDS:
             fields[safe] = value
     return fields
 
 
-def _meeting_url(body: dict[str, Any]) -> str | None:
+def _meeting_url(body: dict[str, Any], location: str | None) -> str | None:
     """The link Cal.com gives the attendee: ``metadata.videoCallUrl`` (Cal.com's own choice,
     e.g. its /video page for Cal Video), else the video app's ``videoCallData.url``, else a
     location that is a link."""
-    metadata = _dict(body.get("metadata"))
-    call = _dict(body.get("videoCallData"))
-    location = _text(body.get("location"))
+    metadata = _object(body, "metadata", "payload")
+    call = _object(body, "videoCallData", "payload")
     link = location if location and location.startswith(("https://", "http://")) else None
-    return _text(metadata.get("videoCallUrl")) or _text(call.get("url")) or link
+    return (
+        _text(metadata, "videoCallUrl", "payload.metadata", cut=False)
+        or _text(call, "url", "payload.videoCallData", cut=False)
+        or link
+    )
 
 
 def _required(body: dict[str, Any], key: str) -> str:
@@ -174,8 +244,8 @@ def _required(body: dict[str, Any], key: str) -> str:
 
 
 def _cal_uid(body: dict[str, Any], key: str = "uid") -> str:
-    uid = body.get(key)
-    if not isinstance(uid, str) or not uid:
+    uid = _text(body, key, "payload", MAX_UID, cut=False)
+    if uid is None:
         raise Untranslatable(f"payload.{key}", "missing: Cal.com names every booking by uid")
     return uid
 
@@ -187,61 +257,68 @@ def _uid(lookup: Lookup, cal_uid: str) -> str:
 
 def _booking(body: dict[str, Any], uid: str, status: str) -> dict[str, Any]:
     """The LinkTime booking a Cal.com booking payload describes."""
-    responses = _dict(body.get("responses"))
-    attendees = _list(body.get("attendees"))
+    responses = _object(body, "responses", "payload")
+    attendees = _array(body, "attendees", "payload")
+    phone = _phone_answer(responses)
     people = [
-        _person(a, _answer(responses.get("attendeePhoneNumber")) if i == 0 else None)
+        _person(a, f"payload.attendees.{i}", phone if i == 0 else None)
         for i, a in enumerate(attendees)
     ]
     invitees = [p for p in people if p is not None]
-    meeting_url = _meeting_url(body)
-    location = _text(body.get("location"))
+    location = _text(body, "location", "payload", cut=False)
+    meeting_url = _meeting_url(body, location)
     if location and location.startswith("integrations:") and meeting_url:
         location = meeting_url  # "integrations:daily" says nothing to a person
     return {
         "uid": uid,
-        "title": _text(body.get("title"), 500),
+        "title": _text(body, "title", "payload", 500),
         "status": status,
         "event_type": {
-            "id": body.get("eventTypeId"),
-            "slug": _text(body.get("type"), 200),
-            "title": _text(body.get("eventTitle"), 500),
+            "id": _integer(body, "eventTypeId", "payload"),
+            "slug": _text(body, "type", "payload", 200),
+            "title": _text(body, "eventTitle", "payload", 500),
         },
         "start": _required(body, "startTime"),
         "end": _required(body, "endTime"),
         "location": location,
         "meeting_url": meeting_url,
-        "host": _person(body.get("organizer")),
+        "host": _person(body.get("organizer"), "payload.organizer"),
         "invitee": invitees[0] if invitees else None,
         "invitees": invitees,
         "guests": invitees[1:],
         # Cal.com fills description with the booker's notes when it has none of its own.
-        "notes": _text(body.get("additionalNotes"), 10_000)
-        or _text(body.get("description"), 10_000),
+        "notes": _text(body, "additionalNotes", "payload", 10_000)
+        or _text(body, "description", "payload", 10_000),
         "reschedule_reason": _answer(responses.get("rescheduleReason")),
         "custom_fields": _custom_fields(responses),
-        "calcom": {"uid": body.get("uid"), "booking_id": body.get("bookingId")},
+        "calcom": {"uid": body["uid"], "booking_id": _integer(body, "bookingId", "payload")},
     }
 
 
 def _amount(price: Any, currency: str) -> Decimal:
-    if isinstance(price, bool) or not isinstance(price, int):
+    if isinstance(price, bool) or not isinstance(price, int) or price < 0:
         raise Untranslatable("payload.price", "expected the amount in minor units (an integer)")
     return major_units(price, currency)
 
 
-def _event(
-    kind: str, trigger: str, cal_uid: str, created: str, booking: dict[str, Any]
-) -> BookingEvent:
+def _event_id(*parts: str) -> str:
+    """An event id of ``parts``, the same for the same delivery; one longer than the core
+    takes (a long uid) is named by its digest instead."""
+    readable = ":".join(parts)
+    if len(readable) <= MAX_EVENT_ID:
+        return readable
+    return f"{parts[0]}:{hashlib.sha256(readable.encode()).hexdigest()}"
+
+
+def _event(kind: str, event_id: str, created: str, booking: dict[str, Any]) -> BookingEvent:
     return BookingEvent.model_validate(
-        {
-            # Stable per Cal.com delivery: a retry of it is a replay.
-            "id": f"calcom:{trigger}:{cal_uid}:{created}",
-            "type": kind,
-            "occurred_at": created,
-            "booking": booking,
-        }
+        {"id": event_id, "type": kind, "occurred_at": created, "booking": booking}
     )
+
+
+def _delivery(trigger: str, cal_uid: str, created: str) -> str:
+    """Stable per Cal.com delivery: a retry of it is a replay."""
+    return _event_id("calcom", trigger, cal_uid, created)
 
 
 Mapper = Callable[[str, str, dict[str, Any], Lookup], Translated]
@@ -254,48 +331,90 @@ def _simple(kind: str, status: str, reason: str = "cancellationReason") -> Mappe
     def mapped(trigger: str, created: str, body: dict[str, Any], lookup: Lookup) -> Translated:
         cal_uid = _cal_uid(body)
         booking = _booking(body, _uid(lookup, cal_uid), status)
-        booking["cancellation_reason"] = _text(body.get(reason))
-        return Translated([_event(kind, trigger, cal_uid, created, booking)])
+        booking["cancellation_reason"] = _text(body, reason, "payload")
+        return Translated([_event(kind, _delivery(trigger, cal_uid, created), created, booking)])
 
     return mapped
+
+
+def _requested(trigger: str, created: str, body: dict[str, Any], lookup: Lookup) -> Translated:
+    # Cal.com sends BOOKING_CREATED, same uid, once the host confirms: that is the booking.
+    return Translated(
+        note="a booking request awaiting the host's confirmation: booking.created follows "
+        "when it is confirmed"
+    )
 
 
 def _rescheduled(trigger: str, created: str, body: dict[str, Any], lookup: Lookup) -> Translated:
     cal_uid = _cal_uid(body)
     original = _uid(lookup, _cal_uid(body, "rescheduleUid"))
-    lookup.remember(cal_uid, original)
     booking = _booking(body, original, "accepted")
     before = _moment(body.get("rescheduleStartTime"))
+    if before is None and body.get("rescheduleStartTime") is not None:
+        raise Untranslatable(
+            "payload.rescheduleStartTime", "expected an ISO 8601 time with a timezone"
+        )
     if before is None:
         known = lookup.booking(original)
         before = known.start if known is not None else None
     booking["previous_start"] = before
-    return Translated([_event("booking.rescheduled", trigger, cal_uid, created, booking)])
+    kind, event_id = "booking.rescheduled", _delivery(trigger, cal_uid, created)
+    event = _event(kind, event_id, created, booking)
+    # Only once the event is valid: a refused payload leaves no alias behind.
+    lookup.remember(cal_uid, original)
+    return Translated([event])
+
+
+def _processor_id(body: dict[str, Any], metadata: dict[str, Any]) -> str | None:
+    """The payment processor's own id of the payment, when Cal.com gives it: Stripe's
+    PaymentIntent (``pi_…``), in ``metadata.externalId`` or ``paymentId``."""
+    given = ("payload.metadata.externalId", metadata.get("externalId"))
+    for path, value in (given, ("payload.paymentId", body.get("paymentId"))):
+        if isinstance(value, str) and value.startswith("pi_"):
+            if len(PAYMENT_ID.format(value)) > MAX_EVENT_ID:
+                raise Untranslatable(path, "longer than a payment id can be")
+            return value
+    return None
 
 
 def _paid(trigger: str, created: str, body: dict[str, Any], lookup: Lookup) -> Translated:
     cal_uid = _cal_uid(body)
     booking = _booking(body, _uid(lookup, cal_uid), "accepted")
     currency = body.get("currency")
-    if not isinstance(currency, str) or len(currency) != 3:
+    if not (isinstance(currency, str) and _CURRENCY.fullmatch(currency)):
         raise Untranslatable("payload.currency", "expected a three-letter currency code")
     currency = currency.upper()
-    metadata = _dict(body.get("metadata"))
-    reference = metadata.get("externalId") or body.get("paymentId")
+    metadata = _object(body, "metadata", "payload")
+    external = _text(metadata, "externalId", "payload.metadata", 500, cut=False)
+    payment_id = body.get("paymentId")
+    if isinstance(payment_id, bool) or not isinstance(payment_id, str | int | None):
+        raise Untranslatable("payload.paymentId", "expected Cal.com's payment id")
+    reference = external or (None if payment_id is None else str(payment_id)[:500])
     booking["payment"] = {
         "amount": _amount(body.get("price"), currency),
         "currency": currency,
-        "reference": None if reference is None else str(reference)[:500],
+        "reference": reference,
     }
-    return Translated([_event("payment.received", trigger, cal_uid, created, booking)])
+    processor = _processor_id(body, metadata)
+    # One payment, whoever reports it (Cal.com, Stripe), is one event: a second is a replay.
+    event_id = PAYMENT_ID.format(processor) if processor else _delivery(trigger, cal_uid, created)
+    return Translated([_event("payment.received", event_id, created, booking)])
 
 
 def _no_show(trigger: str, created: str, body: dict[str, Any], lookup: Lookup) -> Translated:
     """Cal.com names only the booking and who was marked: the rest is the booking as LinkTime
     last heard of it."""
     cal_uid = _cal_uid(body, "bookingUid")
-    attendees = _list(body.get("attendees"))
-    marked = [a["email"] for a in attendees if isinstance(a, dict) and a.get("noShow") is True]
+    marked = []
+    for n, attendee in enumerate(_array(body, "attendees", "payload")):
+        path = f"payload.attendees.{n}"
+        if not isinstance(attendee, dict):
+            raise Untranslatable(path, "expected an attendee (an object)")
+        if attendee.get("noShow") is True:
+            email = _text(attendee, "email", path, 320, cut=False)
+            if email is None:
+                raise Untranslatable(f"{path}.email", "missing: who was marked as a no-show")
+            marked.append(email)
     if not marked:
         return Translated(note="Cal.com took a no-show mark back; LinkTime keeps no-shows marked")
     known = lookup.booking(_uid(lookup, cal_uid))
@@ -304,12 +423,13 @@ def _no_show(trigger: str, created: str, body: dict[str, Any], lookup: Lookup) -
     booking = known.model_dump(mode="json")
     booking["no_show"] = True
     booking["no_show_attendees"] = marked
-    return Translated([_event("booking.no_show", trigger, cal_uid, created, booking)])
+    event_id = _delivery(trigger, cal_uid, created)
+    return Translated([_event("booking.no_show", event_id, created, booking)])
 
 
 _TRIGGERS: dict[str, Mapper] = {
     "BOOKING_CREATED": _simple("booking.created", "accepted"),
-    "BOOKING_REQUESTED": _simple("booking.created", "pending"),
+    "BOOKING_REQUESTED": _requested,
     "BOOKING_RESCHEDULED": _rescheduled,
     "BOOKING_CANCELLED": _simple("booking.cancelled", "cancelled"),
     "BOOKING_REJECTED": _simple("booking.cancelled", "rejected", "rejectionReason"),
@@ -320,8 +440,10 @@ _TRIGGERS: dict[str, Mapper] = {
 
 def translate(payload: dict[str, Any], lookup: Lookup) -> Translated:
     trigger = payload.get("triggerEvent")
-    if not isinstance(trigger, str) or not trigger:
+    if trigger is None or trigger == "":
         raise Untranslatable("triggerEvent", "missing: is a payload template set in Cal.com?")
+    if not isinstance(trigger, str):
+        raise Untranslatable("triggerEvent", "expected the trigger's name (a string)")
     mapper = _TRIGGERS.get(trigger)
     if mapper is None:
         return Translated(note=f"Cal.com's {trigger[:100]} is not a booking change LinkTime takes")
@@ -388,8 +510,8 @@ CALCOM = SourceType(
     translate=translate,
     sign=sign,
     sample=sample,
-    description="Cal.com booking webhooks: created, requested, rescheduled, cancelled, "
-    "rejected, paid and no-show",
+    description="Cal.com booking webhooks: created (a request once the host confirms it), "
+    "rescheduled, cancelled, rejected, paid and no-show",
     setup_url="https://app.cal.com/settings/developer/webhooks",
 )
 

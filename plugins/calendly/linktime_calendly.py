@@ -1,10 +1,12 @@
 """LinkTime booking source ``calendly``: Calendly's webhooks (API v2) as booking events.
 
 ``invitee.created`` becomes ``booking.created`` (and ``payment.received`` when the invitee paid
-while booking); ``invitee.canceled`` becomes ``booking.cancelled``. A reschedule, which Calendly
-sends as an ``invitee.canceled`` with ``rescheduled: true`` and an ``invitee.created`` carrying
-``old_invitee``, becomes one ``booking.rescheduled`` of the original booking, whichever half
-arrives first: the canceled half is no event, the created half is the reschedule.
+while booking, named ``payment:{external_id}`` by the processor's id of the payment, as every
+source names it, so a payment Stripe reports too is one event); ``invitee.canceled`` becomes
+``booking.cancelled``. A reschedule, which Calendly sends as an ``invitee.canceled`` with
+``rescheduled: true`` and an ``invitee.created`` carrying ``old_invitee``, becomes one
+``booking.rescheduled`` of the original booking, whichever half arrives first: the canceled
+half is no event, the created half is the reschedule.
 
 A booking's uid is the UUID of the invitee who booked it (one invitee is one booking of a
 one-on-one event); the invitee that replaces it on a reschedule is remembered as naming the
@@ -19,10 +21,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -51,6 +54,16 @@ _MAX_KEY = 100
 _MAX_ANSWER = 2000
 # An invitee's URI: https://api.calendly.com/scheduled_events/<event>/invitees/<invitee uuid>
 _INVITEE_URI = re.compile(r"/invitees/([A-Za-z0-9_-]{1,100})/?$")
+_CURRENCY = re.compile(r"[A-Za-z]{3}")
+# Longer than any IANA zone name (the longest is about 30): a longer one is not a zone.
+_MAX_TIMEZONE = 100
+_MAX_EMAIL = 320
+# A payment's event id by its processor's id, the same from every source that reports it; an
+# id longer than this would not fit the core's 200 characters.
+PAYMENT_ID = "payment:{}"
+_MAX_PAYMENT_ID = 190
+# No booking is paid a trillion in any currency: a larger amount is not one.
+_MAX_AMOUNT = 10**12
 
 
 class CalendlySettings(BaseModel):
@@ -83,13 +96,16 @@ def verify(request: Inbound, settings: CalendlySettings) -> None:
     t, v1 = parts.get("t", ""), parts.get("v1", "")
     if not (t and v1):
         raise SourceRefused(f"no {HEADER} header with t= and v1=")
-    if not t.isdigit():
+    if not (t.isascii() and t.isdigit()):
         raise SourceRefused(f"the {HEADER} timestamp is not a Unix time")
     expected = _mac(settings.signing_key.get_secret_value(), t, request.body)
     if not hmac.compare_digest(expected.encode(), v1.encode()):
         raise SourceRefused("the signature does not match")
     # A retry Calendly makes later is signed anew; an old signature is a replayed request.
-    signed_at = datetime.fromtimestamp(int(t), UTC)
+    try:
+        signed_at = datetime.fromtimestamp(int(t), UTC)
+    except (OverflowError, OSError, ValueError):
+        raise SourceRefused(f"the {HEADER} timestamp is not a time") from None
     if abs(request.now - signed_at) > MAX_SIGNATURE_AGE:
         minutes = int(MAX_SIGNATURE_AGE.total_seconds() // 60)
         raise SourceRefused(f"the signature's timestamp is more than {minutes} minutes off")
@@ -110,12 +126,30 @@ def _object(data: dict[str, Any], key: str, path: str) -> dict[str, Any]:
     return value
 
 
-def _text(data: dict[str, Any], key: str, path: str) -> str | None:
+def _text(data: dict[str, Any], key: str, path: str, limit: int | None = None) -> str | None:
     value = data.get(key)
     if value is None or value == "":
         return None
     if not isinstance(value, str):
         raise Untranslatable(_at(path, key), "expected a string")
+    if limit is not None and len(value) > limit:
+        raise Untranslatable(_at(path, key), f"longer than {limit} characters")
+    return value
+
+
+def _optional_object(data: dict[str, Any], key: str, path: str) -> dict[str, Any] | None:
+    value = data.get(key)
+    if value is not None and not isinstance(value, dict):
+        raise Untranslatable(_at(path, key), "expected an object")
+    return value
+
+
+def _list(data: dict[str, Any], key: str, path: str) -> list[Any]:
+    value = data.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise Untranslatable(_at(path, key), "expected a list")
     return value
 
 
@@ -150,10 +184,10 @@ def _last_segment(uri: str | None) -> str | None:
 
 
 def _timezone(invitee: dict[str, Any]) -> str:
-    name = _text(invitee, "timezone", "payload") or "UTC"
+    name = _text(invitee, "timezone", "payload", _MAX_TIMEZONE) or "UTC"
     try:
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         raise Untranslatable("payload.timezone", f"unknown IANA timezone {name!r}") from None
     return name
 
@@ -167,9 +201,7 @@ def custom_key(question: str) -> str:
 def _answers(invitee: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The booking form's answers as custom fields, and each question with its key and its
     original text (``booking.questions``), in the form's order."""
-    given = invitee.get("questions_and_answers") or []
-    if not isinstance(given, list):
-        raise Untranslatable("payload.questions_and_answers", "expected a list")
+    given = _list(invitee, "questions_and_answers", "payload")
     fields: dict[str, Any] = {}
     questions: list[dict[str, Any]] = []
     for n, item in enumerate(given):
@@ -191,8 +223,8 @@ def _answers(invitee: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, An
 def _location(event: dict[str, Any]) -> tuple[str | None, str | None]:
     """Where the meeting is (an address, a phone number, or the conferencing kind) and its
     join URL when it is online."""
-    where = event.get("location")
-    if not isinstance(where, dict):
+    where = _optional_object(event, "location", "payload.scheduled_event")
+    if where is None:
         return None, None
     join = _text(where, "join_url", "payload.scheduled_event.location")
     place = _text(where, "location", "payload.scheduled_event.location")
@@ -200,34 +232,60 @@ def _location(event: dict[str, Any]) -> tuple[str | None, str | None]:
 
 
 def _hosts(event: dict[str, Any]) -> list[dict[str, Any]]:
-    members = event.get("event_memberships") or []
-    if not isinstance(members, list):
-        raise Untranslatable("payload.scheduled_event.event_memberships", "expected a list")
+    members = _list(event, "event_memberships", "payload.scheduled_event")
     hosts = []
     for n, member in enumerate(members):
         path = f"payload.scheduled_event.event_memberships.{n}"
         if not isinstance(member, dict):
             raise Untranslatable(path, "expected an object")
-        email = _text(member, "user_email", path)
+        email = _text(member, "user_email", path, _MAX_EMAIL)
         name = _text(member, "user_name", path) or email
         if name:
             hosts.append({"name": name, "email": email})
     return hosts
 
 
+def _guests(event: dict[str, Any]) -> list[dict[str, Any]]:
+    guests = []
+    for n, guest in enumerate(_list(event, "event_guests", "payload.scheduled_event")):
+        path = f"payload.scheduled_event.event_guests.{n}"
+        if not isinstance(guest, dict):
+            raise Untranslatable(path, "expected an object")
+        email = _text(guest, "email", path, _MAX_EMAIL)
+        if email:
+            guests.append({"email": email})
+    return guests
+
+
+def _tracking(invitee: dict[str, Any]) -> dict[str, str]:
+    """The UTM parameters (and Salesforce id) that are set."""
+    tracking = _optional_object(invitee, "tracking", "payload") or {}
+    return {k: v for k in tracking if (v := _text(tracking, k, "payload.tracking", _MAX_ANSWER))}
+
+
+def _amount(paid: dict[str, Any]) -> Decimal:
+    amount = paid.get("amount")
+    if (
+        isinstance(amount, bool)
+        or not isinstance(amount, int | float)
+        or not (math.isfinite(amount) and 0 <= amount < _MAX_AMOUNT)
+    ):
+        raise Untranslatable("payload.payment.amount", "expected the amount paid (a number)")
+    return Decimal(str(amount))
+
+
 def _payment(invitee: dict[str, Any]) -> dict[str, Any] | None:
-    paid = invitee.get("payment")
-    if not isinstance(paid, dict):
+    paid = _optional_object(invitee, "payment", "payload")
+    if paid is None:
         return None
-    try:
-        amount = Decimal(str(paid.get("amount")))
-    except InvalidOperation:
-        raise Untranslatable("payload.payment.amount", "expected a number") from None
+    currency = _required(paid, "currency", "payload.payment")
+    if not _CURRENCY.fullmatch(currency):
+        raise Untranslatable("payload.payment.currency", "expected a three-letter currency code")
     return {
-        "amount": amount,
-        "currency": _required(paid, "currency", "payload.payment"),
-        "reference": _text(paid, "external_id", "payload.payment"),
-        "provider": _text(paid, "provider", "payload.payment"),
+        "amount": _amount(paid),
+        "currency": currency.upper(),
+        "reference": _text(paid, "external_id", "payload.payment", _MAX_PAYMENT_ID),
+        "provider": _text(paid, "provider", "payload.payment", 200),
         "successful": paid.get("successful") is True,
     }
 
@@ -245,12 +303,10 @@ def _booking(invitee: dict[str, Any], uid: str) -> dict[str, Any]:
     )
     person = {
         "name": name or _required(invitee, "email", "payload"),
-        "email": _text(invitee, "email", "payload"),
+        "email": _text(invitee, "email", "payload", _MAX_EMAIL),
         "phone": _text(invitee, "text_reminder_number", "payload"),
         "timezone": _timezone(invitee),
     }
-    guests = event.get("event_guests") or []
-    tracking = invitee.get("tracking")
     title = _text(event, "name", "payload.scheduled_event")
     type_uri = _text(event, "event_type", "payload.scheduled_event")
     return {
@@ -265,7 +321,7 @@ def _booking(invitee: dict[str, Any], uid: str) -> dict[str, Any]:
         "hosts": hosts,
         "invitee": person,
         "invitees": [person],
-        "guests": [{"email": g["email"]} for g in guests if isinstance(g, dict) and g.get("email")],
+        "guests": _guests(event),
         "cancel_url": _text(invitee, "cancel_url", "payload"),
         "reschedule_url": _text(invitee, "reschedule_url", "payload"),
         "payment": _payment(invitee),
@@ -273,10 +329,10 @@ def _booking(invitee: dict[str, Any], uid: str) -> dict[str, Any]:
         # Kept beside the core's fields: the questions as asked, the UTM parameters, and the
         # Calendly resources the booking came from.
         "questions": questions,
-        "tracking": {k: v for k, v in tracking.items() if v} if isinstance(tracking, dict) else {},
+        "tracking": _tracking(invitee),
         "calendly": {
             "invitee": invitee.get("uri"),
-            "scheduled_event": event.get("uri"),
+            "scheduled_event": _text(event, "uri", "payload.scheduled_event", 2000),
             "event_type": type_uri,
         },
     }
@@ -299,7 +355,9 @@ def _created(invitee: dict[str, Any], me: str, at: datetime, lookup: Lookup) -> 
         events = [_event("booking.created", event_id, at, booking)]
         payment = booking["payment"]
         if payment is not None and payment["successful"]:
-            events.append(_event("payment.received", f"calendly:payment:{me}", at, booking))
+            reference = payment["reference"]
+            paid_id = PAYMENT_ID.format(reference) if reference else f"calendly:payment:{me}"
+            events.append(_event("payment.received", paid_id, at, booking))
         return Translated(events)
     # The new half of a reschedule: the original booking, moved.
     old = _uuid(old_uri, "payload.old_invitee")
@@ -323,8 +381,8 @@ def _canceled(invitee: dict[str, Any], me: str, at: datetime, lookup: Lookup) ->
             "booking.rescheduled; this half cancels nothing"
         )
     booking = _booking(invitee, uid)
-    cancellation = invitee.get("cancellation")
-    if isinstance(cancellation, dict):
+    cancellation = _optional_object(invitee, "cancellation", "payload")
+    if cancellation is not None:
         booking["cancellation_reason"] = _text(cancellation, "reason", "payload.cancellation")
         booking["cancelled_by"] = _text(cancellation, "canceled_by", "payload.cancellation")
         booking["canceler_type"] = _text(cancellation, "canceler_type", "payload.cancellation")
@@ -335,7 +393,8 @@ def _canceled(invitee: dict[str, Any], me: str, at: datetime, lookup: Lookup) ->
 def translate(payload: dict[str, Any], lookup: Lookup) -> Translated:
     kind = payload.get("event")
     if kind not in (CREATED, CANCELED):
-        return Translated(note=f"Calendly event {kind!r} is not mapped to a booking event")
+        shown = repr(kind)[:100]
+        return Translated(note=f"Calendly event {shown} is not mapped to a booking event")
     at = _moment(payload, "created_at", "")
     invitee = _object(payload, "payload", "")
     me = _uuid(_required(invitee, "uri", "payload"), "payload.uri")

@@ -7,9 +7,10 @@ succeeded`` for payment methods that settle later) or on the PaymentIntent
 describes it (from any source: Cal.com, Calendly, ``POST /v1/events``) with the payment added.
 
 Both events of one payment carry the same PaymentIntent, which is the event id
-(``stripe:pi_…``): Stripe's retries and the second of the pair are replays, so "Payment
-Received" fires once. A Checkout Session without a PaymentIntent (no payment was taken through
-one) is named by its own id.
+(``payment:pi_…``, the id every source gives the payment it names: Cal.com's BOOKING_PAID of it
+too): Stripe's retries, the second of the pair and another source's report of the same payment
+are replays, so "Payment Received" fires once. A Checkout Session without a PaymentIntent (no
+payment was taken through one) is named by its own id (``stripe:cs_…``).
 
 Requests are verified with the official ``stripe`` library (``Stripe-Signature``:
 ``t=…,v1=<HMAC-SHA256 of "{t}.{body}">`` with the endpoint's ``whsec_…`` secret).
@@ -39,6 +40,12 @@ from pydantic import BaseModel, Field, SecretStr
 __version__ = "0.1.0"
 
 HEADER = "Stripe-Signature"
+
+# Stripe's ids are far shorter: at most this, the event id (payment:{id}) fits the core's 200.
+MAX_ID = 190
+MAX_UID = 200  # the core's limit on a booking's uid
+# A payment's event id by its PaymentIntent, the same from every source that reports it.
+PAYMENT_ID = "payment:{}"
 
 CHECKOUT_PAID = ("checkout.session.completed", "checkout.session.async_payment_succeeded")
 INTENT_PAID = "payment_intent.succeeded"
@@ -73,9 +80,20 @@ def verify(request: Inbound, settings: StripeSettings) -> None:
         raise SourceRefused("the body is not UTF-8, so not signed by Stripe") from None
     # The timestamp verify_header signed: its first t, read as it reads it.
     signed = next(int(p.split("=", 2)[1]) for p in header.split(",") if p.split("=")[0] == "t")
-    if request.now - datetime.fromtimestamp(signed, UTC) > MAX_SIGNATURE_AGE:
+    at = _moment(signed)
+    if at is None:
+        raise SourceRefused(f"the {HEADER} timestamp is not a time")
+    if request.now - at > MAX_SIGNATURE_AGE:
         minutes = int(MAX_SIGNATURE_AGE.total_seconds() // 60)
         raise SourceRefused(f"the {HEADER} timestamp is older than {minutes} minutes")
+
+
+def _moment(unix: int) -> datetime | None:
+    """A Unix time as a moment; None beyond what a datetime holds."""
+    try:
+        return datetime.fromtimestamp(unix, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 def sign(body: bytes, settings: StripeSettings, now: datetime) -> dict[str, str]:
@@ -85,9 +103,17 @@ def sign(body: bytes, settings: StripeSettings, now: datetime) -> dict[str, str]
     return {HEADER: header}
 
 
-def _string(obj: dict[str, Any], key: str) -> str | None:
+def _string(
+    obj: dict[str, Any], key: str, path: str = "data.object", limit: int = MAX_ID
+) -> str | None:
     value = obj.get(key)
-    return value if isinstance(value, str) and value else None
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise Untranslatable(f"{path}.{key}", "expected a string")
+    if len(value) > limit:
+        raise Untranslatable(f"{path}.{key}", f"longer than {limit} characters")
+    return value
 
 
 def _amount(obj: dict[str, Any], key: str) -> int:
@@ -99,7 +125,7 @@ def _amount(obj: dict[str, Any], key: str) -> int:
 
 def _currency(obj: dict[str, Any]) -> str:
     value = obj.get("currency")
-    if not isinstance(value, str) or len(value) != 3 or not value.isalpha():
+    if not isinstance(value, str) or len(value) != 3 or not (value.isascii() and value.isalpha()):
         raise Untranslatable("data.object.currency", "expected a three-letter currency code")
     return value.upper()
 
@@ -110,19 +136,22 @@ def translate(payload: dict[str, Any], lookup: Lookup) -> Translated:
         raise Untranslatable("type", "expected the Stripe event's type")
     if kind not in (*CHECKOUT_PAID, INTENT_PAID):
         mapped = ", ".join((*CHECKOUT_PAID, INTENT_PAID))
-        return Translated(note=f"{kind} is not mapped; these become payment.received: {mapped}")
+        return Translated(
+            note=f"{kind[:100]} is not mapped; these become payment.received: {mapped}"
+        )
     data = payload.get("data")
     obj = data.get("object") if isinstance(data, dict) else None
     if not isinstance(obj, dict):
         raise Untranslatable("data.object", "expected the event's object")
     created = payload.get("created")
-    if not isinstance(created, int) or isinstance(created, bool):
+    at = None if isinstance(created, bool) or not isinstance(created, int) else _moment(created)
+    if at is None:
         raise Untranslatable("created", "expected a Unix time")
     if kind == INTENT_PAID:
         amount, reference = _amount(obj, "amount_received"), _string(obj, "id")
     else:
-        if obj.get("payment_status") != "paid":
-            status = obj.get("payment_status")
+        status = _string(obj, "payment_status")
+        if status != "paid":
             return Translated(note=f"kept: the session's payment_status is {status}, not paid")
         amount = _amount(obj, "amount_total")
         reference = _string(obj, "payment_intent") or _string(obj, "id")
@@ -130,7 +159,9 @@ def translate(payload: dict[str, Any], lookup: Lookup) -> Translated:
         raise Untranslatable("data.object.id", "expected the object's id")
     currency = _currency(obj)
     metadata = obj.get("metadata")
-    uid = _string(metadata, "booking_uid") if isinstance(metadata, dict) else None
+    if metadata is not None and not isinstance(metadata, dict):
+        raise Untranslatable("data.object.metadata", "expected an object")
+    uid = _string(metadata, "booking_uid", "data.object.metadata", MAX_UID) if metadata else None
     if uid is None:
         return Translated(
             note="kept: no booking named: set metadata.booking_uid on the Checkout Session or "
@@ -140,10 +171,12 @@ def translate(payload: dict[str, Any], lookup: Lookup) -> Translated:
     if booking is None:
         return Translated(note=f"kept: no booking {uid!r} has reached this account yet")
     payment = {"amount": major_units(amount, currency), "currency": currency}
+    # One payment, whoever reports it (Stripe, Cal.com, Calendly), is one event.
+    intent = reference.startswith("pi_")
     event = {
-        "id": f"stripe:{reference}",
+        "id": PAYMENT_ID.format(reference) if intent else f"stripe:{reference}",
         "type": "payment.received",
-        "occurred_at": datetime.fromtimestamp(created, UTC),
+        "occurred_at": at,
         "booking": {**booking.model_dump(), "payment": {**payment, "reference": reference}},
     }
     return Translated([BookingEvent.model_validate(event)])

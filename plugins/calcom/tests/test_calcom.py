@@ -4,7 +4,8 @@ an untranslatable payload kept with its reason, and a Cal.com retry that is a re
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -16,6 +17,8 @@ from linktime_calcom import CALCOM, HEADER, translate
 from .conftest import Calcom
 
 CREATED_ID = "calcom:BOOKING_CREATED:unique-booking-id:2024-01-01T00:00:00.000Z"
+BOOKED = {"field": "booking.uid", "op": "exists"}
+PAID_DELIVERY = "calcom:BOOKING_PAID:unique-booking-uid:2024-01-01T12:00:00.000Z"
 ORGANIZER = {
     "name": "Organizer Name",
     "email": "organizer@example.com",
@@ -68,24 +71,41 @@ def test_a_booking_created_is_a_booking_created(calcom: Calcom) -> None:
     }
 
 
-def test_a_booking_request_is_a_pending_booking(calcom: Calcom) -> None:
-    assert calcom.send_fixture("BOOKING_REQUESTED").status_code == 200
-    event = calcom.event("calcom:BOOKING_REQUESTED:unique-booking-id:2024-01-01T12:00:00.000Z")
-    assert event["type"] == "booking.created"
-    booking = event["booking"]
-    assert booking == booking | {
-        "uid": "unique-booking-id",
-        "status": "pending",
-        "start": "2024-01-01T13:00:00Z",
-        "end": "2024-01-01T13:15:00Z",
-        "event_type": {"id": 100, "slug": "standard-event-type", "title": "Strategy Session"},
-        "location": "integrations:video-provider",  # no link to stand for it yet
-        "meeting_url": None,
-        "notes": "Standard meeting notes placeholder",
-        "invitee": GUEST,
-        "guests": [ADDITIONAL],
-    }
-    assert booking["custom_fields"]["notes"] == "Standard meeting notes placeholder"
+def test_a_booking_request_waits_for_the_hosts_confirmation(calcom: Calcom) -> None:
+    """Cal.com sends BOOKING_REQUESTED, then BOOKING_CREATED for the same uid when the host
+    confirms: workflows on booking.created run once, for the confirmed booking."""
+    created = calcom.server.http.post(
+        "/v1/workflows",
+        json={
+            "name": "On booking",
+            "trigger": "booking.created",
+            "enabled": True,
+            "steps": [{"action": "logic.filter", "settings": {"conditions": [BOOKED]}}],
+        },
+    )
+    assert created.status_code == 201, created.text
+    workflow_id = created.json()["id"]
+
+    requested = calcom.send_fixture("BOOKING_REQUESTED")
+    assert requested.status_code == 202, requested.text
+    note = (
+        "a booking request awaiting the host's confirmation: booking.created follows when it "
+        "is confirmed"
+    )
+    assert requested.json() == {"events": [], "note": note}
+    [kept] = calcom.deliveries()
+    assert (kept["status"], kept["kind"], kept["reason"]) == ("ignored", "BOOKING_REQUESTED", note)
+    assert calcom.event_ids() == []
+
+    confirmed = calcom.payload("BOOKING_CREATED")
+    confirmed["createdAt"] = "2024-01-01T12:30:00.000Z"  # the host confirms half an hour later
+    confirmed["payload"]["uid"] = calcom.payload("BOOKING_REQUESTED")["payload"]["uid"]
+    answer = calcom.send(confirmed)
+    assert answer.status_code == 200, answer.text
+    [event] = answer.json()["events"]
+    assert [run["workflow_id"] for run in event["runs"]] == [workflow_id]
+    assert calcom.event_ids() == [event["id"]]
+    assert calcom.event(event["id"])["booking"]["status"] == "accepted"
 
 
 def test_a_cancellation_carries_its_reason(calcom: Calcom) -> None:
@@ -169,7 +189,8 @@ def test_without_its_previous_start_a_reschedule_takes_the_booking_as_linktime_h
 
 def test_a_payment_is_received_in_major_units(calcom: Calcom) -> None:
     assert calcom.send_fixture("BOOKING_PAID").status_code == 200
-    event = calcom.event("calcom:BOOKING_PAID:unique-booking-uid:2024-01-01T12:00:00.000Z")
+    # Named by Stripe's PaymentIntent, as the stripe source names the same payment.
+    event = calcom.event("payment:pi_0000000000000000")
     assert event["type"] == "payment.received"
     booking = event["booking"]
     assert booking == booking | {
@@ -182,6 +203,28 @@ def test_a_payment_is_received_in_major_units(calcom: Calcom) -> None:
     }
     assert Decimal(booking["payment"].pop("amount")) == Decimal("10.00")
     assert booking["payment"] == {"currency": "USD", "reference": "pi_0000000000000000"}
+
+
+@pytest.mark.parametrize(
+    ("metadata", "payment_id", "event_id"),
+    [
+        ({"externalId": "pi_3MtwBw"}, 500, "payment:pi_3MtwBw"),
+        ({}, "pi_3MtwBw", "payment:pi_3MtwBw"),
+        # No processor's id to tell it by: Cal.com's own delivery.
+        ({}, 500, PAID_DELIVERY),
+        ({"externalId": "ch_3MtwBw"}, None, PAID_DELIVERY),
+    ],
+)
+def test_a_payment_is_named_by_the_processors_payment_id(
+    calcom: Calcom, metadata: dict[str, Any], payment_id: Any, event_id: str
+) -> None:
+    paid = calcom.payload("BOOKING_PAID")
+    paid["payload"]["metadata"] = metadata
+    paid["payload"]["paymentId"] = payment_id
+    assert calcom.send(paid).status_code == 200
+    assert calcom.event_ids() == [event_id]
+    reference = metadata.get("externalId") or (payment_id and str(payment_id))
+    assert calcom.event(event_id)["booking"]["payment"]["reference"] == reference
 
 
 @pytest.mark.parametrize(
@@ -309,6 +352,104 @@ def test_an_untranslatable_booking_is_kept_with_the_field_at_fault(
     assert (kept["status"], kept["kind"]) == ("untranslatable", "BOOKING_CREATED")
     assert kept["reason"].startswith(f"{field}: ")
     assert calcom.event_ids() == []
+
+
+def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    """A change setting the payload's dotted ``path`` (list indexes as numbers) to ``value``."""
+
+    def change(payload: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        target: Any = payload
+        for key in parents:
+            target = target[int(key)] if isinstance(target, list) else target[key]
+        target[int(last) if isinstance(target, list) else last] = value
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("name", "path", "value"),
+    [
+        ("BOOKING_CREATED", "triggerEvent", ["BOOKING_CREATED"]),
+        ("BOOKING_CREATED", "payload.uid", "u" * 201),
+        ("BOOKING_CREATED", "payload.title", 5),
+        ("BOOKING_CREATED", "payload.eventTypeId", [123]),
+        ("BOOKING_CREATED", "payload.bookingId", [[[100]]]),
+        ("BOOKING_CREATED", "payload.organizer", "Organizer Name"),
+        ("BOOKING_CREATED", "payload.attendees", {"email": "guest@example.com"}),
+        ("BOOKING_CREATED", "payload.attendees.0", "guest@example.com"),
+        ("BOOKING_CREATED", "payload.attendees.0.email", ["guest@example.com"]),
+        ("BOOKING_CREATED", "payload.attendees.0.timeZone", "A" * 5000),
+        ("BOOKING_CREATED", "payload.responses", ["Guest User"]),
+        ("BOOKING_CREATED", "payload.metadata", ["https://app.example.com/video/x"]),
+        ("BOOKING_CREATED", "payload.metadata.videoCallUrl", "https://x.example/" + "x" * 2000),
+        ("BOOKING_RESCHEDULED", "payload.rescheduleUid", "x" * 300),
+        ("BOOKING_RESCHEDULED", "payload.rescheduleStartTime", 1704119400),
+        ("BOOKING_PAID", "payload.price", -1000),
+        ("BOOKING_PAID", "payload.currency", "ÿÿÿ"),
+        ("BOOKING_PAID", "payload.paymentId", {"id": 500}),
+        ("BOOKING_PAID", "payload.metadata.externalId", "pi_" + "0" * 200),
+        ("BOOKING_NO_SHOW_UPDATED", "payload.attendees.0.email", None),
+        ("BOOKING_NO_SHOW_UPDATED", "payload.attendees.0.email", 7),
+    ],
+)
+def test_a_wrong_type_or_an_absurd_value_is_a_422_naming_the_field(
+    calcom: Calcom, name: str, path: str, value: Any
+) -> None:
+    if name == "BOOKING_NO_SHOW_UPDATED":  # a no-show of a booking LinkTime has
+        booked = calcom.payload("BOOKING_CREATED")
+        booked["payload"]["uid"] = calcom.payload(name)["payload"]["bookingUid"]
+        assert calcom.send(booked).status_code == 200
+    before = calcom.event_ids()
+    payload = calcom.payload(name)
+    _set(path, value)(payload)
+    answer = calcom.send(payload)
+    assert answer.status_code == 422, answer.text
+    [fault] = answer.json()["fields"]
+    assert fault["field"] == path, fault
+    assert calcom.deliveries()[0]["status"] == "untranslatable"
+    assert calcom.event_ids() == before
+
+
+def test_a_refused_reschedule_leaves_no_alias_behind(calcom: Calcom) -> None:
+    """Cal.com's new uid names the original booking only once the reschedule is taken."""
+    assert calcom.send_fixture("BOOKING_CREATED").status_code == 200
+    moved = calcom.payload("BOOKING_RESCHEDULED")
+    moved["payload"]["rescheduleUid"] = "unique-booking-id"
+    moved["payload"]["endTime"] = "not a time"
+    assert calcom.send(moved).status_code == 422
+    cancelled = calcom.payload("BOOKING_CANCELLED")
+    cancelled["payload"]["uid"] = moved["payload"]["uid"]
+    assert calcom.send(cancelled).status_code == 200
+    event = calcom.event("calcom:BOOKING_CANCELLED:new-booking-unique-id:2024-01-01T15:00:00.000Z")
+    assert event["booking"]["uid"] == "new-booking-unique-id"
+
+
+def test_every_trigger_is_judged_by_its_created_at(calcom: Calcom) -> None:
+    """A captured delivery of a trigger LinkTime only acknowledges cannot be replayed (and
+    kept again) for ever; only Cal.com's ping test may come without createdAt."""
+    ended = {"triggerEvent": "MEETING_ENDED", "createdAt": "2020-01-01T00:00:00Z", "payload": {}}
+    calcom.now = datetime.fromisoformat("2024-01-01T00:00:00Z")
+    refused = [
+        calcom.server.post_signed(calcom.connection, ended),
+        calcom.server.post_signed(calcom.connection, {**ended, "createdAt": None}),
+        calcom.server.post_signed(
+            calcom.connection, {"triggerEvent": "MEETING_ENDED", "payload": {}}
+        ),
+        # At the edge of datetime's years.
+        calcom.server.post_signed(
+            calcom.connection, {**ended, "createdAt": "0001-01-01T00:00:00+01:00"}
+        ),
+    ]
+    for answer in refused:
+        assert answer.status_code == 401, answer.text
+    assert calcom.deliveries() == []
+
+    ping = {"triggerEvent": "PING", "payload": {"title": "Test Trigger"}}
+    answer = calcom.server.post_signed(calcom.connection, ping)
+    assert answer.status_code == 202, answer.text
+    assert calcom.send({**ended, "createdAt": "2024-01-01T00:00:00Z"}).status_code == 202
+    assert [d["kind"] for d in calcom.deliveries()] == ["MEETING_ENDED", "PING"]
 
 
 def test_a_custom_payload_template_is_named_as_the_cause(calcom: Calcom) -> None:

@@ -3,8 +3,10 @@ to a running LinkTime server over HTTP, and what they became, read back through 
 
 from __future__ import annotations
 
+import hmac
 import json
 from datetime import datetime, timedelta
+from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
@@ -127,12 +129,17 @@ def test_invitee_canceled_cancels_the_booking(linktime_server: LinktimeServer) -
 def test_refused_requests_store_nothing(linktime_server: LinktimeServer, now: datetime) -> None:
     conn, other = linktime_server.connect("calendly"), linktime_server.connect("calendly")
     payload = load("invitee_created")
+    body, t = json.dumps(payload).encode(), "9" * 20
+    mac = hmac.new(conn["settings"]["signing_key"].encode(), f"{t}.".encode() + body, sha256)
+    beyond = f"t={t},v1={mac.hexdigest()}"
     for refused in (
         linktime_server.post_signed(conn, payload, secret="not-the-signing-key-at-all"),
         linktime_server.post_signed(conn, payload, secret=other["settings"]["signing_key"]),
         linktime_server.post_signed(conn, payload, now=now - timedelta(minutes=6)),
         linktime_server.post_signed(conn, payload, headers={HEADER: ""}),
         linktime_server.post_signed(conn, payload, headers={HEADER: "t=1,v1=00"}),
+        # Signed with the key, at a time beyond what a datetime holds.
+        linktime_server.post_signed(conn, body, headers={HEADER: beyond}),
     ):
         assert refused.status_code == 401, refused.text
         assert refused.json()["error"] == "bad_signature"
@@ -252,7 +259,8 @@ def test_a_paid_booking_also_reports_the_payment(linktime_server: LinktimeServer
         "successful": True,
     }
     assert linktime_server.post_signed(conn, payload).status_code == 200
-    paid = linktime_server.get(f"/v1/events/calendly:payment:{A}")
+    # Named by the processor's id, as every source names the payment it reports.
+    paid = linktime_server.get("/v1/events/payment:ch_3PqRsT2eZvKYlo2C0abcdefg")
     assert (paid["type"], paid["booking_uid"]) == ("payment.received", A)
     assert paid["booking"]["payment"] == {
         "amount": "49.5",
@@ -261,6 +269,65 @@ def test_a_paid_booking_also_reports_the_payment(linktime_server: LinktimeServer
         "provider": "stripe",
         "successful": True,
     }
+
+
+def test_a_payment_without_the_processors_id_is_named_by_the_invitee(
+    linktime_server: LinktimeServer,
+) -> None:
+    conn = linktime_server.connect("calendly")
+    payload = load("invitee_created")
+    payload["payload"]["payment"] = {"amount": 20, "currency": "eur", "successful": True}
+    assert linktime_server.post_signed(conn, payload).status_code == 200
+    paid = linktime_server.get(f"/v1/events/calendly:payment:{A}")
+    assert paid["booking"]["payment"]["currency"] == "EUR"
+    assert paid["booking"]["payment"]["reference"] is None
+
+
+PAID = {"external_id": "ch_1", "provider": "stripe", "amount": 10, "currency": "USD"}
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("payload.timezone", "A" * 5000),
+        ("payload.timezone", 5),
+        ("payload.email", ["grace@example.com"]),
+        ("payload.tracking", ["utm_source"]),
+        ("payload.tracking.utm_source", {"name": "newsletter"}),
+        ("payload.scheduled_event.location", "zoom"),
+        ("payload.scheduled_event.uri", 5),
+        ("payload.scheduled_event.event_guests", 5),
+        ("payload.scheduled_event.event_guests.0", "guest@example.com"),
+        ("payload.scheduled_event.event_guests.0.email", 5),
+        ("payload.payment", ["paid"]),
+        ("payload.payment.amount", "NaN"),
+        ("payload.payment.amount", float("inf")),
+        ("payload.payment.amount", 10**30),
+        ("payload.payment.amount", -10),
+        ("payload.payment.currency", "ÿÿÿ"),
+        ("payload.payment.external_id", "ch_" + "1" * 200),
+    ],
+)
+def test_a_wrong_type_or_an_absurd_value_is_a_422_naming_the_field(
+    linktime_server: LinktimeServer, path: str, value: Any
+) -> None:
+    conn = linktime_server.connect("calendly")
+    payload = load("invitee_created")
+    payload["payload"]["payment"] = dict(PAID, successful=True)
+    payload["payload"]["scheduled_event"]["event_guests"] = [{"email": "guest@example.com"}]
+    *parents, last = path.split(".")
+    target: Any = payload
+    for key in parents:
+        target = target[int(key)] if isinstance(target, list) else target[key]
+    target[int(last) if isinstance(target, list) else last] = value
+
+    answer = linktime_server.post_signed(conn, payload)
+
+    assert answer.status_code == 422, answer.text
+    assert [f["field"] for f in answer.json()["fields"]] == [path]
+    [kept] = deliveries(linktime_server, conn)
+    assert kept["status"] == "untranslatable" and kept["reason"].startswith(f"{path}: ")
+    assert linktime_server.http.get(f"/v1/events/{CREATED_A}").status_code == 404
 
 
 def test_unmapped_events_and_the_sample(linktime_server: LinktimeServer) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+import stripe as stripe_lib
 from linktime.sources import major_units
 from linktime.testing_hub import LinktimeServer
 from linktime_stripe import HEADER
@@ -78,6 +79,14 @@ def stripe(linktime_server: LinktimeServer) -> dict[str, Any]:
     return connection
 
 
+def signed_at(body: bytes, timestamp: int) -> str:
+    """The Stripe-Signature header Stripe's library makes for ``body`` at ``timestamp``."""
+    header: str = stripe_lib.WebhookSignature.generate_signature_header(
+        body.decode(), SECRET, timestamp=timestamp
+    )
+    return header
+
+
 def deliveries(server: LinktimeServer, connection: dict[str, Any]) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = server.get(f"/v1/sources/{connection['id']}/deliveries")
     return found
@@ -92,7 +101,7 @@ def test_a_paid_checkout_session_is_a_payment_for_its_booking(
     answer = post(linktime_server, stripe, paid)
 
     assert answer.status_code == 200, answer.text
-    event = linktime_server.get(f"/v1/events/stripe:{PI}")
+    event = linktime_server.get(f"/v1/events/payment:{PI}")
     assert (event["type"], event["source"], event["booking_uid"]) == (
         "payment.received",
         "stripe",
@@ -131,9 +140,9 @@ def test_stripes_retry_and_the_payment_intents_own_event_are_replays(
         "checkout.session.completed",
     ]
     assert [[(e["id"], e["replayed"]) for e in d["events"]] for d in kept] == [
-        [(f"stripe:{PI}", True)],
-        [(f"stripe:{PI}", True)],
-        [(f"stripe:{PI}", False)],
+        [(f"payment:{PI}", True)],
+        [(f"payment:{PI}", True)],
+        [(f"payment:{PI}", False)],
     ]
     listed = linktime_server.get(f"/v1/events?q={UID}")["items"]
     assert sorted(e["type"] for e in listed) == ["booking.created", "payment.received"]
@@ -150,7 +159,7 @@ def test_a_payment_in_yen_is_whole_yen(
     answer = post(linktime_server, stripe, yen)
 
     assert answer.status_code == 200, answer.text
-    payment = linktime_server.get("/v1/events/stripe:pi_yen")["booking"]["payment"]
+    payment = linktime_server.get("/v1/events/payment:pi_yen")["booking"]["payment"]
     assert payment == {"amount": "5000", "currency": "JPY", "reference": "pi_yen"}
 
 
@@ -195,7 +204,7 @@ def test_a_payment_for_no_known_booking_is_kept_with_a_note(
     kept = deliveries(linktime_server, stripe)[::-1]  # oldest first, as posted
     assert [(d["status"], d["events"]) for d in kept] == [("ignored", [])] * len(cases)
     assert [note in d["reason"] for d, (_, note) in zip(kept, cases, strict=True)] == [True] * 4
-    assert linktime_server.http.get(f"/v1/events/stripe:{PI}").status_code == 404
+    assert linktime_server.http.get(f"/v1/events/payment:{PI}").status_code == 404
 
 
 def test_requests_not_signed_by_the_endpoint_are_refused_and_nothing_is_kept(
@@ -204,6 +213,7 @@ def test_requests_not_signed_by_the_endpoint_are_refused_and_nothing_is_kept(
     book(linktime_server)
     theirs = linktime_server.connect("stripe", signing_secret="whsec_another_endpoint_secret")
     paid = stripe_event("checkout.session.completed")
+    body = json.dumps(paid).encode()
     now = int(datetime.now(UTC).timestamp())
     refused = {
         "forged": post(linktime_server, stripe, paid, headers={HEADER: f"t={now},v1={'0' * 64}"}),
@@ -212,11 +222,18 @@ def test_requests_not_signed_by_the_endpoint_are_refused_and_nothing_is_kept(
             linktime_server, stripe, paid, secret="whsec_another_endpoint_secret"
         ),
         "unsigned": post(linktime_server, stripe, paid, headers={HEADER: ""}),
+        # Signed with the secret, at a time beyond what a datetime holds.
+        "from beyond the year 9999": post(
+            linktime_server, stripe, body, headers={HEADER: signed_at(body, 10**20)}
+        ),
     }
     assert {k: r.status_code for k, r in refused.items()} == dict.fromkeys(refused, 401)
     assert {r.json()["error"] for r in refused.values()} == {"bad_signature"}
     assert "older than 5 minutes" in refused["stale"].json()["fields"][0]["message"]
-    assert linktime_server.http.get(f"/v1/events/stripe:{PI}").status_code == 404
+    assert refused["from beyond the year 9999"].json()["fields"][0]["message"] == (
+        f"the {HEADER} timestamp is not a time"
+    )
+    assert linktime_server.http.get(f"/v1/events/payment:{PI}").status_code == 404
     assert deliveries(linktime_server, stripe) == []
     assert deliveries(linktime_server, theirs) == []
 
@@ -240,7 +257,53 @@ def test_a_payment_without_its_amount_is_untranslatable_and_kept_with_the_reason
         "checkout.session.completed",
         "data.object.amount_total: expected the amount in minor units",
     )
-    assert linktime_server.http.get(f"/v1/events/stripe:{PI}").status_code == 404
+    assert linktime_server.http.get(f"/v1/events/payment:{PI}").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("name", "path", "value"),
+    [
+        ("payment_intent.succeeded", "created", 10**20),
+        ("payment_intent.succeeded", "created", "1700000000"),
+        ("payment_intent.succeeded", "data.object.id", 5),
+        ("payment_intent.succeeded", "data.object.id", "pi_" + "0" * 190),
+        ("payment_intent.succeeded", "data.object.metadata", ["booking_uid"]),
+        ("payment_intent.succeeded", "data.object.metadata.booking_uid", {"uid": UID}),
+        ("payment_intent.succeeded", "data.object.currency", "ÿÿÿ"),
+        ("payment_intent.succeeded", "data.object.amount_received", -1),
+        ("checkout.session.completed", "data.object.payment_intent", ["pi_1"]),
+        ("checkout.session.completed", "data.object.payment_status", ["paid"]),
+    ],
+)
+def test_a_wrong_type_or_an_absurd_value_is_a_422_naming_the_field(
+    linktime_server: LinktimeServer, stripe: dict[str, Any], name: str, path: str, value: Any
+) -> None:
+    book(linktime_server)
+    payment = stripe_event(name)
+    *parents, last = path.split(".")
+    target = payment
+    for key in parents:
+        target = target[key]
+    target[last] = value
+
+    answer = post(linktime_server, stripe, payment)
+
+    assert answer.status_code == 422, answer.text
+    assert [f["field"] for f in answer.json()["fields"]] == [path]
+    [kept] = deliveries(linktime_server, stripe)
+    assert kept["status"] == "untranslatable" and kept["reason"].startswith(f"{path}: ")
+    assert linktime_server.http.get(f"/v1/events/payment:{PI}").status_code == 404
+
+
+def test_a_session_without_a_payment_intent_is_named_by_its_own_id(
+    linktime_server: LinktimeServer, stripe: dict[str, Any]
+) -> None:
+    book(linktime_server)
+    paid = stripe_event("checkout.session.completed", payment_intent=None)
+    assert post(linktime_server, stripe, paid).status_code == 200
+    session = paid["data"]["object"]["id"]
+    event = linktime_server.get(f"/v1/events/stripe:{session}")
+    assert event["booking"]["payment"]["reference"] == session
 
 
 def test_the_sample_is_signed_as_stripe_signs_it(linktime_server: LinktimeServer) -> None:
@@ -255,7 +318,7 @@ def test_the_sample_is_signed_as_stripe_signs_it(linktime_server: LinktimeServer
     book(linktime_server, "bk_sample")
     after = linktime_server.http.post(url)
     assert after.status_code == 200, after.text
-    event = linktime_server.get("/v1/events/stripe:pi_3SampleLinkTime0000000001")
+    event = linktime_server.get("/v1/events/payment:pi_3SampleLinkTime0000000001")
     assert event["booking"]["payment"]["amount"] == "50.00"
 
 
