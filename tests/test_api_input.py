@@ -147,6 +147,20 @@ def test_a_number_is_not_a_timestamp(api: tuple[System, TestClient[Any], str], s
     assert count(system, Event) == 0
 
 
+@pytest.mark.parametrize("zone", ["Europe/Nowhere", "A" * 5000, "../../etc/passwd", "a/" * 40])
+def test_a_timezone_that_is_not_one_is_a_422(
+    api: tuple[System, TestClient[Any], str], zone: str
+) -> None:
+    """Even a name the operating system refuses to look up (too long: an OSError, once a 500)."""
+    system, client, key = api
+    body = sample_event().model_dump(mode="json")
+    body["booking"]["invitee"]["timezone"] = zone
+    r = client.post("/v1/events", json=body, headers=headers(key))
+    assert r.status_code == 422, r.text
+    assert [f["field"] for f in r.json()["fields"]] == ["booking.invitee.timezone"]
+    assert count(system, Event) == 0
+
+
 def test_an_iso_timestamp_is_still_taken_and_extra_fields_kept(
     api: tuple[System, TestClient[Any], str],
 ) -> None:

@@ -69,14 +69,14 @@ class Person(_Open):
     name: str = Field(max_length=200)
     email: str | None = Field(default=None, max_length=320)
     phone: str | None = Field(default=None, max_length=40)
-    timezone: str = "UTC"
+    timezone: str = Field(default="UTC", max_length=100)
 
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name the OS refuses
             raise ValueError(f"unknown IANA timezone {value!r}") from None
         return value
 
