@@ -36,6 +36,8 @@ class Stats:
 
     arrivals: list[float] = field(default_factory=list)  # time.time() of each request
     latencies: list[float] = field(default_factory=list)  # seconds, from body's sent_at
+    # The same latencies by request path: a workflow's first step has a path of its own.
+    by_path: dict[str, list[float]] = field(default_factory=dict)
     without_timestamp: int = 0
     duplicates: int = 0  # requests whose webhook-id was seen before
 
@@ -48,6 +50,7 @@ class _Recorder:
         # array('d') rather than lists of floats: cheap appends, cheap to pickle back.
         self.arrivals = array("d")
         self.latencies = array("d")
+        self.by_path: dict[bytes, array[float]] = {}
         self.without_timestamp = 0
         self.duplicates = 0
         self.ids: set[bytes] = set()
@@ -59,7 +62,10 @@ class _Recorder:
         if m is None:
             self.without_timestamp += 1
         else:
-            self.latencies.append(now - float(m.group(1)))
+            latency = now - float(m.group(1))
+            self.latencies.append(latency)
+            path = head.split(b" ", 2)[1] if head.count(b" ") >= 2 else b""
+            self.by_path.setdefault(path, array("d")).append(latency)
         wid = _WEBHOOK_ID.search(head)
         if wid is not None:
             key = wid.group(1).strip()
@@ -134,6 +140,7 @@ def _serve(sock: socket.socket, control: multiprocessing.connection.Connection) 
                     Stats(
                         arrivals=recorder.arrivals.tolist(),
                         latencies=recorder.latencies.tolist(),
+                        by_path={p.decode(): a.tolist() for p, a in recorder.by_path.items()},
                         without_timestamp=recorder.without_timestamp,
                         duplicates=recorder.duplicates,
                     )

@@ -36,11 +36,11 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # runnable as `python bench/webhooks.py` from anywhere
@@ -50,6 +50,10 @@ import redis  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 
 from bench.receiver import Receiver, Stats, self_test  # noqa: E402
+from bench.report import Figure, write_json  # noqa: E402
+
+if TYPE_CHECKING:
+    from linktime.engine import Hub
 
 PG_ADMIN = os.environ.get("BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/0")
@@ -349,7 +353,22 @@ def figures(name: str, stats: Stats, sent: int, send_seconds: float, cpu: Cpu) -
 # --- 1. bare Dramatiq ----------------------------------------------------------------------------
 
 
-def run_baseline(args: argparse.Namespace, receiver: Receiver, work: Path) -> Figures:
+@dataclass(frozen=True)
+class Baseline:
+    """A running, warmed-up bare-Dramatiq deployment and the actor the bench sends with."""
+
+    actor: Any  # dramatiq.Actor[[float, int], None]: sent_at (time.time()), sequence number
+    worker: subprocess.Popen[bytes]
+    procs: Procs
+
+
+@contextlib.contextmanager
+def baseline_deployment(
+    args: argparse.Namespace, receiver: Receiver, work: Path
+) -> Iterator[Baseline]:
+    """``args.workers`` x ``args.threads`` dramatiq workers of the bare actor in a Redis
+    namespace of their own, warmed up (every process importing done, every thread's connection
+    open) with the receiver reset; stopped and their namespace dropped on the way out."""
     from bench import baseline_actor
 
     namespace = f"bench-base-{uuid.uuid4().hex[:8]}"
@@ -376,42 +395,66 @@ def run_baseline(args: argparse.Namespace, receiver: Receiver, work: Path) -> Fi
             ],
             env,
         )
-        # Warm-up: every thread's connection opened, every process importing done.
         warm = args.workers * args.threads * 4
         receiver.reset()
         for i in range(warm):
             actor.send(time.time(), -1 - i)
         receiver.wait_for(warm, args.timeout, procs.check)
         receiver.reset()
-
-        n = args.events * STEPS
-
-        def send(i: int) -> None:
-            actor.send(time.time(), i)
-
-        meter = CpuMeter(worker.pid, [], [receiver.pid, *redis_server_pids()])
-        send_seconds = in_threads(n, args.senders, send, args.timeout)
-        receiver.wait_for(n, args.timeout, procs.check)
-        cpu = meter.stop()
-        time.sleep(0.2)  # let a stray duplicate land before counting
-        return figures("bare Dramatiq", receiver.collect(), n, send_seconds, cpu)
+        yield Baseline(actor, worker, procs)
     finally:
         procs.stop_all()
         broker.close()
         drop_namespace(namespace)
 
 
+def run_baseline(args: argparse.Namespace, receiver: Receiver, work: Path) -> Figures:
+    with baseline_deployment(args, receiver, work) as base:
+        n = args.events * STEPS
+
+        def send(i: int) -> None:
+            base.actor.send(time.time(), i)
+
+        meter = CpuMeter(base.worker.pid, [], [receiver.pid, *redis_server_pids()])
+        send_seconds = in_threads(n, args.senders, send, args.timeout)
+        receiver.wait_for(n, args.timeout, base.procs.check)
+        cpu = meter.stop()
+        time.sleep(0.2)  # let a stray duplicate land before counting
+        return figures("bare Dramatiq", receiver.collect(), n, send_seconds, cpu)
+
+
 # --- 2. LinkTime end to end ----------------------------------------------------------------------
 
 
-def run_linktime(args: argparse.Namespace, receiver: Receiver, work: Path) -> tuple[Figures, str]:
+@dataclass(frozen=True)
+class LinkTime:
+    """A running LinkTime deployment on a scratch PostgreSQL database: ``hub`` is bound to no
+    broker (the caller binds one to emit in process, or starts ``linktime serve`` with
+    ``env``)."""
+
+    hub: Hub
+    account_id: str
+    api_key: str
+    db_url: str
+    env: dict[str, str]  # of the linktime processes
+    procs: Procs
+    scheduler: subprocess.Popen[bytes]
+    worker: subprocess.Popen[bytes]
+
+
+@contextlib.contextmanager
+def linktime_deployment(
+    args: argparse.Namespace, receiver: Receiver, work: Path
+) -> Iterator[LinkTime]:
+    """A scratch database (migrated), one ``business`` account, one enabled
+    ``booking.created`` workflow of STEPS ``webhook.call`` steps to ``receiver`` (``/s0`` ..
+    ``/s4``), ``linktime scheduler`` and ``linktime worker`` (``args.workers`` x
+    ``args.threads``) in a broker namespace of their own; all removed on the way out."""
     from linktime import workflows
     from linktime.accounts import create_account
     from linktime.engine import Hub
-    from linktime.models import sample_event
     from linktime.settings import Settings
     from linktime.testing import scratch_database
-    from linktime.worker import bind, make_broker
 
     namespace = f"lt-bench-{uuid.uuid4().hex[:8]}"
     secret_key = uuid.uuid4().hex
@@ -427,8 +470,6 @@ def run_linktime(args: argparse.Namespace, receiver: Receiver, work: Path) -> tu
                 load_plugins="webhook",  # only what is measured: other plugins may be mid-edit
             )
         )
-        broker = None
-        profiler: subprocess.Popen[bytes] | None = None
         try:
             hub.migrate()
             account = create_account(hub, "bench", "business")
@@ -466,6 +507,22 @@ def run_linktime(args: argparse.Namespace, receiver: Receiver, work: Path) -> tu
                 ],
                 env,
             )
+            yield LinkTime(hub, account.id, account.api_key, db_url, env, procs, scheduler, worker)
+        finally:
+            procs.stop_all()
+            hub.close()
+            drop_namespace(namespace)
+
+
+def run_linktime(args: argparse.Namespace, receiver: Receiver, work: Path) -> tuple[Figures, str]:
+    from linktime.models import sample_event
+    from linktime.worker import bind, make_broker
+
+    with linktime_deployment(args, receiver, work) as lt:
+        hub, procs = lt.hub, lt.procs
+        broker = None
+        profiler: subprocess.Popen[bytes] | None = None
+        try:
             # Send right after commit, as the API does; the scheduler only re-sends late runs.
             broker = make_broker(hub)
             bind(hub, broker)
@@ -477,7 +534,7 @@ def run_linktime(args: argparse.Namespace, receiver: Receiver, work: Path) -> tu
                 # it in data.event.
                 booking = {**template["booking"], "uid": f"bk_{event_id}"}
                 event = {**template, "id": event_id, "booking": booking, "sent_at": time.time()}
-                hub.emit(event, account_id=account.id)
+                hub.emit(event, account_id=lt.account_id)
 
             warm = args.workers * args.threads * 2
             receiver.reset()
@@ -487,12 +544,12 @@ def run_linktime(args: argparse.Namespace, receiver: Receiver, work: Path) -> tu
             receiver.reset()
 
             if args.profile:
-                profiler = start_profiler(worker.pid, Path(args.profile), args.profile_gil)
+                profiler = start_profiler(lt.worker.pid, Path(args.profile), args.profile_gil)
             meter = CpuMeter(
-                worker.pid,
-                [scheduler.pid],
+                lt.worker.pid,
+                [lt.scheduler.pid],
                 [receiver.pid, *redis_server_pids()],
-                backend_pids(db_url),
+                backend_pids(lt.db_url),
             )
             send_seconds = in_threads(
                 args.events, args.senders, lambda i: emit(f"evt_{i}"), args.timeout
@@ -507,15 +564,12 @@ def run_linktime(args: argparse.Namespace, receiver: Receiver, work: Path) -> tu
             result = figures(
                 "LinkTime end to end", receiver.collect(), args.events, send_seconds, cpu
             )
-            return result, verify_runs(db_url, args.events + warm, args.timeout)
+            return result, verify_runs(lt.db_url, args.events + warm, args.timeout)
         finally:
             if profiler is not None:
                 stop_profiler(profiler)
-            procs.stop_all()
             if broker is not None:
                 broker.close()
-            hub.close()
-            drop_namespace(namespace)
 
 
 def verify_runs(db_url: str, expected: int, timeout: float) -> str:
@@ -626,6 +680,26 @@ def table(rows: list[Figures]) -> str:
     return "\n".join(lines)
 
 
+def json_figures(ratio: float, base: Figures, lt: Figures) -> list[Figure]:
+    """The verdict (median ratio) and, for context, the last round's rates and CPU."""
+    base_cpu = base.worker_cpu_ms + base.sender_cpu_ms
+    lt_cpu = lt.worker_cpu_ms + lt.db_cpu_ms + lt.sender_cpu_ms
+    return [
+        Figure(
+            "webhooks",
+            "LinkTime/bare Dramatiq deliveries/s (median)",
+            ratio,
+            "x",
+            f">= {TARGET_RATIO}",
+            ratio >= TARGET_RATIO,
+        ),
+        Figure("webhooks", "LinkTime deliveries/s", lt.rate, "/s", "", None),
+        Figure("webhooks", "bare Dramatiq deliveries/s", base.rate, "/s", "", None),
+        Figure("webhooks", "LinkTime CPU per delivery", lt_cpu, "ms", "", None),
+        Figure("webhooks", "bare Dramatiq CPU per delivery", base_cpu, "ms", "", None),
+    ]
+
+
 def verdict(ratio: float) -> str:
     return "PASS" if ratio >= TARGET_RATIO else "FAIL"
 
@@ -660,6 +734,7 @@ def main() -> int:
         action="store_true",
         help="profile only GIL-holding threads (CPU) rather than all busy ones",
     )
+    parser.add_argument("--json", help="write the figures and verdict to this file")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, _interrupt)
     # Even when started with SIGINT ignored (a background job of a script), Ctrl-C cleans up.
@@ -727,6 +802,8 @@ def main() -> int:
                 listed = ", ".join(f"{r:.2f}" for r in ratios)
                 print(f"\nratios {listed}; median {ratio:.2f}  {verdict(ratio)}")
             failed = ratio < TARGET_RATIO
+            if args.json:
+                write_json(args.json, json_figures(ratio, base, lt))
         keep_logs = False
     except KeyboardInterrupt:
         keep_logs = False
