@@ -46,6 +46,8 @@ def shows_moment(time_element: Locator, moment: datetime, zone: str, text: str) 
     UTC on hover."""
     local = moment.astimezone(ZoneInfo(zone))
     utc = moment.astimezone(UTC)
+    if text == "%H:%M" and local.date() != datetime.now(ZoneInfo(zone)).date():
+        text = "%-d %b %Y, %H:%M"  # the clock alone is for today there: past midnight, the date
     expect(time_element).to_have_text(local.strftime(text) + f" {local.tzname()}")
     expect(time_element).to_have_attribute("title", utc.strftime("%Y-%m-%d %H:%M:%S UTC"))
 
