@@ -64,6 +64,7 @@ BENCHES = [
         ["--seconds", "10", "--saturation-events", "300"],
         1200,
     ),
+    Bench("memory", "memory", [], ["--events", "2000"], 1800),
 ]
 
 
