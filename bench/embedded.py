@@ -83,6 +83,7 @@ TARGET_RSS_MB = 150.0  # VmHWM of `linktime serve`
 TARGET_P99_MS = 20.0  # POST -> first delivery at LATENCY_RATE
 LATENCY_RATE = 10.0  # events/s in the latency phase
 WARM_EVENTS = 64
+N8N_VERSION = "2.41.1"  # the newest 2.x that installs (the issue measured it)
 N8N_DIR = Path.home() / ".cache" / "linktime-bench" / "n8n"
 N8N_WORKFLOW = Path(__file__).resolve().parent / "n8n" / "workflow.json"
 N8N_WEBHOOK_PATH = "linktime-bench"  # the Webhook node's path (bench/n8n/workflow.json)
@@ -488,7 +489,12 @@ def main() -> int:
         help="600 events, 15 s, 1 round; n8n only if installed already",
     )
     parser.add_argument("--n8n-dir", type=Path, default=N8N_DIR, help="n8n's install (cache)")
-    parser.add_argument("--n8n-version", default="2", help="npm version spec of n8n to install")
+    parser.add_argument(
+        "--n8n-version",
+        default=N8N_VERSION,
+        help="n8n version to install (the latest 2.x, 2.41.3, needs @n8n/agents@0.26.2, which "
+        "the registry does not have)",
+    )
     parser.add_argument("--timeout", type=float, default=300.0, help="bound on every wait (s)")
     parser.add_argument("--json", help="write the figures and verdicts to this file")
     args = parser.parse_args()
