@@ -65,6 +65,8 @@ BENCHES = [
         1200,
     ),
     Bench("memory", "memory", [], ["--events", "2000"], 1800),
+    # --quick runs n8n only when it is installed already (--n8n-dir); the full run installs it
+    Bench("embedded", "embedded", [], ["--quick"], 2400),
 ]
 
 
