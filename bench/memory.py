@@ -45,7 +45,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # runnable as `python bench/memory.py` from anywhere
     sys.path.insert(0, str(ROOT))
 
-from bench.latency import Poster, enqueue_steady, start_serve  # noqa: E402
+from bench.latency import (  # noqa: E402
+    Poster,
+    Schedule,
+    enqueue_steady,
+    open_loop,
+    start_serve,
+)
 from bench.receiver import Receiver  # noqa: E402
 from bench.report import Figure, write_json  # noqa: E402
 from bench.webhooks import (  # noqa: E402
@@ -63,6 +69,7 @@ from bench.webhooks import (  # noqa: E402
 TARGET_RSS_MB = 150.0  # per worker process, after all deliveries
 TARGET_GROWTH = 0.05  # per worker process, half-way -> end
 MB = 1e6
+RETRIES = 5  # per POST, with the same event id
 
 
 # --- reading memory ------------------------------------------------------------------------------
@@ -153,6 +160,7 @@ class Phase:
     others: float  # cores used by processes outside the bench over the fed part
     duplicates: int
     verified: str
+    retried: list[str] = field(default_factory=list)  # POSTs sent again, and why
 
 
 def feed_and_sample(
@@ -207,6 +215,7 @@ def run_linktime(
         api_at_start = read_mem(serve_pgid)
         poster = Poster(base, lt.api_key)
         warm = args.workers * args.threads * 2
+        retried: list[str] = []
         receiver.reset()
         asyncio.run(poster.burst("evt_warm", warm, args.timeout))
         receiver.wait_for(warm * STEPS, args.timeout, lt.procs.check)
@@ -221,10 +230,25 @@ def run_linktime(
             backend_pids(lt.db_url),
         )
 
+        async def steady(chunk: int) -> Schedule:
+            async with poster.client() as client:
+
+                async def send(i: int) -> None:
+                    # As a client would: a refused POST (a 500 when the shared PostgreSQL has
+                    # no connection left) is sent again with the same event id, a few times.
+                    for attempt in range(RETRIES + 1):
+                        try:
+                            return await poster.post(client, f"evt_{chunk}_{i}")
+                        except Exception as exc:
+                            if attempt == RETRIES:
+                                raise
+                            retried.append(f"{type(exc).__name__}: {exc}"[:200])
+                            await asyncio.sleep(0.2 * (attempt + 1))
+
+                return await open_loop(args.rate, chunk_events / args.rate, send, args.timeout)
+
         def feed(chunk: int) -> None:
-            schedule = asyncio.run(
-                poster.steady(f"evt_{chunk}", args.rate, chunk_events / args.rate, args.timeout)
-            )
+            schedule = asyncio.run(steady(chunk))
             if schedule.errors or schedule.sent != chunk_events:
                 raise RuntimeError(
                     f"chunk {chunk}: {len(schedule.errors)} of {schedule.sent} posts failed: "
@@ -244,7 +268,7 @@ def run_linktime(
         others = meter.stop().others
         duplicates = receiver.collect().duplicates
         verified = verify_runs(lt.db_url, warm + args.events, args.timeout)
-        phase = Phase("LinkTime", checkpoints, watched, others, duplicates, verified)
+        phase = Phase("LinkTime", checkpoints, watched, others, duplicates, verified, retried)
         return phase, api_at_start
 
 
@@ -422,6 +446,7 @@ def figures(lt: Phase, bare: Phase, api_at_start: Mem | None, events: int) -> li
             "= 0",
             lt.duplicates + bare.duplicates == 0,
         ),
+        Figure("memory", "POSTs sent again (same event id)", len(lt.retried), "", "", None),
     ]
 
 
@@ -481,6 +506,8 @@ def main() -> int:
         f"LinkTime: {lt.verified}, {lt.duplicates} duplicate webhook-ids; bare Dramatiq: "
         f"{bare.verified}, {bare.duplicates} duplicates"
     )
+    if lt.retried:
+        print(f"{len(lt.retried)} POSTs sent again with their event id; first: {lt.retried[0]}")
     print(
         f"load: others, cores {lt.others:.2f} (LinkTime) / {bare.others:.2f} (bare Dramatiq); "
         f"load average {load0:.2f} at start, {os.getloadavg()[0]:.2f} at end"
