@@ -444,11 +444,16 @@ class LinkTime:
 
 @contextlib.contextmanager
 def linktime_deployment(
-    args: argparse.Namespace, receiver: Receiver, work: Path
+    args: argparse.Namespace,
+    receiver: Receiver,
+    work: Path,
+    workflows_in: list[Any] | None = None,
+    scheduler_env: dict[str, str] | None = None,
 ) -> Iterator[LinkTime]:
     """A scratch database (migrated), one ``business`` account, one enabled
     ``booking.created`` workflow of STEPS ``webhook.call`` steps to ``receiver`` (``/s0`` ..
-    ``/s4``), ``linktime scheduler`` and ``linktime worker`` (``args.workers`` x
+    ``/s4``) or else ``workflows_in`` (``workflows.WorkflowIn``), ``linktime scheduler`` (its
+    environment plus ``scheduler_env``) and ``linktime worker`` (``args.workers`` x
     ``args.threads``) in a broker namespace of their own; all removed on the way out."""
     from linktime import workflows
     from linktime.accounts import create_account
@@ -477,13 +482,12 @@ def linktime_deployment(
                 {"action": "webhook.call", "settings": {"url": f"{receiver.url}/s{i}"}}
                 for i in range(STEPS)
             ]
-            workflows.create(
-                hub,
-                account.id,
+            for workflow in workflows_in or [
                 workflows.WorkflowIn(
                     name="bench", trigger="booking.created", enabled=True, steps=steps
-                ),
-            )
+                )
+            ]:
+                workflows.create(hub, account.id, workflow)
             env = clean_env(
                 LINKTIME_DATABASE_URL=db_url,
                 LINKTIME_REDIS_URL=REDIS_URL,
@@ -494,7 +498,9 @@ def linktime_deployment(
                 LINKTIME_LOAD_PLUGINS="webhook",
                 LINKTIME_HTTP_ALLOWED_NETWORKS=LOOPBACK,
             )
-            scheduler = procs.start("linktime-scheduler", [LINKTIME, "scheduler"], env)
+            scheduler = procs.start(
+                "linktime-scheduler", [LINKTIME, "scheduler"], {**env, **(scheduler_env or {})}
+            )
             worker = procs.start(
                 "linktime-worker",
                 [
