@@ -63,6 +63,7 @@ if str(ROOT) not in sys.path:  # runnable as `python bench/embedded.py` from any
 import httpx  # noqa: E402
 
 from bench.latency import FIRST_STEP, Poster, Schedule  # noqa: E402
+from bench.memory import members, read_mem  # noqa: E402
 from bench.receiver import Receiver, Stats  # noqa: E402
 from bench.report import Figure, write_json  # noqa: E402
 from bench.webhooks import (  # noqa: E402
@@ -87,29 +88,16 @@ N8N_VERSION = "2.41.1"  # the newest 2.x that installs (the issue measured it)
 N8N_DIR = Path.home() / ".cache" / "linktime-bench" / "n8n"
 N8N_WORKFLOW = Path(__file__).resolve().parent / "n8n" / "workflow.json"
 N8N_WEBHOOK_PATH = "linktime-bench"  # the Webhook node's path (bench/n8n/workflow.json)
-MB = 1_000_000
 
 
 # --- measuring a process tree --------------------------------------------------------------------
 
 
 def group_memory(pgid: int) -> tuple[float, float]:
-    """(VmHWM, VmRSS) in bytes, summed over the live processes of a process group: the peak
-    of each process and what they hold now."""
-    hwm = rss = 0.0
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            stat = Path(f"/proc/{entry.name}/stat").read_text()
-            if int(stat.rsplit(")", 1)[1].split()[2]) != pgid:
-                continue
-            for line in Path(f"/proc/{entry.name}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    hwm += int(line.split()[1]) * 1024
-                elif line.startswith("VmRSS:"):
-                    rss += int(line.split()[1]) * 1024
-    return hwm, rss
+    """(VmHWM, VmRSS) in MB, summed over the live processes of a process group: the peak of
+    each process, and what they hold now."""
+    found = [m for pid in members(pgid) if (m := read_mem(pid)) is not None]
+    return sum(m.peak for m in found), sum(m.rss for m in found)
 
 
 @dataclass(frozen=True)
@@ -201,8 +189,8 @@ def measure(
         ingest=ingest,
         cpu_ms=1000 * cpu.worker / max(1, deliveries),
         cores=cpu.worker / spent,
-        hwm_mb=hwm / MB,
-        rss_mb=rss / MB,
+        hwm_mb=hwm,
+        rss_mb=rss,
         p50_ms=percentile(firsts, 0.50) * 1000,
         p99_ms=percentile(firsts, 0.99) * 1000,
         max_ms=firsts[-1] * 1000 if firsts else float("nan"),
