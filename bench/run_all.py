@@ -66,7 +66,7 @@ BENCHES = [
     ),
     Bench("memory", "memory", [], ["--events", "2000"], 1800),
     # --quick runs n8n only when it is installed already (--n8n-dir); the full run installs it
-    Bench("embedded", "embedded", [], ["--quick"], 2400),
+    Bench("embedded", "embedded", [], ["--quick"], 3600),
     # --quick: 5,000 reminders due in one second among 50,000 pending
     Bench("burst", "burst", [], ["--quick"], 3600),
 ]
