@@ -36,6 +36,7 @@ import shutil
 import signal
 import sys
 import tempfile
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -507,7 +508,8 @@ def main() -> int:
         f"{bare.verified}, {bare.duplicates} duplicates"
     )
     if lt.retried:
-        print(f"{len(lt.retried)} POSTs sent again with their event id; first: {lt.retried[0]}")
+        kinds = Counter(why[:80] for why in lt.retried).most_common(3)
+        print(f"{len(lt.retried)} POSTs sent again with their event id; why: {kinds}")
     print(
         f"load: others, cores {lt.others:.2f} (LinkTime) / {bare.others:.2f} (bare Dramatiq); "
         f"load average {load0:.2f} at start, {os.getloadavg()[0]:.2f} at end"
