@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from .engine import Hub
 from .errors import InputError, NotFound, pydantic_fields
-from .storage import Account, ApiKey, new_id, new_secret
+from .storage import READ_ONLY, Account, ApiKey, new_id, new_secret
 
 KEY_PREFIX = "lt_"
 
@@ -51,7 +51,7 @@ def authenticate(hub: Hub, key: str) -> str | None:
     """The account id a live API key belongs to, or None."""
     if not key.startswith(KEY_PREFIX):
         return None
-    with hub.db.connect() as conn:
+    with hub.db.connect().execution_options(**{READ_ONLY: True}) as conn:
         return conn.scalar(
             select(ApiKey.account_id).where(
                 ApiKey.key_hash == _hash(key), ApiKey.revoked_at.is_(None)

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import os
 import secrets
+import sqlite3
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from threading import Lock
 from typing import Any
 
 from sqlalchemy import (
@@ -500,7 +502,20 @@ def insert_ignoring(conn: Connection, model: type[Base], values: dict[str, Any])
 
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        # Each engine's connections share one writer lock (a class of their own).
+        factory = type("SerializedConnection", (_SerializedConnection,), {"writer": Lock()})
+        engine = create_engine(
+            url,
+            connect_args={
+                "check_same_thread": False,
+                "timeout": SQLITE_BUSY_SECONDS,
+                "factory": factory,
+            },
+            # One connection per thread that may hold one (worker, API, scheduler): waiting
+            # for a pooled connection would only queue in front of the writer lock.
+            pool_size=20,
+            max_overflow=20,
+        )
         _serialize_sqlite_writers(engine)
         return engine
     # No pre-ping: it costs a round trip per transaction; a dropped connection fails its
@@ -508,9 +523,60 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_size=20, max_overflow=20, pool_recycle=1800)
 
 
+SQLITE_BUSY_SECONDS = 30.0
+# An execution option: this connection only reads, one statement at a time (on SQLite it
+# neither begins a transaction nor waits for the writer).
+READ_ONLY = "linktime_read_only"
+
+
+class _SerializedConnection(sqlite3.Connection):
+    """A SQLite connection whose transactions take its engine's writer lock first.
+
+    SQLite lets one writer in at a time; a second one waits in SQLite's busy handler, which
+    polls with sleeps of 1 to 100 ms. In one process a lock hands the database on the moment
+    the transaction before ends. Other processes (a CLI command beside ``linktime serve``)
+    still meet on SQLite's own lock and its busy timeout."""
+
+    writer: Lock
+    holding = False
+
+    def begin_immediate(self) -> None:
+        if not self.writer.acquire(timeout=SQLITE_BUSY_SECONDS):
+            raise sqlite3.OperationalError("database is locked (waited for this process's writer)")
+        self.holding = True
+        try:
+            self.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self._release()
+            raise
+
+    def _release(self) -> None:
+        if self.holding:
+            self.holding = False
+            self.writer.release()
+
+    def commit(self) -> None:
+        try:
+            super().commit()
+        finally:
+            self._release()
+
+    def rollback(self) -> None:
+        try:
+            super().rollback()
+        finally:
+            self._release()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._release()
+
+
 def _serialize_sqlite_writers(engine: Engine) -> None:
-    """WAL, and BEGIN IMMEDIATE so that concurrent writers wait on the busy timeout instead of
-    failing on a read-to-write lock upgrade."""
+    """WAL, and BEGIN IMMEDIATE under the process's writer lock, so that concurrent writers
+    queue instead of failing on a read-to-write lock upgrade."""
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_conn: Any, _record: Any) -> None:
@@ -522,8 +588,12 @@ def _serialize_sqlite_writers(engine: Engine) -> None:
         cur.close()
 
     @event.listens_for(engine, "begin")
-    def _begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    def _begin(conn: Connection) -> None:
+        if conn.get_execution_options().get(READ_ONLY):
+            return  # WAL: each statement reads a snapshot of its own, beside the writer
+        dbapi = conn.connection.dbapi_connection
+        assert isinstance(dbapi, _SerializedConnection)
+        dbapi.begin_immediate()
 
 
 class SourceConnection(Base):
