@@ -91,6 +91,19 @@ def resent(lt: LinkTime) -> int:
     return log.read_text(errors="replace").count(SWEEPER) if log.exists() else 0
 
 
+def start_phase(lt: LinkTime, receiver: Receiver) -> tuple[int, CpuMeter]:
+    """The measured part begins: the receiver emptied, the scheduler's re-sends so far, and
+    the CPU meter started."""
+    receiver.reset()
+    meter = CpuMeter(
+        lt.worker.pid,
+        [lt.scheduler.pid],
+        [receiver.pid, *redis_server_pids()],
+        backend_pids(lt.db_url),
+    )
+    return resent(lt), meter
+
+
 def wait_succeeded(db_url: str, like: str, expected: int, timeout: float) -> tuple[int, int]:
     """(runs succeeded, step attempts) of the runs whose id is LIKE ``like``, once all
     ``expected`` have succeeded (a run commits just after its delivery) or at the bound."""
@@ -175,14 +188,7 @@ def phase_a(args: argparse.Namespace, receiver: Receiver, work: Path) -> PhaseA:
                     ),
                     {"s": requeue},
                 )
-            receiver.reset()
-            before = resent(lt)
-            meter = CpuMeter(
-                lt.worker.pid,
-                [lt.scheduler.pid],
-                [receiver.pid, *redis_server_pids()],
-                backend_pids(lt.db_url),
-            )
+            before, meter = start_phase(lt, receiver)
             in_threads(args.reminders, args.senders, lambda i: actor.send(run_ids[i]), args.timeout)
             receiver.wait_for(args.reminders, args.timeout, lt.procs.check)
             cpu = meter.stop()
@@ -365,14 +371,7 @@ def phase_b(args: argparse.Namespace, receiver: Receiver, work: Path) -> PhaseB:
         fill_seconds = time.monotonic() - t0
         lead = due - time.time()
         ticks0 = scrape_ticks(port, args.timeout)
-        receiver.reset()
-        before = resent(lt)
-        meter = CpuMeter(
-            lt.worker.pid,
-            [lt.scheduler.pid],
-            [receiver.pid, *redis_server_pids()],
-            backend_pids(lt.db_url),
-        )
+        before, meter = start_phase(lt, receiver)
         total = args.reminders + args.after
         receiver.wait_for(total, max(lead, 0) + args.timeout, lt.procs.check)
         cpu = meter.stop()
