@@ -17,7 +17,7 @@ answers become results) comes from the library ``linktime-twilio``, shared with
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from linktime.actions import (
     ActionContext,
@@ -40,7 +40,6 @@ from linktime_twilio import (
     NumberRefused,
     RecipientSettings,
     TwilioCredentials,
-    TwilioHttp,
     TwilioOperatorSettings,
     call_twilio,
     check_recipient,
@@ -54,6 +53,10 @@ from linktime_twilio import (
 )
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
+
+if TYPE_CHECKING:
+    # Built, with Twilio's SDK imported, when first asked for (``__getattr__`` below).
+    from linktime_twilio import TwilioHttp
 
 __version__ = "0.1.0"
 
@@ -87,6 +90,15 @@ __all__ = [
     "register_actions",
     "send_sms",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # ``TwilioHttp`` subclasses Twilio's SDK client: built on first use (linktime_twilio).
+    if name == "TwilioHttp":
+        import linktime_twilio
+
+        return linktime_twilio.TwilioHttp
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --- the action ---------------------------------------------------------------------------------

@@ -28,15 +28,15 @@ Names a channel uses (stable):
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Annotated, Any, ClassVar, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import phonenumbers
-import requests
 from linktime.actions import ActionContext, Problem, Result
 from linktime.callbacks import (
     Callback,
@@ -60,14 +60,19 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode
-from twilio.base.exceptions import (  # type: ignore[import-untyped]
-    TwilioRestException,
-    TwilioServiceException,
-)
-from twilio.http.http_client import TwilioHttpClient  # type: ignore[import-untyped]
-from twilio.http.response import Response  # type: ignore[import-untyped]
-from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
-from twilio.rest import Client  # type: ignore[import-untyped]
+
+if TYPE_CHECKING:
+    # Twilio's SDK (and requests under it) is imported where Twilio is first called, so a
+    # server that never texts or calls does not load it (issue 17: the embedded default's RSS).
+    import requests
+    from twilio.base.exceptions import (  # type: ignore[import-untyped]
+        TwilioRestException,
+        TwilioServiceException,
+    )
+    from twilio.rest import Client  # type: ignore[import-untyped]
+
+    # Built on first use by ``_http_class`` (it subclasses the SDK's TwilioHttpClient).
+    TwilioHttp = Any
 
 __version__ = "0.1.0"
 
@@ -280,27 +285,45 @@ def recipient_shown(ctx: ActionContext) -> str:
 _local = threading.local()
 
 
-class TwilioHttp(TwilioHttpClient):  # type: ignore[misc]
-    """Twilio's documented extension point, a custom ``http_client``: reuses this thread's
-    pooled session, sends to ``api_base`` instead of Twilio's hosts when set, and keeps the
-    last response, whose headers (Retry-After) Twilio's exceptions leave out."""
+@functools.cache
+def _http_class() -> type[Any]:
+    """``TwilioHttp``, defined on first use: it subclasses the SDK's ``TwilioHttpClient``."""
+    import requests
+    from twilio.http.http_client import TwilioHttpClient  # type: ignore[import-untyped]
+    from twilio.http.response import Response  # type: ignore[import-untyped]
 
-    def __init__(self, api_base: str | None, timeout: float) -> None:
-        super().__init__(pool_connections=False, timeout=timeout)
-        # A requests Session is not thread-safe: one per worker thread, kept across steps.
-        if not hasattr(_local, "session"):
-            _local.session = requests.Session()
-        self.session = _local.session
-        self.api_base = api_base
-        # Twilio's exceptions come from an answer, so by then this holds it.
-        self.last = Response(0, "", {})
+    class TwilioHttp(TwilioHttpClient):  # type: ignore[misc]
+        """Twilio's documented extension point, a custom ``http_client``: reuses this thread's
+        pooled session, sends to ``api_base`` instead of Twilio's hosts when set, and keeps the
+        last response, whose headers (Retry-After) Twilio's exceptions leave out."""
 
-    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Response:
-        if self.api_base:
-            parts = urlsplit(url)
-            url = self.api_base + parts.path + (f"?{parts.query}" if parts.query else "")
-        self.last = super().request(method, url, *args, **kwargs)
-        return self.last
+        def __init__(self, api_base: str | None, timeout: float) -> None:
+            super().__init__(pool_connections=False, timeout=timeout)
+            # A requests Session is not thread-safe: one per worker thread, kept across steps.
+            if not hasattr(_local, "session"):
+                _local.session = requests.Session()
+            self.session = _local.session
+            self.api_base = api_base
+            # Twilio's exceptions come from an answer, so by then this holds it.
+            self.last = Response(0, "", {})
+
+        def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Response:
+            if self.api_base:
+                parts = urlsplit(url)
+                url = self.api_base + parts.path + (f"?{parts.query}" if parts.query else "")
+            self.last = super().request(method, url, *args, **kwargs)
+            return self.last
+
+    TwilioHttp.__module__ = __name__
+    TwilioHttp.__qualname__ = "TwilioHttp"
+    return TwilioHttp
+
+
+def __getattr__(name: str) -> Any:
+    # ``TwilioHttp`` (a public name) is built, with Twilio's SDK imported, when first asked for.
+    if name == "TwilioHttp":
+        return _http_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 UNSUBSCRIBED = 21610
@@ -309,6 +332,8 @@ UNSUBSCRIBED = 21610
 def _twilio_failure(
     exc: TwilioRestException | TwilioServiceException, http: TwilioHttp, to: str | None
 ) -> Result:
+    from twilio.base.exceptions import TwilioRestException
+
     status: int = exc.status
     if isinstance(exc, TwilioRestException):
         # The SDK puts "Unable to create record: " before Twilio's own message.
@@ -349,7 +374,9 @@ def client_for(
     credentials: TwilioCredentials, operator: TwilioOperatorSettings
 ) -> tuple[Client, TwilioHttp]:
     """Twilio's official client for this integration, on a ``TwilioHttp``."""
-    http = TwilioHttp(operator.twilio_api_base, operator.timeout)
+    from twilio.rest import Client
+
+    http = _http_class()(operator.twilio_api_base, operator.timeout)
     client = Client(
         credentials.account_sid,
         credentials.auth_token.get_secret_value(),
@@ -369,6 +396,9 @@ def call_twilio(
     """Run ``create(client)`` (one Twilio create call) and map what came back to a Result;
     with the recipient ``to``, Twilio's 21610 (unsubscribed) is an opt-out that adds it to the
     account's suppression list."""
+    import requests
+    from twilio.base.exceptions import TwilioRestException, TwilioServiceException
+
     client, http = client_for(credentials, operator)
     try:
         created = create(client)
@@ -436,6 +466,9 @@ def verify_credentials(
         except NumberRefused as exc:
             refused.append(FieldError("from_number", f"{str(exc)[:1].upper()}{str(exc)[1:]}."))
             number = None
+    import requests
+    from twilio.base.exceptions import TwilioRestException, TwilioServiceException
+
     client, _ = client_for(credentials, operator)
     sid = credentials.account_sid
     try:
@@ -483,6 +516,8 @@ def _unchecked(why: str) -> FieldError:
 
 
 def _unreachable(exc: requests.RequestException, operator: TwilioOperatorSettings) -> FieldError:
+    import requests
+
     if isinstance(exc, requests.Timeout):
         return _unchecked(f"Twilio did not answer within {operator.timeout:g}s")
     return _unchecked("Twilio could not be reached")
@@ -601,6 +636,8 @@ def handle_callback(request: CallbackRequest) -> CallbackAnswer:
     signature = next(
         (v for k, v in request.headers.items() if k.lower() == "x-twilio-signature"), ""
     )
+    from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
+
     validator = RequestValidator(credentials.auth_token.get_secret_value())
     if not signature or not validator.validate(request.url, dict(request.form), signature):
         raise CallbackRefused("X-Twilio-Signature does not match the account's auth token")

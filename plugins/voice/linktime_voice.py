@@ -20,7 +20,7 @@ answers become results) comes from the library ``linktime-twilio``, shared with
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
@@ -37,7 +37,6 @@ from linktime_twilio import (
     NumberRefused,
     RecipientSettings,
     TwilioCredentials,
-    TwilioHttp,
     TwilioOperatorSettings,
     call_twilio,
     check_recipient,
@@ -51,7 +50,10 @@ from linktime_twilio import (
 )
 from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import SettingsConfigDict
-from twilio.twiml.voice_response import VoiceResponse  # type: ignore[import-untyped]
+
+if TYPE_CHECKING:
+    # Built, with Twilio's SDK imported, when first asked for (``__getattr__`` below).
+    from linktime_twilio import TwilioHttp
 
 __version__ = "0.1.0"
 
@@ -87,6 +89,15 @@ __all__ = [
     "recipient",
     "register_actions",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # ``TwilioHttp`` subclasses Twilio's SDK client: built on first use (linktime_twilio).
+    if name == "TwilioHttp":
+        import linktime_twilio
+
+        return linktime_twilio.TwilioHttp
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --- the action ---------------------------------------------------------------------------------
@@ -174,6 +185,8 @@ def agent_parameters(ctx: ActionContext) -> dict[str, str]:
 
 def build_twiml(ctx: ActionContext, agent_url: str | None) -> str:
     """The call's TwiML: the rendered script, or the stream to the agent (raises TemplateError)."""
+    from twilio.twiml.voice_response import VoiceResponse  # type: ignore[import-untyped]
+
     settings: VoiceStepSettings = ctx.settings
     response = VoiceResponse()
     if settings.mode == "say":
