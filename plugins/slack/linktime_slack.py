@@ -23,10 +23,9 @@ import re
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import unquote, urlsplit
 
-import aiohttp
 import httpx
 from linktime import http
 from linktime.actions import (
@@ -43,15 +42,19 @@ from linktime.statuses import DeliveryStatus
 from linktime.templating import TemplateStr
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
-from slack_sdk.errors import SlackApiError
-from slack_sdk.web.async_client import AsyncWebClient
-from slack_sdk.web.async_slack_response import AsyncSlackResponse
+
+if TYPE_CHECKING:
+    # slack-sdk and aiohttp under it are imported where a channel is first posted to, so a
+    # server that never posts to Slack does not load them (issue 17: the embedded default's RSS).
+    import aiohttp
 
 __version__ = "0.1.0"
 
 ACTION = "slack.post"
 INTEGRATION = "slack"
 ENV_PREFIX = "LINKTIME_SLACK_"
+# slack-sdk's AsyncWebClient.BASE_URL (the SDK is imported only when Slack is first called).
+SLACK_API_BASE = "https://slack.com/api/"
 SLACK_WEBHOOK_BASE = "https://hooks.slack.com/"
 NOT_CONNECTED = "Slack is not connected: connect it in Settings."
 EXCERPT_CHARS = 1024
@@ -118,7 +121,7 @@ class SlackOperatorSettings(BaseModel):
     """Operator-wide settings from the environment (``LINKTIME_SLACK_*``)."""
 
     api_base: str = Field(
-        default=AsyncWebClient.BASE_URL, description="Slack Web API base URL (tests: loopback)"
+        default=SLACK_API_BASE, description="Slack Web API base URL (tests: loopback)"
     )
     allowed_webhook_bases: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(SLACK_WEBHOOK_BASE,),
@@ -278,6 +281,8 @@ _sessions_lock = threading.Lock()
 def _session() -> aiohttp.ClientSession:
     """The pooled session of the running loop (connections cannot cross event loops), shared by
     every account's client so posts reuse TLS connections to Slack."""
+    import aiohttp
+
     loop = asyncio.get_running_loop()
     with _sessions_lock:
         session = _sessions.get(loop)
@@ -342,6 +347,10 @@ def _answer_result(
 async def _post_to_channel(
     token: str, channel: str, api_base: str, text: str, blocks: list[dict[str, Any]]
 ) -> Result:
+    from slack_sdk.errors import SlackApiError
+    from slack_sdk.web.async_client import AsyncWebClient
+    from slack_sdk.web.async_slack_response import AsyncSlackResponse
+
     client = AsyncWebClient(
         token=token, base_url=api_base, session=_session(), logger=_sdk_log, retry_handlers=[]
     )
@@ -405,7 +414,11 @@ async def post_message(ctx: ActionContext) -> Result:
     operator = operator_settings()
     text, blocks = build_message(ctx)
     posting: Awaitable[Result]
+    unreachable: tuple[type[Exception], ...] = (httpx.TransportError,)
     if settings.channel is not None and credentials is not None:
+        import aiohttp
+
+        unreachable += (aiohttp.ClientError,)
         token = credentials.bot_token.get_secret_value()
         secrets: tuple[str, ...] = (token,)
         destination = urlsplit(operator.api_base).netloc
@@ -424,7 +437,7 @@ async def post_message(ctx: ActionContext) -> Result:
         return Result.retry(
             f"no answer from {destination} within {operator.timeout:g}s", error_code="timeout"
         )
-    except (aiohttp.ClientError, httpx.TransportError) as exc:
+    except unreachable as exc:
         said = _redact(f"{type(exc).__name__}: {exc}", secrets)
         return Result.retry(
             f"connection to {destination} failed: {said}", error_code="connection_error"
