@@ -22,7 +22,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import stripe
 from linktime.hookspecs import hookimpl
 from linktime.models import BookingEvent
 from linktime.sources import (
@@ -70,6 +69,9 @@ def verify(request: Inbound, settings: StripeSettings) -> None:
     header = _signature_header(request)
     if not header:
         raise SourceRefused(f"no {HEADER} header")
+    # Imported on first use, so a server that takes no Stripe event does not load Stripe's SDK.
+    import stripe
+
     try:
         stripe.WebhookSignature.verify_header(
             request.body, header, settings.signing_secret.get_secret_value()
@@ -97,6 +99,8 @@ def _moment(unix: int) -> datetime | None:
 
 
 def sign(body: bytes, settings: StripeSettings, now: datetime) -> dict[str, str]:
+    import stripe
+
     header: str = stripe.WebhookSignature.generate_signature_header(
         body.decode(), settings.signing_secret.get_secret_value(), timestamp=int(now.timestamp())
     )
