@@ -25,11 +25,8 @@ from email.errors import HeaderParseError
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import aiosmtplib
-import icalendar
-from email_validator import EmailNotValidError, validate_email
 from linktime.actions import (
     NO_SERVICES,
     ActionContext,
@@ -55,6 +52,13 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+if TYPE_CHECKING:
+    # aiosmtplib, icalendar and email-validator are imported where first needed (sending,
+    # building an invitation, checking an address), so a server that never sends email does
+    # not load them (issue 17: the embedded default's RSS).
+    import aiosmtplib
+    import icalendar
+
 __version__ = "0.1.0"
 
 ACTION = "email.send"
@@ -70,6 +74,8 @@ log = logging.getLogger(__name__)
 
 def _email_address(value: str) -> str:
     """A syntactically valid address, normalized; no DNS lookup (saving must not hang)."""
+    from email_validator import EmailNotValidError, validate_email
+
     try:
         return validate_email(value.strip(), check_deliverability=False).normalized
     except EmailNotValidError as exc:
@@ -258,6 +264,8 @@ def resolve_recipients(
 def message_id(idempotency_key: str, from_address: str, recipient: str | None = None) -> str:
     """Stable across the retries of one step, so recipients' mail systems can de-duplicate; a
     follow-up sent one message per recipient names the recipient (by a digest) in each."""
+    from email_validator import validate_email
+
     domain = validate_email(from_address, check_deliverability=False).ascii_domain
     if recipient is None:
         return f"<{idempotency_key}@{domain}>"
@@ -311,6 +319,8 @@ def _valid_address(raw: str | None) -> str | None:
 
 
 def _mailto(person: Person | Address, **params: str) -> icalendar.vCalAddress:
+    import icalendar
+
     if isinstance(person, Address):
         name, addr = person.display_name, person.addr_spec
     else:
@@ -351,6 +361,8 @@ def _description(booking: Booking) -> str:
 def build_invite(ctx: ActionContext, organizer: Address) -> tuple[str, bytes]:
     """The booking as an iCalendar object: its METHOD and its bytes. ``organizer`` stands in
     when the booking's host has no address (iTIP requires an ORGANIZER)."""
+    import icalendar
+
     booking = ctx.event.booking
     method = invite_method(ctx)
     cancelled = method == "CANCEL"
@@ -565,6 +577,8 @@ def _all_refused(refusals: list[aiosmtplib.SMTPRecipientRefused], server: str) -
 
 
 def _what(exc: aiosmtplib.SMTPResponseException) -> str:
+    import aiosmtplib
+
     if isinstance(exc, aiosmtplib.SMTPSenderRefused):
         return f"the sender {exc.sender} (MAIL FROM)"
     if isinstance(exc, aiosmtplib.SMTPDataError):
@@ -578,6 +592,8 @@ def _what(exc: aiosmtplib.SMTPResponseException) -> str:
 
 def _failure(stage: str, exc: Exception, operator: EmailOperatorSettings) -> Result:
     """What went wrong at ``stage`` (connect, starttls, login or send), as a result."""
+    import aiosmtplib
+
     server = operator.server
     if isinstance(exc, TimeoutError):
         return Result.retry(
@@ -611,6 +627,8 @@ def _failure(stage: str, exc: Exception, operator: EmailOperatorSettings) -> Res
 
 
 async def _quit(smtp: aiosmtplib.SMTP) -> None:
+    import aiosmtplib
+
     try:
         async with asyncio.timeout(QUIT_TIMEOUT):
             await smtp.quit()
@@ -656,6 +674,8 @@ async def send_email(ctx: ActionContext) -> Result:
         return Result.fail(f"no recipient for this booking: {why}", error_code="no_recipient")
     left_out += opted_out
     outgoing = build_messages(ctx, to, operator.from_address)
+
+    import aiosmtplib
 
     password = operator.smtp_password.get_secret_value() if operator.smtp_password else None
     smtp = aiosmtplib.SMTP(
