@@ -267,6 +267,8 @@ def worker(processes: int, threads: int | None) -> None:
             str(threads or settings.worker_threads),
             "--queues",
             "linktime",
+            "--worker-timeout",
+            str(settings.worker_timeout_ms),
             "--skip-logging",
         ]
     )

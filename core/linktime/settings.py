@@ -50,6 +50,13 @@ class Settings(BaseSettings):
     max_event_bytes: int = Field(256 * 1024, gt=0)
     response_excerpt_bytes: int = Field(1024, ge=0)
     worker_threads: int = Field(8, gt=0)
+    worker_timeout_ms: int = Field(
+        100,
+        gt=0,
+        description="The longest a worker's poll of an empty queue sleeps (Dramatiq's "
+        "--worker-timeout; its own default, 1,000 ms, is how late the first run after a lull "
+        "may start)",
+    )
     plans: dict[str, PlanConfig] = Field(
         # copies: a hub's plans changed in place never reach another hub's
         default_factory=lambda: {k: v.model_copy(deep=True) for k, v in DEFAULT_PLANS.items()},

@@ -107,6 +107,11 @@ def setup() -> None:
 
 
 def start_in_process(hub: Hub, broker: dramatiq.Broker, threads: int) -> dramatiq.Worker:
-    worker = dramatiq.Worker(broker, queues={QUEUE}, worker_threads=threads, worker_timeout=100)
+    worker = dramatiq.Worker(
+        broker,
+        queues={QUEUE},
+        worker_threads=threads,
+        worker_timeout=hub.settings.worker_timeout_ms,
+    )
     worker.start()
     return worker
