@@ -27,7 +27,7 @@ SCRIPT = textwrap.dedent(
     from linktime.api import create_app
     from linktime.engine import Hub
 
-    SDKS = %r
+    SDKS = sys.argv[1:]
 
     def loaded():
         return sorted(name for name in SDKS if name in sys.modules)
@@ -68,7 +68,6 @@ SCRIPT = textwrap.dedent(
     lifecycle.stop(hub.registry, context)
     print(json.dumps(report))
     """
-    % (SDKS,)
 )
 
 
@@ -96,7 +95,7 @@ def test_serving_loads_no_provider_sdk_until_a_plugin_uses_it(tmp_path: Path) ->
         "LINKTIME_EMAIL_FROM_ADDRESS": "bookings@example.com",
     }
     done = subprocess.run(
-        [sys.executable, "-c", SCRIPT],
+        [sys.executable, "-c", SCRIPT, *SDKS],
         env=env,
         cwd=tmp_path,
         capture_output=True,
