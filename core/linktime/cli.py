@@ -267,8 +267,6 @@ def worker(processes: int, threads: int | None) -> None:
             str(threads or settings.worker_threads),
             "--queues",
             "linktime",
-            "--worker-timeout",
-            str(settings.worker_timeout_ms),
             "--skip-logging",
         ]
     )

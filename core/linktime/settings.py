@@ -54,7 +54,7 @@ class Settings(BaseSettings):
         100,
         gt=0,
         description="The longest a worker's poll of an empty queue sleeps (Dramatiq's "
-        "--worker-timeout; its own default, 1,000 ms, is how late the first run after a lull "
+        "worker_timeout; its own default, 1,000 ms, is how late the first run after a lull "
         "may start)",
     )
     plans: dict[str, PlanConfig] = Field(

@@ -80,6 +80,17 @@ class PluginLifecycle(dramatiq.Middleware):
         lifecycle.stop(self.registry, self.context)
 
 
+class PollTimeout(dramatiq.Middleware):
+    """Sets the worker's ``worker_timeout`` (how long its consumers' polls of an empty queue
+    back off to) before its consumers start: Dramatiq's command line has no option for it."""
+
+    def __init__(self, milliseconds: int) -> None:
+        self.milliseconds = milliseconds
+
+    def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        worker.worker_timeout = self.milliseconds
+
+
 def setup() -> None:
     """Entry for ``dramatiq linktime.worker:setup``: one hub per worker process, started as
     ``linktime worker`` starts (the same refusals), with the plugins' ``startup`` called here
@@ -103,6 +114,7 @@ def setup() -> None:
     broker = make_broker(hub)
     broker.add_middleware(PluginLifecycle(hub.registry, context))
     broker.add_middleware(metrics.ProcessExit())
+    broker.add_middleware(PollTimeout(hub.settings.worker_timeout_ms))
     bind(hub, broker)
 
 
