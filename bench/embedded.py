@@ -121,6 +121,7 @@ class Result:
     duplicates: int
     others: float  # cores used by processes outside the bench during (a)
     others_latency: float  # same, during (b)
+    retries: int  # posts sent again after a connection error
     checked: str
 
 
@@ -129,7 +130,7 @@ class Target:
     """A running system ready for events: how to post them, its process group, a liveness
     check, and the check that every run succeeded (given the events posted)."""
 
-    poster: Poster
+    poster: RetryingPoster
     pgid: int
     alive: Callable[[], None]
     verify: Callable[[int], str]
@@ -218,6 +219,7 @@ def measure(
         others=cpu.others,
         others_latency=quiet.others,
         checked=checked,
+        retries=poster.retries,
     )
 
 
@@ -283,7 +285,10 @@ def linktime_embedded(receiver: Receiver, work: Path, timeout: float) -> Iterato
             raise RuntimeError(f"POST /v1/workflows: {answer.status_code} {answer.text[:500]}")
         db_url = f"sqlite:///{data / 'linktime.db'}"
         yield Target(
-            Poster(base, api_key), pgid, procs.check, lambda n: verify_runs(db_url, n, timeout)
+            RetryingPoster(base, api_key),
+            pgid,
+            procs.check,
+            lambda n: verify_runs(db_url, n, timeout),
         )
     finally:
         procs.stop_all()
@@ -292,7 +297,24 @@ def linktime_embedded(receiver: Receiver, work: Path, timeout: float) -> Iterato
 # --- n8n -----------------------------------------------------------------------------------------
 
 
-class N8nPoster(Poster):
+class RetryingPoster(Poster):
+    """Posts again, with the same event id, when the connection fails before an answer (as a
+    client would; LinkTime takes an event id once, n8n would run it twice: a duplicate
+    webhook-id at the receiver). Counts those retries."""
+
+    retries = 0
+
+    async def post(self, client: httpx.AsyncClient, event_id: str) -> None:
+        for attempt in range(3):
+            try:
+                return await super().post(client, event_id)
+            except httpx.TransportError:
+                if attempt == 2:
+                    raise
+                self.retries += 1
+
+
+class N8nPoster(RetryingPoster):
     """The same events, posted to the n8n workflow's webhook (no API key)."""
 
     def __init__(self, url: str) -> None:
@@ -572,7 +594,10 @@ def main() -> int:
         f"{LATENCY_RATE:g} events/s; others, cores: during (a) / (b)"
     )
     for r in results:
-        print(f"{r.system} round {r.round}: {r.checked}, {r.duplicates} duplicate webhook-ids")
+        print(
+            f"{r.system} round {r.round}: {r.checked}, {r.duplicates} duplicate webhook-ids, "
+            f"{r.retries} posts retried after a connection error"
+        )
         if max(r.others, r.others_latency) > NOISY_CORES:
             print(
                 f"warning: other processes used {r.others:.2f} / {r.others_latency:.2f} cores "
