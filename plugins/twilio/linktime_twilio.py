@@ -285,9 +285,18 @@ def recipient_shown(ctx: ActionContext) -> str:
 _local = threading.local()
 
 
-@functools.cache
+_http_class_lock = threading.Lock()
+
+
 def _http_class() -> type[Any]:
-    """``TwilioHttp``, defined on first use: it subclasses the SDK's ``TwilioHttpClient``."""
+    """``TwilioHttp``, defined on first use (it subclasses the SDK's ``TwilioHttpClient``);
+    the same class for every thread."""
+    with _http_class_lock:
+        return _define_http_class()
+
+
+@functools.cache
+def _define_http_class() -> type[Any]:
     import requests
     from twilio.http.http_client import TwilioHttpClient  # type: ignore[import-untyped]
     from twilio.http.response import Response  # type: ignore[import-untyped]
