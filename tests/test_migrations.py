@@ -4,6 +4,8 @@ delete every row that refers to it (a run's steps and attempts)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -61,3 +63,33 @@ def test_upgrading_an_embedded_database_keeps_its_runs_steps_and_attempts(
         assert enforced == 1  # the pooled connection enforces foreign keys again
     finally:
         engine.dispose()
+
+
+def test_head_is_the_newest_revision_alembic_knows(tmp_path: Path) -> None:
+    from alembic.script import ScriptDirectory
+    from linktime.migrations import HEAD, config
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'h.db'}")
+    assert ScriptDirectory.from_config(config(engine)).get_current_head() == HEAD
+
+
+def test_a_database_at_head_is_not_handed_to_alembic(tmp_path: Path) -> None:
+    # What `linktime serve` does at start, in a fresh interpreter each time.
+    script = (
+        "import sys; from linktime.engine import Hub; from linktime.settings import Settings; "
+        f"hub = Hub(Settings(data_dir={str(tmp_path)!r}, load_plugins='')); hub.migrate(); "
+        "print('alembic' in sys.modules)"
+    )
+
+    def start() -> str:
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    assert start() == "True"  # a new database: migrated
+    assert start() == "False"  # at head: left alone, Alembic never imported
+    engine = make_engine(f"sqlite:///{tmp_path / 'linktime.db'}")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM workflows")).scalar_one() == 0

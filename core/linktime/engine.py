@@ -300,9 +300,10 @@ class Hub:
         return now + timedelta(seconds=self.settings.requeue_after_seconds)
 
     def migrate(self) -> None:
-        from .migrations import upgrade
+        from . import migrations
 
-        upgrade(self.db)
+        if not migrations.at_head(self.db):
+            migrations.upgrade(self.db)
 
     def close(self) -> None:
         self.heartbeat.stop()

@@ -11,7 +11,6 @@ import functools
 import logging
 
 import dramatiq
-from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 
 from . import lifecycle, logs, metrics
@@ -28,6 +27,9 @@ ACTOR = "linktime.execute_run"
 
 def make_broker(hub: Hub) -> dramatiq.Broker:
     if hub.settings.redis_url:
+        # Imported here: the embedded default (no Redis) never loads redis-py.
+        from dramatiq.brokers.redis import RedisBroker
+
         return RedisBroker(url=hub.settings.redis_url, namespace=hub.settings.broker_namespace)
     return StubBroker()
 
@@ -63,9 +65,9 @@ def bind(hub: Hub, broker: dramatiq.Broker) -> dramatiq.Actor[[str], None]:
 def queue_length(broker: dramatiq.Broker) -> int:
     """Messages waiting for a worker (not those a worker has fetched): the queue's Redis list
     (Dramatiq's ``<namespace>:<queue>``), or the in-process broker's queue."""
-    if isinstance(broker, RedisBroker):
-        return int(broker.client.llen(f"{broker.namespace}:{QUEUE}"))
-    return int(broker.queues[QUEUE].qsize())
+    if isinstance(broker, StubBroker):
+        return int(broker.queues[QUEUE].qsize())
+    return int(broker.client.llen(f"{broker.namespace}:{QUEUE}"))  # type: ignore[attr-defined]
 
 
 class PluginLifecycle(dramatiq.Middleware):
