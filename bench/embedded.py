@@ -400,6 +400,8 @@ def n8n_server(receiver: Receiver, work: Path, n8n_dir: Path, timeout: float) ->
         N8N_DIAGNOSTICS_CONFIG_BACKEND="",
         EXTERNAL_FRONTEND_HOOKS_URLS="",
         N8N_ENFORCE_SETTINGS_FILE_PERMISSIONS="true",
+        # the MCP server catalogue is fetched from api.n8n.io at start: traffic stays on loopback
+        N8N_DISABLED_MODULES="mcp-registry",
         N8N_LOG_LEVEL="warn",
         NODE_ENV="production",
     )
