@@ -132,10 +132,12 @@ def serve(host: str, port: int) -> None:
     migrated at start."""
     import uvicorn
 
+    from . import arenas
     from .api import create_app
     from .scheduler import Scheduler
     from .worker import bind, make_broker, start_in_process
 
+    arenas.limit()  # before the threads start
     hub = _hub()
     _refuse_unsafe_start(hub.registry, hub.settings.step_lease_seconds)
     embedded = not hub.settings.redis_url
