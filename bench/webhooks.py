@@ -16,7 +16,8 @@ phases start after a warm-up, so process start-up and first connections are not 
 Alongside, the CPU each delivery cost (workers, PostgreSQL, the sending/emitting bench process,
 from /proc) and the CPU other processes on the shared machine took during each phase.
 
-Target: LinkTime deliveries/s >= 0.5 x baseline deliveries/s (the median over ``--rounds``).
+Target: LinkTime deliveries/s >= 0.7 x baseline deliveries/s (the median over ``--rounds``; issue
+17 raised it from 0.5).
 Exit status 1 on FAIL. ``--src DIR`` measures a snapshot (``git archive``) of LinkTime instead
 of the installed work tree; ``--profile FILE`` records the LinkTime workers with py-spy.
 """
@@ -58,7 +59,7 @@ if TYPE_CHECKING:
 PG_ADMIN = os.environ.get("BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/0")
 LOOPBACK = "127.0.0.0/8,::1/128"
-TARGET_RATIO = 0.5
+TARGET_RATIO = 0.7
 # Above this many cores used by processes outside the bench, a phase's figures are flagged.
 NOISY_CORES = 0.25
 STEPS = 5
