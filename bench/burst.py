@@ -33,11 +33,8 @@ import argparse
 import math
 import os
 import re
-import shutil
-import signal
 import statistics
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -58,13 +55,13 @@ from bench.webhooks import (  # noqa: E402
     Cpu,
     CpuMeter,
     LinkTime,
-    _interrupt,
     backend_pids,
     code_version,
     in_threads,
     linktime_deployment,
     percentile,
     redis_server_pids,
+    scratch,
 )
 from tests.procs import free_port  # noqa: E402
 
@@ -499,8 +496,6 @@ def main() -> int:
     if args.quick:
         args.reminders, args.pending, args.after, args.after_spread = 5000, 50_000, 200, 10.0
         args.lead, args.timeout = 5.0, min(args.timeout, 300.0)
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     print(
         f"reminder burst: {args.reminders} due in one second among {args.pending} pending, "
         f"{args.after} due over the {args.after_spread:g} s after; worker {args.workers} x "
@@ -508,9 +503,8 @@ def main() -> int:
         flush=True,
     )
     print(code_version(None), flush=True)
-    work = Path(tempfile.mkdtemp(prefix="lt-burst-"))
-    keep_logs = True
-    try:
+    with scratch("lt-burst-") as run:
+        work = run.path
         with Receiver(timeout=60) as receiver:  # a loaded machine starts it slowly
             a = phase_a(args, receiver, work)
             print(f"A done: {a.seconds:.2f} s first->last delivery", flush=True)
@@ -518,16 +512,7 @@ def main() -> int:
         figures, passed = report(args, a, b)
         if args.json:
             write_json(args.json, figures)
-        keep_logs = not passed
-    except KeyboardInterrupt:
-        keep_logs = False
-        print("interrupted; cleaned up", file=sys.stderr)
-        return 130
-    finally:
-        if keep_logs:
-            print(f"subprocess logs kept in {work}", file=sys.stderr)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        run.keep = not passed
     return 0 if passed else 1
 
 

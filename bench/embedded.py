@@ -42,19 +42,15 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
-import signal
 import sqlite3
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # runnable as `python bench/embedded.py` from anywhere
@@ -75,6 +71,7 @@ from bench.webhooks import (  # noqa: E402
     clean_env,
     code_version,
     percentile,
+    scratch,
     verify_runs,
 )
 from tests.procs import free_port, wait_http  # noqa: E402
@@ -514,10 +511,6 @@ def figures(results: list[Result]) -> list[Figure]:
     return out
 
 
-def _interrupt(signum: int, frame: Any) -> Any:
-    raise KeyboardInterrupt  # SIGTERM unwinds like Ctrl-C, through every clean-up
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", choices=("linktime", "n8n"), help="one system only")
@@ -539,8 +532,6 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=300.0, help="bound on every wait (s)")
     parser.add_argument("--json", help="write the figures and verdicts to this file")
     args = parser.parse_args()
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     args.events = args.events or (600 if args.quick else 3000)
     args.seconds = args.seconds or (15.0 if args.quick else 60.0)
     args.rounds = args.rounds or (1 if args.quick else 2)
@@ -556,10 +547,9 @@ def main() -> int:
         flush=True,
     )
     print(code_version(None), flush=True)
-    work = Path(tempfile.mkdtemp(prefix="lt-embedded-"))
-    keep_logs = True  # until the run completes: the subprocess logs explain a failure
     results: list[Result] = []
-    try:
+    with scratch("lt-embedded-") as run:
+        work = run.path
         if "n8n" in systems:
             install_n8n(args.n8n_dir, args.n8n_version, args.timeout * 6)
             print(n8n_version(args.n8n_dir), flush=True)
@@ -576,16 +566,7 @@ def main() -> int:
                     with deployment as target:
                         results.append(measure(name, round_no, target, receiver, args))
                     print(row(results[-1]), flush=True)
-        keep_logs = False
-    except KeyboardInterrupt:
-        keep_logs = False
-        print("interrupted; cleaned up", file=sys.stderr)
-        return 130
-    finally:
-        if keep_logs:
-            print(f"subprocess logs kept in {work}", file=sys.stderr)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        run.keep = False
 
     print(f"\nside by side (load average {os.getloadavg()[0]:.2f}):\n{HEADER}")
     for r in sorted(results, key=lambda r: (r.system != "LinkTime", r.round)):

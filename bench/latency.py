@@ -29,10 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
-import signal
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -60,6 +57,7 @@ from bench.webhooks import (  # noqa: E402
     linktime_deployment,
     percentile,
     redis_server_pids,
+    scratch,
     verify_runs,
 )
 from tests.procs import free_port, wait_http  # noqa: E402
@@ -362,10 +360,6 @@ def verdicts(lt: list[Phase], base: list[Phase]) -> list[Figure]:
     return out
 
 
-def _interrupt(signum: int, frame: Any) -> Any:
-    raise KeyboardInterrupt  # SIGTERM unwinds like Ctrl-C, through every clean-up
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="length of each load phase")
@@ -378,8 +372,6 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=300.0, help="bound on every wait (s)")
     parser.add_argument("--json", help="write the figures and verdicts to this file")
     args = parser.parse_args()
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     print(
         f"latency at steady load: {os.cpu_count()} cores, load average "
@@ -388,23 +380,13 @@ def main() -> int:
         flush=True,
     )
     print(code_version(None), flush=True)
-    work = Path(tempfile.mkdtemp(prefix="lt-latency-"))
-    keep_logs = True  # until the run completes: the subprocess logs explain a failure
-    try:
+    with scratch("lt-latency-") as run:
+        work = run.path
         with Receiver() as receiver:
             print(HEADER, flush=True)
             saturation, lt, verified = run_linktime(args, receiver, work)
             base = run_baseline(args, receiver, work, saturation)
-        keep_logs = False
-    except KeyboardInterrupt:
-        keep_logs = False
-        print("interrupted; cleaned up", file=sys.stderr)
-        return 130
-    finally:
-        if keep_logs:
-            print(f"subprocess logs kept in {work}", file=sys.stderr)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        run.keep = False
 
     print(f"\nside by side ({verified}; load average {os.getloadavg()[0]:.2f}):\n{HEADER}")
     for mine, bare in zip(lt, base, strict=True):

@@ -32,10 +32,7 @@ import argparse
 import asyncio
 import contextlib
 import os
-import shutil
-import signal
 import sys
-import tempfile
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -64,6 +61,7 @@ from bench.webhooks import (  # noqa: E402
     code_version,
     linktime_deployment,
     redis_server_pids,
+    scratch,
     verify_runs,
 )
 
@@ -451,10 +449,6 @@ def figures(lt: Phase, bare: Phase, api_at_start: Mem | None, events: int) -> li
     ]
 
 
-def _interrupt(signum: int, frame: Any) -> Any:
-    raise KeyboardInterrupt  # SIGTERM unwinds like Ctrl-C, through every clean-up
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -471,8 +465,6 @@ def main() -> int:
     args = parser.parse_args()
     if args.samples < 2 or args.samples % 2 or args.events % args.samples:
         parser.error("--samples must be even and divide --events (half-way is a sample)")
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     load0 = os.getloadavg()[0]
     print(
@@ -483,22 +475,12 @@ def main() -> int:
         flush=True,
     )
     print(code_version(None), flush=True)
-    work = Path(tempfile.mkdtemp(prefix="lt-memory-"))
-    keep_logs = True  # until the run completes: the subprocess logs explain a failure
-    try:
+    with scratch("lt-memory-") as run:
+        work = run.path
         with Receiver() as receiver:
             lt, api_at_start = run_linktime(args, receiver, work)
             bare = run_baseline(args, receiver, work)
-        keep_logs = False
-    except KeyboardInterrupt:
-        keep_logs = False
-        print("interrupted; cleaned up", file=sys.stderr)
-        return 130
-    finally:
-        if keep_logs:
-            print(f"subprocess logs kept in {work}", file=sys.stderr)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        run.keep = False
 
     print(f"\n{summary([lt, bare])}")
     if api_at_start is not None:

@@ -716,6 +716,35 @@ def _interrupt(signum: int, frame: FrameType | None) -> Any:
     raise KeyboardInterrupt
 
 
+class Scratch:
+    """A bench's temporary directory, for its subprocesses' logs: kept (its path printed) when
+    ``keep`` is still set at the end, where the logs explain a failure; removed otherwise."""
+
+    def __init__(self, prefix: str) -> None:
+        self.path = Path(tempfile.mkdtemp(prefix=prefix))
+        self.keep = True  # until the run completes
+
+
+@contextlib.contextmanager
+def scratch(prefix: str) -> Iterator[Scratch]:
+    """A bench's run: SIGTERM unwinds like Ctrl-C through every clean-up inside (even when the
+    bench was started with SIGINT ignored, as a script's background job), then exits 130."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    run = Scratch(prefix)
+    try:
+        yield run
+    except KeyboardInterrupt:
+        run.keep = False
+        print("interrupted; cleaned up", file=sys.stderr)
+        raise SystemExit(130) from None
+    finally:
+        if run.keep:
+            print(f"subprocess logs kept in {run.path}", file=sys.stderr)
+        else:
+            shutil.rmtree(run.path, ignore_errors=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", "-m", type=int, default=2000, help="M events (M*5 deliveries)")
@@ -743,9 +772,6 @@ def main() -> int:
     )
     parser.add_argument("--json", help="write the figures and verdict to this file")
     args = parser.parse_args()
-    signal.signal(signal.SIGTERM, _interrupt)
-    # Even when started with SIGINT ignored (a background job of a script), Ctrl-C cleans up.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     if args.src:
         src = Path(args.src).resolve()
         SRC_PATHS.extend([str(src / "core"), str(src / "plugins" / "webhook")])
@@ -760,10 +786,9 @@ def main() -> int:
         flush=True,
     )
     print(code_version(args.src), flush=True)
-    work = Path(tempfile.mkdtemp(prefix="lt-bench-"))
     failed = False
-    keep_logs = True  # until the run completes: the subprocess logs explain a failure
-    try:
+    with scratch("lt-bench-") as run:
+        work = run.path
         with Receiver() as receiver:
             rate = self_test(receiver.url)
             print(f"receiver self-test: {rate:,.0f} req/s (32 keep-alive connections)", flush=True)
@@ -811,16 +836,7 @@ def main() -> int:
             failed = ratio < TARGET_RATIO
             if args.json:
                 write_json(args.json, json_figures(ratio, base, lt))
-        keep_logs = False
-    except KeyboardInterrupt:
-        keep_logs = False
-        print("interrupted; cleaned up", file=sys.stderr)
-        return 130
-    finally:
-        if keep_logs:
-            print(f"subprocess logs kept in {work}", file=sys.stderr)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        run.keep = False
     return 1 if failed else 0
 
 
