@@ -13,7 +13,7 @@ import logging
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
 
-from . import arenas, lifecycle, logs, metrics
+from . import lifecycle, logs, metrics
 from .engine import Hub
 from .lifecycle import ProcessContext
 from .plugins import Registry
@@ -97,7 +97,6 @@ def setup() -> None:
     """Entry for ``dramatiq linktime.worker:setup``: one hub per worker process, started as
     ``linktime worker`` starts (the same refusals), with the plugins' ``startup`` called here
     and their ``shutdown`` once the worker has stopped."""
-    arenas.limit()  # before the worker's threads start
     # Dramatiq runs with --skip-logging: this process logs as the `linktime` command does.
     settings = Settings()
     logs.configure(settings.log_format)
