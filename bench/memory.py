@@ -162,6 +162,15 @@ class Phase:
     retried: list[str] = field(default_factory=list)  # POSTs sent again, and why
 
 
+def all_sent(chunk: int, schedule: Schedule, expected: int, what: str) -> None:
+    """A chunk's feed ends the phase unless every one of its ``expected`` sends went out."""
+    if schedule.errors or schedule.sent != expected:
+        raise RuntimeError(
+            f"chunk {chunk}: {len(schedule.errors)} of {schedule.sent} {what} failed: "
+            f"{schedule.errors[:3]}"
+        )
+
+
 def feed_and_sample(
     system: str,
     watched: Watched,
@@ -247,12 +256,7 @@ def run_linktime(
                 return await open_loop(args.rate, chunk_events / args.rate, send, args.timeout)
 
         def feed(chunk: int) -> None:
-            schedule = asyncio.run(steady(chunk))
-            if schedule.errors or schedule.sent != chunk_events:
-                raise RuntimeError(
-                    f"chunk {chunk}: {len(schedule.errors)} of {schedule.sent} posts failed: "
-                    f"{schedule.errors[:3]}"
-                )
+            all_sent(chunk, asyncio.run(steady(chunk)), chunk_events, "posts")
 
         checkpoints = feed_and_sample(
             "LinkTime",
@@ -291,12 +295,12 @@ def run_baseline(args: argparse.Namespace, receiver: Receiver, work: Path) -> Ph
         def feed(chunk: int) -> None:
             actor = _Numbered(base.actor, chunk * chunk_messages)
             rate = args.rate * STEPS  # the same POSTs per second as LinkTime makes
-            schedule = asyncio.run(enqueue_steady(actor, rate, chunk_messages / rate, args.timeout))
-            if schedule.errors or schedule.sent != chunk_messages:
-                raise RuntimeError(
-                    f"chunk {chunk}: {len(schedule.errors)} of {schedule.sent} sends failed: "
-                    f"{schedule.errors[:3]}"
-                )
+            all_sent(
+                chunk,
+                asyncio.run(enqueue_steady(actor, rate, chunk_messages / rate, args.timeout)),
+                chunk_messages,
+                "sends",
+            )
 
         checkpoints = feed_and_sample(
             "bare Dramatiq",
